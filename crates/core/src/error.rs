@@ -1,0 +1,86 @@
+//! The one error type of the request path. Each variant is one MDE error code; the
+//! server maps it to an HTTP status and the `{"error":{...}}` envelope in one place.
+
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    OData(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    InvalidRequestBody(String),
+    #[error("Parameter {0} is missing")]
+    MissingRequiredParameter(String),
+    #[error("Action is already in progress")]
+    ActiveRequestAlreadyExists,
+    /// The action is final and cannot be changed (e.g. cancelling a succeeded action).
+    #[error("{0}")]
+    ActionAlreadyFinal(String),
+    #[error("{0}")]
+    OsPlatformNotSupported(String),
+    #[error("{0}")]
+    ClientVersionNotSupported(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    ResourceNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: Duration },
+    /// Never shown to callers: they get a generic message and the error's target.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The MDE error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) | Error::ActionAlreadyFinal(_) => "BadRequest",
+            Error::OData(_) => "ODataError",
+            Error::InvalidInput(_) => "InvalidInput",
+            Error::InvalidRequestBody(_) | Error::PayloadTooLarge(_) => "InvalidRequestBody",
+            Error::MissingRequiredParameter(_) => "MissingRequiredParameter",
+            Error::ActiveRequestAlreadyExists => "ActiveRequestAlreadyExists",
+            Error::OsPlatformNotSupported(_) => "OsPlatformNotSupported",
+            Error::ClientVersionNotSupported(_) => "ClientVersionNotSupported",
+            Error::Unauthorized(_) => "Unauthorized",
+            Error::Forbidden(_) => "Forbidden",
+            Error::ResourceNotFound(_) => "ResourceNotFound",
+            Error::NotFound(_) => "NotFound",
+            Error::TooManyRequests { .. } => "TooManyRequests",
+            Error::Internal(_) => "InternalServerError",
+        }
+    }
+
+    /// The message shown to the caller; internal details are never exposed.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "An internal error occurred".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Error::Internal(e.to_string())
+    }
+
+    pub fn machine_not_found(id: &str) -> Self {
+        Error::ResourceNotFound(format!("Machine {id} was not found"))
+    }
+
+    pub fn action_not_found(id: &str) -> Self {
+        Error::ResourceNotFound(format!("MachineAction {id} was not found"))
+    }
+}

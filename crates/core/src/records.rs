@@ -1,0 +1,256 @@
+//! Domain records as the store keeps them, and their wire form.
+
+use appfence_proto::agent::{Capabilities, DesiredState, EnforcementState};
+use appfence_proto::{ActionStatus, ActionType, IpAddress, Machine, MachineAction, Timestamp};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// A GUID, as in Entra ID.
+    pub id: String,
+    pub name: String,
+}
+
+/// An OAuth client (application registration) of one tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRegistration {
+    pub tenant_id: String,
+    /// A GUID.
+    pub client_id: String,
+    pub display_name: String,
+    /// PHC string of a slow hash (Argon2id); the secret itself is never stored.
+    pub secret_hash: String,
+    /// Application permissions, e.g. `Machine.RestrictExecution`.
+    pub roles: Vec<String>,
+    pub created: Timestamp,
+}
+
+/// A credential that lets agents enrol devices into a tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollSecret {
+    pub tenant_id: String,
+    /// SHA-256 (hex) of the secret: secrets are 256-bit random, so a fast hash suffices.
+    pub secret_sha256: String,
+    pub created: Timestamp,
+}
+
+/// A signing key of the built-in authorization server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    /// `EdDSA` (Ed25519).
+    pub algorithm: String,
+    /// The 32-byte Ed25519 seed.
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MachineRecord {
+    pub tenant_id: String,
+    /// 40 lower-case hex characters.
+    pub id: String,
+    pub aad_device_id: String,
+    /// Lower case.
+    pub computer_dns_name: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Option<Timestamp>,
+    pub os_platform: String,
+    pub os_version: String,
+    pub kernel_version: String,
+    pub os_architecture: String,
+    pub agent_version: String,
+    pub last_ip_address: Option<String>,
+    pub ip_addresses: Vec<String>,
+    pub health_status: String,
+    pub onboarding_status: String,
+    pub machine_tags: Vec<String>,
+    pub rbac_group_id: i64,
+    pub rbac_group_name: Option<String>,
+    pub risk_score: String,
+    pub exposure_level: String,
+    pub device_value: String,
+    pub capabilities: Capabilities,
+    pub enforcement: EnforcementState,
+    /// SHA-256 (hex) of the device credential.
+    pub credential_sha256: String,
+}
+
+impl MachineRecord {
+    pub fn to_wire(&self, odata_context: Option<String>) -> Machine {
+        Machine {
+            odata_context,
+            id: self.id.clone(),
+            computer_dns_name: Some(self.computer_dns_name.clone()),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            os_platform: Some(self.os_platform.clone()),
+            version: Some(self.os_version.clone()),
+            os_processor: Some(self.os_architecture.clone()),
+            last_ip_address: self.last_ip_address.clone(),
+            last_external_ip_address: None,
+            agent_version: Some(self.agent_version.clone()),
+            os_build: None,
+            health_status: self.health_status.clone(),
+            device_value: Some(self.device_value.clone()),
+            rbac_group_id: self.rbac_group_id,
+            rbac_group_name: self.rbac_group_name.clone(),
+            risk_score: Some(self.risk_score.clone()),
+            exposure_level: Some(self.exposure_level.clone()),
+            is_aad_joined: false,
+            aad_device_id: Some(self.aad_device_id.clone()),
+            machine_tags: self.machine_tags.clone(),
+            onboarding_status: self.onboarding_status.clone(),
+            os_architecture: Some(self.os_architecture.clone()),
+            ip_addresses: self
+                .ip_addresses
+                .iter()
+                .map(|ip| IpAddress {
+                    ip_address: ip.clone(),
+                    mac_address: None,
+                    operational_status: "Up".into(),
+                    kind: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionRecord {
+    pub tenant_id: String,
+    /// Lower-case GUID.
+    pub id: String,
+    pub action_type: ActionType,
+    pub title: Option<String>,
+    pub requestor: String,
+    pub requestor_comment: String,
+    pub status: ActionStatus,
+    pub machine_id: String,
+    pub computer_dns_name: String,
+    pub created: Timestamp,
+    pub last_update: Timestamp,
+    pub cancellation_requestor: Option<String>,
+    pub cancellation_comment: Option<String>,
+    pub cancellation_time: Option<Timestamp>,
+    pub error_h_result: i64,
+    pub external_id: Option<String>,
+    pub request_source: String,
+    pub troubleshoot_info: Option<String>,
+}
+
+impl ActionRecord {
+    pub fn to_wire(&self, odata_context: Option<String>) -> MachineAction {
+        MachineAction {
+            odata_context,
+            id: self.id.clone(),
+            action_type: self.action_type,
+            title: self.title.clone(),
+            requestor: Some(self.requestor.clone()),
+            requestor_comment: Some(self.requestor_comment.clone()),
+            status: self.status,
+            machine_id: Some(self.machine_id.clone()),
+            computer_dns_name: Some(self.computer_dns_name.clone()),
+            creation_date_time_utc: self.created,
+            last_update_date_time_utc: self.last_update,
+            cancellation_requestor: self.cancellation_requestor.clone(),
+            cancellation_comment: self.cancellation_comment.clone(),
+            cancellation_date_time_utc: self.cancellation_time,
+            error_h_result: self.error_h_result,
+            scope: None,
+            external_id: self.external_id.clone(),
+            request_source: Some(self.request_source.clone()),
+            related_file_info: None,
+            commands: Vec::new(),
+            troubleshoot_info: self.troubleshoot_info.clone(),
+        }
+    }
+}
+
+/// A requested change of an action's status. The store applies it only if the
+/// transition is allowed from the action's current status (see [`transition_allowed`]),
+/// atomically with an audit record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusChange {
+    pub to: ActionStatus,
+    pub at: Timestamp,
+    /// Who made the change: a requestor, `agent:<machine id>`, or `sweeper`.
+    pub actor: String,
+    pub reason: Option<String>,
+    pub error_h_result: Option<i64>,
+    pub troubleshoot_info: Option<String>,
+    /// For `Cancelled`: the cancellation comment.
+    pub cancellation_comment: Option<String>,
+}
+
+/// The action lifecycle: `Pending → InProgress`, and any open status to a final one.
+/// A final status never changes.
+pub fn transition_allowed(from: ActionStatus, to: ActionStatus) -> bool {
+    use ActionStatus::*;
+    match (from, to) {
+        (Pending, InProgress) => true,
+        (Pending | InProgress, Succeeded | Failed | TimeOut | Cancelled) => true,
+        _ => false,
+    }
+}
+
+/// The statuses from which `to` may be reached.
+pub fn allowed_sources(to: ActionStatus) -> Vec<ActionStatus> {
+    ActionStatus::ALL
+        .into_iter()
+        .filter(|from| transition_allowed(*from, to))
+        .collect()
+}
+
+/// The result of asking the store to change an action's status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransitionOutcome {
+    /// The change was made; the action as it is now.
+    Applied(ActionRecord),
+    /// The action's status did not allow it; the action unchanged.
+    Refused(ActionRecord),
+}
+
+/// One row of the append-only audit trail of status changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub action_id: String,
+    pub at: Timestamp,
+    pub actor: String,
+    /// `None` for the creation of the action.
+    pub from: Option<ActionStatus>,
+    pub to: ActionStatus,
+    pub reason: Option<String>,
+}
+
+/// The enforcement state the server wants for a device, from its last succeeded
+/// restrict-family action.
+pub fn desired_state(last_succeeded: Option<&ActionRecord>) -> DesiredState {
+    match last_succeeded {
+        Some(a) => DesiredState {
+            restricted: a.action_type == ActionType::RestrictCodeExecution,
+            action_id: Some(a.id.clone()),
+        },
+        None => DesiredState::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ActionStatus::*;
+
+    #[test]
+    fn final_statuses_never_change() {
+        for from in [Succeeded, Failed, TimeOut, Cancelled] {
+            for to in ActionStatus::ALL {
+                assert!(!transition_allowed(from, to), "{from:?} -> {to:?}");
+            }
+        }
+        assert!(transition_allowed(Pending, InProgress));
+        assert!(!transition_allowed(InProgress, Pending));
+        assert!(!transition_allowed(InProgress, InProgress));
+        assert_eq!(allowed_sources(Cancelled), vec![Pending, InProgress]);
+        assert_eq!(allowed_sources(InProgress), vec![Pending]);
+    }
+}

@@ -1,0 +1,138 @@
+//! The agent gateway protocol (`/agent/v1`): ours, not MDE's.
+//!
+//! Flow: `POST /agent/v1/enroll` once with the tenant's enrolment secret, which returns a
+//! per-device credential; afterwards every call carries `Authorization: Bearer <credential>`.
+//! The agent heartbeats, long-polls `GET /agent/v1/commands?waitSeconds=N`, acknowledges a
+//! command (`POST /agent/v1/actions/{id}/ack`, which moves it to `InProgress` only if it is
+//! still open; otherwise the agent must not apply it), applies it and reports the outcome
+//! (`POST /agent/v1/actions/{id}/result`, idempotent).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ActionStatus, ActionType, Timestamp};
+
+/// Version of this protocol; the server refuses agents that speak an older one.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollRequest {
+    pub enroll_secret: String,
+    pub hostname: String,
+    pub info: DeviceInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollResponse {
+    pub machine_id: String,
+    pub aad_device_id: String,
+    /// The device credential: keep it secret, it is shown once.
+    pub credential: String,
+}
+
+/// What the device says about itself, at enrolment and in every heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    /// `Linux` for the appfence agent.
+    pub os_platform: String,
+    pub os_version: String,
+    pub kernel_version: String,
+    pub os_architecture: String,
+    pub agent_version: String,
+    pub ip_addresses: Vec<String>,
+    pub capabilities: Capabilities,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// The device can enforce a code-execution restriction.
+    pub can_restrict_execution: bool,
+    /// fanotify `FAN_OPEN_EXEC_PERM` is available.
+    pub exec_permission_events: bool,
+    /// fanotify `FAN_MARK_FILESYSTEM` is available.
+    pub filesystem_marks: bool,
+    /// The device is simulated (`serve --demo`): nothing is really enforced.
+    pub simulated: bool,
+}
+
+/// What the agent reports about its actual enforcement.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementState {
+    pub restricted: bool,
+    pub since: Option<Timestamp>,
+    /// Id of the action whose state is in force, if any.
+    pub applied_action_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatRequest {
+    pub info: DeviceInfo,
+    pub enforcement: EnforcementState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    /// The state the server wants, derived from the last succeeded restrict-family action.
+    pub desired: DesiredState,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredState {
+    pub restricted: bool,
+    /// The succeeded action that set this state, if any.
+    pub action_id: Option<String>,
+}
+
+/// One command for the device: an open action, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Command {
+    pub action_id: String,
+    #[serde(rename = "type")]
+    pub action_type: ActionType,
+    pub status: ActionStatus,
+    pub created: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandsResponse {
+    /// Open actions for this device in creation order (empty when the wait expired).
+    pub commands: Vec<Command>,
+    pub desired: DesiredState,
+}
+
+/// Answer to an acknowledgement or a result report: the action's status after the call.
+/// `applied` is false when the action was no longer open, in which case the agent must
+/// not apply it (or must converge back to `desired`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionUpdateResponse {
+    pub action_id: String,
+    pub status: ActionStatus,
+    pub applied: bool,
+    pub desired: DesiredState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultRequest {
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub error_h_result: i64,
+    #[serde(default)]
+    pub troubleshoot_info: Option<String>,
+}

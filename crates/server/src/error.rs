@@ -1,0 +1,72 @@
+//! The one place where errors become HTTP responses: status, the MDE envelope
+//! `{"error":{"code","message","target"}}` with a fresh target GUID, and a log line
+//! carrying the same target.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use appfence_core::Error;
+use appfence_proto::{ErrorBody, ErrorDetail};
+
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::BadRequest(_)
+        | Error::OData(_)
+        | Error::InvalidInput(_)
+        | Error::InvalidRequestBody(_)
+        | Error::MissingRequiredParameter(_)
+        | Error::ActiveRequestAlreadyExists
+        | Error::ActionAlreadyFinal(_)
+        | Error::OsPlatformNotSupported(_)
+        | Error::ClientVersionNotSupported(_) => StatusCode::BAD_REQUEST,
+        Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::ResourceNotFound(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = status_of(&e);
+        let target = appfence_core::ids::new_guid();
+        if status.is_server_error() {
+            tracing::error!(%target, code = e.code(), error = %e, "request failed");
+        } else {
+            tracing::info!(%target, code = e.code(), status = status.as_u16(), message = %e, "request refused");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: e.code().to_string(),
+                message: e.public_message(),
+                target,
+            },
+        };
+        let json = serde_json::to_vec(&body).expect("error envelope serialises");
+        let mut resp = (status, json).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        if let Error::TooManyRequests { retry_after, .. } = &e {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,95 @@
+//! The appfence control plane: the MDE-compatible public API (`/api`, `/api/v1.0`), the
+//! built-in OAuth 2.0 authorization server, the agent gateway (`/agent/v1`), dispatch of
+//! actions to waiting devices, and the sweeper that times out stale actions.
+
+pub mod agent_gateway;
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod dispatch;
+pub mod error;
+pub mod oauth;
+pub mod response;
+pub mod router;
+pub mod state;
+pub mod sweeper;
+
+pub use config::ServerConfig;
+pub use error::ApiError;
+pub use state::AppState;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use appfence_core::Clock;
+use appfence_store::Store;
+use tokio::sync::watch;
+
+/// A server that is listening; dropping the handle does not stop it, `shutdown` does.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// The base URL clients use, e.g. `http://127.0.0.1:8080`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, and waits.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    /// Waits until the server stops (it stops only on `shutdown` or an I/O error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds the listener, prepares signing keys, starts the sweeper and serves.
+pub async fn start(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow_free::Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut config = config;
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{local_addr}"));
+    }
+    let state = AppState::new(config, store, clock).await?;
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    sweeper::spawn(state.clone(), shutdown.subscribe());
+    let app = router::build(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%local_addr, "appfence control plane listening");
+    Ok(RunningServer {
+        local_addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+/// Errors at start-up are reported as text: they end the process with a message.
+pub mod anyhow_free {
+    pub type Result<T> = std::result::Result<T, String>;
+}
