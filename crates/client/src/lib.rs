@@ -1,1 +1,307 @@
+//! A typed client for appfence's MDE-compatible API (and so for MDE itself).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), appfence_client::ClientError> {
+//! use appfence_client::{ClientConfig, MdeClient};
+//! let client = MdeClient::new(ClientConfig {
+//!     server: "http://127.0.0.1:8080".into(),
+//!     tenant: "tenant-guid".into(),
+//!     client_id: "client-guid".into(),
+//!     client_secret: "secret".into(),
+//!     token_url: None,
+//! })?;
+//! let action = client.restrict("web-01", "Restrict code execution due to alert 1234").await?;
+//! println!("{} is {}", action.id, action.status.as_str());
+//! # Ok(()) }
+//! ```
 
+mod encode;
+mod error;
+mod token;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use appfence_proto::{Collection, Machine, MachineAction};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+pub use error::ClientError;
+pub use token::MDE_SCOPE;
+
+use token::CachedToken;
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Base URL of the server, e.g. `http://127.0.0.1:8080` (the API lives under `/api`).
+    pub server: String,
+    /// Tenant id (a GUID) for the token endpoint.
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Token endpoint; defaults to `{server}/{tenant}/oauth2/v2.0/token`.
+    pub token_url: Option<String>,
+}
+
+impl ClientConfig {
+    pub fn token_url(&self) -> String {
+        match &self.token_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "{}/{}/oauth2/v2.0/token",
+                self.server.trim_end_matches('/'),
+                encode::encode(&self.tenant)
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    // The secret must not end up in logs or panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("server", &self.server)
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("token_url", &self.token_url)
+            .finish()
+    }
+}
+
+/// Body of restrict, unrestrict and cancel: PascalCase keys, as MDE requires.
+#[derive(Serialize)]
+struct ActionBody<'a> {
+    #[serde(rename = "Comment", skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+}
+
+/// The client. Cheap to share behind an `Arc`; the token is fetched on first use and
+/// reused by every call until shortly before it expires.
+pub struct MdeClient {
+    http: reqwest::Client,
+    base: String,
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl fmt::Debug for MdeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MdeClient")
+            .field("base", &self.base)
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MdeClient {
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("appfence-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(ClientError::transport)?;
+        Self::with_http(config, http)
+    }
+
+    /// Uses a caller-supplied `reqwest::Client` (proxies, timeouts, TLS set up by the caller).
+    pub fn with_http(config: ClientConfig, http: reqwest::Client) -> Result<Self> {
+        let base = config.server.trim_end_matches('/').to_string();
+        for (what, url) in [("server", &base), ("token", &config.token_url())] {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| ClientError::Transport(format!("invalid {what} URL {url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ClientError::Transport(format!(
+                    "invalid {what} URL {url:?}: the scheme must be http or https"
+                )));
+            }
+        }
+        Ok(MdeClient {
+            http,
+            token_url: config.token_url(),
+            base,
+            client_id: config.client_id,
+            client_secret: config.client_secret,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// A valid access token, from the cache or freshly fetched.
+    pub async fn access_token(&self) -> Result<String> {
+        Ok(self.token().await?.0)
+    }
+
+    /// `POST /api/machines/{machine}/restrictCodeExecution`. `machine` is a machine id,
+    /// an `aadDeviceId` or a computer DNS name.
+    pub async fn restrict(&self, machine: &str, comment: &str) -> Result<MachineAction> {
+        let url = format!(
+            "{}/api/machines/{}/restrictCodeExecution",
+            self.base,
+            encode::encode(machine)
+        );
+        self.send(Method::POST, &url, Some(&ActionBody { comment: Some(comment) }))
+            .await
+    }
+
+    /// `POST /api/machines/{machine}/unrestrictCodeExecution`.
+    pub async fn unrestrict(&self, machine: &str, comment: &str) -> Result<MachineAction> {
+        let url = format!(
+            "{}/api/machines/{}/unrestrictCodeExecution",
+            self.base,
+            encode::encode(machine)
+        );
+        self.send(Method::POST, &url, Some(&ActionBody { comment: Some(comment) }))
+            .await
+    }
+
+    /// `GET /api/machineactions/{id}`.
+    pub async fn get_action(&self, id: &str) -> Result<MachineAction> {
+        let url = format!("{}/api/machineactions/{}", self.base, encode::encode(id));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// `GET /api/machineactions` with an optional OData `$filter` and `$top`: one page.
+    pub async fn list_actions(
+        &self,
+        filter: Option<&str>,
+        top: Option<u32>,
+    ) -> Result<Collection<MachineAction>> {
+        let url = format!("{}/api/machineactions{}", self.base, list_query(filter, top));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// Every matching action, following `@odata.nextLink` to the end.
+    pub async fn list_actions_all(&self, filter: Option<&str>) -> Result<Collection<MachineAction>> {
+        let first = self.list_actions(filter, None).await?;
+        self.follow(first).await
+    }
+
+    /// `POST /api/machineactions/{id}/cancel`, with an optional comment.
+    pub async fn cancel_action(&self, id: &str, comment: Option<&str>) -> Result<MachineAction> {
+        let url = format!("{}/api/machineactions/{}/cancel", self.base, encode::encode(id));
+        self.send(Method::POST, &url, Some(&ActionBody { comment })).await
+    }
+
+    /// `GET /api/machines` with an optional OData `$filter` and `$top`: one page.
+    pub async fn list_machines(
+        &self,
+        filter: Option<&str>,
+        top: Option<u32>,
+    ) -> Result<Collection<Machine>> {
+        let url = format!("{}/api/machines{}", self.base, list_query(filter, top));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// Every matching machine, following `@odata.nextLink` to the end.
+    pub async fn list_machines_all(&self, filter: Option<&str>) -> Result<Collection<Machine>> {
+        let first = self.list_machines(filter, None).await?;
+        self.follow(first).await
+    }
+
+    /// `GET /api/machines/{id}`: by machine id, `aadDeviceId` or computer DNS name.
+    pub async fn get_machine(&self, id: &str) -> Result<Machine> {
+        let url = format!("{}/api/machines/{}", self.base, encode::encode(id));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// Appends the pages behind `@odata.nextLink` to `first`; the result has no next link.
+    async fn follow<T: DeserializeOwned>(&self, mut all: Collection<T>) -> Result<Collection<T>> {
+        let mut seen = HashSet::new();
+        while let Some(next) = all.odata_next_link.take() {
+            // A server that hands out the same link twice would keep us here forever.
+            if !seen.insert(next.clone()) {
+                return Err(ClientError::Decode(format!(
+                    "the server returned the same @odata.nextLink twice: {next}"
+                )));
+            }
+            let page: Collection<T> = self.send(Method::GET, &next, None::<&()>).await?;
+            all.value.extend(page.value);
+            all.odata_next_link = page.odata_next_link;
+        }
+        Ok(all)
+    }
+
+    /// The cached token if still fresh, else a new one; the flag says it was just fetched.
+    async fn token(&self) -> Result<(String, bool)> {
+        // Holding the lock across the fetch makes concurrent callers share one request.
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref().filter(|t| t.is_fresh(Instant::now())) {
+            return Ok((t.value.clone(), false));
+        }
+        let resp =
+            token::fetch(&self.http, &self.token_url, &self.client_id, &self.client_secret).await?;
+        let cached = CachedToken::new(resp.access_token, resp.expires_in, Instant::now());
+        let value = cached.value.clone();
+        *slot = Some(cached);
+        Ok((value, true))
+    }
+
+    async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let (mut token, mut fresh) = self.token().await?;
+        loop {
+            let mut req = self.http.request(method.clone(), url).bearer_auth(&token);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let resp = req.send().await.map_err(ClientError::transport)?;
+            let status = resp.status();
+            // A cached token the server no longer accepts (e.g. its keys were rotated):
+            // a 401 means nothing was done, so one retry with a new token is safe.
+            if status == StatusCode::UNAUTHORIZED && !fresh {
+                self.forget_token().await;
+                (token, fresh) = self.token().await?;
+                continue;
+            }
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = resp.bytes().await.map_err(ClientError::transport)?;
+            if !status.is_success() {
+                return Err(ClientError::from_response(status, retry_after, &bytes));
+            }
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Decode(format!("unexpected response to {method} {url}: {e}"))
+            });
+        }
+    }
+}
+
+fn list_query(filter: Option<&str>, top: Option<u32>) -> String {
+    let mut pairs = Vec::new();
+    if let Some(f) = filter {
+        pairs.push(("$filter", f.to_string()));
+    }
+    if let Some(t) = top {
+        pairs.push(("$top", t.to_string()));
+    }
+    encode::query(&pairs)
+}
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,8 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: Duration },
@@ -59,6 +61,7 @@ impl Error {
             Error::Forbidden(_) => "Forbidden",
             Error::ResourceNotFound(_) => "ResourceNotFound",
             Error::NotFound(_) => "NotFound",
+            Error::MethodNotAllowed(_) => "BadRequest",
             Error::TooManyRequests { .. } => "TooManyRequests",
             Error::Internal(_) => "InternalServerError",
         }

@@ -2,6 +2,7 @@
 //! including the time, which comes from an injected [`Clock`].
 
 pub mod authz;
+pub mod capability;
 pub mod clock;
 pub mod error;
 pub mod ids;

@@ -6,6 +6,7 @@
 //! and status changes only along the lifecycle (conditional updates), each recorded in
 //! the append-only audit table in the same transaction.
 
+pub mod odata_sql;
 pub mod sqlite;
 #[doc(hidden)]
 pub mod contract;

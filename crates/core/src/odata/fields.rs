@@ -1,7 +1,6 @@
 //! The filterable properties of the two collections (spec §4).
 
 use super::{Field, FieldType};
-use appfence_proto::{ActionStatus, ActionType};
 
 const ACTION_STATUSES: &[&str] = &[
     "Pending",
@@ -160,6 +159,7 @@ impl Field for MachineField {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use appfence_proto::{ActionStatus, ActionType};
 
     #[test]
     fn enum_lists_match_wire_enums() {

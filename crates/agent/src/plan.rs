@@ -1,0 +1,243 @@
+//! The command loop's decisions, as pure functions of what the server said and what the
+//! device enforces, so that they can be tested without a server.
+
+use appfence_proto::agent::{ActionUpdateResponse, Command, DesiredState, EnforcementState};
+use appfence_proto::{ActionType, Timestamp};
+
+use crate::enforcer::hresult;
+
+/// The state an action type asks for, if it is one this agent enforces.
+pub fn requested_state(action_type: ActionType) -> Option<bool> {
+    match action_type {
+        ActionType::RestrictCodeExecution => Some(true),
+        ActionType::UnrestrictCodeExecution => Some(false),
+        _ => None,
+    }
+}
+
+/// What to do with a command once its acknowledgement came back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The action is no longer open (cancelled, timed out): leave it alone.
+    Skip,
+    /// Put the device in this state, then report.
+    Apply { restricted: bool },
+    /// The agent cannot perform this action type: report it failed.
+    Reject {
+        error_h_result: i64,
+        troubleshoot_info: String,
+    },
+}
+
+/// Decides a command's fate from the answer to its acknowledgement. Only an
+/// acknowledgement with `applied: true` lets the device act: the server no longer holds
+/// the action open otherwise.
+pub fn decide(command: &Command, ack: &ActionUpdateResponse) -> Step {
+    if !ack.applied {
+        return Step::Skip;
+    }
+    match requested_state(command.action_type) {
+        Some(restricted) => Step::Apply { restricted },
+        None => Step::Reject {
+            error_h_result: hresult::E_NOTIMPL,
+            troubleshoot_info: format!(
+                "The appfence agent does not support {}",
+                command.action_type.as_str()
+            ),
+        },
+    }
+}
+
+/// How the device stands against the server's desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Convergence {
+    /// Enforcement and records agree with the server.
+    InSync,
+    /// The enforcement is right but the persisted record names another action (or another
+    /// state): rewrite the record only.
+    Record,
+    /// The enforcer must change state.
+    Apply { restricted: bool },
+}
+
+/// Compares what is enforced (`actual_restricted`, from the enforcer) and recorded
+/// (`persisted`) with what the server wants.
+pub fn convergence(
+    actual_restricted: bool,
+    persisted: &EnforcementState,
+    desired: &DesiredState,
+) -> Convergence {
+    if actual_restricted != desired.restricted {
+        Convergence::Apply {
+            restricted: desired.restricted,
+        }
+    } else if persisted.restricted != desired.restricted
+        || persisted.applied_action_id != desired.action_id
+    {
+        Convergence::Record
+    } else {
+        Convergence::InSync
+    }
+}
+
+/// The record after moving to `restricted` because of `action_id`: `since` changes only
+/// when the state does.
+pub fn next_state(
+    persisted: &EnforcementState,
+    restricted: bool,
+    action_id: Option<String>,
+    now: Timestamp,
+) -> EnforcementState {
+    let since = if persisted.restricted == restricted && persisted.since.is_some() {
+        persisted.since
+    } else {
+        Some(now)
+    };
+    EnforcementState {
+        restricted,
+        since,
+        applied_action_id: action_id,
+    }
+}
+
+/// What the heartbeat reports: the record, unless the enforcer disagrees with it (a failed
+/// re-apply at start), in which case the truth without the record's details.
+pub fn reported_state(actual_restricted: bool, persisted: &EnforcementState) -> EnforcementState {
+    if persisted.restricted == actual_restricted {
+        persisted.clone()
+    } else {
+        EnforcementState {
+            restricted: actual_restricted,
+            since: None,
+            applied_action_id: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appfence_proto::ActionStatus;
+
+    fn command(t: ActionType) -> Command {
+        Command {
+            action_id: "a1".into(),
+            action_type: t,
+            status: ActionStatus::Pending,
+            created: Timestamp::from_unix_seconds(1),
+        }
+    }
+
+    fn ack(applied: bool, status: ActionStatus) -> ActionUpdateResponse {
+        ActionUpdateResponse {
+            action_id: "a1".into(),
+            status,
+            applied,
+            desired: DesiredState::default(),
+        }
+    }
+
+    fn desired(restricted: bool, id: Option<&str>) -> DesiredState {
+        DesiredState {
+            restricted,
+            action_id: id.map(str::to_string),
+        }
+    }
+
+    fn state(restricted: bool, id: Option<&str>) -> EnforcementState {
+        EnforcementState {
+            restricted,
+            since: Some(Timestamp::from_unix_seconds(10)),
+            applied_action_id: id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn applied_acks_apply_the_requested_state() {
+        let ok = ack(true, ActionStatus::InProgress);
+        assert_eq!(
+            decide(&command(ActionType::RestrictCodeExecution), &ok),
+            Step::Apply { restricted: true }
+        );
+        assert_eq!(
+            decide(&command(ActionType::UnrestrictCodeExecution), &ok),
+            Step::Apply { restricted: false }
+        );
+    }
+
+    #[test]
+    fn closed_actions_are_never_applied() {
+        for status in [ActionStatus::Cancelled, ActionStatus::TimeOut, ActionStatus::Succeeded] {
+            for t in ActionType::ALL {
+                assert_eq!(decide(&command(t), &ack(false, status)), Step::Skip);
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_actions_are_rejected_with_e_notimpl() {
+        match decide(
+            &command(ActionType::Isolate),
+            &ack(true, ActionStatus::InProgress),
+        ) {
+            Step::Reject {
+                error_h_result,
+                troubleshoot_info,
+            } => {
+                assert_eq!(error_h_result, -2147467263);
+                assert!(troubleshoot_info.contains("Isolate"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn convergence_applies_only_when_enforcement_differs() {
+        assert_eq!(
+            convergence(false, &state(false, None), &desired(true, Some("r"))),
+            Convergence::Apply { restricted: true }
+        );
+        assert_eq!(
+            convergence(true, &state(true, Some("r")), &desired(false, Some("u"))),
+            Convergence::Apply { restricted: false }
+        );
+        assert_eq!(
+            convergence(true, &state(true, Some("r")), &desired(true, Some("r"))),
+            Convergence::InSync
+        );
+        assert_eq!(
+            convergence(false, &EnforcementState::default(), &DesiredState::default()),
+            Convergence::InSync
+        );
+        // Right enforcement, stale record.
+        assert_eq!(
+            convergence(true, &state(true, Some("old")), &desired(true, Some("new"))),
+            Convergence::Record
+        );
+        // The enforcer lost the restriction the record claims, and the server agrees.
+        assert_eq!(
+            convergence(false, &state(true, Some("r")), &desired(false, Some("u"))),
+            Convergence::Record
+        );
+    }
+
+    #[test]
+    fn since_moves_only_with_the_state() {
+        let now = Timestamp::from_unix_seconds(99);
+        let kept = next_state(&state(true, Some("r1")), true, Some("r2".into()), now);
+        assert_eq!(kept.since, Some(Timestamp::from_unix_seconds(10)));
+        assert_eq!(kept.applied_action_id.as_deref(), Some("r2"));
+        let moved = next_state(&state(true, Some("r1")), false, Some("u".into()), now);
+        assert_eq!((moved.restricted, moved.since), (false, Some(now)));
+        let first = next_state(&EnforcementState::default(), false, None, now);
+        assert_eq!(first.since, Some(now));
+    }
+
+    #[test]
+    fn reported_state_tells_the_truth() {
+        let s = state(true, Some("r"));
+        assert_eq!(reported_state(true, &s), s);
+        let lost = reported_state(false, &s);
+        assert!(!lost.restricted && lost.applied_action_id.is_none());
+    }
+}

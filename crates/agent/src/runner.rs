@@ -1,0 +1,536 @@
+//! The agent's main loop: enrol once, then heartbeat, long-poll commands, apply them and
+//! report, converging to the server's desired state whenever the two disagree.
+//!
+//! One task per device does everything in sequence, so a command is never handled twice
+//! at once and a heartbeat never races an action. Rules that the loop keeps:
+//!
+//! - An action is applied only after its acknowledgement said `applied: true`.
+//! - The new state is persisted (fsync) before success is reported.
+//! - Convergence happens only after the open commands were handled: an action that was
+//!   applied but not yet reported before a restart is still open, and is re-acknowledged
+//!   and reported rather than undone.
+//! - Transport errors and server faults restart the cycle after an exponential backoff
+//!   with jitter; a refused credential stops the agent; `shutdown` stops it promptly, even
+//!   in the middle of a long-poll.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appfence_core::{Clock, SystemClock};
+use appfence_proto::agent::{
+    Command, DesiredState, DeviceInfo, EnforcementState, HeartbeatRequest, Outcome,
+    ResultRequest,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::backoff::Backoff;
+use crate::client::{http_client, ClientError, GatewayClient};
+use crate::enforcer::{hresult, Enforcer};
+use crate::plan::{self, Convergence, Step};
+use crate::state::{StateDir, StateError, StoredCredential};
+
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(30);
+
+/// Everything one device needs to run.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub server_url: String,
+    /// The tenant's enrolment secret; needed only while the device is not enrolled.
+    pub enroll_secret: Option<String>,
+    /// The name the device enrols under.
+    pub hostname: String,
+    /// What the device says about itself; `capabilities` is replaced by the enforcer's.
+    pub device_info: DeviceInfo,
+    /// Where the credential and the enforcement state live.
+    pub state_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    /// How long one long-poll may wait for a command.
+    pub poll_wait: Duration,
+    pub backoff: Backoff,
+    /// A shared connection pool (a demo fleet uses one for all devices); `None` builds one.
+    pub http: Option<reqwest::Client>,
+    /// Source of the `since` timestamps.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AgentConfig {
+    /// A configuration with the default intervals, no enrolment secret and no shared pool.
+    pub fn new(
+        server_url: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+        hostname: impl Into<String>,
+        device_info: DeviceInfo,
+    ) -> Self {
+        AgentConfig {
+            server_url: server_url.into(),
+            enroll_secret: None,
+            hostname: hostname.into(),
+            device_info,
+            state_dir: state_dir.into(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            poll_wait: DEFAULT_POLL_WAIT,
+            backoff: Backoff::default(),
+            http: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server_url", &self.server_url)
+            .field("enroll_secret", &self.enroll_secret.as_ref().map(|_| "<redacted>"))
+            .field("hostname", &self.hostname)
+            .field("device_info", &self.device_info)
+            .field("state_dir", &self.state_dir)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("poll_wait", &self.poll_wait)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`run`] stopped (other than a requested shutdown, which is `Ok`).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the device is not enrolled ({} does not exist) and no enrolment secret was given", .0.display())]
+    NotEnrolled(PathBuf),
+    /// The server refused the enrolment: wrong secret (401), host name taken (400), ...
+    #[error("enrolment refused: {0}")]
+    EnrollmentRefused(#[source] ClientError),
+    /// The device's credential was revoked or is unknown to the server: re-enrol it.
+    #[error("the server refused this device's credential (revoked or unknown): {0}")]
+    CredentialRevoked(String),
+    #[error("invalid agent configuration: {0}")]
+    Config(#[source] ClientError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Runs one device until `shutdown` becomes true (or its sender is dropped), which
+/// returns `Ok(())`. Returns an error only for what retrying cannot fix.
+pub async fn run(
+    config: AgentConfig,
+    enforcer: Arc<dyn Enforcer>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let span = tracing::info_span!("agent", host = %config.hostname);
+    run_device(config, enforcer, shutdown).instrument(span).await
+}
+
+async fn run_device(
+    config: AgentConfig,
+    enforcer: Arc<dyn Enforcer>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let http = match &config.http {
+        Some(h) => h.clone(),
+        None => http_client().map_err(AgentError::Config)?,
+    };
+    let state = StateDir::new(&config.state_dir);
+    {
+        let s = state.clone();
+        blocking(move || s.create()).await?;
+    }
+
+    // Fail-open recovery first: a restart must not leave a restricted device open while
+    // the server is unreachable.
+    let persisted = load_enforcement(&state).await?;
+    if persisted.restricted && !enforcer.is_restricted() {
+        info!("re-applying the restriction recorded before the restart");
+        if let Err(e) = enforcer.apply(true).await {
+            error!(error = %e, "could not re-apply the recorded restriction");
+        }
+    }
+
+    let credential = {
+        let s = state.clone();
+        blocking(move || s.load_credential()).await?
+    };
+    let credential = match credential {
+        Some(c) => {
+            if c.server_url != config.server_url {
+                warn!(enrolled_with = %c.server_url, using = %config.server_url, "the server URL changed since enrolment; using the configured one");
+            }
+            if c.hostname != config.hostname {
+                warn!(enrolled_as = %c.hostname, "the device keeps the host name it enrolled under");
+            }
+            debug!(machine_id = %c.machine_id, "using the stored credential");
+            c
+        }
+        None => match enroll(&config, &http, &*enforcer, &state, &mut shutdown).await? {
+            Some(c) => c,
+            None => return Ok(()),
+        },
+    };
+
+    let client = GatewayClient::new(http, &config.server_url, credential.credential)
+        .map_err(AgentError::Config)?;
+    let mut agent = Agent {
+        config,
+        enforcer,
+        client,
+        state,
+        persisted,
+        shutdown,
+        next_heartbeat: Instant::now(),
+        check_now: true,
+        skipped: HashSet::new(),
+    };
+    agent.serve().await
+}
+
+/// The loop was interrupted by a shutdown request.
+struct Stopped;
+
+/// Why a cycle ended early.
+enum Interrupt {
+    Shutdown,
+    Client(ClientError),
+    /// The server broke the protocol in a way a retry might fix (or at least slow down).
+    Protocol(String),
+}
+
+impl From<Stopped> for Interrupt {
+    fn from(_: Stopped) -> Self {
+        Interrupt::Shutdown
+    }
+}
+
+impl From<ClientError> for Interrupt {
+    fn from(e: ClientError) -> Self {
+        Interrupt::Client(e)
+    }
+}
+
+/// Runs `fut` unless shutdown is requested first (or the shutdown sender is gone).
+async fn until_stopped<F: Future>(
+    shutdown: &mut watch::Receiver<bool>,
+    fut: F,
+) -> Result<F::Output, Stopped> {
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stop| *stop) => Err(Stopped),
+        out = fut => Ok(out),
+    }
+}
+
+/// Runs a state-file operation on the blocking pool (it fsyncs).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| {
+            Err(StateError::Io {
+                op: "access",
+                path: PathBuf::from("<state dir>"),
+                source: std::io::Error::other(e),
+            })
+        })
+}
+
+/// The recorded enforcement state; a corrupt record is replaced by the unrestricted
+/// default with a warning (the server's desired state then decides).
+async fn load_enforcement(state: &StateDir) -> Result<EnforcementState, AgentError> {
+    let s = state.clone();
+    match blocking(move || s.load_enforcement()).await {
+        Ok(found) => Ok(found.unwrap_or_default()),
+        Err(e @ StateError::Corrupt { .. }) => {
+            warn!(error = %e, "ignoring the corrupt enforcement record; the server's desired state will be applied");
+            Ok(EnforcementState::default())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn device_info(config: &AgentConfig, enforcer: &dyn Enforcer) -> DeviceInfo {
+    DeviceInfo {
+        capabilities: enforcer.capabilities(),
+        ..config.device_info.clone()
+    }
+}
+
+/// Enrols the device and stores its credential; `None` if shutdown came first.
+async fn enroll(
+    config: &AgentConfig,
+    http: &reqwest::Client,
+    enforcer: &dyn Enforcer,
+    state: &StateDir,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<StoredCredential>, AgentError> {
+    let Some(secret) = config.enroll_secret.as_deref() else {
+        return Err(AgentError::NotEnrolled(state.credential_path()));
+    };
+    let info = device_info(config, enforcer);
+    let mut attempt = 0u32;
+    loop {
+        let call = GatewayClient::enroll(http, &config.server_url, secret, &config.hostname, &info);
+        let Ok(outcome) = until_stopped(shutdown, call).await else {
+            return Ok(None);
+        };
+        match outcome {
+            Ok(resp) => {
+                let cred = StoredCredential {
+                    server_url: config.server_url.clone(),
+                    hostname: config.hostname.clone(),
+                    machine_id: resp.machine_id,
+                    aad_device_id: resp.aad_device_id,
+                    credential: resp.credential,
+                    enrolled_at: config.clock.now(),
+                };
+                let (s, c) = (state.clone(), cred.clone());
+                blocking(move || s.save_credential(&c)).await?;
+                info!(machine_id = %cred.machine_id, "enrolled");
+                return Ok(Some(cred));
+            }
+            Err(e @ ClientError::InvalidUrl { .. }) => return Err(AgentError::Config(e)),
+            Err(e) if e.is_retryable() => {
+                let delay = config.backoff.next_delay(attempt);
+                attempt = attempt.saturating_add(1);
+                warn!(error = %e, retry_in = ?delay, "enrolment failed; retrying");
+                if until_stopped(shutdown, tokio::time::sleep(delay)).await.is_err() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "enrolment refused");
+                return Err(AgentError::EnrollmentRefused(e));
+            }
+        }
+    }
+}
+
+struct Agent {
+    config: AgentConfig,
+    enforcer: Arc<dyn Enforcer>,
+    client: GatewayClient,
+    state: StateDir,
+    /// The record on disk, kept in step with it.
+    persisted: EnforcementState,
+    shutdown: watch::Receiver<bool>,
+    next_heartbeat: Instant,
+    /// Poll without waiting and converge right away (at start, after a heartbeat showed a
+    /// mismatch, after an error).
+    check_now: bool,
+    /// Commands whose acknowledgement said they are closed, from the last cycle: the
+    /// server sending only those again would otherwise make the loop spin.
+    skipped: HashSet<String>,
+}
+
+impl Agent {
+    async fn serve(&mut self) -> Result<(), AgentError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.cycle().await {
+                Ok(()) => attempt = 0,
+                Err(Interrupt::Shutdown) => {
+                    info!("stopping");
+                    return Ok(());
+                }
+                Err(Interrupt::Client(ClientError::Unauthorized(message))) => {
+                    error!(%message, "the server refused the device credential; stopping");
+                    return Err(AgentError::CredentialRevoked(message));
+                }
+                Err(interrupt) => {
+                    let delay = self.config.backoff.next_delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    match &interrupt {
+                        Interrupt::Client(e) if e.is_retryable() => {
+                            warn!(error = %e, retry_in = ?delay, "gateway call failed")
+                        }
+                        Interrupt::Client(e) => {
+                            error!(error = %e, retry_in = ?delay, "gateway call rejected")
+                        }
+                        Interrupt::Protocol(m) => error!(error = %m, retry_in = ?delay, "protocol error"),
+                        Interrupt::Shutdown => {}
+                    }
+                    // Once back, say so at once and catch up with what was missed.
+                    self.next_heartbeat = Instant::now();
+                    self.check_now = true;
+                    if until_stopped(&mut self.shutdown, tokio::time::sleep(delay))
+                        .await
+                        .is_err()
+                    {
+                        info!("stopping");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: heartbeat if due, one long-poll, the commands it returned in order,
+    /// then convergence to the newest desired state seen.
+    async fn cycle(&mut self) -> Result<(), Interrupt> {
+        if Instant::now() >= self.next_heartbeat {
+            let desired = self.heartbeat().await?;
+            let actual = self.enforcer.is_restricted();
+            if plan::convergence(actual, &self.persisted, &desired) != Convergence::InSync {
+                // Maybe an open command explains the difference: look before converging.
+                self.check_now = true;
+            }
+        }
+        let wait = if self.check_now {
+            Duration::ZERO
+        } else {
+            self.config
+                .poll_wait
+                .min(self.next_heartbeat.saturating_duration_since(Instant::now()))
+        };
+        let resp = until_stopped(&mut self.shutdown, self.client.poll_commands(wait)).await??;
+
+        if !resp.commands.is_empty()
+            && resp
+                .commands
+                .iter()
+                .all(|c| self.skipped.contains(&c.action_id))
+        {
+            let ids: Vec<&str> = resp.commands.iter().map(|c| c.action_id.as_str()).collect();
+            return Err(Interrupt::Protocol(format!(
+                "the server keeps sending actions it says are closed: {ids:?}"
+            )));
+        }
+        self.skipped.clear();
+
+        let mut desired = resp.desired;
+        for command in &resp.commands {
+            desired = self.handle(command).await?;
+        }
+        self.converge(&desired).await;
+        self.check_now = false;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) -> Result<DesiredState, Interrupt> {
+        let req = HeartbeatRequest {
+            info: device_info(&self.config, &*self.enforcer),
+            enforcement: plan::reported_state(self.enforcer.is_restricted(), &self.persisted),
+        };
+        let resp = until_stopped(&mut self.shutdown, self.client.heartbeat(&req)).await??;
+        debug!(desired = ?resp.desired, "heartbeat");
+        self.next_heartbeat = Instant::now() + self.config.heartbeat_interval;
+        Ok(resp.desired)
+    }
+
+    /// Acknowledges, applies (if still open) and reports one command; returns the desired
+    /// state after it.
+    async fn handle(&mut self, command: &Command) -> Result<DesiredState, Interrupt> {
+        let id = command.action_id.as_str();
+        until_stopped(&mut self.shutdown, self.enforcer.before_ack(command)).await?;
+        let ack = until_stopped(&mut self.shutdown, self.client.ack(id)).await??;
+        let result = match plan::decide(command, &ack) {
+            Step::Skip => {
+                info!(action = id, status = ?ack.status, "the action is no longer open; not applying it");
+                self.skipped.insert(id.to_string());
+                return Ok(ack.desired);
+            }
+            Step::Reject {
+                error_h_result,
+                troubleshoot_info,
+            } => {
+                warn!(action = id, r#type = command.action_type.as_str(), "unsupported action");
+                ResultRequest {
+                    outcome: Outcome::Failed,
+                    error_h_result,
+                    troubleshoot_info: Some(troubleshoot_info),
+                }
+            }
+            Step::Apply { restricted } => {
+                self.next_heartbeat = Instant::now();
+                self.apply_action(id, restricted).await
+            }
+        };
+        let update = until_stopped(&mut self.shutdown, self.client.report(id, &result)).await??;
+        if update.applied {
+            info!(action = id, outcome = ?result.outcome, "reported");
+        } else {
+            warn!(action = id, status = ?update.status, "the action was closed while being applied; converging back");
+        }
+        Ok(update.desired)
+    }
+
+    /// Applies an acknowledged action and records it; returns the report to send.
+    async fn apply_action(&mut self, id: &str, restricted: bool) -> ResultRequest {
+        let failed = |error_h_result, info: String| ResultRequest {
+            outcome: Outcome::Failed,
+            error_h_result,
+            troubleshoot_info: Some(info),
+        };
+        let report = match self.enforcer.apply(restricted).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(action = id, error = %e, "could not apply the action");
+                return failed(e.hresult, e.message);
+            }
+        };
+        let next = plan::next_state(
+            &self.persisted,
+            restricted,
+            Some(id.to_string()),
+            self.config.clock.now(),
+        );
+        match self.persist(next).await {
+            Ok(()) => {
+                info!(action = id, restricted, "applied");
+                ResultRequest {
+                    outcome: Outcome::Succeeded,
+                    error_h_result: 0,
+                    troubleshoot_info: report.detail,
+                }
+            }
+            Err(e) => {
+                // Unrecorded, the state would be lost at the next restart: report failure,
+                // and convergence then returns the device to the server's desired state.
+                error!(action = id, error = %e, "applied but could not record the state");
+                failed(
+                    hresult::E_FAIL,
+                    format!("The state was applied but could not be recorded: {e}"),
+                )
+            }
+        }
+    }
+
+    /// Brings enforcement and record in line with `desired`, without creating actions.
+    /// A failure is logged and retried at the next cycle.
+    async fn converge(&mut self, desired: &DesiredState) {
+        let actual = self.enforcer.is_restricted();
+        let step = plan::convergence(actual, &self.persisted, desired);
+        if step == Convergence::InSync {
+            return;
+        }
+        if let Convergence::Apply { restricted } = step {
+            info!(restricted, action = ?desired.action_id, "converging to the server's desired state");
+            if let Err(e) = self.enforcer.apply(restricted).await {
+                error!(error = %e, "could not converge to the desired state");
+                return;
+            }
+            self.next_heartbeat = Instant::now();
+        }
+        let next = plan::next_state(
+            &self.persisted,
+            desired.restricted,
+            desired.action_id.clone(),
+            self.config.clock.now(),
+        );
+        if let Err(e) = self.persist(next).await {
+            error!(error = %e, "could not record the converged state");
+        }
+    }
+
+    async fn persist(&mut self, next: EnforcementState) -> Result<(), StateError> {
+        let (state, record) = (self.state.clone(), next.clone());
+        blocking(move || state.save_enforcement(&record)).await?;
+        self.persisted = next;
+        Ok(())
+    }
+}

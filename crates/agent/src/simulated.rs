@@ -1,0 +1,242 @@
+//! Simulated devices for `serve --demo`, tests and load generation: the real agent loop
+//! and client, with an enforcer that only pretends.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use appfence_proto::agent::{Capabilities, Command, DeviceInfo};
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::http_client;
+use crate::enforcer::{EnforceError, EnforcementReport, Enforcer};
+use crate::runner::{run, AgentConfig, AgentError};
+
+/// How fast a simulated device reacts: an action becomes `InProgress` about `ack_delay`
+/// after the device receives it, and `Succeeded` about `complete_delay` after that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimTimings {
+    pub ack_delay: Duration,
+    pub complete_delay: Duration,
+}
+
+impl Default for SimTimings {
+    fn default() -> Self {
+        SimTimings {
+            ack_delay: Duration::from_secs(1),
+            complete_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SimTimings {
+    /// No delays at all (tests, benchmarks).
+    pub const IMMEDIATE: SimTimings = SimTimings {
+        ack_delay: Duration::ZERO,
+        complete_delay: Duration::ZERO,
+    };
+}
+
+/// An enforcer that records the requested state and enforces nothing.
+#[derive(Debug)]
+pub struct SimulatedEnforcer {
+    timings: SimTimings,
+    restricted: AtomicBool,
+    failure: Mutex<Option<EnforceError>>,
+    applies: AtomicU64,
+}
+
+impl SimulatedEnforcer {
+    pub fn new(timings: SimTimings) -> Self {
+        SimulatedEnforcer {
+            timings,
+            restricted: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            applies: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes every following `apply` fail with `error` (`None` heals the device), to
+    /// exercise `Failed` outcomes.
+    pub fn fail_with(&self, error: Option<EnforceError>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// How many times `apply` was called, successful or not.
+    pub fn apply_count(&self) -> u64 {
+        self.applies.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Enforcer for SimulatedEnforcer {
+    async fn apply(&self, restricted: bool) -> Result<EnforcementReport, EnforceError> {
+        tokio::time::sleep(self.timings.complete_delay).await;
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        self.restricted.store(restricted, Ordering::SeqCst);
+        Ok(EnforcementReport { detail: None })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            can_restrict_execution: true,
+            exec_permission_events: false,
+            filesystem_marks: false,
+            simulated: true,
+        }
+    }
+
+    fn is_restricted(&self) -> bool {
+        self.restricted.load(Ordering::SeqCst)
+    }
+
+    async fn before_ack(&self, _command: &Command) {
+        tokio::time::sleep(self.timings.ack_delay).await;
+    }
+}
+
+/// Short name of simulated device `index` (1-based): `demo-linux-01`; also its state
+/// directory's name.
+pub fn device_name(index: usize) -> String {
+    format!("demo-linux-{index:02}")
+}
+
+/// Host name of simulated device `index` (1-based): `demo-linux-01.appfence.local`.
+pub fn hostname(index: usize) -> String {
+    format!("{}.appfence.local", device_name(index))
+}
+
+/// What simulated device `index` (1-based) says about itself. Its loopback address is
+/// unique in the fleet (`127.0.0.1`, `127.0.0.2`, ..., `127.0.1.0` for the 256th).
+pub fn device_info(index: usize) -> DeviceInfo {
+    let n = index as u32;
+    DeviceInfo {
+        os_platform: "Linux".into(),
+        os_version: "Debian 12".into(),
+        kernel_version: "6.1.0-sim".into(),
+        os_architecture: "x86_64".into(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        ip_addresses: vec![format!(
+            "127.{}.{}.{}",
+            (n >> 16) & 0xff,
+            (n >> 8) & 0xff,
+            n & 0xff
+        )],
+        capabilities: SimulatedEnforcer::new(SimTimings::IMMEDIATE).capabilities(),
+    }
+}
+
+/// The configuration of simulated device `index` (1-based), with its state in
+/// `state_root/demo-linux-NN/`.
+pub fn device_config(
+    server_url: &str,
+    enroll_secret: &str,
+    index: usize,
+    state_root: &Path,
+) -> AgentConfig {
+    let mut config = AgentConfig::new(
+        server_url,
+        state_root.join(device_name(index)),
+        hostname(index),
+        device_info(index),
+    );
+    config.enroll_secret = Some(enroll_secret.to_string());
+    config
+}
+
+/// Starts `count` simulated devices (`demo-linux-01` ...) on the current tokio runtime.
+/// Devices whose state directory already holds a credential reuse it; the others enrol.
+/// Each task ends when `shutdown` becomes true, or with the device's fatal error.
+pub fn spawn_fleet(
+    server_url: &str,
+    enroll_secret: &str,
+    count: usize,
+    state_root: &Path,
+    timings: SimTimings,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<Result<(), AgentError>>> {
+    // One pool for the fleet; if it cannot be built each device reports why.
+    let http = match http_client() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client for the demo fleet");
+            None
+        }
+    };
+    (1..=count)
+        .map(|index| {
+            let mut config = device_config(server_url, enroll_secret, index, state_root);
+            config.http = http.clone();
+            let enforcer: Arc<dyn Enforcer> = Arc::new(SimulatedEnforcer::new(timings));
+            tokio::spawn(run(config, enforcer, shutdown.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appfence_proto::{ActionStatus, ActionType, Timestamp};
+
+    #[test]
+    fn names_and_addresses_are_distinct() {
+        assert_eq!(hostname(1), "demo-linux-01.appfence.local");
+        assert_eq!(hostname(12), "demo-linux-12.appfence.local");
+        assert_eq!(hostname(100), "demo-linux-100.appfence.local");
+        assert_eq!(device_info(1).ip_addresses, vec!["127.0.0.1"]);
+        assert_eq!(device_info(300).ip_addresses, vec!["127.0.1.44"]);
+        let info = device_info(3);
+        assert_eq!(info.os_platform, "Linux");
+        assert!(info.capabilities.simulated && info.capabilities.can_restrict_execution);
+        let cfg = device_config("http://127.0.0.1:1", "s", 7, Path::new("/data/sim"));
+        assert_eq!(cfg.state_dir, Path::new("/data/sim/demo-linux-07"));
+        assert_eq!(cfg.enroll_secret.as_deref(), Some("s"));
+    }
+
+    #[tokio::test]
+    async fn simulated_enforcer_pretends_and_can_fail() {
+        let e = SimulatedEnforcer::new(SimTimings::IMMEDIATE);
+        assert!(!e.is_restricted());
+        e.apply(true).await.unwrap();
+        assert!(e.is_restricted());
+        e.fail_with(Some(EnforceError::failed("disk on fire")));
+        let err = e.apply(false).await.unwrap_err();
+        assert_eq!(err.message, "disk on fire");
+        assert!(e.is_restricted(), "a failed apply leaves the state alone");
+        e.fail_with(None);
+        e.apply(false).await.unwrap();
+        assert!(!e.is_restricted());
+        assert_eq!(e.apply_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn simulated_enforcer_paces_ack_and_completion() {
+        let e = SimulatedEnforcer::new(SimTimings {
+            ack_delay: Duration::from_millis(60),
+            complete_delay: Duration::from_millis(80),
+        });
+        let cmd = Command {
+            action_id: "a".into(),
+            action_type: ActionType::RestrictCodeExecution,
+            status: ActionStatus::Pending,
+            created: Timestamp::from_unix_seconds(1),
+        };
+        let t = std::time::Instant::now();
+        e.before_ack(&cmd).await;
+        assert!(t.elapsed() >= Duration::from_millis(60));
+        let t = std::time::Instant::now();
+        e.apply(true).await.unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(80));
+    }
+}

@@ -1,0 +1,347 @@
+//! The device's persisted state, in its state directory:
+//!
+//! - `credential.json`: who the device is (machine id, credential, server URL); mode 0600
+//!   because the credential is a secret.
+//! - `enforcement.json`: what the device enforces. It is written (and fsynced) *before*
+//!   a success is reported, so a restart re-applies exactly what the server was told.
+//!
+//! Both are written atomically (temporary file, fsync, rename, fsync of the directory), so
+//! a crash leaves either the old or the new content, never a torn file. A file that cannot
+//! be parsed anyway is reported as [`StateError::Corrupt`], never a panic.
+//!
+//! These functions block (fsync); async callers run them on the blocking pool.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use appfence_proto::agent::EnforcementState;
+use appfence_proto::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub const CREDENTIAL_FILE: &str = "credential.json";
+pub const ENFORCEMENT_FILE: &str = "enforcement.json";
+/// Only the owner may read the credential.
+const SECRET_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// The device's identity, as returned by enrolment.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredCredential {
+    /// The server the device enrolled with.
+    pub server_url: String,
+    /// The host name the device enrolled under.
+    pub hostname: String,
+    pub machine_id: String,
+    pub aad_device_id: String,
+    /// The bearer credential: secret.
+    pub credential: String,
+    pub enrolled_at: Timestamp,
+}
+
+impl fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("server_url", &self.server_url)
+            .field("hostname", &self.hostname)
+            .field("machine_id", &self.machine_id)
+            .field("aad_device_id", &self.aad_device_id)
+            .field("credential", &"<redacted>")
+            .field("enrolled_at", &self.enrolled_at)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is corrupt ({reason}); move it away to start over", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// The state directory of one device.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn credential_path(&self) -> PathBuf {
+        self.root.join(CREDENTIAL_FILE)
+    }
+
+    pub fn enforcement_path(&self) -> PathBuf {
+        self.root.join(ENFORCEMENT_FILE)
+    }
+
+    /// Creates the directory (and its parents) if needed, private to the owner.
+    pub fn create(&self) -> Result<(), StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.root)
+            .map_err(|source| StateError::Io {
+                op: "create",
+                path: self.root.clone(),
+                source,
+            })
+    }
+
+    /// The stored credential; `None` if the device never enrolled here.
+    pub fn load_credential(&self) -> Result<Option<StoredCredential>, StateError> {
+        let path = self.credential_path();
+        let cred: Option<StoredCredential> = read_json(&path)?;
+        if let Some(c) = &cred {
+            if c.credential.is_empty() || c.machine_id.is_empty() {
+                return Err(StateError::Corrupt {
+                    path,
+                    reason: "empty credential or machine id".into(),
+                });
+            }
+            tighten_permissions(&path)?;
+        }
+        Ok(cred)
+    }
+
+    pub fn save_credential(&self, cred: &StoredCredential) -> Result<(), StateError> {
+        write_json(&self.credential_path(), cred)
+    }
+
+    /// The enforcement state last applied; `None` if there is none yet.
+    pub fn load_enforcement(&self) -> Result<Option<EnforcementState>, StateError> {
+        read_json(&self.enforcement_path())
+    }
+
+    /// Records the enforcement state durably: when this returns, it survives a power cut.
+    pub fn save_enforcement(&self, state: &EnforcementState) -> Result<(), StateError> {
+        write_json(&self.enforcement_path(), state)
+    }
+}
+
+/// Replaces `path` with `bytes` atomically and durably, the file getting `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // `mode` applies only when the file is created: a leftover temp file keeps its own.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        // The rename itself is durable only once the directory is synced.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Io {
+        op: "serialise",
+        path: path.to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, SECRET_MODE).map_err(|source| StateError::Io {
+        op: "write",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// A credential readable by others was copied or restored carelessly: fix it, say so.
+fn tighten_permissions(path: &Path) -> Result<(), StateError> {
+    let io_err = |op, source| StateError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = fs::metadata(path).map_err(|e| io_err("inspect", e))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "credential file was readable by others; restricting it to 0600");
+        fs::set_permissions(path, fs::Permissions::from_mode(SECRET_MODE))
+            .map_err(|e| io_err("chmod", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential() -> StoredCredential {
+        StoredCredential {
+            server_url: "http://127.0.0.1:8080".into(),
+            hostname: "demo-linux-01.appfence.local".into(),
+            machine_id: "1e5bc9d7e413ddd7902c2932e418702b84d0cc07".into(),
+            aad_device_id: "80fe8ff8-2624-418e-9591-41f0491218f9".into(),
+            credential: "dev_secret".into(),
+            enrolled_at: Timestamp::from_unix_seconds(1_700_000_000),
+        }
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn credential_round_trips_with_mode_0600() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path().join("nested/dev"));
+        dir.create().unwrap();
+        assert_eq!(mode_of(dir.path()), 0o700);
+        assert_eq!(dir.load_credential().unwrap(), None);
+        dir.save_credential(&credential()).unwrap();
+        assert_eq!(dir.load_credential().unwrap(), Some(credential()));
+        assert_eq!(mode_of(&dir.credential_path()), 0o600);
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(CREDENTIAL_FILE)]);
+    }
+
+    #[test]
+    fn enforcement_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        assert_eq!(dir.load_enforcement().unwrap(), None);
+        let s = EnforcementState {
+            restricted: true,
+            since: Some(Timestamp::from_ticks(17_000_000_000_123_456)),
+            applied_action_id: Some("a1".into()),
+        };
+        dir.save_enforcement(&s).unwrap();
+        assert_eq!(dir.load_enforcement().unwrap(), Some(s.clone()));
+        let off = EnforcementState::default();
+        dir.save_enforcement(&off).unwrap();
+        assert_eq!(dir.load_enforcement().unwrap(), Some(off));
+    }
+
+    #[test]
+    fn atomic_write_replaces_content_and_ignores_stale_temp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f.json");
+        // A temp file left by a crash, with loose permissions and longer content.
+        let stale = tmp.path().join(".f.json.tmp");
+        fs::write(&stale, vec![b'z'; 100]).unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"first", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        assert_eq!(mode_of(&path), 0o600);
+        assert!(!stale.exists());
+        write_atomic(&path, b"2", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"2");
+    }
+
+    #[test]
+    fn failed_atomic_write_keeps_the_old_content_and_cleans_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Renaming onto a non-empty directory fails after the temp file was written
+        // (the one failure root cannot bypass).
+        let target = tmp.path().join("blocked");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("x"), b"old").unwrap();
+        assert!(write_atomic(&target, b"new", 0o600).is_err());
+        assert!(!tmp.path().join(".blocked.tmp").exists());
+        assert_eq!(fs::read(target.join("x")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn corrupt_files_are_reported_not_panicked_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        fs::write(dir.credential_path(), b"{\"serverUrl\": tru").unwrap();
+        let err = dir.load_credential().unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains(CREDENTIAL_FILE));
+
+        fs::write(dir.enforcement_path(), b"").unwrap();
+        assert!(matches!(
+            dir.load_enforcement(),
+            Err(StateError::Corrupt { .. })
+        ));
+
+        // Well-formed JSON without a usable credential is corrupt too.
+        let mut c = credential();
+        c.credential.clear();
+        dir.save_credential(&c).unwrap();
+        assert!(matches!(
+            dir.load_credential(),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn loose_credential_permissions_are_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        dir.save_credential(&credential()).unwrap();
+        fs::set_permissions(dir.credential_path(), fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(dir.load_credential().unwrap().is_some());
+        assert_eq!(mode_of(&dir.credential_path()), 0o600);
+    }
+
+    #[test]
+    fn debug_output_hides_the_credential() {
+        assert!(!format!("{:?}", credential()).contains("dev_secret"));
+    }
+}

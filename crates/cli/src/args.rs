@@ -1,0 +1,272 @@
+//! The command line, declared with clap's derive API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{parse_demo_devices, parse_listen, parse_log_level, parse_public_url};
+use crate::duration::parse_duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "appfence",
+    version,
+    about = "appfence: restrict application execution on Linux hosts through the Defender for Endpoint machine-actions API",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Output format: aligned tables for people, JSON for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (API, token endpoint, agent gateway).
+    Serve(ServeArgs),
+    /// Manage application registrations (OAuth clients); works on the data directory
+    /// directly, no running server needed.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Restrict code execution on a machine (POST /api/machines/{id}/restrictCodeExecution).
+    Restrict(ActionArgs),
+    /// Lift the restriction (POST /api/machines/{id}/unrestrictCodeExecution).
+    Unrestrict(ActionArgs),
+    /// List, show and cancel machine actions.
+    #[command(subcommand)]
+    Actions(ActionsCommand),
+    /// List and show machines.
+    #[command(subcommand)]
+    Machines(MachinesCommand),
+}
+
+/// Settings of `serve`. Each is also read from an `APPFENCE_*` variable and from the
+/// config file; precedence: flag, then environment, then file, then default.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env: APPFENCE_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the database and demo files [env: APPFENCE_DATA_DIR] [default: ./appfence-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Base URL clients reach this server at, used in token issuers and @odata links
+    /// [env: APPFENCE_PUBLIC_URL] [default: derived from the listening address]
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// TOML file with any of the settings above (keys in snake_case, e.g. data_dir)
+    /// [env: APPFENCE_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Provision a demo tenant and app, and run simulated devices [env: APPFENCE_DEMO]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
+    /// Number of simulated devices with --demo [env: APPFENCE_DEMO_DEVICES] [default: 5]
+    #[arg(long, value_name = "N", value_parser = parse_demo_devices)]
+    pub demo_devices: Option<u32>,
+    /// Pending actions older than this time out, e.g. 3d [env: APPFENCE_ACTION_PENDING_TIMEOUT] [default: 3d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub action_pending_timeout: Option<Duration>,
+    /// InProgress actions without news for this long time out, e.g. 10m
+    /// [env: APPFENCE_ACTION_INPROGRESS_TIMEOUT] [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub action_inprogress_timeout: Option<Duration>,
+    /// Log filter: a level (info, debug) or tracing directives (appfence_server=debug)
+    /// [env: APPFENCE_LOG_LEVEL] [default: info]
+    #[arg(long, value_name = "FILTER", value_parser = parse_log_level)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Register an application and print its client id and secret (shown once).
+    Create(AppCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppCreateArgs {
+    /// Display name; it appears as `requestor` on the actions the app creates.
+    #[arg(long)]
+    pub name: String,
+    /// Application permission, e.g. Machine.RestrictExecution, Machine.Read.All
+    /// (repeat the flag or separate with commas).
+    #[arg(long = "role", value_name = "ROLE", required = true, num_args = 1.., value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Tenant id or name [default: the default tenant, created if needed]
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Data directory of the server [env: APPFENCE_DATA_DIR] [default: ./appfence-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's TOML config file, to find its data_dir [env: APPFENCE_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where the API is and who is calling. Prefer the environment for the secret: flags
+/// are visible to other users in the process list.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct ConnectArgs {
+    /// Server base URL [env: APPFENCE_SERVER] [default: http://127.0.0.1:8080]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Tenant id [env: APPFENCE_TENANT]
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Application (client) id [env: APPFENCE_CLIENT_ID]
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Client secret [env: APPFENCE_CLIENT_SECRET]
+    #[arg(long)]
+    pub client_secret: Option<String>,
+    /// Token endpoint [env: APPFENCE_TOKEN_URL] [default: SERVER/TENANT/oauth2/v2.0/token]
+    #[arg(long, value_name = "URL")]
+    pub token_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Machine id, aadDeviceId or computer DNS name.
+    pub machine: String,
+    /// Why: recorded as the action's requestorComment.
+    #[arg(long)]
+    pub comment: String,
+    /// Wait until the action is final; exit 0 only if it Succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long, e.g. 90s, 10m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10m", requires = "wait")]
+    pub timeout: Duration,
+    /// How often to poll the action while waiting.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "500ms", hide = true)]
+    pub poll_interval: Duration,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActionsCommand {
+    /// List machine actions, newest first.
+    List(ListArgs),
+    /// Show one machine action.
+    Get(GetArgs),
+    /// Cancel an open machine action.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MachinesCommand {
+    /// List machines.
+    List(ListArgs),
+    /// Show one machine (by id, aadDeviceId or computer DNS name).
+    Get(GetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// OData $filter, e.g. "status eq 'Pending'" or "startswith(computerDnsName,'web')".
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Return at most this many ($top).
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub top: Option<u32>,
+    /// Follow @odata.nextLink and return every match.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Action id.
+    pub id: String,
+    /// Why: recorded as the action's cancellationComment.
+    #[arg(long)]
+    pub comment: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_a_restrict_with_wait() {
+        let cli = Cli::try_parse_from([
+            "appfence", "restrict", "web-01", "--comment", "alert 1", "--wait", "--timeout", "90s", "-o", "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        let Command::Restrict(a) = cli.command else { panic!("not restrict") };
+        assert_eq!(a.machine, "web-01");
+        assert!(a.wait);
+        assert_eq!(a.timeout, Duration::from_secs(90));
+        assert_eq!(a.poll_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn usage_errors_are_reported_by_clap() {
+        // --timeout without --wait, a missing --comment, a bad duration, --top with --all.
+        for argv in [
+            &["appfence", "restrict", "m", "--comment", "c", "--timeout", "1m"][..],
+            &["appfence", "restrict", "m"],
+            &["appfence", "restrict", "m", "--comment", "c", "--wait", "--timeout", "10"],
+            &["appfence", "actions", "list", "--top", "5", "--all"],
+            &["appfence", "serve", "--listen", "nowhere"],
+            &["appfence", "app", "create", "--name", "x"],
+        ] {
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn roles_repeat_or_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "appfence", "app", "create", "--name", "soar", "--role", "Machine.RestrictExecution,Machine.Read.All",
+            "--role", "Machine.ReadWrite.All",
+        ])
+        .unwrap();
+        let Command::App(AppCommand::Create(a)) = cli.command else { panic!() };
+        assert_eq!(a.roles, ["Machine.RestrictExecution", "Machine.Read.All", "Machine.ReadWrite.All"]);
+    }
+
+    #[test]
+    fn demo_is_a_flag_with_an_optional_value() {
+        let parse = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(s) => s.demo,
+            _ => unreachable!(),
+        };
+        assert_eq!(parse(&["appfence", "serve"]), None);
+        assert_eq!(parse(&["appfence", "serve", "--demo"]), Some(true));
+        assert_eq!(parse(&["appfence", "serve", "--demo=false"]), Some(false));
+    }
+}

@@ -1,0 +1,100 @@
+//! `app create`: registers an OAuth client directly in the data directory's database.
+
+use std::process::ExitCode;
+
+use appfence_core::{Error, SystemClock};
+use appfence_server::oauth::apps::{create_app, ensure_default_tenant};
+use appfence_server::oauth::tenants::resolve_tenant;
+use appfence_store::SqliteStore;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::args::{AppCommand, AppCreateArgs, OutputFormat};
+use crate::config::{resolve_app_data_dir, DB_FILE};
+use crate::error::CliError;
+use crate::output;
+
+pub async fn run(cmd: &AppCommand, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    match cmd {
+        AppCommand::Create(args) => create(args, ctx).await,
+    }
+}
+
+/// What `--output json` prints; the secret appears here and nowhere else.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApp {
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub display_name: String,
+    pub roles: Vec<String>,
+}
+
+const SECRET_WARNING: &str =
+    "Save the client secret now: only its hash is stored, it cannot be shown again.";
+
+async fn create(args: &AppCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let data_dir = resolve_app_data_dir(args.data_dir.clone(), args.config.as_deref(), ctx.env)?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
+    let db = data_dir.join(DB_FILE);
+    let store = SqliteStore::open(&db).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    let created = register(&store, args).await;
+    store.close().await;
+    let created = created?;
+
+    match ctx.format {
+        OutputFormat::Json => {
+            ctx.out.write_all(output::json(&created).as_bytes())?;
+            eprintln!("{SECRET_WARNING}");
+        }
+        OutputFormat::Table => {
+            let text = format!(
+                "Registered application {:?} in tenant {:?}.\n\n{}\n{SECRET_WARNING}\n\
+                 Get tokens from POST <server>/{}/oauth2/v2.0/token (client credentials).\n",
+                created.display_name,
+                created.tenant_name,
+                output::details(&[
+                    ("tenant id", created.tenant_id.clone()),
+                    ("client id", created.client_id.clone()),
+                    ("client secret", created.client_secret.clone()),
+                    ("roles", created.roles.join(", ")),
+                ]),
+                created.tenant_id,
+            );
+            ctx.out.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn register(store: &SqliteStore, args: &AppCreateArgs) -> Result<CreatedApp, CliError> {
+    let tenant = match &args.tenant {
+        Some(t) => resolve_tenant(store, t)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| CliError::Usage(format!("there is no tenant {t:?} (give its id or name)")))?,
+        None => ensure_default_tenant(store).await.map_err(failed)?,
+    };
+    let (app, client_secret) = create_app(store, &SystemClock, &tenant.id, &args.name, &args.roles)
+        .await
+        .map_err(|e| match e {
+            // An empty name or an unknown role: the arguments are wrong.
+            Error::BadRequest(m) => CliError::Usage(m),
+            other => failed(other),
+        })?;
+    Ok(CreatedApp {
+        tenant_id: tenant.id,
+        tenant_name: tenant.name,
+        client_id: app.client_id,
+        client_secret,
+        display_name: app.display_name,
+        roles: app.roles,
+    })
+}
+
+fn failed(e: Error) -> CliError {
+    CliError::Failed(e.to_string())
+}

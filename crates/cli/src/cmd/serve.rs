@@ -1,0 +1,230 @@
+//! `serve`: the control plane on the SQLite store in the data directory, optionally with
+//! a demo tenant and simulated devices, until Ctrl-C or SIGTERM.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appfence_agent::{spawn_fleet, AgentError, SimTimings};
+use appfence_core::SystemClock;
+use appfence_server::demo::{self, DemoInfo};
+use appfence_server::{AppState, RunningServer};
+use appfence_store::{SqliteStore, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Ctx;
+use crate::args::ServeArgs;
+use crate::config::{self, ServeSettings, DB_FILE};
+use crate::error::CliError;
+
+/// How long in-flight requests (device long-polls included) may take to finish once a
+/// shutdown is asked for; after that the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long simulated devices get to stop.
+const FLEET_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let settings = config::resolve_serve(args, ctx.env)?;
+    init_logging(&settings.log_level);
+    let serving = start(settings).await?;
+    let mut banner = format!(
+        "appfence listening on {} (public URL {}), data in {}\n",
+        serving.local_addr(),
+        serving.public_url(),
+        serving.state().config.data_dir.display()
+    );
+    if let Some(demo) = serving.demo() {
+        banner.push('\n');
+        banner.push_str(&demo.walkthrough());
+    }
+    banner.push_str("\nPress Ctrl-C to stop.\n");
+    ctx.out.write_all(banner.as_bytes())?;
+    ctx.out.flush()?;
+    serving.run_until(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A started server, with its demo fleet if any.
+pub struct Serving {
+    running: RunningServer,
+    store: Arc<SqliteStore>,
+    demo: Option<DemoInfo>,
+    fleet: Vec<JoinHandle<Result<(), AgentError>>>,
+    fleet_stop: watch::Sender<bool>,
+}
+
+/// Opens the store, starts the server and, with `demo`, provisions the demo tenant and
+/// waits for the simulated devices to enrol (so `demo.json` lists them).
+pub async fn start(settings: ServeSettings) -> Result<Serving, CliError> {
+    let data_dir = settings.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| CliError::Failed(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+    let store = Arc::new(
+        SqliteStore::open(&data_dir.join(DB_FILE))
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?,
+    );
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let running = match appfence_server::start(settings.server.clone(), dyn_store, Arc::new(SystemClock)).await {
+        Ok(r) => r,
+        Err(e) => {
+            store.close().await;
+            return Err(CliError::Failed(e));
+        }
+    };
+    let (fleet_stop, fleet_rx) = watch::channel(false);
+    let mut serving = Serving {
+        running,
+        store,
+        demo: None,
+        fleet: Vec::new(),
+        fleet_stop,
+    };
+    if settings.demo {
+        if let Err(e) = serving.start_demo(settings.demo_devices as usize, fleet_rx).await {
+            // Leave nothing running behind the error.
+            let _ = serving.stop().await;
+            return Err(e);
+        }
+    }
+    Ok(serving)
+}
+
+impl Serving {
+    async fn start_demo(&mut self, devices: usize, fleet_rx: watch::Receiver<bool>) -> Result<(), CliError> {
+        let state = self.running.state.clone();
+        let mut info = demo::provision(&state).await.map_err(CliError::Failed)?;
+        self.fleet = spawn_fleet(
+            &self.base_url(),
+            &info.enroll_secret,
+            devices,
+            &state.config.data_dir.join("demo-devices"),
+            SimTimings::default(),
+            fleet_rx,
+        );
+        // Enrolment is a few requests per device; allow for large fleets.
+        let timeout = Duration::from_secs(30) + Duration::from_millis(20) * devices as u32;
+        demo::record_devices(&state, &mut info, devices, timeout)
+            .await
+            .map_err(CliError::Failed)?;
+        self.demo = Some(info);
+        Ok(())
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.running.local_addr
+    }
+
+    /// A URL this process can reach the server at: the listening address, with a
+    /// wildcard address (0.0.0.0, ::) replaced by loopback.
+    pub fn base_url(&self) -> String {
+        let mut addr = self.running.local_addr;
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            _ => {}
+        }
+        format!("http://{addr}")
+    }
+
+    pub fn public_url(&self) -> String {
+        self.running.state.public_url()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.running.state
+    }
+
+    /// The demo credentials (also in `DATA_DIR/demo.json`), when started with `demo`.
+    pub fn demo(&self) -> Option<&DemoInfo> {
+        self.demo.as_ref()
+    }
+
+    /// Serves until `shutdown` completes (or the server fails), then stops cleanly.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
+        let Serving { running, store, fleet, fleet_stop, .. } = self;
+        let stop_server = running.shutdown_signal();
+        let mut server = std::pin::pin!(running.wait());
+        let ended_early = tokio::select! {
+            r = &mut server => Some(r),
+            _ = shutdown => None,
+        };
+        if ended_early.is_none() {
+            tracing::info!("shutting down");
+        }
+        stop_fleet(fleet_stop, fleet).await;
+        let result = match ended_early {
+            Some(Ok(())) => Err(CliError::Failed("the server stopped unexpectedly".into())),
+            Some(Err(e)) => Err(CliError::Failed(format!("the server failed: {e}"))),
+            None => {
+                let _ = stop_server.send(true);
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(CliError::Failed(format!("the server failed while stopping: {e}"))),
+                    Err(_) => {
+                        tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at shutdown were dropped");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        store.close().await;
+        result
+    }
+
+    /// Stops at once (tests, and failed start-ups).
+    pub async fn stop(self) -> Result<(), CliError> {
+        self.run_until(std::future::ready(())).await
+    }
+}
+
+async fn stop_fleet(stop: watch::Sender<bool>, fleet: Vec<JoinHandle<Result<(), AgentError>>>) {
+    let _ = stop.send(true);
+    let deadline = tokio::time::Instant::now() + FLEET_GRACE;
+    for handle in fleet {
+        let abort = handle.abort_handle();
+        match tokio::time::timeout_at(deadline, handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "a simulated device stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "a simulated device task failed"),
+            Err(_) => abort.abort(),
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Without a handler there is no Ctrl-C to wait for; SIGTERM still works.
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Logs to stderr; a second initialisation (tests) is ignored.
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_LEVEL));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

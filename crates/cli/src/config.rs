@@ -1,0 +1,419 @@
+//! Settings of `serve` (and the data directory of `app create`), layered: command-line
+//! flag, then `APPFENCE_*` variable, then the TOML config file, then the default.
+//!
+//! Each setting has one parser, used for all three sources, so a value means the same
+//! wherever it is written; errors name where the bad value came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use appfence_server::ServerConfig;
+use serde::{Deserialize, Deserializer};
+
+use crate::args::ServeArgs;
+use crate::duration::parse_duration;
+use crate::env::Env;
+use crate::error::CliError;
+
+pub const ENV_CONFIG: &str = "APPFENCE_CONFIG";
+pub const ENV_LISTEN: &str = "APPFENCE_LISTEN";
+pub const ENV_DATA_DIR: &str = "APPFENCE_DATA_DIR";
+pub const ENV_PUBLIC_URL: &str = "APPFENCE_PUBLIC_URL";
+pub const ENV_DEMO: &str = "APPFENCE_DEMO";
+pub const ENV_DEMO_DEVICES: &str = "APPFENCE_DEMO_DEVICES";
+pub const ENV_PENDING_TIMEOUT: &str = "APPFENCE_ACTION_PENDING_TIMEOUT";
+pub const ENV_INPROGRESS_TIMEOUT: &str = "APPFENCE_ACTION_INPROGRESS_TIMEOUT";
+pub const ENV_LOG_LEVEL: &str = "APPFENCE_LOG_LEVEL";
+
+pub const DEFAULT_DEMO_DEVICES: u32 = 5;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Simulated devices are cheap tasks, but each keeps a long-poll open.
+const MAX_DEMO_DEVICES: u32 = 100_000;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "appfence.db";
+
+/// Everything `serve` needs, resolved.
+#[derive(Clone, Debug)]
+pub struct ServeSettings {
+    pub server: ServerConfig,
+    pub demo: bool,
+    pub demo_devices: u32,
+    pub log_level: String,
+}
+
+/// The config file. Unknown keys are refused, so a typo cannot silently fall back to a
+/// default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default, deserialize_with = "de_with::<_, ListenParser>")]
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_with::<_, PublicUrlParser>")]
+    pub public_url: Option<String>,
+    pub demo: Option<bool>,
+    #[serde(default, deserialize_with = "de_demo_devices")]
+    pub demo_devices: Option<u32>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub action_pending_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub action_inprogress_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_with::<_, LogLevelParser>")]
+    pub log_level: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| CliError::Usage(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Parses TOML text; the error names the line (and the key, for unknown keys).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// The file named by `--config` or `APPFENCE_CONFIG`, or an empty one.
+    fn for_args(flag: Option<&Path>, env: &Env) -> Result<Self, CliError> {
+        match flag.map(Path::to_path_buf).or_else(|| env.get(ENV_CONFIG).map(PathBuf::from)) {
+            Some(path) => Self::load(&path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+}
+
+/// Resolves the settings of `serve`.
+pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliError> {
+    let file = FileConfig::for_args(args.config.as_deref(), env)?;
+    let mut server = ServerConfig::default();
+    if let Some(v) = layer(args.listen, env, ENV_LISTEN, parse_listen, file.listen)? {
+        server.listen = v;
+    }
+    server.data_dir = resolve_data_dir(args.data_dir.clone(), env, &file);
+    server.public_url = layer(args.public_url.clone(), env, ENV_PUBLIC_URL, parse_public_url, file.public_url)?;
+    if let Some(v) = layer(args.action_pending_timeout, env, ENV_PENDING_TIMEOUT, parse_duration, file.action_pending_timeout)? {
+        server.action_pending_timeout = v;
+    }
+    if let Some(v) = layer(
+        args.action_inprogress_timeout,
+        env,
+        ENV_INPROGRESS_TIMEOUT,
+        parse_duration,
+        file.action_inprogress_timeout,
+    )? {
+        server.action_inprogress_timeout = v;
+    }
+    let demo = layer(args.demo, env, ENV_DEMO, parse_bool, file.demo)?.unwrap_or(false);
+    let demo_devices = layer(args.demo_devices, env, ENV_DEMO_DEVICES, parse_demo_devices, file.demo_devices)?
+        .unwrap_or(DEFAULT_DEMO_DEVICES);
+    let log_level = layer(args.log_level.clone(), env, ENV_LOG_LEVEL, parse_log_level, file.log_level)?
+        .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
+    Ok(ServeSettings {
+        server,
+        demo,
+        demo_devices,
+        log_level,
+    })
+}
+
+/// The data directory for commands that open the store without a server (`app create`).
+pub fn resolve_app_data_dir(flag: Option<PathBuf>, config: Option<&Path>, env: &Env) -> Result<PathBuf, CliError> {
+    let file = FileConfig::for_args(config, env)?;
+    Ok(resolve_data_dir(flag, env, &file))
+}
+
+fn resolve_data_dir(flag: Option<PathBuf>, env: &Env, file: &FileConfig) -> PathBuf {
+    flag.or_else(|| env.get(ENV_DATA_DIR).map(PathBuf::from))
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| ServerConfig::default().data_dir)
+}
+
+/// Flag, else environment variable (parsed here, so its error names the variable),
+/// else file value.
+fn layer<T>(
+    flag: Option<T>,
+    env: &Env,
+    var: &str,
+    parse: fn(&str) -> Result<T, String>,
+    file: Option<T>,
+) -> Result<Option<T>, CliError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    if let Some(raw) = env.get(var) {
+        return parse(raw)
+            .map(Some)
+            .map_err(|e| CliError::Usage(format!("invalid {var}={raw:?}: {e}")));
+    }
+    Ok(file)
+}
+
+// --- parsers, shared by clap, the environment and the file ---
+
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address with a port, e.g. 127.0.0.1:8080 or [::]:8080"))
+}
+
+/// An absolute http(s) URL; the trailing slash is dropped.
+pub fn parse_public_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("{s:?} must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+        return Err(format!("{s:?} is not a base URL like https://appfence.example.com"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+pub fn parse_demo_devices(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    check_demo_devices(n)
+}
+
+fn check_demo_devices(n: u32) -> Result<u32, String> {
+    if (1..=MAX_DEMO_DEVICES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("the number of demo devices must be between 1 and {MAX_DEMO_DEVICES}"))
+    }
+}
+
+/// A tracing filter: a level or directives such as `info,appfence_server=debug`.
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{s:?} is not a log filter (e.g. info, debug, appfence_server=debug): {e}"))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (true/false, 1/0, yes/no, on/off)")),
+    }
+}
+
+// --- file deserializers that reuse the parsers (serde needs a type per parser) ---
+
+trait StrParser {
+    type Out;
+    fn parse(s: &str) -> Result<Self::Out, String>;
+}
+struct ListenParser;
+struct PublicUrlParser;
+struct DurationParser;
+struct LogLevelParser;
+impl StrParser for ListenParser {
+    type Out = SocketAddr;
+    fn parse(s: &str) -> Result<SocketAddr, String> {
+        parse_listen(s)
+    }
+}
+impl StrParser for PublicUrlParser {
+    type Out = String;
+    fn parse(s: &str) -> Result<String, String> {
+        parse_public_url(s)
+    }
+}
+impl StrParser for DurationParser {
+    type Out = Duration;
+    fn parse(s: &str) -> Result<Duration, String> {
+        parse_duration(s)
+    }
+}
+impl StrParser for LogLevelParser {
+    type Out = String;
+    fn parse(s: &str) -> Result<String, String> {
+        parse_log_level(s)
+    }
+}
+
+fn de_with<'de, D: Deserializer<'de>, P: StrParser>(d: D) -> Result<Option<P::Out>, D::Error> {
+    let s = String::deserialize(d)?;
+    P::parse(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn de_demo_devices<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = u32::deserialize(d)?;
+    check_demo_devices(n).map(Some).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs::default()
+    }
+
+    fn file_with(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("appfence.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn usage(r: Result<ServeSettings, CliError>) -> String {
+        match r {
+            Err(CliError::Usage(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_without_any_source() {
+        let s = resolve_serve(&args(), &Env::default()).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.server.data_dir, PathBuf::from("./appfence-data"));
+        assert_eq!(s.server.public_url, None);
+        assert_eq!(s.server.action_pending_timeout, Duration::from_secs(3 * 86_400));
+        assert_eq!(s.server.action_inprogress_timeout, Duration::from_secs(600));
+        assert!(!s.demo);
+        assert_eq!(s.demo_devices, 5);
+        assert_eq!(s.log_level, "info");
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let (_dir, path) = file_with(
+            r#"
+listen = "127.0.0.1:7001"
+data_dir = "/from/file"
+public_url = "https://file.example.com/"
+action_pending_timeout = "1d"
+action_inprogress_timeout = "5m"
+demo = true
+demo_devices = 3
+log_level = "warn"
+"#,
+        );
+        let env = Env::from_pairs([
+            (ENV_CONFIG, path.to_str().unwrap()),
+            (ENV_LISTEN, "127.0.0.1:7002"),
+            (ENV_DATA_DIR, "/from/env"),
+            (ENV_INPROGRESS_TIMEOUT, "90s"),
+            (ENV_DEMO_DEVICES, "7"),
+        ]);
+        let mut a = args();
+        a.listen = Some("127.0.0.1:7003".parse().unwrap());
+        a.demo_devices = Some(9);
+        let s = resolve_serve(&a, &env).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:7003".parse().unwrap(), "flag wins");
+        assert_eq!(s.demo_devices, 9, "flag wins");
+        assert_eq!(s.server.data_dir, PathBuf::from("/from/env"), "env beats file");
+        assert_eq!(s.server.action_inprogress_timeout, Duration::from_secs(90), "env beats file");
+        assert_eq!(s.server.public_url.as_deref(), Some("https://file.example.com"), "file beats default");
+        assert_eq!(s.server.action_pending_timeout, Duration::from_secs(86_400));
+        assert!(s.demo);
+        assert_eq!(s.log_level, "warn");
+
+        // Without the flag, the environment wins over the file.
+        let s = resolve_serve(&args(), &env).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(s.demo_devices, 7);
+    }
+
+    #[test]
+    fn the_config_flag_beats_the_config_variable() {
+        let (_d1, flag_file) = file_with("demo_devices = 11\n");
+        let (_d2, env_file) = file_with("demo_devices = 22\n");
+        let env = Env::from_pairs([(ENV_CONFIG, env_file.to_str().unwrap())]);
+        let mut a = args();
+        a.config = Some(flag_file);
+        assert_eq!(resolve_serve(&a, &env).unwrap().demo_devices, 11);
+        assert_eq!(resolve_serve(&args(), &env).unwrap().demo_devices, 22);
+    }
+
+    #[test]
+    fn an_explicit_false_flag_overrides_the_environment() {
+        let env = Env::from_pairs([(ENV_DEMO, "yes")]);
+        assert!(resolve_serve(&args(), &env).unwrap().demo);
+        let mut a = args();
+        a.demo = Some(false);
+        assert!(!resolve_serve(&a, &env).unwrap().demo);
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        for (var, value) in [
+            (ENV_LISTEN, "localhost"),
+            (ENV_PENDING_TIMEOUT, "3"),
+            (ENV_DEMO, "maybe"),
+            (ENV_DEMO_DEVICES, "0"),
+            (ENV_PUBLIC_URL, "example.com"),
+            (ENV_LOG_LEVEL, "info,[[["),
+        ] {
+            let m = usage(resolve_serve(&args(), &Env::from_pairs([(var, value)])));
+            assert!(m.starts_with(&format!("invalid {var}=")), "{m}");
+        }
+        // A flag makes a bad variable irrelevant.
+        let mut a = args();
+        a.listen = Some("127.0.0.1:1".parse().unwrap());
+        assert!(resolve_serve(&a, &Env::from_pairs([(ENV_LISTEN, "localhost")])).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let (_dir, path) = file_with("listen = \"127.0.0.1:1\"\ndata-dir = \"/x\"\n");
+        let mut a = args();
+        a.config = Some(path.clone());
+        let m = usage(resolve_serve(&a, &Env::default()));
+        assert!(m.contains(&path.display().to_string()), "{m}");
+        assert!(m.contains("unknown field `data-dir`"), "{m}");
+        assert!(m.contains("line 2"), "{m}");
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_names_the_line() {
+        let e = FileConfig::parse("listen = \"127.0.0.1:1\"\n\ndemo = tru\n").unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        let e = FileConfig::parse("action_pending_timeout = \"3 days\"\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("unknown unit"), "{e}");
+        let e = FileConfig::parse("demo_devices = 0\n").unwrap_err();
+        assert!(e.contains("between 1 and"), "{e}");
+        let e = FileConfig::parse("demo_devices = \"5\"\n").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let mut a = args();
+        a.config = Some(PathBuf::from("/nonexistent/appfence.toml"));
+        let m = usage(resolve_serve(&a, &Env::default()));
+        assert!(m.contains("cannot read config file /nonexistent/appfence.toml"), "{m}");
+    }
+
+    #[test]
+    fn app_create_finds_the_data_dir_like_serve() {
+        let (_dir, path) = file_with("data_dir = \"/srv/appfence\"\n");
+        let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
+        assert_eq!(resolve_app_data_dir(None, None, &env).unwrap(), PathBuf::from("/srv/appfence"));
+        let env2 = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap()), (ENV_DATA_DIR, "/e")]);
+        assert_eq!(resolve_app_data_dir(None, None, &env2).unwrap(), PathBuf::from("/e"));
+        assert_eq!(
+            resolve_app_data_dir(Some("/f".into()), None, &env2).unwrap(),
+            PathBuf::from("/f")
+        );
+    }
+
+    #[test]
+    fn parsers_accept_and_normalise() {
+        assert_eq!(parse_public_url("https://a.example.com/").unwrap(), "https://a.example.com");
+        assert_eq!(parse_public_url("http://10.0.0.1:8080").unwrap(), "http://10.0.0.1:8080");
+        assert!(parse_public_url("https://").is_err());
+        assert!(parse_public_url("ftp://x").is_err());
+        assert_eq!(parse_listen("[::1]:9000").unwrap(), "[::1]:9000".parse().unwrap());
+        assert_eq!(parse_log_level("info,appfence_server=debug").unwrap(), "info,appfence_server=debug");
+        assert_eq!(parse_bool("ON"), Ok(true));
+        assert_eq!(parse_bool("0"), Ok(false));
+    }
+}

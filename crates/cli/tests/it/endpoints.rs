@@ -1,0 +1,227 @@
+//! Spec §1: every endpoint under `/api` and `/api/v1.0`, with MDE's headers, contexts
+//! and timestamp format.
+
+use serde_json::json;
+
+use crate::harness::{Api, TestServer, ALL_ROLES};
+use crate::wire::{assert_machine_action, is_machine_id, is_mde_timestamp};
+
+const PREFIXES: [&str; 2] = ["/api", "/api/v1.0"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_under_both_prefixes() {
+    let server = TestServer::start().await;
+    let api = server.api(ALL_ROLES).await;
+    let public = server.state.public_url();
+    for (n, prefix) in PREFIXES.into_iter().enumerate() {
+        let dev = server.enroll(&format!("ep-host-{n}.corp.example")).await;
+        check_machines(&api, prefix, &public, &dev).await;
+        check_actions(&server, &api, prefix, &public, &dev).await;
+    }
+    server.stop().await;
+}
+
+async fn check_machines(api: &Api, prefix: &str, public: &str, dev: &crate::harness::Device) {
+    // The list shows the device, with the collection context.
+    let list = api.get(&format!("{prefix}/machines")).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    list.assert_odata_headers();
+    let v = list.json();
+    assert_eq!(v["@odata.context"], format!("{public}/api/$metadata#Machines"));
+    let found: Vec<_> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"] == dev.machine_id.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "{v}");
+    assert_eq!(found[0]["computerDnsName"], dev.hostname.as_str());
+
+    // By id, aadDeviceId and computerDnsName: the same machine.
+    for key in [&dev.machine_id, &dev.aad_device_id, &dev.hostname] {
+        let r = api.get(&format!("{prefix}/machines/{key}")).await;
+        assert_eq!(r.status, 200, "GET machine by {key}: {}", r.text);
+        r.assert_odata_headers();
+        let m = r.json();
+        assert_eq!(
+            m["@odata.context"],
+            format!("{public}/api/$metadata#Machines/$entity")
+        );
+        assert_eq!(m["id"], dev.machine_id.as_str());
+        assert!(is_machine_id(m["id"].as_str().unwrap()));
+        assert_eq!(m["aadDeviceId"], dev.aad_device_id.as_str());
+        assert_eq!(m["computerDnsName"], dev.hostname.as_str());
+        assert_eq!(m["osPlatform"], "Linux");
+        assert_eq!(m["healthStatus"], "Active");
+        assert_eq!(m["onboardingStatus"], "Onboarded");
+        assert_eq!(m["rbacGroupId"], 0);
+        assert_eq!(m["rbacGroupName"], serde_json::Value::Null);
+        assert!(is_mde_timestamp(m["firstSeen"].as_str().unwrap()), "{m}");
+        assert!(is_mde_timestamp(m["lastSeen"].as_str().unwrap()), "{m}");
+    }
+    // The DNS name is matched case-insensitively.
+    let upper = dev.hostname.to_ascii_uppercase();
+    let r = api.get(&format!("{prefix}/machines/{upper}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["id"], dev.machine_id.as_str());
+}
+
+async fn check_actions(
+    server: &TestServer,
+    api: &Api,
+    prefix: &str,
+    public: &str,
+    dev: &crate::harness::Device,
+) {
+    let app_name = api.app.as_ref().unwrap().display_name.clone();
+    // Restrict, with the optional keys clients send (some as explicit null).
+    let r = api
+        .post(
+            &format!("{prefix}/machines/{}/restrictCodeExecution", dev.machine_id),
+            &json!({"Comment": "Restrict code execution due to alert 1234", "ExternalId": "ext-1",
+                    "RequestSource": null, "Title": "alert 1234"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.assert_odata_headers();
+    let a = r.json();
+    assert_machine_action(&a, public, true);
+    assert_eq!(a["type"], "RestrictCodeExecution");
+    assert_eq!(a["status"], "Pending");
+    assert_eq!(a["title"], "alert 1234");
+    assert_eq!(a["externalId"], "ext-1");
+    assert_eq!(a["requestor"], app_name.as_str());
+    assert_eq!(a["requestorComment"], "Restrict code execution due to alert 1234");
+    assert_eq!(a["machineId"], dev.machine_id.as_str());
+    assert_eq!(a["computerDnsName"], dev.hostname.as_str());
+    assert_eq!(a["requestSource"], "PublicApi");
+    assert_eq!(a["errorHResult"], 0);
+    assert_eq!(a["cancellationRequestor"], serde_json::Value::Null);
+    assert_eq!(a["commands"], json!([]));
+    let restrict_id = a["id"].as_str().unwrap().to_string();
+
+    // Get it, also with `Content-Type: application/json` and a `{}` body on the GET.
+    let g = api.get(&format!("{prefix}/machineactions/{restrict_id}")).await;
+    assert_eq!(g.status, 200, "{}", g.text);
+    g.assert_odata_headers();
+    let got = g.json();
+    assert_machine_action(&got, public, true);
+    assert_eq!(got["id"], restrict_id.as_str());
+    assert_eq!(got["status"], "Pending");
+    assert_eq!(got["creationDateTimeUtc"], a["creationDateTimeUtc"]);
+    let g2 = api
+        .send(
+            api.request(
+                reqwest::Method::GET,
+                &format!("{prefix}/machineactions/{restrict_id}"),
+            )
+            .header("Content-Type", "application/json")
+            .body("{}"),
+        )
+        .await;
+    assert_eq!(g2.status, 200, "GET with a {{}} body: {}", g2.text);
+    assert_eq!(g2.json()["id"], restrict_id.as_str());
+    let l2 = api
+        .send(
+            api.request(reqwest::Method::GET, &format!("{prefix}/machines"))
+                .header("Content-Type", "application/json")
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(l2.status, 200, "GET list with a {{}} body: {}", l2.text);
+
+    // List: the collection context, our action in it.
+    let l = api
+        .get(&format!(
+            "{prefix}/machineactions?$filter=machineId+eq+'{}'",
+            dev.machine_id
+        ))
+        .await;
+    assert_eq!(l.status, 200, "{}", l.text);
+    l.assert_odata_headers();
+    let lv = l.json();
+    assert_eq!(lv["@odata.context"], format!("{public}/api/$metadata#MachineActions"));
+    let items = lv["value"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{lv}");
+    assert_eq!(items[0]["id"], restrict_id.as_str());
+    assert!(items[0].get("@odata.context").is_none(), "items carry no context");
+    assert_machine_action(&items[0], public, false);
+
+    // Cancel: 200 with the cancellation fields.
+    let c = api
+        .post(
+            &format!("{prefix}/machineactions/{restrict_id}/cancel"),
+            &json!({"Comment": "wrong machine"}),
+        )
+        .await;
+    assert_eq!(c.status, 200, "{}", c.text);
+    c.assert_odata_headers();
+    let cv = c.json();
+    assert_machine_action(&cv, public, true);
+    assert_eq!(cv["status"], "Cancelled");
+    assert_eq!(cv["cancellationComment"], "wrong machine");
+    assert_eq!(cv["cancellationRequestor"], app_name.as_str());
+    assert!(is_mde_timestamp(cv["cancellationDateTimeUtc"].as_str().unwrap()));
+
+    // Unrestrict (by aadDeviceId) is now allowed: the restrict is final.
+    let u = api
+        .post(
+            &format!("{prefix}/machines/{}/unrestrictCodeExecution", dev.aad_device_id),
+            &json!({"Comment": "clean"}),
+        )
+        .await;
+    assert_eq!(u.status, 201, "{}", u.text);
+    u.assert_odata_headers();
+    let uv = u.json();
+    assert_machine_action(&uv, public, true);
+    assert_eq!(uv["type"], "UnrestrictCodeExecution");
+    assert_eq!(uv["status"], "Pending");
+    assert_eq!(uv["machineId"], dev.machine_id.as_str());
+    assert_eq!(uv["title"], serde_json::Value::Null);
+    assert_eq!(uv["externalId"], serde_json::Value::Null);
+    // Leave the device idle for the next prefix's round: cancel without a body.
+    let c2 = api
+        .send(api.request(
+            reqwest::Method::POST,
+            &format!("{prefix}/machineactions/{}/cancel", uv["id"].as_str().unwrap()),
+        ))
+        .await;
+    assert_eq!(c2.status, 200, "cancel without a body: {}", c2.text);
+    assert_eq!(c2.json()["cancellationComment"], serde_json::Value::Null);
+
+    // The store agrees: two actions on this device, both cancelled.
+    let stored: Vec<_> = server
+        .stored_actions(&server.tenant_id)
+        .await
+        .into_iter()
+        .filter(|a| a.machine_id == dev.machine_id)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    assert!(stored
+        .iter()
+        .all(|a| a.status == appfence_proto::ActionStatus::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_url_from_config_is_used_in_contexts() {
+    let server = TestServer::start_with(
+        |c| c.public_url = Some("https://appfence.example.com/".into()),
+        None,
+    )
+    .await;
+    // Tokens name the public URL as issuer; fetching one must still work over loopback.
+    let api = server.api(ALL_ROLES).await;
+    let dev = server.enroll("ctx-host").await;
+    let r = api.restrict(&dev.machine_id, "c").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json()["@odata.context"],
+        "https://appfence.example.com/api/$metadata#MachineActions/$entity"
+    );
+    let l = api.get("/api/machineactions?$top=1").await;
+    assert_eq!(
+        l.json()["@odata.context"],
+        "https://appfence.example.com/api/$metadata#MachineActions"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,22 @@
+//! End-to-end tests of appfence: the real server (router, OAuth, store, sweeper, agent
+//! gateway) booted on a loopback port per test and driven over HTTP, plus the `appfence`
+//! binary (`serve --demo`, client commands) run as a child process.
+//!
+//! One test binary on purpose: every extra file under tests/ is another slow link.
+
+mod harness;
+mod wire;
+
+mod cancel_races;
+mod cli;
+mod concurrency;
+mod demo;
+mod endpoints;
+mod errors;
+mod golden;
+mod lifecycle;
+mod odata;
+mod openapi;
+mod tenants;
+mod timeouts;
+mod tokens;

@@ -1,0 +1,314 @@
+//! The client against a stand-in server that records every request it receives.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::*;
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    method: Method,
+    /// Path and query exactly as sent (still percent-encoded).
+    uri: String,
+    auth: Option<String>,
+    content_type: Option<String>,
+    body: String,
+}
+
+#[derive(Default)]
+struct Mock {
+    requests: Vec<Recorded>,
+    tokens_issued: u32,
+    expires_in: u64,
+    rejected_tokens: HashSet<String>,
+    base: String,
+}
+
+type Shared = Arc<Mutex<Mock>>;
+
+const TENANT: &str = "6f0c1a8e-8a6e-4a4e-9a51-0d6f3c2b7e11";
+
+fn action_json(id: &str, status: &str) -> Value {
+    json!({
+        "@odata.context": "http://x/api/$metadata#MachineActions/$entity",
+        "id": id,
+        "type": "RestrictCodeExecution",
+        "title": null,
+        "requestor": "Integration",
+        "requestorComment": "c",
+        "status": status,
+        "machineId": "1234",
+        "computerDnsName": "windows11",
+        "creationDateTimeUtc": "2024-10-21T11:27:58.1447302Z",
+        "lastUpdateDateTimeUtc": "2024-10-21T11:27:58.1447307Z",
+        "cancellationRequestor": null,
+        "cancellationComment": null,
+        "cancellationDateTimeUtc": null,
+        "errorHResult": 0,
+        "scope": null,
+        "externalId": null,
+        "requestSource": "PublicApi",
+        "relatedFileInfo": null,
+        "commands": [],
+        "troubleshootInfo": null
+    })
+}
+
+fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message, "target": "0b7f3c9e-1111-2222-3333-444455556666"}});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn handle(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::to_string);
+    let rec = Recorded {
+        method: method.clone(),
+        uri: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        auth: header(header::AUTHORIZATION),
+        content_type: header(header::CONTENT_TYPE),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let mut s = state.lock().unwrap();
+    s.requests.push(rec.clone());
+    let path = uri.path();
+
+    if path == format!("/{TENANT}/oauth2/v2.0/token") {
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap();
+        let secret = form.iter().find(|(k, _)| k == "client_secret").map(|(_, v)| v.as_str());
+        if secret != Some("right secret") {
+            let body = json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."});
+            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
+        s.tokens_issued += 1;
+        let body = json!({"token_type": "Bearer", "expires_in": s.expires_in, "ext_expires_in": s.expires_in, "access_token": format!("tok-{}", s.tokens_issued)});
+        return axum::Json(body).into_response();
+    }
+
+    let token = rec.auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    if token.is_empty() || s.rejected_tokens.contains(token) {
+        return envelope(StatusCode::UNAUTHORIZED, "Unauthorized", "token expired");
+    }
+
+    match (method.as_str(), path) {
+        ("POST", p) if p.ends_with("/restrictCodeExecution") || p.ends_with("/cancel") => {
+            (StatusCode::CREATED, axum::Json(action_json("a-1", "Pending"))).into_response()
+        }
+        ("POST", p) if p.ends_with("/unrestrictCodeExecution") => envelope(
+            StatusCode::BAD_REQUEST,
+            "ActiveRequestAlreadyExists",
+            "Action is already in progress",
+        ),
+        ("GET", "/api/machineactions/busy") => {
+            let mut r = envelope(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "API calls quota exceeded! maximum allowed 100 per 00:01:00");
+            r.headers_mut().insert(header::RETRY_AFTER, "42".parse().unwrap());
+            r
+        }
+        ("GET", "/api/machineactions/garbled") => axum::Json(json!({"id": 5})).into_response(),
+        ("GET", "/api/machineactions/a-1") => axum::Json(action_json("a-1", "Succeeded")).into_response(),
+        ("GET", "/api/machineactions") => {
+            let second = uri.query().is_some_and(|q| q.contains("$skip=1"));
+            let mut page = json!({
+                "@odata.context": "http://x/api/$metadata#MachineActions",
+                "value": [action_json(if second { "a-2" } else { "a-1" }, "Pending")],
+            });
+            if !second {
+                page["@odata.nextLink"] = json!(format!("{}/api/machineactions?$skip=1", s.base));
+            }
+            axum::Json(page).into_response()
+        }
+        ("GET", "/api/machines") => axum::Json(json!({
+            "@odata.context": "http://x/api/$metadata#Machines",
+            "value": [],
+        }))
+        .into_response(),
+        _ => envelope(StatusCode::NOT_FOUND, "ResourceNotFound", &format!("No route {path}")),
+    }
+}
+
+async fn mock(expires_in: u64) -> (Shared, String) {
+    let state: Shared = Arc::new(Mutex::new(Mock { expires_in, ..Default::default() }));
+    let app = axum::Router::new().fallback(handle).with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    state.lock().unwrap().base = base.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (state, base)
+}
+
+fn client(base: &str, secret: &str) -> MdeClient {
+    MdeClient::new(ClientConfig {
+        server: format!("{base}/"),
+        tenant: TENANT.into(),
+        client_id: "app-1".into(),
+        client_secret: secret.into(),
+        token_url: None,
+    })
+    .unwrap()
+}
+
+fn requests(state: &Shared) -> Vec<Recorded> {
+    state.lock().unwrap().requests.clone()
+}
+
+#[tokio::test]
+async fn fetches_a_v2_token_once_and_reuses_it() {
+    let (state, base) = mock(3599).await;
+    let c = client(&base, "right secret");
+    let a = c.restrict("web 01/x", "alert 1234").await.unwrap();
+    assert_eq!(a.id, "a-1");
+    assert_eq!(a.status, appfence_proto::ActionStatus::Pending);
+    c.get_action("a-1").await.unwrap();
+
+    let reqs = requests(&state);
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    let tok = &reqs[0];
+    assert_eq!(tok.method, Method::POST);
+    assert_eq!(tok.uri, format!("/{TENANT}/oauth2/v2.0/token"));
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&tok.body).unwrap();
+    let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    assert_eq!(get("grant_type").as_deref(), Some("client_credentials"));
+    assert_eq!(get("client_id").as_deref(), Some("app-1"));
+    assert_eq!(get("client_secret").as_deref(), Some("right secret"));
+    assert_eq!(get("scope").as_deref(), Some(MDE_SCOPE));
+
+    let post = &reqs[1];
+    assert_eq!(post.uri, "/api/machines/web%2001%2Fx/restrictCodeExecution");
+    assert_eq!(post.auth.as_deref(), Some("Bearer tok-1"));
+    assert_eq!(post.content_type.as_deref(), Some("application/json"));
+    assert_eq!(post.body, r#"{"Comment":"alert 1234"}"#);
+    assert_eq!(reqs[2].auth.as_deref(), Some("Bearer tok-1"));
+}
+
+#[tokio::test]
+async fn refetches_a_token_that_is_about_to_expire() {
+    // With expires_in 0 a token is never fresh: every call fetches a new one.
+    let (state, base) = mock(0).await;
+    let c = client(&base, "right secret");
+    c.get_action("a-1").await.unwrap();
+    c.get_action("a-1").await.unwrap();
+    assert_eq!(state.lock().unwrap().tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn retries_once_with_a_new_token_after_a_401() {
+    let (state, base) = mock(3599).await;
+    let c = client(&base, "right secret");
+    c.get_action("a-1").await.unwrap();
+    state.lock().unwrap().rejected_tokens.insert("tok-1".into());
+    c.get_action("a-1").await.unwrap();
+    let reqs = requests(&state);
+    let auths: Vec<_> = reqs.iter().filter(|r| r.uri.starts_with("/api")).map(|r| r.auth.clone().unwrap()).collect();
+    assert_eq!(auths, ["Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]);
+
+    // A fresh token that is refused is not retried forever.
+    state.lock().unwrap().rejected_tokens.insert("tok-2".into());
+    state.lock().unwrap().rejected_tokens.insert("tok-3".into());
+    let e = c.get_action("a-1").await.unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    assert_eq!(state.lock().unwrap().tokens_issued, 3);
+}
+
+#[tokio::test]
+async fn reports_the_oauth_error_of_bad_credentials() {
+    let (_state, base) = mock(3599).await;
+    let e = client(&base, "wrong").get_action("a-1").await.unwrap_err();
+    match e {
+        ClientError::Api { status, code, message, target, .. } => {
+            assert_eq!(status, 401);
+            assert_eq!(code, "invalid_client");
+            assert!(message.contains("Invalid client secret"), "{message}");
+            assert_eq!(target, None);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reports_api_errors_with_their_envelope() {
+    let (_state, base) = mock(3599).await;
+    let c = client(&base, "right secret");
+    let e = c.unrestrict("m", "x").await.unwrap_err();
+    assert_eq!(e.code(), Some("ActiveRequestAlreadyExists"));
+    assert_eq!(
+        e.to_string(),
+        "ActiveRequestAlreadyExists: Action is already in progress (target 0b7f3c9e-1111-2222-3333-444455556666)"
+    );
+    match c.get_action("busy").await.unwrap_err() {
+        ClientError::Api { status: 429, retry_after, .. } => {
+            assert_eq!(retry_after, Some(Duration::from_secs(42)))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(c.get_machine("nope").await.unwrap_err().code(), Some("ResourceNotFound"));
+    assert!(matches!(c.get_action("garbled").await.unwrap_err(), ClientError::Decode(_)));
+}
+
+#[tokio::test]
+async fn encodes_list_queries_and_follows_next_links() {
+    let (state, base) = mock(3599).await;
+    let c = client(&base, "right secret");
+    let page = c.list_actions(Some("status eq 'Pending' and requestor eq 'O''Brien'"), Some(5)).await.unwrap();
+    assert_eq!(page.value.len(), 1);
+    assert!(page.odata_next_link.is_some());
+    let uri = requests(&state).last().unwrap().uri.clone();
+    assert_eq!(
+        uri,
+        "/api/machineactions?$filter=status%20eq%20%27Pending%27%20and%20requestor%20eq%20%27O%27%27Brien%27&$top=5"
+    );
+
+    let all = c.list_actions_all(None).await.unwrap();
+    let ids: Vec<_> = all.value.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["a-1", "a-2"]);
+    assert_eq!(all.odata_next_link, None);
+
+    let machines = c.list_machines(None, None).await.unwrap();
+    assert!(machines.value.is_empty());
+    assert_eq!(requests(&state).last().unwrap().uri, "/api/machines");
+}
+
+#[tokio::test]
+async fn cancel_sends_an_optional_comment() {
+    let (state, base) = mock(3599).await;
+    let c = client(&base, "right secret");
+    c.cancel_action("a-1", None).await.unwrap();
+    c.cancel_action("a-1", Some("oops")).await.unwrap();
+    let reqs = requests(&state);
+    let n = reqs.len();
+    assert_eq!(reqs[n - 2].uri, "/api/machineactions/a-1/cancel");
+    assert_eq!(reqs[n - 2].body, "{}");
+    assert_eq!(reqs[n - 1].body, r#"{"Comment":"oops"}"#);
+}
+
+#[tokio::test]
+async fn connection_failures_are_transport_errors() {
+    // Bind and drop to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = client(&format!("http://127.0.0.1:{port}"), "s").get_action("a").await.unwrap_err();
+    assert!(matches!(e, ClientError::Transport(_)), "{e:?}");
+}
+
+#[test]
+fn rejects_bad_urls_and_hides_the_secret() {
+    let cfg = ClientConfig {
+        server: "ftp://host".into(),
+        tenant: "t".into(),
+        client_id: "c".into(),
+        client_secret: "hunter2".into(),
+        token_url: None,
+    };
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+    assert_eq!(cfg.token_url(), "ftp://host/t/oauth2/v2.0/token");
+    assert!(matches!(MdeClient::new(cfg), Err(ClientError::Transport(_))));
+}

@@ -1,0 +1,87 @@
+//! Machines: list (OData) and get.
+
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::StatusCode;
+use appfence_core::authz::Api;
+use appfence_core::ids::truncate;
+use appfence_core::odata::MachineField;
+use appfence_core::{Error, MachineRef};
+use appfence_proto::{Collection, ErrorBody, Machine};
+
+use super::{odata_context, query};
+use crate::oauth::extract::Authenticated;
+use crate::response::OData;
+use crate::{ApiError, AppState};
+
+#[utoipa::path(
+    get,
+    path = "/machines",
+    tag = "Machines",
+    summary = "List machines",
+    description = "OData: $filter on computerDnsName, id, aadDeviceId, version, healthStatus, osPlatform, onboardingStatus, lastSeen, firstSeen, machineTags, rbacGroupId, lastIpAddress, riskScore, exposureLevel, deviceValue, agentVersion; startswith(computerDnsName,'x'); $top (at most 10000), $skip, $orderby, $count. Permission: Machine.Read.All or Machine.ReadWrite.All.",
+    params(
+        ("$filter" = Option<String>, Query, description = "e.g. startswith(computerDnsName,'srv-')"),
+        ("$top" = Option<u32>, Query), ("$skip" = Option<u32>, Query),
+        ("$orderby" = Option<String>, Query), ("$count" = Option<bool>, Query)
+    ),
+    responses(
+        (status = 200, body = Collection<Machine>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_machines(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    OriginalUri(uri): OriginalUri,
+    RawQuery(raw): RawQuery,
+) -> Result<OData<Collection<Machine>>, ApiError> {
+    principal.authorize(Api::ListMachines)?;
+    let (q, pairs) = query::parse::<MachineField>(raw.as_deref())?;
+    let page = state.store.list_machines(&principal.tenant_id, &q).await?;
+    let next = page.more.then(|| {
+        query::next_link(
+            &format!("{}{}", state.public_url(), uri.path()),
+            &pairs,
+            q.skip as u64 + page.items.len() as u64,
+        )
+    });
+    Ok(OData(
+        StatusCode::OK,
+        Collection {
+            odata_context: odata_context(&state, "Machines", false),
+            odata_count: page.total,
+            value: page.items.iter().map(|m| m.to_wire(None)).collect(),
+            odata_next_link: next,
+        },
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/machines/{id}",
+    tag = "Machines",
+    summary = "Get a machine",
+    description = "Permission: Machine.Read.All or Machine.ReadWrite.All.",
+    params(("id" = String, Path, description = "Machine id (40 hex), aadDeviceId (GUID) or computerDnsName")),
+    responses(
+        (status = 200, body = Machine),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_machine(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<String>,
+) -> Result<OData<Machine>, ApiError> {
+    principal.authorize(Api::GetMachine)?;
+    let machine = state
+        .store
+        .machine(&principal.tenant_id, &MachineRef::parse(&id)?)
+        .await?
+        .ok_or_else(|| Error::machine_not_found(&truncate(&id, 80)))?;
+    let ctx = odata_context(&state, "Machines", true);
+    Ok(OData(StatusCode::OK, machine.to_wire(Some(ctx))))
+}

@@ -1,0 +1,48 @@
+//! OData query strings: decoded (`+` is a space), parsed into a typed query, and the
+//! `@odata.nextLink` for the next page.
+
+use appfence_core::odata::{parse_query, Field, Query};
+use appfence_core::Error;
+
+/// Decodes a form-encoded query string into pairs.
+pub fn decode(raw: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    match raw {
+        None | Some("") => Ok(Vec::new()),
+        Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .map_err(|e| Error::OData(format!("The query string could not be decoded: {e}"))),
+    }
+}
+
+pub fn parse<F: Field>(raw: Option<&str>) -> Result<(Query<F>, Vec<(String, String)>), Error> {
+    let pairs = decode(raw)?;
+    let query = parse_query::<F>(&pairs)?;
+    Ok((query, pairs))
+}
+
+/// The link to the page after this one: the same query with `$skip` advanced.
+pub fn next_link(base: &str, pairs: &[(String, String)], next_skip: u64) -> String {
+    let mut out: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "$skip")
+        .cloned()
+        .collect();
+    out.push(("$skip".into(), next_skip.to_string()));
+    let qs = serde_urlencoded::to_string(&out).unwrap_or_default();
+    format!("{base}?{qs}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plus_is_a_space_and_next_link_replaces_skip() {
+        let pairs = decode(Some("$filter=status+eq+%27Pending%27&$top=2&$skip=4")).unwrap();
+        assert_eq!(pairs[0], ("$filter".into(), "status eq 'Pending'".into()));
+        let link = next_link("http://h/api/machineactions", &pairs, 6);
+        let back = decode(link.split_once('?').map(|x| x.1)).unwrap();
+        assert!(back.contains(&("$skip".into(), "6".into())));
+        assert!(back.contains(&("$top".into(), "2".into())));
+        assert_eq!(back.iter().filter(|(k, _)| k == "$skip").count(), 1);
+    }
+}

@@ -1,0 +1,168 @@
+//! Authentication of API requests: `Authorization: Bearer <jwt>` into a [`Principal`].
+
+use appfence_core::authz::Principal;
+use appfence_core::ids::truncate;
+use appfence_core::Error;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+
+use super::audience::TokenPolicy;
+use super::verify::verify_access_token;
+use crate::{ApiError, AppState};
+
+/// The verified caller of a request. Use it as a handler argument; requests without a
+/// valid token are answered 401 `Unauthorized` before the handler runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated(pub Principal);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers)?;
+        let policy = TokenPolicy::new(&state.public_url());
+        let principal = verify_access_token(&state.keys, &policy, token, state.clock.now())?;
+        // Signed by us, but the tenant must still exist: the cache makes this free for
+        // every tenant seen before.
+        if !state
+            .keys
+            .tenants()
+            .exists(state.store.as_ref(), &principal.tenant_id)
+            .await?
+        {
+            return Err(ApiError(Error::Unauthorized(format!(
+                "The token's tenant '{}' does not exist",
+                truncate(&principal.tenant_id, 100)
+            ))));
+        }
+        Ok(Authenticated(principal))
+    }
+}
+
+/// The token of an `Authorization: Bearer` header (scheme in any case).
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
+    let refuse = |m: &str| Error::Unauthorized(m.to_string());
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| refuse("Authorization header is missing"))?
+        .to_str()
+        .map_err(|_| refuse("Authorization header is not valid text"))?
+        .trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(refuse("Authorization header must use the Bearer scheme"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(refuse("Authorization header has no token"));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::audience::TokenVersion;
+    use crate::oauth::test_store::{test_state, TENANT};
+    use crate::oauth::tokens::issue_app_token;
+    use appfence_core::authz::Caller;
+    use appfence_core::{AppRegistration, Tenant};
+    use axum::http::{HeaderValue, Request};
+    use std::time::Duration;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    fn refused(r: Result<&str, Error>) -> String {
+        match r {
+            Err(Error::Unauthorized(m)) => m,
+            other => panic!("expected Unauthorized, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_header() {
+        assert_eq!(bearer_token(&headers("Bearer abc.def.ghi")).unwrap(), "abc.def.ghi");
+        assert_eq!(bearer_token(&headers("bearer  abc ")).unwrap(), "abc");
+        assert_eq!(bearer_token(&headers("BEARER abc")).unwrap(), "abc");
+        assert_eq!(refused(bearer_token(&HeaderMap::new())), "Authorization header is missing");
+        assert_eq!(
+            refused(bearer_token(&headers("Basic Zm9vOmJhcg=="))),
+            "Authorization header must use the Bearer scheme"
+        );
+        assert_eq!(refused(bearer_token(&headers("Bearer"))), "Authorization header has no token");
+        assert_eq!(refused(bearer_token(&headers("Bearer   "))), "Authorization header has no token");
+        assert_eq!(
+            refused(bearer_token(&headers("Bearerabc"))),
+            "Authorization header must use the Bearer scheme"
+        );
+    }
+
+    async fn extract(state: &AppState, authorization: Option<&str>) -> Result<Authenticated, ApiError> {
+        let mut req = Request::builder().uri("/api/machines");
+        if let Some(a) = authorization {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        Authenticated::from_request_parts(&mut parts, state).await
+    }
+
+    fn app(tenant_id: &str) -> AppRegistration {
+        AppRegistration {
+            tenant_id: tenant_id.into(),
+            client_id: "6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b".into(),
+            display_name: "SOAR".into(),
+            secret_hash: String::new(),
+            roles: vec!["Machine.Read.All".into()],
+            created: appfence_proto::Timestamp::from_unix_seconds(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_extractor_uses_the_injected_clock_and_checks_the_tenant() {
+        let (state, clock) = test_state().await;
+        let token = issue_app_token(&state, &app(TENANT), "https://api.security.microsoft.com/", TokenVersion::V1)
+            .unwrap();
+        let Authenticated(p) = extract(&state, Some(&format!("Bearer {token}"))).await.unwrap();
+        assert_eq!(p.tenant_id, TENANT);
+        assert_eq!(
+            p.caller,
+            Caller::Application {
+                client_id: "6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b".into(),
+                display_name: "SOAR".into()
+            }
+        );
+        assert_eq!(p.roles, vec!["Machine.Read.All".to_string()]);
+
+        // The server's clock, not the system's, decides expiry.
+        clock.advance(state.config.token_lifetime + Duration::from_secs(1));
+        let err = extract(&state, Some(&format!("Bearer {token}"))).await.unwrap_err();
+        assert_eq!(err.0, Error::Unauthorized("The token has expired".into()));
+
+        // A token for a tenant that does not exist.
+        let token = issue_app_token(&state, &app("11111111-2222-3333-4444-555555555555"), "https://api.security.microsoft.com", TokenVersion::V2)
+            .unwrap();
+        let err = extract(&state, Some(&format!("Bearer {token}"))).await.unwrap_err();
+        assert_eq!(
+            err.0,
+            Error::Unauthorized(
+                "The token's tenant '11111111-2222-3333-4444-555555555555' does not exist".into()
+            )
+        );
+        // Which is found once the tenant is created.
+        state
+            .store
+            .ensure_tenant(&Tenant { id: "11111111-2222-3333-4444-555555555555".into(), name: "late".into() })
+            .await
+            .unwrap();
+        assert!(extract(&state, Some(&format!("Bearer {token}"))).await.is_ok());
+
+        let err = extract(&state, None).await.unwrap_err();
+        assert_eq!(err.0, Error::Unauthorized("Authorization header is missing".into()));
+    }
+}

@@ -1,0 +1,113 @@
+//! Errors of the token and discovery endpoints. These speak OAuth 2.0 (RFC 6749 §5.2,
+//! `{"error":"invalid_client","error_description":...}`), not the MDE envelope: token
+//! clients parse this shape.
+
+use appfence_proto::oauth::OAuthError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthFailure {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    /// The client tried HTTP Basic authentication and failed: RFC 6749 §5.2 then
+    /// requires a `WWW-Authenticate` challenge.
+    pub basic_challenge: bool,
+}
+
+impl OAuthFailure {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OAuthFailure {
+            status,
+            error,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    pub fn missing(parameter: &str) -> Self {
+        Self::invalid_request(format!("Parameter '{parameter}' is missing"))
+    }
+
+    pub fn invalid_client(description: impl Into<String>, basic_challenge: bool) -> Self {
+        OAuthFailure {
+            basic_challenge,
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+        }
+    }
+
+    pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", description)
+    }
+
+    pub fn invalid_resource(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_resource", description)
+    }
+
+    pub fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    pub fn not_found(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request", description)
+    }
+
+    /// An internal failure: logged in full with a trace id; the caller gets only the id.
+    pub fn server_error(cause: impl std::fmt::Display) -> Self {
+        let trace_id = appfence_core::ids::new_guid();
+        tracing::error!(%trace_id, error = %cause, "token endpoint failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            format!("An internal error occurred. Trace ID: {trace_id}"),
+        )
+    }
+}
+
+impl From<appfence_core::Error> for OAuthFailure {
+    fn from(e: appfence_core::Error) -> Self {
+        OAuthFailure::server_error(e)
+    }
+}
+
+impl IntoResponse for OAuthFailure {
+    fn into_response(self) -> Response {
+        if !self.status.is_server_error() {
+            tracing::info!(error = self.error, status = self.status.as_u16(), description = %self.description, "token request refused");
+        }
+        let body = OAuthError {
+            error: self.error.to_string(),
+            error_description: self.description,
+        };
+        let mut resp = (self.status, json_bytes(&body)).into_response();
+        let h = resp.headers_mut();
+        no_store(h);
+        if self.basic_challenge {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"appfence\""),
+            );
+        }
+        resp
+    }
+}
+
+/// JSON body bytes of a value that always serialises (plain structs of strings and numbers).
+pub(crate) fn json_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("OAuth bodies serialise")
+}
+
+/// Token responses must not be cached (RFC 6749 §5.1).
+pub(crate) fn no_store(h: &mut axum::http::HeaderMap) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}

@@ -1,0 +1,29 @@
+//! The built-in OAuth 2.0 authorization server (client credentials, Entra ID-shaped
+//! tokens signed with Ed25519) and the authentication of API requests.
+//!
+//! - [`keys`]: signing keys, persisted in the store, and the JWKS.
+//! - [`secrets`]: client secrets (Argon2id) and device credentials (SHA-256).
+//! - [`apps`]: registering applications; the default tenant.
+//! - [`audience`]: accepted audiences and issuers.
+//! - [`tokens`]: minting tokens; [`verify`]: checking them.
+//! - [`request`], [`failure`], [`routes`]: the token, discovery and JWKS endpoints.
+//! - [`extract`]: the `Authenticated` extractor of API handlers.
+//! - [`tenants`]: tenant lookups by path segment, and the cache of known tenants.
+
+pub mod apps;
+pub mod audience;
+pub mod extract;
+pub mod failure;
+pub mod keys;
+pub mod request;
+pub mod routes;
+pub mod secrets;
+pub mod tenants;
+pub mod tokens;
+pub mod verify;
+
+#[cfg(test)]
+pub(crate) mod test_store;
+
+pub use extract::Authenticated;
+pub use tokens::{issue_app_token, TokenVersion};

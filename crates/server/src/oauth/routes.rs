@@ -1,0 +1,470 @@
+//! HTTP endpoints of the built-in authorization server: the v1 and v2 token endpoints,
+//! OpenID discovery documents and the JWKS, at the paths Entra ID uses, so that clients
+//! only change the host.
+
+use std::sync::LazyLock;
+
+use appfence_core::ids::truncate;
+use appfence_core::{AppRegistration, Tenant};
+use appfence_proto::oauth::TokenResponse;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use super::audience::{TokenPolicy, TokenVersion};
+use super::failure::{json_bytes, no_store, OAuthFailure};
+use super::keys::ALGORITHM;
+use super::request::{parse_params, token_request, TokenRequest};
+use super::secrets::{generate_secret, hash_secret, verify_secret};
+use super::tenants::resolve_tenant;
+use super::tokens::issue_app_token;
+use crate::AppState;
+
+/// The routes of the authorization server. All tenant-scoped paths use the parameter
+/// name `{tenant}`; static first segments (`/api`, `/agent`, `/healthz`, ...) win over
+/// it in axum's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        // Some clients send the v1 request as a GET with a form body.
+        .route("/{tenant}/oauth2/token", get(token_v1).post(token_v1))
+        .route("/{tenant}/oauth2/v2.0/token", get(token_v2).post(token_v2))
+        .route("/.well-known/openid-configuration", get(discovery_default))
+        .route("/{tenant}/.well-known/openid-configuration", get(discovery_v1))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery_v2))
+        .route("/discovery/keys", get(jwks))
+        .route("/discovery/v2.0/keys", get(jwks))
+        .route("/{tenant}/discovery/keys", get(tenant_jwks))
+        .route("/{tenant}/discovery/v2.0/keys", get(tenant_jwks))
+}
+
+async fn token_v1(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    token(&state, &tenant, &method, query, &headers, &body, TokenVersion::V1).await
+}
+
+async fn token_v2(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    token(&state, &tenant, &method, query, &headers, &body, TokenVersion::V2).await
+}
+
+async fn token(
+    state: &AppState,
+    tenant: &str,
+    method: &Method,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: &[u8],
+    version: TokenVersion,
+) -> Response {
+    match issue(state, tenant, method, query, headers, body, version).await {
+        Ok(r) => r,
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn issue(
+    state: &AppState,
+    tenant: &str,
+    method: &Method,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: &[u8],
+    version: TokenVersion,
+) -> Result<Response, OAuthFailure> {
+    let tenant = tenant_of(state, tenant).await?;
+    // Parameters belong in the body; the query string is read only for GET, the
+    // compatibility case, so that secrets in POST URLs are not encouraged.
+    let query = if method == Method::GET { query } else { None };
+    let params = parse_params(body, query.as_deref())?;
+    let policy = TokenPolicy::new(&state.public_url());
+    let request = token_request(&params, headers.get(AUTHORIZATION), version, &policy)?;
+    let app = authenticate(state, &tenant, request.clone()).await?;
+    let access_token = issue_app_token(state, &app, &request.audience, version)?;
+    // Tokens of this tenant will be verified soon: spare that first lookup.
+    state.keys.tenants().remember(&tenant.id);
+    tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, audience = %request.audience, "issued an access token");
+    let lifetime = state.config.token_lifetime.as_secs();
+    let body = TokenResponse {
+        token_type: "Bearer".into(),
+        expires_in: lifetime,
+        ext_expires_in: lifetime,
+        access_token,
+    };
+    let mut resp = (StatusCode::OK, json_bytes(&body)).into_response();
+    no_store(resp.headers_mut());
+    Ok(resp)
+}
+
+/// Argon2 verification takes tens of milliseconds and ~19 MiB: bound how many run at
+/// once so a burst of token requests cannot exhaust memory or the blocking pool.
+static VERIFY_PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
+    Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
+/// A hash to verify against when the client does not exist, so that unknown clients
+/// and wrong secrets take the same time.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_secret(&generate_secret()));
+
+async fn authenticate(
+    state: &AppState,
+    tenant: &Tenant,
+    request: TokenRequest,
+) -> Result<AppRegistration, OAuthFailure> {
+    let app = state.store.app(&tenant.id, &request.client_id).await?;
+    let hash = app.as_ref().map(|a| a.secret_hash.clone());
+    let _permit = VERIFY_PERMITS
+        .acquire()
+        .await
+        .map_err(OAuthFailure::server_error)?;
+    let secret = request.client_secret;
+    let matches = tokio::task::spawn_blocking(move || {
+        verify_secret(&secret, hash.as_deref().unwrap_or(&DUMMY_HASH))
+    })
+    .await
+    .map_err(OAuthFailure::server_error)?;
+    match app {
+        Some(app) if matches => Ok(app),
+        found => {
+            // The caller learns only that authentication failed; the log says why.
+            tracing::info!(
+                tenant_id = %tenant.id,
+                client_id = %truncate(&request.client_id, 100),
+                reason = if found.is_some() { "wrong secret" } else { "unknown client" },
+                "client authentication failed"
+            );
+            Err(OAuthFailure::invalid_client(
+                "Client authentication failed: the client is unknown in this tenant or the secret is wrong",
+                request.basic_auth,
+            ))
+        }
+    }
+}
+
+async fn tenant_of(state: &AppState, segment: &str) -> Result<Tenant, OAuthFailure> {
+    resolve_tenant(state.store.as_ref(), segment)
+        .await?
+        .ok_or_else(|| {
+            OAuthFailure::invalid_request(format!("Tenant '{}' not found", truncate(segment, 100)))
+        })
+}
+
+/// The OpenID Provider metadata (OpenID Connect Discovery 1.0 §3) of one tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenIdConfiguration {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    pub claims_supported: Vec<String>,
+    pub tenant_id: String,
+}
+
+/// The discovery document of `tenant_id` for the v1 or v2 endpoints, with the same
+/// paths as Entra ID.
+pub fn openid_configuration(public_url: &str, tenant_id: &str, version: TokenVersion) -> OpenIdConfiguration {
+    let policy = TokenPolicy::new(public_url);
+    let base = policy.public_url();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (token_endpoint, jwks_uri) = match version {
+        TokenVersion::V1 => (
+            format!("{base}/{tenant_id}/oauth2/token"),
+            format!("{base}/discovery/keys"),
+        ),
+        TokenVersion::V2 => (
+            format!("{base}/{tenant_id}/oauth2/v2.0/token"),
+            format!("{base}/{tenant_id}/discovery/v2.0/keys"),
+        ),
+    };
+    OpenIdConfiguration {
+        issuer: policy.issuer(tenant_id, version),
+        token_endpoint,
+        jwks_uri,
+        id_token_signing_alg_values_supported: strings(&[ALGORITHM]),
+        token_endpoint_auth_methods_supported: strings(&["client_secret_post", "client_secret_basic"]),
+        grant_types_supported: strings(&["client_credentials"]),
+        claims_supported: strings(&[
+            "aud", "iss", "iat", "nbf", "exp", "azp", "app_displayname", "appid", "idtyp", "oid",
+            "roles", "tid", "ver", "jti",
+        ]),
+        tenant_id: tenant_id.to_string(),
+    }
+}
+
+/// Without a tenant in the path: the default (oldest) tenant's v2 document.
+async fn discovery_default(State(state): State<AppState>) -> Result<Json<OpenIdConfiguration>, OAuthFailure> {
+    let tenant = state
+        .store
+        .tenants()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| OAuthFailure::not_found("No tenant exists yet"))?;
+    Ok(Json(openid_configuration(&state.public_url(), &tenant.id, TokenVersion::V2)))
+}
+
+async fn discovery_v1(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<OpenIdConfiguration>, OAuthFailure> {
+    let tenant = tenant_of(&state, &tenant).await?;
+    Ok(Json(openid_configuration(&state.public_url(), &tenant.id, TokenVersion::V1)))
+}
+
+async fn discovery_v2(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<OpenIdConfiguration>, OAuthFailure> {
+    let tenant = tenant_of(&state, &tenant).await?;
+    Ok(Json(openid_configuration(&state.public_url(), &tenant.id, TokenVersion::V2)))
+}
+
+async fn jwks(State(state): State<AppState>) -> Json<super::keys::Jwks> {
+    Json(state.keys.jwks().clone())
+}
+
+async fn tenant_jwks(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<super::keys::Jwks>, OAuthFailure> {
+    tenant_of(&state, &tenant).await?;
+    Ok(Json(state.keys.jwks().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::apps::create_app;
+    use crate::oauth::test_store::{test_state, TENANT};
+    use crate::oauth::verify::verify_access_token;
+    use appfence_core::authz::ROLE_RESTRICT;
+    use axum::body::Body;
+    use axum::http::Request;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use tower::ServiceExt;
+
+    const MDE: &str = "https://api.securitycenter.microsoft.com";
+
+    async fn call(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let json = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|_| String::from_utf8_lossy(&body).into())
+        };
+        (status, headers, json)
+    }
+
+    fn form(method: &str, uri: &str, body: String) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    async fn setup() -> (AppState, Router, AppRegistration, String) {
+        let (state, _clock) = test_state().await;
+        let (app, secret) = create_app(
+            state.store.as_ref(),
+            state.clock.as_ref(),
+            TENANT,
+            "SOAR",
+            &[ROLE_RESTRICT.to_string()],
+        )
+        .await
+        .unwrap();
+        let router = routes().with_state(state.clone());
+        (state, router, app, secret)
+    }
+
+    #[tokio::test]
+    async fn v1_v2_get_and_basic_requests_get_tokens() {
+        let (state, router, app, secret) = setup().await;
+        let id = &app.client_id;
+        let v1 = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}");
+        let v2 = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&scope={MDE}/.default");
+        let basic = Request::builder()
+            .method("POST")
+            .uri(format!("/{TENANT}/oauth2/v2.0/token"))
+            .header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))))
+            .body(Body::from(format!("grant_type=client_credentials&scope={MDE}/.default")))
+            .unwrap();
+        let requests = [
+            (form("POST", &format!("/{TENANT}/oauth2/token"), v1.clone()), TokenVersion::V1),
+            (form("GET", &format!("/{TENANT}/oauth2/token"), v1.clone()), TokenVersion::V1),
+            (form("GET", &format!("/{TENANT}/oauth2/token?{v1}"), String::new()), TokenVersion::V1),
+            (form("POST", "/default/oauth2/token", v1), TokenVersion::V1),
+            (form("POST", &format!("/{TENANT}/oauth2/v2.0/token"), v2), TokenVersion::V2),
+            (basic, TokenVersion::V2),
+        ];
+        for (req, version) in requests {
+            let uri = req.uri().to_string();
+            let (status, headers, body) = call(&router, req).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            assert_eq!(headers["cache-control"], "no-store");
+            assert_eq!(body["token_type"], "Bearer");
+            assert_eq!(body["expires_in"], serde_json::json!(3599), "a JSON number");
+            assert_eq!(body["ext_expires_in"], serde_json::json!(3599));
+            let token = body["access_token"].as_str().unwrap();
+            let policy = TokenPolicy::new(&state.public_url());
+            let p = verify_access_token(&state.keys, &policy, token, state.clock.now()).unwrap();
+            assert_eq!(p.tenant_id, TENANT);
+            assert_eq!(p.roles, vec![ROLE_RESTRICT.to_string()]);
+            let claims: serde_json::Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(token.split('.').nth(1).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(claims["aud"], MDE);
+            assert_eq!(claims["ver"], version.claim());
+            assert_eq!(claims["iss"], policy.issuer(TENANT, version));
+        }
+    }
+
+    #[tokio::test]
+    async fn token_errors_use_the_oauth_body() {
+        let (_state, router, app, secret) = setup().await;
+        let id = &app.client_id;
+        let cases = [
+            (
+                format!("/{TENANT}/oauth2/token"),
+                format!("grant_type=client_credentials&client_id={id}&client_secret=wrong&resource={MDE}"),
+                401,
+                "invalid_client",
+            ),
+            (
+                format!("/{TENANT}/oauth2/token"),
+                format!("grant_type=client_credentials&client_id=00000000-0000-0000-0000-000000000000&client_secret={secret}&resource={MDE}"),
+                401,
+                "invalid_client",
+            ),
+            (
+                format!("/{TENANT}/oauth2/token"),
+                format!("grant_type=authorization_code&client_id={id}&client_secret={secret}&resource={MDE}"),
+                400,
+                "unsupported_grant_type",
+            ),
+            (
+                format!("/{TENANT}/oauth2/token"),
+                format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"),
+                400,
+                "invalid_request",
+            ),
+            (
+                format!("/{TENANT}/oauth2/token"),
+                format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&resource=https://graph.microsoft.com"),
+                400,
+                "invalid_resource",
+            ),
+            (
+                format!("/{TENANT}/oauth2/v2.0/token"),
+                format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&scope=openid"),
+                400,
+                "invalid_scope",
+            ),
+            (
+                "/nope/oauth2/token".to_string(),
+                format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}"),
+                400,
+                "invalid_request",
+            ),
+        ];
+        for (uri, body, status, error) in cases {
+            let (s, headers, json) = call(&router, form("POST", &uri, body.clone())).await;
+            assert_eq!((s.as_u16(), json["error"].as_str().unwrap()), (status, error), "{uri} {body}: {json}");
+            assert!(json["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+            assert_eq!(headers["cache-control"], "no-store");
+            assert!(json.get("access_token").is_none());
+        }
+        let (_, _, json) = call(&router, form("POST", "/nope/oauth2/token", String::new())).await;
+        assert_eq!(json["error_description"], "Tenant 'nope' not found");
+        // Query parameters of a POST are ignored: the body is where they belong.
+        let q = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}");
+        let (s, _, json) = call(&router, form("POST", &format!("/{TENANT}/oauth2/token?{q}"), String::new())).await;
+        assert_eq!((s.as_u16(), json["error_description"].as_str().unwrap()), (400, "Parameter 'grant_type' is missing"));
+    }
+
+    #[tokio::test]
+    async fn discovery_and_jwks_are_served() {
+        let (state, router, _, _) = setup().await;
+        let base = state.public_url();
+        let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+        for uri in ["/.well-known/openid-configuration".to_string(), format!("/{TENANT}/v2.0/.well-known/openid-configuration")] {
+            let (s, _, json) = call(&router, get(&uri)).await;
+            assert_eq!(s, StatusCode::OK, "{uri}");
+            assert_eq!(json["issuer"], format!("{base}/{TENANT}/v2.0"));
+            assert_eq!(json["token_endpoint"], format!("{base}/{TENANT}/oauth2/v2.0/token"));
+            assert_eq!(json["jwks_uri"], format!("{base}/{TENANT}/discovery/v2.0/keys"));
+            assert_eq!(json["id_token_signing_alg_values_supported"], serde_json::json!(["EdDSA"]));
+            assert_eq!(json["grant_types_supported"], serde_json::json!(["client_credentials"]));
+        }
+        let (_, _, json) = call(&router, get(&format!("/{TENANT}/.well-known/openid-configuration"))).await;
+        assert_eq!(json["issuer"], format!("{base}/{TENANT}/"));
+        assert_eq!(json["token_endpoint"], format!("{base}/{TENANT}/oauth2/token"));
+        let (s, _, json) = call(&router, get("/unknown/v2.0/.well-known/openid-configuration")).await;
+        assert_eq!((s.as_u16(), json["error"].as_str().unwrap()), (400, "invalid_request"));
+
+        let expected = serde_json::to_value(state.keys.jwks()).unwrap();
+        for uri in ["/discovery/keys".to_string(), "/discovery/v2.0/keys".to_string(), format!("/{TENANT}/discovery/v2.0/keys")] {
+            let (s, _, json) = call(&router, get(&uri)).await;
+            assert_eq!(s, StatusCode::OK, "{uri}");
+            assert_eq!(json, expected);
+            assert_eq!(json["keys"][0]["kid"], state.keys.signing_kid());
+        }
+    }
+
+    #[tokio::test]
+    async fn tenant_routes_do_not_shadow_static_routes() {
+        let (state, _, _, _) = setup().await;
+        let other: Router<AppState> = Router::new()
+            .route("/api/machines", get(|| async { "api" }))
+            .route("/api/machines/{id}", get(|| async { "api-machine" }))
+            .route("/api/v1.0/machines", get(|| async { "api-v1" }))
+            .route("/agent/v1/commands", get(|| async { "agent" }).post(|| async { "agent" }))
+            .route("/healthz", get(|| async { "ok" }))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "fallback") });
+        let router = other.merge(routes()).with_state(state);
+        for (method, uri, expected) in [
+            ("GET", "/api/machines", "api"),
+            ("GET", "/api/machines/abc", "api-machine"),
+            ("GET", "/api/v1.0/machines", "api-v1"),
+            ("GET", "/agent/v1/commands", "agent"),
+            ("POST", "/agent/v1/commands", "agent"),
+            ("GET", "/healthz", "ok"),
+            ("GET", "/api/unknown", "fallback"),
+        ] {
+            let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+            let (_, _, body) = call(&router, req).await;
+            assert_eq!(body, serde_json::Value::from(expected), "{method} {uri}");
+        }
+        // And the tenant routes still work next to them.
+        let req = Request::builder().uri(format!("/{TENANT}/discovery/v2.0/keys")).body(Body::empty()).unwrap();
+        assert_eq!(call(&router, req).await.0, StatusCode::OK);
+    }
+}

@@ -1,0 +1,61 @@
+//! All routes of the control plane in one place.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use appfence_core::Error;
+use tower_http::trace::TraceLayer;
+
+use crate::{agent_gateway, api, oauth, ApiError, AppState};
+
+pub fn build(state: AppState) -> Router {
+    let (api_routes, openapi) = api::router().split_for_parts();
+    // The versioned prefix serves the same handlers; the document describes `/api`.
+    let (api_v1_routes, _) = api::router().split_for_parts();
+    let openapi = std::sync::Arc::new(prefix_paths(openapi, "/api"));
+    let max_body = state.config.max_body_bytes;
+
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .nest("/api", api_routes)
+        .nest("/api/v1.0", api_v1_routes)
+        .nest("/agent/v1", agent_gateway::routes())
+        .merge(oauth::routes::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn prefix_paths(mut doc: utoipa::openapi::OpenApi, prefix: &str) -> utoipa::openapi::OpenApi {
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(p, item)| (format!("{prefix}{p}"), item))
+        .collect();
+    doc
+}
+
+async fn not_found(method: Method, uri: Uri) -> impl IntoResponse {
+    ApiError(Error::NotFound(format!(
+        "No route matches {method} {}",
+        uri.path()
+    )))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
+    ApiError(Error::MethodNotAllowed(format!(
+        "{} does not support the method {method}",
+        uri.path()
+    )))
+}

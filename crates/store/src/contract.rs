@@ -1,0 +1,917 @@
+//! The contract every [`Store`] implementation must pass, written once against the
+//! trait so that SQLite and any later backend run the very same checks.
+//!
+//! Each check makes its own tenant, machines and ids, so the checks can share one store
+//! and run in any order; [`run_all`] runs them in sequence. The two concurrency checks
+//! take an `Arc` because they spawn tasks; [`durability_write`] and
+//! [`durability_check`] bracket a close and reopen that only the caller can do.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use appfence_core::ids::{new_guid, new_machine_id};
+use appfence_core::odata::{ActionField, CmpOp, Direction, Expr, MachineField, Query, Value};
+use appfence_core::records::{
+    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, MachineRecord, SigningKey,
+    StatusChange, Tenant, TransitionOutcome,
+};
+use appfence_core::{Error, MachineRef};
+use appfence_proto::agent::{Capabilities, DeviceInfo, EnforcementState};
+use appfence_proto::{ActionStatus, ActionType, Timestamp};
+
+use crate::Store;
+
+use ActionStatus::*;
+use ActionType::*;
+
+const TICKS_PER_SECOND: i64 = 10_000_000;
+
+/// A fixed point in time the checks count from.
+pub fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_ticks((1_750_000_000 + seconds) * TICKS_PER_SECOND)
+}
+
+// ---------------------------------------------------------------- fixtures
+
+pub async fn new_tenant(store: &dyn Store) -> Tenant {
+    let tenant = Tenant {
+        id: new_guid(),
+        name: format!("Contoso {}", &new_guid()[..8]),
+    };
+    store.ensure_tenant(&tenant).await.expect("ensure_tenant");
+    tenant
+}
+
+pub fn machine_record(tenant_id: &str, dns_name: &str) -> MachineRecord {
+    MachineRecord {
+        tenant_id: tenant_id.to_string(),
+        id: new_machine_id(),
+        aad_device_id: new_guid(),
+        computer_dns_name: dns_name.to_string(),
+        first_seen: at(0),
+        last_seen: None,
+        os_platform: "Linux".into(),
+        os_version: "22.04".into(),
+        kernel_version: "6.8.0".into(),
+        os_architecture: "x86_64".into(),
+        agent_version: "0.1.0".into(),
+        last_ip_address: Some("10.0.0.7".into()),
+        ip_addresses: vec!["10.0.0.7".into(), "fe80::1".into()],
+        health_status: "Active".into(),
+        onboarding_status: "Onboarded".into(),
+        machine_tags: vec!["prod".into(), "web tier".into()],
+        rbac_group_id: 0,
+        rbac_group_name: None,
+        risk_score: "None".into(),
+        exposure_level: "Low".into(),
+        device_value: "Normal".into(),
+        capabilities: Capabilities {
+            can_restrict_execution: true,
+            exec_permission_events: true,
+            filesystem_marks: false,
+            simulated: false,
+        },
+        enforcement: EnforcementState::default(),
+        credential_sha256: format!("{}{}", new_machine_id(), &new_machine_id()[..24]),
+    }
+}
+
+pub async fn new_machine(store: &dyn Store, tenant: &Tenant, dns_name: &str) -> MachineRecord {
+    let m = machine_record(&tenant.id, dns_name);
+    store.insert_machine(&m).await.expect("insert_machine");
+    m
+}
+
+pub fn action_record(m: &MachineRecord, action_type: ActionType, created: Timestamp) -> ActionRecord {
+    ActionRecord {
+        tenant_id: m.tenant_id.clone(),
+        id: new_guid(),
+        action_type,
+        title: None,
+        requestor: "alice@contoso.com".into(),
+        requestor_comment: "contract check".into(),
+        status: Pending,
+        machine_id: m.id.clone(),
+        computer_dns_name: m.computer_dns_name.clone(),
+        created,
+        last_update: created,
+        cancellation_requestor: None,
+        cancellation_comment: None,
+        cancellation_time: None,
+        error_h_result: 0,
+        external_id: None,
+        request_source: "PublicApi".into(),
+        troubleshoot_info: None,
+    }
+}
+
+/// Creates a `Pending` action, which must succeed.
+pub async fn new_action(
+    store: &dyn Store,
+    m: &MachineRecord,
+    action_type: ActionType,
+    created: Timestamp,
+) -> ActionRecord {
+    let a = action_record(m, action_type, created);
+    store.create_action(&a).await.expect("create_action");
+    a
+}
+
+pub fn change(to: ActionStatus, at: Timestamp, actor: &str) -> StatusChange {
+    StatusChange {
+        to,
+        at,
+        actor: actor.to_string(),
+        reason: None,
+        error_h_result: None,
+        troubleshoot_info: None,
+        cancellation_comment: None,
+    }
+}
+
+/// Makes a change that must apply, and returns the action after it.
+pub async fn must_apply(store: &dyn Store, id: &str, c: StatusChange) -> ActionRecord {
+    match store.transition(id, &c).await.expect("transition") {
+        TransitionOutcome::Applied(a) => {
+            assert_eq!(a.status, c.to);
+            a
+        }
+        TransitionOutcome::Refused(a) => panic!("{:?} -> {:?} refused", a.status, c.to),
+    }
+}
+
+fn is_duplicate<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(Error::ActiveRequestAlreadyExists))
+}
+
+fn ids(actions: &[ActionRecord]) -> Vec<String> {
+    actions.iter().map(|a| a.id.clone()).collect()
+}
+
+fn cmp<F>(field: F, op: CmpOp, value: Value) -> Expr<F> {
+    Expr::Compare { field, op, value }
+}
+
+fn and<F>(a: Expr<F>, b: Expr<F>) -> Expr<F> {
+    Expr::And(Box::new(a), Box::new(b))
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
+// ---------------------------------------------------------------- the checks
+
+pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    // Idempotent: a second call neither fails nor renames.
+    let renamed = Tenant { id: t.id.clone(), name: "Other".into() };
+    store.ensure_tenant(&renamed).await.unwrap();
+    assert_eq!(store.tenant(&t.id).await.unwrap(), Some(t.clone()));
+    assert_eq!(store.tenant(&new_guid()).await.unwrap(), None);
+    let all = store.tenants().await.unwrap();
+    assert_eq!(all.iter().filter(|x| x.id == t.id).count(), 1);
+
+    let app = AppRegistration {
+        tenant_id: t.id.clone(),
+        client_id: new_guid(),
+        display_name: "SOAR connector".into(),
+        secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        roles: vec!["Machine.RestrictExecution".into(), "Machine.Read.All".into()],
+        created: at(1),
+    };
+    store.insert_app(&app).await.unwrap();
+    assert_eq!(store.app(&t.id, &app.client_id).await.unwrap(), Some(app.clone()));
+    let other = new_tenant(store).await;
+    assert_eq!(store.app(&other.id, &app.client_id).await.unwrap(), None);
+    assert_eq!(store.app(&t.id, &new_guid()).await.unwrap(), None);
+
+    let secret = EnrollSecret {
+        tenant_id: t.id.clone(),
+        secret_sha256: new_machine_id(),
+        created: at(2),
+    };
+    store.insert_enroll_secret(&secret).await.unwrap();
+    assert_eq!(store.enroll_secret(&secret.secret_sha256).await.unwrap(), Some(secret));
+    assert_eq!(store.enroll_secret(&new_machine_id()).await.unwrap(), None);
+
+    let key = |kid: &str, created| SigningKey {
+        kid: kid.to_string(),
+        algorithm: "EdDSA".into(),
+        private_key: vec![7; 32],
+        public_key: (0..32).collect(),
+        created,
+    };
+    let older = key(&new_guid(), at(10));
+    let newer = key(&new_guid(), at(20));
+    store.insert_signing_key(&older).await.unwrap();
+    store.insert_signing_key(&newer).await.unwrap();
+    let ours: Vec<SigningKey> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.kid == older.kid || k.kid == newer.kid)
+        .collect();
+    assert_eq!(ours, vec![newer, older], "signing keys newest first");
+}
+
+pub async fn machine_lookups(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "srv-01.corp.example").await;
+
+    let by_id = store.machine(&t.id, &MachineRef::Id(m.id.clone())).await.unwrap();
+    assert_eq!(by_id.as_ref(), Some(&m), "every field round-trips");
+    let by_aad = store
+        .machine(&t.id, &MachineRef::AadDeviceId(m.aad_device_id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(by_aad.as_ref(), Some(&m));
+    let by_name = store
+        .machine(&t.id, &MachineRef::DnsName("SRV-01.Corp.Example".into()))
+        .await
+        .unwrap();
+    assert_eq!(by_name.as_ref(), Some(&m), "DNS names compare case-insensitively");
+    assert_eq!(
+        store.machine(&t.id, &MachineRef::Id(new_machine_id())).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.machine_by_credential(&m.credential_sha256).await.unwrap().as_ref(),
+        Some(&m)
+    );
+    assert_eq!(store.machine_by_credential(&new_machine_id()).await.unwrap(), None);
+
+    // The DNS name is unique within a tenant only.
+    let dup = machine_record(&t.id, "srv-01.corp.example");
+    match store.insert_machine(&dup).await {
+        Err(Error::BadRequest(msg)) => {
+            assert_eq!(msg, "A machine named srv-01.corp.example already exists")
+        }
+        other => panic!("duplicate DNS name: {other:?}"),
+    }
+    assert_eq!(store.machine(&t.id, &MachineRef::Id(dup.id.clone())).await.unwrap(), None);
+    let elsewhere = new_tenant(store).await;
+    new_machine(store, &elsewhere, "srv-01.corp.example").await;
+}
+
+pub async fn tenant_isolation(store: &dyn Store) {
+    let a = new_tenant(store).await;
+    let b = new_tenant(store).await;
+    let m = new_machine(store, &a, "isolated.corp.example").await;
+    let action = new_action(store, &m, RestrictCodeExecution, at(1)).await;
+
+    for by in [
+        MachineRef::Id(m.id.clone()),
+        MachineRef::AadDeviceId(m.aad_device_id.clone()),
+        MachineRef::DnsName(m.computer_dns_name.clone()),
+    ] {
+        assert_eq!(store.machine(&b.id, &by).await.unwrap(), None, "{by:?}");
+        assert!(store.machine(&a.id, &by).await.unwrap().is_some(), "{by:?}");
+    }
+    let machines_b = store.list_machines(&b.id, &Query { count: true, ..Query::default() }).await.unwrap();
+    assert!(machines_b.items.is_empty());
+    assert_eq!(machines_b.total, Some(0));
+    let machines_a = store.list_machines(&a.id, &Query::default()).await.unwrap();
+    assert_eq!(machines_a.items, vec![m.clone()]);
+
+    assert_eq!(store.action(&b.id, &action.id).await.unwrap(), None);
+    assert_eq!(store.action(&a.id, &action.id).await.unwrap(), Some(action.clone()));
+    let actions_b = store.list_actions(&b.id, &Query { count: true, ..Query::default() }).await.unwrap();
+    assert!(actions_b.items.is_empty());
+    assert_eq!(actions_b.total, Some(0));
+    // Even a filter naming A's machine finds nothing for B.
+    let q = Query {
+        filter: Some(cmp(ActionField::MachineId, CmpOp::Eq, text(&m.id))),
+        ..Query::default()
+    };
+    assert!(store.list_actions(&b.id, &q).await.unwrap().items.is_empty());
+    assert_eq!(ids(&store.list_actions(&a.id, &q).await.unwrap().items), vec![action.id]);
+}
+
+pub async fn heartbeat(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "beating.corp.example").await;
+    let info = DeviceInfo {
+        os_platform: "Linux".into(),
+        os_version: "24.04".into(),
+        kernel_version: "6.11.0".into(),
+        os_architecture: "aarch64".into(),
+        agent_version: "0.2.0".into(),
+        ip_addresses: vec!["192.168.1.20".into(), "192.168.1.21".into()],
+        capabilities: Capabilities {
+            can_restrict_execution: true,
+            exec_permission_events: true,
+            filesystem_marks: true,
+            simulated: true,
+        },
+    };
+    let enforcement = EnforcementState {
+        restricted: true,
+        since: Some(at(50)),
+        applied_action_id: Some(new_guid()),
+    };
+    store.record_heartbeat(&m.id, &info, &enforcement, at(60)).await.unwrap();
+    let got = store.machine(&t.id, &MachineRef::Id(m.id.clone())).await.unwrap().unwrap();
+    let expected = MachineRecord {
+        last_seen: Some(at(60)),
+        os_platform: info.os_platform.clone(),
+        os_version: info.os_version.clone(),
+        kernel_version: info.kernel_version.clone(),
+        os_architecture: info.os_architecture.clone(),
+        agent_version: info.agent_version.clone(),
+        last_ip_address: Some("192.168.1.20".into()),
+        ip_addresses: info.ip_addresses.clone(),
+        health_status: "Active".into(),
+        capabilities: info.capabilities.clone(),
+        enforcement: enforcement.clone(),
+        ..m.clone()
+    };
+    assert_eq!(got, expected);
+
+    let no_ips = DeviceInfo { ip_addresses: vec![], ..info };
+    store.record_heartbeat(&m.id, &no_ips, &enforcement, at(70)).await.unwrap();
+    let got = store.machine(&t.id, &MachineRef::Id(m.id.clone())).await.unwrap().unwrap();
+    assert_eq!((got.last_ip_address, got.last_seen), (None, Some(at(70))));
+
+    let unknown = store
+        .record_heartbeat(&new_machine_id(), &no_ips, &enforcement, at(80))
+        .await;
+    assert!(matches!(unknown, Err(Error::ResourceNotFound(_))), "{unknown:?}");
+}
+
+/// Spec §7: one open restrict-family action per device; final ones free the slot.
+pub async fn duplicate_rule(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "dup.corp.example").await;
+    let other = new_machine(store, &t, "dup-other.corp.example").await;
+
+    let first = new_action(store, &m, RestrictCodeExecution, at(1)).await;
+    let again = action_record(&m, RestrictCodeExecution, at(2));
+    assert!(is_duplicate(&store.create_action(&again).await));
+    assert_eq!(store.action(&t.id, &again.id).await.unwrap(), None, "refused leaves no row");
+    assert!(store.audit_trail(&again.id).await.unwrap().is_empty());
+    // Unrestrict shares the slot.
+    let un = action_record(&m, UnrestrictCodeExecution, at(3));
+    assert!(is_duplicate(&store.create_action(&un).await));
+    // Another device is independent.
+    new_action(store, &other, RestrictCodeExecution, at(3)).await;
+
+    must_apply(store, &first.id, change(InProgress, at(4), "agent")).await;
+    let un = action_record(&m, UnrestrictCodeExecution, at(5));
+    assert!(is_duplicate(&store.create_action(&un).await), "InProgress is open too");
+
+    // Each final status frees the slot.
+    let mut open = first;
+    for (i, end) in [Succeeded, Failed, Cancelled, TimeOut].into_iter().enumerate() {
+        let i = i as i64;
+        must_apply(store, &open.id, change(end, at(10 + 10 * i), "agent")).await;
+        let kind = if i % 2 == 0 { UnrestrictCodeExecution } else { RestrictCodeExecution };
+        open = new_action(store, &m, kind, at(11 + 10 * i)).await;
+        let blocked = action_record(&m, RestrictCodeExecution, at(12 + 10 * i));
+        assert!(is_duplicate(&store.create_action(&blocked).await));
+    }
+}
+
+/// Only the restrict family is limited; other types may be open side by side.
+pub async fn other_types_not_blocked(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "scan.corp.example").await;
+    new_action(store, &m, RestrictCodeExecution, at(1)).await;
+    for (i, kind) in [RunAntiVirusScan, RunAntiVirusScan, Isolate, CollectInvestigationPackage]
+        .into_iter()
+        .enumerate()
+    {
+        new_action(store, &m, kind, at(2 + i as i64)).await;
+    }
+    assert_eq!(store.open_actions(&m.id).await.unwrap().len(), 5);
+}
+
+/// 200 simultaneous creates for one idle device: exactly one wins.
+pub async fn duplicate_rule_under_concurrency(store: Arc<dyn Store>) {
+    const CALLERS: usize = 200;
+    let t = new_tenant(store.as_ref()).await;
+    let m = new_machine(store.as_ref(), &t, "race.corp.example").await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            let kind = if i % 2 == 0 { RestrictCodeExecution } else { UnrestrictCodeExecution };
+            let a = action_record(&m, kind, at(i as i64));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.create_action(&a).await.map(|()| a.id)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut duplicates = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(id) => winners.push(id),
+            Err(Error::ActiveRequestAlreadyExists) => duplicates += 1,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!((winners.len(), duplicates), (1, CALLERS - 1));
+    assert_eq!(ids(&store.open_actions(&m.id).await.unwrap()), winners);
+    let listed = store.list_actions(&t.id, &Query { count: true, ..Query::default() }).await.unwrap();
+    assert_eq!(listed.total, Some(1));
+    assert_eq!(store.audit_trail(&winners[0]).await.unwrap().len(), 1);
+}
+
+pub async fn transition_rules(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "life.corp.example").await;
+
+    let missing = store.transition(&new_guid(), &change(Cancelled, at(1), "x")).await;
+    assert!(matches!(missing, Err(Error::ResourceNotFound(_))), "{missing:?}");
+
+    let a = new_action(store, &m, RestrictCodeExecution, at(1)).await;
+    let started = must_apply(store, &a.id, change(InProgress, at(2), "agent:m")).await;
+    assert_eq!(started, ActionRecord { status: InProgress, last_update: at(2), ..a.clone() });
+
+    // Not allowed from InProgress: refused, with the action as it is.
+    for to in [Pending, InProgress] {
+        let r = store.transition(&a.id, &change(to, at(3), "agent:m")).await.unwrap();
+        assert_eq!(r, TransitionOutcome::Refused(started.clone()), "{to:?}");
+    }
+
+    let failed = StatusChange {
+        error_h_result: Some(-2147024891),
+        troubleshoot_info: Some("fanotify unavailable".into()),
+        reason: Some("device reported failure".into()),
+        ..change(Failed, at(4), "agent:m")
+    };
+    let done = must_apply(store, &a.id, failed).await;
+    assert_eq!(
+        done,
+        ActionRecord {
+            status: Failed,
+            last_update: at(4),
+            error_h_result: -2147024891,
+            troubleshoot_info: Some("fanotify unavailable".into()),
+            ..a.clone()
+        }
+    );
+    // A final status never changes.
+    for to in ActionStatus::ALL {
+        let r = store.transition(&a.id, &change(to, at(5), "someone")).await.unwrap();
+        assert_eq!(r, TransitionOutcome::Refused(done.clone()), "Failed -> {to:?}");
+    }
+    assert_eq!(store.action(&t.id, &a.id).await.unwrap(), Some(done));
+
+    // Cancelling records who, why and when.
+    let b = new_action(store, &m, UnrestrictCodeExecution, at(10)).await;
+    let cancel = StatusChange {
+        cancellation_comment: Some("wrong device".into()),
+        ..change(Cancelled, at(11), "bob@contoso.com")
+    };
+    let cancelled = must_apply(store, &b.id, cancel).await;
+    assert_eq!(
+        cancelled,
+        ActionRecord {
+            status: Cancelled,
+            last_update: at(11),
+            cancellation_requestor: Some("bob@contoso.com".into()),
+            cancellation_comment: Some("wrong device".into()),
+            cancellation_time: Some(at(11)),
+            ..b.clone()
+        }
+    );
+
+    // Pending may go straight to a final status.
+    let c = new_action(store, &m, RestrictCodeExecution, at(20)).await;
+    let ok = must_apply(store, &c.id, change(Succeeded, at(21), "agent:m")).await;
+    assert_eq!(ok, ActionRecord { status: Succeeded, last_update: at(21), ..c });
+}
+
+/// A cancel racing the device's result: exactly one wins, the other sees its outcome.
+pub async fn concurrent_cancel_and_complete(store: Arc<dyn Store>) {
+    let t = new_tenant(store.as_ref()).await;
+    let m = new_machine(store.as_ref(), &t, "cancel-race.corp.example").await;
+    for round in 0..25 {
+        let base = round * 100;
+        let a = new_action(store.as_ref(), &m, RestrictCodeExecution, at(base)).await;
+        must_apply(store.as_ref(), &a.id, change(InProgress, at(base + 1), "agent")).await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let race = |c: StatusChange| {
+            let (store, barrier, id) = (store.clone(), barrier.clone(), a.id.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.transition(&id, &c).await.expect("transition")
+            })
+        };
+        let cancel = race(StatusChange {
+            cancellation_comment: Some("stop".into()),
+            ..change(Cancelled, at(base + 2), "bob")
+        });
+        let succeed = race(change(Succeeded, at(base + 2), "agent"));
+        let outcomes = [cancel.await.unwrap(), succeed.await.unwrap()];
+        let applied: Vec<&ActionRecord> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                TransitionOutcome::Applied(a) => Some(a),
+                TransitionOutcome::Refused(_) => None,
+            })
+            .collect();
+        assert_eq!(applied.len(), 1, "round {round}: {outcomes:?}");
+        let winner = applied[0].clone();
+        for o in &outcomes {
+            if let TransitionOutcome::Refused(current) = o {
+                assert_eq!(current, &winner, "the loser sees the winner's result");
+            }
+        }
+        assert_eq!(store.action(&t.id, &a.id).await.unwrap(), Some(winner.clone()));
+        let trail = store.audit_trail(&a.id).await.unwrap();
+        assert_eq!(trail.len(), 3);
+        assert_eq!(trail[2].to, winner.status);
+    }
+}
+
+pub async fn audit_trail(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "audit.corp.example").await;
+    let a = new_action(store, &m, RestrictCodeExecution, at(1)).await;
+    let agent = format!("agent:{}", m.id);
+    must_apply(store, &a.id, change(InProgress, at(2), &agent)).await;
+    // A refused change leaves no trace.
+    let refused = store.transition(&a.id, &change(Pending, at(3), &agent)).await.unwrap();
+    assert!(matches!(refused, TransitionOutcome::Refused(_)));
+    let done = StatusChange { reason: Some("applied".into()), ..change(Succeeded, at(4), &agent) };
+    must_apply(store, &a.id, done).await;
+    let late = store.transition(&a.id, &change(Cancelled, at(5), "bob")).await.unwrap();
+    assert!(matches!(late, TransitionOutcome::Refused(_)));
+
+    let row = |at, actor: &str, from, to, reason: Option<&str>| AuditRecord {
+        action_id: a.id.clone(),
+        at,
+        actor: actor.to_string(),
+        from,
+        to,
+        reason: reason.map(str::to_string),
+    };
+    assert_eq!(
+        store.audit_trail(&a.id).await.unwrap(),
+        vec![
+            row(at(1), "alice@contoso.com", None, Pending, None),
+            row(at(2), &agent, Some(Pending), InProgress, None),
+            row(at(4), &agent, Some(InProgress), Succeeded, Some("applied")),
+        ]
+    );
+    assert!(store.audit_trail(&new_guid()).await.unwrap().is_empty());
+}
+
+pub async fn time_out_actions(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let mut n = 0;
+    let mut machine = || {
+        n += 1;
+        machine_record(&t.id, &format!("sweep-{n}.corp.example"))
+    };
+    let ms: Vec<MachineRecord> = (0..6).map(|_| machine()).collect();
+    for m in &ms {
+        store.insert_machine(m).await.unwrap();
+    }
+    let (pending_before, in_progress_before, now) = (at(5000), at(9000), at(10_000));
+
+    let stale_pending = new_action(store, &ms[0], RestrictCodeExecution, at(4000)).await;
+    let fresh_pending = new_action(store, &ms[1], RestrictCodeExecution, at(6000)).await;
+    let edge_pending = new_action(store, &ms[2], RestrictCodeExecution, pending_before).await;
+    let stale_running = new_action(store, &ms[3], RestrictCodeExecution, at(1000)).await;
+    must_apply(store, &stale_running.id, change(InProgress, at(8000), "agent")).await;
+    // Created long ago but started recently: the pending timeout no longer applies.
+    let fresh_running = new_action(store, &ms[4], RestrictCodeExecution, at(1000)).await;
+    let fresh_running =
+        must_apply(store, &fresh_running.id, change(InProgress, at(9500), "agent")).await;
+    let finished = new_action(store, &ms[5], RestrictCodeExecution, at(1000)).await;
+    let finished = must_apply(store, &finished.id, change(Succeeded, at(2000), "agent")).await;
+
+    let ours = |v: Vec<ActionRecord>| -> Vec<ActionRecord> {
+        v.into_iter().filter(|a| a.tenant_id == t.id).collect()
+    };
+    let changed = ours(store.time_out_actions(pending_before, in_progress_before, now).await.unwrap());
+    let expected = [&stale_pending.id, &stale_running.id];
+    assert_eq!(
+        changed.iter().map(|a| &a.id).collect::<BTreeSet<_>>(),
+        expected.into_iter().collect::<BTreeSet<_>>()
+    );
+    for a in &changed {
+        assert_eq!((a.status, a.last_update), (TimeOut, now));
+        assert_eq!(store.action(&t.id, &a.id).await.unwrap().as_ref(), Some(a));
+    }
+    let reason = |id: String| async move {
+        let trail = store.audit_trail(&id).await.unwrap();
+        let last = trail.last().unwrap().clone();
+        assert_eq!((last.actor.as_str(), last.to, last.at), ("sweeper", TimeOut, now));
+        last
+    };
+    let p = reason(stale_pending.id.clone()).await;
+    let r = reason(stale_running.id.clone()).await;
+    assert_eq!((p.from, r.from), (Some(Pending), Some(InProgress)));
+    assert!(p.reason.is_some() && r.reason.is_some());
+    assert_ne!(p.reason, r.reason, "the reason names which timeout");
+
+    for untouched in [&fresh_pending, &edge_pending, &fresh_running, &finished] {
+        assert_eq!(store.action(&t.id, &untouched.id).await.unwrap().as_ref(), Some(untouched));
+    }
+    // Nothing left to do; and the timed-out device may be asked again.
+    assert!(ours(store.time_out_actions(pending_before, in_progress_before, now).await.unwrap()).is_empty());
+    new_action(store, &ms[0], UnrestrictCodeExecution, at(10_001)).await;
+}
+
+pub async fn list_actions(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m1 = new_machine(store, &t, "alpha.corp.example").await;
+    let m2 = new_machine(store, &t, "beta.corp.example").await;
+    // Someone else's actions must never show up.
+    let stranger = new_tenant(store).await;
+    let sm = new_machine(store, &stranger, "alpha.corp.example").await;
+    new_action(store, &sm, RunAntiVirusScan, at(5)).await;
+
+    // Insertion order; `created` is not monotonic and has one tie (at(11)).
+    let mut all = Vec::new();
+    for i in 0..10 {
+        let m = if i % 2 == 0 { &m1 } else { &m2 };
+        let kind = if i % 3 == 0 { Isolate } else { RunAntiVirusScan };
+        let mut a = action_record(m, kind, at(i));
+        if i % 2 == 1 {
+            a.requestor = "Bob@Contoso.com".into();
+        }
+        store.create_action(&a).await.unwrap();
+        all.push(a);
+    }
+    let r = new_action(store, &m2, RestrictCodeExecution, at(11)).await;
+    let r = must_apply(store, &r.id, change(Succeeded, at(12), "agent")).await;
+    all.push(r.clone());
+    let tie = new_action(store, &m1, RestrictCodeExecution, at(11)).await;
+    all.push(tie.clone());
+    let early = new_action(store, &m2, RunAntiVirusScan, at(-5)).await;
+    all.push(early.clone());
+
+    // Newest first; the later insert first among equal creation times.
+    let mut newest_first: Vec<(usize, &ActionRecord)> = all.iter().enumerate().collect();
+    newest_first.sort_by_key(|(i, a)| (std::cmp::Reverse(a.created), std::cmp::Reverse(*i)));
+    let newest_first: Vec<String> = newest_first.into_iter().map(|(_, a)| a.id.clone()).collect();
+    assert_eq!(newest_first[0], tie.id);
+    assert_eq!(newest_first[1], r.id);
+
+    let page = store.list_actions(&t.id, &Query::default()).await.unwrap();
+    assert_eq!(ids(&page.items), newest_first);
+    assert_eq!((page.total, page.more), (None, false));
+    assert_eq!(page.items.iter().find(|a| a.id == r.id), Some(&r), "records round-trip");
+
+    // Paging: $top/$skip walk the same order; `more` until the last page.
+    let n = all.len() as u32;
+    let mut walked = Vec::new();
+    for skip in (0..n).step_by(5) {
+        let q = Query { top: Some(5), skip, count: true, ..Query::default() };
+        let page = store.list_actions(&t.id, &q).await.unwrap();
+        assert_eq!(page.total, Some(n as u64), "count ignores $top/$skip");
+        assert_eq!(page.more, skip + 5 < n, "skip {skip}");
+        walked.extend(ids(&page.items));
+    }
+    assert_eq!(walked, newest_first);
+    let exact = Query { top: Some(n), ..Query::default() };
+    assert!(!store.list_actions(&t.id, &exact).await.unwrap().more);
+    let beyond = Query { skip: n + 3, ..Query::default() };
+    let page = store.list_actions(&t.id, &beyond).await.unwrap();
+    assert!(page.items.is_empty() && !page.more);
+
+    let tenant_id = t.id.as_str();
+    let filtered = |expr: Expr<ActionField>| {
+        let q = Query { filter: Some(expr), count: true, ..Query::default() };
+        async move { store.list_actions(tenant_id, &q).await.unwrap() }
+    };
+    let expect = |pred: &dyn Fn(&ActionRecord) -> bool| -> Vec<String> {
+        newest_first
+            .iter()
+            .filter(|id| pred(all.iter().find(|a| &a.id == *id).unwrap()))
+            .cloned()
+            .collect()
+    };
+
+    let p = filtered(cmp(ActionField::Status, CmpOp::Eq, text("Succeeded"))).await;
+    assert_eq!(ids(&p.items), vec![r.id.clone()]);
+    assert_eq!(p.total, Some(1));
+
+    let p = filtered(cmp(ActionField::MachineId, CmpOp::Eq, text(&m2.id))).await;
+    assert_eq!(ids(&p.items), expect(&|a| a.machine_id == m2.id));
+
+    let p = filtered(cmp(ActionField::Requestor, CmpOp::Eq, text("BOB@contoso.COM"))).await;
+    assert_eq!(ids(&p.items), expect(&|a| a.requestor == "Bob@Contoso.com"), "case-insensitive");
+    assert_eq!(p.total, Some(5));
+
+    let p = filtered(and(
+        cmp(ActionField::CreationDateTimeUtc, CmpOp::Gt, Value::Timestamp(at(4))),
+        cmp(ActionField::Type, CmpOp::Eq, text("Isolate")),
+    ))
+    .await;
+    assert_eq!(ids(&p.items), expect(&|a| a.created > at(4) && a.action_type == Isolate));
+    assert_eq!(p.items.len(), 2);
+
+    let p = filtered(Expr::In {
+        field: ActionField::Type,
+        values: vec![text("RestrictCodeExecution"), text("Isolate")],
+    })
+    .await;
+    assert_eq!(
+        ids(&p.items),
+        expect(&|a| matches!(a.action_type, RestrictCodeExecution | Isolate))
+    );
+
+    let p = filtered(Expr::Not(Box::new(cmp(ActionField::Status, CmpOp::Eq, text("Pending"))))).await;
+    assert_eq!(ids(&p.items), vec![r.id.clone()]);
+
+    let q = Query {
+        filter: Some(cmp(ActionField::Status, CmpOp::Eq, text("Pending"))),
+        top: Some(3),
+        skip: 2,
+        count: true,
+        ..Query::default()
+    };
+    let p = store.list_actions(&t.id, &q).await.unwrap();
+    let pending = expect(&|a| a.status == Pending);
+    assert_eq!(ids(&p.items), pending[2..5].to_vec());
+    assert_eq!((p.total, p.more), (Some(pending.len() as u64), true));
+
+    // An explicit order.
+    let q = Query {
+        order_by: vec![(ActionField::CreationDateTimeUtc, Direction::Asc)],
+        ..Query::default()
+    };
+    let p = store.list_actions(&t.id, &q).await.unwrap();
+    assert_eq!(p.items.first().map(|a| &a.id), Some(&early.id));
+    assert!(p.items.windows(2).all(|w| w[0].created <= w[1].created));
+    assert_eq!(p.items.len(), all.len());
+}
+
+pub async fn list_machines(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let mk = |name: &str, first_seen: i64, tags: &[&str], rbac: i64, version: &str| {
+        let mut m = machine_record(&t.id, name);
+        m.first_seen = at(first_seen);
+        m.machine_tags = tags.iter().map(|s| s.to_string()).collect();
+        m.rbac_group_id = rbac;
+        m.os_version = version.to_string();
+        m
+    };
+    let web1 = mk("web-1.corp.example", 10, &["prod", "web"], 5, "22.04");
+    let web2 = mk("web-2.corp.example", 30, &["prod"], 0, "24.04");
+    let db = mk("db-1.corp.example", 20, &[], 5, "24.04");
+    // Same first_seen as web2: the name decides.
+    let app = mk("app-1.corp.example", 30, &["production"], 0, "22.04");
+    for m in [&web1, &web2, &db, &app] {
+        store.insert_machine(m).await.unwrap();
+    }
+    let stranger = new_tenant(store).await;
+    let mut s = machine_record(&stranger.id, "web-9.corp.example");
+    s.machine_tags = vec!["prod".into()];
+    store.insert_machine(&s).await.unwrap();
+
+    let names = |ms: &[MachineRecord]| -> Vec<String> {
+        ms.iter().map(|m| m.computer_dns_name.clone()).collect()
+    };
+    let tenant_id = t.id.as_str();
+    let list = |q: Query<MachineField>| async move { store.list_machines(tenant_id, &q).await.unwrap() };
+
+    let p = list(Query { count: true, ..Query::default() }).await;
+    assert_eq!(
+        names(&p.items),
+        ["app-1", "web-2", "db-1", "web-1"].map(|n| format!("{n}.corp.example"))
+    );
+    assert_eq!((p.total, p.more), (Some(4), false));
+    assert_eq!(p.items[3], web1, "records round-trip");
+
+    let p = list(Query { top: Some(2), skip: 1, count: true, ..Query::default() }).await;
+    assert_eq!(names(&p.items), [&web2, &db].map(|m| m.computer_dns_name.clone()));
+    assert_eq!((p.total, p.more), (Some(4), true));
+
+    let filter = |e: Expr<MachineField>| Query { filter: Some(e), ..Query::default() };
+    let p = list(filter(Expr::StartsWith {
+        field: MachineField::ComputerDnsName,
+        prefix: "web-".into(),
+    }))
+    .await;
+    assert_eq!(names(&p.items), [&web2, &web1].map(|m| m.computer_dns_name.clone()));
+
+    let p = list(filter(cmp(
+        MachineField::ComputerDnsName,
+        CmpOp::Eq,
+        text("DB-1.Corp.Example"),
+    )))
+    .await;
+    assert_eq!(p.items, vec![db.clone()], "case-insensitive");
+
+    let p = list(filter(Expr::Contains { field: MachineField::MachineTags, value: "prod".into() })).await;
+    assert_eq!(names(&p.items), [&web2, &web1].map(|m| m.computer_dns_name.clone()), "whole tags only");
+
+    let p = list(filter(cmp(MachineField::RbacGroupId, CmpOp::Eq, Value::Integer(5)))).await;
+    assert_eq!(names(&p.items), [&db, &web1].map(|m| m.computer_dns_name.clone()));
+
+    let p = list(filter(and(
+        cmp(MachineField::Version, CmpOp::Eq, text("24.04")),
+        cmp(MachineField::FirstSeen, CmpOp::Lt, Value::Timestamp(at(25))),
+    )))
+    .await;
+    assert_eq!(p.items, vec![db.clone()]);
+
+    let p = list(filter(cmp(MachineField::LastSeen, CmpOp::Eq, Value::Null))).await;
+    assert_eq!(p.items.len(), 4, "no heartbeat yet: lastSeen is null");
+
+    let p = list(Query {
+        order_by: vec![(MachineField::ComputerDnsName, Direction::Asc)],
+        top: Some(3),
+        ..Query::default()
+    })
+    .await;
+    assert_eq!(names(&p.items), [&app, &db, &web1].map(|m| m.computer_dns_name.clone()));
+    assert!(p.more);
+}
+
+pub async fn open_actions(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "open.corp.example").await;
+    let other = new_machine(store, &t, "open-other.corp.example").await;
+    new_action(store, &other, RunAntiVirusScan, at(0)).await;
+
+    let scan1 = new_action(store, &m, RunAntiVirusScan, at(1)).await;
+    let restrict = new_action(store, &m, RestrictCodeExecution, at(2)).await;
+    let scan2 = new_action(store, &m, RunAntiVirusScan, at(3)).await;
+    let scan3 = new_action(store, &m, RunAntiVirusScan, at(3)).await;
+    must_apply(store, &scan1.id, change(Succeeded, at(4), "agent")).await;
+    let restrict = must_apply(store, &restrict.id, change(InProgress, at(5), "agent")).await;
+    assert_eq!(store.open_actions(&m.id).await.unwrap(), vec![restrict, scan2, scan3]);
+    assert!(store.open_actions(&new_machine_id()).await.unwrap().is_empty());
+}
+
+pub async fn last_succeeded_restrict_family(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "desired.corp.example").await;
+    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), None);
+
+    let r = new_action(store, &m, RestrictCodeExecution, at(1)).await;
+    let r = must_apply(store, &r.id, change(Succeeded, at(2), "agent")).await;
+    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), Some(r.clone()));
+
+    let scan = new_action(store, &m, RunAntiVirusScan, at(3)).await;
+    must_apply(store, &scan.id, change(Succeeded, at(4), "agent")).await;
+    let failed = new_action(store, &m, UnrestrictCodeExecution, at(5)).await;
+    must_apply(store, &failed.id, change(Failed, at(6), "agent")).await;
+    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), Some(r));
+
+    let u = new_action(store, &m, UnrestrictCodeExecution, at(7)).await;
+    let u = must_apply(store, &u.id, change(Succeeded, at(8), "agent")).await;
+    new_action(store, &m, RestrictCodeExecution, at(9)).await;
+    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), Some(u));
+}
+
+/// What [`durability_write`] wrote, for [`durability_check`] after a reopen.
+#[derive(Debug)]
+pub struct Written {
+    pub tenant: Tenant,
+    pub machine: MachineRecord,
+    pub action: ActionRecord,
+}
+
+pub async fn durability_write(store: &dyn Store) -> Written {
+    let tenant = new_tenant(store).await;
+    let machine = new_machine(store, &tenant, "durable.corp.example").await;
+    let a = new_action(store, &machine, RestrictCodeExecution, at(1)).await;
+    let action = must_apply(store, &a.id, change(InProgress, at(2), "agent")).await;
+    Written { tenant, machine, action }
+}
+
+pub async fn durability_check(store: &dyn Store, w: &Written) {
+    assert_eq!(store.tenant(&w.tenant.id).await.unwrap().as_ref(), Some(&w.tenant));
+    assert_eq!(
+        store.machine(&w.tenant.id, &MachineRef::Id(w.machine.id.clone())).await.unwrap().as_ref(),
+        Some(&w.machine)
+    );
+    assert_eq!(store.action(&w.tenant.id, &w.action.id).await.unwrap().as_ref(), Some(&w.action));
+    assert_eq!(store.audit_trail(&w.action.id).await.unwrap().len(), 2);
+    // The duplicate rule survives too.
+    let again = action_record(&w.machine, UnrestrictCodeExecution, at(3));
+    assert!(is_duplicate(&store.create_action(&again).await));
+}
+
+/// Every check except the durability pair, in sequence on one store.
+pub async fn run_all(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    tenants_apps_secrets_keys(s).await;
+    machine_lookups(s).await;
+    tenant_isolation(s).await;
+    heartbeat(s).await;
+    duplicate_rule(s).await;
+    other_types_not_blocked(s).await;
+    duplicate_rule_under_concurrency(store.clone()).await;
+    transition_rules(s).await;
+    concurrent_cancel_and_complete(store.clone()).await;
+    audit_trail(s).await;
+    time_out_actions(s).await;
+    list_actions(s).await;
+    list_machines(s).await;
+    open_actions(s).await;
+    last_succeeded_restrict_family(s).await;
+}

@@ -1,0 +1,156 @@
+//! Tenants, application registrations, enrolment secrets and signing keys.
+
+use appfence_core::records::{AppRegistration, EnrollSecret, SigningKey, Tenant};
+use appfence_core::Result;
+use appfence_proto::Timestamp;
+use sqlx::sqlite::SqlitePool;
+use sqlx::Row;
+
+use super::{db_err, rows};
+
+pub(super) async fn ensure_tenant(writer: &SqlitePool, tenant: &Tenant) -> Result<()> {
+    sqlx::query("INSERT INTO tenants (id, name) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .execute(writer)
+        .await
+        .map_err(db_err("cannot insert a tenant"))?;
+    Ok(())
+}
+
+pub(super) async fn tenants(reader: &SqlitePool) -> Result<Vec<Tenant>> {
+    let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY name, id")
+        .fetch_all(reader)
+        .await
+        .map_err(db_err("cannot list tenants"))?;
+    rows.iter().map(tenant_from_row).collect()
+}
+
+pub(super) async fn tenant(reader: &SqlitePool, id: &str) -> Result<Option<Tenant>> {
+    let row = sqlx::query("SELECT id, name FROM tenants WHERE id = ?")
+        .bind(id)
+        .fetch_optional(reader)
+        .await
+        .map_err(db_err("cannot read a tenant"))?;
+    row.as_ref().map(tenant_from_row).transpose()
+}
+
+fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: row.try_get("id").map_err(db_err("cannot decode a tenant"))?,
+        name: row.try_get("name").map_err(db_err("cannot decode a tenant"))?,
+    })
+}
+
+pub(super) async fn insert_app(writer: &SqlitePool, app: &AppRegistration) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO apps (tenant_id, client_id, display_name, secret_hash, roles, created) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&app.tenant_id)
+    .bind(&app.client_id)
+    .bind(&app.display_name)
+    .bind(&app.secret_hash)
+    .bind(rows::to_json(&app.roles)?)
+    .bind(app.created.ticks())
+    .execute(writer)
+    .await
+    .map_err(db_err("cannot insert an application registration"))?;
+    Ok(())
+}
+
+pub(super) async fn app(
+    reader: &SqlitePool,
+    tenant_id: &str,
+    client_id: &str,
+) -> Result<Option<AppRegistration>> {
+    let row = sqlx::query(
+        "SELECT tenant_id, client_id, display_name, secret_hash, roles, created \
+         FROM apps WHERE tenant_id = ? AND client_id = ?",
+    )
+    .bind(tenant_id)
+    .bind(client_id)
+    .fetch_optional(reader)
+    .await
+    .map_err(db_err("cannot read an application registration"))?;
+    let Some(row) = row else { return Ok(None) };
+    let err = || db_err("cannot decode an application registration");
+    Ok(Some(AppRegistration {
+        tenant_id: row.try_get("tenant_id").map_err(err())?,
+        client_id: row.try_get("client_id").map_err(err())?,
+        display_name: row.try_get("display_name").map_err(err())?,
+        secret_hash: row.try_get("secret_hash").map_err(err())?,
+        roles: rows::roles(&row)?,
+        created: Timestamp::from_ticks(row.try_get("created").map_err(err())?),
+    }))
+}
+
+pub(super) async fn insert_enroll_secret(writer: &SqlitePool, secret: &EnrollSecret) -> Result<()> {
+    sqlx::query("INSERT INTO enroll_secrets (secret_sha256, tenant_id, created) VALUES (?, ?, ?)")
+        .bind(&secret.secret_sha256)
+        .bind(&secret.tenant_id)
+        .bind(secret.created.ticks())
+        .execute(writer)
+        .await
+        .map_err(db_err("cannot insert an enrolment secret"))?;
+    Ok(())
+}
+
+pub(super) async fn enroll_secret(
+    reader: &SqlitePool,
+    secret_sha256: &str,
+) -> Result<Option<EnrollSecret>> {
+    let row = sqlx::query(
+        "SELECT secret_sha256, tenant_id, created FROM enroll_secrets WHERE secret_sha256 = ?",
+    )
+    .bind(secret_sha256)
+    .fetch_optional(reader)
+    .await
+    .map_err(db_err("cannot read an enrolment secret"))?;
+    let Some(row) = row else { return Ok(None) };
+    let err = || db_err("cannot decode an enrolment secret");
+    Ok(Some(EnrollSecret {
+        tenant_id: row.try_get("tenant_id").map_err(err())?,
+        secret_sha256: row.try_get("secret_sha256").map_err(err())?,
+        created: Timestamp::from_ticks(row.try_get("created").map_err(err())?),
+    }))
+}
+
+pub(super) async fn signing_keys(reader: &SqlitePool) -> Result<Vec<SigningKey>> {
+    // rowid breaks ties between keys created in the same tick: the later insert wins.
+    let rows = sqlx::query(
+        "SELECT kid, algorithm, private_key, public_key, created FROM signing_keys \
+         ORDER BY created DESC, rowid DESC",
+    )
+    .fetch_all(reader)
+    .await
+    .map_err(db_err("cannot list signing keys"))?;
+    let err = || db_err("cannot decode a signing key");
+    rows.iter()
+        .map(|row| {
+            Ok(SigningKey {
+                kid: row.try_get("kid").map_err(err())?,
+                algorithm: row.try_get("algorithm").map_err(err())?,
+                private_key: row.try_get("private_key").map_err(err())?,
+                public_key: row.try_get("public_key").map_err(err())?,
+                created: Timestamp::from_ticks(row.try_get("created").map_err(err())?),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn insert_signing_key(writer: &SqlitePool, key: &SigningKey) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&key.kid)
+    .bind(&key.algorithm)
+    .bind(&key.private_key)
+    .bind(&key.public_key)
+    .bind(key.created.ticks())
+    .execute(writer)
+    .await
+    .map_err(db_err("cannot insert a signing key"))?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! One page of a tenant's collection: the OData filter and order translated by
+//! `odata_sql` (every value bound), `$skip`/`$top` as bound LIMIT/OFFSET, and the count
+//! read in the same snapshot as the page.
+
+use appfence_core::odata::{Field, Page, Query, MAX_TOP};
+use appfence_core::Result;
+use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow};
+use sqlx::Sqlite;
+
+use super::db_err;
+use crate::odata_sql::{filter_sql, order_sql, Bind, Column, Dialect};
+
+/// How one collection is stored.
+pub(super) struct Collection<F> {
+    pub table: &'static str,
+    pub columns: &'static str,
+    pub column: fn(F) -> Column,
+    /// `ORDER BY` when the query names no order: newest first.
+    pub default_order: &'static str,
+    /// Appended to a requested order so that pages never overlap or skip rows.
+    pub tiebreak: &'static str,
+    /// Names the collection in error messages.
+    pub what: &'static str,
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+fn bind_all<'q>(mut q: SqliteQuery<'q>, binds: &'q [Bind]) -> SqliteQuery<'q> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.as_str()),
+            Bind::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
+pub(super) async fn page<F: Field, T>(
+    reader: &SqlitePool,
+    c: &Collection<F>,
+    tenant_id: &str,
+    query: &Query<F>,
+    decode: fn(&SqliteRow) -> Result<T>,
+) -> Result<Page<T>> {
+    // The tenant is placeholder 1; the filter's placeholders follow it.
+    let filter = query
+        .filter
+        .as_ref()
+        .map(|e| filter_sql(e, c.column, Dialect::Sqlite, 2));
+    let (condition, binds) = match &filter {
+        Some(f) => (format!("tenant_id = ?1 AND ({})", f.sql), f.binds.as_slice()),
+        None => ("tenant_id = ?1".to_string(), &[][..]),
+    };
+    let order = if query.order_by.is_empty() {
+        c.default_order.to_string()
+    } else {
+        format!("{}, {}", order_sql(&query.order_by, c.column), c.tiebreak)
+    };
+    let top = query.top.unwrap_or(MAX_TOP);
+    let page_sql = format!(
+        "SELECT {} FROM {} WHERE {condition} ORDER BY {order} LIMIT {} OFFSET {}",
+        c.columns,
+        c.table,
+        placeholder(1 + binds.len() + 1),
+        placeholder(1 + binds.len() + 2),
+    );
+
+    // A read transaction: the page and the count see the same snapshot.
+    let mut tx = reader.begin().await.map_err(db_err("cannot begin a read"))?;
+    // One row beyond the page tells whether more remain.
+    let rows = bind_all(sqlx::query(&page_sql).bind(tenant_id), binds)
+        .bind(i64::from(top) + 1)
+        .bind(i64::from(query.skip))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| appfence_core::Error::Internal(format!("cannot list {}: {e}", c.what)))?;
+    let more = rows.len() > top as usize;
+    let items = rows
+        .iter()
+        .take(top as usize)
+        .map(decode)
+        .collect::<Result<Vec<T>>>()?;
+
+    let total = if query.count {
+        let count_sql = format!("SELECT COUNT(*) FROM {} WHERE {condition}", c.table);
+        let n: i64 = bind_all(sqlx::query(&count_sql).bind(tenant_id), binds)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| sqlx::Row::try_get(&row, 0))
+            .map_err(|e| appfence_core::Error::Internal(format!("cannot count {}: {e}", c.what)))?;
+        Some(n as u64)
+    } else {
+        None
+    };
+    tx.rollback().await.map_err(db_err("cannot end a read"))?;
+    Ok(Page { items, total, more })
+}
+
+fn placeholder(n: usize) -> String {
+    format!("?{n}")
+}

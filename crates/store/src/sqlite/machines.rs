@@ -1,0 +1,165 @@
+//! Enrolled devices: insertion, the three ways to name one, heartbeats and listing.
+
+use appfence_core::odata::{MachineField, Page, Query};
+use appfence_core::records::MachineRecord;
+use appfence_core::{Error, MachineRef, Result};
+use appfence_proto::agent::{DeviceInfo, EnforcementState};
+use appfence_proto::Timestamp;
+use sqlx::sqlite::SqlitePool;
+
+use super::list::{self, Collection};
+use super::rows::{self, to_json, MACHINE_COLUMNS};
+use super::{db_err, violates_unique};
+use crate::odata_sql::Column;
+
+/// The unique constraint on a DNS name within a tenant, as SQLite names it.
+const DNS_NAME_IN_TENANT: &str = "machines.tenant_id, machines.computer_dns_name";
+
+fn column(f: MachineField) -> Column {
+    match f {
+        MachineField::ComputerDnsName => Column::NoCaseText("computer_dns_name"),
+        MachineField::Id => Column::Text("id"),
+        MachineField::AadDeviceId => Column::Text("aad_device_id"),
+        MachineField::Version => Column::Text("os_version"),
+        MachineField::HealthStatus => Column::Text("health_status"),
+        MachineField::OsPlatform => Column::Text("os_platform"),
+        MachineField::OnboardingStatus => Column::Text("onboarding_status"),
+        MachineField::LastSeen => Column::Int("last_seen"),
+        MachineField::FirstSeen => Column::Int("first_seen"),
+        MachineField::MachineTags => Column::JsonTextArray("machine_tags"),
+        MachineField::RbacGroupId => Column::Int("rbac_group_id"),
+        MachineField::LastIpAddress => Column::Text("last_ip_address"),
+        MachineField::RiskScore => Column::Text("risk_score"),
+        MachineField::ExposureLevel => Column::Text("exposure_level"),
+        MachineField::DeviceValue => Column::Text("device_value"),
+        MachineField::AgentVersion => Column::Text("agent_version"),
+    }
+}
+
+const COLLECTION: Collection<MachineField> = Collection {
+    table: "machines",
+    columns: MACHINE_COLUMNS,
+    column,
+    default_order: "first_seen DESC, computer_dns_name, id",
+    tiebreak: "id",
+    what: "machines",
+};
+
+pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()> {
+    // Names are compared in lower case; store them so whatever the caller passed.
+    let dns_name = m.computer_dns_name.to_ascii_lowercase();
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO machines ({MACHINE_COLUMNS}) VALUES \
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&m.id)
+    .bind(&m.tenant_id)
+    .bind(&m.aad_device_id)
+    .bind(&dns_name)
+    .bind(m.first_seen.ticks())
+    .bind(m.last_seen.map(Timestamp::ticks))
+    .bind(&m.os_platform)
+    .bind(&m.os_version)
+    .bind(&m.kernel_version)
+    .bind(&m.os_architecture)
+    .bind(&m.agent_version)
+    .bind(&m.last_ip_address)
+    .bind(to_json(&m.ip_addresses)?)
+    .bind(&m.health_status)
+    .bind(&m.onboarding_status)
+    .bind(to_json(&m.machine_tags)?)
+    .bind(m.rbac_group_id)
+    .bind(&m.rbac_group_name)
+    .bind(&m.risk_score)
+    .bind(&m.exposure_level)
+    .bind(&m.device_value)
+    .bind(to_json(&m.capabilities)?)
+    .bind(to_json(&m.enforcement)?)
+    .bind(&m.credential_sha256)
+    .execute(writer)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if violates_unique(&e, DNS_NAME_IN_TENANT) => Err(Error::BadRequest(format!(
+            "A machine named {dns_name} already exists"
+        ))),
+        Err(e) => Err(db_err("cannot insert a machine")(e)),
+    }
+}
+
+pub(super) async fn get(
+    reader: &SqlitePool,
+    tenant_id: &str,
+    by: &MachineRef,
+) -> Result<Option<MachineRecord>> {
+    let (condition, value) = match by {
+        MachineRef::Id(id) => ("id = ?", id.clone()),
+        // GUIDs and DNS names are stored in lower case.
+        MachineRef::AadDeviceId(g) => ("aad_device_id = ?", g.to_ascii_lowercase()),
+        MachineRef::DnsName(n) => ("computer_dns_name = ?", n.to_ascii_lowercase()),
+    };
+    let row = sqlx::query(&format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? AND {condition}"
+    ))
+    .bind(tenant_id)
+    .bind(value)
+    .fetch_optional(reader)
+    .await
+    .map_err(db_err("cannot read a machine"))?;
+    row.as_ref().map(rows::machine).transpose()
+}
+
+pub(super) async fn by_credential(
+    reader: &SqlitePool,
+    credential_sha256: &str,
+) -> Result<Option<MachineRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_sha256 = ?"
+    ))
+    .bind(credential_sha256)
+    .fetch_optional(reader)
+    .await
+    .map_err(db_err("cannot read a machine by credential"))?;
+    row.as_ref().map(rows::machine).transpose()
+}
+
+pub(super) async fn record_heartbeat(
+    writer: &SqlitePool,
+    machine_id: &str,
+    info: &DeviceInfo,
+    enforcement: &EnforcementState,
+    at: Timestamp,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE machines SET os_platform = ?, os_version = ?, kernel_version = ?, \
+             os_architecture = ?, agent_version = ?, ip_addresses = ?, last_ip_address = ?, \
+             capabilities = ?, enforcement = ?, last_seen = ?, health_status = 'Active' \
+         WHERE id = ?",
+    )
+    .bind(&info.os_platform)
+    .bind(&info.os_version)
+    .bind(&info.kernel_version)
+    .bind(&info.os_architecture)
+    .bind(&info.agent_version)
+    .bind(to_json(&info.ip_addresses)?)
+    .bind(info.ip_addresses.first())
+    .bind(to_json(&info.capabilities)?)
+    .bind(to_json(enforcement)?)
+    .bind(at.ticks())
+    .bind(machine_id)
+    .execute(writer)
+    .await
+    .map_err(db_err("cannot record a heartbeat"))?;
+    if done.rows_affected() == 0 {
+        return Err(Error::machine_not_found(machine_id));
+    }
+    Ok(())
+}
+
+pub(super) async fn list(
+    reader: &SqlitePool,
+    tenant_id: &str,
+    query: &Query<MachineField>,
+) -> Result<Page<MachineRecord>> {
+    list::page(reader, &COLLECTION, tenant_id, query, rows::machine).await
+}

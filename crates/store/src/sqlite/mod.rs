@@ -1,0 +1,233 @@
+//! The embedded SQLite store.
+//!
+//! One file in WAL mode with `synchronous=FULL`, so an acknowledged write survives a
+//! power cut. SQLite has a single writer, so all writes go through a pool of exactly one
+//! connection (queueing in the pool instead of spinning on `SQLITE_BUSY`) and begin with
+//! `BEGIN IMMEDIATE`; reads use a separate pool of read-only connections, which WAL lets
+//! run alongside the writer.
+
+mod actions;
+mod credentials;
+mod list;
+mod machines;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::Duration;
+
+use appfence_core::odata::{ActionField, MachineField, Page, Query};
+use appfence_core::records::{
+    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, MachineRecord, SigningKey,
+    StatusChange, Tenant, TransitionOutcome,
+};
+use appfence_core::{Error, MachineRef, Result};
+use appfence_proto::agent::{DeviceInfo, EnforcementState};
+use appfence_proto::Timestamp;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::Store;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Read connections; the writer is always exactly one.
+const READERS: u32 = 4;
+/// How long a connection waits for a lock held by another process (e.g. a backup).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .map_err(|e| {
+                Error::Internal(format!("cannot open the database {}: {e}", path.display()))
+            })?;
+        MIGRATOR.run(&writer).await.map_err(|e| {
+            Error::Internal(format!("cannot migrate the database {}: {e}", path.display()))
+        })?;
+        // WAL mode is a property of the file, already set by the writer above.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(|e| {
+                Error::Internal(format!("cannot open the database {}: {e}", path.display()))
+            })?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Waits for in-flight queries and closes every connection.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// A write transaction holding SQLite's write lock from its first statement, so that
+/// a read inside it can never be invalidated by another writer.
+async fn write_tx(writer: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
+    writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db_err("cannot begin a write transaction"))
+}
+
+async fn commit(tx: Transaction<'static, Sqlite>) -> Result<()> {
+    tx.commit()
+        .await
+        .map_err(db_err("cannot commit a write transaction"))
+}
+
+/// Maps a database error to `Internal`, naming what was being done.
+fn db_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| Error::Internal(format!("{context}: {e}"))
+}
+
+/// Whether `e` violates the unique constraint over exactly these columns. SQLite names
+/// the columns rather than the index: `UNIQUE constraint failed: actions.machine_id`.
+fn violates_unique(e: &sqlx::Error, columns: &str) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                && db
+                    .message()
+                    .strip_prefix("UNIQUE constraint failed: ")
+                    .is_some_and(|cols| cols == columns)
+        }
+        _ => false,
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn ensure_tenant(&self, tenant: &Tenant) -> Result<()> {
+        credentials::ensure_tenant(&self.writer, tenant).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        credentials::tenants(&self.reader).await
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        credentials::tenant(&self.reader, id).await
+    }
+
+    async fn insert_app(&self, app: &AppRegistration) -> Result<()> {
+        credentials::insert_app(&self.writer, app).await
+    }
+
+    async fn app(&self, tenant_id: &str, client_id: &str) -> Result<Option<AppRegistration>> {
+        credentials::app(&self.reader, tenant_id, client_id).await
+    }
+
+    async fn insert_enroll_secret(&self, secret: &EnrollSecret) -> Result<()> {
+        credentials::insert_enroll_secret(&self.writer, secret).await
+    }
+
+    async fn enroll_secret(&self, secret_sha256: &str) -> Result<Option<EnrollSecret>> {
+        credentials::enroll_secret(&self.reader, secret_sha256).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        credentials::signing_keys(&self.reader).await
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKey) -> Result<()> {
+        credentials::insert_signing_key(&self.writer, key).await
+    }
+
+    async fn insert_machine(&self, machine: &MachineRecord) -> Result<()> {
+        machines::insert(&self.writer, machine).await
+    }
+
+    async fn machine(&self, tenant_id: &str, by: &MachineRef) -> Result<Option<MachineRecord>> {
+        machines::get(&self.reader, tenant_id, by).await
+    }
+
+    async fn machine_by_credential(&self, credential_sha256: &str) -> Result<Option<MachineRecord>> {
+        machines::by_credential(&self.reader, credential_sha256).await
+    }
+
+    async fn record_heartbeat(
+        &self,
+        machine_id: &str,
+        info: &DeviceInfo,
+        enforcement: &EnforcementState,
+        at: Timestamp,
+    ) -> Result<()> {
+        machines::record_heartbeat(&self.writer, machine_id, info, enforcement, at).await
+    }
+
+    async fn list_machines(
+        &self,
+        tenant_id: &str,
+        query: &Query<MachineField>,
+    ) -> Result<Page<MachineRecord>> {
+        machines::list(&self.reader, tenant_id, query).await
+    }
+
+    async fn create_action(&self, action: &ActionRecord) -> Result<()> {
+        actions::create(&self.writer, action).await
+    }
+
+    async fn action(&self, tenant_id: &str, id: &str) -> Result<Option<ActionRecord>> {
+        actions::get(&self.reader, tenant_id, id).await
+    }
+
+    async fn list_actions(
+        &self,
+        tenant_id: &str,
+        query: &Query<ActionField>,
+    ) -> Result<Page<ActionRecord>> {
+        actions::list(&self.reader, tenant_id, query).await
+    }
+
+    async fn transition(&self, action_id: &str, change: &StatusChange) -> Result<TransitionOutcome> {
+        actions::transition(&self.writer, action_id, change).await
+    }
+
+    async fn open_actions(&self, machine_id: &str) -> Result<Vec<ActionRecord>> {
+        actions::open_for_machine(&self.reader, machine_id).await
+    }
+
+    async fn last_succeeded_restrict_family(&self, machine_id: &str) -> Result<Option<ActionRecord>> {
+        actions::last_succeeded_restrict_family(&self.reader, machine_id).await
+    }
+
+    async fn time_out_actions(
+        &self,
+        pending_before: Timestamp,
+        in_progress_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<ActionRecord>> {
+        actions::time_out(&self.writer, pending_before, in_progress_before, now).await
+    }
+
+    async fn audit_trail(&self, action_id: &str) -> Result<Vec<AuditRecord>> {
+        actions::audit_trail(&self.reader, action_id).await
+    }
+}
