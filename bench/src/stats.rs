@@ -42,13 +42,6 @@ impl Sample {
         }
     }
 
-    /// Nearest-rank percentile `p` in (0, 100]; zero for an empty sample.
-    pub fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies_ns.clone();
-        sorted.sort_unstable();
-        nearest_rank(&sorted, p)
-    }
-
     pub fn summary(&self) -> Summary {
         let mut sorted = self.latencies_ns.clone();
         sorted.sort_unstable();
@@ -61,6 +54,7 @@ impl Sample {
     }
 }
 
+/// Nearest-rank percentile `p` in (0, 100] of sorted latencies; zero when empty.
 fn nearest_rank(sorted: &[u64], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -82,14 +76,15 @@ mod tests {
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
-        let s = sample(&(1..=100).rev().collect::<Vec<_>>(), 1000);
-        assert_eq!(s.percentile(50.0), Duration::from_millis(50));
-        assert_eq!(s.percentile(99.0), Duration::from_millis(99));
-        assert_eq!(s.percentile(100.0), Duration::from_millis(100));
-        let small = sample(&[7, 3], 10);
-        assert_eq!(small.percentile(50.0), Duration::from_millis(3));
-        assert_eq!(small.percentile(99.0), Duration::from_millis(7));
-        assert_eq!(Sample::default().percentile(50.0), Duration::ZERO);
+        let s = sample(&(1..=100).rev().collect::<Vec<_>>(), 1000).summary();
+        assert_eq!(s.p50, Duration::from_millis(50));
+        assert_eq!(s.p99, Duration::from_millis(99));
+        let sorted: Vec<u64> = (1..=100).collect();
+        assert_eq!(nearest_rank(&sorted, 100.0), Duration::from_nanos(100));
+        let small = sample(&[7, 3], 10).summary();
+        assert_eq!(small.p50, Duration::from_millis(3));
+        assert_eq!(small.p99, Duration::from_millis(7));
+        assert_eq!(Sample::default().summary().p50, Duration::ZERO);
     }
 
     #[test]

@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(b.delay(2, 7.0), Duration::from_secs(2));
         for attempt in 0..20 {
             let d = b.next_delay(attempt);
-            assert!(d >= b.ceiling(attempt) / 2 && d <= b.ceiling(attempt), "{d:?}");
+            assert!(
+                d >= b.ceiling(attempt) / 2 && d <= b.ceiling(attempt),
+                "{d:?}"
+            );
         }
     }
 

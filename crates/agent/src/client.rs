@@ -146,7 +146,10 @@ impl GatewayClient {
     }
 
     /// `POST /agent/v1/heartbeat`: says the device is alive and what it enforces.
-    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse, ClientError> {
+    pub async fn heartbeat(
+        &self,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
         let url = endpoint(&self.base, &["heartbeat"]);
         send(self.authed(self.http.post(url).timeout(CALL_TIMEOUT).json(req))).await
     }
@@ -292,7 +295,8 @@ mod tests {
 
     #[test]
     fn status_401_is_unauthorized_and_not_retryable() {
-        let body = br#"{"error":{"code":"Unauthorized","message":"credential revoked","target":"t"}}"#;
+        let body =
+            br#"{"error":{"code":"Unauthorized","message":"credential revoked","target":"t"}}"#;
         let e = ClientError::from_response(401, body);
         assert!(matches!(&e, ClientError::Unauthorized(m) if m == "credential revoked"));
         assert!(!e.is_retryable());

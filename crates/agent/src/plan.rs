@@ -167,7 +167,11 @@ mod tests {
 
     #[test]
     fn closed_actions_are_never_applied() {
-        for status in [ActionStatus::Cancelled, ActionStatus::TimeOut, ActionStatus::Succeeded] {
+        for status in [
+            ActionStatus::Cancelled,
+            ActionStatus::TimeOut,
+            ActionStatus::Succeeded,
+        ] {
             for t in ActionType::ALL {
                 assert_eq!(decide(&command(t), &ack(false, status)), Step::Skip);
             }
@@ -206,7 +210,11 @@ mod tests {
             Convergence::InSync
         );
         assert_eq!(
-            convergence(false, &EnforcementState::default(), &DesiredState::default()),
+            convergence(
+                false,
+                &EnforcementState::default(),
+                &DesiredState::default()
+            ),
             Convergence::InSync
         );
         // Right enforcement, stale record.

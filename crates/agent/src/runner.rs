@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use appfence_core::{Clock, SystemClock};
 use appfence_proto::agent::{
-    Command, DesiredState, DeviceInfo, EnforcementState, HeartbeatRequest, Outcome,
-    ResultRequest,
+    Command, DesiredState, DeviceInfo, EnforcementState, HeartbeatRequest, Outcome, ResultRequest,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -88,7 +87,10 @@ impl fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentConfig")
             .field("server_url", &self.server_url)
-            .field("enroll_secret", &self.enroll_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "enroll_secret",
+                &self.enroll_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("hostname", &self.hostname)
             .field("device_info", &self.device_info)
             .field("state_dir", &self.state_dir)
@@ -124,7 +126,9 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", host = %config.hostname);
-    run_device(config, enforcer, shutdown).instrument(span).await
+    run_device(config, enforcer, shutdown)
+        .instrument(span)
+        .await
 }
 
 async fn run_device(
@@ -212,6 +216,15 @@ impl From<ClientError> for Interrupt {
     }
 }
 
+/// The long-poll's wait: up to the next heartbeat, in whole seconds as the protocol
+/// counts them, rounded *up* and at least one, so that the last second before a heartbeat
+/// is not spent polling in a tight loop with `waitSeconds=0`.
+fn poll_wait(max_wait: Duration, until_heartbeat: Duration) -> Duration {
+    let d = max_wait.min(until_heartbeat);
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
+}
+
 /// Runs `fut` unless shutdown is requested first (or the shutdown sender is gone).
 async fn until_stopped<F: Future>(
     shutdown: &mut watch::Receiver<bool>,
@@ -228,15 +241,13 @@ async fn until_stopped<F: Future>(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StateError> + Send + 'static,
 ) -> Result<T, StateError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(StateError::Io {
-                op: "access",
-                path: PathBuf::from("<state dir>"),
-                source: std::io::Error::other(e),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StateError::Io {
+            op: "access",
+            path: PathBuf::from("<state dir>"),
+            source: std::io::Error::other(e),
         })
+    })
 }
 
 /// The recorded enforcement state; a corrupt record is replaced by the unrestricted
@@ -298,7 +309,10 @@ async fn enroll(
                 let delay = config.backoff.next_delay(attempt);
                 attempt = attempt.saturating_add(1);
                 warn!(error = %e, retry_in = ?delay, "enrolment failed; retrying");
-                if until_stopped(shutdown, tokio::time::sleep(delay)).await.is_err() {
+                if until_stopped(shutdown, tokio::time::sleep(delay))
+                    .await
+                    .is_err()
+                {
                     return Ok(None);
                 }
             }
@@ -351,7 +365,9 @@ impl Agent {
                         Interrupt::Client(e) => {
                             error!(error = %e, retry_in = ?delay, "gateway call rejected")
                         }
-                        Interrupt::Protocol(m) => error!(error = %m, retry_in = ?delay, "protocol error"),
+                        Interrupt::Protocol(m) => {
+                            error!(error = %m, retry_in = ?delay, "protocol error")
+                        }
                         Interrupt::Shutdown => {}
                     }
                     // Once back, say so at once and catch up with what was missed.
@@ -383,9 +399,11 @@ impl Agent {
         let wait = if self.check_now {
             Duration::ZERO
         } else {
-            self.config
-                .poll_wait
-                .min(self.next_heartbeat.saturating_duration_since(Instant::now()))
+            poll_wait(
+                self.config.poll_wait,
+                self.next_heartbeat
+                    .saturating_duration_since(Instant::now()),
+            )
         };
         let resp = until_stopped(&mut self.shutdown, self.client.poll_commands(wait)).await??;
 
@@ -438,7 +456,11 @@ impl Agent {
                 error_h_result,
                 troubleshoot_info,
             } => {
-                warn!(action = id, r#type = command.action_type.as_str(), "unsupported action");
+                warn!(
+                    action = id,
+                    r#type = command.action_type.as_str(),
+                    "unsupported action"
+                );
                 ResultRequest {
                     outcome: Outcome::Failed,
                     error_h_result,
@@ -532,5 +554,31 @@ impl Agent {
         blocking(move || state.save_enforcement(&record)).await?;
         self.persisted = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_wait_is_whole_seconds_up_to_the_heartbeat() {
+        let s = Duration::from_secs;
+        assert_eq!(poll_wait(s(30), s(100)), s(30));
+        assert_eq!(poll_wait(s(30), s(12)), s(12));
+        assert_eq!(poll_wait(s(30), Duration::from_millis(12_300)), s(13));
+        // Never a zero wait, which would spin until the heartbeat is due.
+        assert_eq!(poll_wait(s(30), Duration::from_millis(200)), s(1));
+        assert_eq!(poll_wait(s(30), Duration::ZERO), s(1));
+        assert_eq!(poll_wait(Duration::ZERO, s(30)), s(1));
+    }
+
+    #[test]
+    fn config_debug_hides_the_secret() {
+        let mut c = AgentConfig::new("http://h:1", "/tmp/x", "h", DeviceInfo::default());
+        c.enroll_secret = Some("topsecret".into());
+        let text = format!("{c:?}");
+        assert!(!text.contains("topsecret") && text.contains("redacted"));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
     }
 }

@@ -213,7 +213,10 @@ fn tighten_permissions(path: &Path) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let mode = fs::metadata(path).map_err(|e| io_err("inspect", e))?.permissions().mode();
+    let mode = fs::metadata(path)
+        .map_err(|e| io_err("inspect", e))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "credential file was readable by others; restricting it to 0600");
         fs::set_permissions(path, fs::Permissions::from_mode(SECRET_MODE))

@@ -221,11 +221,22 @@ mod tests {
     #[test]
     fn parses_a_restrict_with_wait() {
         let cli = Cli::try_parse_from([
-            "appfence", "restrict", "web-01", "--comment", "alert 1", "--wait", "--timeout", "90s", "-o", "json",
+            "appfence",
+            "restrict",
+            "web-01",
+            "--comment",
+            "alert 1",
+            "--wait",
+            "--timeout",
+            "90s",
+            "-o",
+            "json",
         ])
         .unwrap();
         assert_eq!(cli.output, OutputFormat::Json);
-        let Command::Restrict(a) = cli.command else { panic!("not restrict") };
+        let Command::Restrict(a) = cli.command else {
+            panic!("not restrict")
+        };
         assert_eq!(a.machine, "web-01");
         assert!(a.wait);
         assert_eq!(a.timeout, Duration::from_secs(90));
@@ -236,9 +247,26 @@ mod tests {
     fn usage_errors_are_reported_by_clap() {
         // --timeout without --wait, a missing --comment, a bad duration, --top with --all.
         for argv in [
-            &["appfence", "restrict", "m", "--comment", "c", "--timeout", "1m"][..],
+            &[
+                "appfence",
+                "restrict",
+                "m",
+                "--comment",
+                "c",
+                "--timeout",
+                "1m",
+            ][..],
             &["appfence", "restrict", "m"],
-            &["appfence", "restrict", "m", "--comment", "c", "--wait", "--timeout", "10"],
+            &[
+                "appfence",
+                "restrict",
+                "m",
+                "--comment",
+                "c",
+                "--wait",
+                "--timeout",
+                "10",
+            ],
             &["appfence", "actions", "list", "--top", "5", "--all"],
             &["appfence", "serve", "--listen", "nowhere"],
             &["appfence", "app", "create", "--name", "x"],
@@ -251,12 +279,28 @@ mod tests {
     #[test]
     fn roles_repeat_or_split_on_commas() {
         let cli = Cli::try_parse_from([
-            "appfence", "app", "create", "--name", "soar", "--role", "Machine.RestrictExecution,Machine.Read.All",
-            "--role", "Machine.ReadWrite.All",
+            "appfence",
+            "app",
+            "create",
+            "--name",
+            "soar",
+            "--role",
+            "Machine.RestrictExecution,Machine.Read.All",
+            "--role",
+            "Machine.ReadWrite.All",
         ])
         .unwrap();
-        let Command::App(AppCommand::Create(a)) = cli.command else { panic!() };
-        assert_eq!(a.roles, ["Machine.RestrictExecution", "Machine.Read.All", "Machine.ReadWrite.All"]);
+        let Command::App(AppCommand::Create(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            a.roles,
+            [
+                "Machine.RestrictExecution",
+                "Machine.Read.All",
+                "Machine.ReadWrite.All"
+            ]
+        );
     }
 
     #[test]

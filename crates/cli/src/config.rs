@@ -66,9 +66,11 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, CliError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::Usage(format!("cannot read config file {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| CliError::Usage(format!("config file {}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::Usage(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text)
+            .map_err(|e| CliError::Usage(format!("config file {}: {e}", path.display())))
     }
 
     /// Parses TOML text; the error names the line (and the key, for unknown keys).
@@ -78,7 +80,10 @@ impl FileConfig {
 
     /// The file named by `--config` or `APPFENCE_CONFIG`, or an empty one.
     fn for_args(flag: Option<&Path>, env: &Env) -> Result<Self, CliError> {
-        match flag.map(Path::to_path_buf).or_else(|| env.get(ENV_CONFIG).map(PathBuf::from)) {
+        match flag
+            .map(Path::to_path_buf)
+            .or_else(|| env.get(ENV_CONFIG).map(PathBuf::from))
+        {
             Some(path) => Self::load(&path),
             None => Ok(FileConfig::default()),
         }
@@ -93,8 +98,20 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         server.listen = v;
     }
     server.data_dir = resolve_data_dir(args.data_dir.clone(), env, &file);
-    server.public_url = layer(args.public_url.clone(), env, ENV_PUBLIC_URL, parse_public_url, file.public_url)?;
-    if let Some(v) = layer(args.action_pending_timeout, env, ENV_PENDING_TIMEOUT, parse_duration, file.action_pending_timeout)? {
+    server.public_url = layer(
+        args.public_url.clone(),
+        env,
+        ENV_PUBLIC_URL,
+        parse_public_url,
+        file.public_url,
+    )?;
+    if let Some(v) = layer(
+        args.action_pending_timeout,
+        env,
+        ENV_PENDING_TIMEOUT,
+        parse_duration,
+        file.action_pending_timeout,
+    )? {
         server.action_pending_timeout = v;
     }
     if let Some(v) = layer(
@@ -107,10 +124,22 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         server.action_inprogress_timeout = v;
     }
     let demo = layer(args.demo, env, ENV_DEMO, parse_bool, file.demo)?.unwrap_or(false);
-    let demo_devices = layer(args.demo_devices, env, ENV_DEMO_DEVICES, parse_demo_devices, file.demo_devices)?
-        .unwrap_or(DEFAULT_DEMO_DEVICES);
-    let log_level = layer(args.log_level.clone(), env, ENV_LOG_LEVEL, parse_log_level, file.log_level)?
-        .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
+    let demo_devices = layer(
+        args.demo_devices,
+        env,
+        ENV_DEMO_DEVICES,
+        parse_demo_devices,
+        file.demo_devices,
+    )?
+    .unwrap_or(DEFAULT_DEMO_DEVICES);
+    let log_level = layer(
+        args.log_level.clone(),
+        env,
+        ENV_LOG_LEVEL,
+        parse_log_level,
+        file.log_level,
+    )?
+    .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
     Ok(ServeSettings {
         server,
         demo,
@@ -120,7 +149,11 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
 }
 
 /// The data directory for commands that open the store without a server (`app create`).
-pub fn resolve_app_data_dir(flag: Option<PathBuf>, config: Option<&Path>, env: &Env) -> Result<PathBuf, CliError> {
+pub fn resolve_app_data_dir(
+    flag: Option<PathBuf>,
+    config: Option<&Path>,
+    env: &Env,
+) -> Result<PathBuf, CliError> {
     let file = FileConfig::for_args(config, env)?;
     Ok(resolve_data_dir(flag, env, &file))
 }
@@ -154,9 +187,9 @@ fn layer<T>(
 // --- parsers, shared by clap, the environment and the file ---
 
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not an address with a port, e.g. 127.0.0.1:8080 or [::]:8080"))
+    s.trim().parse().map_err(|_| {
+        format!("{s:?} is not an address with a port, e.g. 127.0.0.1:8080 or [::]:8080")
+    })
 }
 
 /// An absolute http(s) URL; the trailing slash is dropped.
@@ -167,13 +200,18 @@ pub fn parse_public_url(s: &str) -> Result<String, String> {
         .or_else(|| s.strip_prefix("http://"))
         .ok_or_else(|| format!("{s:?} must start with http:// or https://"))?;
     if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
-        return Err(format!("{s:?} is not a base URL like https://appfence.example.com"));
+        return Err(format!(
+            "{s:?} is not a base URL like https://appfence.example.com"
+        ));
     }
     Ok(s.trim_end_matches('/').to_string())
 }
 
 pub fn parse_demo_devices(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
     check_demo_devices(n)
 }
 
@@ -181,7 +219,9 @@ fn check_demo_devices(n: u32) -> Result<u32, String> {
     if (1..=MAX_DEMO_DEVICES).contains(&n) {
         Ok(n)
     } else {
-        Err(format!("the number of demo devices must be between 1 and {MAX_DEMO_DEVICES}"))
+        Err(format!(
+            "the number of demo devices must be between 1 and {MAX_DEMO_DEVICES}"
+        ))
     }
 }
 
@@ -191,14 +231,18 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::builder()
         .parse(s)
         .map(|_| s.to_string())
-        .map_err(|e| format!("{s:?} is not a log filter (e.g. info, debug, appfence_server=debug): {e}"))
+        .map_err(|e| {
+            format!("{s:?} is not a log filter (e.g. info, debug, appfence_server=debug): {e}")
+        })
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean (true/false, 1/0, yes/no, on/off)")),
+        _ => Err(format!(
+            "{s:?} is not a boolean (true/false, 1/0, yes/no, on/off)"
+        )),
     }
 }
 
@@ -244,7 +288,9 @@ fn de_with<'de, D: Deserializer<'de>, P: StrParser>(d: D) -> Result<Option<P::Ou
 
 fn de_demo_devices<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let n = u32::deserialize(d)?;
-    check_demo_devices(n).map(Some).map_err(serde::de::Error::custom)
+    check_demo_devices(n)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -275,7 +321,10 @@ mod tests {
         assert_eq!(s.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.server.data_dir, PathBuf::from("./appfence-data"));
         assert_eq!(s.server.public_url, None);
-        assert_eq!(s.server.action_pending_timeout, Duration::from_secs(3 * 86_400));
+        assert_eq!(
+            s.server.action_pending_timeout,
+            Duration::from_secs(3 * 86_400)
+        );
         assert_eq!(s.server.action_inprogress_timeout, Duration::from_secs(600));
         assert!(!s.demo);
         assert_eq!(s.demo_devices, 5);
@@ -307,11 +356,27 @@ log_level = "warn"
         a.listen = Some("127.0.0.1:7003".parse().unwrap());
         a.demo_devices = Some(9);
         let s = resolve_serve(&a, &env).unwrap();
-        assert_eq!(s.server.listen, "127.0.0.1:7003".parse().unwrap(), "flag wins");
+        assert_eq!(
+            s.server.listen,
+            "127.0.0.1:7003".parse().unwrap(),
+            "flag wins"
+        );
         assert_eq!(s.demo_devices, 9, "flag wins");
-        assert_eq!(s.server.data_dir, PathBuf::from("/from/env"), "env beats file");
-        assert_eq!(s.server.action_inprogress_timeout, Duration::from_secs(90), "env beats file");
-        assert_eq!(s.server.public_url.as_deref(), Some("https://file.example.com"), "file beats default");
+        assert_eq!(
+            s.server.data_dir,
+            PathBuf::from("/from/env"),
+            "env beats file"
+        );
+        assert_eq!(
+            s.server.action_inprogress_timeout,
+            Duration::from_secs(90),
+            "env beats file"
+        );
+        assert_eq!(
+            s.server.public_url.as_deref(),
+            Some("https://file.example.com"),
+            "file beats default"
+        );
         assert_eq!(s.server.action_pending_timeout, Duration::from_secs(86_400));
         assert!(s.demo);
         assert_eq!(s.log_level, "warn");
@@ -376,7 +441,7 @@ log_level = "warn"
     fn a_file_that_does_not_parse_names_the_line() {
         let e = FileConfig::parse("listen = \"127.0.0.1:1\"\n\ndemo = tru\n").unwrap_err();
         assert!(e.contains("line 3"), "{e}");
-        let e = FileConfig::parse("action_pending_timeout = \"3 days\"\n").unwrap_err();
+        let e = FileConfig::parse("action_pending_timeout = \"3w\"\n").unwrap_err();
         assert!(e.contains("line 1") && e.contains("unknown unit"), "{e}");
         let e = FileConfig::parse("demo_devices = 0\n").unwrap_err();
         assert!(e.contains("between 1 and"), "{e}");
@@ -389,16 +454,25 @@ log_level = "warn"
         let mut a = args();
         a.config = Some(PathBuf::from("/nonexistent/appfence.toml"));
         let m = usage(resolve_serve(&a, &Env::default()));
-        assert!(m.contains("cannot read config file /nonexistent/appfence.toml"), "{m}");
+        assert!(
+            m.contains("cannot read config file /nonexistent/appfence.toml"),
+            "{m}"
+        );
     }
 
     #[test]
     fn app_create_finds_the_data_dir_like_serve() {
         let (_dir, path) = file_with("data_dir = \"/srv/appfence\"\n");
         let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
-        assert_eq!(resolve_app_data_dir(None, None, &env).unwrap(), PathBuf::from("/srv/appfence"));
+        assert_eq!(
+            resolve_app_data_dir(None, None, &env).unwrap(),
+            PathBuf::from("/srv/appfence")
+        );
         let env2 = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap()), (ENV_DATA_DIR, "/e")]);
-        assert_eq!(resolve_app_data_dir(None, None, &env2).unwrap(), PathBuf::from("/e"));
+        assert_eq!(
+            resolve_app_data_dir(None, None, &env2).unwrap(),
+            PathBuf::from("/e")
+        );
         assert_eq!(
             resolve_app_data_dir(Some("/f".into()), None, &env2).unwrap(),
             PathBuf::from("/f")
@@ -407,12 +481,24 @@ log_level = "warn"
 
     #[test]
     fn parsers_accept_and_normalise() {
-        assert_eq!(parse_public_url("https://a.example.com/").unwrap(), "https://a.example.com");
-        assert_eq!(parse_public_url("http://10.0.0.1:8080").unwrap(), "http://10.0.0.1:8080");
+        assert_eq!(
+            parse_public_url("https://a.example.com/").unwrap(),
+            "https://a.example.com"
+        );
+        assert_eq!(
+            parse_public_url("http://10.0.0.1:8080").unwrap(),
+            "http://10.0.0.1:8080"
+        );
         assert!(parse_public_url("https://").is_err());
         assert!(parse_public_url("ftp://x").is_err());
-        assert_eq!(parse_listen("[::1]:9000").unwrap(), "[::1]:9000".parse().unwrap());
-        assert_eq!(parse_log_level("info,appfence_server=debug").unwrap(), "info,appfence_server=debug");
+        assert_eq!(
+            parse_listen("[::1]:9000").unwrap(),
+            "[::1]:9000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_log_level("info,appfence_server=debug").unwrap(),
+            "info,appfence_server=debug"
+        );
         assert_eq!(parse_bool("ON"), Ok(true));
         assert_eq!(parse_bool("0"), Ok(false));
     }

@@ -29,7 +29,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => return Err(format!("missing unit in duration {s:?} (ms, s, m, h or d)")),
-            other => return Err(format!("unknown unit {other:?} in duration {s:?} (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in duration {s:?} (ms, s, m, h or d)"
+                ))
+            }
         };
         rest = &rest[unit_len..];
         let part = number
@@ -54,7 +58,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;
@@ -80,12 +90,27 @@ mod tests {
 
     #[test]
     fn refuses_what_is_ambiguous_or_wrong() {
-        for bad in ["", "10", "s", "1x", "1.5h", "-1s", "1 h", "0s", "0m0s", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1x",
+            "1.5h",
+            "-1s",
+            "1 h",
+            "0s",
+            "0m0s",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("1w").unwrap_err().contains("unknown unit \"w\""));
-        assert!(parse_duration("18446744073709551615d").unwrap_err().contains("too long"));
+        assert!(parse_duration("1w")
+            .unwrap_err()
+            .contains("unknown unit \"w\""));
+        assert!(parse_duration("18446744073709551615d")
+            .unwrap_err()
+            .contains("too long"));
     }
 
     #[test]

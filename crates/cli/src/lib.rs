@@ -31,7 +31,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// Runs a parsed command line. `Ok` carries the exit code of a command that ran
 /// (1 for `--wait` on an action that did not succeed); `Err` is printed by the caller as
 /// `error: ...` with [`CliError::exit_code`].
-pub async fn run_with(cli: Cli, env: &Env, out: &mut (dyn Write + Send)) -> Result<ExitCode, CliError> {
+pub async fn run_with(
+    cli: Cli,
+    env: &Env,
+    out: &mut (dyn Write + Send),
+) -> Result<ExitCode, CliError> {
     let mut ctx = Ctx {
         env,
         out,
@@ -48,3 +52,6 @@ pub async fn run_with(cli: Cli, env: &Env, out: &mut (dyn Write + Send)) -> Resu
     ctx.out.flush()?;
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests;

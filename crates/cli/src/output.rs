@@ -12,7 +12,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: Vec<&'static str>) -> Self {
-        Table { headers, rows: Vec::new() }
+        Table {
+            headers,
+            rows: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, row: Vec<String>) {
@@ -82,7 +85,14 @@ pub fn actions_table(actions: &[MachineAction]) -> String {
     if actions.is_empty() {
         return "No machine actions.\n".into();
     }
-    let mut t = Table::new(vec!["ID", "TYPE", "STATUS", "MACHINE", "CREATED (UTC)", "REQUESTOR"]);
+    let mut t = Table::new(vec![
+        "ID",
+        "TYPE",
+        "STATUS",
+        "MACHINE",
+        "CREATED (UTC)",
+        "REQUESTOR",
+    ]);
     for a in actions {
         t.push(vec![
             a.id.clone(),
@@ -119,7 +129,9 @@ pub fn action_details(a: &MachineAction) -> String {
         pairs.push(("cancel comment", opt(a.cancellation_comment.as_deref())));
         pairs.push((
             "cancelled",
-            a.cancellation_date_time_utc.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+            a.cancellation_date_time_utc
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into()),
         ));
     }
     if a.error_h_result != 0 {
@@ -155,8 +167,16 @@ pub fn machine_details(m: &Machine) -> String {
         (Some(p), Some(v)) if !v.is_empty() => format!("{p} {v}"),
         (p, _) => opt(p),
     };
-    let tags = if m.machine_tags.is_empty() { "-".into() } else { m.machine_tags.join(", ") };
-    let ips: Vec<&str> = m.ip_addresses.iter().map(|ip| ip.ip_address.as_str()).collect();
+    let tags = if m.machine_tags.is_empty() {
+        "-".into()
+    } else {
+        m.machine_tags.join(", ")
+    };
+    let ips: Vec<&str> = m
+        .ip_addresses
+        .iter()
+        .map(|ip| ip.ip_address.as_str())
+        .collect();
     let group = match (&m.rbac_group_name, m.rbac_group_id) {
         (Some(name), id) => format!("{name} ({id})"),
         (None, 0) => "-".into(),
@@ -172,9 +192,21 @@ pub fn machine_details(m: &Machine) -> String {
         ("health", m.health_status.clone()),
         ("onboarding", m.onboarding_status.clone()),
         ("first seen", m.first_seen.to_string()),
-        ("last seen", m.last_seen.map(|t| t.to_string()).unwrap_or_else(|| "-".into())),
+        (
+            "last seen",
+            m.last_seen
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("last ip", opt(m.last_ip_address.as_deref())),
-        ("ip addresses", if ips.is_empty() { "-".into() } else { ips.join(", ") }),
+        (
+            "ip addresses",
+            if ips.is_empty() {
+                "-".into()
+            } else {
+                ips.join(", ")
+            },
+        ),
         ("device group", group),
         ("tags", tags),
         ("risk score", opt(m.risk_score.as_deref())),
@@ -231,9 +263,17 @@ mod tests {
         let text = actions_table(&[action("a-1", Some("web-01")), action("a-2", None)]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("ID   TYPE                   STATUS      MACHINE"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("ID   TYPE                   STATUS      MACHINE"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("web-01"));
-        assert!(lines[1].contains("2024-10-21 11:27:58  soar"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("2024-10-21 11:27:58  soar"),
+            "{}",
+            lines[1]
+        );
         // Without a DNS name the machine id stands in.
         assert!(lines[2].contains(&"ab".repeat(20)));
         // The CREATED column starts at the same offset on every line.

@@ -122,9 +122,18 @@ mod tests {
 
     #[test]
     fn keeps_a_foreign_body() {
-        let e = ClientError::from_response(StatusCode::BAD_GATEWAY, None, b"<html>upstream down</html>\n");
+        let e = ClientError::from_response(
+            StatusCode::BAD_GATEWAY,
+            None,
+            b"<html>upstream down</html>\n",
+        );
         match e {
-            ClientError::Api { code, message, target, .. } => {
+            ClientError::Api {
+                code,
+                message,
+                target,
+                ..
+            } => {
                 assert_eq!(code, "BadGateway");
                 assert_eq!(message, "<html>upstream down</html>");
                 assert_eq!(target, None);

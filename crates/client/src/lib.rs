@@ -153,8 +153,14 @@ impl MdeClient {
             self.base,
             encode::encode(machine)
         );
-        self.send(Method::POST, &url, Some(&ActionBody { comment: Some(comment) }))
-            .await
+        self.send(
+            Method::POST,
+            &url,
+            Some(&ActionBody {
+                comment: Some(comment),
+            }),
+        )
+        .await
     }
 
     /// `POST /api/machines/{machine}/unrestrictCodeExecution`.
@@ -164,8 +170,14 @@ impl MdeClient {
             self.base,
             encode::encode(machine)
         );
-        self.send(Method::POST, &url, Some(&ActionBody { comment: Some(comment) }))
-            .await
+        self.send(
+            Method::POST,
+            &url,
+            Some(&ActionBody {
+                comment: Some(comment),
+            }),
+        )
+        .await
     }
 
     /// `GET /api/machineactions/{id}`.
@@ -180,20 +192,32 @@ impl MdeClient {
         filter: Option<&str>,
         top: Option<u32>,
     ) -> Result<Collection<MachineAction>> {
-        let url = format!("{}/api/machineactions{}", self.base, list_query(filter, top));
+        let url = format!(
+            "{}/api/machineactions{}",
+            self.base,
+            list_query(filter, top)
+        );
         self.send(Method::GET, &url, None::<&()>).await
     }
 
     /// Every matching action, following `@odata.nextLink` to the end.
-    pub async fn list_actions_all(&self, filter: Option<&str>) -> Result<Collection<MachineAction>> {
+    pub async fn list_actions_all(
+        &self,
+        filter: Option<&str>,
+    ) -> Result<Collection<MachineAction>> {
         let first = self.list_actions(filter, None).await?;
         self.follow(first).await
     }
 
     /// `POST /api/machineactions/{id}/cancel`, with an optional comment.
     pub async fn cancel_action(&self, id: &str, comment: Option<&str>) -> Result<MachineAction> {
-        let url = format!("{}/api/machineactions/{}/cancel", self.base, encode::encode(id));
-        self.send(Method::POST, &url, Some(&ActionBody { comment })).await
+        let url = format!(
+            "{}/api/machineactions/{}/cancel",
+            self.base,
+            encode::encode(id)
+        );
+        self.send(Method::POST, &url, Some(&ActionBody { comment }))
+            .await
     }
 
     /// `GET /api/machines` with an optional OData `$filter` and `$top`: one page.
@@ -242,8 +266,13 @@ impl MdeClient {
         if let Some(t) = slot.as_ref().filter(|t| t.is_fresh(Instant::now())) {
             return Ok((t.value.clone(), false));
         }
-        let resp =
-            token::fetch(&self.http, &self.token_url, &self.client_id, &self.client_secret).await?;
+        let resp = token::fetch(
+            &self.http,
+            &self.token_url,
+            &self.client_id,
+            &self.client_secret,
+        )
+        .await?;
         let cached = CachedToken::new(resp.access_token, resp.expires_in, Instant::now());
         let value = cached.value.clone();
         *slot = Some(cached);

@@ -72,10 +72,18 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let header = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::to_string);
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
     let rec = Recorded {
         method: method.clone(),
-        uri: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        uri: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         auth: header(header::AUTHORIZATION),
         content_type: header(header::CONTENT_TYPE),
         body: String::from_utf8_lossy(&body).into_owned(),
@@ -86,7 +94,10 @@ async fn handle(
 
     if path == format!("/{TENANT}/oauth2/v2.0/token") {
         let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap();
-        let secret = form.iter().find(|(k, _)| k == "client_secret").map(|(_, v)| v.as_str());
+        let secret = form
+            .iter()
+            .find(|(k, _)| k == "client_secret")
+            .map(|(_, v)| v.as_str());
         if secret != Some("right secret") {
             let body = json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."});
             return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
@@ -96,27 +107,40 @@ async fn handle(
         return axum::Json(body).into_response();
     }
 
-    let token = rec.auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    let token = rec
+        .auth
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or("");
     if token.is_empty() || s.rejected_tokens.contains(token) {
         return envelope(StatusCode::UNAUTHORIZED, "Unauthorized", "token expired");
     }
 
     match (method.as_str(), path) {
-        ("POST", p) if p.ends_with("/restrictCodeExecution") || p.ends_with("/cancel") => {
-            (StatusCode::CREATED, axum::Json(action_json("a-1", "Pending"))).into_response()
-        }
+        ("POST", p) if p.ends_with("/restrictCodeExecution") || p.ends_with("/cancel") => (
+            StatusCode::CREATED,
+            axum::Json(action_json("a-1", "Pending")),
+        )
+            .into_response(),
         ("POST", p) if p.ends_with("/unrestrictCodeExecution") => envelope(
             StatusCode::BAD_REQUEST,
             "ActiveRequestAlreadyExists",
             "Action is already in progress",
         ),
         ("GET", "/api/machineactions/busy") => {
-            let mut r = envelope(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "API calls quota exceeded! maximum allowed 100 per 00:01:00");
-            r.headers_mut().insert(header::RETRY_AFTER, "42".parse().unwrap());
+            let mut r = envelope(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "API calls quota exceeded! maximum allowed 100 per 00:01:00",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, "42".parse().unwrap());
             r
         }
         ("GET", "/api/machineactions/garbled") => axum::Json(json!({"id": 5})).into_response(),
-        ("GET", "/api/machineactions/a-1") => axum::Json(action_json("a-1", "Succeeded")).into_response(),
+        ("GET", "/api/machineactions/a-1") => {
+            axum::Json(action_json("a-1", "Succeeded")).into_response()
+        }
         ("GET", "/api/machineactions") => {
             let second = uri.query().is_some_and(|q| q.contains("$skip=1"));
             let mut page = json!({
@@ -133,13 +157,22 @@ async fn handle(
             "value": [],
         }))
         .into_response(),
-        _ => envelope(StatusCode::NOT_FOUND, "ResourceNotFound", &format!("No route {path}")),
+        _ => envelope(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("No route {path}"),
+        ),
     }
 }
 
 async fn mock(expires_in: u64) -> (Shared, String) {
-    let state: Shared = Arc::new(Mutex::new(Mock { expires_in, ..Default::default() }));
-    let app = axum::Router::new().fallback(handle).with_state(state.clone());
+    let state: Shared = Arc::new(Mutex::new(Mock {
+        expires_in,
+        ..Default::default()
+    }));
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     state.lock().unwrap().base = base.clone();
@@ -177,7 +210,11 @@ async fn fetches_a_v2_token_once_and_reuses_it() {
     assert_eq!(tok.method, Method::POST);
     assert_eq!(tok.uri, format!("/{TENANT}/oauth2/v2.0/token"));
     let form: Vec<(String, String)> = serde_urlencoded::from_str(&tok.body).unwrap();
-    let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("grant_type").as_deref(), Some("client_credentials"));
     assert_eq!(get("client_id").as_deref(), Some("app-1"));
     assert_eq!(get("client_secret").as_deref(), Some("right secret"));
@@ -209,7 +246,11 @@ async fn retries_once_with_a_new_token_after_a_401() {
     state.lock().unwrap().rejected_tokens.insert("tok-1".into());
     c.get_action("a-1").await.unwrap();
     let reqs = requests(&state);
-    let auths: Vec<_> = reqs.iter().filter(|r| r.uri.starts_with("/api")).map(|r| r.auth.clone().unwrap()).collect();
+    let auths: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.uri.starts_with("/api"))
+        .map(|r| r.auth.clone().unwrap())
+        .collect();
     assert_eq!(auths, ["Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]);
 
     // A fresh token that is refused is not retried forever.
@@ -225,7 +266,13 @@ async fn reports_the_oauth_error_of_bad_credentials() {
     let (_state, base) = mock(3599).await;
     let e = client(&base, "wrong").get_action("a-1").await.unwrap_err();
     match e {
-        ClientError::Api { status, code, message, target, .. } => {
+        ClientError::Api {
+            status,
+            code,
+            message,
+            target,
+            ..
+        } => {
             assert_eq!(status, 401);
             assert_eq!(code, "invalid_client");
             assert!(message.contains("Invalid client secret"), "{message}");
@@ -246,20 +293,36 @@ async fn reports_api_errors_with_their_envelope() {
         "ActiveRequestAlreadyExists: Action is already in progress (target 0b7f3c9e-1111-2222-3333-444455556666)"
     );
     match c.get_action("busy").await.unwrap_err() {
-        ClientError::Api { status: 429, retry_after, .. } => {
+        ClientError::Api {
+            status: 429,
+            retry_after,
+            ..
+        } => {
             assert_eq!(retry_after, Some(Duration::from_secs(42)))
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(c.get_machine("nope").await.unwrap_err().code(), Some("ResourceNotFound"));
-    assert!(matches!(c.get_action("garbled").await.unwrap_err(), ClientError::Decode(_)));
+    assert_eq!(
+        c.get_machine("nope").await.unwrap_err().code(),
+        Some("ResourceNotFound")
+    );
+    assert!(matches!(
+        c.get_action("garbled").await.unwrap_err(),
+        ClientError::Decode(_)
+    ));
 }
 
 #[tokio::test]
 async fn encodes_list_queries_and_follows_next_links() {
     let (state, base) = mock(3599).await;
     let c = client(&base, "right secret");
-    let page = c.list_actions(Some("status eq 'Pending' and requestor eq 'O''Brien'"), Some(5)).await.unwrap();
+    let page = c
+        .list_actions(
+            Some("status eq 'Pending' and requestor eq 'O''Brien'"),
+            Some(5),
+        )
+        .await
+        .unwrap();
     assert_eq!(page.value.len(), 1);
     assert!(page.odata_next_link.is_some());
     let uri = requests(&state).last().unwrap().uri.clone();
@@ -294,8 +357,15 @@ async fn cancel_sends_an_optional_comment() {
 #[tokio::test]
 async fn connection_failures_are_transport_errors() {
     // Bind and drop to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let e = client(&format!("http://127.0.0.1:{port}"), "s").get_action("a").await.unwrap_err();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = client(&format!("http://127.0.0.1:{port}"), "s")
+        .get_action("a")
+        .await
+        .unwrap_err();
     assert!(matches!(e, ClientError::Transport(_)), "{e:?}");
 }
 
@@ -310,5 +380,8 @@ fn rejects_bad_urls_and_hides_the_secret() {
     };
     assert!(!format!("{cfg:?}").contains("hunter2"));
     assert_eq!(cfg.token_url(), "ftp://host/t/oauth2/v2.0/token");
-    assert!(matches!(MdeClient::new(cfg), Err(ClientError::Transport(_))));
+    assert!(matches!(
+        MdeClient::new(cfg),
+        Err(ClientError::Transport(_))
+    ));
 }

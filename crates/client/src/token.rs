@@ -19,7 +19,8 @@ impl CachedToken {
     pub fn new(value: String, expires_in: u64, now: Instant) -> Self {
         CachedToken {
             value,
-            refresh_at: now + Duration::from_secs(expires_in.saturating_sub(refresh_margin(expires_in))),
+            refresh_at: now
+                + Duration::from_secs(expires_in.saturating_sub(refresh_margin(expires_in))),
         }
     }
 

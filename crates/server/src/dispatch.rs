@@ -54,13 +54,15 @@ mod tests {
     async fn notify_wakes_an_enabled_waiter_and_release_cleans_up() {
         let d = Dispatcher::default();
         let n = d.subscribe("m1");
-        let notified = n.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        d.notify("m1"); // before the await: must not be lost
-        tokio::time::timeout(Duration::from_secs(1), notified)
-            .await
-            .expect("woken");
+        {
+            let notified = n.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            d.notify("m1"); // before the await: must not be lost
+            tokio::time::timeout(Duration::from_secs(1), notified)
+                .await
+                .expect("woken");
+        }
         assert_eq!(d.waiting_devices(), 1);
         d.release("m1", n);
         assert_eq!(d.waiting_devices(), 0);

@@ -76,7 +76,7 @@ pub async fn start(
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+                let _ = shutdown_rx.wait_for(|stop| *stop).await.map(|_| ());
             })
             .await
     });

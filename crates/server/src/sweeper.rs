@@ -34,7 +34,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) {
                         tracing::error!(error = %e, "sweep failed; retrying at the next interval");
                     }
                 }
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
             }
         }
     });

@@ -82,7 +82,11 @@ pub async fn new_machine(store: &dyn Store, tenant: &Tenant, dns_name: &str) -> 
     m
 }
 
-pub fn action_record(m: &MachineRecord, action_type: ActionType, created: Timestamp) -> ActionRecord {
+pub fn action_record(
+    m: &MachineRecord,
+    action_type: ActionType,
+    created: Timestamp,
+) -> ActionRecord {
     ActionRecord {
         tenant_id: m.tenant_id.clone(),
         id: new_guid(),
@@ -165,7 +169,10 @@ fn text(s: &str) -> Value {
 pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
     let t = new_tenant(store).await;
     // Idempotent: a second call neither fails nor renames.
-    let renamed = Tenant { id: t.id.clone(), name: "Other".into() };
+    let renamed = Tenant {
+        id: t.id.clone(),
+        name: "Other".into(),
+    };
     store.ensure_tenant(&renamed).await.unwrap();
     assert_eq!(store.tenant(&t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(store.tenant(&new_guid()).await.unwrap(), None);
@@ -177,11 +184,17 @@ pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
         client_id: new_guid(),
         display_name: "SOAR connector".into(),
         secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        roles: vec!["Machine.RestrictExecution".into(), "Machine.Read.All".into()],
+        roles: vec![
+            "Machine.RestrictExecution".into(),
+            "Machine.Read.All".into(),
+        ],
         created: at(1),
     };
     store.insert_app(&app).await.unwrap();
-    assert_eq!(store.app(&t.id, &app.client_id).await.unwrap(), Some(app.clone()));
+    assert_eq!(
+        store.app(&t.id, &app.client_id).await.unwrap(),
+        Some(app.clone())
+    );
     let other = new_tenant(store).await;
     assert_eq!(store.app(&other.id, &app.client_id).await.unwrap(), None);
     assert_eq!(store.app(&t.id, &new_guid()).await.unwrap(), None);
@@ -192,7 +205,10 @@ pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
         created: at(2),
     };
     store.insert_enroll_secret(&secret).await.unwrap();
-    assert_eq!(store.enroll_secret(&secret.secret_sha256).await.unwrap(), Some(secret));
+    assert_eq!(
+        store.enroll_secret(&secret.secret_sha256).await.unwrap(),
+        Some(secret)
+    );
     assert_eq!(store.enroll_secret(&new_machine_id()).await.unwrap(), None);
 
     let key = |kid: &str, created| SigningKey {
@@ -220,7 +236,10 @@ pub async fn machine_lookups(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m = new_machine(store, &t, "srv-01.corp.example").await;
 
-    let by_id = store.machine(&t.id, &MachineRef::Id(m.id.clone())).await.unwrap();
+    let by_id = store
+        .machine(&t.id, &MachineRef::Id(m.id.clone()))
+        .await
+        .unwrap();
     assert_eq!(by_id.as_ref(), Some(&m), "every field round-trips");
     let by_aad = store
         .machine(&t.id, &MachineRef::AadDeviceId(m.aad_device_id.clone()))
@@ -231,16 +250,33 @@ pub async fn machine_lookups(store: &dyn Store) {
         .machine(&t.id, &MachineRef::DnsName("SRV-01.Corp.Example".into()))
         .await
         .unwrap();
-    assert_eq!(by_name.as_ref(), Some(&m), "DNS names compare case-insensitively");
     assert_eq!(
-        store.machine(&t.id, &MachineRef::Id(new_machine_id())).await.unwrap(),
+        by_name.as_ref(),
+        Some(&m),
+        "DNS names compare case-insensitively"
+    );
+    assert_eq!(
+        store
+            .machine(&t.id, &MachineRef::Id(new_machine_id()))
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        store.machine_by_credential(&m.credential_sha256).await.unwrap().as_ref(),
+        store
+            .machine_by_credential(&m.credential_sha256)
+            .await
+            .unwrap()
+            .as_ref(),
         Some(&m)
     );
-    assert_eq!(store.machine_by_credential(&new_machine_id()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .machine_by_credential(&new_machine_id())
+            .await
+            .unwrap(),
+        None
+    );
 
     // The DNS name is unique within a tenant only.
     let dup = machine_record(&t.id, "srv-01.corp.example");
@@ -250,7 +286,13 @@ pub async fn machine_lookups(store: &dyn Store) {
         }
         other => panic!("duplicate DNS name: {other:?}"),
     }
-    assert_eq!(store.machine(&t.id, &MachineRef::Id(dup.id.clone())).await.unwrap(), None);
+    assert_eq!(
+        store
+            .machine(&t.id, &MachineRef::Id(dup.id.clone()))
+            .await
+            .unwrap(),
+        None
+    );
     let elsewhere = new_tenant(store).await;
     new_machine(store, &elsewhere, "srv-01.corp.example").await;
 }
@@ -269,15 +311,36 @@ pub async fn tenant_isolation(store: &dyn Store) {
         assert_eq!(store.machine(&b.id, &by).await.unwrap(), None, "{by:?}");
         assert!(store.machine(&a.id, &by).await.unwrap().is_some(), "{by:?}");
     }
-    let machines_b = store.list_machines(&b.id, &Query { count: true, ..Query::default() }).await.unwrap();
+    let machines_b = store
+        .list_machines(
+            &b.id,
+            &Query {
+                count: true,
+                ..Query::default()
+            },
+        )
+        .await
+        .unwrap();
     assert!(machines_b.items.is_empty());
     assert_eq!(machines_b.total, Some(0));
     let machines_a = store.list_machines(&a.id, &Query::default()).await.unwrap();
     assert_eq!(machines_a.items, vec![m.clone()]);
 
     assert_eq!(store.action(&b.id, &action.id).await.unwrap(), None);
-    assert_eq!(store.action(&a.id, &action.id).await.unwrap(), Some(action.clone()));
-    let actions_b = store.list_actions(&b.id, &Query { count: true, ..Query::default() }).await.unwrap();
+    assert_eq!(
+        store.action(&a.id, &action.id).await.unwrap(),
+        Some(action.clone())
+    );
+    let actions_b = store
+        .list_actions(
+            &b.id,
+            &Query {
+                count: true,
+                ..Query::default()
+            },
+        )
+        .await
+        .unwrap();
     assert!(actions_b.items.is_empty());
     assert_eq!(actions_b.total, Some(0));
     // Even a filter naming A's machine finds nothing for B.
@@ -285,8 +348,16 @@ pub async fn tenant_isolation(store: &dyn Store) {
         filter: Some(cmp(ActionField::MachineId, CmpOp::Eq, text(&m.id))),
         ..Query::default()
     };
-    assert!(store.list_actions(&b.id, &q).await.unwrap().items.is_empty());
-    assert_eq!(ids(&store.list_actions(&a.id, &q).await.unwrap().items), vec![action.id]);
+    assert!(store
+        .list_actions(&b.id, &q)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        ids(&store.list_actions(&a.id, &q).await.unwrap().items),
+        vec![action.id]
+    );
 }
 
 pub async fn heartbeat(store: &dyn Store) {
@@ -311,8 +382,15 @@ pub async fn heartbeat(store: &dyn Store) {
         since: Some(at(50)),
         applied_action_id: Some(new_guid()),
     };
-    store.record_heartbeat(&m.id, &info, &enforcement, at(60)).await.unwrap();
-    let got = store.machine(&t.id, &MachineRef::Id(m.id.clone())).await.unwrap().unwrap();
+    store
+        .record_heartbeat(&m.id, &info, &enforcement, at(60))
+        .await
+        .unwrap();
+    let got = store
+        .machine(&t.id, &MachineRef::Id(m.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     let expected = MachineRecord {
         last_seen: Some(at(60)),
         os_platform: info.os_platform.clone(),
@@ -329,15 +407,28 @@ pub async fn heartbeat(store: &dyn Store) {
     };
     assert_eq!(got, expected);
 
-    let no_ips = DeviceInfo { ip_addresses: vec![], ..info };
-    store.record_heartbeat(&m.id, &no_ips, &enforcement, at(70)).await.unwrap();
-    let got = store.machine(&t.id, &MachineRef::Id(m.id.clone())).await.unwrap().unwrap();
+    let no_ips = DeviceInfo {
+        ip_addresses: vec![],
+        ..info
+    };
+    store
+        .record_heartbeat(&m.id, &no_ips, &enforcement, at(70))
+        .await
+        .unwrap();
+    let got = store
+        .machine(&t.id, &MachineRef::Id(m.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((got.last_ip_address, got.last_seen), (None, Some(at(70))));
 
     let unknown = store
         .record_heartbeat(&new_machine_id(), &no_ips, &enforcement, at(80))
         .await;
-    assert!(matches!(unknown, Err(Error::ResourceNotFound(_))), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(Error::ResourceNotFound(_))),
+        "{unknown:?}"
+    );
 }
 
 /// Spec §7: one open restrict-family action per device; final ones free the slot.
@@ -349,7 +440,11 @@ pub async fn duplicate_rule(store: &dyn Store) {
     let first = new_action(store, &m, RestrictCodeExecution, at(1)).await;
     let again = action_record(&m, RestrictCodeExecution, at(2));
     assert!(is_duplicate(&store.create_action(&again).await));
-    assert_eq!(store.action(&t.id, &again.id).await.unwrap(), None, "refused leaves no row");
+    assert_eq!(
+        store.action(&t.id, &again.id).await.unwrap(),
+        None,
+        "refused leaves no row"
+    );
     assert!(store.audit_trail(&again.id).await.unwrap().is_empty());
     // Unrestrict shares the slot.
     let un = action_record(&m, UnrestrictCodeExecution, at(3));
@@ -359,14 +454,24 @@ pub async fn duplicate_rule(store: &dyn Store) {
 
     must_apply(store, &first.id, change(InProgress, at(4), "agent")).await;
     let un = action_record(&m, UnrestrictCodeExecution, at(5));
-    assert!(is_duplicate(&store.create_action(&un).await), "InProgress is open too");
+    assert!(
+        is_duplicate(&store.create_action(&un).await),
+        "InProgress is open too"
+    );
 
     // Each final status frees the slot.
     let mut open = first;
-    for (i, end) in [Succeeded, Failed, Cancelled, TimeOut].into_iter().enumerate() {
+    for (i, end) in [Succeeded, Failed, Cancelled, TimeOut]
+        .into_iter()
+        .enumerate()
+    {
         let i = i as i64;
         must_apply(store, &open.id, change(end, at(10 + 10 * i), "agent")).await;
-        let kind = if i % 2 == 0 { UnrestrictCodeExecution } else { RestrictCodeExecution };
+        let kind = if i % 2 == 0 {
+            UnrestrictCodeExecution
+        } else {
+            RestrictCodeExecution
+        };
         open = new_action(store, &m, kind, at(11 + 10 * i)).await;
         let blocked = action_record(&m, RestrictCodeExecution, at(12 + 10 * i));
         assert!(is_duplicate(&store.create_action(&blocked).await));
@@ -378,9 +483,14 @@ pub async fn other_types_not_blocked(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m = new_machine(store, &t, "scan.corp.example").await;
     new_action(store, &m, RestrictCodeExecution, at(1)).await;
-    for (i, kind) in [RunAntiVirusScan, RunAntiVirusScan, Isolate, CollectInvestigationPackage]
-        .into_iter()
-        .enumerate()
+    for (i, kind) in [
+        RunAntiVirusScan,
+        RunAntiVirusScan,
+        Isolate,
+        CollectInvestigationPackage,
+    ]
+    .into_iter()
+    .enumerate()
     {
         new_action(store, &m, kind, at(2 + i as i64)).await;
     }
@@ -397,7 +507,11 @@ pub async fn duplicate_rule_under_concurrency(store: Arc<dyn Store>) {
         .map(|i| {
             let store = store.clone();
             let barrier = barrier.clone();
-            let kind = if i % 2 == 0 { RestrictCodeExecution } else { UnrestrictCodeExecution };
+            let kind = if i % 2 == 0 {
+                RestrictCodeExecution
+            } else {
+                UnrestrictCodeExecution
+            };
             let a = action_record(&m, kind, at(i as i64));
             tokio::spawn(async move {
                 barrier.wait().await;
@@ -416,7 +530,16 @@ pub async fn duplicate_rule_under_concurrency(store: Arc<dyn Store>) {
     }
     assert_eq!((winners.len(), duplicates), (1, CALLERS - 1));
     assert_eq!(ids(&store.open_actions(&m.id).await.unwrap()), winners);
-    let listed = store.list_actions(&t.id, &Query { count: true, ..Query::default() }).await.unwrap();
+    let listed = store
+        .list_actions(
+            &t.id,
+            &Query {
+                count: true,
+                ..Query::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(listed.total, Some(1));
     assert_eq!(store.audit_trail(&winners[0]).await.unwrap().len(), 1);
 }
@@ -425,16 +548,31 @@ pub async fn transition_rules(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m = new_machine(store, &t, "life.corp.example").await;
 
-    let missing = store.transition(&new_guid(), &change(Cancelled, at(1), "x")).await;
-    assert!(matches!(missing, Err(Error::ResourceNotFound(_))), "{missing:?}");
+    let missing = store
+        .transition(&new_guid(), &change(Cancelled, at(1), "x"))
+        .await;
+    assert!(
+        matches!(missing, Err(Error::ResourceNotFound(_))),
+        "{missing:?}"
+    );
 
     let a = new_action(store, &m, RestrictCodeExecution, at(1)).await;
     let started = must_apply(store, &a.id, change(InProgress, at(2), "agent:m")).await;
-    assert_eq!(started, ActionRecord { status: InProgress, last_update: at(2), ..a.clone() });
+    assert_eq!(
+        started,
+        ActionRecord {
+            status: InProgress,
+            last_update: at(2),
+            ..a.clone()
+        }
+    );
 
     // Not allowed from InProgress: refused, with the action as it is.
     for to in [Pending, InProgress] {
-        let r = store.transition(&a.id, &change(to, at(3), "agent:m")).await.unwrap();
+        let r = store
+            .transition(&a.id, &change(to, at(3), "agent:m"))
+            .await
+            .unwrap();
         assert_eq!(r, TransitionOutcome::Refused(started.clone()), "{to:?}");
     }
 
@@ -457,8 +595,15 @@ pub async fn transition_rules(store: &dyn Store) {
     );
     // A final status never changes.
     for to in ActionStatus::ALL {
-        let r = store.transition(&a.id, &change(to, at(5), "someone")).await.unwrap();
-        assert_eq!(r, TransitionOutcome::Refused(done.clone()), "Failed -> {to:?}");
+        let r = store
+            .transition(&a.id, &change(to, at(5), "someone"))
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            TransitionOutcome::Refused(done.clone()),
+            "Failed -> {to:?}"
+        );
     }
     assert_eq!(store.action(&t.id, &a.id).await.unwrap(), Some(done));
 
@@ -484,7 +629,14 @@ pub async fn transition_rules(store: &dyn Store) {
     // Pending may go straight to a final status.
     let c = new_action(store, &m, RestrictCodeExecution, at(20)).await;
     let ok = must_apply(store, &c.id, change(Succeeded, at(21), "agent:m")).await;
-    assert_eq!(ok, ActionRecord { status: Succeeded, last_update: at(21), ..c });
+    assert_eq!(
+        ok,
+        ActionRecord {
+            status: Succeeded,
+            last_update: at(21),
+            ..c
+        }
+    );
 }
 
 /// A cancel racing the device's result: exactly one wins, the other sees its outcome.
@@ -494,7 +646,12 @@ pub async fn concurrent_cancel_and_complete(store: Arc<dyn Store>) {
     for round in 0..25 {
         let base = round * 100;
         let a = new_action(store.as_ref(), &m, RestrictCodeExecution, at(base)).await;
-        must_apply(store.as_ref(), &a.id, change(InProgress, at(base + 1), "agent")).await;
+        must_apply(
+            store.as_ref(),
+            &a.id,
+            change(InProgress, at(base + 1), "agent"),
+        )
+        .await;
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let race = |c: StatusChange| {
             let (store, barrier, id) = (store.clone(), barrier.clone(), a.id.clone());
@@ -523,7 +680,10 @@ pub async fn concurrent_cancel_and_complete(store: Arc<dyn Store>) {
                 assert_eq!(current, &winner, "the loser sees the winner's result");
             }
         }
-        assert_eq!(store.action(&t.id, &a.id).await.unwrap(), Some(winner.clone()));
+        assert_eq!(
+            store.action(&t.id, &a.id).await.unwrap(),
+            Some(winner.clone())
+        );
         let trail = store.audit_trail(&a.id).await.unwrap();
         assert_eq!(trail.len(), 3);
         assert_eq!(trail[2].to, winner.status);
@@ -537,11 +697,20 @@ pub async fn audit_trail(store: &dyn Store) {
     let agent = format!("agent:{}", m.id);
     must_apply(store, &a.id, change(InProgress, at(2), &agent)).await;
     // A refused change leaves no trace.
-    let refused = store.transition(&a.id, &change(Pending, at(3), &agent)).await.unwrap();
+    let refused = store
+        .transition(&a.id, &change(Pending, at(3), &agent))
+        .await
+        .unwrap();
     assert!(matches!(refused, TransitionOutcome::Refused(_)));
-    let done = StatusChange { reason: Some("applied".into()), ..change(Succeeded, at(4), &agent) };
+    let done = StatusChange {
+        reason: Some("applied".into()),
+        ..change(Succeeded, at(4), &agent)
+    };
     must_apply(store, &a.id, done).await;
-    let late = store.transition(&a.id, &change(Cancelled, at(5), "bob")).await.unwrap();
+    let late = store
+        .transition(&a.id, &change(Cancelled, at(5), "bob"))
+        .await
+        .unwrap();
     assert!(matches!(late, TransitionOutcome::Refused(_)));
 
     let row = |at, actor: &str, from, to, reason: Option<&str>| AuditRecord {
@@ -580,18 +749,32 @@ pub async fn time_out_actions(store: &dyn Store) {
     let fresh_pending = new_action(store, &ms[1], RestrictCodeExecution, at(6000)).await;
     let edge_pending = new_action(store, &ms[2], RestrictCodeExecution, pending_before).await;
     let stale_running = new_action(store, &ms[3], RestrictCodeExecution, at(1000)).await;
-    must_apply(store, &stale_running.id, change(InProgress, at(8000), "agent")).await;
+    must_apply(
+        store,
+        &stale_running.id,
+        change(InProgress, at(8000), "agent"),
+    )
+    .await;
     // Created long ago but started recently: the pending timeout no longer applies.
     let fresh_running = new_action(store, &ms[4], RestrictCodeExecution, at(1000)).await;
-    let fresh_running =
-        must_apply(store, &fresh_running.id, change(InProgress, at(9500), "agent")).await;
+    let fresh_running = must_apply(
+        store,
+        &fresh_running.id,
+        change(InProgress, at(9500), "agent"),
+    )
+    .await;
     let finished = new_action(store, &ms[5], RestrictCodeExecution, at(1000)).await;
     let finished = must_apply(store, &finished.id, change(Succeeded, at(2000), "agent")).await;
 
     let ours = |v: Vec<ActionRecord>| -> Vec<ActionRecord> {
         v.into_iter().filter(|a| a.tenant_id == t.id).collect()
     };
-    let changed = ours(store.time_out_actions(pending_before, in_progress_before, now).await.unwrap());
+    let changed = ours(
+        store
+            .time_out_actions(pending_before, in_progress_before, now)
+            .await
+            .unwrap(),
+    );
     let expected = [&stale_pending.id, &stale_running.id];
     assert_eq!(
         changed.iter().map(|a| &a.id).collect::<BTreeSet<_>>(),
@@ -604,7 +787,10 @@ pub async fn time_out_actions(store: &dyn Store) {
     let reason = |id: String| async move {
         let trail = store.audit_trail(&id).await.unwrap();
         let last = trail.last().unwrap().clone();
-        assert_eq!((last.actor.as_str(), last.to, last.at), ("sweeper", TimeOut, now));
+        assert_eq!(
+            (last.actor.as_str(), last.to, last.at),
+            ("sweeper", TimeOut, now)
+        );
         last
     };
     let p = reason(stale_pending.id.clone()).await;
@@ -614,10 +800,19 @@ pub async fn time_out_actions(store: &dyn Store) {
     assert_ne!(p.reason, r.reason, "the reason names which timeout");
 
     for untouched in [&fresh_pending, &edge_pending, &fresh_running, &finished] {
-        assert_eq!(store.action(&t.id, &untouched.id).await.unwrap().as_ref(), Some(untouched));
+        assert_eq!(
+            store.action(&t.id, &untouched.id).await.unwrap().as_ref(),
+            Some(untouched)
+        );
     }
     // Nothing left to do; and the timed-out device may be asked again.
-    assert!(ours(store.time_out_actions(pending_before, in_progress_before, now).await.unwrap()).is_empty());
+    assert!(ours(
+        store
+            .time_out_actions(pending_before, in_progress_before, now)
+            .await
+            .unwrap()
+    )
+    .is_empty());
     new_action(store, &ms[0], UnrestrictCodeExecution, at(10_001)).await;
 }
 
@@ -634,7 +829,11 @@ pub async fn list_actions(store: &dyn Store) {
     let mut all = Vec::new();
     for i in 0..10 {
         let m = if i % 2 == 0 { &m1 } else { &m2 };
-        let kind = if i % 3 == 0 { Isolate } else { RunAntiVirusScan };
+        let kind = if i % 3 == 0 {
+            Isolate
+        } else {
+            RunAntiVirusScan
+        };
         let mut a = action_record(m, kind, at(i));
         if i % 2 == 1 {
             a.requestor = "Bob@Contoso.com".into();
@@ -653,35 +852,57 @@ pub async fn list_actions(store: &dyn Store) {
     // Newest first; the later insert first among equal creation times.
     let mut newest_first: Vec<(usize, &ActionRecord)> = all.iter().enumerate().collect();
     newest_first.sort_by_key(|(i, a)| (std::cmp::Reverse(a.created), std::cmp::Reverse(*i)));
-    let newest_first: Vec<String> = newest_first.into_iter().map(|(_, a)| a.id.clone()).collect();
+    let newest_first: Vec<String> = newest_first
+        .into_iter()
+        .map(|(_, a)| a.id.clone())
+        .collect();
     assert_eq!(newest_first[0], tie.id);
     assert_eq!(newest_first[1], r.id);
 
     let page = store.list_actions(&t.id, &Query::default()).await.unwrap();
     assert_eq!(ids(&page.items), newest_first);
     assert_eq!((page.total, page.more), (None, false));
-    assert_eq!(page.items.iter().find(|a| a.id == r.id), Some(&r), "records round-trip");
+    assert_eq!(
+        page.items.iter().find(|a| a.id == r.id),
+        Some(&r),
+        "records round-trip"
+    );
 
     // Paging: $top/$skip walk the same order; `more` until the last page.
     let n = all.len() as u32;
     let mut walked = Vec::new();
     for skip in (0..n).step_by(5) {
-        let q = Query { top: Some(5), skip, count: true, ..Query::default() };
+        let q = Query {
+            top: Some(5),
+            skip,
+            count: true,
+            ..Query::default()
+        };
         let page = store.list_actions(&t.id, &q).await.unwrap();
         assert_eq!(page.total, Some(n as u64), "count ignores $top/$skip");
         assert_eq!(page.more, skip + 5 < n, "skip {skip}");
         walked.extend(ids(&page.items));
     }
     assert_eq!(walked, newest_first);
-    let exact = Query { top: Some(n), ..Query::default() };
+    let exact = Query {
+        top: Some(n),
+        ..Query::default()
+    };
     assert!(!store.list_actions(&t.id, &exact).await.unwrap().more);
-    let beyond = Query { skip: n + 3, ..Query::default() };
+    let beyond = Query {
+        skip: n + 3,
+        ..Query::default()
+    };
     let page = store.list_actions(&t.id, &beyond).await.unwrap();
     assert!(page.items.is_empty() && !page.more);
 
     let tenant_id = t.id.as_str();
     let filtered = |expr: Expr<ActionField>| {
-        let q = Query { filter: Some(expr), count: true, ..Query::default() };
+        let q = Query {
+            filter: Some(expr),
+            count: true,
+            ..Query::default()
+        };
         async move { store.list_actions(tenant_id, &q).await.unwrap() }
     };
     let expect = |pred: &dyn Fn(&ActionRecord) -> bool| -> Vec<String> {
@@ -699,16 +920,32 @@ pub async fn list_actions(store: &dyn Store) {
     let p = filtered(cmp(ActionField::MachineId, CmpOp::Eq, text(&m2.id))).await;
     assert_eq!(ids(&p.items), expect(&|a| a.machine_id == m2.id));
 
-    let p = filtered(cmp(ActionField::Requestor, CmpOp::Eq, text("BOB@contoso.COM"))).await;
-    assert_eq!(ids(&p.items), expect(&|a| a.requestor == "Bob@Contoso.com"), "case-insensitive");
+    let p = filtered(cmp(
+        ActionField::Requestor,
+        CmpOp::Eq,
+        text("BOB@contoso.COM"),
+    ))
+    .await;
+    assert_eq!(
+        ids(&p.items),
+        expect(&|a| a.requestor == "Bob@Contoso.com"),
+        "case-insensitive"
+    );
     assert_eq!(p.total, Some(5));
 
     let p = filtered(and(
-        cmp(ActionField::CreationDateTimeUtc, CmpOp::Gt, Value::Timestamp(at(4))),
+        cmp(
+            ActionField::CreationDateTimeUtc,
+            CmpOp::Gt,
+            Value::Timestamp(at(4)),
+        ),
         cmp(ActionField::Type, CmpOp::Eq, text("Isolate")),
     ))
     .await;
-    assert_eq!(ids(&p.items), expect(&|a| a.created > at(4) && a.action_type == Isolate));
+    assert_eq!(
+        ids(&p.items),
+        expect(&|a| a.created > at(4) && a.action_type == Isolate)
+    );
     assert_eq!(p.items.len(), 2);
 
     let p = filtered(Expr::In {
@@ -721,7 +958,12 @@ pub async fn list_actions(store: &dyn Store) {
         expect(&|a| matches!(a.action_type, RestrictCodeExecution | Isolate))
     );
 
-    let p = filtered(Expr::Not(Box::new(cmp(ActionField::Status, CmpOp::Eq, text("Pending"))))).await;
+    let p = filtered(Expr::Not(Box::new(cmp(
+        ActionField::Status,
+        CmpOp::Eq,
+        text("Pending"),
+    ))))
+    .await;
     assert_eq!(ids(&p.items), vec![r.id.clone()]);
 
     let q = Query {
@@ -774,9 +1016,14 @@ pub async fn list_machines(store: &dyn Store) {
         ms.iter().map(|m| m.computer_dns_name.clone()).collect()
     };
     let tenant_id = t.id.as_str();
-    let list = |q: Query<MachineField>| async move { store.list_machines(tenant_id, &q).await.unwrap() };
+    let list =
+        |q: Query<MachineField>| async move { store.list_machines(tenant_id, &q).await.unwrap() };
 
-    let p = list(Query { count: true, ..Query::default() }).await;
+    let p = list(Query {
+        count: true,
+        ..Query::default()
+    })
+    .await;
     assert_eq!(
         names(&p.items),
         ["app-1", "web-2", "db-1", "web-1"].map(|n| format!("{n}.corp.example"))
@@ -784,17 +1031,32 @@ pub async fn list_machines(store: &dyn Store) {
     assert_eq!((p.total, p.more), (Some(4), false));
     assert_eq!(p.items[3], web1, "records round-trip");
 
-    let p = list(Query { top: Some(2), skip: 1, count: true, ..Query::default() }).await;
-    assert_eq!(names(&p.items), [&web2, &db].map(|m| m.computer_dns_name.clone()));
+    let p = list(Query {
+        top: Some(2),
+        skip: 1,
+        count: true,
+        ..Query::default()
+    })
+    .await;
+    assert_eq!(
+        names(&p.items),
+        [&web2, &db].map(|m| m.computer_dns_name.clone())
+    );
     assert_eq!((p.total, p.more), (Some(4), true));
 
-    let filter = |e: Expr<MachineField>| Query { filter: Some(e), ..Query::default() };
+    let filter = |e: Expr<MachineField>| Query {
+        filter: Some(e),
+        ..Query::default()
+    };
     let p = list(filter(Expr::StartsWith {
         field: MachineField::ComputerDnsName,
         prefix: "web-".into(),
     }))
     .await;
-    assert_eq!(names(&p.items), [&web2, &web1].map(|m| m.computer_dns_name.clone()));
+    assert_eq!(
+        names(&p.items),
+        [&web2, &web1].map(|m| m.computer_dns_name.clone())
+    );
 
     let p = list(filter(cmp(
         MachineField::ComputerDnsName,
@@ -804,11 +1066,27 @@ pub async fn list_machines(store: &dyn Store) {
     .await;
     assert_eq!(p.items, vec![db.clone()], "case-insensitive");
 
-    let p = list(filter(Expr::Contains { field: MachineField::MachineTags, value: "prod".into() })).await;
-    assert_eq!(names(&p.items), [&web2, &web1].map(|m| m.computer_dns_name.clone()), "whole tags only");
+    let p = list(filter(Expr::Contains {
+        field: MachineField::MachineTags,
+        value: "prod".into(),
+    }))
+    .await;
+    assert_eq!(
+        names(&p.items),
+        [&web2, &web1].map(|m| m.computer_dns_name.clone()),
+        "whole tags only"
+    );
 
-    let p = list(filter(cmp(MachineField::RbacGroupId, CmpOp::Eq, Value::Integer(5)))).await;
-    assert_eq!(names(&p.items), [&db, &web1].map(|m| m.computer_dns_name.clone()));
+    let p = list(filter(cmp(
+        MachineField::RbacGroupId,
+        CmpOp::Eq,
+        Value::Integer(5),
+    )))
+    .await;
+    assert_eq!(
+        names(&p.items),
+        [&db, &web1].map(|m| m.computer_dns_name.clone())
+    );
 
     let p = list(filter(and(
         cmp(MachineField::Version, CmpOp::Eq, text("24.04")),
@@ -826,7 +1104,10 @@ pub async fn list_machines(store: &dyn Store) {
         ..Query::default()
     })
     .await;
-    assert_eq!(names(&p.items), [&app, &db, &web1].map(|m| m.computer_dns_name.clone()));
+    assert_eq!(
+        names(&p.items),
+        [&app, &db, &web1].map(|m| m.computer_dns_name.clone())
+    );
     assert!(p.more);
 }
 
@@ -842,29 +1123,48 @@ pub async fn open_actions(store: &dyn Store) {
     let scan3 = new_action(store, &m, RunAntiVirusScan, at(3)).await;
     must_apply(store, &scan1.id, change(Succeeded, at(4), "agent")).await;
     let restrict = must_apply(store, &restrict.id, change(InProgress, at(5), "agent")).await;
-    assert_eq!(store.open_actions(&m.id).await.unwrap(), vec![restrict, scan2, scan3]);
-    assert!(store.open_actions(&new_machine_id()).await.unwrap().is_empty());
+    assert_eq!(
+        store.open_actions(&m.id).await.unwrap(),
+        vec![restrict, scan2, scan3]
+    );
+    assert!(store
+        .open_actions(&new_machine_id())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn last_succeeded_restrict_family(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m = new_machine(store, &t, "desired.corp.example").await;
-    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), None);
+    assert_eq!(
+        store.last_succeeded_restrict_family(&m.id).await.unwrap(),
+        None
+    );
 
     let r = new_action(store, &m, RestrictCodeExecution, at(1)).await;
     let r = must_apply(store, &r.id, change(Succeeded, at(2), "agent")).await;
-    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(
+        store.last_succeeded_restrict_family(&m.id).await.unwrap(),
+        Some(r.clone())
+    );
 
     let scan = new_action(store, &m, RunAntiVirusScan, at(3)).await;
     must_apply(store, &scan.id, change(Succeeded, at(4), "agent")).await;
     let failed = new_action(store, &m, UnrestrictCodeExecution, at(5)).await;
     must_apply(store, &failed.id, change(Failed, at(6), "agent")).await;
-    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), Some(r));
+    assert_eq!(
+        store.last_succeeded_restrict_family(&m.id).await.unwrap(),
+        Some(r)
+    );
 
     let u = new_action(store, &m, UnrestrictCodeExecution, at(7)).await;
     let u = must_apply(store, &u.id, change(Succeeded, at(8), "agent")).await;
     new_action(store, &m, RestrictCodeExecution, at(9)).await;
-    assert_eq!(store.last_succeeded_restrict_family(&m.id).await.unwrap(), Some(u));
+    assert_eq!(
+        store.last_succeeded_restrict_family(&m.id).await.unwrap(),
+        Some(u)
+    );
 }
 
 /// What [`durability_write`] wrote, for [`durability_check`] after a reopen.
@@ -880,16 +1180,34 @@ pub async fn durability_write(store: &dyn Store) -> Written {
     let machine = new_machine(store, &tenant, "durable.corp.example").await;
     let a = new_action(store, &machine, RestrictCodeExecution, at(1)).await;
     let action = must_apply(store, &a.id, change(InProgress, at(2), "agent")).await;
-    Written { tenant, machine, action }
+    Written {
+        tenant,
+        machine,
+        action,
+    }
 }
 
 pub async fn durability_check(store: &dyn Store, w: &Written) {
-    assert_eq!(store.tenant(&w.tenant.id).await.unwrap().as_ref(), Some(&w.tenant));
     assert_eq!(
-        store.machine(&w.tenant.id, &MachineRef::Id(w.machine.id.clone())).await.unwrap().as_ref(),
+        store.tenant(&w.tenant.id).await.unwrap().as_ref(),
+        Some(&w.tenant)
+    );
+    assert_eq!(
+        store
+            .machine(&w.tenant.id, &MachineRef::Id(w.machine.id.clone()))
+            .await
+            .unwrap()
+            .as_ref(),
         Some(&w.machine)
     );
-    assert_eq!(store.action(&w.tenant.id, &w.action.id).await.unwrap().as_ref(), Some(&w.action));
+    assert_eq!(
+        store
+            .action(&w.tenant.id, &w.action.id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&w.action)
+    );
     assert_eq!(store.audit_trail(&w.action.id).await.unwrap().len(), 2);
     // The duplicate rule survives too.
     let again = action_record(&w.machine, UnrestrictCodeExecution, at(3));

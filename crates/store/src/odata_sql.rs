@@ -496,7 +496,15 @@ mod tests {
         .await
         .unwrap();
         let t = |s: &str| Timestamp::parse(s).unwrap().ticks();
-        let rows: [(&str, Option<&str>, i64, Option<i64>, &str); 5] = [
+        // id, dns, grp, last_seen, tags
+        type Row = (
+            &'static str,
+            Option<&'static str>,
+            i64,
+            Option<i64>,
+            &'static str,
+        );
+        let rows: [Row; 5] = [
             (
                 "a",
                 Some("Srv-1.corp"),

@@ -21,7 +21,11 @@ pub enum Kind {
 }
 
 /// `restrict` / `unrestrict`, optionally waiting for the outcome.
-pub async fn submit(kind: Kind, args: &ActionArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+pub async fn submit(
+    kind: Kind,
+    args: &ActionArgs,
+    ctx: &mut Ctx<'_>,
+) -> Result<ExitCode, CliError> {
     let client = connect::client(&args.connect, ctx.env)?;
     let action = match kind {
         Kind::Restrict => client.restrict(&args.machine, &args.comment).await?,
@@ -65,7 +69,9 @@ async fn get(args: &GetArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
 
 async fn cancel(args: &CancelArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let client = connect::client(&args.connect, ctx.env)?;
-    let action = client.cancel_action(&args.id, args.comment.as_deref()).await?;
+    let action = client
+        .cancel_action(&args.id, args.comment.as_deref())
+        .await?;
     print_action(ctx, &action)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -101,7 +107,11 @@ async fn wait_final(
             "{} {} on {}: {}",
             action.action_type.as_str(),
             action.id,
-            action.computer_dns_name.as_deref().or(action.machine_id.as_deref()).unwrap_or("?"),
+            action
+                .computer_dns_name
+                .as_deref()
+                .or(action.machine_id.as_deref())
+                .unwrap_or("?"),
             action.status.as_str()
         ));
         if action.status.is_final() {
@@ -119,9 +129,14 @@ async fn wait_final(
         tokio::time::sleep(interval.min(deadline - now)).await;
         match client.get_action(&action.id).await {
             Ok(a) => action = a,
-            Err(ClientError::Api { status: 429, retry_after, .. }) => {
+            Err(ClientError::Api {
+                status: 429,
+                retry_after,
+                ..
+            }) => {
                 let pause = retry_after.unwrap_or(Duration::from_secs(1));
-                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
             }
             Err(e) => break Err(e.into()),
         }

@@ -40,7 +40,9 @@ async fn create(args: &AppCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cli
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
     let db = data_dir.join(DB_FILE);
-    let store = SqliteStore::open(&db).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    let store = SqliteStore::open(&db)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let created = register(&store, args).await;
     store.close().await;
     let created = created?;
@@ -75,7 +77,9 @@ async fn register(store: &SqliteStore, args: &AppCreateArgs) -> Result<CreatedAp
         Some(t) => resolve_tenant(store, t)
             .await
             .map_err(failed)?
-            .ok_or_else(|| CliError::Usage(format!("there is no tenant {t:?} (give its id or name)")))?,
+            .ok_or_else(|| {
+                CliError::Usage(format!("there is no tenant {t:?} (give its id or name)"))
+            })?,
         None => ensure_default_tenant(store).await.map_err(failed)?,
     };
     let (app, client_secret) = create_app(store, &SystemClock, &tenant.id, &args.name, &args.roles)

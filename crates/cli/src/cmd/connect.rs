@@ -27,7 +27,11 @@ pub fn client_config(args: &ConnectArgs, env: &Env) -> Result<ClientConfig, CliE
     let missing: Vec<String> = [
         ("--tenant", ENV_TENANT, tenant.is_none()),
         ("--client-id", ENV_CLIENT_ID, client_id.is_none()),
-        ("--client-secret", ENV_CLIENT_SECRET, client_secret.is_none()),
+        (
+            "--client-secret",
+            ENV_CLIENT_SECRET,
+            client_secret.is_none(),
+        ),
     ]
     .into_iter()
     .filter(|(_, _, missing)| *missing)
@@ -68,7 +72,10 @@ mod tests {
             (ENV_CLIENT_ID, "c-env"),
             (ENV_CLIENT_SECRET, "s-env"),
         ]);
-        let args = ConnectArgs { tenant: Some("t-flag".into()), ..Default::default() };
+        let args = ConnectArgs {
+            tenant: Some("t-flag".into()),
+            ..Default::default()
+        };
         let c = client_config(&args, &env).unwrap();
         assert_eq!(c.server, "http://env:1");
         assert_eq!(c.tenant, "t-flag");
@@ -80,8 +87,15 @@ mod tests {
 
     #[test]
     fn the_server_has_a_default() {
-        let env = Env::from_pairs([(ENV_TENANT, "t"), (ENV_CLIENT_ID, "c"), (ENV_CLIENT_SECRET, "s")]);
-        assert_eq!(client_config(&ConnectArgs::default(), &env).unwrap().server, DEFAULT_SERVER);
+        let env = Env::from_pairs([
+            (ENV_TENANT, "t"),
+            (ENV_CLIENT_ID, "c"),
+            (ENV_CLIENT_SECRET, "s"),
+        ]);
+        assert_eq!(
+            client_config(&ConnectArgs::default(), &env).unwrap().server,
+            DEFAULT_SERVER
+        );
     }
 
     #[test]
@@ -91,7 +105,10 @@ mod tests {
             panic!("expected a usage error")
         };
         assert!(m.contains("APPFENCE_CLIENT_ID (or --client-id)"), "{m}");
-        assert!(m.contains("APPFENCE_CLIENT_SECRET (or --client-secret)"), "{m}");
+        assert!(
+            m.contains("APPFENCE_CLIENT_SECRET (or --client-secret)"),
+            "{m}"
+        );
         assert!(!m.contains("APPFENCE_TENANT"), "{m}");
         assert!(m.contains("demo.json"), "{m}");
     }
@@ -105,6 +122,9 @@ mod tests {
             client_secret: Some("s".into()),
             token_url: None,
         };
-        assert!(matches!(client(&args, &Env::default()), Err(CliError::Usage(_))));
+        assert!(matches!(
+            client(&args, &Env::default()),
+            Err(CliError::Usage(_))
+        ));
     }
 }

@@ -2,7 +2,6 @@
 //! a demo tenant and simulated devices, until Ctrl-C or SIGTERM.
 
 use std::future::Future;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -61,21 +60,28 @@ pub struct Serving {
 /// waits for the simulated devices to enrol (so `demo.json` lists them).
 pub async fn start(settings: ServeSettings) -> Result<Serving, CliError> {
     let data_dir = settings.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| CliError::Failed(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        CliError::Failed(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
     let store = Arc::new(
         SqliteStore::open(&data_dir.join(DB_FILE))
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?,
     );
     let dyn_store: Arc<dyn Store> = store.clone();
-    let running = match appfence_server::start(settings.server.clone(), dyn_store, Arc::new(SystemClock)).await {
-        Ok(r) => r,
-        Err(e) => {
-            store.close().await;
-            return Err(CliError::Failed(e));
-        }
-    };
+    let running =
+        match appfence_server::start(settings.server.clone(), dyn_store, Arc::new(SystemClock))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                store.close().await;
+                return Err(CliError::Failed(e));
+            }
+        };
     let (fleet_stop, fleet_rx) = watch::channel(false);
     let mut serving = Serving {
         running,
@@ -85,7 +91,10 @@ pub async fn start(settings: ServeSettings) -> Result<Serving, CliError> {
         fleet_stop,
     };
     if settings.demo {
-        if let Err(e) = serving.start_demo(settings.demo_devices as usize, fleet_rx).await {
+        if let Err(e) = serving
+            .start_demo(settings.demo_devices as usize, fleet_rx)
+            .await
+        {
             // Leave nothing running behind the error.
             let _ = serving.stop().await;
             return Err(e);
@@ -95,7 +104,11 @@ pub async fn start(settings: ServeSettings) -> Result<Serving, CliError> {
 }
 
 impl Serving {
-    async fn start_demo(&mut self, devices: usize, fleet_rx: watch::Receiver<bool>) -> Result<(), CliError> {
+    async fn start_demo(
+        &mut self,
+        devices: usize,
+        fleet_rx: watch::Receiver<bool>,
+    ) -> Result<(), CliError> {
         let state = self.running.state.clone();
         let mut info = demo::provision(&state).await.map_err(CliError::Failed)?;
         self.fleet = spawn_fleet(
@@ -146,7 +159,13 @@ impl Serving {
 
     /// Serves until `shutdown` completes (or the server fails), then stops cleanly.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
-        let Serving { running, store, fleet, fleet_stop, .. } = self;
+        let Serving {
+            running,
+            store,
+            fleet,
+            fleet_stop,
+            ..
+        } = self;
         let stop_server = running.shutdown_signal();
         let mut server = std::pin::pin!(running.wait());
         let ended_early = tokio::select! {
@@ -164,7 +183,9 @@ impl Serving {
                 let _ = stop_server.send(true);
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(CliError::Failed(format!("the server failed while stopping: {e}"))),
+                    Ok(Err(e)) => Err(CliError::Failed(format!(
+                        "the server failed while stopping: {e}"
+                    ))),
                     Err(_) => {
                         tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at shutdown were dropped");
                         Ok(())
@@ -189,7 +210,9 @@ async fn stop_fleet(stop: watch::Sender<bool>, fleet: Vec<JoinHandle<Result<(), 
         let abort = handle.abort_handle();
         match tokio::time::timeout_at(deadline, handle).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "a simulated device stopped with an error"),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "a simulated device stopped with an error")
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "a simulated device task failed"),
             Err(_) => abort.abort(),
         }

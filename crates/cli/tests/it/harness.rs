@@ -35,8 +35,6 @@ pub struct TestServer {
     pub state: AppState,
     pub base: String,
     pub http: reqwest::Client,
-    /// Set when the server runs on an injected manual clock.
-    pub clock: Option<Arc<ManualClock>>,
     /// The default tenant, where `app`/`enroll` create things.
     pub tenant_id: String,
     running: Option<RunningServer>,
@@ -103,7 +101,7 @@ impl TestServer {
             ..ServerConfig::default()
         };
         tweak(&mut config);
-        let dyn_clock: Arc<dyn Clock> = match &clock {
+        let dyn_clock: Arc<dyn Clock> = match clock {
             Some(c) => c.clone(),
             None => Arc::new(SystemClock),
         };
@@ -117,7 +115,6 @@ impl TestServer {
             state: running.state.clone(),
             base: running.base_url(),
             http: http_client(),
-            clock,
             tenant_id: tenant.id,
             running: Some(running),
             _dir: dir,
@@ -126,14 +123,6 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
-    }
-
-    pub fn data_dir(&self) -> &std::path::Path {
-        self._dir.path()
-    }
-
-    pub fn manual_clock(&self) -> &ManualClock {
-        self.clock.as_deref().expect("this server runs on a manual clock")
     }
 
     /// Stops the server and waits for it.
@@ -384,22 +373,6 @@ impl Api {
         let r = self.get(&format!("/api/machineactions/{id}")).await;
         assert_eq!(r.status, 200, "get action {id}: {}", r.text);
         r.json()
-    }
-
-    /// Polls the action until its status is one of `statuses`.
-    pub async fn wait_status(&self, id: &str, statuses: &[&str], limit: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let a = self.action(id).await;
-            if statuses.iter().any(|s| a["status"] == *s) {
-                return a;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "action {id} did not reach {statuses:?} within {limit:?}; last: {a}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! One test binary on purpose: every extra file under tests/ is another slow link.
 
 mod harness;
+mod process;
 mod wire;
 
 mod cancel_races;

@@ -187,7 +187,7 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     }
     assert!(cases.iter().filter(|(_, w)| !w.is_empty()).count() > 15);
     // Still all there after the injection attempts.
-    assert_eq!(filter(api, "status ne 'x'").await.len(), 10);
+    assert_eq!(filter(api, "requestor ne 'x'").await.len(), 10);
 
     // `+` is a space in the raw query string; `%27` and literal quotes both work.
     let plus = list(api, "/api/machineactions?$filter=status+eq+'Pending'&$top=100").await;
@@ -235,7 +235,7 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
 
     // nextLink: follow it to the end; no duplicates, no gaps, same order.
     let mut seen = Vec::new();
-    let mut page = list(api, "/api/machineactions?$top=3&$filter=status+ne+'Nothing'").await;
+    let mut page = list(api, "/api/machineactions?$top=3&$filter=requestor+ne+'Nobody'").await;
     let mut hops = 0;
     loop {
         seen.extend(page_ids(&page));
@@ -290,6 +290,17 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     assert_eq!(names.len(), 5);
     let (names, _) = m("/api/machines?$filter=rbacGroupId+eq+0+and+lastIpAddress+eq+'10.0.0.7'").await;
     assert_eq!(names.len(), 5);
+    let (names, _) = m("/api/machines?$filter=version+eq+'Ubuntu+24.04'+and+riskScore+eq+'None'+and+exposureLevel+eq+'None'+and+deviceValue+eq+'Normal'").await;
+    assert_eq!(names.len(), 5);
+    let first_seen = list(api, "/api/machines/other-b1").await["lastSeen"].as_str().unwrap().to_string();
+    let (names, _) = m(&format!("/api/machines?$filter=lastSeen+ge+{first_seen}+and+startswith(computerDnsName,'other-')")).await;
+    assert_eq!(names, ["other-b1"]);
+    let (names, _) = m("/api/machines?$filter=machineTags/any(t:+t+eq+'vip')").await;
+    assert!(names.is_empty());
+    let (names, _) = m("/api/machines?$filter=ComputerDnsName+in+('demo-a0','other-b1')").await;
+    assert_eq!(names, ["demo-a0", "other-b1"]);
+    let (names, v) = m("/api/machines?$skip=10").await;
+    assert!(names.is_empty() && v.get("@odata.nextLink").is_none(), "{v}");
     let (names, _) = m("/api/machines?$filter=osPlatform+eq+'Windows10'").await;
     assert!(names.is_empty());
     let (names, _) = m("/api/machines?$filter=computerDnsName+eq+'x''+or+''1''=''1'").await;

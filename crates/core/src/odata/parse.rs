@@ -6,8 +6,9 @@ mod lexer;
 use super::{Direction, Field, Query, MAX_TOP};
 use crate::Error;
 
-/// Longest value accepted for any query option, in bytes.
-const MAX_OPTION_LEN: usize = filter::MAX_FILTER_LEN;
+/// Longest value accepted for any query option, in bytes; with the filter's depth limit
+/// this bounds the work and recursion a hostile query can cause.
+const MAX_OPTION_LEN: usize = 8 * 1024;
 
 /// Parses the `$filter`, `$top`, `$skip`, `$orderby` and `$count` options from already
 /// URL-decoded `(name, value)` pairs. Option names match case-insensitively; any other
@@ -303,6 +304,10 @@ mod tests {
         assert_eq!(
             actions("((id eq 'a'))").unwrap(),
             cmp(A::Id, CmpOp::Eq, s("a"))
+        );
+        assert_eq!(
+            actions("not(id eq 'a')").unwrap(),
+            not(cmp(A::Id, CmpOp::Eq, s("a")))
         );
     }
 

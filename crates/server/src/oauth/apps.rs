@@ -22,11 +22,15 @@ pub async fn create_app(
 ) -> Result<(AppRegistration, String), Error> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(Error::BadRequest("The application name must not be empty".into()));
+        return Err(Error::BadRequest(
+            "The application name must not be empty".into(),
+        ));
     }
     let roles = validate_roles(roles)?;
     if store.tenant(tenant_id).await?.is_none() {
-        return Err(Error::ResourceNotFound(format!("Tenant {tenant_id} was not found")));
+        return Err(Error::ResourceNotFound(format!(
+            "Tenant {tenant_id} was not found"
+        )));
     }
     let secret = generate_secret();
     // Argon2id takes tens of milliseconds of CPU: keep it off the async workers.
@@ -104,14 +108,27 @@ mod tests {
     async fn apps_get_a_guid_a_hashed_secret_and_known_roles() {
         let store = MemStore::default();
         let tenant = ensure_default_tenant(&store).await.unwrap();
-        let roles = vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string(), ROLE_RESTRICT.to_string()];
-        let (app, secret) = create_app(&store, &clock(), &tenant.id, " SOAR ", &roles).await.unwrap();
+        let roles = vec![
+            ROLE_RESTRICT.to_string(),
+            ROLE_READ_ALL.to_string(),
+            ROLE_RESTRICT.to_string(),
+        ];
+        let (app, secret) = create_app(&store, &clock(), &tenant.id, " SOAR ", &roles)
+            .await
+            .unwrap();
         assert!(appfence_core::ids::parse_guid(&app.client_id).is_some());
         assert_eq!(app.display_name, "SOAR");
-        assert_eq!(app.roles, vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()]);
+        assert_eq!(
+            app.roles,
+            vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()]
+        );
         assert_eq!(app.created, Timestamp::from_unix_seconds(1_700_000_000));
         assert!(verify_secret(&secret, &app.secret_hash));
-        let stored = store.app(&tenant.id, &app.client_id).await.unwrap().unwrap();
+        let stored = store
+            .app(&tenant.id, &app.client_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored, app);
         assert!(!stored.secret_hash.contains(&secret));
     }
@@ -120,9 +137,15 @@ mod tests {
     async fn bad_apps_are_refused() {
         let store = MemStore::default();
         let tenant = ensure_default_tenant(&store).await.unwrap();
-        let err = create_app(&store, &clock(), &tenant.id, "x", &["Machine.Isolate".to_string()])
-            .await
-            .unwrap_err();
+        let err = create_app(
+            &store,
+            &clock(),
+            &tenant.id,
+            "x",
+            &["Machine.Isolate".to_string()],
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             err,
             Error::BadRequest(
@@ -131,9 +154,13 @@ mod tests {
                     .into()
             )
         );
-        let err = create_app(&store, &clock(), &tenant.id, "  ", &[]).await.unwrap_err();
+        let err = create_app(&store, &clock(), &tenant.id, "  ", &[])
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::BadRequest(m) if m.contains("name")));
-        let err = create_app(&store, &clock(), "no-such-tenant", "x", &[]).await.unwrap_err();
+        let err = create_app(&store, &clock(), "no-such-tenant", "x", &[])
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::ResourceNotFound(_)));
     }
 
@@ -147,7 +174,10 @@ mod tests {
         assert_eq!(store.tenants().await.unwrap().len(), 1);
         // With several tenants, the oldest.
         store
-            .ensure_tenant(&Tenant { id: new_guid(), name: "second".into() })
+            .ensure_tenant(&Tenant {
+                id: new_guid(),
+                name: "second".into(),
+            })
             .await
             .unwrap();
         assert_eq!(ensure_default_tenant(&store).await.unwrap(), first);

@@ -126,8 +126,14 @@ mod tests {
     #[test]
     fn audiences_are_normalised() {
         let p = policy();
-        assert_eq!(p.accept_audience("http://127.0.0.1:8080"), Some("http://127.0.0.1:8080"));
-        assert_eq!(p.accept_audience("http://127.0.0.1:8080/"), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            p.accept_audience("http://127.0.0.1:8080"),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            p.accept_audience("http://127.0.0.1:8080/"),
+            Some("http://127.0.0.1:8080")
+        );
         assert_eq!(
             p.accept_audience("https://API.securitycenter.microsoft.com/"),
             Some("https://api.securitycenter.microsoft.com")
@@ -141,7 +147,10 @@ mod tests {
             Some("https://api.securitycenter.windows.com")
         );
         assert_eq!(p.accept_audience("https://graph.microsoft.com"), None);
-        assert_eq!(p.accept_audience("https://api.securitycenter.microsoft.com/api"), None);
+        assert_eq!(
+            p.accept_audience("https://api.securitycenter.microsoft.com/api"),
+            None
+        );
         assert_eq!(p.accept_audience(""), None);
         assert_eq!(p.accept_audience("/"), None);
     }
@@ -157,8 +166,12 @@ mod tests {
             p.audience_from_scope(" http://127.0.0.1:8080/.DEFAULT "),
             Ok("http://127.0.0.1:8080")
         );
-        assert!(p.audience_from_scope("https://api.securitycenter.microsoft.com").is_err());
-        assert!(p.audience_from_scope("https://graph.microsoft.com/.default").is_err());
+        assert!(p
+            .audience_from_scope("https://api.securitycenter.microsoft.com")
+            .is_err());
+        assert!(p
+            .audience_from_scope("https://graph.microsoft.com/.default")
+            .is_err());
         assert!(p
             .audience_from_scope(
                 "https://api.securitycenter.microsoft.com/.default http://127.0.0.1:8080/.default"
@@ -174,7 +187,10 @@ mod tests {
     fn issuers_follow_entra() {
         let p = policy();
         assert_eq!(p.issuer("t", TokenVersion::V1), "http://127.0.0.1:8080/t/");
-        assert_eq!(p.issuer("t", TokenVersion::V2), "http://127.0.0.1:8080/t/v2.0");
+        assert_eq!(
+            p.issuer("t", TokenVersion::V2),
+            "http://127.0.0.1:8080/t/v2.0"
+        );
         assert!(p.accepts_issuer("http://127.0.0.1:8080/t/", "t"));
         assert!(p.accepts_issuer("http://127.0.0.1:8080/t/v2.0", "t"));
         assert!(!p.accepts_issuer("http://127.0.0.1:8080/u/", "t"));

@@ -87,23 +87,38 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_read_from_the_header() {
-        assert_eq!(bearer_token(&headers("Bearer abc.def.ghi")).unwrap(), "abc.def.ghi");
+        assert_eq!(
+            bearer_token(&headers("Bearer abc.def.ghi")).unwrap(),
+            "abc.def.ghi"
+        );
         assert_eq!(bearer_token(&headers("bearer  abc ")).unwrap(), "abc");
         assert_eq!(bearer_token(&headers("BEARER abc")).unwrap(), "abc");
-        assert_eq!(refused(bearer_token(&HeaderMap::new())), "Authorization header is missing");
+        assert_eq!(
+            refused(bearer_token(&HeaderMap::new())),
+            "Authorization header is missing"
+        );
         assert_eq!(
             refused(bearer_token(&headers("Basic Zm9vOmJhcg=="))),
             "Authorization header must use the Bearer scheme"
         );
-        assert_eq!(refused(bearer_token(&headers("Bearer"))), "Authorization header has no token");
-        assert_eq!(refused(bearer_token(&headers("Bearer   "))), "Authorization header has no token");
+        assert_eq!(
+            refused(bearer_token(&headers("Bearer"))),
+            "Authorization header has no token"
+        );
+        assert_eq!(
+            refused(bearer_token(&headers("Bearer   "))),
+            "Authorization header has no token"
+        );
         assert_eq!(
             refused(bearer_token(&headers("Bearerabc"))),
             "Authorization header must use the Bearer scheme"
         );
     }
 
-    async fn extract(state: &AppState, authorization: Option<&str>) -> Result<Authenticated, ApiError> {
+    async fn extract(
+        state: &AppState,
+        authorization: Option<&str>,
+    ) -> Result<Authenticated, ApiError> {
         let mut req = Request::builder().uri("/api/machines");
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a);
@@ -126,9 +141,16 @@ mod tests {
     #[tokio::test]
     async fn the_extractor_uses_the_injected_clock_and_checks_the_tenant() {
         let (state, clock) = test_state().await;
-        let token = issue_app_token(&state, &app(TENANT), "https://api.security.microsoft.com/", TokenVersion::V1)
+        let token = issue_app_token(
+            &state,
+            &app(TENANT),
+            "https://api.security.microsoft.com/",
+            TokenVersion::V1,
+        )
+        .unwrap();
+        let Authenticated(p) = extract(&state, Some(&format!("Bearer {token}")))
+            .await
             .unwrap();
-        let Authenticated(p) = extract(&state, Some(&format!("Bearer {token}"))).await.unwrap();
         assert_eq!(p.tenant_id, TENANT);
         assert_eq!(
             p.caller,
@@ -141,13 +163,22 @@ mod tests {
 
         // The server's clock, not the system's, decides expiry.
         clock.advance(state.config.token_lifetime + Duration::from_secs(1));
-        let err = extract(&state, Some(&format!("Bearer {token}"))).await.unwrap_err();
+        let err = extract(&state, Some(&format!("Bearer {token}")))
+            .await
+            .unwrap_err();
         assert_eq!(err.0, Error::Unauthorized("The token has expired".into()));
 
         // A token for a tenant that does not exist.
-        let token = issue_app_token(&state, &app("11111111-2222-3333-4444-555555555555"), "https://api.security.microsoft.com", TokenVersion::V2)
-            .unwrap();
-        let err = extract(&state, Some(&format!("Bearer {token}"))).await.unwrap_err();
+        let token = issue_app_token(
+            &state,
+            &app("11111111-2222-3333-4444-555555555555"),
+            "https://api.security.microsoft.com",
+            TokenVersion::V2,
+        )
+        .unwrap();
+        let err = extract(&state, Some(&format!("Bearer {token}")))
+            .await
+            .unwrap_err();
         assert_eq!(
             err.0,
             Error::Unauthorized(
@@ -157,12 +188,20 @@ mod tests {
         // Which is found once the tenant is created.
         state
             .store
-            .ensure_tenant(&Tenant { id: "11111111-2222-3333-4444-555555555555".into(), name: "late".into() })
+            .ensure_tenant(&Tenant {
+                id: "11111111-2222-3333-4444-555555555555".into(),
+                name: "late".into(),
+            })
             .await
             .unwrap();
-        assert!(extract(&state, Some(&format!("Bearer {token}"))).await.is_ok());
+        assert!(extract(&state, Some(&format!("Bearer {token}")))
+            .await
+            .is_ok());
 
         let err = extract(&state, None).await.unwrap_err();
-        assert_eq!(err.0, Error::Unauthorized("Authorization header is missing".into()));
+        assert_eq!(
+            err.0,
+            Error::Unauthorized("Authorization header is missing".into())
+        );
     }
 }

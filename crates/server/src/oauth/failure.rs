@@ -42,7 +42,11 @@ impl OAuthFailure {
     }
 
     pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
     }
 
     pub fn invalid_resource(description: impl Into<String>) -> Self {

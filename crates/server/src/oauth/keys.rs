@@ -26,8 +26,7 @@ pub const ALGORITHM: &str = "EdDSA";
 /// OCTET STRING { OCTET STRING seed } }. jsonwebtoken's `EncodingKey::from_ed_der`
 /// expects exactly this.
 const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-    0x20,
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
 /// What the built-in issuer needs on the hot path: the key it signs with, every key it
@@ -83,17 +82,15 @@ impl KeySet {
     /// A key whose bytes are damaged is an `Internal` error rather than a key that
     /// silently never verifies.
     pub fn from_keys(keys: &[SigningKey]) -> Result<KeySet, Error> {
-        let newest = keys
-            .iter()
-            .filter(|k| k.algorithm == ALGORITHM)
-            .max_by_key(|k| k.created)
+        let mut sorted: Vec<&SigningKey> =
+            keys.iter().filter(|k| k.algorithm == ALGORITHM).collect();
+        sorted.sort_by_key(|k| std::cmp::Reverse(k.created));
+        let newest = *sorted
+            .first()
             .ok_or_else(|| Error::internal("no EdDSA signing key is available"))?;
         let mut verifying = HashMap::new();
         let mut jwks = Vec::new();
-        let mut sorted: Vec<&SigningKey> =
-            keys.iter().filter(|k| k.algorithm == ALGORITHM).collect();
-        sorted.sort_by(|a, b| b.created.cmp(&a.created));
-        for key in sorted {
+        for &key in &sorted {
             let public = checked_public_key(key)?;
             verifying.insert(key.kid.clone(), DecodingKey::from_ed_der(&public));
             jwks.push(Jwk {
@@ -166,7 +163,8 @@ pub fn kid_of(public_key: &[u8]) -> String {
 
 /// The public key of a stored key, after checking that it belongs to the private key.
 fn checked_public_key(key: &SigningKey) -> Result<[u8; 32], Error> {
-    let corrupt = |what: &str| Error::internal(format!("signing key {} is corrupt: {what}", key.kid));
+    let corrupt =
+        |what: &str| Error::internal(format!("signing key {} is corrupt: {what}", key.kid));
     let seed: [u8; 32] = key
         .private_key
         .as_slice()
@@ -198,7 +196,10 @@ mod tests {
     fn round_trip(signer: &KeySet, verifier: &KeySet) -> jsonwebtoken::errors::Result<Claims> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(signer.signing_kid().to_string());
-        let claims = Claims { sub: "s".into(), exp: 4_000_000_000 };
+        let claims = Claims {
+            sub: "s".into(),
+            exp: 4_000_000_000,
+        };
         let token = jsonwebtoken::encode(&header, &claims, signer.encoding_key())?;
         let key = verifier
             .decoding_key(signer.signing_kid())
@@ -222,15 +223,18 @@ mod tests {
 
     #[test]
     fn decoding_from_jwk_components_matches_the_der_form() {
-        let set = KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))])
-            .unwrap();
+        let set =
+            KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))]).unwrap();
         let jwk = &set.jwks().keys[0];
         let from_x = DecodingKey::from_ed_components(&jwk.x).unwrap();
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(jwk.kid.clone());
         let token = jsonwebtoken::encode(
             &header,
-            &Claims { sub: "s".into(), exp: 4_000_000_000 },
+            &Claims {
+                sub: "s".into(),
+                exp: 4_000_000_000,
+            },
             set.encoding_key(),
         )
         .unwrap();
@@ -241,13 +245,20 @@ mod tests {
 
     #[test]
     fn another_key_does_not_verify() {
-        let a = KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))])
-            .unwrap();
+        let a =
+            KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))]).unwrap();
         let b_key = generate_signing_key(Timestamp::from_unix_seconds(1));
         // Give b's key a's kid, so the lookup succeeds and only the signature differs.
-        let b = KeySet::from_keys(&[SigningKey { kid: a.signing_kid().into(), ..b_key }]).unwrap();
+        let b = KeySet::from_keys(&[SigningKey {
+            kid: a.signing_kid().into(),
+            ..b_key
+        }])
+        .unwrap();
         let err = round_trip(&a, &b).unwrap_err();
-        assert_eq!(err.kind(), &jsonwebtoken::errors::ErrorKind::InvalidSignature);
+        assert_eq!(
+            err.kind(),
+            &jsonwebtoken::errors::ErrorKind::InvalidSignature
+        );
     }
 
     #[test]
@@ -258,7 +269,11 @@ mod tests {
         assert_eq!(set.signing_kid(), new.kid);
         assert!(set.decoding_key(&old.kid).is_some());
         assert_eq!(
-            set.jwks().keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            set.jwks()
+                .keys
+                .iter()
+                .map(|k| k.kid.as_str())
+                .collect::<Vec<_>>(),
             vec![new.kid.as_str(), old.kid.as_str()]
         );
         // A token signed while `old` was newest still verifies with the rotated set.
@@ -269,7 +284,7 @@ mod tests {
     #[test]
     fn jwks_has_the_rfc_8037_shape() {
         let key = generate_signing_key(Timestamp::from_unix_seconds(1));
-        let set = KeySet::from_keys(&[key.clone()]).unwrap();
+        let set = KeySet::from_keys(std::slice::from_ref(&key)).unwrap();
         let json = serde_json::to_string(set.jwks()).unwrap();
         let x = URL_SAFE_NO_PAD.encode(&key.public_key);
         assert_eq!(
@@ -285,10 +300,22 @@ mod tests {
     fn corrupt_keys_are_refused() {
         let key = generate_signing_key(Timestamp::from_unix_seconds(1));
         let other = generate_signing_key(Timestamp::from_unix_seconds(1));
-        let mismatched = SigningKey { public_key: other.public_key, ..key.clone() };
-        assert!(matches!(KeySet::from_keys(&[mismatched]), Err(Error::Internal(_))));
-        let short = SigningKey { private_key: vec![1, 2, 3], ..key };
-        assert!(matches!(KeySet::from_keys(&[short]), Err(Error::Internal(_))));
+        let mismatched = SigningKey {
+            public_key: other.public_key,
+            ..key.clone()
+        };
+        assert!(matches!(
+            KeySet::from_keys(&[mismatched]),
+            Err(Error::Internal(_))
+        ));
+        let short = SigningKey {
+            private_key: vec![1, 2, 3],
+            ..key
+        };
+        assert!(matches!(
+            KeySet::from_keys(&[short]),
+            Err(Error::Internal(_))
+        ));
         assert!(matches!(KeySet::from_keys(&[]), Err(Error::Internal(_))));
     }
 
@@ -300,7 +327,11 @@ mod tests {
         assert_eq!(store.signing_keys().await.unwrap().len(), 1);
         let second = KeySet::load_or_create(&store, &clock).await.unwrap();
         assert_eq!(first.signing_kid(), second.signing_kid());
-        assert_eq!(store.signing_keys().await.unwrap().len(), 1, "no second key");
+        assert_eq!(
+            store.signing_keys().await.unwrap().len(),
+            1,
+            "no second key"
+        );
         assert!(round_trip(&first, &second).is_ok());
     }
 }

@@ -24,7 +24,10 @@ pub struct TokenRequest {
 
 /// The parameters of a form body and, for a GET, of the query string. A parameter given
 /// twice is refused (RFC 6749 §3.2); an empty one counts as absent (§3.1).
-pub fn parse_params(body: &[u8], query: Option<&str>) -> Result<HashMap<String, String>, OAuthFailure> {
+pub fn parse_params(
+    body: &[u8],
+    query: Option<&str>,
+) -> Result<HashMap<String, String>, OAuthFailure> {
     let mut pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
         OAuthFailure::invalid_request("The request body must be application/x-www-form-urlencoded")
     })?;
@@ -85,7 +88,9 @@ pub fn token_request(
             (id, secret, true)
         }
         None => (
-            form_id.ok_or_else(|| OAuthFailure::missing("client_id"))?.clone(),
+            form_id
+                .ok_or_else(|| OAuthFailure::missing("client_id"))?
+                .clone(),
             form_secret
                 .ok_or_else(|| OAuthFailure::missing("client_secret"))?
                 .clone(),
@@ -107,7 +112,9 @@ pub fn token_request(
             })?
         }
         TokenVersion::V2 => {
-            let scope = params.get("scope").ok_or_else(|| OAuthFailure::missing("scope"))?;
+            let scope = params
+                .get("scope")
+                .ok_or_else(|| OAuthFailure::missing("scope"))?;
             policy
                 .audience_from_scope(scope)
                 .map_err(|e| OAuthFailure::invalid_scope(e.0))?
@@ -125,12 +132,17 @@ pub fn token_request(
 /// schemes are not client authentication and are ignored. The RFC form-encodes both
 /// parts before base64; our client ids (GUIDs) and secrets (base64url) contain no
 /// character that encoding changes, so decoding would be a no-op and is skipped.
-fn basic_credentials(authorization: Option<&HeaderValue>) -> Result<Option<(String, String)>, OAuthFailure> {
+fn basic_credentials(
+    authorization: Option<&HeaderValue>,
+) -> Result<Option<(String, String)>, OAuthFailure> {
     let Some(value) = authorization else {
         return Ok(None);
     };
     let malformed = || {
-        OAuthFailure::invalid_client("The Authorization header is not valid HTTP Basic credentials", true)
+        OAuthFailure::invalid_client(
+            "The Authorization header is not valid HTTP Basic credentials",
+            true,
+        )
     };
     let value = value.to_str().map_err(|_| malformed())?.trim();
     let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
@@ -187,13 +199,22 @@ mod tests {
             }
         );
         assert_eq!(
-            failure(v1("grant_type=client_credentials&client_id=c&client_secret=s")),
-            (400, "invalid_request", "Parameter 'resource' is missing".into())
+            failure(v1(
+                "grant_type=client_credentials&client_id=c&client_secret=s"
+            )),
+            (
+                400,
+                "invalid_request",
+                "Parameter 'resource' is missing".into()
+            )
         );
         let (status, error, description) =
             failure(v1("grant_type=client_credentials&client_id=c&client_secret=s&resource=https://graph.microsoft.com"));
         assert_eq!((status, error), (400, "invalid_resource"));
-        assert!(description.contains("'https://graph.microsoft.com'"), "{description}");
+        assert!(
+            description.contains("'https://graph.microsoft.com'"),
+            "{description}"
+        );
     }
 
     #[test]
@@ -204,8 +225,14 @@ mod tests {
         .unwrap();
         assert_eq!(r.audience, MDE);
         assert_eq!(
-            failure(v2(&format!("grant_type=client_credentials&client_id=c&client_secret=s&resource={MDE}"))),
-            (400, "invalid_request", "Parameter 'scope' is missing".into())
+            failure(v2(&format!(
+                "grant_type=client_credentials&client_id=c&client_secret=s&resource={MDE}"
+            ))),
+            (
+                400,
+                "invalid_request",
+                "Parameter 'scope' is missing".into()
+            )
         );
         assert_eq!(
             failure(v2("grant_type=client_credentials&client_id=c&client_secret=s&scope=https://graph.microsoft.com/.default")).1,
@@ -217,10 +244,16 @@ mod tests {
     fn grant_type_and_credentials_are_required() {
         assert_eq!(
             failure(v1(&format!("client_id=c&client_secret=s&resource={MDE}"))),
-            (400, "invalid_request", "Parameter 'grant_type' is missing".into())
+            (
+                400,
+                "invalid_request",
+                "Parameter 'grant_type' is missing".into()
+            )
         );
         assert_eq!(
-            failure(v1(&format!("grant_type=password&client_id=c&client_secret=s&resource={MDE}"))),
+            failure(v1(&format!(
+                "grant_type=password&client_id=c&client_secret=s&resource={MDE}"
+            ))),
             (
                 400,
                 "unsupported_grant_type",
@@ -228,48 +261,107 @@ mod tests {
             )
         );
         assert_eq!(
-            failure(v1(&format!("grant_type=client_credentials&client_secret=s&resource={MDE}"))),
-            (400, "invalid_request", "Parameter 'client_id' is missing".into())
+            failure(v1(&format!(
+                "grant_type=client_credentials&client_secret=s&resource={MDE}"
+            ))),
+            (
+                400,
+                "invalid_request",
+                "Parameter 'client_id' is missing".into()
+            )
         );
         assert_eq!(
-            failure(v1(&format!("grant_type=client_credentials&client_id=c&client_secret=&resource={MDE}"))),
-            (400, "invalid_request", "Parameter 'client_secret' is missing".into())
+            failure(v1(&format!(
+                "grant_type=client_credentials&client_id=c&client_secret=&resource={MDE}"
+            ))),
+            (
+                400,
+                "invalid_request",
+                "Parameter 'client_secret' is missing".into()
+            )
         );
     }
 
     #[test]
     fn parameters_come_from_the_body_and_the_query() {
-        let p = parse_params(b"grant_type=client_credentials", Some("client_id=c&client_secret=s%2B1")).unwrap();
+        let p = parse_params(
+            b"grant_type=client_credentials",
+            Some("client_id=c&client_secret=s%2B1"),
+        )
+        .unwrap();
         assert_eq!(p["client_id"], "c");
         assert_eq!(p["client_secret"], "s+1");
         let err = parse_params(b"client_id=a", Some("client_id=b")).unwrap_err();
-        assert_eq!(err.description, "Parameter 'client_id' is given more than once");
+        assert_eq!(
+            err.description,
+            "Parameter 'client_id' is given more than once"
+        );
         assert!(parse_params(b"", None).unwrap().is_empty());
     }
 
     #[test]
     fn basic_authentication_is_accepted() {
-        let header = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("c:s:with:colons"))).unwrap();
+        let header =
+            HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("c:s:with:colons")))
+                .unwrap();
         let p = params(&format!("grant_type=client_credentials&resource={MDE}"));
         let r = token_request(&p, Some(&header), TokenVersion::V1, &policy()).unwrap();
-        assert_eq!((r.client_id.as_str(), r.client_secret.as_str(), r.basic_auth), ("c", "s:with:colons", true));
+        assert_eq!(
+            (r.client_id.as_str(), r.client_secret.as_str(), r.basic_auth),
+            ("c", "s:with:colons", true)
+        );
         // A matching client_id in the body is fine; a secret there as well is not.
-        let p = params(&format!("grant_type=client_credentials&client_id=c&resource={MDE}"));
+        let p = params(&format!(
+            "grant_type=client_credentials&client_id=c&resource={MDE}"
+        ));
         assert!(token_request(&p, Some(&header), TokenVersion::V1, &policy()).is_ok());
-        let p = params(&format!("grant_type=client_credentials&client_id=d&resource={MDE}"));
-        assert_eq!(token_request(&p, Some(&header), TokenVersion::V1, &policy()).unwrap_err().error, "invalid_request");
-        let p = params(&format!("grant_type=client_credentials&client_secret=s&resource={MDE}"));
-        assert_eq!(token_request(&p, Some(&header), TokenVersion::V1, &policy()).unwrap_err().error, "invalid_request");
+        let p = params(&format!(
+            "grant_type=client_credentials&client_id=d&resource={MDE}"
+        ));
+        assert_eq!(
+            token_request(&p, Some(&header), TokenVersion::V1, &policy())
+                .unwrap_err()
+                .error,
+            "invalid_request"
+        );
+        let p = params(&format!(
+            "grant_type=client_credentials&client_secret=s&resource={MDE}"
+        ));
+        assert_eq!(
+            token_request(&p, Some(&header), TokenVersion::V1, &policy())
+                .unwrap_err()
+                .error,
+            "invalid_request"
+        );
         // Garbage Basic credentials are a client authentication failure with a challenge.
         let p = params(&format!("grant_type=client_credentials&resource={MDE}"));
-        for bad in ["Basic !!!", "Basic", &format!("basic {}", STANDARD.encode("no-colon"))] {
-            let f = token_request(&p, Some(&HeaderValue::from_str(bad).unwrap()), TokenVersion::V1, &policy())
-                .unwrap_err();
-            assert_eq!((f.status.as_u16(), f.error, f.basic_challenge), (401, "invalid_client", true), "{bad}");
+        for bad in [
+            "Basic !!!",
+            "Basic",
+            &format!("basic {}", STANDARD.encode("no-colon")),
+        ] {
+            let f = token_request(
+                &p,
+                Some(&HeaderValue::from_str(bad).unwrap()),
+                TokenVersion::V1,
+                &policy(),
+            )
+            .unwrap_err();
+            assert_eq!(
+                (f.status.as_u16(), f.error, f.basic_challenge),
+                (401, "invalid_client", true),
+                "{bad}"
+            );
         }
         // A Bearer header is not client authentication: the body is used.
         let bearer = HeaderValue::from_static("Bearer x");
-        let p = params(&format!("grant_type=client_credentials&client_id=c&client_secret=s&resource={MDE}"));
-        assert!(!token_request(&p, Some(&bearer), TokenVersion::V1, &policy()).unwrap().basic_auth);
+        let p = params(&format!(
+            "grant_type=client_credentials&client_id=c&client_secret=s&resource={MDE}"
+        ));
+        assert!(
+            !token_request(&p, Some(&bearer), TokenVersion::V1, &policy())
+                .unwrap()
+                .basic_auth
+        );
     }
 }

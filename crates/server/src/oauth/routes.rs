@@ -35,8 +35,14 @@ pub fn routes() -> Router<AppState> {
         .route("/{tenant}/oauth2/token", get(token_v1).post(token_v1))
         .route("/{tenant}/oauth2/v2.0/token", get(token_v2).post(token_v2))
         .route("/.well-known/openid-configuration", get(discovery_default))
-        .route("/{tenant}/.well-known/openid-configuration", get(discovery_v1))
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery_v2))
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(discovery_v1),
+        )
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(discovery_v2),
+        )
         .route("/discovery/keys", get(jwks))
         .route("/discovery/v2.0/keys", get(jwks))
         .route("/{tenant}/discovery/keys", get(tenant_jwks))
@@ -51,7 +57,16 @@ async fn token_v1(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(&state, &tenant, &method, query, &headers, &body, TokenVersion::V1).await
+    token(
+        &state,
+        &tenant,
+        &method,
+        query,
+        &headers,
+        &body,
+        TokenVersion::V1,
+    )
+    .await
 }
 
 async fn token_v2(
@@ -62,7 +77,16 @@ async fn token_v2(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(&state, &tenant, &method, query, &headers, &body, TokenVersion::V2).await
+    token(
+        &state,
+        &tenant,
+        &method,
+        query,
+        &headers,
+        &body,
+        TokenVersion::V2,
+    )
+    .await
 }
 
 async fn token(
@@ -115,9 +139,8 @@ async fn issue(
 
 /// Argon2 verification takes tens of milliseconds and ~19 MiB: bound how many run at
 /// once so a burst of token requests cannot exhaust memory or the blocking pool.
-static VERIFY_PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
-    Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-});
+static VERIFY_PERMITS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
 
 /// A hash to verify against when the client does not exist, so that unknown clients
 /// and wrong secrets take the same time.
@@ -181,7 +204,11 @@ pub struct OpenIdConfiguration {
 
 /// The discovery document of `tenant_id` for the v1 or v2 endpoints, with the same
 /// paths as Entra ID.
-pub fn openid_configuration(public_url: &str, tenant_id: &str, version: TokenVersion) -> OpenIdConfiguration {
+pub fn openid_configuration(
+    public_url: &str,
+    tenant_id: &str,
+    version: TokenVersion,
+) -> OpenIdConfiguration {
     let policy = TokenPolicy::new(public_url);
     let base = policy.public_url();
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -200,18 +227,35 @@ pub fn openid_configuration(public_url: &str, tenant_id: &str, version: TokenVer
         token_endpoint,
         jwks_uri,
         id_token_signing_alg_values_supported: strings(&[ALGORITHM]),
-        token_endpoint_auth_methods_supported: strings(&["client_secret_post", "client_secret_basic"]),
+        token_endpoint_auth_methods_supported: strings(&[
+            "client_secret_post",
+            "client_secret_basic",
+        ]),
         grant_types_supported: strings(&["client_credentials"]),
         claims_supported: strings(&[
-            "aud", "iss", "iat", "nbf", "exp", "azp", "app_displayname", "appid", "idtyp", "oid",
-            "roles", "tid", "ver", "jti",
+            "aud",
+            "iss",
+            "iat",
+            "nbf",
+            "exp",
+            "azp",
+            "app_displayname",
+            "appid",
+            "idtyp",
+            "oid",
+            "roles",
+            "tid",
+            "ver",
+            "jti",
         ]),
         tenant_id: tenant_id.to_string(),
     }
 }
 
 /// Without a tenant in the path: the default (oldest) tenant's v2 document.
-async fn discovery_default(State(state): State<AppState>) -> Result<Json<OpenIdConfiguration>, OAuthFailure> {
+async fn discovery_default(
+    State(state): State<AppState>,
+) -> Result<Json<OpenIdConfiguration>, OAuthFailure> {
     let tenant = state
         .store
         .tenants()
@@ -219,7 +263,11 @@ async fn discovery_default(State(state): State<AppState>) -> Result<Json<OpenIdC
         .into_iter()
         .next()
         .ok_or_else(|| OAuthFailure::not_found("No tenant exists yet"))?;
-    Ok(Json(openid_configuration(&state.public_url(), &tenant.id, TokenVersion::V2)))
+    Ok(Json(openid_configuration(
+        &state.public_url(),
+        &tenant.id,
+        TokenVersion::V2,
+    )))
 }
 
 async fn discovery_v1(
@@ -227,7 +275,11 @@ async fn discovery_v1(
     Path(tenant): Path<String>,
 ) -> Result<Json<OpenIdConfiguration>, OAuthFailure> {
     let tenant = tenant_of(&state, &tenant).await?;
-    Ok(Json(openid_configuration(&state.public_url(), &tenant.id, TokenVersion::V1)))
+    Ok(Json(openid_configuration(
+        &state.public_url(),
+        &tenant.id,
+        TokenVersion::V1,
+    )))
 }
 
 async fn discovery_v2(
@@ -235,7 +287,11 @@ async fn discovery_v2(
     Path(tenant): Path<String>,
 ) -> Result<Json<OpenIdConfiguration>, OAuthFailure> {
     let tenant = tenant_of(&state, &tenant).await?;
-    Ok(Json(openid_configuration(&state.public_url(), &tenant.id, TokenVersion::V2)))
+    Ok(Json(openid_configuration(
+        &state.public_url(),
+        &tenant.id,
+        TokenVersion::V2,
+    )))
 }
 
 async fn jwks(State(state): State<AppState>) -> Json<super::keys::Jwks> {
@@ -265,11 +321,16 @@ mod tests {
 
     const MDE: &str = "https://api.securitycenter.microsoft.com";
 
-    async fn call(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+    async fn call(
+        router: &Router,
+        req: Request<Body>,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
         let resp = router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let json = if body.is_empty() {
             serde_json::Value::Null
         } else {
@@ -306,20 +367,43 @@ mod tests {
     async fn v1_v2_get_and_basic_requests_get_tokens() {
         let (state, router, app, secret) = setup().await;
         let id = &app.client_id;
-        let v1 = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}");
+        let v1 = format!(
+            "grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}"
+        );
         let v2 = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&scope={MDE}/.default");
         let basic = Request::builder()
             .method("POST")
             .uri(format!("/{TENANT}/oauth2/v2.0/token"))
-            .header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))))
-            .body(Body::from(format!("grant_type=client_credentials&scope={MDE}/.default")))
+            .header(
+                AUTHORIZATION,
+                format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))),
+            )
+            .body(Body::from(format!(
+                "grant_type=client_credentials&scope={MDE}/.default"
+            )))
             .unwrap();
         let requests = [
-            (form("POST", &format!("/{TENANT}/oauth2/token"), v1.clone()), TokenVersion::V1),
-            (form("GET", &format!("/{TENANT}/oauth2/token"), v1.clone()), TokenVersion::V1),
-            (form("GET", &format!("/{TENANT}/oauth2/token?{v1}"), String::new()), TokenVersion::V1),
+            (
+                form("POST", &format!("/{TENANT}/oauth2/token"), v1.clone()),
+                TokenVersion::V1,
+            ),
+            (
+                form("GET", &format!("/{TENANT}/oauth2/token"), v1.clone()),
+                TokenVersion::V1,
+            ),
+            (
+                form(
+                    "GET",
+                    &format!("/{TENANT}/oauth2/token?{v1}"),
+                    String::new(),
+                ),
+                TokenVersion::V1,
+            ),
             (form("POST", "/default/oauth2/token", v1), TokenVersion::V1),
-            (form("POST", &format!("/{TENANT}/oauth2/v2.0/token"), v2), TokenVersion::V2),
+            (
+                form("POST", &format!("/{TENANT}/oauth2/v2.0/token"), v2),
+                TokenVersion::V2,
+            ),
             (basic, TokenVersion::V2),
         ];
         for (req, version) in requests {
@@ -397,17 +481,36 @@ mod tests {
         ];
         for (uri, body, status, error) in cases {
             let (s, headers, json) = call(&router, form("POST", &uri, body.clone())).await;
-            assert_eq!((s.as_u16(), json["error"].as_str().unwrap()), (status, error), "{uri} {body}: {json}");
-            assert!(json["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+            assert_eq!(
+                (s.as_u16(), json["error"].as_str().unwrap()),
+                (status, error),
+                "{uri} {body}: {json}"
+            );
+            assert!(json["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()));
             assert_eq!(headers["cache-control"], "no-store");
             assert!(json.get("access_token").is_none());
         }
         let (_, _, json) = call(&router, form("POST", "/nope/oauth2/token", String::new())).await;
         assert_eq!(json["error_description"], "Tenant 'nope' not found");
         // Query parameters of a POST are ignored: the body is where they belong.
-        let q = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}");
-        let (s, _, json) = call(&router, form("POST", &format!("/{TENANT}/oauth2/token?{q}"), String::new())).await;
-        assert_eq!((s.as_u16(), json["error_description"].as_str().unwrap()), (400, "Parameter 'grant_type' is missing"));
+        let q = format!(
+            "grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}"
+        );
+        let (s, _, json) = call(
+            &router,
+            form(
+                "POST",
+                &format!("/{TENANT}/oauth2/token?{q}"),
+                String::new(),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), json["error_description"].as_str().unwrap()),
+            (400, "Parameter 'grant_type' is missing")
+        );
     }
 
     #[tokio::test]
@@ -415,23 +518,56 @@ mod tests {
         let (state, router, _, _) = setup().await;
         let base = state.public_url();
         let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
-        for uri in ["/.well-known/openid-configuration".to_string(), format!("/{TENANT}/v2.0/.well-known/openid-configuration")] {
+        for uri in [
+            "/.well-known/openid-configuration".to_string(),
+            format!("/{TENANT}/v2.0/.well-known/openid-configuration"),
+        ] {
             let (s, _, json) = call(&router, get(&uri)).await;
             assert_eq!(s, StatusCode::OK, "{uri}");
             assert_eq!(json["issuer"], format!("{base}/{TENANT}/v2.0"));
-            assert_eq!(json["token_endpoint"], format!("{base}/{TENANT}/oauth2/v2.0/token"));
-            assert_eq!(json["jwks_uri"], format!("{base}/{TENANT}/discovery/v2.0/keys"));
-            assert_eq!(json["id_token_signing_alg_values_supported"], serde_json::json!(["EdDSA"]));
-            assert_eq!(json["grant_types_supported"], serde_json::json!(["client_credentials"]));
+            assert_eq!(
+                json["token_endpoint"],
+                format!("{base}/{TENANT}/oauth2/v2.0/token")
+            );
+            assert_eq!(
+                json["jwks_uri"],
+                format!("{base}/{TENANT}/discovery/v2.0/keys")
+            );
+            assert_eq!(
+                json["id_token_signing_alg_values_supported"],
+                serde_json::json!(["EdDSA"])
+            );
+            assert_eq!(
+                json["grant_types_supported"],
+                serde_json::json!(["client_credentials"])
+            );
         }
-        let (_, _, json) = call(&router, get(&format!("/{TENANT}/.well-known/openid-configuration"))).await;
+        let (_, _, json) = call(
+            &router,
+            get(&format!("/{TENANT}/.well-known/openid-configuration")),
+        )
+        .await;
         assert_eq!(json["issuer"], format!("{base}/{TENANT}/"));
-        assert_eq!(json["token_endpoint"], format!("{base}/{TENANT}/oauth2/token"));
-        let (s, _, json) = call(&router, get("/unknown/v2.0/.well-known/openid-configuration")).await;
-        assert_eq!((s.as_u16(), json["error"].as_str().unwrap()), (400, "invalid_request"));
+        assert_eq!(
+            json["token_endpoint"],
+            format!("{base}/{TENANT}/oauth2/token")
+        );
+        let (s, _, json) = call(
+            &router,
+            get("/unknown/v2.0/.well-known/openid-configuration"),
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), json["error"].as_str().unwrap()),
+            (400, "invalid_request")
+        );
 
         let expected = serde_json::to_value(state.keys.jwks()).unwrap();
-        for uri in ["/discovery/keys".to_string(), "/discovery/v2.0/keys".to_string(), format!("/{TENANT}/discovery/v2.0/keys")] {
+        for uri in [
+            "/discovery/keys".to_string(),
+            "/discovery/v2.0/keys".to_string(),
+            format!("/{TENANT}/discovery/v2.0/keys"),
+        ] {
             let (s, _, json) = call(&router, get(&uri)).await;
             assert_eq!(s, StatusCode::OK, "{uri}");
             assert_eq!(json, expected);
@@ -446,7 +582,10 @@ mod tests {
             .route("/api/machines", get(|| async { "api" }))
             .route("/api/machines/{id}", get(|| async { "api-machine" }))
             .route("/api/v1.0/machines", get(|| async { "api-v1" }))
-            .route("/agent/v1/commands", get(|| async { "agent" }).post(|| async { "agent" }))
+            .route(
+                "/agent/v1/commands",
+                get(|| async { "agent" }).post(|| async { "agent" }),
+            )
             .route("/healthz", get(|| async { "ok" }))
             .fallback(|| async { (StatusCode::NOT_FOUND, "fallback") });
         let router = other.merge(routes()).with_state(state);
@@ -459,12 +598,19 @@ mod tests {
             ("GET", "/healthz", "ok"),
             ("GET", "/api/unknown", "fallback"),
         ] {
-            let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
             let (_, _, body) = call(&router, req).await;
             assert_eq!(body, serde_json::Value::from(expected), "{method} {uri}");
         }
         // And the tenant routes still work next to them.
-        let req = Request::builder().uri(format!("/{TENANT}/discovery/v2.0/keys")).body(Body::empty()).unwrap();
+        let req = Request::builder()
+            .uri(format!("/{TENANT}/discovery/v2.0/keys"))
+            .body(Body::empty())
+            .unwrap();
         assert_eq!(call(&router, req).await.0, StatusCode::OK);
     }
 }

@@ -81,7 +81,9 @@ mod tests {
         assert_eq!(resolve_tenant(&store, "contoso").await.unwrap(), Some(t));
         assert_eq!(resolve_tenant(&store, "fabrikam").await.unwrap(), None);
         assert_eq!(
-            resolve_tenant(&store, "11111111-2222-3333-4444-555555555555").await.unwrap(),
+            resolve_tenant(&store, "11111111-2222-3333-4444-555555555555")
+                .await
+                .unwrap(),
             None
         );
     }
@@ -89,7 +91,10 @@ mod tests {
     #[tokio::test]
     async fn the_cache_answers_known_tenants_without_the_store() {
         let store = MemStore::default();
-        let t = Tenant { id: "t-1".into(), name: "one".into() };
+        let t = Tenant {
+            id: "t-1".into(),
+            name: "one".into(),
+        };
         store.ensure_tenant(&t).await.unwrap();
         let cache = TenantCache::default();
         assert!(!cache.exists(&store, "t-2").await.unwrap());
@@ -99,7 +104,10 @@ mod tests {
         assert_eq!(store.tenant_reads(), reads, "answered from the cache");
         // Unknown ids are not remembered: a tenant created later is found.
         store
-            .ensure_tenant(&Tenant { id: "t-2".into(), name: "two".into() })
+            .ensure_tenant(&Tenant {
+                id: "t-2".into(),
+                name: "two".into(),
+            })
             .await
             .unwrap();
         assert!(cache.exists(&store, "t-2").await.unwrap());

@@ -45,7 +45,9 @@ pub async fn test_state() -> (AppState, Arc<ManualClock>) {
         })
         .await
         .unwrap();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(1_700_000_000)));
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(
+        1_700_000_000,
+    )));
     let config = ServerConfig {
         public_url: Some("https://appfence.test/".into()),
         ..ServerConfig::default()
@@ -74,7 +76,13 @@ impl Store for MemStore {
 
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.tenant_reads.fetch_add(1, Ordering::SeqCst);
-        Ok(self.tenants.lock().unwrap().iter().find(|t| t.id == id).cloned())
+        Ok(self
+            .tenants
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| t.id == id)
+            .cloned())
     }
 
     async fn insert_app(&self, app: &AppRegistration) -> Result<()> {
@@ -102,7 +110,7 @@ impl Store for MemStore {
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
         let mut keys = self.keys.lock().unwrap().clone();
-        keys.sort_by(|a, b| b.created.cmp(&a.created));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created));
         Ok(keys)
     }
 
@@ -119,7 +127,10 @@ impl Store for MemStore {
         unused()
     }
 
-    async fn machine_by_credential(&self, _credential_sha256: &str) -> Result<Option<MachineRecord>> {
+    async fn machine_by_credential(
+        &self,
+        _credential_sha256: &str,
+    ) -> Result<Option<MachineRecord>> {
         unused()
     }
 
@@ -157,7 +168,11 @@ impl Store for MemStore {
         unused()
     }
 
-    async fn transition(&self, _action_id: &str, _change: &StatusChange) -> Result<TransitionOutcome> {
+    async fn transition(
+        &self,
+        _action_id: &str,
+        _change: &StatusChange,
+    ) -> Result<TransitionOutcome> {
         unused()
     }
 
@@ -165,7 +180,10 @@ impl Store for MemStore {
         unused()
     }
 
-    async fn last_succeeded_restrict_family(&self, _machine_id: &str) -> Result<Option<ActionRecord>> {
+    async fn last_succeeded_restrict_family(
+        &self,
+        _machine_id: &str,
+    ) -> Result<Option<ActionRecord>> {
         unused()
     }
 

@@ -111,7 +111,10 @@ mod tests {
             client_id: "6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b".into(),
             display_name: "SOAR".into(),
             secret_hash: String::new(),
-            roles: vec!["Machine.RestrictExecution".into(), "Machine.Read.All".into()],
+            roles: vec![
+                "Machine.RestrictExecution".into(),
+                "Machine.Read.All".into(),
+            ],
             created: Timestamp::from_unix_seconds(1),
         }
     }
@@ -153,17 +156,30 @@ mod tests {
         assert!(json.get("azp").is_none());
         assert_eq!(json["jti"].as_str().unwrap().len(), 36);
 
-        let v2 = app_token_claims(&p, &app(), "https://appfence.example", TokenVersion::V2, now, Duration::from_secs(60));
-        assert_eq!(v2.iss, "https://appfence.example/0b5f7a31-8d2c-4c3e-9a55-1e2d3c4b5a69/v2.0");
-        assert_eq!(v2.azp.as_deref(), Some("6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b"));
+        let v2 = app_token_claims(
+            &p,
+            &app(),
+            "https://appfence.example",
+            TokenVersion::V2,
+            now,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            v2.iss,
+            "https://appfence.example/0b5f7a31-8d2c-4c3e-9a55-1e2d3c4b5a69/v2.0"
+        );
+        assert_eq!(
+            v2.azp.as_deref(),
+            Some("6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b")
+        );
         assert_eq!(v2.ver, "2.0");
         assert_ne!(v1.jti, v2.jti);
     }
 
     #[test]
     fn signed_tokens_carry_the_kid_and_eddsa() {
-        let keys = KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))])
-            .unwrap();
+        let keys =
+            KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))]).unwrap();
         let claims = app_token_claims(
             &TokenPolicy::new("http://x"),
             &app(),

@@ -123,14 +123,26 @@ fn read_header(token: &str) -> Result<RawHeader, Error> {
     serde_json::from_slice(&bytes).map_err(|_| malformed())
 }
 
-fn check_claims(c: PresentedClaims, policy: &TokenPolicy, now: Timestamp) -> Result<Principal, Error> {
-    let now = now.ticks() as f64 / 10_000_000.0;
-    let exp = c.exp.ok_or_else(|| refuse("The token has no expiry (exp)"))?;
-    if now >= exp {
+/// A NumericDate in 100 ns ticks, comparable with the clock without rounding (a float
+/// of seconds cannot resolve ticks); exact for whole seconds, saturating when absurd.
+fn ticks(seconds: f64) -> i64 {
+    (seconds * 10_000_000.0).floor() as i64
+}
+
+fn check_claims(
+    c: PresentedClaims,
+    policy: &TokenPolicy,
+    now: Timestamp,
+) -> Result<Principal, Error> {
+    let now = now.ticks();
+    let exp = c
+        .exp
+        .ok_or_else(|| refuse("The token has no expiry (exp)"))?;
+    if now >= ticks(exp) {
         return Err(refuse("The token has expired"));
     }
     if let Some(nbf) = c.nbf {
-        if now < nbf {
+        if now < ticks(nbf) {
             return Err(refuse("The token is not valid yet (nbf)"));
         }
     }
@@ -143,7 +155,10 @@ fn check_claims(c: PresentedClaims, policy: &TokenPolicy, now: Timestamp) -> Res
     if audiences.is_empty() {
         return Err(refuse("The token has no audience (aud)"));
     }
-    if !audiences.iter().any(|a| policy.accept_audience(a).is_some()) {
+    if !audiences
+        .iter()
+        .any(|a| policy.accept_audience(a).is_some())
+    {
         return Err(refuse(format!(
             "The token's audience '{}' is not accepted",
             truncate(&audiences.join(" "), QUOTE_MAX)
@@ -154,7 +169,9 @@ fn check_claims(c: PresentedClaims, policy: &TokenPolicy, now: Timestamp) -> Res
         .tid
         .filter(|t| !t.is_empty())
         .ok_or_else(|| refuse("The token has no tenant id (tid)"))?;
-    let iss = c.iss.ok_or_else(|| refuse("The token has no issuer (iss)"))?;
+    let iss = c
+        .iss
+        .ok_or_else(|| refuse("The token has no issuer (iss)"))?;
     if !policy.accepts_issuer(&iss, &tid) {
         return Err(refuse(format!(
             "The token's issuer '{}' is not accepted",
@@ -274,11 +291,28 @@ mod tests {
         let token = sign(&k, &claims(TokenVersion::V1)).unwrap();
         let p = policy();
         assert!(verify_access_token(&k, &p, &token, at(T0)).is_ok());
-        assert!(verify_access_token(&k, &p, &token, Timestamp::from_ticks(at(T0 + 3599).ticks() - 1)).is_ok());
-        assert_eq!(message(verify_access_token(&k, &p, &token, at(T0 + 3599))), "The token has expired");
-        assert_eq!(message(verify_access_token(&k, &p, &token, at(T0 + 100_000))), "The token has expired");
+        assert!(verify_access_token(
+            &k,
+            &p,
+            &token,
+            Timestamp::from_ticks(at(T0 + 3599).ticks() - 1)
+        )
+        .is_ok());
         assert_eq!(
-            message(verify_access_token(&k, &p, &token, Timestamp::from_ticks(at(T0).ticks() - 1))),
+            message(verify_access_token(&k, &p, &token, at(T0 + 3599))),
+            "The token has expired"
+        );
+        assert_eq!(
+            message(verify_access_token(&k, &p, &token, at(T0 + 100_000))),
+            "The token has expired"
+        );
+        assert_eq!(
+            message(verify_access_token(
+                &k,
+                &p,
+                &token,
+                Timestamp::from_ticks(at(T0).ticks() - 1)
+            )),
             "The token is not valid yet (nbf)"
         );
     }
@@ -306,7 +340,10 @@ mod tests {
         let token = sign(&k, &c).unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
-            format!("The token's issuer 'https://sts.windows.net/{}/' is not accepted", c.tid)
+            format!(
+                "The token's issuer 'https://sts.windows.net/{}/' is not accepted",
+                c.tid
+            )
         );
         // Our issuer, but for another tenant than the token's `tid`.
         let mut c = claims(TokenVersion::V2);
@@ -355,13 +392,21 @@ mod tests {
     fn alg_none_is_refused() {
         let k = keys();
         let c = claims(TokenVersion::V1);
-        let token = forged(serde_json::json!({"alg": "none", "typ": "JWT", "kid": k.signing_kid()}), &c, b"");
+        let token = forged(
+            serde_json::json!({"alg": "none", "typ": "JWT", "kid": k.signing_kid()}),
+            &c,
+            b"",
+        );
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             "The token's algorithm 'none' is not accepted; tokens must be signed with EdDSA"
         );
         // Unsigned token with an empty signature part and no alg at all.
-        let token = forged(serde_json::json!({"typ": "JWT", "kid": k.signing_kid()}), &c, b"");
+        let token = forged(
+            serde_json::json!({"typ": "JWT", "kid": k.signing_kid()}),
+            &c,
+            b"",
+        );
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             "The token's header has no algorithm (alg)"
@@ -394,9 +439,16 @@ mod tests {
         let token = sign(&other, &claims(TokenVersion::V1)).unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
-            format!("The token's signing key '{}' is not known", other.signing_kid())
+            format!(
+                "The token's signing key '{}' is not known",
+                other.signing_kid()
+            )
         );
-        let token = forged(serde_json::json!({"alg": "EdDSA"}), &claims(TokenVersion::V1), &[0; 64]);
+        let token = forged(
+            serde_json::json!({"alg": "EdDSA"}),
+            &claims(TokenVersion::V1),
+            &[0; 64],
+        );
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             "The token's header has no key id (kid)"
@@ -407,12 +459,27 @@ mod tests {
     fn garbage_is_refused_without_panicking() {
         let k = keys();
         let p = policy();
-        for token in ["", "abc", "a.b", "a.b.c", "a.b.c.d", "....", "é.é.é", "eyJhbGciOiJFZERTQSJ9.x.y"] {
+        for token in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c",
+            "a.b.c.d",
+            "....",
+            "é.é.é",
+            "eyJhbGciOiJFZERTQSJ9.x.y",
+        ] {
             let m = message(verify_access_token(&k, &p, token, at(T0)));
-            assert!(m.contains("well-formed") || m.contains("key id"), "{token}: {m}");
+            assert!(
+                m.contains("well-formed") || m.contains("key id"),
+                "{token}: {m}"
+            );
         }
         let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
-        assert_eq!(message(verify_access_token(&k, &p, &huge, at(T0))), "The token is too large");
+        assert_eq!(
+            message(verify_access_token(&k, &p, &huge, at(T0))),
+            "The token is too large"
+        );
         // A correctly signed token whose claims have the wrong types.
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(k.signing_kid().into());
@@ -444,17 +511,26 @@ mod tests {
             let mut body = c.clone();
             body.as_object_mut().unwrap().remove(claim);
             let token = jsonwebtoken::encode(&header, &body, k.encoding_key()).unwrap();
-            assert_eq!(message(verify_access_token(&k, &policy(), &token, at(T0 + 1))), expected);
+            assert_eq!(
+                message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
+                expected
+            );
         }
         // Without roles the principal simply has none.
         let mut body = c.clone();
         body.as_object_mut().unwrap().remove("roles");
         let token = jsonwebtoken::encode(&header, &body, k.encoding_key()).unwrap();
-        assert!(verify_access_token(&k, &policy(), &token, at(T0 + 1)).unwrap().roles.is_empty());
+        assert!(verify_access_token(&k, &policy(), &token, at(T0 + 1))
+            .unwrap()
+            .roles
+            .is_empty());
         // A user token is not an application token.
         let mut body = c;
         body["idtyp"] = "user".into();
         let token = jsonwebtoken::encode(&header, &body, k.encoding_key()).unwrap();
-        assert!(message(verify_access_token(&k, &policy(), &token, at(T0 + 1))).contains("identity type"));
+        assert!(
+            message(verify_access_token(&k, &policy(), &token, at(T0 + 1)))
+                .contains("identity type")
+        );
     }
 }

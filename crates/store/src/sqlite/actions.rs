@@ -98,7 +98,11 @@ pub(super) async fn create(writer: &SqlitePool, a: &ActionRecord) -> Result<()> 
     commit(tx).await
 }
 
-pub(super) async fn get(reader: &SqlitePool, tenant_id: &str, id: &str) -> Result<Option<ActionRecord>> {
+pub(super) async fn get(
+    reader: &SqlitePool,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<ActionRecord>> {
     let row = sqlx::query(&format!(
         "SELECT {ACTION_COLUMNS} FROM actions WHERE tenant_id = ? AND id = ?"
     ))
@@ -143,11 +147,13 @@ struct Guard {
 }
 
 async fn select_for_update(conn: &mut SqliteConnection, id: &str) -> Result<Option<ActionRecord>> {
-    let row = sqlx::query(&format!("SELECT {ACTION_COLUMNS} FROM actions WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err("cannot read a machine action"))?;
+    let row = sqlx::query(&format!(
+        "SELECT {ACTION_COLUMNS} FROM actions WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err("cannot read a machine action"))?;
     row.as_ref().map(rows::action).transpose()
 }
 
@@ -186,7 +192,11 @@ async fn apply(
         .bind(change.error_h_result)
         .bind(&change.troubleshoot_info)
         .bind(cancelled.then(|| change.actor.clone()))
-        .bind(if cancelled { change.cancellation_comment.clone() } else { None })
+        .bind(if cancelled {
+            change.cancellation_comment.clone()
+        } else {
+            None
+        })
         .bind(cancelled.then_some(change.at.ticks()))
         .bind(&current.id)
         .bind(current.status.as_str());
@@ -230,7 +240,10 @@ async fn insert_audit(conn: &mut SqliteConnection, r: &AuditRecord) -> Result<()
     Ok(())
 }
 
-pub(super) async fn open_for_machine(reader: &SqlitePool, machine_id: &str) -> Result<Vec<ActionRecord>> {
+pub(super) async fn open_for_machine(
+    reader: &SqlitePool,
+    machine_id: &str,
+) -> Result<Vec<ActionRecord>> {
     let found = sqlx::query(&format!(
         "SELECT {ACTION_COLUMNS} FROM actions \
          WHERE machine_id = ? AND status IN ('Pending', 'InProgress') \
@@ -258,7 +271,9 @@ pub(super) async fn last_succeeded_restrict_family(
     .bind(machine_id)
     .fetch_optional(reader)
     .await
-    .map_err(db_err("cannot read the last succeeded restrict-family action"))?;
+    .map_err(db_err(
+        "cannot read the last succeeded restrict-family action",
+    ))?;
     row.as_ref().map(rows::action).transpose()
 }
 

@@ -37,8 +37,12 @@ pub(super) async fn tenant(reader: &SqlitePool, id: &str) -> Result<Option<Tenan
 
 fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Tenant> {
     Ok(Tenant {
-        id: row.try_get("id").map_err(db_err("cannot decode a tenant"))?,
-        name: row.try_get("name").map_err(db_err("cannot decode a tenant"))?,
+        id: row
+            .try_get("id")
+            .map_err(db_err("cannot decode a tenant"))?,
+        name: row
+            .try_get("name")
+            .map_err(db_err("cannot decode a tenant"))?,
     })
 }
 

@@ -42,14 +42,16 @@ pub(super) async fn page<F: Field, T>(
     query: &Query<F>,
     decode: fn(&SqliteRow) -> Result<T>,
 ) -> Result<Page<T>> {
-    // The tenant is placeholder 1; the filter's placeholders follow it.
+    // Placeholders are all plain `?`, bound in text order: the tenant, the filter's
+    // values, then LIMIT and OFFSET. (sqlx numbers a plain `?` by its own count, so a
+    // `?N` among them would be bound to the wrong value.)
     let filter = query
         .filter
         .as_ref()
         .map(|e| filter_sql(e, c.column, Dialect::Sqlite, 2));
     let (condition, binds) = match &filter {
-        Some(f) => (format!("tenant_id = ?1 AND ({})", f.sql), f.binds.as_slice()),
-        None => ("tenant_id = ?1".to_string(), &[][..]),
+        Some(f) => (format!("tenant_id = ? AND ({})", f.sql), f.binds.as_slice()),
+        None => ("tenant_id = ?".to_string(), &[][..]),
     };
     let order = if query.order_by.is_empty() {
         c.default_order.to_string()
@@ -58,15 +60,15 @@ pub(super) async fn page<F: Field, T>(
     };
     let top = query.top.unwrap_or(MAX_TOP);
     let page_sql = format!(
-        "SELECT {} FROM {} WHERE {condition} ORDER BY {order} LIMIT {} OFFSET {}",
-        c.columns,
-        c.table,
-        placeholder(1 + binds.len() + 1),
-        placeholder(1 + binds.len() + 2),
+        "SELECT {} FROM {} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
+        c.columns, c.table,
     );
 
     // A read transaction: the page and the count see the same snapshot.
-    let mut tx = reader.begin().await.map_err(db_err("cannot begin a read"))?;
+    let mut tx = reader
+        .begin()
+        .await
+        .map_err(db_err("cannot begin a read"))?;
     // One row beyond the page tells whether more remain.
     let rows = bind_all(sqlx::query(&page_sql).bind(tenant_id), binds)
         .bind(i64::from(top) + 1)
@@ -94,8 +96,4 @@ pub(super) async fn page<F: Field, T>(
     };
     tx.rollback().await.map_err(db_err("cannot end a read"))?;
     Ok(Page { items, total, more })
-}
-
-fn placeholder(n: usize) -> String {
-    format!("?{n}")
 }

@@ -67,7 +67,10 @@ impl SqliteStore {
                 Error::Internal(format!("cannot open the database {}: {e}", path.display()))
             })?;
         MIGRATOR.run(&writer).await.map_err(|e| {
-            Error::Internal(format!("cannot migrate the database {}: {e}", path.display()))
+            Error::Internal(format!(
+                "cannot migrate the database {}: {e}",
+                path.display()
+            ))
         })?;
         // WAL mode is a property of the file, already set by the writer above.
         let reader = SqlitePoolOptions::new()
@@ -168,7 +171,10 @@ impl Store for SqliteStore {
         machines::get(&self.reader, tenant_id, by).await
     }
 
-    async fn machine_by_credential(&self, credential_sha256: &str) -> Result<Option<MachineRecord>> {
+    async fn machine_by_credential(
+        &self,
+        credential_sha256: &str,
+    ) -> Result<Option<MachineRecord>> {
         machines::by_credential(&self.reader, credential_sha256).await
     }
 
@@ -206,7 +212,11 @@ impl Store for SqliteStore {
         actions::list(&self.reader, tenant_id, query).await
     }
 
-    async fn transition(&self, action_id: &str, change: &StatusChange) -> Result<TransitionOutcome> {
+    async fn transition(
+        &self,
+        action_id: &str,
+        change: &StatusChange,
+    ) -> Result<TransitionOutcome> {
         actions::transition(&self.writer, action_id, change).await
     }
 
@@ -214,7 +224,10 @@ impl Store for SqliteStore {
         actions::open_for_machine(&self.reader, machine_id).await
     }
 
-    async fn last_succeeded_restrict_family(&self, machine_id: &str) -> Result<Option<ActionRecord>> {
+    async fn last_succeeded_restrict_family(
+        &self,
+        machine_id: &str,
+    ) -> Result<Option<ActionRecord>> {
         actions::last_succeeded_restrict_family(&self.reader, machine_id).await
     }
 

@@ -1,0 +1,767 @@
+//! The agent loop against a small in-memory fake of the `/agent/v1` gateway: enrolment,
+//! apply and report, cancellation before and during an action, convergence, restarts,
+//! revoked credentials, unreachable servers and prompt shutdown. The real server's own
+//! end-to-end tests live in the integration test binary.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use appfence_agent::backoff::Backoff;
+use appfence_agent::enforcer::hresult;
+use appfence_agent::simulated::device_config;
+use appfence_agent::{
+    run, AgentConfig, AgentError, EnforceError, EnforcementReport, Enforcer, SimTimings,
+    SimulatedEnforcer,
+};
+use appfence_proto::agent::{
+    ActionUpdateResponse, Capabilities, Command, CommandsResponse, DesiredState, EnforcementState,
+    EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Outcome, ResultRequest,
+};
+use appfence_proto::{ActionStatus, ActionType, Timestamp};
+use async_trait::async_trait;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::watch;
+
+const SECRET: &str = "enrol-me";
+
+// ---------------------------------------------------------------- the fake gateway
+
+#[derive(Clone, Debug)]
+struct FakeAction {
+    id: String,
+    host: String,
+    action_type: ActionType,
+    status: ActionStatus,
+    result: Option<ResultRequest>,
+}
+
+#[derive(Default)]
+struct World {
+    /// credential -> host name
+    credentials: HashMap<String, String>,
+    desired: HashMap<String, DesiredState>,
+    actions: Vec<FakeAction>,
+    enrolments: usize,
+    heartbeats: Vec<(String, HeartbeatRequest)>,
+    next_id: u64,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<World>>);
+
+fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message, "target": "t"}});
+    (status, Json(body)).into_response()
+}
+
+impl Fake {
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.0.lock().unwrap()
+    }
+
+    fn device(&self, headers: &HeaderMap) -> Result<String, Response> {
+        let cred = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        self.world().credentials.get(cred).cloned().ok_or_else(|| {
+            envelope(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "unknown credential",
+            )
+        })
+    }
+
+    fn create(&self, host: &str, action_type: ActionType) -> String {
+        let mut w = self.world();
+        w.next_id += 1;
+        let id = format!("action-{}", w.next_id);
+        w.actions.push(FakeAction {
+            id: id.clone(),
+            host: host.to_string(),
+            action_type,
+            status: ActionStatus::Pending,
+            result: None,
+        });
+        id
+    }
+
+    fn action(&self, id: &str) -> FakeAction {
+        self.world()
+            .actions
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
+            .unwrap()
+    }
+
+    fn set_status(&self, id: &str, status: ActionStatus) {
+        let mut w = self.world();
+        w.actions.iter_mut().find(|a| a.id == id).unwrap().status = status;
+    }
+
+    fn revoke(&self, host: &str) {
+        self.world().credentials.retain(|_, h| h != host);
+    }
+
+    fn desired(&self, host: &str) -> DesiredState {
+        self.world().desired.get(host).cloned().unwrap_or_default()
+    }
+
+    fn last_heartbeat(&self, host: &str) -> Option<HeartbeatRequest> {
+        let w = self.world();
+        w.heartbeats
+            .iter()
+            .rev()
+            .find(|(h, _)| h == host)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn update(&self, a: &FakeAction, applied: bool) -> ActionUpdateResponse {
+        ActionUpdateResponse {
+            action_id: a.id.clone(),
+            status: a.status,
+            applied,
+            desired: self.desired(&a.host),
+        }
+    }
+}
+
+async fn enroll(State(fake): State<Fake>, Json(req): Json<EnrollRequest>) -> Response {
+    if req.enroll_secret != SECRET {
+        return envelope(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "bad enrolment secret",
+        );
+    }
+    let mut w = fake.world();
+    if w.credentials.values().any(|h| *h == req.hostname) {
+        return envelope(StatusCode::BAD_REQUEST, "BadRequest", "Hostname is taken");
+    }
+    w.enrolments += 1;
+    let credential = format!("cred-{}-{}", req.hostname, w.enrolments);
+    w.credentials
+        .insert(credential.clone(), req.hostname.clone());
+    let resp = EnrollResponse {
+        machine_id: format!("machine-{}", req.hostname),
+        aad_device_id: "00000000-0000-0000-0000-000000000001".into(),
+        credential,
+    };
+    (StatusCode::CREATED, Json(resp)).into_response()
+}
+
+async fn heartbeat(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Json(req): Json<HeartbeatRequest>,
+) -> Response {
+    let host = match fake.device(&headers) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    fake.world().heartbeats.push((host.clone(), req));
+    Json(HeartbeatResponse {
+        desired: fake.desired(&host),
+    })
+    .into_response()
+}
+
+async fn commands(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let host = match fake.device(&headers) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let wait: u64 = q
+        .get("waitSeconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        let open: Vec<Command> = fake
+            .world()
+            .actions
+            .iter()
+            .filter(|a| a.host == host)
+            .filter(|a| matches!(a.status, ActionStatus::Pending | ActionStatus::InProgress))
+            .map(|a| Command {
+                action_id: a.id.clone(),
+                action_type: a.action_type,
+                status: a.status,
+                created: Timestamp::from_unix_seconds(1),
+            })
+            .collect();
+        if !open.is_empty() || Instant::now() >= deadline {
+            return Json(CommandsResponse {
+                commands: open,
+                desired: fake.desired(&host),
+            })
+            .into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn ack(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let host = match fake.device(&headers) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut w = fake.world();
+    let Some(a) = w.actions.iter_mut().find(|a| a.id == id && a.host == host) else {
+        return envelope(StatusCode::NOT_FOUND, "NotFound", "no such action");
+    };
+    let applied = match a.status {
+        ActionStatus::Pending | ActionStatus::InProgress => {
+            a.status = ActionStatus::InProgress;
+            true
+        }
+        _ => false,
+    };
+    let a = a.clone();
+    drop(w);
+    Json(fake.update(&a, applied)).into_response()
+}
+
+async fn result(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<ResultRequest>,
+) -> Response {
+    let host = match fake.device(&headers) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut w = fake.world();
+    let Some(a) = w.actions.iter_mut().find(|a| a.id == id && a.host == host) else {
+        return envelope(StatusCode::NOT_FOUND, "NotFound", "no such action");
+    };
+    let target = match req.outcome {
+        Outcome::Succeeded => ActionStatus::Succeeded,
+        Outcome::Failed => ActionStatus::Failed,
+    };
+    let applied = if a.status == ActionStatus::InProgress {
+        a.status = target;
+        a.result = Some(req);
+        true
+    } else {
+        a.status == target
+    };
+    let a = a.clone();
+    if applied && a.status == ActionStatus::Succeeded && a.action_type.is_restrict_family() {
+        w.desired.insert(
+            host,
+            DesiredState {
+                restricted: a.action_type == ActionType::RestrictCodeExecution,
+                action_id: Some(a.id.clone()),
+            },
+        );
+    }
+    drop(w);
+    Json(fake.update(&a, applied)).into_response()
+}
+
+fn router(fake: Fake) -> Router {
+    Router::new()
+        .route("/agent/v1/enroll", post(enroll))
+        .route("/agent/v1/heartbeat", post(heartbeat))
+        .route("/agent/v1/commands", get(commands))
+        .route("/agent/v1/actions/{id}/ack", post(ack))
+        .route("/agent/v1/actions/{id}/result", post(result))
+        .with_state(fake)
+}
+
+async fn serve_on(listener: tokio::net::TcpListener, fake: Fake) {
+    tokio::spawn(async move { axum::serve(listener, router(fake)).await.unwrap() });
+}
+
+async fn start_fake() -> (Fake, String) {
+    let fake = Fake::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    serve_on(listener, fake.clone()).await;
+    (fake, url)
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A simulated enforcer that also remembers every state it was asked for.
+struct Recording {
+    inner: SimulatedEnforcer,
+    calls: Mutex<Vec<bool>>,
+}
+
+impl Recording {
+    fn new(timings: SimTimings) -> Arc<Self> {
+        Arc::new(Recording {
+            inner: SimulatedEnforcer::new(timings),
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn calls(&self) -> Vec<bool> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Enforcer for Recording {
+    async fn apply(&self, restricted: bool) -> Result<EnforcementReport, EnforceError> {
+        self.calls.lock().unwrap().push(restricted);
+        self.inner.apply(restricted).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn is_restricted(&self) -> bool {
+        self.inner.is_restricted()
+    }
+    async fn before_ack(&self, command: &Command) {
+        self.inner.before_ack(command).await
+    }
+}
+
+const HOST: &str = "demo-linux-01.appfence.local";
+
+fn config(url: &str, root: &Path) -> AgentConfig {
+    let mut c = device_config(url, SECRET, 1, root);
+    c.heartbeat_interval = Duration::from_secs(1);
+    c.poll_wait = Duration::from_secs(1);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    };
+    c
+}
+
+type Handle = tokio::task::JoinHandle<Result<(), AgentError>>;
+
+fn start(config: AgentConfig, enforcer: Arc<dyn Enforcer>) -> (watch::Sender<bool>, Handle) {
+    let (tx, rx) = watch::channel(false);
+    (tx, tokio::spawn(run(config, enforcer, rx)))
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stop(tx: watch::Sender<bool>, handle: Handle) -> Result<(), AgentError> {
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("the agent stops promptly")
+        .unwrap()
+}
+
+fn read_enforcement(root: &Path) -> EnforcementState {
+    let bytes = std::fs::read(root.join("demo-linux-01/enforcement.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn enrols_then_restricts_and_unrestricts() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+
+    eventually("enrolment and a heartbeat", || {
+        fake.last_heartbeat(HOST).is_some()
+    })
+    .await;
+    let cred = tmp.path().join("demo-linux-01/credential.json");
+    let mode = std::fs::metadata(&cred).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let hb = fake.last_heartbeat(HOST).unwrap();
+    assert!(hb.info.capabilities.simulated && hb.info.capabilities.can_restrict_execution);
+    assert_eq!(hb.info.os_platform, "Linux");
+
+    let restrict = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restrict succeeds", || {
+        fake.action(&restrict).status == ActionStatus::Succeeded
+    })
+    .await;
+    assert!(enforcer.is_restricted());
+    let rec = read_enforcement(tmp.path());
+    assert!(rec.restricted && rec.since.is_some());
+    assert_eq!(rec.applied_action_id.as_deref(), Some(restrict.as_str()));
+    let result = fake.action(&restrict).result.unwrap();
+    assert_eq!(
+        (result.outcome, result.error_h_result),
+        (Outcome::Succeeded, 0)
+    );
+    eventually("a heartbeat reports the restriction", || {
+        fake.last_heartbeat(HOST)
+            .is_some_and(|h| h.enforcement.restricted)
+    })
+    .await;
+
+    let unrestrict = fake.create(HOST, ActionType::UnrestrictCodeExecution);
+    eventually("unrestrict succeeds", || {
+        fake.action(&unrestrict).status == ActionStatus::Succeeded
+    })
+    .await;
+    assert!(!enforcer.is_restricted());
+    assert!(!read_enforcement(tmp.path()).restricted);
+    assert_eq!(
+        enforcer.apply_count(),
+        2,
+        "convergence adds no extra applies"
+    );
+
+    stop(tx, handle).await.unwrap();
+    assert_eq!(fake.world().enrolments, 1);
+}
+
+#[tokio::test]
+async fn an_action_cancelled_before_the_ack_is_never_applied() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings {
+        ack_delay: Duration::from_millis(400),
+        complete_delay: Duration::ZERO,
+    }));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    // The device has seen the command and is waiting before it acknowledges.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    fake.set_status(&id, ActionStatus::Cancelled);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    assert_eq!(fake.action(&id).status, ActionStatus::Cancelled);
+    assert!(fake.action(&id).result.is_none());
+    assert_eq!(enforcer.apply_count(), 0);
+    assert!(!enforcer.is_restricted());
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_action_cancelled_while_applying_is_rolled_back() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Recording::new(SimTimings {
+        ack_delay: Duration::ZERO,
+        complete_delay: Duration::from_millis(300),
+    });
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("acknowledged", || {
+        fake.action(&id).status == ActionStatus::InProgress
+    })
+    .await;
+    fake.set_status(&id, ActionStatus::Cancelled);
+
+    eventually("converged back", || {
+        enforcer.calls() == vec![true, false] && !read_enforcement(tmp.path()).restricted
+    })
+    .await;
+    assert!(!enforcer.is_restricted());
+    assert_eq!(fake.action(&id).status, ActionStatus::Cancelled);
+    assert_eq!(read_enforcement(tmp.path()).applied_action_id, None);
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn enforcer_failures_are_reported_as_failed() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    enforcer.fail_with(Some(EnforceError::new(
+        hresult::E_ACCESSDENIED,
+        "no CAP_SYS_ADMIN",
+    )));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("failed", || fake.action(&id).status == ActionStatus::Failed).await;
+    let r = fake.action(&id).result.unwrap();
+    assert_eq!(r.error_h_result, -2147024891);
+    assert_eq!(r.troubleshoot_info.as_deref(), Some("no CAP_SYS_ADMIN"));
+    assert!(!enforcer.is_restricted());
+
+    let other = fake.create(HOST, ActionType::Isolate);
+    eventually("unsupported fails", || {
+        fake.action(&other).status == ActionStatus::Failed
+    })
+    .await;
+    assert_eq!(
+        fake.action(&other).result.unwrap().error_h_result,
+        hresult::E_NOTIMPL
+    );
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_reuses_the_credential_and_restores_the_restriction() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), first.clone());
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restricted", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+
+    // A new process: fresh (unrestricted) enforcer, same state directory.
+    let second = Recording::new(SimTimings::IMMEDIATE);
+    let (tx, handle) = start(config(&url, tmp.path()), second.clone());
+    eventually("restriction re-applied", || second.is_restricted()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(second.calls(), vec![true]);
+    assert_eq!(fake.world().enrolments, 1, "no re-enrolment");
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_applied_but_unreported_action_is_reported_not_undone() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Enrol, then stop.
+    let (tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+    stop(tx, handle).await.unwrap();
+
+    // The state a crash between "persist" and "report" leaves behind.
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    fake.set_status(&id, ActionStatus::InProgress);
+    let record = EnforcementState {
+        restricted: true,
+        since: Some(Timestamp::from_unix_seconds(5)),
+        applied_action_id: Some(id.clone()),
+    };
+    std::fs::write(
+        tmp.path().join("demo-linux-01/enforcement.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+
+    let enforcer = Recording::new(SimTimings::IMMEDIATE);
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    eventually("reported", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        enforcer.calls().iter().all(|r| *r),
+        "never unrestricted in between: {:?}",
+        enforcer.calls()
+    );
+    assert!(enforcer.is_restricted());
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_enforcement_record_converges_to_the_server() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restricted", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+
+    std::fs::write(
+        tmp.path().join("demo-linux-01/enforcement.json"),
+        b"{\"restri",
+    )
+    .unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    eventually("converged to the desired restriction", || {
+        enforcer.is_restricted()
+    })
+    .await;
+    eventually("record rewritten", || {
+        std::fs::read(tmp.path().join("demo-linux-01/enforcement.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<EnforcementState>(&b).ok())
+            .is_some_and(|s| s.restricted && s.applied_action_id.as_deref() == Some(id.as_str()))
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_credential_stops_the_agent() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (_tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+    fake.revoke(HOST);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("stops by itself")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(AgentError::CredentialRevoked(_))),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_enrolments_are_fatal() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = config(&url, tmp.path());
+    bad.enroll_secret = Some("wrong".into());
+    let (_tx, handle) = start(bad, Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)));
+    let outcome = handle.await.unwrap();
+    assert!(matches!(
+        outcome,
+        Err(AgentError::EnrollmentRefused(
+            appfence_agent::ClientError::Unauthorized(_)
+        ))
+    ));
+
+    // The host name is already taken by another enrolled device.
+    let other = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(
+        config(&url, other.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    eventually("first device enrolled", || fake.world().enrolments == 1).await;
+    let (_tx2, second) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    match second.await.unwrap() {
+        Err(AgentError::EnrollmentRefused(appfence_agent::ClientError::Server {
+            status: 400,
+            message,
+            ..
+        })) => assert_eq!(message, "Hostname is taken"),
+        other => panic!("unexpected {other:?}"),
+    }
+    stop(tx, handle).await.unwrap();
+
+    let fresh = tempfile::tempdir().unwrap();
+    let mut none = config(&url, fresh.path());
+    none.enroll_secret = None;
+    let (_tx, handle) = start(
+        none,
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    assert!(matches!(
+        handle.await.unwrap(),
+        Err(AgentError::NotEnrolled(_))
+    ));
+}
+
+#[tokio::test]
+async fn waits_for_an_unreachable_server_then_enrols() {
+    // A port with nothing behind it yet.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = format!("http://{addr}");
+    let tmp = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!handle.is_finished(), "transport errors are retried");
+
+    let fake = Fake::default();
+    serve_on(
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        fake.clone(),
+    )
+    .await;
+    eventually("enrolled once the server is up", || {
+        fake.last_heartbeat(HOST).is_some()
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_interrupts_a_long_poll() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(&url, tmp.path());
+    c.poll_wait = Duration::from_secs(30);
+    c.heartbeat_interval = Duration::from_secs(60);
+    let (tx, handle) = start(c, Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)));
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // now inside the 30 s poll
+    let t = Instant::now();
+    stop(tx, handle).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn a_fleet_enrols_distinct_devices_once() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (tx, rx) = watch::channel(false);
+    let handles =
+        appfence_agent::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
+    eventually("three devices", || fake.world().credentials.len() == 3).await;
+    tx.send(true).unwrap();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let (tx, rx) = watch::channel(false);
+    let handles =
+        appfence_agent::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
+    let id = fake.create(
+        "demo-linux-03.appfence.local",
+        ActionType::RestrictCodeExecution,
+    );
+    eventually("the restarted fleet serves commands", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    assert_eq!(fake.world().enrolments, 3);
+    drop(tx); // a dropped sender stops the fleet too
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,215 @@
+//! `appfence serve --demo` as a user runs it: five simulated devices, the credentials in
+//! `demo.json`, the whole restrict/unrestrict loop over HTTP, and everything still there
+//! after a SIGTERM and a restart on the same data directory.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::http_client;
+use crate::process::{command, ChildGuard};
+use crate::wire::Resp;
+
+const START_LIMIT: Duration = Duration::from_secs(90);
+
+/// A free loopback port: bind to port 0, read it, let it go.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Starts `serve --demo` and waits (blocking, bounded) for the banner, which is printed
+/// once the demo is provisioned and every device has enrolled.
+fn start_demo(data_dir: &Path, logs: &Path, port: u16, name: &str) -> ChildGuard {
+    let listen = format!("127.0.0.1:{port}");
+    let cmd = command(
+        &["serve", "--demo", "--listen", &listen, "--data-dir", data_dir.to_str().unwrap()],
+        &[("APPFENCE_LOG_LEVEL", "info")],
+    );
+    let mut child = ChildGuard::spawn(cmd, logs, name);
+    let deadline = Instant::now() + START_LIMIT;
+    while !child.stdout_text().contains("Press Ctrl-C to stop.") {
+        if let Some(status) = child.exited() {
+            panic!(
+                "serve --demo exited with {status}\nstdout:\n{}\nstderr:\n{}",
+                child.stdout_text(),
+                child.stderr_text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve --demo did not become ready\nstderr:\n{}",
+            child.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn read_demo(data_dir: &Path) -> Value {
+    let text = std::fs::read_to_string(data_dir.join("demo.json")).expect("demo.json exists");
+    serde_json::from_str(&text).expect("demo.json is JSON")
+}
+
+async fn token(http: &reqwest::Client, demo: &Value) -> String {
+    let resp = http
+        .post(demo["tokenUrl"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", demo["clientId"].as_str().unwrap()),
+            ("client_secret", demo["clientSecret"].as_str().unwrap()),
+            ("scope", "https://api.securitycenter.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let r = Resp::read(resp).await;
+    assert_eq!(r.status, 200, "token: {}", r.text);
+    r.json()["access_token"].as_str().unwrap().to_string()
+}
+
+async fn call(http: &reqwest::Client, token: &str, method: reqwest::Method, url: &str, body: Option<Value>) -> Resp {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.header("Content-Type", "application/json").body(b.to_string());
+    }
+    Resp::read(req.send().await.unwrap()).await
+}
+
+async fn wait_succeeded(http: &reqwest::Client, token: &str, api: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = call(http, token, reqwest::Method::GET, &format!("{api}/machineactions/{id}"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let a = r.json();
+        match a["status"].as_str().unwrap() {
+            "Pending" | "InProgress" => {}
+            "Succeeded" => return a,
+            other => panic!("action {id} ended {other}: {a}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{id} did not succeed: {a}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn machine_ids(http: &reqwest::Client, token: &str, api: &str) -> Vec<String> {
+    let r = call(http, token, reqwest::Method::GET, &format!("{api}/machines"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut ids: Vec<String> = r.json()["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Stops with SIGTERM and expects a clean exit.
+async fn terminate(mut child: ChildGuard) {
+    child.terminate();
+    let status = tokio::task::spawn_blocking(move || child.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "serve exited with {status} after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_end_to_end_and_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let http = http_client();
+    let (d, l) = (data.path().to_path_buf(), logs.path().to_path_buf());
+    let child = tokio::task::spawn_blocking(move || start_demo(&d, &l, port, "first"))
+        .await
+        .unwrap();
+
+    let demo = read_demo(data.path());
+    let machines: Vec<String> = demo["machines"]
+        .as_array()
+        .expect("machines in demo.json")
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(machines.len(), 5, "{demo}");
+    let api = demo["apiBaseUrl"].as_str().unwrap().to_string();
+    assert_eq!(api, format!("http://127.0.0.1:{port}/api"));
+    assert!(child.stdout_text().contains(demo["clientId"].as_str().unwrap()), "banner shows how to connect");
+
+    let t = token(&http, &demo).await;
+    let mut sorted = machines.clone();
+    sorted.sort();
+    assert_eq!(machine_ids(&http, &t, &api).await, sorted);
+
+    // Restrict one device; the duplicate is refused; poll to Succeeded; unrestrict.
+    let m = &machines[0];
+    let restrict_url = format!("{api}/machines/{m}/restrictCodeExecution");
+    let body = json!({"Comment": "Restrict code execution due to alert 1234"});
+    let r = call(&http, &t, reqwest::Method::POST, &restrict_url, Some(body.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let restrict_id = r.json()["id"].as_str().unwrap().to_string();
+    let dup = call(&http, &t, reqwest::Method::POST, &restrict_url, Some(body)).await;
+    let e = dup.assert_error(400, "ActiveRequestAlreadyExists");
+    assert_eq!(e.message, "Action is already in progress");
+    let done = wait_succeeded(&http, &t, &api, &restrict_id).await;
+    assert_eq!(done["machineId"], m.as_str());
+    let r = call(
+        &http,
+        &t,
+        reqwest::Method::POST,
+        &format!("{api}/machines/{m}/unrestrictCodeExecution"),
+        Some(json!({"Comment": "Device is clean"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let unrestrict_id = r.json()["id"].as_str().unwrap().to_string();
+    wait_succeeded(&http, &t, &api, &unrestrict_id).await;
+
+    // SIGTERM: a clean exit.
+    terminate(child).await;
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_err(),
+        "nothing listens after the stop"
+    );
+
+    // Restart on the same data directory (and port).
+    let (d, l) = (data.path().to_path_buf(), logs.path().to_path_buf());
+    let child = tokio::task::spawn_blocking(move || start_demo(&d, &l, port, "second"))
+        .await
+        .unwrap();
+    let again = read_demo(data.path());
+    for key in ["tenantId", "clientId", "clientSecret", "enrollSecret"] {
+        assert_eq!(again[key], demo[key], "{key} changed across the restart");
+    }
+    assert_eq!(again["machines"], demo["machines"], "the same machines");
+    // The old token still verifies (keys persist), and a new one can be had.
+    assert_eq!(machine_ids(&http, &t, &api).await, sorted, "no device enrolled twice");
+    let t2 = token(&http, &again).await;
+    for (id, kind) in [(&restrict_id, "RestrictCodeExecution"), (&unrestrict_id, "UnrestrictCodeExecution")] {
+        let r = call(&http, &t2, reqwest::Method::GET, &format!("{api}/machineactions/{id}"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let a = r.json();
+        assert_eq!(a["status"], "Succeeded");
+        assert_eq!(a["type"], kind);
+    }
+    // And the loop still works after the restart.
+    let r = call(
+        &http,
+        &t2,
+        reqwest::Method::POST,
+        &format!("{api}/machines/{}/restrictCodeExecution", machines[1]),
+        Some(json!({"Comment": "after restart"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    wait_succeeded(&http, &t2, &api, &id).await;
+    terminate(child).await;
+}

@@ -1,0 +1,55 @@
+//! The OpenAPI document describes the public API as served.
+
+use crate::harness::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_endpoint() {
+    let server = TestServer::start().await;
+    // Served without a token: it is documentation.
+    let r = server.anonymous().get("/api/openapi.json").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let doc = r.json();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    let expect = [
+        ("/api/machines/{id}/restrictCodeExecution", "post"),
+        ("/api/machines/{id}/unrestrictCodeExecution", "post"),
+        ("/api/machineactions/{id}", "get"),
+        ("/api/machineactions", "get"),
+        ("/api/machineactions/{id}/cancel", "post"),
+        ("/api/machines", "get"),
+        ("/api/machines/{id}", "get"),
+    ];
+    for (path, method) in expect {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing; have {:?}", paths.keys().collect::<Vec<_>>()));
+        assert!(item.get(method).is_some(), "{path} has no {method}");
+        assert!(
+            item[method]["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{path} {method} documents its responses"
+        );
+    }
+    // Restrict documents its 201 and the duplicate 400; every path is under /api.
+    let restrict = &paths["/api/machines/{id}/restrictCodeExecution"]["post"];
+    assert!(restrict["responses"].get("201").is_some(), "{restrict}");
+    assert!(restrict["responses"].get("400").is_some());
+    assert!(paths.keys().all(|p| p.starts_with("/api/")), "{:?}", paths.keys());
+    // The bearer scheme and the error envelope schema are declared.
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
+    // Every $ref points at a declared schema.
+    let text = doc.to_string();
+    for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &piece[..piece.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "dangling $ref to {name}"
+        );
+    }
+    server.stop().await;
+}

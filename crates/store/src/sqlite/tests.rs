@@ -1,0 +1,155 @@
+//! Runs the store contract against SQLite, each check on a fresh database file, plus
+//! the checks only SQLite can answer (pragmas, the append-only trigger, reopening).
+
+use std::sync::Arc;
+
+use appfence_core::Error;
+use appfence_proto::ActionStatus;
+use sqlx::Row;
+
+use super::SqliteStore;
+use crate::contract::{self, at};
+use crate::Store;
+
+async fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("appfence.db"))
+        .await
+        .expect("open");
+    (dir, Arc::new(store))
+}
+
+macro_rules! contract_checks {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $check() {
+            let (_dir, store) = fresh().await;
+            contract::$check(store.as_ref()).await;
+        }
+    )*};
+}
+
+contract_checks!(
+    tenants_apps_secrets_keys,
+    machine_lookups,
+    tenant_isolation,
+    heartbeat,
+    duplicate_rule,
+    other_types_not_blocked,
+    transition_rules,
+    audit_trail,
+    time_out_actions,
+    list_actions,
+    list_machines,
+    open_actions,
+    last_succeeded_restrict_family,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_rule_under_concurrency() {
+    let (_dir, store) = fresh().await;
+    contract::duplicate_rule_under_concurrency(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_cancel_and_complete() {
+    let (_dir, store) = fresh().await;
+    contract::concurrent_cancel_and_complete(store).await;
+}
+
+/// The checks also hold when they share one database.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_all_on_one_database() {
+    let (_dir, store) = fresh().await;
+    contract::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appfence.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let written = contract::durability_write(&store).await;
+    store.close().await;
+    drop(store);
+
+    // Reopening runs the migrations again, which must be a no-op.
+    let store = SqliteStore::open(&path).await.unwrap();
+    contract::durability_check(&store, &written).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_durable_and_checked() {
+    let (_dir, store) = fresh().await;
+    for pool in [&store.writer, &store.reader] {
+        let pragma = |name: &'static str| async move {
+            let row = sqlx::query(&format!("PRAGMA {name}"))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            row.try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|i| i.to_string()))
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode").await, "wal");
+        assert_eq!(pragma("synchronous").await, "2", "FULL");
+        assert_eq!(pragma("foreign_keys").await, "1");
+        assert_eq!(pragma("busy_timeout").await, "10000");
+    }
+    assert_eq!(
+        store.writer.options().get_max_connections(),
+        1,
+        "one writer"
+    );
+    // Readers cannot write, even by mistake.
+    let write = sqlx::query("INSERT INTO tenants (id, name) VALUES ('x', 'y')")
+        .execute(&store.reader)
+        .await;
+    assert!(write.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_table_is_append_only() {
+    let (_dir, store) = fresh().await;
+    let t = contract::new_tenant(store.as_ref()).await;
+    let m = contract::new_machine(store.as_ref(), &t, "audit.example").await;
+    let a = contract::new_action(
+        store.as_ref(),
+        &m,
+        appfence_proto::ActionType::RestrictCodeExecution,
+        at(1),
+    )
+    .await;
+    for sql in [
+        "UPDATE action_audit SET actor = 'mallory'",
+        "DELETE FROM action_audit",
+    ] {
+        let err = sqlx::query(sql).execute(&store.writer).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(store.audit_trail(&a.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_action_checks_its_input() {
+    let (_dir, store) = fresh().await;
+    let t = contract::new_tenant(store.as_ref()).await;
+    let m = contract::new_machine(store.as_ref(), &t, "input.example").await;
+    let kind = appfence_proto::ActionType::RunAntiVirusScan;
+
+    let mut not_pending = contract::action_record(&m, kind, at(1));
+    not_pending.status = ActionStatus::Succeeded;
+    let r = store.create_action(&not_pending).await;
+    assert!(matches!(r, Err(Error::Internal(_))), "{r:?}");
+
+    // The machine must exist (foreign keys are on).
+    let mut orphan = contract::action_record(&m, kind, at(1));
+    orphan.machine_id = appfence_core::ids::new_machine_id();
+    let r = store.create_action(&orphan).await;
+    assert!(
+        matches!(&r, Err(Error::Internal(msg)) if msg.contains("FOREIGN KEY")),
+        "{r:?}"
+    );
+    assert!(store.audit_trail(&orphan.id).await.unwrap().is_empty());
+}
