@@ -18,3 +18,7 @@ pub use client::{ClientError, GatewayClient};
 pub use enforcer::{EnforceError, EnforcementReport, Enforcer};
 pub use runner::{run, AgentConfig, AgentError};
 pub use simulated::{spawn_fleet, SimTimings, SimulatedEnforcer};
+
+// The loop against a fake gateway, inside the crate: no extra test binary to link.
+#[cfg(test)]
+mod fake_gateway_tests;

@@ -59,7 +59,7 @@ pub fn details(pairs: &[(&str, String)]) -> String {
     let w = pairs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in pairs {
-        out.push_str(&format!("{k:<w$}  {v}").trim_end().to_string());
+        out.push_str(format!("{k:<w$}  {v}").trim_end());
         out.push('\n');
     }
     out

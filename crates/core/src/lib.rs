@@ -7,6 +7,7 @@ pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod odata;
+pub mod ratelimit;
 pub mod records;
 
 pub use clock::{Clock, ManualClock, SystemClock};

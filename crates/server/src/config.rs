@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub min_agent_version: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Calls per caller and API (MDE: 100 a minute, 1,500 an hour).
+    pub rate_limits: appfence_core::ratelimit::RateLimitPolicy,
 }
 
 impl ServerConfig {
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             long_poll_max: Duration::from_secs(60),
             min_agent_version: "0.1.0".into(),
             max_body_bytes: 64 * 1024,
+            rate_limits: Default::default(),
         }
     }
 }

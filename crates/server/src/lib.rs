@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod oauth;
+pub mod ratelimit;
 pub mod response;
 pub mod router;
 pub mod state;

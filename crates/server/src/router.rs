@@ -14,6 +14,9 @@ pub fn build(state: AppState) -> Router {
     let (api_routes, openapi) = api::router().split_for_parts();
     // The versioned prefix serves the same handlers; the document describes `/api`.
     let (api_v1_routes, _) = api::router().split_for_parts();
+    let gate = axum::middleware::from_fn_with_state(state.clone(), api::guard::guard);
+    let api_routes = api_routes.route_layer(gate.clone());
+    let api_v1_routes = api_v1_routes.route_layer(gate);
     let openapi = std::sync::Arc::new(prefix_paths(openapi, "/api"));
     let max_body = state.config.max_body_bytes;
 

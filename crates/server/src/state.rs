@@ -7,6 +7,7 @@ use appfence_store::Store;
 
 use crate::dispatch::Dispatcher;
 use crate::oauth::keys::KeySet;
+use crate::ratelimit::{MemoryRateLimiter, RateLimiter};
 use crate::ServerConfig;
 
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub keys: Arc<KeySet>,
     pub dispatch: Arc<Dispatcher>,
+    pub limiter: Arc<dyn RateLimiter>,
 }
 
 impl AppState {
@@ -27,7 +29,9 @@ impl AppState {
         let keys = KeySet::load_or_create(store.as_ref(), clock.as_ref())
             .await
             .map_err(|e| format!("cannot prepare signing keys: {e}"))?;
+        let limiter = Arc::new(MemoryRateLimiter::new(config.rate_limits));
         Ok(AppState {
+            limiter,
             store,
             clock,
             config: Arc::new(config),

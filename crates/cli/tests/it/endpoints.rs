@@ -59,6 +59,28 @@ async fn check_machines(api: &Api, prefix: &str, public: &str, dev: &crate::harn
         assert!(is_mde_timestamp(m["firstSeen"].as_str().unwrap()), "{m}");
         assert!(is_mde_timestamp(m["lastSeen"].as_str().unwrap()), "{m}");
     }
+    // Every field of spec §5, with its JSON type.
+    let m = api.get(&format!("{prefix}/machines/{}", dev.machine_id)).await.json();
+    for key in [
+        "id", "computerDnsName", "firstSeen", "lastSeen", "osPlatform", "version", "osBuild",
+        "osArchitecture", "agentVersion", "lastIpAddress", "lastExternalIpAddress",
+        "healthStatus", "onboardingStatus", "rbacGroupId", "rbacGroupName", "riskScore",
+        "exposureLevel", "deviceValue", "aadDeviceId", "machineTags", "ipAddresses",
+        "isAadJoined",
+    ] {
+        assert!(m.get(key).is_some(), "machine lacks {key}: {m}");
+    }
+    assert!(m["rbacGroupId"].is_i64() && m["isAadJoined"].is_boolean(), "{m}");
+    assert!(m["machineTags"].is_array(), "{m}");
+    assert_eq!(m["agentVersion"], "0.1.0");
+    assert_eq!(m["lastIpAddress"], "10.0.0.7");
+    let ips = m["ipAddresses"].as_array().unwrap();
+    assert_eq!(ips.len(), 1, "{m}");
+    for key in ["ipAddress", "macAddress", "operationalStatus", "type"] {
+        assert!(ips[0].get(key).is_some(), "ipAddresses item lacks {key}: {m}");
+    }
+    assert_eq!(ips[0]["ipAddress"], "10.0.0.7");
+
     // The DNS name is matched case-insensitively.
     let upper = dev.hostname.to_ascii_uppercase();
     let r = api.get(&format!("{prefix}/machines/{upper}")).await;

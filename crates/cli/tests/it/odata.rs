@@ -292,9 +292,14 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     assert_eq!(names.len(), 5);
     let (names, _) = m("/api/machines?$filter=version+eq+'Ubuntu+24.04'+and+riskScore+eq+'None'+and+exposureLevel+eq+'None'+and+deviceValue+eq+'Normal'").await;
     assert_eq!(names.len(), 5);
-    let first_seen = list(api, "/api/machines/other-b1").await["lastSeen"].as_str().unwrap().to_string();
-    let (names, _) = m(&format!("/api/machines?$filter=lastSeen+ge+{first_seen}+and+startswith(computerDnsName,'other-')")).await;
-    assert_eq!(names, ["other-b1"]);
+    // Timestamps on machines: every device was seen before now + 1 h, none before 2000.
+    let later = appfence_proto::Timestamp::parse(&model[9].created)
+        .unwrap()
+        .add(std::time::Duration::from_secs(3600));
+    let (names, _) = m(&format!("/api/machines?$filter=lastSeen+lt+{later}")).await;
+    assert_eq!(names.len(), 5);
+    let (names, _) = m(&format!("/api/machines?$filter=lastSeen+ge+{later}+or+lastSeen+lt+2000-01-01T00:00:00Z")).await;
+    assert!(names.is_empty(), "{names:?}");
     let (names, _) = m("/api/machines?$filter=machineTags/any(t:+t+eq+'vip')").await;
     assert!(names.is_empty());
     let (names, _) = m("/api/machines?$filter=ComputerDnsName+in+('demo-a0','other-b1')").await;

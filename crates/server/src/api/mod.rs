@@ -3,6 +3,7 @@
 
 mod actions;
 mod body;
+pub mod guard;
 mod machines;
 mod query;
 

@@ -578,25 +578,52 @@ mod tests {
     #[tokio::test]
     async fn tenant_routes_do_not_shadow_static_routes() {
         let (state, _, _, _) = setup().await;
-        let other: Router<AppState> = Router::new()
-            .route("/api/machines", get(|| async { "api" }))
-            .route("/api/machines/{id}", get(|| async { "api-machine" }))
-            .route("/api/v1.0/machines", get(|| async { "api-v1" }))
-            .route(
-                "/agent/v1/commands",
-                get(|| async { "agent" }).post(|| async { "agent" }),
-            )
+        // Shaped like router::build: nested API and agent routers, a fallback.
+        let api = || {
+            Router::<AppState>::new()
+                .route("/machines", get(|| async { "machines" }))
+                .route("/machines/{id}", get(|| async { "machine" }))
+                .route(
+                    "/machines/{id}/restrictCodeExecution",
+                    axum::routing::post(|| async { "restrict" }),
+                )
+                .route("/machineactions/{id}", get(|| async { "action" }))
+        };
+        let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(|| async { (StatusCode::NOT_FOUND, "fallback") });
-        let router = other.merge(routes()).with_state(state);
+            .nest("/api", api())
+            .nest("/api/v1.0", api())
+            .nest(
+                "/agent/v1",
+                Router::new().route(
+                    "/commands",
+                    get(|| async { "agent" }).post(|| async { "agent" }),
+                ),
+            )
+            .merge(routes())
+            .fallback(|| async { (StatusCode::NOT_FOUND, "fallback") })
+            .with_state(state);
         for (method, uri, expected) in [
-            ("GET", "/api/machines", "api"),
-            ("GET", "/api/machines/abc", "api-machine"),
-            ("GET", "/api/v1.0/machines", "api-v1"),
+            ("GET", "/api/machines", "machines"),
+            ("GET", "/api/machines/abc", "machine"),
+            (
+                "POST",
+                "/api/machines/abc/restrictCodeExecution",
+                "restrict",
+            ),
+            ("GET", "/api/machineactions/abc", "action"),
+            ("GET", "/api/v1.0/machines", "machines"),
+            ("GET", "/api/v1.0/machines/abc", "machine"),
+            (
+                "POST",
+                "/api/v1.0/machines/abc/restrictCodeExecution",
+                "restrict",
+            ),
             ("GET", "/agent/v1/commands", "agent"),
             ("POST", "/agent/v1/commands", "agent"),
             ("GET", "/healthz", "ok"),
             ("GET", "/api/unknown", "fallback"),
+            ("GET", "/nothing/here/at/all", "fallback"),
         ] {
             let req = Request::builder()
                 .method(method)
@@ -607,10 +634,13 @@ mod tests {
             assert_eq!(body, serde_json::Value::from(expected), "{method} {uri}");
         }
         // And the tenant routes still work next to them.
-        let req = Request::builder()
-            .uri(format!("/{TENANT}/discovery/v2.0/keys"))
-            .body(Body::empty())
-            .unwrap();
-        assert_eq!(call(&router, req).await.0, StatusCode::OK);
+        for uri in [
+            format!("/{TENANT}/discovery/v2.0/keys"),
+            format!("/{TENANT}/v2.0/.well-known/openid-configuration"),
+            "/discovery/keys".to_string(),
+        ] {
+            let req = Request::builder().uri(&uri).body(Body::empty()).unwrap();
+            assert_eq!(call(&router, req).await.0, StatusCode::OK, "{uri}");
+        }
     }
 }

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use appfence_agent::backoff::Backoff;
-use appfence_agent::enforcer::hresult;
-use appfence_agent::simulated::device_config;
-use appfence_agent::{
+use crate::backoff::Backoff;
+use crate::enforcer::hresult;
+use crate::simulated::device_config;
+use crate::{
     run, AgentConfig, AgentError, EnforceError, EnforcementReport, Enforcer, SimTimings,
     SimulatedEnforcer,
 };
@@ -66,6 +66,7 @@ impl Fake {
         self.0.lock().unwrap()
     }
 
+    #[allow(clippy::result_large_err)] // a test fake: the size of its error does not matter
     fn device(&self, headers: &HeaderMap) -> Result<String, Response> {
         let cred = headers
             .get("authorization")
@@ -651,7 +652,7 @@ async fn refused_enrolments_are_fatal() {
     assert!(matches!(
         outcome,
         Err(AgentError::EnrollmentRefused(
-            appfence_agent::ClientError::Unauthorized(_)
+            crate::ClientError::Unauthorized(_)
         ))
     ));
 
@@ -667,7 +668,7 @@ async fn refused_enrolments_are_fatal() {
         Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
     );
     match second.await.unwrap() {
-        Err(AgentError::EnrollmentRefused(appfence_agent::ClientError::Server {
+        Err(AgentError::EnrollmentRefused(crate::ClientError::Server {
             status: 400,
             message,
             ..
@@ -738,7 +739,7 @@ async fn a_fleet_enrols_distinct_devices_once() {
     let tmp = tempfile::tempdir().unwrap();
     let (tx, rx) = watch::channel(false);
     let handles =
-        appfence_agent::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
+        crate::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
     eventually("three devices", || fake.world().credentials.len() == 3).await;
     tx.send(true).unwrap();
     for h in handles {
@@ -746,7 +747,7 @@ async fn a_fleet_enrols_distinct_devices_once() {
     }
     let (tx, rx) = watch::channel(false);
     let handles =
-        appfence_agent::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
+        crate::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
     let id = fake.create(
         "demo-linux-03.appfence.local",
         ActionType::RestrictCodeExecution,

@@ -1,0 +1,98 @@
+//! The gate in front of every public API route: authenticate the bearer token, count the
+//! call against the caller's rate limit for that API, and only then run the handler.
+//! A bad token or an exhausted quota never reaches a handler.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use appfence_core::authz::Api;
+use appfence_core::ratelimit::Decision;
+
+use crate::oauth::extract::{authenticate, Authenticated};
+use crate::ratelimit::RateKey;
+use crate::{ApiError, AppState};
+
+/// Which API a matched route is (the prefix `/api` or `/api/v1.0` aside).
+pub fn api_of(method: &Method, route: &str) -> Option<Api> {
+    let path = route
+        .strip_prefix("/api/v1.0")
+        .or_else(|| route.strip_prefix("/api"))
+        .unwrap_or(route);
+    Some(match (method.as_str(), path) {
+        ("POST", "/machines/{id}/restrictCodeExecution") => Api::RestrictCodeExecution,
+        ("POST", "/machines/{id}/unrestrictCodeExecution") => Api::UnrestrictCodeExecution,
+        ("GET", "/machineactions/{id}") => Api::GetMachineAction,
+        ("GET", "/machineactions") => Api::ListMachineActions,
+        ("POST", "/machineactions/{id}/cancel") => Api::CancelMachineAction,
+        ("GET", "/machines") => Api::ListMachines,
+        ("GET", "/machines/{id}") => Api::GetMachine,
+        _ => return None,
+    })
+}
+
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let principal = match authenticate(&state, req.headers()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut decision = None;
+    if let Some(api) = api_of(req.method(), &route) {
+        let key = RateKey {
+            tenant_id: principal.tenant_id.clone(),
+            caller: principal.caller_key().to_string(),
+            api: api.name(),
+        };
+        match state.limiter.acquire(&key, state.clock.now()).await {
+            Ok(d) if d.admitted => decision = Some(d),
+            Ok(d) => {
+                let headers = rate_headers(&state, &d);
+                let mut resp = ApiError(d.into_result().unwrap_err()).into_response();
+                resp.headers_mut().extend(headers);
+                return resp;
+            }
+            Err(e) => return ApiError(e).into_response(),
+        }
+    }
+    req.extensions_mut().insert(Authenticated(principal));
+    let mut resp = next.run(req).await;
+    if let Some(d) = decision {
+        resp.headers_mut().extend(rate_headers(&state, &d));
+    }
+    resp
+}
+
+fn rate_headers(state: &AppState, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(2);
+    if let Ok(v) = HeaderValue::from_str(&state.limiter.policy().header()) {
+        out.push((HeaderName::from_static("ratelimit-policy"), v));
+    }
+    if let Ok(v) = HeaderValue::from_str(&d.header()) {
+        out.push((HeaderName::from_static("ratelimit"), v));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_map_to_apis_under_both_prefixes() {
+        assert_eq!(
+            api_of(&Method::POST, "/api/machines/{id}/restrictCodeExecution"),
+            Some(Api::RestrictCodeExecution)
+        );
+        assert_eq!(
+            api_of(&Method::GET, "/api/v1.0/machineactions"),
+            Some(Api::ListMachineActions)
+        );
+        assert_eq!(api_of(&Method::GET, "/api/openapi.json"), None);
+        assert_eq!(api_of(&Method::DELETE, "/api/machines/{id}"), None);
+    }
+}
