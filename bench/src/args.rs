@@ -31,9 +31,15 @@ impl Options {
             quick,
             devices: if quick { 200 } else { 2000 },
             concurrency: 16,
-            creation_rounds: if quick { 2 } else { 4 },
-            read_rounds: if quick { 2 } else { 6 },
-            read_round: if quick { Duration::from_millis(500) } else { Duration::from_millis(2500) },
+            // Multiples of the number of kinds measured in each (4), so that every kind
+            // runs in every position of a round equally often.
+            creation_rounds: if quick { 4 } else { 8 },
+            read_rounds: if quick { 4 } else { 8 },
+            read_round: if quick {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_millis(1500)
+            },
             dir: None,
         }
     }
@@ -45,13 +51,17 @@ impl Options {
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
-                it.next().cloned().ok_or_else(|| format!("{name} needs a value"))
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
             };
             match arg.as_str() {
                 "--quick" => {}
                 "-h" | "--help" => return Ok(None),
                 "--devices" => o.devices = positive(&value("--devices")?, "--devices")?,
-                "--concurrency" => o.concurrency = positive(&value("--concurrency")?, "--concurrency")?,
+                "--concurrency" => {
+                    o.concurrency = positive(&value("--concurrency")?, "--concurrency")?
+                }
                 "--dir" => o.dir = Some(PathBuf::from(value("--dir")?)),
                 other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
             }
@@ -78,12 +88,17 @@ mod tests {
     #[test]
     fn quick_shrinks_the_defaults_and_flags_override_them() {
         let full = parse(&[]).unwrap().unwrap();
-        assert_eq!((full.devices, full.concurrency, full.quick), (2000, 16, false));
+        assert_eq!(
+            (full.devices, full.concurrency, full.quick),
+            (2000, 16, false)
+        );
         // Order does not matter: --quick sets defaults, explicit values win.
-        let o = parse(&["--devices", "50", "--quick", "--dir", "/x"]).unwrap().unwrap();
+        let o = parse(&["--devices", "50", "--quick", "--dir", "/x"])
+            .unwrap()
+            .unwrap();
         assert!(o.quick);
         assert_eq!(o.devices, 50);
-        assert_eq!(o.read_rounds, 2);
+        assert_eq!(o.read_rounds, 4);
         assert_eq!(o.dir, Some(PathBuf::from("/x")));
     }
 

@@ -69,7 +69,11 @@ where
 /// up across all tasks, so callers can cycle through inputs). Operations in flight at
 /// the deadline are finished and counted, and the wall time runs until the last one
 /// ends, so count / elapsed is the true throughput.
-pub async fn run_for<F, Fut>(duration: Duration, concurrency: usize, op: F) -> Result<Sample, String>
+pub async fn run_for<F, Fut>(
+    duration: Duration,
+    concurrency: usize,
+    op: F,
+) -> Result<Sample, String>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -132,7 +136,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_item_runs_once_and_outputs_keep_their_index() {
-        let (sample, out) = run_count(50, 4, |i| async move { Ok(i * 10) }).await.unwrap();
+        let (sample, out) = run_count(50, 4, |i| async move { Ok(i * 10) })
+            .await
+            .unwrap();
         assert_eq!(sample.count(), 50);
         assert_eq!(out, (0..50).map(|i| i * 10).collect::<Vec<_>>());
     }
@@ -164,7 +170,11 @@ mod tests {
         // Two tasks sleeping 5 ms for 100 ms: about 40 operations, never more.
         assert!((10..=44).contains(&sample.count()), "{}", sample.count());
         let err = run_for(Duration::from_secs(5), 2, |n| async move {
-            if n == 3 { Err("boom".to_string()) } else { Ok(()) }
+            if n == 3 {
+                Err("boom".to_string())
+            } else {
+                Ok(())
+            }
         })
         .await;
         assert_eq!(err.unwrap_err(), "boom");

@@ -48,7 +48,10 @@ async fn main() -> ExitCode {
     let env = Environment::detect(&args);
     match tokio::time::timeout(RUN_LIMIT, run(&options)).await {
         Ok(Ok((measured, total))) => {
-            println!("{}", report::render(&env, &options, &measured.figures(total)));
+            println!(
+                "{}",
+                report::render(&env, &options, &measured.figures(total))
+            );
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {
@@ -77,8 +80,11 @@ impl Measured {
             create_http: &self.creation.http,
             create_store: &self.creation.store,
             raw_insert: &self.creation.raw,
+            raw_tx: &self.creation.raw_tx,
             get_action: &self.reads.get_action,
             healthz: &self.reads.healthz,
+            store_read: &self.reads.store_read,
+            token_check: &self.reads.token_check,
             sqlite_pragmas: &self.pragmas,
             total,
         }
@@ -95,10 +101,17 @@ async fn run(o: &Options) -> Result<(Measured, Duration), String> {
     eprintln!("databases in {}", tmp.path().display());
 
     let h = Harness::start(tmp.path(), o.concurrency).await?;
-    eprintln!("server at {}; enrolling {} devices over HTTP", h.base, o.devices);
+    eprintln!(
+        "server at {}; enrolling {} devices over HTTP",
+        h.base, o.devices
+    );
     let (http_devices, enroll) = h.enroll_devices(o.devices, o.concurrency).await?;
 
-    eprintln!("adding {} devices to the store and {} to the baseline database", o.devices, o.devices);
+    eprintln!(
+        "adding {} devices to the store and {} to the baseline database",
+        o.devices,
+        2 * o.devices
+    );
     let now = SystemClock.now();
     let mut store_devices = Vec::with_capacity(o.devices);
     for i in 0..o.devices {
@@ -109,16 +122,38 @@ async fn run(o: &Options) -> Result<(Measured, Duration), String> {
             .map_err(|e| format!("cannot add a device: {e}"))?;
         store_devices.push(m);
     }
-    let mut raw = RawSqlite::prepare(&tmp.path().join("baseline.db"), &h.tenant, &h.requestor, o.devices).await?;
+    // Two raw ways (plain insert, store-shaped transaction), a device per row each.
+    let mut raw = RawSqlite::prepare(
+        &tmp.path().join("baseline.db"),
+        &h.tenant,
+        &h.requestor,
+        2 * o.devices,
+    )
+    .await?;
 
     reads::warm_up(&h, o.concurrency).await?;
     eprintln!("measuring action creation ({} rounds)", o.creation_rounds);
-    let creation = creation::run(&h, &mut raw, &http_devices, &store_devices, o.creation_rounds, o.concurrency).await?;
+    let creation = creation::run(
+        &h,
+        &mut raw,
+        &http_devices,
+        &store_devices,
+        o.creation_rounds,
+        o.concurrency,
+    )
+    .await?;
     eprintln!(
-        "measuring GET /api/machineactions/{{id}} against GET /healthz ({} rounds of {:?})",
+        "measuring GET /api/machineactions/{{id}}, GET /healthz and their parts ({} rounds of {:?})",
         o.read_rounds, o.read_round
     );
-    let reads = reads::run(&h, &creation.action_ids, o.read_rounds, o.read_round, o.concurrency).await?;
+    let reads = reads::run(
+        &h,
+        &creation.action_ids,
+        o.read_rounds,
+        o.read_round,
+        o.concurrency,
+    )
+    .await?;
 
     let pragmas = raw.pragmas.clone();
     raw.close().await?;

@@ -2,6 +2,10 @@
 //! in a separate database with the store's schema and the store's durability settings
 //! (WAL, `synchronous=FULL`, foreign keys on), one autocommit `INSERT` per row over one
 //! connection. This is what one durable row costs on this disk, with nothing above it.
+//!
+//! A second, informative way writes what the store's transaction writes (`BEGIN
+//! IMMEDIATE`, the action row, its audit row, `COMMIT`) over the same single connection,
+//! to tell the cost of the transaction's shape from that of the store's pool and tasks.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,6 +26,10 @@ const ACTION_COLUMNS: &str = "id, tenant_id, action_type, title, requestor, \
      requestor_comment, status, machine_id, computer_dns_name, created, last_update, \
      cancellation_requestor, cancellation_comment, cancellation_time, error_h_result, \
      external_id, request_source, troubleshoot_info";
+
+/// The store's audit insert (crates/store/src/sqlite/actions.rs, `insert_audit`).
+const INSERT_AUDIT: &str = "INSERT INTO action_audit \
+     (action_id, at, actor, from_status, to_status, reason) VALUES (?, ?, ?, ?, ?, ?)";
 
 /// Rows inserted and discarded before measuring. Closing the setup store checkpoints
 /// and deletes the WAL file, and while the WAL grows every fsync must also commit the
@@ -47,7 +55,7 @@ pub struct RawSqlite {
 impl RawSqlite {
     /// Creates the database at `path` through `SqliteStore::open` (so the schema is the
     /// store's own), adds the tenant and `devices` devices the rows will reference (plus
-    /// [`WARM_UP_ROWS`] more), reopens it as one plain connection and inserts the warm-up
+    /// [`WARM_UP_ROWS`] more; each row needs a device of its own), reopens it as one plain connection and inserts the warm-up
     /// rows.
     pub async fn prepare(
         path: &Path,
@@ -103,6 +111,16 @@ impl RawSqlite {
     /// Inserts a pending restrict action for each of the next `n` devices, one
     /// autocommit statement (so one commit, one WAL fsync) per row, back to back.
     pub async fn insert(&mut self, n: usize) -> Result<Sample, String> {
+        self.write(n, false).await
+    }
+
+    /// As [`RawSqlite::insert`], but each row in the store's transaction shape:
+    /// `BEGIN IMMEDIATE`, the action, its creation audit row, `COMMIT`.
+    pub async fn insert_with_audit(&mut self, n: usize) -> Result<Sample, String> {
+        self.write(n, true).await
+    }
+
+    async fn write(&mut self, n: usize, with_audit: bool) -> Result<Sample, String> {
         let sql = format!(
             "INSERT INTO actions ({ACTION_COLUMNS}) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -127,7 +145,20 @@ impl RawSqlite {
                 &m.computer_dns_name,
                 SystemClock.now(),
             );
-            insert_action(&mut self.conn, &sql, &a).await?;
+            if with_audit {
+                let mut tx = self
+                    .conn
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(|e| format!("baseline begin: {e}"))?;
+                insert_action(&mut tx, &sql, &a).await?;
+                insert_audit(&mut tx, &a).await?;
+                tx.commit()
+                    .await
+                    .map_err(|e| format!("baseline commit: {e}"))?;
+            } else {
+                insert_action(&mut self.conn, &sql, &a).await?;
+            }
             latencies_ns.push(t0.elapsed().as_nanos() as u64);
         }
         self.next = end;
@@ -146,7 +177,11 @@ impl RawSqlite {
 }
 
 /// Binds the columns exactly as the store does (crates/store/src/sqlite/actions.rs).
-async fn insert_action(conn: &mut SqliteConnection, sql: &str, a: &ActionRecord) -> Result<(), String> {
+async fn insert_action(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    a: &ActionRecord,
+) -> Result<(), String> {
     sqlx::query(sql)
         .bind(&a.id)
         .bind(&a.tenant_id)
@@ -172,13 +207,30 @@ async fn insert_action(conn: &mut SqliteConnection, sql: &str, a: &ActionRecord)
         .map_err(|e| format!("baseline insert: {e}"))
 }
 
+/// The creation audit row, bound as the store binds it.
+async fn insert_audit(conn: &mut SqliteConnection, a: &ActionRecord) -> Result<(), String> {
+    sqlx::query(INSERT_AUDIT)
+        .bind(&a.id)
+        .bind(a.created.ticks())
+        .bind(&a.requestor)
+        .bind(None::<&str>)
+        .bind(a.status.as_str())
+        .bind(None::<&str>)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("baseline audit insert: {e}"))
+}
+
 async fn describe_pragmas(conn: &mut SqliteConnection) -> Result<String, String> {
     let mut parts = Vec::new();
     for pragma in ["journal_mode", "synchronous", "foreign_keys"] {
-        let value: String = sqlx::query_scalar(&format!("SELECT CAST({pragma} AS TEXT) FROM pragma_{pragma}"))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| format!("cannot read PRAGMA {pragma}: {e}"))?;
+        let value: String = sqlx::query_scalar(&format!(
+            "SELECT CAST({pragma} AS TEXT) FROM pragma_{pragma}"
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot read PRAGMA {pragma}: {e}"))?;
         parts.push(format!("{pragma}={value}"));
     }
     Ok(parts.join(", "))

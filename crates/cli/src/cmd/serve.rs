@@ -29,7 +29,16 @@ const FLEET_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let settings = config::resolve_serve(args, ctx.env)?;
     init_logging(&settings.log_level);
-    let serving = start(settings).await?;
+    // Listen for signals before the (possibly long) start-up, so that a Ctrl-C during it
+    // is neither lost nor fatal.
+    let mut shutdown = std::pin::pin!(shutdown_signal()?);
+    let serving = tokio::select! {
+        r = start(settings) => r?,
+        _ = &mut shutdown => {
+            tracing::info!("interrupted during start-up");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let mut banner = format!(
         "appfence listening on {} (public URL {}), data in {}\n",
         serving.local_addr(),
@@ -43,7 +52,7 @@ pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
     banner.push_str("\nPress Ctrl-C to stop.\n");
     ctx.out.write_all(banner.as_bytes())?;
     ctx.out.flush()?;
-    serving.run_until(shutdown_signal()).await?;
+    serving.run_until(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -219,26 +228,21 @@ async fn stop_fleet(stop: watch::Sender<bool>, fleet: Vec<JoinHandle<Result<(), 
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // Without a handler there is no Ctrl-C to wait for; SIGTERM still works.
-            std::future::pending::<()>().await;
-        }
+/// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| CliError::Failed(format!("cannot handle {name}: {e}")))
     };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
 }
 
 /// Logs to stderr; a second initialisation (tests) is ignored.

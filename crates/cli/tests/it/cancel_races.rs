@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{within, TestServer, ALL_ROLES};
+use crate::harness::{generous_limits, within, TestServer, ALL_ROLES};
 
 const ROUNDS: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_completion_race_to_exactly_one_final_status() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(generous_limits, None).await;
     let api = server.api(ALL_ROLES).await;
     let dev = server.enroll("race-cancel").await;
     let mut wins = (0usize, 0usize);
@@ -23,7 +23,11 @@ async fn cancel_and_completion_race_to_exactly_one_final_status() {
         } else {
             api.unrestrict(&dev.machine_id, "race").await
         };
-        assert_eq!(r.status, 201, "round {round}: a new action after the last one is final: {}", r.text);
+        assert_eq!(
+            r.status, 201,
+            "round {round}: a new action after the last one is final: {}",
+            r.text
+        );
         let id = r.json()["id"].as_str().unwrap().to_string();
         assert_eq!(dev.ack(&id).await["applied"], true);
 
@@ -65,7 +69,11 @@ async fn cancel_and_completion_race_to_exactly_one_final_status() {
                 other.0, cancel.text
             ),
         }
-        ids.push((id, stored["status"].as_str().unwrap().to_string(), stored["lastUpdateDateTimeUtc"].clone()));
+        ids.push((
+            id,
+            stored["status"].as_str().unwrap().to_string(),
+            stored["lastUpdateDateTimeUtc"].clone(),
+        ));
     }
     assert_eq!(wins.0 + wins.1, ROUNDS);
 
@@ -76,10 +84,18 @@ async fn cancel_and_completion_race_to_exactly_one_final_status() {
         assert_eq!(again["applied"], false);
         assert_eq!(again["status"], status.as_str());
         let a = api.action(id).await;
-        assert_eq!(a["status"], status.as_str(), "{id} changed after it was final");
+        assert_eq!(
+            a["status"],
+            status.as_str(),
+            "{id} changed after it was final"
+        );
         assert_eq!(&a["lastUpdateDateTimeUtc"], updated);
         let trail = server.state.store.audit_trail(id).await.unwrap();
-        assert_eq!(trail.len(), 3, "created, acknowledged, one final change: {trail:?}");
+        assert_eq!(
+            trail.len(),
+            3,
+            "created, acknowledged, one final change: {trail:?}"
+        );
     }
     // A repeated identical report is idempotent: applied, nothing changes.
     if let Some((id, _, updated)) = ids.iter().find(|(_, s, _)| s == "Succeeded") {

@@ -33,8 +33,16 @@ async fn cli_commands_against_the_real_server() {
 
     // The fleet enrols; then `machines list --output json` shows both, as the wire form.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while api.get("/api/machines").await.json()["value"].as_array().unwrap().len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "fleet did not enrol");
+    while api.get("/api/machines").await.json()["value"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fleet did not enrol"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let out = run(&["machines", "list", "--output", "json"], &env, LIMIT).await;
@@ -47,8 +55,17 @@ async fn cli_commands_against_the_real_server() {
         .map(|m| m["computerDnsName"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["demo-linux-01.appfence.local", "demo-linux-02.appfence.local"]);
-    assert!(list["@odata.context"].as_str().unwrap().ends_with("#Machines"));
+    assert_eq!(
+        names,
+        [
+            "demo-linux-01.appfence.local",
+            "demo-linux-02.appfence.local"
+        ]
+    );
+    assert!(list["@odata.context"]
+        .as_str()
+        .unwrap()
+        .ends_with("#Machines"));
     let host = "demo-linux-01.appfence.local";
 
     // Table output names the hosts too.
@@ -58,7 +75,19 @@ async fn cli_commands_against_the_real_server() {
 
     // `restrict --wait` returns once the device has done it: exit 0, status Succeeded.
     let out = run(
-        &["restrict", host, "--comment", "alert 1234", "--wait", "--timeout", "30s", "--poll-interval", "50ms", "-o", "json"],
+        &[
+            "restrict",
+            host,
+            "--comment",
+            "alert 1234",
+            "--wait",
+            "--timeout",
+            "30s",
+            "--poll-interval",
+            "50ms",
+            "-o",
+            "json",
+        ],
         &env,
         LIMIT,
     )
@@ -81,9 +110,16 @@ async fn cli_commands_against_the_real_server() {
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, [id.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&id));
     let out = run(
-        &["actions", "list", "--filter", "status eq 'Pending'", "-o", "json"],
+        &[
+            "actions",
+            "list",
+            "--filter",
+            "status eq 'Pending'",
+            "-o",
+            "json",
+        ],
         &env,
         LIMIT,
     )
@@ -97,16 +133,30 @@ async fn cli_commands_against_the_real_server() {
     assert_eq!(got["status"], "Succeeded");
     let out = run(&["actions", "get", &id], &env, LIMIT).await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains(&id) && out.stdout.contains("Succeeded"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&id) && out.stdout.contains("Succeeded"),
+        "{}",
+        out.stdout
+    );
 
     // Cancelling a final action fails: non-zero exit, the error code on stderr.
-    let out = run(&["actions", "cancel", &id, "--comment", "too late"], &env, LIMIT).await;
+    let out = run(
+        &["actions", "cancel", &id, "--comment", "too late"],
+        &env,
+        LIMIT,
+    )
+    .await;
     assert_ne!(out.code, Some(0), "{out:?}");
     assert!(out.stderr.contains("BadRequest"), "{}", out.stderr);
     assert_eq!(api.action(&id).await["status"], "Succeeded", "unchanged");
 
     // A duplicate: the first (no wait) is accepted, the second refused with the code.
-    let out = run(&["unrestrict", host, "--comment", "clean", "-o", "json"], &env, LIMIT).await;
+    let out = run(
+        &["unrestrict", host, "--comment", "clean", "-o", "json"],
+        &env,
+        LIMIT,
+    )
+    .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let unrestrict_id = out.json()["id"].as_str().unwrap().to_string();
     let dup = run(&["restrict", host, "--comment", "again"], &env, LIMIT).await;
@@ -117,7 +167,10 @@ async fn cli_commands_against_the_real_server() {
         assert_eq!(first_final["status"], "Succeeded", "{dup:?}");
     } else {
         assert!(dup.stderr.contains("ActiveRequestAlreadyExists"), "{dup:?}");
-        assert!(dup.stderr.contains("Action is already in progress"), "{dup:?}");
+        assert!(
+            dup.stderr.contains("Action is already in progress"),
+            "{dup:?}"
+        );
     }
 
     // Bad credentials: a clear error, non-zero exit.

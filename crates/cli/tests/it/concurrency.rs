@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::harness::{within, TestServer, ALL_ROLES};
+use crate::harness::{generous_limits, within, TestServer, ALL_ROLES};
 
 const CALLS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_restricts_create_exactly_one_action() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(generous_limits, None).await;
     let api = server.api(ALL_ROLES).await;
     let dev = server.enroll("race-host").await;
     let other = server.enroll("bystander").await;
@@ -19,7 +19,11 @@ async fn simultaneous_restricts_create_exactly_one_action() {
     // Half by machine id, half by DNS name, mixed with unrestricts: one slot for all.
     let calls = (0..CALLS).map(|i| {
         let api = api.clone();
-        let key = if i % 2 == 0 { dev.machine_id.clone() } else { dev.hostname.clone() };
+        let key = if i % 2 == 0 {
+            dev.machine_id.clone()
+        } else {
+            dev.hostname.clone()
+        };
         tokio::spawn(async move {
             if i % 3 == 0 {
                 api.unrestrict(&key, &format!("call {i}")).await
@@ -28,7 +32,12 @@ async fn simultaneous_restricts_create_exactly_one_action() {
             }
         })
     });
-    let results = within(Duration::from_secs(120), "200 concurrent calls", join_all(calls)).await;
+    let results = within(
+        Duration::from_secs(120),
+        "200 concurrent calls",
+        join_all(calls),
+    )
+    .await;
     let mut created = Vec::new();
     let mut duplicates = 0;
     for r in results {
@@ -50,7 +59,12 @@ async fn simultaneous_restricts_create_exactly_one_action() {
     assert_eq!(stored[0].id, created[0]["id"].as_str().unwrap());
     assert_eq!(stored[0].machine_id, dev.machine_id);
     assert_eq!(stored[0].status, appfence_proto::ActionStatus::Pending);
-    let open = server.state.store.open_actions(&dev.machine_id).await.unwrap();
+    let open = server
+        .state
+        .store
+        .open_actions(&dev.machine_id)
+        .await
+        .unwrap();
     assert_eq!(open.len(), 1);
 
     // The slot is per device: another device is unaffected.

@@ -24,7 +24,14 @@ fn free_port() -> u16 {
 fn start_demo(data_dir: &Path, logs: &Path, port: u16, name: &str) -> ChildGuard {
     let listen = format!("127.0.0.1:{port}");
     let cmd = command(
-        &["serve", "--demo", "--listen", &listen, "--data-dir", data_dir.to_str().unwrap()],
+        &[
+            "serve",
+            "--demo",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
         &[("APPFENCE_LOG_LEVEL", "info")],
     );
     let mut child = ChildGuard::spawn(cmd, logs, name);
@@ -69,10 +76,18 @@ async fn token(http: &reqwest::Client, demo: &Value) -> String {
     r.json()["access_token"].as_str().unwrap().to_string()
 }
 
-async fn call(http: &reqwest::Client, token: &str, method: reqwest::Method, url: &str, body: Option<Value>) -> Resp {
+async fn call(
+    http: &reqwest::Client,
+    token: &str,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> Resp {
     let mut req = http.request(method, url).bearer_auth(token);
     if let Some(b) = body {
-        req = req.header("Content-Type", "application/json").body(b.to_string());
+        req = req
+            .header("Content-Type", "application/json")
+            .body(b.to_string());
     }
     Resp::read(req.send().await.unwrap()).await
 }
@@ -80,7 +95,14 @@ async fn call(http: &reqwest::Client, token: &str, method: reqwest::Method, url:
 async fn wait_succeeded(http: &reqwest::Client, token: &str, api: &str, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let r = call(http, token, reqwest::Method::GET, &format!("{api}/machineactions/{id}"), None).await;
+        let r = call(
+            http,
+            token,
+            reqwest::Method::GET,
+            &format!("{api}/machineactions/{id}"),
+            None,
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text);
         let a = r.json();
         match a["status"].as_str().unwrap() {
@@ -88,13 +110,23 @@ async fn wait_succeeded(http: &reqwest::Client, token: &str, api: &str, id: &str
             "Succeeded" => return a,
             other => panic!("action {id} ended {other}: {a}"),
         }
-        assert!(tokio::time::Instant::now() < deadline, "{id} did not succeed: {a}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} did not succeed: {a}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn machine_ids(http: &reqwest::Client, token: &str, api: &str) -> Vec<String> {
-    let r = call(http, token, reqwest::Method::GET, &format!("{api}/machines"), None).await;
+    let r = call(
+        http,
+        token,
+        reqwest::Method::GET,
+        &format!("{api}/machines"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let mut ids: Vec<String> = r.json()["value"]
         .as_array()
@@ -136,7 +168,12 @@ async fn serve_demo_end_to_end_and_after_a_restart() {
     assert_eq!(machines.len(), 5, "{demo}");
     let api = demo["apiBaseUrl"].as_str().unwrap().to_string();
     assert_eq!(api, format!("http://127.0.0.1:{port}/api"));
-    assert!(child.stdout_text().contains(demo["clientId"].as_str().unwrap()), "banner shows how to connect");
+    assert!(
+        child
+            .stdout_text()
+            .contains(demo["clientId"].as_str().unwrap()),
+        "banner shows how to connect"
+    );
 
     let t = token(&http, &demo).await;
     let mut sorted = machines.clone();
@@ -147,7 +184,14 @@ async fn serve_demo_end_to_end_and_after_a_restart() {
     let m = &machines[0];
     let restrict_url = format!("{api}/machines/{m}/restrictCodeExecution");
     let body = json!({"Comment": "Restrict code execution due to alert 1234"});
-    let r = call(&http, &t, reqwest::Method::POST, &restrict_url, Some(body.clone())).await;
+    let r = call(
+        &http,
+        &t,
+        reqwest::Method::POST,
+        &restrict_url,
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let restrict_id = r.json()["id"].as_str().unwrap().to_string();
     let dup = call(&http, &t, reqwest::Method::POST, &restrict_url, Some(body)).await;
@@ -190,10 +234,24 @@ async fn serve_demo_end_to_end_and_after_a_restart() {
     }
     assert_eq!(again["machines"], demo["machines"], "the same machines");
     // The old token still verifies (keys persist), and a new one can be had.
-    assert_eq!(machine_ids(&http, &t, &api).await, sorted, "no device enrolled twice");
+    assert_eq!(
+        machine_ids(&http, &t, &api).await,
+        sorted,
+        "no device enrolled twice"
+    );
     let t2 = token(&http, &again).await;
-    for (id, kind) in [(&restrict_id, "RestrictCodeExecution"), (&unrestrict_id, "UnrestrictCodeExecution")] {
-        let r = call(&http, &t2, reqwest::Method::GET, &format!("{api}/machineactions/{id}"), None).await;
+    for (id, kind) in [
+        (&restrict_id, "RestrictCodeExecution"),
+        (&unrestrict_id, "UnrestrictCodeExecution"),
+    ] {
+        let r = call(
+            &http,
+            &t2,
+            reqwest::Method::GET,
+            &format!("{api}/machineactions/{id}"),
+            None,
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text);
         let a = r.json();
         assert_eq!(a["status"], "Succeeded");

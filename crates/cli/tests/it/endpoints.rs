@@ -27,7 +27,10 @@ async fn check_machines(api: &Api, prefix: &str, public: &str, dev: &crate::harn
     assert_eq!(list.status, 200, "{}", list.text);
     list.assert_odata_headers();
     let v = list.json();
-    assert_eq!(v["@odata.context"], format!("{public}/api/$metadata#Machines"));
+    assert_eq!(
+        v["@odata.context"],
+        format!("{public}/api/$metadata#Machines")
+    );
     let found: Vec<_> = v["value"]
         .as_array()
         .unwrap()
@@ -60,24 +63,50 @@ async fn check_machines(api: &Api, prefix: &str, public: &str, dev: &crate::harn
         assert!(is_mde_timestamp(m["lastSeen"].as_str().unwrap()), "{m}");
     }
     // Every field of spec §5, with its JSON type.
-    let m = api.get(&format!("{prefix}/machines/{}", dev.machine_id)).await.json();
+    let m = api
+        .get(&format!("{prefix}/machines/{}", dev.machine_id))
+        .await
+        .json();
     for key in [
-        "id", "computerDnsName", "firstSeen", "lastSeen", "osPlatform", "version", "osBuild",
-        "osArchitecture", "agentVersion", "lastIpAddress", "lastExternalIpAddress",
-        "healthStatus", "onboardingStatus", "rbacGroupId", "rbacGroupName", "riskScore",
-        "exposureLevel", "deviceValue", "aadDeviceId", "machineTags", "ipAddresses",
+        "id",
+        "computerDnsName",
+        "firstSeen",
+        "lastSeen",
+        "osPlatform",
+        "version",
+        "osBuild",
+        "osArchitecture",
+        "agentVersion",
+        "lastIpAddress",
+        "lastExternalIpAddress",
+        "healthStatus",
+        "onboardingStatus",
+        "rbacGroupId",
+        "rbacGroupName",
+        "riskScore",
+        "exposureLevel",
+        "deviceValue",
+        "aadDeviceId",
+        "machineTags",
+        "ipAddresses",
         "isAadJoined",
     ] {
         assert!(m.get(key).is_some(), "machine lacks {key}: {m}");
     }
-    assert!(m["rbacGroupId"].is_i64() && m["isAadJoined"].is_boolean(), "{m}");
+    assert!(
+        m["rbacGroupId"].is_i64() && m["isAadJoined"].is_boolean(),
+        "{m}"
+    );
     assert!(m["machineTags"].is_array(), "{m}");
     assert_eq!(m["agentVersion"], "0.1.0");
     assert_eq!(m["lastIpAddress"], "10.0.0.7");
     let ips = m["ipAddresses"].as_array().unwrap();
     assert_eq!(ips.len(), 1, "{m}");
     for key in ["ipAddress", "macAddress", "operationalStatus", "type"] {
-        assert!(ips[0].get(key).is_some(), "ipAddresses item lacks {key}: {m}");
+        assert!(
+            ips[0].get(key).is_some(),
+            "ipAddresses item lacks {key}: {m}"
+        );
     }
     assert_eq!(ips[0]["ipAddress"], "10.0.0.7");
 
@@ -113,7 +142,10 @@ async fn check_actions(
     assert_eq!(a["title"], "alert 1234");
     assert_eq!(a["externalId"], "ext-1");
     assert_eq!(a["requestor"], app_name.as_str());
-    assert_eq!(a["requestorComment"], "Restrict code execution due to alert 1234");
+    assert_eq!(
+        a["requestorComment"],
+        "Restrict code execution due to alert 1234"
+    );
     assert_eq!(a["machineId"], dev.machine_id.as_str());
     assert_eq!(a["computerDnsName"], dev.hostname.as_str());
     assert_eq!(a["requestSource"], "PublicApi");
@@ -123,7 +155,9 @@ async fn check_actions(
     let restrict_id = a["id"].as_str().unwrap().to_string();
 
     // Get it, also with `Content-Type: application/json` and a `{}` body on the GET.
-    let g = api.get(&format!("{prefix}/machineactions/{restrict_id}")).await;
+    let g = api
+        .get(&format!("{prefix}/machineactions/{restrict_id}"))
+        .await;
     assert_eq!(g.status, 200, "{}", g.text);
     g.assert_odata_headers();
     let got = g.json();
@@ -162,11 +196,17 @@ async fn check_actions(
     assert_eq!(l.status, 200, "{}", l.text);
     l.assert_odata_headers();
     let lv = l.json();
-    assert_eq!(lv["@odata.context"], format!("{public}/api/$metadata#MachineActions"));
+    assert_eq!(
+        lv["@odata.context"],
+        format!("{public}/api/$metadata#MachineActions")
+    );
     let items = lv["value"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{lv}");
     assert_eq!(items[0]["id"], restrict_id.as_str());
-    assert!(items[0].get("@odata.context").is_none(), "items carry no context");
+    assert!(
+        items[0].get("@odata.context").is_none(),
+        "items carry no context"
+    );
     assert_machine_action(&items[0], public, false);
 
     // Cancel: 200 with the cancellation fields.
@@ -183,12 +223,17 @@ async fn check_actions(
     assert_eq!(cv["status"], "Cancelled");
     assert_eq!(cv["cancellationComment"], "wrong machine");
     assert_eq!(cv["cancellationRequestor"], app_name.as_str());
-    assert!(is_mde_timestamp(cv["cancellationDateTimeUtc"].as_str().unwrap()));
+    assert!(is_mde_timestamp(
+        cv["cancellationDateTimeUtc"].as_str().unwrap()
+    ));
 
     // Unrestrict (by aadDeviceId) is now allowed: the restrict is final.
     let u = api
         .post(
-            &format!("{prefix}/machines/{}/unrestrictCodeExecution", dev.aad_device_id),
+            &format!(
+                "{prefix}/machines/{}/unrestrictCodeExecution",
+                dev.aad_device_id
+            ),
             &json!({"Comment": "clean"}),
         )
         .await;
@@ -205,7 +250,10 @@ async fn check_actions(
     let c2 = api
         .send(api.request(
             reqwest::Method::POST,
-            &format!("{prefix}/machineactions/{}/cancel", uv["id"].as_str().unwrap()),
+            &format!(
+                "{prefix}/machineactions/{}/cancel",
+                uv["id"].as_str().unwrap()
+            ),
         ))
         .await;
     assert_eq!(c2.status, 200, "cancel without a body: {}", c2.text);

@@ -28,15 +28,28 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     /// Asserts the error, its message when given, and that the store did not change.
-    async fn expect(&mut self, what: &str, r: Resp, status: u16, code: &str, message: Option<&str>) -> ErrorInfo {
+    async fn expect(
+        &mut self,
+        what: &str,
+        r: Resp,
+        status: u16,
+        code: &str,
+        message: Option<&str>,
+    ) -> ErrorInfo {
         let info = r.assert_error(status, code);
         if let Some(m) = message {
             assert_eq!(info.message, m, "{what}");
         }
         assert!(!info.message.is_empty(), "{what}: empty message");
-        assert!(self.targets.insert(info.target.clone()), "{what}: target reused");
+        assert!(
+            self.targets.insert(info.target.clone()),
+            "{what}: target reused"
+        );
         let now = snapshot(self.server).await;
-        assert_eq!(now, self.before, "{what}: the store changed after a refused request");
+        assert_eq!(
+            now, self.before,
+            "{what}: the store changed after a refused request"
+        );
         info
     }
 }
@@ -91,7 +104,13 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
 
     // BadRequest: cancelling a final action.
     let info = c
-        .expect("cancel final", api.cancel(&final_id, "again").await, 400, "BadRequest", None)
+        .expect(
+            "cancel final",
+            api.cancel(&final_id, "again").await,
+            400,
+            "BadRequest",
+            None,
+        )
         .await;
     assert!(info.message.contains("Cancelled"), "{}", info.message);
 
@@ -108,12 +127,24 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
         ("$filter=(status+eq+'Pending'", ""),
     ] {
         let info = c
-            .expect(q, api.get(&format!("/api/machineactions?{q}")).await, 400, "ODataError", None)
+            .expect(
+                q,
+                api.get(&format!("/api/machineactions?{q}")).await,
+                400,
+                "ODataError",
+                None,
+            )
             .await;
         assert!(info.message.contains(needle), "{q}: {}", info.message);
     }
-    c.expect("machines $top", api.get("/api/machines?$top=10001").await, 400, "ODataError", None)
-        .await;
+    c.expect(
+        "machines $top",
+        api.get("/api/machines?$top=10001").await,
+        400,
+        "ODataError",
+        None,
+    )
+    .await;
 
     // InvalidInput: ids of the wrong shape.
     c.expect(
@@ -144,18 +175,37 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
     // InvalidRequestBody. (The device has an open action, so use the other ones: body
     // problems must be found before the duplicate rule is even asked.)
     let idle = format!("/api/machines/{}/restrictCodeExecution", too_old.machine_id);
-    for body in ["not json", "[1]", r#"{"Comment":5}"#, r#""Comment""#, r#"{"Comment":"a""#, ""] {
+    for body in [
+        "not json",
+        "[1]",
+        r#"{"Comment":5}"#,
+        r#""Comment""#,
+        r#"{"Comment":"a""#,
+        "",
+    ] {
         let info = c
-            .expect(body, api.post_raw(&idle, body.to_string()).await, 400, "InvalidRequestBody", None)
+            .expect(
+                body,
+                api.post_raw(&idle, body.to_string()).await,
+                400,
+                "InvalidRequestBody",
+                None,
+            )
             .await;
         assert!(!info.message.contains("serde"), "{}", info.message);
     }
 
     // MissingRequiredParameter: keys are case-sensitive.
-    for body in [json!({"comment": "x"}), json!({}), json!({"Comment": ""}), json!({"Comment": null})] {
+    for body in [
+        json!({"comment": "x"}),
+        json!({}),
+        json!({"Comment": ""}),
+        json!({"Comment": null}),
+    ] {
         c.expect(
             &body.to_string(),
-            api.post(&restrict_path.replace(m, &no_platform.machine_id), &body).await,
+            api.post(&restrict_path.replace(m, &no_platform.machine_id), &body)
+                .await,
             400,
             "MissingRequiredParameter",
             Some("Parameter Comment is missing"),
@@ -170,7 +220,8 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
             api.unrestrict(key, "dup").await,
         ] {
             assert!(
-                r.text.contains(r#""message":"Action is already in progress""#),
+                r.text
+                    .contains(r#""message":"Action is already in progress""#),
                 "clients match the compact substring: {}",
                 r.text
             );
@@ -225,26 +276,36 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
         anon.cancel(&open_id, "x").await,
         anon.get("/api/v1.0/machineactions").await,
     ] {
-        assert_eq!(r.header("www-authenticate").map(|h| h.starts_with("Bearer")), Some(true));
+        assert_eq!(
+            r.header("www-authenticate")
+                .map(|h| h.starts_with("Bearer")),
+            Some(true)
+        );
         c.expect("no token", r, 401, "Unauthorized", None).await;
     }
 
     // Forbidden: the exact MDE message, per permission.
-    let forbidden_restrict = "Missing application roles. API required roles: Machine.RestrictExecution";
+    let forbidden_restrict =
+        "Missing application roles. API required roles: Machine.RestrictExecution";
     for r in [
         reader.restrict(m, "x").await,
         reader.unrestrict(m, "x").await,
         reader.cancel(&open_id, "x").await,
     ] {
-        c.expect("reader acts", r, 403, "Forbidden", Some(forbidden_restrict)).await;
+        c.expect("reader acts", r, 403, "Forbidden", Some(forbidden_restrict))
+            .await;
     }
     for r in [
         restricter.get("/api/machines").await,
         restricter.get(&format!("/api/machines/{m}")).await,
         restricter.get("/api/machineactions").await,
-        restricter.get(&format!("/api/machineactions/{open_id}")).await,
+        restricter
+            .get(&format!("/api/machineactions/{open_id}"))
+            .await,
     ] {
-        let info = c.expect("restricter reads", r, 403, "Forbidden", None).await;
+        let info = c
+            .expect("restricter reads", r, 403, "Forbidden", None)
+            .await;
         assert!(
             info.message
                 .starts_with("Missing application roles. API required roles: ")
@@ -275,7 +336,8 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
     let unknown_action = uuid::Uuid::new_v4().to_string();
     c.expect(
         "unknown action",
-        api.get(&format!("/api/machineactions/{unknown_action}")).await,
+        api.get(&format!("/api/machineactions/{unknown_action}"))
+            .await,
         404,
         "ResourceNotFound",
         Some(&format!("MachineAction {unknown_action} was not found")),
@@ -297,12 +359,16 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
         "/api/v2.0/machines",
         &format!("/api/Machines/{m}"),
     ] {
-        c.expect(path, api.get(path).await, 404, "NotFound", None).await;
+        c.expect(path, api.get(path).await, 404, "NotFound", None)
+            .await;
     }
     c.expect(
         "wrong-case action",
-        api.post(&format!("/api/machines/{m}/RestrictCodeExecution"), &json!({"Comment": "x"}))
-            .await,
+        api.post(
+            &format!("/api/machines/{m}/RestrictCodeExecution"),
+            &json!({"Comment": "x"}),
+        )
+        .await,
         404,
         "NotFound",
         None,
@@ -313,8 +379,21 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
     // is idle, so without a limit this would be a 201).
     let pad = "a".repeat(70 * 1024);
     let big = json!({"Comment": "x", "Title": null, "Pad": pad}).to_string();
-    let r = api.post_raw(&format!("/api/machines/{}/restrictCodeExecution", idle_dev.machine_id), big).await;
-    assert!(matches!(r.status, 400 | 413), "oversized: HTTP {} {}", r.status, r.text);
+    let r = api
+        .post_raw(
+            &format!(
+                "/api/machines/{}/restrictCodeExecution",
+                idle_dev.machine_id
+            ),
+            big,
+        )
+        .await;
+    assert!(
+        matches!(r.status, 400 | 413),
+        "oversized: HTTP {} {}",
+        r.status,
+        r.text
+    );
     let status = r.status;
     let code = r.json()["error"]["code"].as_str().unwrap_or("").to_string();
     assert!(

@@ -38,7 +38,10 @@ fn goldens() -> Vec<Golden> {
         if NOT_GOLDEN.contains(&name.as_str()) {
             continue;
         }
-        assert!(name.ends_with(".json"), "unexpected file in captured/: {name}");
+        assert!(
+            name.ends_with(".json"),
+            "unexpected file in captured/: {name}"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let Some(body) = doc["body"].as_object() else {
@@ -104,7 +107,10 @@ async fn our_machine_actions_match_the_recorded_ones() {
         "pingone_davinci_restrictCodeExecution_201.json",
         "pingone_davinci_unrestrictCodeExecution_201.json",
     ] {
-        assert!(names.contains(&must), "{must} not compared; compared: {names:?}");
+        assert!(
+            names.contains(&must),
+            "{must} not compared; compared: {names:?}"
+        );
     }
 
     let server = TestServer::start().await;

@@ -66,6 +66,15 @@ impl Default for DeviceOpts {
     }
 }
 
+/// Config tweak for tests that make hundreds of calls per API within a minute: MDE's
+/// 100 calls a minute would otherwise answer them 429 (the limits have their own test).
+pub fn generous_limits(c: &mut ServerConfig) {
+    c.rate_limits = appfence_core::ratelimit::RateLimitPolicy {
+        per_minute: 100_000,
+        per_hour: 100_000,
+    };
+}
+
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

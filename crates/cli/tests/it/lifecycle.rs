@@ -27,7 +27,10 @@ async fn statuses_until_final(api: &Api, id: &str) -> (Vec<String>, Value) {
         if !matches!(s.as_str(), "Pending" | "InProgress") {
             return (seen, a);
         }
-        assert!(tokio::time::Instant::now() < deadline, "{id} not final within {WAIT:?}: {seen:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} not final within {WAIT:?}: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -71,11 +74,17 @@ async fn restrict_and_unrestrict_with_simulated_devices() {
     // Both devices enrol.
     let deadline = tokio::time::Instant::now() + WAIT;
     let machines = loop {
-        let v = api.get("/api/machines?$filter=startswith(computerDnsName,'demo-linux-')").await.json();
+        let v = api
+            .get("/api/machines?$filter=startswith(computerDnsName,'demo-linux-')")
+            .await
+            .json();
         if v["value"].as_array().unwrap().len() == 2 {
             break v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "fleet did not enrol: {v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fleet did not enrol: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let host = "demo-linux-01.appfence.local";
@@ -99,7 +108,9 @@ async fn restrict_and_unrestrict_with_simulated_devices() {
         .to_string();
 
     // Restrict by DNS name, as SOAR playbooks do.
-    let r = api.restrict(host, "Restrict code execution due to alert 1234").await;
+    let r = api
+        .restrict(host, "Restrict code execution due to alert 1234")
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let restrict = r.json();
     assert_eq!(restrict["status"], "Pending");
@@ -111,7 +122,10 @@ async fn restrict_and_unrestrict_with_simulated_devices() {
     let order = ["Pending", "InProgress", "Succeeded"];
     let mut pos = 0;
     for s in &seen {
-        let i = order.iter().position(|o| o == s).unwrap_or_else(|| panic!("unexpected {s}"));
+        let i = order
+            .iter()
+            .position(|o| o == s)
+            .unwrap_or_else(|| panic!("unexpected {s}"));
         assert!(i >= pos, "statuses went backwards: {seen:?}");
         pos = i;
     }
@@ -139,7 +153,10 @@ async fn restrict_and_unrestrict_with_simulated_devices() {
         .unwrap()
         .expect("a succeeded action");
     assert_eq!(last.id, restrict_id);
-    assert_eq!(reported(&server, &machine_id, true).await.as_deref(), Some(restrict_id.as_str()));
+    assert_eq!(
+        reported(&server, &machine_id, true).await.as_deref(),
+        Some(restrict_id.as_str())
+    );
     // The other device was left alone.
     assert!(server
         .state
@@ -157,30 +174,83 @@ async fn restrict_and_unrestrict_with_simulated_devices() {
     let (_, done) = statuses_until_final(&api, &unrestrict_id).await;
     assert_eq!(done["status"], "Succeeded", "{done}");
     assert_eq!(done["type"], "UnrestrictCodeExecution");
-    assert_eq!(reported(&server, &machine_id, false).await.as_deref(), Some(unrestrict_id.as_str()));
+    assert_eq!(
+        reported(&server, &machine_id, false).await.as_deref(),
+        Some(unrestrict_id.as_str())
+    );
 
     // A new restrict is accepted now that the previous one is final, and completes.
     let r = api.restrict(&machine_id, "again").await;
     assert_eq!(r.status, 201, "{}", r.text);
     let again = r.json()["id"].as_str().unwrap().to_string();
     // While it is open, a second one is refused.
-    api.restrict(&machine_id, "dup").await.assert_error(400, "ActiveRequestAlreadyExists");
+    api.restrict(&machine_id, "dup")
+        .await
+        .assert_error(400, "ActiveRequestAlreadyExists");
     let (_, done) = statuses_until_final(&api, &again).await;
     assert_eq!(done["status"], "Succeeded");
     reported(&server, &machine_id, true).await;
 
     // Actions of the device, newest first.
     let list = api
-        .get(&format!("/api/machineactions?$filter=machineId+eq+'{machine_id}'"))
+        .get(&format!(
+            "/api/machineactions?$filter=machineId+eq+'{machine_id}'"
+        ))
         .await
         .json();
-    let ids: Vec<&str> = list["value"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [again.as_str(), unrestrict_id.as_str(), restrict_id.as_str()]);
+    let ids: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [again.as_str(), unrestrict_id.as_str(), restrict_id.as_str()]
+    );
 
     stop.send(true).unwrap();
     for task in fleet {
         let res = crate::harness::within(Duration::from_secs(20), "fleet shutdown", task).await;
         res.expect("device task").expect("device ends cleanly");
     }
+    server.stop().await;
+}
+
+/// A device's waiting long-poll is woken by a new action rather than by its timeout:
+/// the poll may wait 5 minutes, the test allows 30 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_long_poll_is_woken_by_a_new_action() {
+    let server = TestServer::start_with(|c| c.long_poll_max = Duration::from_secs(300), None).await;
+    let api = server.api(ALL_ROLES).await;
+    let dev = server.enroll("long-poller").await;
+    let idle = dev.poll(0).await;
+    assert_eq!(idle["commands"], serde_json::json!([]));
+    assert_eq!(idle["desired"]["restricted"], false);
+
+    let poller = {
+        let dev = dev.clone();
+        tokio::spawn(async move { dev.poll(300).await })
+    };
+    // Wait until the poll is really parked on the dispatcher before creating the action.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.state.dispatch.waiting_devices() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the long-poll never started waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = api.restrict(&dev.machine_id, "wake up").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let got = crate::harness::within(Duration::from_secs(30), "the woken long-poll", poller)
+        .await
+        .unwrap();
+    let commands = got["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 1, "{got}");
+    assert_eq!(commands[0]["actionId"], id.as_str());
+    assert_eq!(commands[0]["type"], "RestrictCodeExecution");
+    // (Un-woken, the poll would have run into the HTTP client's 30 s timeout and failed.)
     server.stop().await;
 }

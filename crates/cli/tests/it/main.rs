@@ -18,6 +18,7 @@ mod golden;
 mod lifecycle;
 mod odata;
 mod openapi;
+mod ratelimits;
 mod tenants;
 mod timeouts;
 mod tokens;

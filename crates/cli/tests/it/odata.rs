@@ -22,7 +22,11 @@ struct Act {
 
 /// Ids of the actions matching `pred`.
 fn ids(model: &[Act], pred: impl Fn(&Act) -> bool) -> BTreeSet<String> {
-    model.iter().filter(|a| pred(a)).map(|a| a.id.clone()).collect()
+    model
+        .iter()
+        .filter(|a| pred(a))
+        .map(|a| a.id.clone())
+        .collect()
 }
 
 /// The ids of one page, checking each item's shape.
@@ -100,7 +104,11 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     // Ten actions: a restrict on each device, finished differently, then an unrestrict.
     let mut model: Vec<Act> = Vec::new();
     for (i, dev) in devs.iter().enumerate() {
-        let (api, name) = if i % 2 == 0 { (&obrien, "O'Brien") } else { (&playbook, "Playbook") };
+        let (api, name) = if i % 2 == 0 {
+            (&obrien, "O'Brien")
+        } else {
+            (&playbook, "Playbook")
+        };
         let mut a = create(api, dev, "RestrictCodeExecution", name).await;
         match i {
             0 | 3 => {
@@ -138,21 +146,53 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     let mid = model[5].created.clone();
     let mid_ticks = model[5].ticks;
     let cases: Vec<(String, BTreeSet<String>)> = vec![
-        ("status eq 'Pending'".into(), ids(&model, |a| a.status == "Pending")),
-        ("status ne 'Pending'".into(), ids(&model, |a| a.status != "Pending")),
-        ("status eq 'InProgress'".into(), ids(&model, |a| a.status == "InProgress")),
-        ("type eq 'UnrestrictCodeExecution'".into(), ids(&model, |a| a.kind == "UnrestrictCodeExecution")),
-        (format!("machineId eq '{d1}'"), ids(&model, |a| a.machine == d1)),
+        (
+            "status eq 'Pending'".into(),
+            ids(&model, |a| a.status == "Pending"),
+        ),
+        (
+            "status ne 'Pending'".into(),
+            ids(&model, |a| a.status != "Pending"),
+        ),
+        (
+            "status eq 'InProgress'".into(),
+            ids(&model, |a| a.status == "InProgress"),
+        ),
+        (
+            "type eq 'UnrestrictCodeExecution'".into(),
+            ids(&model, |a| a.kind == "UnrestrictCodeExecution"),
+        ),
+        (
+            format!("machineId eq '{d1}'"),
+            ids(&model, |a| a.machine == d1),
+        ),
         (format!("id eq '{one}'"), ids(&model, |a| a.id == one)),
-        ("requestor eq 'O''Brien'".into(), ids(&model, |a| a.requestor == "O'Brien")),
-        ("requestor eq 'Playbook'".into(), ids(&model, |a| a.requestor == "Playbook")),
-        (format!("creationDateTimeUtc ge {mid}"), ids(&model, |a| a.ticks >= mid_ticks)),
-        (format!("creationDateTimeUtc lt '{mid}'"), ids(&model, |a| a.ticks < mid_ticks)),
-        ("computerDnsName eq 'demo-a2'".into(), ids(&model, |a| a.host == "demo-a2")),
+        (
+            "requestor eq 'O''Brien'".into(),
+            ids(&model, |a| a.requestor == "O'Brien"),
+        ),
+        (
+            "requestor eq 'Playbook'".into(),
+            ids(&model, |a| a.requestor == "Playbook"),
+        ),
+        (
+            format!("creationDateTimeUtc ge {mid}"),
+            ids(&model, |a| a.ticks >= mid_ticks),
+        ),
+        (
+            format!("creationDateTimeUtc lt '{mid}'"),
+            ids(&model, |a| a.ticks < mid_ticks),
+        ),
+        (
+            "computerDnsName eq 'demo-a2'".into(),
+            ids(&model, |a| a.host == "demo-a2"),
+        ),
         // Combinations.
         (
             "status eq 'Pending' and type eq 'UnrestrictCodeExecution'".into(),
-            ids(&model, |a| a.status == "Pending" && a.kind == "UnrestrictCodeExecution"),
+            ids(&model, |a| {
+                a.status == "Pending" && a.kind == "UnrestrictCodeExecution"
+            }),
         ),
         (
             "status eq 'Cancelled' or status eq 'Failed'".into(),
@@ -160,7 +200,9 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
         ),
         (
             "(status eq 'Cancelled' or status eq 'Failed') and requestor eq 'O''Brien'".into(),
-            ids(&model, |a| (a.status == "Cancelled" || a.status == "Failed") && a.requestor == "O'Brien"),
+            ids(&model, |a| {
+                (a.status == "Cancelled" || a.status == "Failed") && a.requestor == "O'Brien"
+            }),
         ),
         (
             "status eq 'Cancelled' or (status eq 'Failed' and requestor eq 'Playbook')".into(),
@@ -168,19 +210,38 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
         ),
         (
             "status in ('Succeeded','InProgress')".into(),
-            ids(&model, |a| a.status == "Succeeded" || a.status == "InProgress"),
+            ids(&model, |a| {
+                a.status == "Succeeded" || a.status == "InProgress"
+            }),
         ),
         (
-            format!("machineId in ('{d1}', '{}') and type eq 'RestrictCodeExecution'", devs[2].machine_id),
-            ids(&model, |a| (a.machine == d1 || a.machine == devs[2].machine_id) && a.kind == "RestrictCodeExecution"),
+            format!(
+                "machineId in ('{d1}', '{}') and type eq 'RestrictCodeExecution'",
+                devs[2].machine_id
+            ),
+            ids(&model, |a| {
+                (a.machine == d1 || a.machine == devs[2].machine_id)
+                    && a.kind == "RestrictCodeExecution"
+            }),
         ),
         // Property names and keywords are case-insensitive.
-        ("STATUS eq 'Pending'".into(), ids(&model, |a| a.status == "Pending")),
-        (format!("MachineId eq '{d1}' AND Type eq 'RestrictCodeExecution'"), ids(&model, |a| a.machine == d1 && a.kind == "RestrictCodeExecution")),
+        (
+            "STATUS eq 'Pending'".into(),
+            ids(&model, |a| a.status == "Pending"),
+        ),
+        (
+            format!("MachineId eq '{d1}' AND Type eq 'RestrictCodeExecution'"),
+            ids(&model, |a| {
+                a.machine == d1 && a.kind == "RestrictCodeExecution"
+            }),
+        ),
         // Injection attempts are just strings that match nothing.
         ("id eq 'x'' or 1=1 --'".into(), BTreeSet::new()),
         ("requestor eq 'x'' OR ''1''=''1'".into(), BTreeSet::new()),
-        ("requestor eq 'Playbook''; DROP TABLE actions; --'".into(), BTreeSet::new()),
+        (
+            "requestor eq 'Playbook''; DROP TABLE actions; --'".into(),
+            BTreeSet::new(),
+        ),
     ];
     for (f, want) in &cases {
         assert_eq!(&filter(api, f).await, want, "$filter={f}");
@@ -190,12 +251,20 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     assert_eq!(filter(api, "requestor ne 'x'").await.len(), 10);
 
     // `+` is a space in the raw query string; `%27` and literal quotes both work.
-    let plus = list(api, "/api/machineactions?$filter=status+eq+'Pending'&$top=100").await;
+    let plus = list(
+        api,
+        "/api/machineactions?$filter=status+eq+'Pending'&$top=100",
+    )
+    .await;
     assert_eq!(
         page_ids(&plus).into_iter().collect::<BTreeSet<_>>(),
         ids(&model, |a| a.status == "Pending")
     );
-    let quoted = list(api, "/api/machineactions?$filter=requestor+eq+%27O%27%27Brien%27").await;
+    let quoted = list(
+        api,
+        "/api/machineactions?$filter=requestor+eq+%27O%27%27Brien%27",
+    )
+    .await;
     assert_eq!(
         page_ids(&quoted).into_iter().collect::<BTreeSet<_>>(),
         ids(&model, |a| a.requestor == "O'Brien")
@@ -203,7 +272,7 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
 
     // Default order: newest first; $orderby asc reverses it.
     let mut by_time = model.clone();
-    by_time.sort_by(|a, b| b.ticks.cmp(&a.ticks));
+    by_time.sort_by_key(|a| std::cmp::Reverse(a.ticks));
     let newest_first: Vec<String> = by_time.iter().map(|a| a.id.clone()).collect();
     let default = list(api, "/api/machineactions").await;
     assert_eq!(page_ids(&default), newest_first);
@@ -211,7 +280,11 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     assert!(default.get("@odata.count").is_none(), "{default}");
     let desc = list(api, "/api/machineactions?$orderby=creationDateTimeUtc+desc").await;
     assert_eq!(page_ids(&desc), newest_first);
-    let asc = list(api, "/api/machineactions?$orderby=creationDateTimeUtc%20asc").await;
+    let asc = list(
+        api,
+        "/api/machineactions?$orderby=creationDateTimeUtc%20asc",
+    )
+    .await;
     let oldest_first: Vec<String> = newest_first.iter().rev().cloned().collect();
     assert_eq!(page_ids(&asc), oldest_first);
 
@@ -230,19 +303,30 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     assert!(counted["@odata.count"].is_u64());
     assert_eq!(page_ids(&counted).len(), 2);
     let pending = ids(&model, |a| a.status == "Pending").len();
-    let counted = list(api, "/api/machineactions?$count=true&$filter=status+eq+'Pending'").await;
+    let counted = list(
+        api,
+        "/api/machineactions?$count=true&$filter=status+eq+'Pending'",
+    )
+    .await;
     assert_eq!(counted["@odata.count"], pending as u64);
 
     // nextLink: follow it to the end; no duplicates, no gaps, same order.
     let mut seen = Vec::new();
-    let mut page = list(api, "/api/machineactions?$top=3&$filter=requestor+ne+'Nobody'").await;
+    let mut page = list(
+        api,
+        "/api/machineactions?$top=3&$filter=requestor+ne+'Nobody'",
+    )
+    .await;
     let mut hops = 0;
     loop {
         seen.extend(page_ids(&page));
         match page.get("@odata.nextLink").and_then(Value::as_str) {
             Some(link) => {
                 assert!(link.starts_with(&server.state.public_url()), "{link}");
-                assert!(link.contains("$skip=") || link.contains("%24skip="), "{link}");
+                assert!(
+                    link.contains("$skip=") || link.contains("%24skip="),
+                    "{link}"
+                );
                 hops += 1;
                 assert!(hops < 10, "nextLink never ends");
                 page = list(api, link).await;
@@ -282,13 +366,22 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     assert_eq!(names, ["demo-a0", "demo-a2"]);
     let (names, _) = m("/api/machines?$filter=computerDnsName+eq+'other-b0'").await;
     assert_eq!(names, ["other-b0"]);
-    let (names, _) = m(&format!("/api/machines?$filter=id+eq+'{}'", devs[4].machine_id)).await;
+    let (names, _) = m(&format!(
+        "/api/machines?$filter=id+eq+'{}'",
+        devs[4].machine_id
+    ))
+    .await;
     assert_eq!(names, ["other-b1"]);
-    let (names, _) = m(&format!("/api/machines?$filter=aadDeviceId+eq+'{}'", devs[3].aad_device_id)).await;
+    let (names, _) = m(&format!(
+        "/api/machines?$filter=aadDeviceId+eq+'{}'",
+        devs[3].aad_device_id
+    ))
+    .await;
     assert_eq!(names, ["other-b0"]);
     let (names, _) = m("/api/machines?$filter=osPlatform+eq+'Linux'+and+healthStatus+eq+'Active'+and+onboardingStatus+eq+'Onboarded'").await;
     assert_eq!(names.len(), 5);
-    let (names, _) = m("/api/machines?$filter=rbacGroupId+eq+0+and+lastIpAddress+eq+'10.0.0.7'").await;
+    let (names, _) =
+        m("/api/machines?$filter=rbacGroupId+eq+0+and+lastIpAddress+eq+'10.0.0.7'").await;
     assert_eq!(names.len(), 5);
     let (names, _) = m("/api/machines?$filter=version+eq+'Ubuntu+24.04'+and+riskScore+eq+'None'+and+exposureLevel+eq+'None'+and+deviceValue+eq+'Normal'").await;
     assert_eq!(names.len(), 5);
@@ -298,14 +391,20 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
         .add(std::time::Duration::from_secs(3600));
     let (names, _) = m(&format!("/api/machines?$filter=lastSeen+lt+{later}")).await;
     assert_eq!(names.len(), 5);
-    let (names, _) = m(&format!("/api/machines?$filter=lastSeen+ge+{later}+or+lastSeen+lt+2000-01-01T00:00:00Z")).await;
+    let (names, _) = m(&format!(
+        "/api/machines?$filter=lastSeen+ge+{later}+or+lastSeen+lt+2000-01-01T00:00:00Z"
+    ))
+    .await;
     assert!(names.is_empty(), "{names:?}");
     let (names, _) = m("/api/machines?$filter=machineTags/any(t:+t+eq+'vip')").await;
     assert!(names.is_empty());
     let (names, _) = m("/api/machines?$filter=ComputerDnsName+in+('demo-a0','other-b1')").await;
     assert_eq!(names, ["demo-a0", "other-b1"]);
     let (names, v) = m("/api/machines?$skip=10").await;
-    assert!(names.is_empty() && v.get("@odata.nextLink").is_none(), "{v}");
+    assert!(
+        names.is_empty() && v.get("@odata.nextLink").is_none(),
+        "{v}"
+    );
     let (names, _) = m("/api/machines?$filter=osPlatform+eq+'Windows10'").await;
     assert!(names.is_empty());
     let (names, _) = m("/api/machines?$filter=computerDnsName+eq+'x''+or+''1''=''1'").await;
@@ -330,5 +429,50 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     }
     all_names.sort();
     assert_eq!(all_names, hosts, "machine pages cover every machine once");
+    server.stop().await;
+}
+
+/// `$skip` of a nextLink (absolute URL, form-encoded query).
+fn skip_of(link: &str) -> u64 {
+    let query = link.split_once('?').map(|(_, q)| q).unwrap_or("");
+    query
+        .split('&')
+        .find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "$skip" || k == "%24skip").then(|| v.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no $skip in {link}"))
+}
+
+/// A client following `@odata.nextLink` must always make progress: a link to the same
+/// `$skip` would loop forever. `$top=0` asks for an empty page: there is nothing to page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_links_always_make_progress() {
+    let server = TestServer::start().await;
+    let api = server.api(ALL_ROLES).await;
+    for h in ["page-0", "page-1", "page-2"] {
+        let dev = server.enroll(h).await;
+        assert_eq!(api.restrict(&dev.machine_id, "p").await.status, 201);
+    }
+    for collection in ["/api/machineactions", "/api/machines"] {
+        for (top, skip) in [(1u64, 0u64), (2, 1), (0, 0), (0, 2)] {
+            let path = format!("{collection}?$top={top}&$skip={skip}");
+            let v = list(&api, &path).await;
+            assert_eq!(
+                page_ids(&v).len() as u64,
+                top.min(3u64.saturating_sub(skip)),
+                "{path}"
+            );
+            if let Some(link) = v.get("@odata.nextLink").and_then(Value::as_str) {
+                assert!(
+                    skip_of(link) > skip,
+                    "{path}: the nextLink {link} does not advance $skip; a client following it loops forever"
+                );
+            }
+            if top == 0 {
+                assert!(v.get("@odata.nextLink").is_none(), "{path}: {v}");
+            }
+        }
+    }
     server.stop().await;
 }

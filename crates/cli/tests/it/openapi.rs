@@ -25,12 +25,17 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/machines/{id}", "get"),
     ];
     for (path, method) in expect {
-        let item = paths
-            .get(path)
-            .unwrap_or_else(|| panic!("{path} missing; have {:?}", paths.keys().collect::<Vec<_>>()));
+        let item = paths.get(path).unwrap_or_else(|| {
+            panic!(
+                "{path} missing; have {:?}",
+                paths.keys().collect::<Vec<_>>()
+            )
+        });
         assert!(item.get(method).is_some(), "{path} has no {method}");
         assert!(
-            item[method]["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            item[method]["responses"]
+                .as_object()
+                .is_some_and(|r| !r.is_empty()),
             "{path} {method} documents its responses"
         );
     }
@@ -38,9 +43,16 @@ async fn openapi_document_lists_every_endpoint() {
     let restrict = &paths["/api/machines/{id}/restrictCodeExecution"]["post"];
     assert!(restrict["responses"].get("201").is_some(), "{restrict}");
     assert!(restrict["responses"].get("400").is_some());
-    assert!(paths.keys().all(|p| p.starts_with("/api/")), "{:?}", paths.keys());
+    assert!(
+        paths.keys().all(|p| p.starts_with("/api/")),
+        "{:?}",
+        paths.keys()
+    );
     // The bearer scheme and the error envelope schema are declared.
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
     // Every $ref points at a declared schema.
     let text = doc.to_string();

@@ -108,7 +108,11 @@ async fn stale_actions_time_out_exactly_at_their_thresholds() {
         steps,
         [
             (app_name, None, ActionStatus::Pending),
-            ("sweeper", Some(ActionStatus::Pending), ActionStatus::TimeOut),
+            (
+                "sweeper",
+                Some(ActionStatus::Pending),
+                ActionStatus::TimeOut
+            ),
         ]
     );
     let trail = server.state.store.audit_trail(&b_id).await.unwrap();
@@ -125,7 +129,11 @@ async fn stale_actions_time_out_exactly_at_their_thresholds() {
                 Some(ActionStatus::Pending),
                 ActionStatus::InProgress
             ),
-            ("sweeper".to_string(), Some(ActionStatus::InProgress), ActionStatus::TimeOut),
+            (
+                "sweeper".to_string(),
+                Some(ActionStatus::InProgress),
+                ActionStatus::TimeOut
+            ),
         ]
     );
     assert!(trail.windows(2).all(|w| w[0].at <= w[1].at), "oldest first");

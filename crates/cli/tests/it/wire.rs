@@ -46,17 +46,32 @@ impl Resp {
 
     /// Asserts MDE's OData response headers.
     pub fn assert_odata_headers(&self) {
-        assert_eq!(self.header("content-type"), Some(ODATA_CONTENT_TYPE), "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some(ODATA_CONTENT_TYPE),
+            "{self:?}"
+        );
         assert_eq!(self.header("odata-version"), Some("4.0"), "{self:?}");
     }
 
     /// Asserts the status and the exact error envelope (compact JSON, exactly the keys
     /// `error.code/message/target`, target a GUID) with this code.
     pub fn assert_error(&self, status: u16, code: &str) -> ErrorInfo {
-        assert_eq!(self.status, status, "expected {status} {code}, got: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "expected {status} {code}, got: {}",
+            self.text
+        );
         let v = self.json();
-        let err = v["error"].as_object().unwrap_or_else(|| panic!("no envelope: {}", self.text));
-        assert_eq!(v.as_object().unwrap().len(), 1, "only `error` at the top: {}", self.text);
+        let err = v["error"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no envelope: {}", self.text));
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            1,
+            "only `error` at the top: {}",
+            self.text
+        );
         let mut keys: Vec<&str> = err.keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["code", "message", "target"], "{}", self.text);
@@ -77,7 +92,8 @@ impl Resp {
         );
         assert_eq!(self.text, compact, "the envelope is compact and in order");
         assert!(
-            self.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
             "error content type: {:?}",
             self.header("content-type")
         );
@@ -94,13 +110,16 @@ pub fn is_guid(s: &str) -> bool {
 }
 
 pub fn is_machine_id(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,7})?Z$`, without a regex engine.
 pub fn is_mde_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
     if b.len() < 20
         || !digits(0..4)
         || b[4] != b'-'
@@ -187,7 +206,9 @@ pub fn assert_machine_action(v: &Value, public_url: &str, single: bool) {
     }
     assert!(is_guid(v["id"].as_str().unwrap_or("")), "id: {v}");
     for key in ["creationDateTimeUtc", "lastUpdateDateTimeUtc"] {
-        let t = v[key].as_str().unwrap_or_else(|| panic!("{key} missing: {v}"));
+        let t = v[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
         assert!(is_mde_timestamp(t), "{key} = {t:?}");
     }
     if let Some(t) = v["cancellationDateTimeUtc"].as_str() {
