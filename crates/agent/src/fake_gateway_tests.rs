@@ -738,16 +738,14 @@ async fn a_fleet_enrols_distinct_devices_once() {
     let (fake, url) = start_fake().await;
     let tmp = tempfile::tempdir().unwrap();
     let (tx, rx) = watch::channel(false);
-    let handles =
-        crate::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
+    let handles = crate::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
     eventually("three devices", || fake.world().credentials.len() == 3).await;
     tx.send(true).unwrap();
     for h in handles {
         h.await.unwrap().unwrap();
     }
     let (tx, rx) = watch::channel(false);
-    let handles =
-        crate::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
+    let handles = crate::spawn_fleet(&url, SECRET, 3, tmp.path(), SimTimings::IMMEDIATE, rx);
     let id = fake.create(
         "demo-linux-03.appfence.local",
         ActionType::RestrictCodeExecution,

@@ -25,12 +25,13 @@ impl Api {
     /// Any one of these application roles grants access.
     pub fn app_roles(self) -> &'static [&'static str] {
         match self {
-            Api::RestrictCodeExecution | Api::UnrestrictCodeExecution | Api::CancelMachineAction => {
-                &[ROLE_RESTRICT]
-            }
-            Api::GetMachineAction | Api::ListMachineActions | Api::ListMachines | Api::GetMachine => {
-                &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL]
-            }
+            Api::RestrictCodeExecution
+            | Api::UnrestrictCodeExecution
+            | Api::CancelMachineAction => &[ROLE_RESTRICT],
+            Api::GetMachineAction
+            | Api::ListMachineActions
+            | Api::ListMachines
+            | Api::GetMachine => &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL],
         }
     }
 
@@ -82,7 +83,10 @@ impl Principal {
     /// `Forbidden`, naming the missing roles, unless this principal may call `api`.
     pub fn authorize(&self, api: Api) -> Result<(), Error> {
         let needed = api.app_roles();
-        if needed.iter().any(|r| self.roles.iter().any(|have| have == r)) {
+        if needed
+            .iter()
+            .any(|r| self.roles.iter().any(|have| have == r))
+        {
             Ok(())
         } else {
             Err(Error::Forbidden(format!(
@@ -110,14 +114,20 @@ mod tests {
 
     #[test]
     fn roles_are_checked_per_api() {
-        assert!(app(&[ROLE_RESTRICT]).authorize(Api::RestrictCodeExecution).is_ok());
+        assert!(app(&[ROLE_RESTRICT])
+            .authorize(Api::RestrictCodeExecution)
+            .is_ok());
         assert_eq!(
             app(&[ROLE_READ_ALL]).authorize(Api::RestrictCodeExecution),
             Err(Error::Forbidden(
                 "Missing application roles. API required roles: Machine.RestrictExecution".into()
             ))
         );
-        assert!(app(&[ROLE_READ_WRITE_ALL]).authorize(Api::ListMachines).is_ok());
-        assert!(app(&[ROLE_RESTRICT]).authorize(Api::GetMachineAction).is_err());
+        assert!(app(&[ROLE_READ_WRITE_ALL])
+            .authorize(Api::ListMachines)
+            .is_ok());
+        assert!(app(&[ROLE_RESTRICT])
+            .authorize(Api::GetMachineAction)
+            .is_err());
     }
 }

@@ -39,7 +39,10 @@ pub enum Error {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
-    TooManyRequests { message: String, retry_after: Duration },
+    TooManyRequests {
+        message: String,
+        retry_after: Duration,
+    },
     /// Never shown to callers: they get a generic message and the error's target.
     #[error("{0}")]
     Internal(String),

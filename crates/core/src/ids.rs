@@ -35,7 +35,9 @@ impl MachineRef {
 }
 
 pub fn is_machine_id(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Returns the GUID in canonical lower-case form if `s` is one.
@@ -70,7 +72,10 @@ pub fn new_guid() -> String {
 }
 
 pub fn new_machine_id() -> String {
-    random_bytes::<20>().iter().map(|b| format!("{b:02x}")).collect()
+    random_bytes::<20>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 mod rand_free {

@@ -185,18 +185,29 @@ mod tests {
         assert!(!d.admitted);
         assert_eq!(d.window.name, "hour");
         assert_eq!(d.reset, Duration::from_secs(3000));
-        assert!(matches!(d.into_result(), Err(Error::TooManyRequests { message, .. }) if message.ends_with("1500 per 01:00:00")));
+        assert!(
+            matches!(d.into_result(), Err(Error::TooManyRequests { message, .. }) if message.ends_with("1500 per 01:00:00"))
+        );
     }
 
     #[test]
     fn windows_align_and_headers_follow_the_draft() {
-        let p = RateLimitPolicy { per_minute: 10, per_hour: 50 };
+        let p = RateLimitPolicy {
+            per_minute: 10,
+            per_hour: 50,
+        };
         assert_eq!(p.header(), "\"minute\";q=10;w=60, \"hour\";q=50;w=3600");
-        assert_eq!(window_start(at(125), Duration::from_secs(60)), at(120).ticks());
+        assert_eq!(
+            window_start(at(125), Duration::from_secs(60)),
+            at(120).ticks()
+        );
         let d = decide(&p, [2, 45], at(130));
         assert_eq!(d.window.name, "hour");
         assert_eq!(d.header(), "\"hour\";r=4;t=3470");
         let sub = Timestamp::from_ticks(at(130).ticks() + 1);
-        assert_eq!(ceil_secs(until_window_end(sub, Duration::from_secs(60))), 50);
+        assert_eq!(
+            ceil_secs(until_window_end(sub, Duration::from_secs(60))),
+            50
+        );
     }
 }

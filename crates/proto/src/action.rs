@@ -108,7 +108,11 @@ impl ActionStatus {
 #[serde(rename_all = "camelCase")]
 pub struct MachineAction {
     /// Present on single-entity responses only.
-    #[serde(rename = "@odata.context", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@odata.context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub odata_context: Option<String>,
     pub id: String,
     #[serde(rename = "type")]

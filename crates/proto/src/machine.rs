@@ -8,7 +8,11 @@ use crate::Timestamp;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
-    #[serde(rename = "@odata.context", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@odata.context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub odata_context: Option<String>,
     /// 40 lower-case hex characters.
     pub id: String,

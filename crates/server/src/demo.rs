@@ -86,11 +86,19 @@ async fn reuse(state: &AppState, path: &Path) -> Result<Option<DemoInfo>, String
 
 async fn create(state: &AppState) -> Result<DemoInfo, String> {
     let store = state.store.as_ref();
-    let tenant = ensure_default_tenant(store).await.map_err(|e| e.to_string())?;
-    let roles = vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()];
-    let (app, client_secret) = create_app(store, state.clock.as_ref(), &tenant.id, DEMO_APP_NAME, &roles)
+    let tenant = ensure_default_tenant(store)
         .await
         .map_err(|e| e.to_string())?;
+    let roles = vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()];
+    let (app, client_secret) = create_app(
+        store,
+        state.clock.as_ref(),
+        &tenant.id,
+        DEMO_APP_NAME,
+        &roles,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let enroll_secret = generate_secret();
     store
         .insert_enroll_secret(&EnrollSecret {
@@ -169,7 +177,11 @@ fn write_demo_file(path: &Path, info: &DemoInfo) -> Result<(), String> {
 impl DemoInfo {
     /// A ready-to-paste curl walkthrough against this demo.
     pub fn walkthrough(&self) -> String {
-        let machine = self.machines.first().map(String::as_str).unwrap_or("<machine id>");
+        let machine = self
+            .machines
+            .first()
+            .map(String::as_str)
+            .unwrap_or("<machine id>");
         format!(
             r#"appfence demo is ready. Credentials are in demo.json. Try the whole loop:
 

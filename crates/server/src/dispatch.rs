@@ -34,7 +34,10 @@ impl Dispatcher {
     pub fn release(&self, machine_id: &str, notify: Arc<Notify>) {
         let mut map = self.waiters.lock().expect("dispatcher lock");
         drop(notify);
-        if map.get(machine_id).is_some_and(|n| Arc::strong_count(n) == 1) {
+        if map
+            .get(machine_id)
+            .is_some_and(|n| Arc::strong_count(n) == 1)
+        {
             map.remove(machine_id);
         }
     }

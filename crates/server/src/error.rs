@@ -2,10 +2,10 @@
 //! `{"error":{"code","message","target"}}` with a fresh target GUID, and a log line
 //! carrying the same target.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use appfence_core::Error;
 use appfence_proto::{ErrorBody, ErrorDetail};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 #[derive(Debug)]
 pub struct ApiError(pub Error);

@@ -109,7 +109,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_minute_admits_again_until_the_hour_is_full() {
-        let limiter = MemoryRateLimiter::new(RateLimitPolicy { per_minute: 2, per_hour: 3 });
+        let limiter = MemoryRateLimiter::new(RateLimitPolicy {
+            per_minute: 2,
+            per_hour: 3,
+        });
         let t0 = Timestamp::from_unix_seconds(3600 * 1000);
         assert!(limiter.acquire(&key("a"), t0).await.unwrap().admitted);
         assert!(limiter.acquire(&key("a"), t0).await.unwrap().admitted);

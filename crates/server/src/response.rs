@@ -16,7 +16,10 @@ impl<T: Serialize> IntoResponse for OData<T> {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(appfence_proto::ODATA_CONTENT_TYPE),
                 );
-                h.insert("OData-Version", HeaderValue::from_static(appfence_proto::ODATA_VERSION));
+                h.insert(
+                    "OData-Version",
+                    HeaderValue::from_static(appfence_proto::ODATA_VERSION),
+                );
                 resp
             }
             Err(e) => crate::ApiError(appfence_core::Error::internal(e)).into_response(),

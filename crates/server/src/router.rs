@@ -1,11 +1,11 @@
 //! All routes of the control plane in one place.
 
+use appfence_core::Error;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use appfence_core::Error;
 use tower_http::trace::TraceLayer;
 
 use crate::{agent_gateway, api, oauth, ApiError, AppState};

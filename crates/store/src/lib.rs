@@ -6,10 +6,10 @@
 //! and status changes only along the lifecycle (conditional updates), each recorded in
 //! the append-only audit table in the same transaction.
 
-pub mod odata_sql;
-pub mod sqlite;
 #[doc(hidden)]
 pub mod contract;
+pub mod odata_sql;
+pub mod sqlite;
 
 use appfence_core::odata::{ActionField, MachineField, Page, Query};
 use appfence_core::records::{
@@ -49,7 +49,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_machine(&self, machine: &MachineRecord) -> Result<()>;
     async fn machine(&self, tenant_id: &str, by: &MachineRef) -> Result<Option<MachineRecord>>;
     /// The machine holding this device credential (any tenant).
-    async fn machine_by_credential(&self, credential_sha256: &str) -> Result<Option<MachineRecord>>;
+    async fn machine_by_credential(&self, credential_sha256: &str)
+        -> Result<Option<MachineRecord>>;
     /// Records a heartbeat: device facts, enforcement state, `lastSeen`, health `Active`.
     async fn record_heartbeat(
         &self,
@@ -78,11 +79,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<ActionRecord>>;
     /// Changes the status if the lifecycle allows it from the current status, recording
     /// an audit row in the same transaction. `ResourceNotFound` if there is no such action.
-    async fn transition(&self, action_id: &str, change: &StatusChange) -> Result<TransitionOutcome>;
+    async fn transition(&self, action_id: &str, change: &StatusChange)
+        -> Result<TransitionOutcome>;
     /// Open actions of a device, oldest first.
     async fn open_actions(&self, machine_id: &str) -> Result<Vec<ActionRecord>>;
     /// The last succeeded restrict-family action of a device.
-    async fn last_succeeded_restrict_family(&self, machine_id: &str) -> Result<Option<ActionRecord>>;
+    async fn last_succeeded_restrict_family(
+        &self,
+        machine_id: &str,
+    ) -> Result<Option<ActionRecord>>;
     /// Moves `Pending` actions created before `pending_before` and `InProgress` actions
     /// last updated before `in_progress_before` to `TimeOut`; returns the actions changed.
     async fn time_out_actions(

@@ -167,7 +167,10 @@ mod tests {
         assert_eq!(s, ACTION_STATUSES);
         let t: Vec<&str> = ActionType::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(t, ACTION_TYPES);
-        assert_eq!(ActionField::lookup("CREATIONDATETIMEUTC"), Some(ActionField::CreationDateTimeUtc));
+        assert_eq!(
+            ActionField::lookup("CREATIONDATETIMEUTC"),
+            Some(ActionField::CreationDateTimeUtc)
+        );
         assert_eq!(MachineField::lookup("nope"), None);
     }
 }

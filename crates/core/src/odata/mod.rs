@@ -71,11 +71,24 @@ pub enum Expr<F> {
     And(Box<Expr<F>>, Box<Expr<F>>),
     Or(Box<Expr<F>>, Box<Expr<F>>),
     Not(Box<Expr<F>>),
-    Compare { field: F, op: CmpOp, value: Value },
-    In { field: F, values: Vec<Value> },
-    StartsWith { field: F, prefix: String },
+    Compare {
+        field: F,
+        op: CmpOp,
+        value: Value,
+    },
+    In {
+        field: F,
+        values: Vec<Value>,
+    },
+    StartsWith {
+        field: F,
+        prefix: String,
+    },
     /// `machineTags/any(t: t eq 'x')`: the collection holds this value.
-    Contains { field: F, value: String },
+    Contains {
+        field: F,
+        value: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! Authenticates a device by its credential (`Authorization: Bearer <credential>`).
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use appfence_core::records::MachineRecord;
 use appfence_core::Error;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 
 use crate::oauth::secrets::sha256_hex;
 use crate::{ApiError, AppState};
@@ -24,12 +24,16 @@ impl FromRequestParts<AppState> for Device {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, c)| c.trim())
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| Error::Unauthorized("Expected 'Authorization: Bearer <device credential>'".into()))?;
+            .ok_or_else(|| {
+                Error::Unauthorized("Expected 'Authorization: Bearer <device credential>'".into())
+            })?;
         let machine = state
             .store
             .machine_by_credential(&sha256_hex(credential))
             .await?
-            .ok_or_else(|| Error::Unauthorized("Device credential is not valid (revoked or unknown)".into()))?;
+            .ok_or_else(|| {
+                Error::Unauthorized("Device credential is not valid (revoked or unknown)".into())
+            })?;
         Ok(Device(machine))
     }
 }

@@ -1,13 +1,13 @@
 //! Enrolment: a device presents its tenant's enrolment secret and gets its own
 //! credential, shown once and stored only as a hash.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
 use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::records::MachineRecord;
 use appfence_core::{Error, MachineRef};
 use appfence_proto::agent::{EnforcementState, EnrollRequest, EnrollResponse};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
 
 use crate::agent_gateway::handlers::AgentJson;
 use crate::oauth::secrets::{generate_secret, sha256_hex};

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::Json;
 use appfence_core::records::{desired_state, StatusChange, TransitionOutcome};
 use appfence_core::Error;
 use appfence_proto::agent::{
@@ -11,6 +9,8 @@ use appfence_proto::agent::{
     HeartbeatResponse, Outcome, ResultRequest,
 };
 use appfence_proto::ActionStatus;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -26,15 +26,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AgentJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| Error::InvalidRequestBody(format!("Request body could not be read: {e}")))?;
-        serde_json::from_slice(&bytes)
-            .map(AgentJson)
-            .map_err(|e| Error::InvalidRequestBody(format!("Request body is incorrect: {e}")).into())
+            .map_err(|e| {
+                Error::InvalidRequestBody(format!("Request body could not be read: {e}"))
+            })?;
+        serde_json::from_slice(&bytes).map(AgentJson).map_err(|e| {
+            Error::InvalidRequestBody(format!("Request body is incorrect: {e}")).into()
+        })
     }
 }
 
 async fn desired(state: &AppState, machine_id: &str) -> Result<DesiredState, Error> {
-    let last = state.store.last_succeeded_restrict_family(machine_id).await?;
+    let last = state
+        .store
+        .last_succeeded_restrict_family(machine_id)
+        .await?;
     Ok(desired_state(last.as_ref()))
 }
 
@@ -65,7 +70,8 @@ pub async fn commands(
     Device(machine): Device,
     Query(params): Query<WaitParams>,
 ) -> Result<Json<CommandsResponse>, ApiError> {
-    let wait = Duration::from_secs(params.wait_seconds.unwrap_or(30)).min(state.config.long_poll_max);
+    let wait =
+        Duration::from_secs(params.wait_seconds.unwrap_or(30)).min(state.config.long_poll_max);
     let deadline = tokio::time::Instant::now() + wait;
     let notify = state.dispatch.subscribe(&machine.id);
     let result = async {

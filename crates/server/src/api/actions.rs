@@ -1,13 +1,13 @@
 //! Machine actions: restrict, unrestrict, get, list, cancel.
 
-use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::StatusCode;
 use appfence_core::authz::{Api, Principal};
 use appfence_core::ids::{new_guid, parse_guid, truncate};
 use appfence_core::odata::ActionField;
 use appfence_core::records::{ActionRecord, StatusChange, TransitionOutcome};
 use appfence_core::{Error, MachineRef};
 use appfence_proto::{ActionStatus, ActionType, Collection, ErrorBody, MachineAction};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::StatusCode;
 
 use super::body::{cancel_comment, ActionRequest, JsonObject};
 use super::{odata_context, query};
@@ -38,7 +38,14 @@ pub async fn restrict(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<OData<MachineAction>> {
-    create(state, principal, id, body, ActionType::RestrictCodeExecution).await
+    create(
+        state,
+        principal,
+        id,
+        body,
+        ActionType::RestrictCodeExecution,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -62,7 +69,14 @@ pub async fn unrestrict(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<OData<MachineAction>> {
-    create(state, principal, id, body, ActionType::UnrestrictCodeExecution).await
+    create(
+        state,
+        principal,
+        id,
+        body,
+        ActionType::UnrestrictCodeExecution,
+    )
+    .await
 }
 
 async fn create(
@@ -179,14 +193,12 @@ pub async fn list_actions(
     principal.authorize(Api::ListMachineActions)?;
     let (q, pairs) = query::parse::<ActionField>(raw.as_deref())?;
     let page = state.store.list_actions(&principal.tenant_id, &q).await?;
-    let next = page.more.then(|| {
-        let shown = page.items.len() as u64;
-        query::next_link(
-            &format!("{}{}", state.public_url(), uri.path()),
-            &pairs,
-            q.skip as u64 + shown,
-        )
-    });
+    let next = query::next_page_link(
+        &format!("{}{}", state.public_url(), uri.path()),
+        &pairs,
+        q.skip,
+        &page,
+    );
     Ok(OData(
         StatusCode::OK,
         Collection {

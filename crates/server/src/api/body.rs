@@ -1,9 +1,9 @@
 //! Request bodies of restrict / unrestrict / cancel. Keys are PascalCase and
 //! case-sensitive as in MDE; every problem gets its own precise error.
 
+use appfence_core::Error;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use appfence_core::Error;
 use serde_json::{Map, Value};
 
 use crate::ApiError;
@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn accepts_pascal_case_and_explicit_nulls() {
-        let r = req(r#"{"Comment":"c","ExternalId":null,"Title":"t","RequestSource":null}"#).unwrap();
+        let r =
+            req(r#"{"Comment":"c","ExternalId":null,"Title":"t","RequestSource":null}"#).unwrap();
         assert_eq!(r.comment, "c");
         assert_eq!(r.title.as_deref(), Some("t"));
         assert_eq!(r.external_id, None);
@@ -132,10 +133,21 @@ mod tests {
 
     #[test]
     fn each_problem_has_its_code() {
-        assert_eq!(req(r#"{"comment":"x"}"#), Err(Error::MissingRequiredParameter("Comment".into())));
-        assert_eq!(req(r#"{"Comment":"  "}"#), Err(Error::MissingRequiredParameter("Comment".into())));
-        assert_eq!(req(r#"{"Comment":null}"#), Err(Error::MissingRequiredParameter("Comment".into())));
-        assert!(matches!(req(r#"{"Comment":5}"#), Err(Error::InvalidRequestBody(m)) if m.contains("must be a string")));
+        assert_eq!(
+            req(r#"{"comment":"x"}"#),
+            Err(Error::MissingRequiredParameter("Comment".into()))
+        );
+        assert_eq!(
+            req(r#"{"Comment":"  "}"#),
+            Err(Error::MissingRequiredParameter("Comment".into()))
+        );
+        assert_eq!(
+            req(r#"{"Comment":null}"#),
+            Err(Error::MissingRequiredParameter("Comment".into()))
+        );
+        assert!(
+            matches!(req(r#"{"Comment":5}"#), Err(Error::InvalidRequestBody(m)) if m.contains("must be a string"))
+        );
         assert!(matches!(req("not json"), Err(Error::InvalidRequestBody(_))));
         assert!(matches!(req("[1]"), Err(Error::InvalidRequestBody(_))));
         assert!(matches!(req(""), Err(Error::InvalidRequestBody(_))));

@@ -2,12 +2,12 @@
 //! call against the caller's rate limit for that API, and only then run the handler.
 //! A bad token or an exhausted quota never reaches a handler.
 
+use appfence_core::authz::Api;
+use appfence_core::ratelimit::Decision;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use appfence_core::authz::Api;
-use appfence_core::ratelimit::Decision;
 
 use crate::oauth::extract::{authenticate, Authenticated};
 use crate::ratelimit::RateKey;

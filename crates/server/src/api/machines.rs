@@ -1,12 +1,12 @@
 //! Machines: list (OData) and get.
 
-use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::StatusCode;
 use appfence_core::authz::Api;
 use appfence_core::ids::truncate;
 use appfence_core::odata::MachineField;
 use appfence_core::{Error, MachineRef};
 use appfence_proto::{Collection, ErrorBody, Machine};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::StatusCode;
 
 use super::{odata_context, query};
 use crate::oauth::extract::Authenticated;
@@ -39,13 +39,12 @@ pub async fn list_machines(
     principal.authorize(Api::ListMachines)?;
     let (q, pairs) = query::parse::<MachineField>(raw.as_deref())?;
     let page = state.store.list_machines(&principal.tenant_id, &q).await?;
-    let next = page.more.then(|| {
-        query::next_link(
-            &format!("{}{}", state.public_url(), uri.path()),
-            &pairs,
-            q.skip as u64 + page.items.len() as u64,
-        )
-    });
+    let next = query::next_page_link(
+        &format!("{}{}", state.public_url(), uri.path()),
+        &pairs,
+        q.skip,
+        &page,
+    );
     Ok(OData(
         StatusCode::OK,
         Collection {

@@ -1,7 +1,7 @@
 //! OData query strings: decoded (`+` is a space), parsed into a typed query, and the
 //! `@odata.nextLink` for the next page.
 
-use appfence_core::odata::{parse_query, Field, Query};
+use appfence_core::odata::{parse_query, Field, Page, Query};
 use appfence_core::Error;
 
 /// Decodes a form-encoded query string into pairs.
@@ -19,6 +19,18 @@ pub fn parse<F: Field>(raw: Option<&str>) -> Result<(Query<F>, Vec<(String, Stri
     Ok((query, pairs))
 }
 
+/// The `@odata.nextLink` of a page: only when more results remain *and* the page showed
+/// some, so that following links always makes progress (`$top=0` gets no link).
+pub fn next_page_link<T>(
+    base: &str,
+    pairs: &[(String, String)],
+    skip: u32,
+    page: &Page<T>,
+) -> Option<String> {
+    (page.more && !page.items.is_empty())
+        .then(|| next_link(base, pairs, skip as u64 + page.items.len() as u64))
+}
+
 /// The link to the page after this one: the same query with `$skip` advanced.
 pub fn next_link(base: &str, pairs: &[(String, String)], next_skip: u64) -> String {
     let mut out: Vec<(String, String)> = pairs
@@ -34,6 +46,31 @@ pub fn next_link(base: &str, pairs: &[(String, String)], next_skip: u64) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_pages_get_no_next_link() {
+        let empty = Page::<u8> {
+            items: vec![],
+            total: None,
+            more: true,
+        };
+        assert_eq!(next_page_link("http://h/x", &[], 0, &empty), None);
+        let page = Page {
+            items: vec![1u8, 2],
+            total: None,
+            more: true,
+        };
+        assert_eq!(
+            next_page_link("http://h/x", &[], 4, &page).as_deref(),
+            Some("http://h/x?%24skip=6")
+        );
+        let last = Page {
+            items: vec![1u8],
+            total: None,
+            more: false,
+        };
+        assert_eq!(next_page_link("http://h/x", &[], 0, &last), None);
+    }
 
     #[test]
     fn plus_is_a_space_and_next_link_replaces_skip() {
