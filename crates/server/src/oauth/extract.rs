@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use super::audience::TokenPolicy;
-use super::verify::verify_access_token;
+use super::verify::verify_token;
 use crate::{ApiError, AppState};
 
 /// The verified caller of a request. Use it as a handler argument; requests without a
@@ -32,8 +32,20 @@ impl FromRequestParts<AppState> for Authenticated {
 /// Verifies the request's bearer token into the caller's [`Principal`].
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token = bearer_token(headers)?;
-    let policy = TokenPolicy::new(&state.public_url());
-    let principal = verify_access_token(&state.keys, &policy, token, state.clock.now())?;
+    let now = state.clock.now();
+    let cache = state.keys.verified_tokens();
+    let principal = match cache.get(token) {
+        Some(known) => {
+            known.check_time(now)?;
+            known.principal
+        }
+        None => {
+            let policy = TokenPolicy::new(&state.public_url());
+            let verified = verify_token(&state.keys, &policy, token, now)?;
+            cache.insert(token, verified.clone());
+            verified.principal
+        }
+    };
     // Signed by us, but the tenant must still exist: the cache makes this free for
     // every tenant seen before.
     if !state

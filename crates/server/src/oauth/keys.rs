@@ -38,6 +38,7 @@ pub struct KeySet {
     verifying: HashMap<String, DecodingKey>,
     jwks: Jwks,
     tenants: TenantCache,
+    verified: super::token_cache::TokenCache,
 }
 
 /// A JSON Web Key Set (RFC 7517 §5).
@@ -111,6 +112,7 @@ impl KeySet {
             verifying,
             jwks: Jwks { keys: jwks },
             tenants: TenantCache::default(),
+            verified: Default::default(),
         })
     }
 
@@ -134,6 +136,11 @@ impl KeySet {
     }
 
     /// Tenant ids known to exist, so token verification rarely needs the store.
+    /// Tokens already verified with these keys.
+    pub fn verified_tokens(&self) -> &super::token_cache::TokenCache {
+        &self.verified
+    }
+
     pub fn tenants(&self) -> &TenantCache {
         &self.tenants
     }

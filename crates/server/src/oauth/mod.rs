@@ -19,6 +19,7 @@ pub mod request;
 pub mod routes;
 pub mod secrets;
 pub mod tenants;
+pub mod token_cache;
 pub mod tokens;
 pub mod verify;
 

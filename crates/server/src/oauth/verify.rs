@@ -66,6 +66,44 @@ pub fn verify_access_token(
     token: &str,
     now: Timestamp,
 ) -> Result<Principal, Error> {
+    verify_token(keys, policy, token, now).map(|v| v.principal)
+}
+
+/// A token whose signature, audience and issuer were checked; only its validity in
+/// time depends on when it is presented, so it can be cached and re-checked cheaply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub principal: Principal,
+    /// `exp`, in ticks.
+    pub expires: i64,
+    /// `nbf`, in ticks.
+    pub not_before: Option<i64>,
+}
+
+impl VerifiedToken {
+    /// `exp` and `nbf` against `now`, without leeway.
+    pub fn check_time(&self, now: Timestamp) -> Result<(), Error> {
+        check_validity(self.expires, self.not_before, now)
+    }
+}
+
+fn check_validity(expires: i64, not_before: Option<i64>, now: Timestamp) -> Result<(), Error> {
+    if now.ticks() >= expires {
+        return Err(refuse("The token has expired"));
+    }
+    if not_before.is_some_and(|nbf| now.ticks() < nbf) {
+        return Err(refuse("The token is not valid yet (nbf)"));
+    }
+    Ok(())
+}
+
+/// [`verify_access_token`], keeping the validity period for [`VerifiedToken::check_time`].
+pub fn verify_token(
+    keys: &KeySet,
+    policy: &TokenPolicy,
+    token: &str,
+    now: Timestamp,
+) -> Result<VerifiedToken, Error> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(refuse("The token is too large"));
     }
@@ -133,19 +171,12 @@ fn check_claims(
     c: PresentedClaims,
     policy: &TokenPolicy,
     now: Timestamp,
-) -> Result<Principal, Error> {
-    let now = now.ticks();
+) -> Result<VerifiedToken, Error> {
     let exp = c
         .exp
         .ok_or_else(|| refuse("The token has no expiry (exp)"))?;
-    if now >= ticks(exp) {
-        return Err(refuse("The token has expired"));
-    }
-    if let Some(nbf) = c.nbf {
-        if now < ticks(nbf) {
-            return Err(refuse("The token is not valid yet (nbf)"));
-        }
-    }
+    let (expires, not_before) = (ticks(exp), c.nbf.map(ticks));
+    check_validity(expires, not_before, now)?;
 
     let audiences = match c.aud {
         Some(OneOrMany::One(a)) => vec![a],
@@ -193,13 +224,17 @@ fn check_claims(
         .app_displayname
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client_id.clone());
-    Ok(Principal {
-        tenant_id: tid,
-        caller: Caller::Application {
-            client_id,
-            display_name,
+    Ok(VerifiedToken {
+        principal: Principal {
+            tenant_id: tid,
+            caller: Caller::Application {
+                client_id,
+                display_name,
+            },
+            roles: c.roles.unwrap_or_default(),
         },
-        roles: c.roles.unwrap_or_default(),
+        expires,
+        not_before,
     })
 }
 
