@@ -51,7 +51,8 @@ pub(super) async fn create(writer: &SqlitePool, a: &ActionRecord) -> Result<()> 
             a.status.as_str()
         )));
     }
-    let mut tx = write_tx(writer).await?;
+    // One autocommit statement; the trigger `actions_audit_creation` appends the
+    // creation to the audit trail atomically with it.
     let inserted = sqlx::query(&format!(
         "INSERT INTO actions ({ACTION_COLUMNS}) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -74,28 +75,15 @@ pub(super) async fn create(writer: &SqlitePool, a: &ActionRecord) -> Result<()> 
     .bind(&a.external_id)
     .bind(&a.request_source)
     .bind(&a.troubleshoot_info)
-    .execute(&mut *tx)
+    .execute(writer)
     .await;
     match inserted {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(e) if violates_unique(&e, ONE_OPEN_RESTRICT_FAMILY) => {
-            return Err(Error::ActiveRequestAlreadyExists)
+            Err(Error::ActiveRequestAlreadyExists)
         }
-        Err(e) => return Err(db_err("cannot insert a machine action")(e)),
+        Err(e) => Err(db_err("cannot insert a machine action")(e)),
     }
-    insert_audit(
-        &mut tx,
-        &AuditRecord {
-            action_id: a.id.clone(),
-            at: a.created,
-            actor: a.requestor.clone(),
-            from: None,
-            to: a.status,
-            reason: None,
-        },
-    )
-    .await?;
-    commit(tx).await
 }
 
 pub(super) async fn get(
