@@ -62,6 +62,32 @@ pub struct FileConfig {
     pub action_inprogress_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, LogLevelParser>")]
     pub log_level: Option<String>,
+    /// `[rate_limits]`: calls per caller and API (MDE's defaults: 100 a minute, 1,500 an hour).
+    pub rate_limits: Option<RateLimitsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsFile {
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+}
+
+impl RateLimitsFile {
+    /// Applies the file's limits over `policy`; a zero limit would refuse every call.
+    fn apply(&self, policy: &mut appfence_core::ratelimit::RateLimitPolicy) -> Result<(), String> {
+        for (name, value, slot) in [
+            ("per_minute", self.per_minute, &mut policy.per_minute),
+            ("per_hour", self.per_hour, &mut policy.per_hour),
+        ] {
+            match value {
+                Some(0) => return Err(format!("rate_limits.{name} must be at least 1")),
+                Some(v) => *slot = v,
+                None => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 impl FileConfig {
@@ -122,6 +148,11 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         file.action_inprogress_timeout,
     )? {
         server.action_inprogress_timeout = v;
+    }
+    if let Some(limits) = &file.rate_limits {
+        limits
+            .apply(&mut server.rate_limits)
+            .map_err(|e| CliError::Usage(format!("config file: {e}")))?;
     }
     let demo = layer(args.demo, env, ENV_DEMO, parse_bool, file.demo)?.unwrap_or(false);
     let demo_devices = layer(
@@ -424,6 +455,22 @@ log_level = "warn"
         let mut a = args();
         a.listen = Some("127.0.0.1:1".parse().unwrap());
         assert!(resolve_serve(&a, &Env::from_pairs([(ENV_LISTEN, "localhost")])).is_ok());
+    }
+
+    #[test]
+    fn rate_limits_come_from_their_table() {
+        let f = FileConfig::parse("[rate_limits]\nper_minute = 7\n").unwrap();
+        let mut policy = appfence_core::ratelimit::RateLimitPolicy::default();
+        f.rate_limits.unwrap().apply(&mut policy).unwrap();
+        assert_eq!((policy.per_minute, policy.per_hour), (7, 1500));
+        let zero = FileConfig::parse("[rate_limits]\nper_hour = 0\n").unwrap();
+        assert_eq!(
+            zero.rate_limits.unwrap().apply(&mut policy),
+            Err("rate_limits.per_hour must be at least 1".to_string())
+        );
+        assert!(FileConfig::parse("[rate_limits]\nper_day = 1\n")
+            .unwrap_err()
+            .contains("per_day"));
     }
 
     #[test]
