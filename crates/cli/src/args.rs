@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Number of simulated devices with --demo [env: APPFENCE_DEMO_DEVICES] [default: 5]
     #[arg(long, value_name = "N", value_parser = parse_demo_devices)]
     pub demo_devices: Option<u32>,
+    /// Simulated devices take this long to start an action (InProgress) and as long again
+    /// to complete it (Succeeded), e.g. 1s, 0s [env: APPFENCE_DEMO_STEP_DELAY] [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub demo_step_delay: Option<Duration>,
     /// Pending actions older than this time out, e.g. 3d [env: APPFENCE_ACTION_PENDING_TIMEOUT] [default: 3d]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub action_pending_timeout: Option<Duration>,

@@ -22,6 +22,7 @@ pub const ENV_DATA_DIR: &str = "APPFENCE_DATA_DIR";
 pub const ENV_PUBLIC_URL: &str = "APPFENCE_PUBLIC_URL";
 pub const ENV_DEMO: &str = "APPFENCE_DEMO";
 pub const ENV_DEMO_DEVICES: &str = "APPFENCE_DEMO_DEVICES";
+pub const ENV_DEMO_STEP_DELAY: &str = "APPFENCE_DEMO_STEP_DELAY";
 pub const ENV_PENDING_TIMEOUT: &str = "APPFENCE_ACTION_PENDING_TIMEOUT";
 pub const ENV_INPROGRESS_TIMEOUT: &str = "APPFENCE_ACTION_INPROGRESS_TIMEOUT";
 pub const ENV_LOG_LEVEL: &str = "APPFENCE_LOG_LEVEL";
@@ -40,8 +41,13 @@ pub struct ServeSettings {
     pub server: ServerConfig,
     pub demo: bool,
     pub demo_devices: u32,
+    /// How long a simulated device takes to acknowledge an action (→ `InProgress`), and
+    /// again to complete it (→ `Succeeded`).
+    pub demo_step_delay: Duration,
     pub log_level: String,
 }
+
+pub const DEFAULT_DEMO_STEP_DELAY: Duration = Duration::from_secs(1);
 
 /// The config file. Unknown keys are refused, so a typo cannot silently fall back to a
 /// default.
@@ -56,6 +62,8 @@ pub struct FileConfig {
     pub demo: Option<bool>,
     #[serde(default, deserialize_with = "de_demo_devices")]
     pub demo_devices: Option<u32>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub demo_step_delay: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
     pub action_pending_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
@@ -163,6 +171,14 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         file.demo_devices,
     )?
     .unwrap_or(DEFAULT_DEMO_DEVICES);
+    let demo_step_delay = layer(
+        args.demo_step_delay,
+        env,
+        ENV_DEMO_STEP_DELAY,
+        parse_duration,
+        file.demo_step_delay,
+    )?
+    .unwrap_or(DEFAULT_DEMO_STEP_DELAY);
     let log_level = layer(
         args.log_level.clone(),
         env,
@@ -175,6 +191,7 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         server,
         demo,
         demo_devices,
+        demo_step_delay,
         log_level,
     })
 }
@@ -373,6 +390,7 @@ action_pending_timeout = "1d"
 action_inprogress_timeout = "5m"
 demo = true
 demo_devices = 3
+demo_step_delay = "250ms"
 log_level = "warn"
 "#,
         );
@@ -393,6 +411,11 @@ log_level = "warn"
             "flag wins"
         );
         assert_eq!(s.demo_devices, 9, "flag wins");
+        assert_eq!(
+            s.demo_step_delay,
+            Duration::from_millis(250),
+            "file beats default"
+        );
         assert_eq!(
             s.server.data_dir,
             PathBuf::from("/from/env"),

@@ -28,6 +28,7 @@ fn settings(data_dir: &Path, demo: bool) -> ServeSettings {
         },
         demo,
         demo_devices: 2,
+        demo_step_delay: std::time::Duration::from_millis(100),
         log_level: "warn".into(),
     }
 }

@@ -101,7 +101,11 @@ pub async fn start(settings: ServeSettings) -> Result<Serving, CliError> {
     };
     if settings.demo {
         if let Err(e) = serving
-            .start_demo(settings.demo_devices as usize, fleet_rx)
+            .start_demo(
+                settings.demo_devices as usize,
+                settings.demo_step_delay,
+                fleet_rx,
+            )
             .await
         {
             // Leave nothing running behind the error.
@@ -116,6 +120,7 @@ impl Serving {
     async fn start_demo(
         &mut self,
         devices: usize,
+        step_delay: Duration,
         fleet_rx: watch::Receiver<bool>,
     ) -> Result<(), CliError> {
         let state = self.running.state.clone();
@@ -125,7 +130,10 @@ impl Serving {
             &info.enroll_secret,
             devices,
             &state.config.data_dir.join("demo-devices"),
-            SimTimings::default(),
+            SimTimings {
+                ack_delay: step_delay,
+                complete_delay: step_delay,
+            },
             fleet_rx,
         );
         // Enrolment is a few requests per device; allow for large fleets.
