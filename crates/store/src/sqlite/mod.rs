@@ -6,6 +6,7 @@
 //! `BEGIN IMMEDIATE`; reads use a separate pool of read-only connections, which WAL lets
 //! run alongside the writer.
 
+mod action_cache;
 mod actions;
 mod credentials;
 mod list;
@@ -15,6 +16,7 @@ mod rows;
 mod tests;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use appfence_core::odata::{ActionField, MachineField, Page, Query};
@@ -44,6 +46,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    recent: Arc<action_cache::ActionCache>,
 }
 
 impl SqliteStore {
@@ -80,7 +83,11 @@ impl SqliteStore {
             .map_err(|e| {
                 Error::Internal(format!("cannot open the database {}: {e}", path.display()))
             })?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            recent: Arc::default(),
+        })
     }
 
     /// Waits for in-flight queries and closes every connection.
@@ -197,10 +204,15 @@ impl Store for SqliteStore {
     }
 
     async fn create_action(&self, action: &ActionRecord) -> Result<()> {
-        actions::create(&self.writer, action).await
+        actions::create(&self.writer, action).await?;
+        self.recent.written(action);
+        Ok(())
     }
 
     async fn action(&self, tenant_id: &str, id: &str) -> Result<Option<ActionRecord>> {
+        if let Some(a) = self.recent.get(tenant_id, id) {
+            return Ok(Some(a));
+        }
         actions::get(&self.reader, tenant_id, id).await
     }
 
@@ -217,7 +229,11 @@ impl Store for SqliteStore {
         action_id: &str,
         change: &StatusChange,
     ) -> Result<TransitionOutcome> {
-        actions::transition(&self.writer, action_id, change).await
+        let outcome = actions::transition(&self.writer, action_id, change).await?;
+        if let TransitionOutcome::Applied(a) = &outcome {
+            self.recent.written(a);
+        }
+        Ok(outcome)
     }
 
     async fn open_actions(&self, machine_id: &str) -> Result<Vec<ActionRecord>> {
@@ -237,7 +253,12 @@ impl Store for SqliteStore {
         in_progress_before: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<ActionRecord>> {
-        actions::time_out(&self.writer, pending_before, in_progress_before, now).await
+        let timed_out =
+            actions::time_out(&self.writer, pending_before, in_progress_before, now).await?;
+        for a in &timed_out {
+            self.recent.written(a);
+        }
+        Ok(timed_out)
     }
 
     async fn audit_trail(&self, action_id: &str) -> Result<Vec<AuditRecord>> {
