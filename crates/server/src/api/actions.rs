@@ -193,20 +193,14 @@ pub async fn list_actions(
     principal.authorize(Api::ListMachineActions)?;
     let (q, pairs) = query::parse::<ActionField>(raw.as_deref())?;
     let page = state.store.list_actions(&principal.tenant_id, &q).await?;
-    let next = query::next_page_link(
-        &format!("{}{}", state.public_url(), uri.path()),
+    Ok(super::collection(
+        &state,
+        &uri,
+        "MachineActions",
         &pairs,
         q.skip,
-        &page,
-    );
-    Ok(OData(
-        StatusCode::OK,
-        Collection {
-            odata_context: odata_context(&state, "MachineActions", false),
-            odata_count: page.total,
-            value: page.items.iter().map(|a| a.to_wire(None)).collect(),
-            odata_next_link: next,
-        },
+        page,
+        |a| a.to_wire(None),
     ))
 }
 

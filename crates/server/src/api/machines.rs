@@ -39,20 +39,14 @@ pub async fn list_machines(
     principal.authorize(Api::ListMachines)?;
     let (q, pairs) = query::parse::<MachineField>(raw.as_deref())?;
     let page = state.store.list_machines(&principal.tenant_id, &q).await?;
-    let next = query::next_page_link(
-        &format!("{}{}", state.public_url(), uri.path()),
+    Ok(super::collection(
+        &state,
+        &uri,
+        "Machines",
         &pairs,
         q.skip,
-        &page,
-    );
-    Ok(OData(
-        StatusCode::OK,
-        Collection {
-            odata_context: odata_context(&state, "Machines", false),
-            odata_count: page.total,
-            value: page.items.iter().map(|m| m.to_wire(None)).collect(),
-            odata_next_link: next,
-        },
+        page,
+        |m| m.to_wire(None),
     ))
 }
 

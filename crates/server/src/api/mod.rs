@@ -56,6 +56,30 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(machines::get_machine))
 }
 
+/// A page of a collection as MDE sends it: context, optional count, values, and the
+/// next link when more results remain.
+pub(crate) fn collection<T, W>(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    entity_set: &str,
+    pairs: &[(String, String)],
+    skip: u32,
+    page: appfence_core::odata::Page<T>,
+    wire: impl Fn(&T) -> W,
+) -> crate::response::OData<appfence_proto::Collection<W>> {
+    let base = format!("{}{}", state.public_url(), uri.path());
+    let next = query::next_page_link(&base, pairs, skip, &page);
+    crate::response::OData(
+        axum::http::StatusCode::OK,
+        appfence_proto::Collection {
+            odata_context: odata_context(state, entity_set, false),
+            odata_count: page.total,
+            value: page.items.iter().map(wire).collect(),
+            odata_next_link: next,
+        },
+    )
+}
+
 /// `@odata.context` of a collection or a single entity.
 pub(crate) fn odata_context(state: &AppState, entity_set: &str, single: bool) -> String {
     format!(

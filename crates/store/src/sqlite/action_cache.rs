@@ -57,28 +57,20 @@ impl ActionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract;
     use appfence_proto::{ActionType, Timestamp};
 
     fn action(status: ActionStatus, at: i64) -> ActionRecord {
+        let machine = contract::machine_record("t", "h.example");
         ActionRecord {
-            tenant_id: "t".into(),
             id: "a".into(),
-            action_type: ActionType::RestrictCodeExecution,
-            title: None,
-            requestor: "r".into(),
-            requestor_comment: "c".into(),
             status,
-            machine_id: "m".into(),
-            computer_dns_name: "h".into(),
-            created: Timestamp::from_ticks(0),
             last_update: Timestamp::from_ticks(at),
-            cancellation_requestor: None,
-            cancellation_comment: None,
-            cancellation_time: None,
-            error_h_result: 0,
-            external_id: None,
-            request_source: "PublicApi".into(),
-            troubleshoot_info: None,
+            ..contract::action_record(
+                &machine,
+                ActionType::RestrictCodeExecution,
+                Timestamp::from_ticks(0),
+            )
         }
     }
 
