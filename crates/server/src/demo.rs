@@ -201,7 +201,11 @@ impl DemoInfo {
     '{api}/machines/{machine}/restrictCodeExecution' | sed -E 's/.*"id":"([^"]+)".*"type".*/\1/')
 
   # 4. poll the action: Pending -> InProgress -> Succeeded within a few seconds
-  curl -s -H "Authorization: Bearer $TOKEN" "{api}/machineactions/$ACTION"
+  for i in $(seq 30); do
+    STATUS=$(curl -s -H "Authorization: Bearer $TOKEN" "{api}/machineactions/$ACTION" \
+      | sed -E 's/.*"status":"([A-Za-z]+)".*/\1/')
+    echo "$STATUS"; [ "$STATUS" = Succeeded ] && break; sleep 1
+  done
 
   # 5. lift the restriction
   curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
