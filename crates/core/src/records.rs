@@ -187,11 +187,14 @@ pub struct StatusChange {
 /// A final status never changes.
 pub fn transition_allowed(from: ActionStatus, to: ActionStatus) -> bool {
     use ActionStatus::*;
-    match (from, to) {
-        (Pending, InProgress) => true,
-        (Pending | InProgress, Succeeded | Failed | TimeOut | Cancelled) => true,
-        _ => false,
-    }
+    matches!(
+        (from, to),
+        (Pending, InProgress)
+            | (
+                Pending | InProgress,
+                Succeeded | Failed | TimeOut | Cancelled
+            )
+    )
 }
 
 /// The statuses from which `to` may be reached.

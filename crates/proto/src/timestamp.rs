@@ -40,11 +40,11 @@ impl Timestamp {
     }
 
     /// Adds a (possibly negative) duration.
-    pub fn add(self, d: std::time::Duration) -> Self {
+    pub fn plus(self, d: std::time::Duration) -> Self {
         Timestamp(self.0.saturating_add((d.as_nanos() / 100) as i64))
     }
 
-    pub fn sub(self, d: std::time::Duration) -> Self {
+    pub fn minus(self, d: std::time::Duration) -> Self {
         Timestamp(self.0.saturating_sub((d.as_nanos() / 100) as i64))
     }
 

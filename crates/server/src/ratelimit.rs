@@ -119,7 +119,7 @@ mod tests {
         let refused = limiter.acquire(&key("a"), t0).await.unwrap();
         assert!(!refused.admitted);
         assert_eq!(refused.reset, std::time::Duration::from_secs(60));
-        let t1 = t0.add(std::time::Duration::from_secs(60));
+        let t1 = t0.plus(std::time::Duration::from_secs(60));
         assert!(limiter.acquire(&key("a"), t1).await.unwrap().admitted);
         let refused = limiter.acquire(&key("a"), t1).await.unwrap();
         assert!(!refused.admitted);

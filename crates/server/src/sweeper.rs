@@ -10,8 +10,8 @@ use crate::AppState;
 /// Runs one sweep now; returns how many actions timed out.
 pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     let now = state.clock.now();
-    let pending_before = now.sub(state.config.action_pending_timeout);
-    let in_progress_before = now.sub(state.config.action_inprogress_timeout);
+    let pending_before = now.minus(state.config.action_pending_timeout);
+    let in_progress_before = now.minus(state.config.action_inprogress_timeout);
     let timed_out = state
         .store
         .time_out_actions(pending_before, in_progress_before, now)

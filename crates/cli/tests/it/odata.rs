@@ -388,7 +388,7 @@ async fn filters_paging_and_ordering_on_actions_and_machines() {
     // Timestamps on machines: every device was seen before now + 1 h, none before 2000.
     let later = appfence_proto::Timestamp::parse(&model[9].created)
         .unwrap()
-        .add(std::time::Duration::from_secs(3600));
+        .plus(std::time::Duration::from_secs(3600));
     let (names, _) = m(&format!("/api/machines?$filter=lastSeen+lt+{later}")).await;
     assert_eq!(names.len(), 5);
     let (names, _) = m(&format!(

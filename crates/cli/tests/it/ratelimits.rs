@@ -15,7 +15,7 @@ use crate::wire::Resp;
 /// The start of the current hour plus `offset`, on the wall clock's scale.
 fn hour_start_plus(offset: Duration) -> Timestamp {
     let now = SystemClock.now().unix_seconds();
-    Timestamp::from_unix_seconds(now - now.rem_euclid(3600)).add(offset)
+    Timestamp::from_unix_seconds(now - now.rem_euclid(3600)).plus(offset)
 }
 
 fn retry_after(r: &Resp) -> u64 {

@@ -65,19 +65,19 @@ async fn stale_actions_time_out_exactly_at_their_thresholds() {
     let b_updated = ts(&b, "lastUpdateDateTimeUtc");
 
     // One tick before the InProgress threshold: nothing.
-    clock.set(b_updated.add(IN_PROGRESS).sub(TICK));
+    clock.set(b_updated.plus(IN_PROGRESS).minus(TICK));
     assert_eq!(sweep_once(&server.state).await.unwrap(), 0);
     assert_eq!(status(&server, &b_id).await, ActionStatus::InProgress);
     assert_eq!(status(&server, &a_id).await, ActionStatus::Pending);
 
     // Past it: only the InProgress action (the Pending one is just 10 minutes old).
-    clock.set(b_updated.add(IN_PROGRESS).add(Duration::from_secs(1)));
+    clock.set(b_updated.plus(IN_PROGRESS).plus(Duration::from_secs(1)));
     assert_eq!(sweep_once(&server.state).await.unwrap(), 1);
     assert_eq!(status(&server, &b_id).await, ActionStatus::TimeOut);
     assert_eq!(status(&server, &a_id).await, ActionStatus::Pending);
 
     // One tick before the Pending threshold: nothing.
-    clock.set(a_created.add(PENDING).sub(TICK));
+    clock.set(a_created.plus(PENDING).minus(TICK));
     assert_eq!(sweep_once(&server.state).await.unwrap(), 0);
     assert_eq!(status(&server, &a_id).await, ActionStatus::Pending);
 
@@ -93,7 +93,7 @@ async fn stale_actions_time_out_exactly_at_their_thresholds() {
         .unwrap()
         .unwrap();
     assert_eq!(a_now.status, ActionStatus::TimeOut);
-    assert!(a_now.last_update > a_created.add(PENDING));
+    assert!(a_now.last_update > a_created.plus(PENDING));
     // A second sweep finds nothing more.
     assert_eq!(sweep_once(&server.state).await.unwrap(), 0);
 

@@ -13,7 +13,10 @@ pub fn decode(raw: Option<&str>) -> Result<Vec<(String, String)>, Error> {
     }
 }
 
-pub fn parse<F: Field>(raw: Option<&str>) -> Result<(Query<F>, Vec<(String, String)>), Error> {
+/// Decoded query-string pairs, kept to build `@odata.nextLink`.
+pub type Pairs = Vec<(String, String)>;
+
+pub fn parse<F: Field>(raw: Option<&str>) -> Result<(Query<F>, Pairs), Error> {
     let pairs = decode(raw)?;
     let query = parse_query::<F>(&pairs)?;
     Ok((query, pairs))
