@@ -31,6 +31,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 
 /// `None` for an empty body; otherwise the body must be a JSON object.
 fn parse_object(bytes: &[u8]) -> Result<Option<Map<String, Value>>, Error> {
+    // Some Windows clients prefix their JSON with a UTF-8 byte-order mark.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -153,6 +155,13 @@ mod tests {
         assert!(matches!(req(""), Err(Error::InvalidRequestBody(_))));
         let long = format!(r#"{{"Comment":"{}"}}"#, "a".repeat(MAX_TEXT + 1));
         assert!(matches!(req(&long), Err(Error::InvalidRequestBody(m)) if m.contains("longer")));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let body = b"\xEF\xBB\xBF{\"Comment\":\"c\"}";
+        let r = ActionRequest::from_body(parse_object(body).unwrap()).unwrap();
+        assert_eq!(r.comment, "c");
     }
 
     #[test]

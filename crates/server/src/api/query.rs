@@ -43,7 +43,15 @@ pub fn next_link(base: &str, pairs: &[(String, String)], next_skip: u64) -> Stri
         .collect();
     out.push(("$skip".into(), next_skip.to_string()));
     let qs = serde_urlencoded::to_string(&out).unwrap_or_default();
-    format!("{base}?{qs}")
+    // Option names keep their literal `$`, as MDE writes them (`$skip=`, not `%24skip=`).
+    let qs: Vec<String> = qs
+        .split('&')
+        .map(|kv| match kv.strip_prefix("%24") {
+            Some(rest) => format!("${rest}"),
+            None => kv.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", qs.join("&"))
 }
 
 #[cfg(test)]
@@ -65,7 +73,7 @@ mod tests {
         };
         assert_eq!(
             next_page_link("http://h/x", &[], 4, &page).as_deref(),
-            Some("http://h/x?%24skip=6")
+            Some("http://h/x?$skip=6")
         );
         let last = Page {
             items: vec![1u8],
@@ -84,5 +92,9 @@ mod tests {
         assert!(back.contains(&("$skip".into(), "6".into())));
         assert!(back.contains(&("$top".into(), "2".into())));
         assert_eq!(back.iter().filter(|(k, _)| k == "$skip").count(), 1);
+        assert!(
+            link.contains("?$filter=status+eq+%27Pending%27&$top=2&$skip=6"),
+            "{link}"
+        );
     }
 }
