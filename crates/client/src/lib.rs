@@ -148,25 +148,25 @@ impl MdeClient {
     /// `POST /api/machines/{machine}/restrictCodeExecution`. `machine` is a machine id,
     /// an `aadDeviceId` or a computer DNS name.
     pub async fn restrict(&self, machine: &str, comment: &str) -> Result<MachineAction> {
-        let url = format!(
-            "{}/api/machines/{}/restrictCodeExecution",
-            self.base,
-            encode::encode(machine)
-        );
-        self.send(
-            Method::POST,
-            &url,
-            Some(&ActionBody {
-                comment: Some(comment),
-            }),
-        )
-        .await
+        self.machine_action(machine, "restrictCodeExecution", comment)
+            .await
     }
 
     /// `POST /api/machines/{machine}/unrestrictCodeExecution`.
     pub async fn unrestrict(&self, machine: &str, comment: &str) -> Result<MachineAction> {
+        self.machine_action(machine, "unrestrictCodeExecution", comment)
+            .await
+    }
+
+    /// `POST /api/machines/{machine}/{action}` with `{"Comment": comment}`.
+    async fn machine_action(
+        &self,
+        machine: &str,
+        action: &str,
+        comment: &str,
+    ) -> Result<MachineAction> {
         let url = format!(
-            "{}/api/machines/{}/unrestrictCodeExecution",
+            "{}/api/machines/{}/{action}",
             self.base,
             encode::encode(machine)
         );
