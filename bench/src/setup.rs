@@ -204,6 +204,7 @@ fn device_info(i: usize) -> DeviceInfo {
             filesystem_marks: true,
             simulated: false,
         },
+        machine_tags: vec![],
     }
 }
 

@@ -134,6 +134,7 @@ pub fn device_info(index: usize) -> DeviceInfo {
             n & 0xff
         )],
         capabilities: SimulatedEnforcer::new(SimTimings::IMMEDIATE).capabilities(),
+        machine_tags: vec!["demo".into()],
     }
 }
 

@@ -1,5 +1,8 @@
-//! Who may call which API: the `roles` claim of application tokens, per endpoint.
+//! Who may call which API. Application tokens carry application permissions in `roles`;
+//! user tokens carry delegated permissions in `scp`, and the user's portal role and
+//! device groups (see [`crate::rbac`]) narrow them further.
 
+use crate::rbac::Permission;
 use crate::Error;
 
 /// The public APIs, each with its own permission and rate-limit bucket.
@@ -18,8 +21,16 @@ pub const ROLE_RESTRICT: &str = "Machine.RestrictExecution";
 pub const ROLE_READ_ALL: &str = "Machine.Read.All";
 pub const ROLE_READ_WRITE_ALL: &str = "Machine.ReadWrite.All";
 
+pub const SCOPE_RESTRICT: &str = "Machine.RestrictExecution";
+pub const SCOPE_READ: &str = "Machine.Read";
+pub const SCOPE_READ_WRITE: &str = "Machine.ReadWrite";
+
 /// Every application role appfence knows, for validating `app create --role`.
 pub const KNOWN_APP_ROLES: &[&str] = &[ROLE_RESTRICT, ROLE_READ_ALL, ROLE_READ_WRITE_ALL];
+
+/// The delegated scopes the built-in issuer puts in user tokens: everything a user can be
+/// allowed; the user's portal role decides what is actually allowed.
+pub const DELEGATED_SCOPES: &[&str] = &[SCOPE_READ, SCOPE_READ_WRITE, SCOPE_RESTRICT];
 
 impl Api {
     /// Any one of these application roles grants access.
@@ -32,6 +43,32 @@ impl Api {
             | Api::ListMachineActions
             | Api::ListMachines
             | Api::GetMachine => &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL],
+        }
+    }
+
+    /// Any one of these delegated scopes (in `scp`) lets a user token call the API.
+    pub fn delegated_scopes(self) -> &'static [&'static str] {
+        match self {
+            Api::RestrictCodeExecution
+            | Api::UnrestrictCodeExecution
+            | Api::CancelMachineAction => &[SCOPE_RESTRICT],
+            Api::GetMachineAction
+            | Api::ListMachineActions
+            | Api::ListMachines
+            | Api::GetMachine => &[SCOPE_READ, SCOPE_READ_WRITE],
+        }
+    }
+
+    /// The portal role permission a user needs, as MDE's RBAC names it.
+    pub fn user_permission(self) -> Permission {
+        match self {
+            Api::RestrictCodeExecution
+            | Api::UnrestrictCodeExecution
+            | Api::CancelMachineAction => Permission::ActiveRemediationActions,
+            Api::GetMachineAction
+            | Api::ListMachineActions
+            | Api::ListMachines
+            | Api::GetMachine => Permission::ViewData,
         }
     }
 
@@ -54,7 +91,12 @@ impl Api {
 pub struct Principal {
     pub tenant_id: String,
     pub caller: Caller,
+    /// Application permissions (`roles`); empty for users.
     pub roles: Vec<String>,
+    /// Delegated permissions (`scp`); empty for applications.
+    pub scopes: Vec<String>,
+    /// The user's groups (`groups`), which map to portal roles and device groups.
+    pub groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,37 +105,89 @@ pub enum Caller {
         client_id: String,
         display_name: String,
     },
+    User {
+        /// `oid`: stable across renames, so it keys the rate limit.
+        object_id: String,
+        /// `upn` or `preferred_username`, recorded as the `requestor`.
+        upn: String,
+    },
 }
 
 impl Principal {
-    /// The `requestor` recorded on actions this principal creates.
+    pub fn application(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        display_name: impl Into<String>,
+        roles: Vec<String>,
+    ) -> Self {
+        Principal {
+            tenant_id: tenant_id.into(),
+            caller: Caller::Application {
+                client_id: client_id.into(),
+                display_name: display_name.into(),
+            },
+            roles,
+            scopes: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    pub fn user(
+        tenant_id: impl Into<String>,
+        object_id: impl Into<String>,
+        upn: impl Into<String>,
+        scopes: Vec<String>,
+        groups: Vec<String>,
+    ) -> Self {
+        Principal {
+            tenant_id: tenant_id.into(),
+            caller: Caller::User {
+                object_id: object_id.into(),
+                upn: upn.into(),
+            },
+            roles: Vec::new(),
+            scopes,
+            groups,
+        }
+    }
+
+    pub fn is_user(&self) -> bool {
+        matches!(self.caller, Caller::User { .. })
+    }
+
+    /// The `requestor` recorded on actions this principal creates: the application's
+    /// display name, or the user's UPN.
     pub fn requestor(&self) -> &str {
         match &self.caller {
             Caller::Application { display_name, .. } => display_name,
+            Caller::User { upn, .. } => upn,
         }
     }
 
-    /// The key of this caller for rate limiting.
-    pub fn caller_key(&self) -> &str {
+    /// The key of this caller for rate limiting; applications and users never share one.
+    pub fn caller_key(&self) -> String {
         match &self.caller {
-            Caller::Application { client_id, .. } => client_id,
+            Caller::Application { client_id, .. } => format!("app:{client_id}"),
+            Caller::User { object_id, .. } => format!("user:{object_id}"),
         }
     }
 
-    /// `Forbidden`, naming the missing roles, unless this principal may call `api`.
+    /// `Forbidden`, naming what is missing, unless the token itself carries the
+    /// permission for `api`: an application role, or a delegated scope for a user. The
+    /// user's portal role and device groups are checked by [`crate::rbac`].
     pub fn authorize(&self, api: Api) -> Result<(), Error> {
-        let needed = api.app_roles();
-        if needed
-            .iter()
-            .any(|r| self.roles.iter().any(|have| have == r))
-        {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!(
-                "Missing application roles. API required roles: {}",
-                needed.join(", ")
-            )))
+        let (have, needed, what) = match self.caller {
+            Caller::Application { .. } => (&self.roles, api.app_roles(), "application roles"),
+            Caller::User { .. } => (&self.scopes, api.delegated_scopes(), "delegated scopes"),
+        };
+        if needed.iter().any(|r| have.iter().any(|h| h == r)) {
+            return Ok(());
         }
+        let kind = if self.is_user() { "scopes" } else { "roles" };
+        Err(Error::Forbidden(format!(
+            "Missing {what}. API required {kind}: {}",
+            needed.join(", ")
+        )))
     }
 }
 
@@ -102,14 +196,22 @@ mod tests {
     use super::*;
 
     fn app(roles: &[&str]) -> Principal {
-        Principal {
-            tenant_id: "t".into(),
-            caller: Caller::Application {
-                client_id: "c".into(),
-                display_name: "App".into(),
-            },
-            roles: roles.iter().map(|s| s.to_string()).collect(),
-        }
+        Principal::application(
+            "t",
+            "c",
+            "App",
+            roles.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    fn user(scopes: &[&str]) -> Principal {
+        Principal::user(
+            "t",
+            "oid-1",
+            "ana@example.com",
+            scopes.iter().map(|s| s.to_string()).collect(),
+            vec![],
+        )
     }
 
     #[test]
@@ -129,5 +231,30 @@ mod tests {
         assert!(app(&[ROLE_RESTRICT])
             .authorize(Api::GetMachineAction)
             .is_err());
+    }
+
+    #[test]
+    fn users_need_a_delegated_scope_and_application_roles_do_not_count_for_them() {
+        assert!(user(&[SCOPE_RESTRICT])
+            .authorize(Api::UnrestrictCodeExecution)
+            .is_ok());
+        assert!(user(&[SCOPE_READ]).authorize(Api::GetMachine).is_ok());
+        assert_eq!(
+            user(&[SCOPE_READ]).authorize(Api::RestrictCodeExecution),
+            Err(Error::Forbidden(
+                "Missing delegated scopes. API required scopes: Machine.RestrictExecution".into()
+            ))
+        );
+        let mut with_roles = user(&[]);
+        with_roles.roles = vec![ROLE_READ_ALL.into()];
+        assert!(with_roles.authorize(Api::ListMachines).is_err());
+    }
+
+    #[test]
+    fn requestor_and_rate_key_depend_on_the_kind_of_caller() {
+        assert_eq!(app(&[]).requestor(), "App");
+        assert_eq!(user(&[]).requestor(), "ana@example.com");
+        assert_eq!(app(&[]).caller_key(), "app:c");
+        assert_eq!(user(&[]).caller_key(), "user:oid-1");
     }
 }

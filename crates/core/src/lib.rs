@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod odata;
 pub mod ratelimit;
+pub mod rbac;
 pub mod records;
 
 pub use clock::{Clock, ManualClock, SystemClock};

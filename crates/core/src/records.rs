@@ -76,6 +76,29 @@ pub struct MachineRecord {
     pub credential_sha256: String,
 }
 
+/// A machine's place in the device groups, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupAssignment {
+    pub machine_id: String,
+    pub rbac_group_id: i64,
+    pub rbac_group_name: Option<String>,
+}
+
+/// A user of the built-in issuer (password grant).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub tenant_id: String,
+    /// `oid`: a GUID, stable across renames.
+    pub object_id: String,
+    /// Lower case.
+    pub upn: String,
+    /// PHC string of a slow hash (Argon2id).
+    pub password_hash: String,
+    /// Group ids, matched against `[[rbac.roles]]` and `[[device_groups]]` user groups.
+    pub groups: Vec<String>,
+    pub created: Timestamp,
+}
+
 impl MachineRecord {
     pub fn to_wire(&self, odata_context: Option<String>) -> Machine {
         Machine {
@@ -255,5 +278,40 @@ mod tests {
         assert!(!transition_allowed(InProgress, InProgress));
         assert_eq!(allowed_sources(Cancelled), vec![Pending, InProgress]);
         assert_eq!(allowed_sources(InProgress), vec![Pending]);
+    }
+}
+
+/// A plain machine record for unit tests of the domain rules.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn machine(dns_name: &str) -> MachineRecord {
+        MachineRecord {
+            tenant_id: "t".into(),
+            id: "0123456789abcdef0123456789abcdef01234567".into(),
+            aad_device_id: "6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b".into(),
+            computer_dns_name: dns_name.into(),
+            first_seen: Timestamp::from_unix_seconds(1),
+            last_seen: None,
+            os_platform: "Linux".into(),
+            os_version: String::new(),
+            kernel_version: String::new(),
+            os_architecture: String::new(),
+            agent_version: "0.1.0".into(),
+            last_ip_address: None,
+            ip_addresses: vec![],
+            health_status: "Active".into(),
+            onboarding_status: "Onboarded".into(),
+            machine_tags: vec![],
+            rbac_group_id: 0,
+            rbac_group_name: None,
+            risk_score: "None".into(),
+            exposure_level: "None".into(),
+            device_value: "Normal".into(),
+            capabilities: Capabilities::default(),
+            enforcement: EnforcementState::default(),
+            credential_sha256: String::new(),
+        }
     }
 }

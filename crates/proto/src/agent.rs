@@ -43,6 +43,10 @@ pub struct DeviceInfo {
     pub agent_version: String,
     pub ip_addresses: Vec<String>,
     pub capabilities: Capabilities,
+    /// Tags declared by the device (`appfence agent --tag`), kept from enrolment; device
+    /// groups can match on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machine_tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

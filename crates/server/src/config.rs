@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Calls per caller and API (MDE: 100 a minute, 1,500 an hour).
     pub rate_limits: appfence_core::ratelimit::RateLimitPolicy,
+    /// External issuers, roles and device groups (reloadable).
+    pub access: crate::access::AccessSpec,
 }
 
 impl ServerConfig {
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
             min_agent_version: "0.1.0".into(),
             max_body_bytes: 64 * 1024,
             rate_limits: Default::default(),
+            access: Default::default(),
         }
     }
 }

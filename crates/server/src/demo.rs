@@ -131,7 +131,11 @@ pub async fn record_devices(
     loop {
         let page = state
             .store
-            .list_machines(&info.tenant_id, &Query::default())
+            .list_machines(
+                &info.tenant_id,
+                &appfence_core::rbac::DeviceScope::All,
+                &Query::default(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let mut demo: Vec<_> = page

@@ -2,6 +2,7 @@
 //! built-in OAuth 2.0 authorization server, the agent gateway (`/agent/v1`), dispatch of
 //! actions to waiting devices, and the sweeper that times out stale actions.
 
+pub mod access;
 pub mod agent_gateway;
 pub mod api;
 pub mod config;

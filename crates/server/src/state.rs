@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use appfence_core::Clock;
+use appfence_core::authz::{Api, Principal};
+use appfence_core::rbac::DeviceScope;
+use appfence_core::{ActionRecord, Clock, MachineRef};
 use appfence_store::Store;
 
+use crate::access::{self, AccessHolder, AccessSpec};
 use crate::dispatch::Dispatcher;
 use crate::oauth::keys::KeySet;
 use crate::ratelimit::{MemoryRateLimiter, RateLimiter};
@@ -18,6 +21,8 @@ pub struct AppState {
     pub keys: Arc<KeySet>,
     pub dispatch: Arc<Dispatcher>,
     pub limiter: Arc<dyn RateLimiter>,
+    /// Roles, device groups and external issuers; replaced on reload.
+    pub access: Arc<AccessHolder>,
 }
 
 impl AppState {
@@ -30,7 +35,21 @@ impl AppState {
             .await
             .map_err(|e| format!("cannot prepare signing keys: {e}"))?;
         let limiter = Arc::new(MemoryRateLimiter::new(config.rate_limits));
+        // The access config may name "the only tenant", so there must be one.
+        crate::oauth::apps::ensure_default_tenant(store.as_ref())
+            .await
+            .map_err(|e| format!("cannot prepare the default tenant: {e}"))?;
+        let tenants = store
+            .tenants()
+            .await
+            .map_err(|e| format!("cannot read the tenants: {e}"))?;
+        let policy =
+            access::resolve(&config.access, &tenants).map_err(|e| format!("config: {e}"))?;
+        access::regroup_all(store.as_ref(), &policy)
+            .await
+            .map_err(|e| format!("cannot assign device groups: {e}"))?;
         Ok(AppState {
+            access: Arc::new(AccessHolder::new(policy)),
             limiter,
             store,
             clock,
@@ -43,4 +62,75 @@ impl AppState {
     pub fn public_url(&self) -> String {
         self.config.public_url()
     }
+
+    /// Whether `principal` may call `api` (application role; or delegated scope, portal
+    /// permission), and on which devices.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        api: Api,
+    ) -> Result<DeviceScope, appfence_core::Error> {
+        self.access
+            .current()
+            .rbac(&principal.tenant_id)
+            .authorize(principal, api)
+    }
+
+    /// `Forbidden` unless `scope` covers the machine an action is about.
+    pub async fn check_action_device(
+        &self,
+        scope: &DeviceScope,
+        action: &ActionRecord,
+    ) -> Result<(), appfence_core::Error> {
+        if *scope == DeviceScope::All {
+            return Ok(());
+        }
+        let machine = self
+            .store
+            .machine(
+                &action.tenant_id,
+                &MachineRef::Id(action.machine_id.clone()),
+            )
+            .await?
+            .ok_or_else(|| appfence_core::Error::action_not_found(&action.id))?;
+        scope.check_device(&machine)
+    }
+
+    /// Replaces the access policy (SIGHUP). A spec that does not validate is refused with
+    /// a message naming the config line, and the policy in force stays.
+    pub async fn reload_access(&self, spec: &AccessSpec) -> Result<ReloadSummary, String> {
+        let tenants = self
+            .store
+            .tenants()
+            .await
+            .map_err(|e| format!("cannot read the tenants: {e}"))?;
+        let policy = access::resolve(spec, &tenants)?;
+        let summary = ReloadSummary {
+            issuers: policy.issuers.len(),
+            roles: spec.roles.len(),
+            device_groups: spec.device_groups.len(),
+            machines_regrouped: 0,
+        };
+        self.access.replace(policy.clone());
+        // Cached verifications may name issuers or claims the new policy refuses.
+        self.keys.verified_tokens().clear();
+        let moved = access::regroup_all(self.store.as_ref(), &policy)
+            .await
+            .map_err(|e| {
+                format!("the new policy is in force, but regrouping devices failed: {e}")
+            })?;
+        Ok(ReloadSummary {
+            machines_regrouped: moved,
+            ..summary
+        })
+    }
+}
+
+/// What a reload changed, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub issuers: usize,
+    pub roles: usize,
+    pub device_groups: usize,
+    pub machines_regrouped: usize,
 }

@@ -10,10 +10,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use appfence_core::ids::{new_guid, new_machine_id};
-use appfence_core::odata::{ActionField, CmpOp, Direction, Expr, MachineField, Query, Value};
+use appfence_core::odata::{ActionField, CmpOp, Direction, Expr, MachineField, Page, Query, Value};
+use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, MachineRecord, SigningKey,
-    StatusChange, Tenant, TransitionOutcome,
+    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
+    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
 };
 use appfence_core::{Error, MachineRef};
 use appfence_proto::agent::{Capabilities, DeviceInfo, EnforcementState};
@@ -314,6 +315,7 @@ pub async fn tenant_isolation(store: &dyn Store) {
     let machines_b = store
         .list_machines(
             &b.id,
+            &DeviceScope::All,
             &Query {
                 count: true,
                 ..Query::default()
@@ -323,7 +325,10 @@ pub async fn tenant_isolation(store: &dyn Store) {
         .unwrap();
     assert!(machines_b.items.is_empty());
     assert_eq!(machines_b.total, Some(0));
-    let machines_a = store.list_machines(&a.id, &Query::default()).await.unwrap();
+    let machines_a = store
+        .list_machines(&a.id, &DeviceScope::All, &Query::default())
+        .await
+        .unwrap();
     assert_eq!(machines_a.items, vec![m.clone()]);
 
     assert_eq!(store.action(&b.id, &action.id).await.unwrap(), None);
@@ -334,6 +339,7 @@ pub async fn tenant_isolation(store: &dyn Store) {
     let actions_b = store
         .list_actions(
             &b.id,
+            &DeviceScope::All,
             &Query {
                 count: true,
                 ..Query::default()
@@ -349,13 +355,17 @@ pub async fn tenant_isolation(store: &dyn Store) {
         ..Query::default()
     };
     assert!(store
-        .list_actions(&b.id, &q)
+        .list_actions(&b.id, &DeviceScope::All, &q)
         .await
         .unwrap()
         .items
         .is_empty());
     assert_eq!(
-        ids(&store.list_actions(&a.id, &q).await.unwrap().items),
+        ids(&store
+            .list_actions(&a.id, &DeviceScope::All, &q)
+            .await
+            .unwrap()
+            .items),
         vec![action.id]
     );
 }
@@ -376,6 +386,7 @@ pub async fn heartbeat(store: &dyn Store) {
             filesystem_marks: true,
             simulated: true,
         },
+        machine_tags: vec![],
     };
     let enforcement = EnforcementState {
         restricted: true,
@@ -533,6 +544,7 @@ pub async fn duplicate_rule_under_concurrency(store: Arc<dyn Store>) {
     let listed = store
         .list_actions(
             &t.id,
+            &DeviceScope::All,
             &Query {
                 count: true,
                 ..Query::default()
@@ -859,7 +871,10 @@ pub async fn list_actions(store: &dyn Store) {
     assert_eq!(newest_first[0], tie.id);
     assert_eq!(newest_first[1], r.id);
 
-    let page = store.list_actions(&t.id, &Query::default()).await.unwrap();
+    let page = store
+        .list_actions(&t.id, &DeviceScope::All, &Query::default())
+        .await
+        .unwrap();
     assert_eq!(ids(&page.items), newest_first);
     assert_eq!((page.total, page.more), (None, false));
     assert_eq!(
@@ -878,7 +893,10 @@ pub async fn list_actions(store: &dyn Store) {
             count: true,
             ..Query::default()
         };
-        let page = store.list_actions(&t.id, &q).await.unwrap();
+        let page = store
+            .list_actions(&t.id, &DeviceScope::All, &q)
+            .await
+            .unwrap();
         assert_eq!(page.total, Some(n as u64), "count ignores $top/$skip");
         assert_eq!(page.more, skip + 5 < n, "skip {skip}");
         walked.extend(ids(&page.items));
@@ -888,12 +906,21 @@ pub async fn list_actions(store: &dyn Store) {
         top: Some(n),
         ..Query::default()
     };
-    assert!(!store.list_actions(&t.id, &exact).await.unwrap().more);
+    assert!(
+        !store
+            .list_actions(&t.id, &DeviceScope::All, &exact)
+            .await
+            .unwrap()
+            .more
+    );
     let beyond = Query {
         skip: n + 3,
         ..Query::default()
     };
-    let page = store.list_actions(&t.id, &beyond).await.unwrap();
+    let page = store
+        .list_actions(&t.id, &DeviceScope::All, &beyond)
+        .await
+        .unwrap();
     assert!(page.items.is_empty() && !page.more);
 
     let tenant_id = t.id.as_str();
@@ -903,7 +930,12 @@ pub async fn list_actions(store: &dyn Store) {
             count: true,
             ..Query::default()
         };
-        async move { store.list_actions(tenant_id, &q).await.unwrap() }
+        async move {
+            store
+                .list_actions(tenant_id, &DeviceScope::All, &q)
+                .await
+                .unwrap()
+        }
     };
     let expect = |pred: &dyn Fn(&ActionRecord) -> bool| -> Vec<String> {
         newest_first
@@ -973,7 +1005,10 @@ pub async fn list_actions(store: &dyn Store) {
         count: true,
         ..Query::default()
     };
-    let p = store.list_actions(&t.id, &q).await.unwrap();
+    let p = store
+        .list_actions(&t.id, &DeviceScope::All, &q)
+        .await
+        .unwrap();
     let pending = expect(&|a| a.status == Pending);
     assert_eq!(ids(&p.items), pending[2..5].to_vec());
     assert_eq!((p.total, p.more), (Some(pending.len() as u64), true));
@@ -983,7 +1018,10 @@ pub async fn list_actions(store: &dyn Store) {
         order_by: vec![(ActionField::CreationDateTimeUtc, Direction::Asc)],
         ..Query::default()
     };
-    let p = store.list_actions(&t.id, &q).await.unwrap();
+    let p = store
+        .list_actions(&t.id, &DeviceScope::All, &q)
+        .await
+        .unwrap();
     assert_eq!(p.items.first().map(|a| &a.id), Some(&early.id));
     assert!(p.items.windows(2).all(|w| w[0].created <= w[1].created));
     assert_eq!(p.items.len(), all.len());
@@ -1016,8 +1054,12 @@ pub async fn list_machines(store: &dyn Store) {
         ms.iter().map(|m| m.computer_dns_name.clone()).collect()
     };
     let tenant_id = t.id.as_str();
-    let list =
-        |q: Query<MachineField>| async move { store.list_machines(tenant_id, &q).await.unwrap() };
+    let list = |q: Query<MachineField>| async move {
+        store
+            .list_machines(tenant_id, &DeviceScope::All, &q)
+            .await
+            .unwrap()
+    };
 
     let p = list(Query {
         count: true,
@@ -1215,6 +1257,157 @@ pub async fn durability_check(store: &dyn Store, w: &Written) {
 }
 
 /// Every check except the durability pair, in sequence on one store.
+/// Device groups: a machine's group can be changed, and a scope limits both machine and
+/// action lists (with `$count` and filters combined) to the machines of its groups.
+pub async fn device_group_scopes(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let srv = new_machine(store, &t, "srv-1.corp").await;
+    let web = new_machine(store, &t, "web-1.corp").await;
+    let loose = new_machine(store, &t, "loose.corp").await;
+    store
+        .set_machine_groups(
+            &t.id,
+            &[
+                GroupAssignment {
+                    machine_id: srv.id.clone(),
+                    rbac_group_id: 5,
+                    rbac_group_name: Some("Servers".into()),
+                },
+                GroupAssignment {
+                    machine_id: web.id.clone(),
+                    rbac_group_id: 7,
+                    rbac_group_name: Some("Web".into()),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let m = store
+        .machine(&t.id, &MachineRef::Id(srv.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.rbac_group_id, m.rbac_group_name.as_deref()),
+        (5, Some("Servers"))
+    );
+    for m in [&srv, &web, &loose] {
+        new_action(store, m, ActionType::RestrictCodeExecution, at(10)).await;
+    }
+
+    let counted: Query<MachineField> = Query {
+        count: true,
+        ..Query::default()
+    };
+    let names = |page: &Page<MachineRecord>| {
+        let mut n: Vec<String> = page
+            .items
+            .iter()
+            .map(|m| m.computer_dns_name.clone())
+            .collect();
+        n.sort();
+        n
+    };
+    let scope = DeviceScope::Groups(vec![0, 5]);
+    let page = store.list_machines(&t.id, &scope, &counted).await.unwrap();
+    assert_eq!(names(&page), ["loose.corp", "srv-1.corp"]);
+    assert_eq!(page.total, Some(2));
+    let all = store
+        .list_machines(&t.id, &DeviceScope::All, &counted)
+        .await
+        .unwrap();
+    assert_eq!(all.total, Some(3));
+    let only_ungrouped = DeviceScope::Groups(vec![0]);
+    let page = store
+        .list_machines(&t.id, &only_ungrouped, &counted)
+        .await
+        .unwrap();
+    assert_eq!(names(&page), ["loose.corp"]);
+
+    let counted_actions: Query<ActionField> = Query {
+        count: true,
+        ..Query::default()
+    };
+    let actions = store
+        .list_actions(&t.id, &scope, &counted_actions)
+        .await
+        .unwrap();
+    let mut machines: Vec<&str> = actions
+        .items
+        .iter()
+        .map(|a| a.machine_id.as_str())
+        .collect();
+    machines.sort();
+    let mut expected = vec![srv.id.as_str(), loose.id.as_str()];
+    expected.sort();
+    assert_eq!(machines, expected);
+    assert_eq!(actions.total, Some(2));
+    // The scope combines with a filter, whose placeholders come after the groups'.
+    let filtered = Query {
+        filter: Some(
+            appfence_core::odata::parse_query::<ActionField>(&[(
+                "$filter".to_string(),
+                format!("machineId eq '{}'", web.id),
+            )])
+            .unwrap()
+            .filter
+            .unwrap(),
+        ),
+        count: true,
+        ..Query::default()
+    };
+    let none = store.list_actions(&t.id, &scope, &filtered).await.unwrap();
+    assert_eq!((none.items.len(), none.total), (0, Some(0)));
+    let one = store
+        .list_actions(&t.id, &DeviceScope::Groups(vec![0, 7]), &filtered)
+        .await
+        .unwrap();
+    assert_eq!((one.items.len(), one.total), (1, Some(1)));
+}
+
+/// Users of the built-in issuer: found by UPN in any case, unique per tenant.
+pub async fn users(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let user = UserRecord {
+        tenant_id: t.id.clone(),
+        object_id: new_guid(),
+        upn: "Ana@Example.com".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        groups: vec!["g-analysts".into(), "g-2".into()],
+        created: at(5),
+    };
+    store.insert_user(&user).await.unwrap();
+    let found = store.user(&t.id, "ANA@example.COM").await.unwrap().unwrap();
+    assert_eq!(found.upn, "ana@example.com");
+    assert_eq!(found.groups, user.groups);
+    assert_eq!(found.object_id, user.object_id);
+    assert_eq!(found.password_hash, user.password_hash);
+    assert_eq!(found.created, at(5));
+    assert!(store
+        .user(&other.id, "ana@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    let again = UserRecord {
+        object_id: new_guid(),
+        ..user.clone()
+    };
+    match store.insert_user(&again).await {
+        Err(appfence_core::Error::BadRequest(m)) => assert!(m.contains("already exists"), "{m}"),
+        other => panic!("expected BadRequest, got {other:?}"),
+    }
+    // The same UPN in another tenant is another user.
+    store
+        .insert_user(&UserRecord {
+            tenant_id: other.id.clone(),
+            object_id: new_guid(),
+            ..user
+        })
+        .await
+        .unwrap();
+}
+
 pub async fn run_all(store: Arc<dyn Store>) {
     let s = store.as_ref();
     tenants_apps_secrets_keys(s).await;
@@ -1232,4 +1425,6 @@ pub async fn run_all(store: Arc<dyn Store>) {
     list_machines(s).await;
     open_actions(s).await;
     last_succeeded_restrict_family(s).await;
+    device_group_scopes(s).await;
+    users(s).await;
 }

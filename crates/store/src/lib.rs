@@ -12,9 +12,10 @@ pub mod odata_sql;
 pub mod sqlite;
 
 use appfence_core::odata::{ActionField, MachineField, Page, Query};
+use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, MachineRecord, SigningKey,
-    StatusChange, Tenant, TransitionOutcome,
+    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
+    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
 };
 use appfence_core::{MachineRef, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
@@ -33,6 +34,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_app(&self, app: &AppRegistration) -> Result<()>;
     async fn app(&self, tenant_id: &str, client_id: &str) -> Result<Option<AppRegistration>>;
+
+    /// Fails with `BadRequest` if the UPN is already taken in the tenant.
+    async fn insert_user(&self, user: &UserRecord) -> Result<()>;
+    /// The user with this UPN (case-insensitive).
+    async fn user(&self, tenant_id: &str, upn: &str) -> Result<Option<UserRecord>>;
 
     async fn insert_enroll_secret(&self, secret: &EnrollSecret) -> Result<()>;
     /// The enrolment secret with this SHA-256, if any.
@@ -59,11 +65,19 @@ pub trait Store: Send + Sync + 'static {
         enforcement: &EnforcementState,
         at: Timestamp,
     ) -> Result<()>;
+    /// One page of the tenant's machines within `scope`.
     async fn list_machines(
         &self,
         tenant_id: &str,
+        scope: &DeviceScope,
         query: &Query<MachineField>,
     ) -> Result<Page<MachineRecord>>;
+    /// Moves machines into device groups (one transaction).
+    async fn set_machine_groups(
+        &self,
+        tenant_id: &str,
+        assignments: &[GroupAssignment],
+    ) -> Result<()>;
 
     // --- actions ---
 
@@ -72,9 +86,11 @@ pub trait Store: Send + Sync + 'static {
     /// action; this holds under any concurrency.
     async fn create_action(&self, action: &ActionRecord) -> Result<()>;
     async fn action(&self, tenant_id: &str, id: &str) -> Result<Option<ActionRecord>>;
+    /// One page of the tenant's actions on machines within `scope`.
     async fn list_actions(
         &self,
         tenant_id: &str,
+        scope: &DeviceScope,
         query: &Query<ActionField>,
     ) -> Result<Page<ActionRecord>>;
     /// Changes the status if the lifecycle allows it from the current status, recording

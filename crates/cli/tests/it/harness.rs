@@ -295,7 +295,7 @@ impl TestServer {
         };
         self.state
             .store
-            .list_actions(tenant_id, &q)
+            .list_actions(tenant_id, &appfence_core::rbac::DeviceScope::All, &q)
             .await
             .expect("list actions")
             .items

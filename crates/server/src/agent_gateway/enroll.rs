@@ -51,7 +51,7 @@ pub async fn enroll(
         ip_addresses: info.ip_addresses.clone(),
         health_status: "Active".into(),
         onboarding_status: "Onboarded".into(),
-        machine_tags: Vec::new(),
+        machine_tags: info.machine_tags.clone(),
         rbac_group_id: 0,
         rbac_group_name: None,
         risk_score: "None".into(),
@@ -61,6 +61,12 @@ pub async fn enroll(
         enforcement: EnforcementState::default(),
         credential_sha256: sha256_hex(&credential),
     };
+    let mut machine = machine;
+    (machine.rbac_group_id, machine.rbac_group_name) = state
+        .access
+        .current()
+        .rbac(&machine.tenant_id)
+        .group_of(&machine);
     state.store.insert_machine(&machine).await?;
     tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, "device enrolled");
     Ok((

@@ -90,7 +90,7 @@ async fn create(
         ActionType::RestrictCodeExecution => Api::RestrictCodeExecution,
         _ => Api::UnrestrictCodeExecution,
     };
-    principal.authorize(api)?;
+    let scope = state.authorize(&principal, api)?;
     let request = ActionRequest::from_body(body)?;
     let machine_ref = MachineRef::parse(&machine)?;
     let machine = state
@@ -98,6 +98,7 @@ async fn create(
         .machine(&principal.tenant_id, &machine_ref)
         .await?
         .ok_or_else(|| Error::machine_not_found(&truncate(&machine, 80)))?;
+    scope.check_device(&machine)?;
     appfence_core::capability::check_can_restrict(&machine, &state.config.min_agent_version)?;
     let now = state.clock.now();
     let action = ActionRecord {
@@ -156,13 +157,14 @@ pub async fn get_action(
     Authenticated(principal): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<OData<MachineAction>> {
-    principal.authorize(Api::GetMachineAction)?;
+    let scope = state.authorize(&principal, Api::GetMachineAction)?;
     let id = action_id(&id)?;
     let action = state
         .store
         .action(&principal.tenant_id, &id)
         .await?
         .ok_or_else(|| Error::action_not_found(&id))?;
+    state.check_action_device(&scope, &action).await?;
     let ctx = odata_context(&state, "MachineActions", true);
     Ok(OData(StatusCode::OK, action.to_wire(Some(ctx))))
 }
@@ -190,9 +192,12 @@ pub async fn list_actions(
     OriginalUri(uri): OriginalUri,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<OData<Collection<MachineAction>>> {
-    principal.authorize(Api::ListMachineActions)?;
+    let scope = state.authorize(&principal, Api::ListMachineActions)?;
     let (q, pairs) = query::parse::<ActionField>(raw.as_deref())?;
-    let page = state.store.list_actions(&principal.tenant_id, &q).await?;
+    let page = state
+        .store
+        .list_actions(&principal.tenant_id, &scope, &q)
+        .await?;
     Ok(super::collection(
         &state,
         &uri,
@@ -225,15 +230,16 @@ pub async fn cancel_action(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<OData<MachineAction>> {
-    principal.authorize(Api::CancelMachineAction)?;
+    let scope = state.authorize(&principal, Api::CancelMachineAction)?;
     let id = action_id(&id)?;
     let comment = cancel_comment(body)?;
     // Tenant scoping: an action of another tenant is "not found".
-    state
+    let action = state
         .store
         .action(&principal.tenant_id, &id)
         .await?
         .ok_or_else(|| Error::action_not_found(&id))?;
+    state.check_action_device(&scope, &action).await?;
     let change = StatusChange {
         to: ActionStatus::Cancelled,
         at: state.clock.now(),

@@ -45,7 +45,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     if let Some(api) = api_of(req.method(), &route) {
         let key = RateKey {
             tenant_id: principal.tenant_id.clone(),
-            caller: principal.caller_key().to_string(),
+            caller: principal.caller_key(),
             api: api.name(),
         };
         match state.limiter.acquire(&key, state.clock.now()).await {

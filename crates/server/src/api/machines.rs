@@ -36,9 +36,12 @@ pub async fn list_machines(
     OriginalUri(uri): OriginalUri,
     RawQuery(raw): RawQuery,
 ) -> Result<OData<Collection<Machine>>, ApiError> {
-    principal.authorize(Api::ListMachines)?;
+    let scope = state.authorize(&principal, Api::ListMachines)?;
     let (q, pairs) = query::parse::<MachineField>(raw.as_deref())?;
-    let page = state.store.list_machines(&principal.tenant_id, &q).await?;
+    let page = state
+        .store
+        .list_machines(&principal.tenant_id, &scope, &q)
+        .await?;
     Ok(super::collection(
         &state,
         &uri,
@@ -69,12 +72,13 @@ pub async fn get_machine(
     Authenticated(principal): Authenticated,
     Path(id): Path<String>,
 ) -> Result<OData<Machine>, ApiError> {
-    principal.authorize(Api::GetMachine)?;
+    let scope = state.authorize(&principal, Api::GetMachine)?;
     let machine = state
         .store
         .machine(&principal.tenant_id, &MachineRef::parse(&id)?)
         .await?
         .ok_or_else(|| Error::machine_not_found(&truncate(&id, 80)))?;
+    scope.check_device(&machine)?;
     let ctx = odata_context(&state, "Machines", true);
     Ok(OData(StatusCode::OK, machine.to_wire(Some(ctx))))
 }

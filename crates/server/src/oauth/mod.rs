@@ -12,6 +12,7 @@
 
 pub mod apps;
 pub mod audience;
+pub mod claims;
 pub mod extract;
 pub mod failure;
 pub mod keys;

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use appfence_core::odata::{ActionField, MachineField, Page, Query};
+use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, MachineRecord, SigningKey,
-    StatusChange, Tenant, TransitionOutcome,
+    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
+    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
 };
 use appfence_core::{Error, MachineRef, ManualClock, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
@@ -144,11 +145,33 @@ impl Store for MemStore {
         unused()
     }
 
+    /// No machines: server start-up lists them to assign device groups.
     async fn list_machines(
         &self,
         _tenant_id: &str,
+        _scope: &DeviceScope,
         _query: &Query<MachineField>,
     ) -> Result<Page<MachineRecord>> {
+        Ok(Page {
+            items: vec![],
+            total: None,
+            more: false,
+        })
+    }
+
+    async fn set_machine_groups(
+        &self,
+        _tenant_id: &str,
+        _assignments: &[GroupAssignment],
+    ) -> Result<()> {
+        unused()
+    }
+
+    async fn insert_user(&self, _user: &UserRecord) -> Result<()> {
+        unused()
+    }
+
+    async fn user(&self, _tenant_id: &str, _upn: &str) -> Result<Option<UserRecord>> {
         unused()
     }
 
@@ -163,6 +186,7 @@ impl Store for MemStore {
     async fn list_actions(
         &self,
         _tenant_id: &str,
+        _scope: &DeviceScope,
         _query: &Query<ActionField>,
     ) -> Result<Page<ActionRecord>> {
         unused()

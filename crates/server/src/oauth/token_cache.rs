@@ -33,6 +33,11 @@ impl TokenCache {
         }
         map.insert(token.to_string(), verified);
     }
+
+    /// Forgets every token (the access policy changed).
+    pub fn clear(&self) {
+        self.verified.lock().expect("token cache lock").clear();
+    }
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -44,18 +49,11 @@ impl std::fmt::Debug for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appfence_core::authz::{Caller, Principal};
+    use appfence_core::authz::Principal;
 
     fn verified(expires: i64) -> VerifiedToken {
         VerifiedToken {
-            principal: Principal {
-                tenant_id: "t".into(),
-                caller: Caller::Application {
-                    client_id: "c".into(),
-                    display_name: "App".into(),
-                },
-                roles: vec![],
-            },
+            principal: Principal::application("t", "c", "App", vec![]),
             expires,
             not_before: None,
         }

@@ -4,58 +4,19 @@
 
 use std::collections::HashSet;
 
-use appfence_core::authz::{Caller, Principal};
+use appfence_core::authz::Principal;
 use appfence_core::ids::truncate;
 use appfence_core::Error;
 use appfence_proto::Timestamp;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
-use serde::Deserialize;
 
 use super::audience::TokenPolicy;
+use super::claims::{read_header, refuse, PresentedClaims, QUOTE_MAX};
 use super::keys::{KeySet, ALGORITHM};
 
 /// Longer bearer tokens are refused before any parsing; ours are well under 2 KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-/// The longest piece of a presented token quoted back in an error message.
-const QUOTE_MAX: usize = 200;
-
-#[derive(Deserialize)]
-struct RawHeader {
-    alg: Option<String>,
-    kid: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The claims as presented: everything optional, so that a missing claim gets its own
-/// message instead of a generic parse error.
-#[derive(Deserialize)]
-struct PresentedClaims {
-    aud: Option<OneOrMany>,
-    iss: Option<String>,
-    /// NumericDate (RFC 7519 §2) may be fractional.
-    exp: Option<f64>,
-    nbf: Option<f64>,
-    tid: Option<String>,
-    appid: Option<String>,
-    azp: Option<String>,
-    app_displayname: Option<String>,
-    roles: Option<Vec<String>>,
-    idtyp: Option<String>,
-}
-
-fn refuse(message: impl Into<String>) -> Error {
-    Error::Unauthorized(message.into())
-}
 
 /// Checks a bearer token issued by this server at time `now`: algorithm (exactly
 /// EdDSA), key id, signature, `exp` and `nbf` (no leeway), audience, and issuer. The
@@ -87,7 +48,11 @@ impl VerifiedToken {
     }
 }
 
-fn check_validity(expires: i64, not_before: Option<i64>, now: Timestamp) -> Result<(), Error> {
+pub(crate) fn check_validity(
+    expires: i64,
+    not_before: Option<i64>,
+    now: Timestamp,
+) -> Result<(), Error> {
     if now.ticks() >= expires {
         return Err(refuse("The token has expired"));
     }
@@ -149,43 +114,14 @@ fn signature_only() -> Validation {
     v
 }
 
-fn read_header(token: &str) -> Result<RawHeader, Error> {
-    let malformed = || refuse("The token is not a well-formed JWT");
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed());
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| malformed())?;
-    serde_json::from_slice(&bytes).map_err(|_| malformed())
-}
-
-/// A NumericDate in 100 ns ticks, comparable with the clock without rounding (a float
-/// of seconds cannot resolve ticks); exact for whole seconds, saturating when absurd.
-fn ticks(seconds: f64) -> i64 {
-    (seconds * 10_000_000.0).floor() as i64
-}
-
 fn check_claims(
     c: PresentedClaims,
     policy: &TokenPolicy,
     now: Timestamp,
 ) -> Result<VerifiedToken, Error> {
-    let exp = c
-        .exp
-        .ok_or_else(|| refuse("The token has no expiry (exp)"))?;
-    let (expires, not_before) = (ticks(exp), c.nbf.map(ticks));
+    let (expires, not_before) = c.validity()?;
     check_validity(expires, not_before, now)?;
-
-    let audiences = match c.aud {
-        Some(OneOrMany::One(a)) => vec![a],
-        Some(OneOrMany::Many(many)) => many,
-        None => Vec::new(),
-    };
-    if audiences.is_empty() {
-        return Err(refuse("The token has no audience (aud)"));
-    }
+    let audiences = c.audiences()?;
     if !audiences
         .iter()
         .any(|a| policy.accept_audience(a).is_some())
@@ -198,41 +134,21 @@ fn check_claims(
 
     let tid = c
         .tid
+        .clone()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| refuse("The token has no tenant id (tid)"))?;
     let iss = c
         .iss
+        .as_deref()
         .ok_or_else(|| refuse("The token has no issuer (iss)"))?;
-    if !policy.accepts_issuer(&iss, &tid) {
+    if !policy.accepts_issuer(iss, &tid) {
         return Err(refuse(format!(
             "The token's issuer '{}' is not accepted",
-            truncate(&iss, QUOTE_MAX)
+            truncate(iss, QUOTE_MAX)
         )));
     }
-    if let Some(idtyp) = c.idtyp.filter(|t| t != "app") {
-        return Err(refuse(format!(
-            "The token's identity type '{}' is not accepted; only application tokens are",
-            truncate(&idtyp, QUOTE_MAX)
-        )));
-    }
-    let client_id = c
-        .appid
-        .or(c.azp)
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| refuse("The token has no application id (appid)"))?;
-    let display_name = c
-        .app_displayname
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| client_id.clone());
     Ok(VerifiedToken {
-        principal: Principal {
-            tenant_id: tid,
-            caller: Caller::Application {
-                client_id,
-                display_name,
-            },
-            roles: c.roles.unwrap_or_default(),
-        },
+        principal: c.into_principal(tid)?,
         expires,
         not_before,
     })
@@ -244,7 +160,10 @@ mod tests {
     use crate::oauth::audience::TokenVersion;
     use crate::oauth::keys::generate_signing_key;
     use crate::oauth::tokens::{app_token_claims, sign, AccessTokenClaims};
+    use appfence_core::authz::Caller;
     use appfence_core::AppRegistration;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use jsonwebtoken::{EncodingKey, Header};
     use std::time::Duration;
 

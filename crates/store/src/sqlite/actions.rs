@@ -2,6 +2,7 @@
 //! audit rows, the sweeper's timeouts, and the queries over actions.
 
 use appfence_core::odata::{ActionField, Page, Query};
+use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
     transition_allowed, ActionRecord, AuditRecord, StatusChange, TransitionOutcome,
 };
@@ -42,6 +43,7 @@ const COLLECTION: Collection<ActionField> = Collection {
     default_order: "created DESC, seq DESC",
     tiebreak: "seq DESC",
     what: "machine actions",
+    device_group: "(SELECT m.rbac_group_id FROM machines m WHERE m.id = actions.machine_id)",
 };
 
 pub(super) async fn create(writer: &SqlitePool, a: &ActionRecord) -> Result<()> {
@@ -105,9 +107,10 @@ pub(super) async fn get(
 pub(super) async fn list(
     reader: &SqlitePool,
     tenant_id: &str,
+    scope: &DeviceScope,
     query: &Query<ActionField>,
 ) -> Result<Page<ActionRecord>> {
-    list::page(reader, &COLLECTION, tenant_id, query, rows::action).await
+    list::page(reader, &COLLECTION, tenant_id, scope, query, rows::action).await
 }
 
 pub(super) async fn transition(

@@ -1,7 +1,7 @@
 //! Tenants, application registrations, enrolment secrets and signing keys.
 
-use appfence_core::records::{AppRegistration, EnrollSecret, SigningKey, Tenant};
-use appfence_core::Result;
+use appfence_core::records::{AppRegistration, EnrollSecret, SigningKey, Tenant, UserRecord};
+use appfence_core::{Error, Result};
 use appfence_proto::Timestamp;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
@@ -157,4 +157,50 @@ pub(super) async fn insert_signing_key(writer: &SqlitePool, key: &SigningKey) ->
     .await
     .map_err(db_err("cannot insert a signing key"))?;
     Ok(())
+}
+
+/// The unique constraint on a UPN within a tenant, as SQLite names it.
+const UPN_IN_TENANT: &str = "users.tenant_id, users.upn";
+
+pub(super) async fn insert_user(writer: &SqlitePool, user: &UserRecord) -> Result<()> {
+    let upn = user.upn.to_lowercase();
+    sqlx::query(
+        "INSERT INTO users (tenant_id, object_id, upn, password_hash, groups, created) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&user.tenant_id)
+    .bind(&user.object_id)
+    .bind(&upn)
+    .bind(&user.password_hash)
+    .bind(rows::to_json(&user.groups)?)
+    .bind(user.created.ticks())
+    .execute(writer)
+    .await
+    .map_err(|e| {
+        if super::violates_unique(&e, UPN_IN_TENANT) {
+            Error::BadRequest(format!(
+                "A user named '{upn}' already exists in this tenant"
+            ))
+        } else {
+            db_err("cannot insert a user")(e)
+        }
+    })?;
+    Ok(())
+}
+
+pub(super) async fn user(
+    reader: &SqlitePool,
+    tenant_id: &str,
+    upn: &str,
+) -> Result<Option<UserRecord>> {
+    let row = sqlx::query(
+        "SELECT tenant_id, object_id, upn, password_hash, groups, created \
+         FROM users WHERE tenant_id = ? AND upn = ?",
+    )
+    .bind(tenant_id)
+    .bind(upn.to_lowercase())
+    .fetch_optional(reader)
+    .await
+    .map_err(db_err("cannot read a user"))?;
+    row.as_ref().map(rows::user).transpose()
 }

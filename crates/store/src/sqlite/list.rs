@@ -3,6 +3,7 @@
 //! read in the same snapshot as the page.
 
 use appfence_core::odata::{Field, Page, Query, MAX_TOP};
+use appfence_core::rbac::DeviceScope;
 use appfence_core::Result;
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow};
 use sqlx::Sqlite;
@@ -21,11 +22,17 @@ pub(super) struct Collection<F> {
     pub tiebreak: &'static str,
     /// Names the collection in error messages.
     pub what: &'static str,
+    /// The SQL expression giving a row's device group (`rbacGroupId`), for callers that
+    /// may see only some device groups.
+    pub device_group: &'static str,
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
-fn bind_all<'q>(mut q: SqliteQuery<'q>, binds: &'q [Bind]) -> SqliteQuery<'q> {
+fn bind_all<'q>(mut q: SqliteQuery<'q>, groups: &[i64], binds: &'q [Bind]) -> SqliteQuery<'q> {
+    for g in groups {
+        q = q.bind(*g);
+    }
     for b in binds {
         q = match b {
             Bind::Text(s) => q.bind(s.as_str()),
@@ -39,19 +46,32 @@ pub(super) async fn page<F: Field, T>(
     reader: &SqlitePool,
     c: &Collection<F>,
     tenant_id: &str,
+    scope: &DeviceScope,
     query: &Query<F>,
     decode: fn(&SqliteRow) -> Result<T>,
 ) -> Result<Page<T>> {
-    // Placeholders are all plain `?`, bound in text order: the tenant, the filter's
-    // values, then LIMIT and OFFSET. (sqlx numbers a plain `?` by its own count, so a
-    // `?N` among them would be bound to the wrong value.)
+    // Placeholders are all plain `?`, bound in text order: the tenant, the visible
+    // device groups, the filter's values, then LIMIT and OFFSET. (sqlx numbers a plain
+    // `?` by its own count, so a `?N` among them would be bound to the wrong value.)
+    let groups: &[i64] = match scope {
+        DeviceScope::All => &[],
+        DeviceScope::Groups(ids) => ids,
+    };
+    let mut condition = "tenant_id = ?".to_string();
+    if let DeviceScope::Groups(ids) = scope {
+        let marks = vec!["?"; ids.len()].join(", ");
+        condition.push_str(&format!(" AND {} IN ({marks})", c.device_group));
+    }
     let filter = query
         .filter
         .as_ref()
-        .map(|e| filter_sql(e, c.column, Dialect::Sqlite, 2));
-    let (condition, binds) = match &filter {
-        Some(f) => (format!("tenant_id = ? AND ({})", f.sql), f.binds.as_slice()),
-        None => ("tenant_id = ?".to_string(), &[][..]),
+        .map(|e| filter_sql(e, c.column, Dialect::Sqlite, 2 + groups.len()));
+    let binds = match &filter {
+        Some(f) => {
+            condition.push_str(&format!(" AND ({})", f.sql));
+            f.binds.as_slice()
+        }
+        None => &[][..],
     };
     let order = if query.order_by.is_empty() {
         c.default_order.to_string()
@@ -70,7 +90,7 @@ pub(super) async fn page<F: Field, T>(
         .await
         .map_err(db_err("cannot begin a read"))?;
     // One row beyond the page tells whether more remain.
-    let rows = bind_all(sqlx::query(&page_sql).bind(tenant_id), binds)
+    let rows = bind_all(sqlx::query(&page_sql).bind(tenant_id), groups, binds)
         .bind(i64::from(top) + 1)
         .bind(i64::from(query.skip))
         .fetch_all(&mut *tx)
@@ -85,7 +105,7 @@ pub(super) async fn page<F: Field, T>(
 
     let total = if query.count {
         let count_sql = format!("SELECT COUNT(*) FROM {} WHERE {condition}", c.table);
-        let n: i64 = bind_all(sqlx::query(&count_sql).bind(tenant_id), binds)
+        let n: i64 = bind_all(sqlx::query(&count_sql).bind(tenant_id), groups, binds)
             .fetch_one(&mut *tx)
             .await
             .and_then(|row| sqlx::Row::try_get(&row, 0))

@@ -1,7 +1,8 @@
 //! Enrolled devices: insertion, the three ways to name one, heartbeats and listing.
 
 use appfence_core::odata::{MachineField, Page, Query};
-use appfence_core::records::MachineRecord;
+use appfence_core::rbac::DeviceScope;
+use appfence_core::records::{GroupAssignment, MachineRecord};
 use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
@@ -9,7 +10,7 @@ use sqlx::sqlite::SqlitePool;
 
 use super::list::{self, Collection};
 use super::rows::{self, to_json, MACHINE_COLUMNS};
-use super::{db_err, violates_unique};
+use super::{commit, db_err, violates_unique, write_tx};
 use crate::odata_sql::Column;
 
 /// The unique constraint on a DNS name within a tenant, as SQLite names it.
@@ -43,6 +44,7 @@ const COLLECTION: Collection<MachineField> = Collection {
     default_order: "first_seen DESC, computer_dns_name, id",
     tiebreak: "id",
     what: "machines",
+    device_group: "rbac_group_id",
 };
 
 pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()> {
@@ -159,7 +161,31 @@ pub(super) async fn record_heartbeat(
 pub(super) async fn list(
     reader: &SqlitePool,
     tenant_id: &str,
+    scope: &DeviceScope,
     query: &Query<MachineField>,
 ) -> Result<Page<MachineRecord>> {
-    list::page(reader, &COLLECTION, tenant_id, query, rows::machine).await
+    list::page(reader, &COLLECTION, tenant_id, scope, query, rows::machine).await
+}
+
+/// Moves machines into device groups, all in one transaction.
+pub(super) async fn set_groups(
+    writer: &SqlitePool,
+    tenant_id: &str,
+    assignments: &[GroupAssignment],
+) -> Result<()> {
+    let mut tx = write_tx(writer).await?;
+    for a in assignments {
+        sqlx::query(
+            "UPDATE machines SET rbac_group_id = ?, rbac_group_name = ? \
+             WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(a.rbac_group_id)
+        .bind(&a.rbac_group_name)
+        .bind(tenant_id)
+        .bind(&a.machine_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("cannot change a machine's device group"))?;
+    }
+    commit(tx).await
 }

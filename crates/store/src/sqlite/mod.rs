@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appfence_core::odata::{ActionField, MachineField, Page, Query};
+use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, MachineRecord, SigningKey,
-    StatusChange, Tenant, TransitionOutcome,
+    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
+    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
 };
 use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
@@ -154,6 +155,14 @@ impl Store for SqliteStore {
         credentials::app(&self.reader, tenant_id, client_id).await
     }
 
+    async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        credentials::insert_user(&self.writer, user).await
+    }
+
+    async fn user(&self, tenant_id: &str, upn: &str) -> Result<Option<UserRecord>> {
+        credentials::user(&self.reader, tenant_id, upn).await
+    }
+
     async fn insert_enroll_secret(&self, secret: &EnrollSecret) -> Result<()> {
         credentials::insert_enroll_secret(&self.writer, secret).await
     }
@@ -198,9 +207,18 @@ impl Store for SqliteStore {
     async fn list_machines(
         &self,
         tenant_id: &str,
+        scope: &DeviceScope,
         query: &Query<MachineField>,
     ) -> Result<Page<MachineRecord>> {
-        machines::list(&self.reader, tenant_id, query).await
+        machines::list(&self.reader, tenant_id, scope, query).await
+    }
+
+    async fn set_machine_groups(
+        &self,
+        tenant_id: &str,
+        assignments: &[GroupAssignment],
+    ) -> Result<()> {
+        machines::set_groups(&self.writer, tenant_id, assignments).await
     }
 
     async fn create_action(&self, action: &ActionRecord) -> Result<()> {
@@ -219,9 +237,10 @@ impl Store for SqliteStore {
     async fn list_actions(
         &self,
         tenant_id: &str,
+        scope: &DeviceScope,
         query: &Query<ActionField>,
     ) -> Result<Page<ActionRecord>> {
-        actions::list(&self.reader, tenant_id, query).await
+        actions::list(&self.reader, tenant_id, scope, query).await
     }
 
     async fn transition(

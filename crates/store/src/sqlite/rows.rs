@@ -1,7 +1,7 @@
 //! Column lists and the decoding of rows into records. JSON columns hold string lists
 //! and the small agent-reported structs; timestamps are 100-ns ticks.
 
-use appfence_core::records::{ActionRecord, AuditRecord, MachineRecord};
+use appfence_core::records::{ActionRecord, AuditRecord, MachineRecord, UserRecord};
 use appfence_core::{Error, Result};
 use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use serde::de::DeserializeOwned;
@@ -125,4 +125,15 @@ pub(super) fn audit(row: &SqliteRow) -> Result<AuditRecord> {
 
 pub(super) fn roles(row: &SqliteRow) -> Result<Vec<String>> {
     json(row, "roles")
+}
+
+pub(super) fn user(row: &SqliteRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        tenant_id: get(row, "tenant_id")?,
+        object_id: get(row, "object_id")?,
+        upn: get(row, "upn")?,
+        password_hash: get(row, "password_hash")?,
+        groups: json(row, "groups")?,
+        created: timestamp(row, "created")?,
+    })
 }

@@ -43,6 +43,8 @@ contract_checks!(
     list_machines,
     open_actions,
     last_succeeded_restrict_family,
+    device_group_scopes,
+    users,
 );
 
 #[tokio::test(flavor = "multi_thread")]
