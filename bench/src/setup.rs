@@ -15,6 +15,7 @@ use appfence_core::{Clock, SystemClock, Tenant};
 use appfence_proto::agent::{
     Capabilities, DeviceInfo, EnforcementState, EnrollRequest, EnrollResponse,
 };
+use appfence_server::access::AccessSpec;
 use appfence_server::oauth::apps::{create_app, ensure_default_tenant};
 use appfence_server::oauth::secrets::{generate_secret, sha256_hex};
 use appfence_server::{RunningServer, ServerConfig};
@@ -27,6 +28,8 @@ use crate::stats::Sample;
 /// The audience real MDE clients ask for; the server maps it to its own API.
 const MDE_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 const APP_NAME: &str = "appfence bench";
+/// Host names of the devices enrolled over HTTP (the access benchmark's device group).
+pub const HTTP_HOST_PREFIX: &str = "bench-http-";
 /// Generous: a request that takes this long means something is broken, not slow.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,9 +48,14 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Starts the server on `127.0.0.1:0` with its database in `dir`, provisions the
-    /// tenant, application and enrolment secret, and fetches an access token.
-    pub async fn start(dir: &Path, concurrency: usize) -> Result<Harness, String> {
+    /// Starts the server on `127.0.0.1:0` with its database in `dir` and the given
+    /// access settings (external issuer, roles, device groups), provisions the tenant,
+    /// application and enrolment secret, and fetches an access token.
+    pub async fn start(
+        dir: &Path,
+        concurrency: usize,
+        access: AccessSpec,
+    ) -> Result<Harness, String> {
         let store = Arc::new(
             SqliteStore::open(&dir.join("appfence.db"))
                 .await
@@ -62,6 +70,7 @@ impl Harness {
                 per_minute: u32::MAX,
                 per_hour: u32::MAX,
             },
+            access,
             ..ServerConfig::default()
         };
         let dyn_store: Arc<dyn Store> = store.clone();
@@ -124,7 +133,7 @@ impl Harness {
         load::run_count(count, concurrency, move |i| {
             let req = http.post(&url).json(&EnrollRequest {
                 enroll_secret: secret.clone(),
-                hostname: format!("bench-http-{i:06}"),
+                hostname: format!("{HTTP_HOST_PREFIX}{i:06}"),
                 info: device_info(i),
             });
             async move {

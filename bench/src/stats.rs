@@ -16,6 +16,7 @@ pub struct Sample {
 pub struct Summary {
     pub count: usize,
     pub per_second: f64,
+    pub mean: Duration,
     pub p50: Duration,
     pub p99: Duration,
 }
@@ -42,12 +43,21 @@ impl Sample {
         }
     }
 
+    /// Mean latency of one operation; zero when empty.
+    pub fn mean(&self) -> Duration {
+        match self.latencies_ns.len() {
+            0 => Duration::ZERO,
+            n => Duration::from_nanos(self.latencies_ns.iter().sum::<u64>() / n as u64),
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let mut sorted = self.latencies_ns.clone();
         sorted.sort_unstable();
         Summary {
             count: sorted.len(),
             per_second: self.per_second(),
+            mean: self.mean(),
             p50: nearest_rank(&sorted, 50.0),
             p99: nearest_rank(&sorted, 99.0),
         }
@@ -96,6 +106,8 @@ mod tests {
         assert!((summary.per_second - 200.0).abs() < 1e-9, "{summary:?}");
         assert_eq!(summary.p50, Duration::from_millis(1));
         assert_eq!(summary.p99, Duration::from_millis(2));
+        assert_eq!(summary.mean, Duration::from_micros(1250));
         assert_eq!(Sample::default().per_second(), 0.0);
+        assert_eq!(Sample::default().mean(), Duration::ZERO);
     }
 }

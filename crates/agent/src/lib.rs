@@ -1,5 +1,5 @@
 //! The device side of appfence: enrolment, the long-poll command loop, the persisted
-//! state, and the enforcers (simulated here; fanotify on Linux to come).
+//! state, and the enforcers (simulated, and fanotify on Linux: [`linux`]).
 //!
 //! - [`client::GatewayClient`] speaks the `/agent/v1` protocol of `appfence_proto::agent`.
 //! - [`runner::run`] is one device's loop; [`simulated::spawn_fleet`] runs many in-process.
@@ -9,6 +9,8 @@
 pub mod backoff;
 pub mod client;
 pub mod enforcer;
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod plan;
 pub mod runner;
 pub mod simulated;

@@ -40,6 +40,10 @@ pub enum Command {
     /// directly, no running server needed.
     #[command(subcommand)]
     App(AppCommand),
+    /// Manage local users of the built-in token endpoint (password grant); works on the
+    /// data directory directly, no running server needed.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Restrict code execution on a machine (POST /api/machines/{id}/restrictCodeExecution).
     Restrict(ActionArgs),
     /// Lift the restriction (POST /api/machines/{id}/unrestrictCodeExecution).
@@ -108,6 +112,37 @@ pub struct AppCreateArgs {
     /// (repeat the flag or separate with commas).
     #[arg(long = "role", value_name = "ROLE", required = true, num_args = 1.., value_delimiter = ',')]
     pub roles: Vec<String>,
+    /// Tenant id or name [default: the default tenant, created if needed]
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Data directory of the server [env: APPFENCE_DATA_DIR] [default: ./appfence-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's TOML config file, to find its data_dir [env: APPFENCE_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user who gets delegated tokens with grant_type=password.
+    Create(UserCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    /// User principal name, e.g. ana@example.com (stored in lower case); it appears as
+    /// `requestor` on the actions the user creates.
+    #[arg(long)]
+    pub upn: String,
+    /// Read the password (at least 12 characters) from the first line of standard input.
+    /// Required: a password given as an argument would show in the process list.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    /// Group of the user, matched against `user_groups` of [[rbac.roles]] and
+    /// [[device_groups]] (repeat the flag or separate with commas).
+    #[arg(long = "group", value_name = "GROUP", required = true, num_args = 1.., value_delimiter = ',')]
+    pub groups: Vec<String>,
     /// Tenant id or name [default: the default tenant, created if needed]
     #[arg(long)]
     pub tenant: Option<String>,

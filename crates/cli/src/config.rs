@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use appfence_server::access::AccessSpec;
 use appfence_server::ServerConfig;
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
 
+use crate::access_config::{access_spec, AuthFile, DeviceGroupFile, RbacFile};
 use crate::args::ServeArgs;
 use crate::duration::parse_duration;
 use crate::env::Env;
@@ -45,6 +48,8 @@ pub struct ServeSettings {
     /// again to complete it (→ `Succeeded`).
     pub demo_step_delay: Duration,
     pub log_level: String,
+    /// The config file, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 pub const DEFAULT_DEMO_STEP_DELAY: Duration = Duration::from_secs(1);
@@ -72,6 +77,16 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// `[rate_limits]`: calls per caller and API (MDE's defaults: 100 a minute, 1,500 an hour).
     pub rate_limits: Option<RateLimitsFile>,
+    /// `[[auth.issuers]]`: external OpenID Connect issuers.
+    pub auth: Option<AuthFile>,
+    /// `[[rbac.roles]]`: portal roles of users.
+    pub rbac: Option<RbacFile>,
+    /// `[[device_groups]]`.
+    #[serde(default)]
+    pub device_groups: Vec<Spanned<DeviceGroupFile>>,
+    /// The three sections above, with config lines, filled by [`FileConfig::parse`].
+    #[serde(skip)]
+    pub access: AccessSpec,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,19 +124,30 @@ impl FileConfig {
 
     /// Parses TOML text; the error names the line (and the key, for unknown keys).
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        let mut file: FileConfig =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        file.access = access_spec(
+            text,
+            file.auth.as_ref(),
+            file.rbac.as_ref(),
+            &file.device_groups,
+        )?;
+        Ok(file)
     }
 
     /// The file named by `--config` or `APPFENCE_CONFIG`, or an empty one.
     fn for_args(flag: Option<&Path>, env: &Env) -> Result<Self, CliError> {
-        match flag
-            .map(Path::to_path_buf)
-            .or_else(|| env.get(ENV_CONFIG).map(PathBuf::from))
-        {
+        match config_path(flag, env) {
             Some(path) => Self::load(&path),
             None => Ok(FileConfig::default()),
         }
     }
+}
+
+/// The config file named by `--config` or `APPFENCE_CONFIG`.
+fn config_path(flag: Option<&Path>, env: &Env) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| env.get(ENV_CONFIG).map(PathBuf::from))
 }
 
 /// Resolves the settings of `serve`.
@@ -157,6 +183,7 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
     )? {
         server.action_inprogress_timeout = v;
     }
+    server.access = file.access.clone();
     if let Some(limits) = &file.rate_limits {
         limits
             .apply(&mut server.rate_limits)
@@ -193,6 +220,7 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         demo_devices,
         demo_step_delay,
         log_level,
+        config_path: config_path(args.config.as_deref(), env),
     })
 }
 

@@ -2,6 +2,7 @@
 //! module per command group (`cmd`). `main.rs` only calls [`run`]; tests call
 //! [`run_with`] to supply the environment and capture the output.
 
+pub mod access_config;
 pub mod args;
 pub mod cmd;
 pub mod config;
@@ -44,6 +45,7 @@ pub async fn run_with(
     let code = match &cli.command {
         Command::Serve(args) => cmd::serve::run(args, &mut ctx).await?,
         Command::App(c) => cmd::app::run(c, &mut ctx).await?,
+        Command::User(c) => cmd::user::run(c, &mut ctx).await?,
         Command::Restrict(args) => cmd::actions::submit(Kind::Restrict, args, &mut ctx).await?,
         Command::Unrestrict(args) => cmd::actions::submit(Kind::Unrestrict, args, &mut ctx).await?,
         Command::Actions(c) => cmd::actions::run(c, &mut ctx).await?,

@@ -30,6 +30,7 @@ fn settings(data_dir: &Path, demo: bool) -> ServeSettings {
         demo_devices: 2,
         demo_step_delay: std::time::Duration::from_millis(100),
         log_level: "warn".into(),
+        config_path: None,
     }
 }
 
@@ -297,4 +298,80 @@ async fn an_unreachable_server_is_a_transport_error() {
         "{e:?}"
     );
     assert_eq!(e.exit_code(), ExitCode::FAILURE);
+}
+
+fn user_create(argv: &[&str]) -> Result<crate::args::UserCreateArgs, clap::Error> {
+    let mut full = vec!["appfence", "user", "create"];
+    full.extend_from_slice(argv);
+    match Cli::try_parse_from(full)?.command {
+        crate::args::Command::User(crate::args::UserCommand::Create(a)) => Ok(a),
+        other => panic!("not user create: {other:?}"),
+    }
+}
+
+#[test]
+fn user_create_takes_groups_repeated_or_comma_separated() {
+    let a = user_create(&[
+        "--upn",
+        "ana@example.com",
+        "--password-stdin",
+        "--group",
+        "tier2,servers",
+        "--group",
+        "oncall",
+        "--tenant",
+        "default",
+        "--data-dir",
+        "/tmp/d",
+        "--config",
+        "/etc/appfence.toml",
+    ])
+    .unwrap();
+    assert_eq!(a.upn, "ana@example.com");
+    assert!(a.password_stdin);
+    assert_eq!(a.groups, ["tier2", "servers", "oncall"]);
+    assert_eq!(a.tenant.as_deref(), Some("default"));
+    assert_eq!(a.data_dir, Some(std::path::PathBuf::from("/tmp/d")));
+    assert_eq!(
+        a.config,
+        Some(std::path::PathBuf::from("/etc/appfence.toml"))
+    );
+    let a = user_create(&[
+        "--upn",
+        "bo@example.com",
+        "--password-stdin",
+        "--group",
+        "g",
+    ])
+    .unwrap();
+    assert_eq!((a.tenant, a.data_dir, a.config), (None, None, None));
+}
+
+#[test]
+fn user_create_needs_a_upn_a_group_and_the_password_on_stdin() {
+    for argv in [
+        &["--password-stdin", "--group", "g"][..],
+        &["--upn", "ana@example.com", "--group", "g"],
+        &["--upn", "ana@example.com", "--password-stdin"],
+        // There is no way to give the password as an argument.
+        &[
+            "--upn",
+            "ana@example.com",
+            "--password-stdin",
+            "--group",
+            "g",
+            "--password",
+            "correct horse battery",
+        ],
+        &[
+            "--upn",
+            "ana@example.com",
+            "--password-stdin=correct-horse-battery",
+            "--group",
+            "g",
+        ],
+    ] {
+        let e = user_create(argv).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{argv:?}");
+    }
 }

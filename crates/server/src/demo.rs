@@ -1,5 +1,6 @@
 //! `serve --demo`: a tenant, an application with the restrict and read roles, an
-//! enrolment secret for the simulated devices, all recorded in `DATA_DIR/demo.json`.
+//! enrolment secret for the simulated devices, and two users (an analyst who may
+//! restrict, a viewer who may only read), all recorded in `DATA_DIR/demo.json`.
 //! Idempotent: a restart on the same data dir re-uses everything.
 
 use std::path::{Path, PathBuf};
@@ -7,16 +8,25 @@ use std::time::Duration;
 
 use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT};
 use appfence_core::odata::Query;
+use appfence_core::rbac::Permission;
 use appfence_core::records::EnrollSecret;
 use serde::{Deserialize, Serialize};
 
+use crate::access::RoleSpec;
 use crate::oauth::apps::{create_app, ensure_default_tenant};
 use crate::oauth::secrets::{generate_secret, sha256_hex, verify_secret};
+use crate::oauth::users::{authenticate_user, create_user};
 use crate::AppState;
 
 /// Host names of simulated devices start with this.
 pub const DEMO_HOST_PREFIX: &str = "demo-linux-";
 pub const DEMO_APP_NAME: &str = "appfence demo";
+/// The demo analyst's group: "Active remediation actions" and "View data".
+pub const DEMO_ANALYSTS_GROUP: &str = "appfence-demo-analysts";
+/// The demo viewer's group: "View data" only.
+pub const DEMO_VIEWERS_GROUP: &str = "appfence-demo-viewers";
+/// The demo users' UPNs are `<name>@` this domain.
+pub const DEMO_USER_DOMAIN: &str = "demo.appfence.local";
 
 /// The contents of `demo.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,40 +41,101 @@ pub struct DemoInfo {
     pub enroll_secret: String,
     /// Machine ids of the simulated devices.
     pub machines: Vec<String>,
+    /// May restrict, unrestrict and read (group [`DEMO_ANALYSTS_GROUP`]). Absent from a
+    /// `demo.json` written before demo users existed; then created.
+    #[serde(default)]
+    pub analyst: DemoUser,
+    /// May only read (group [`DEMO_VIEWERS_GROUP`]).
+    #[serde(default)]
+    pub viewer: DemoUser,
+}
+
+/// Credentials of a demo user, for the token endpoint's password grant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoUser {
+    pub username: String,
+    pub password: String,
+}
+
+/// The portal roles of the demo users' groups, to add to the access spec with `--demo`.
+pub fn demo_roles() -> Vec<RoleSpec> {
+    let role = |name: &str, permissions: &[Permission], group: &str| RoleSpec {
+        line: None,
+        name: name.to_string(),
+        permissions: permissions.iter().map(|p| p.name().to_string()).collect(),
+        user_groups: vec![group.to_string()],
+        tenant: None,
+    };
+    vec![
+        role(
+            "Demo analysts",
+            &[Permission::ActiveRemediationActions, Permission::ViewData],
+            DEMO_ANALYSTS_GROUP,
+        ),
+        role("Demo viewers", &[Permission::ViewData], DEMO_VIEWERS_GROUP),
+    ]
 }
 
 pub fn demo_file(data_dir: &Path) -> PathBuf {
     data_dir.join("demo.json")
 }
 
-/// Creates (or re-uses, from `demo.json`) the demo tenant, application and enrolment
-/// secret, and writes `demo.json`.
+/// Creates (or re-uses, from `demo.json`) the demo tenant, application, enrolment
+/// secret and users, and writes `demo.json`.
 pub async fn provision(state: &AppState) -> Result<DemoInfo, String> {
     let path = demo_file(&state.config.data_dir);
     let base = state.public_url();
-    let mut info = match reuse(state, &path).await? {
-        Some(info) => info,
+    let previous = read_demo_file(&path)?;
+    let mut info = match &previous {
+        Some(p) if app_and_secret_work(state, p).await? => p.clone(),
+        Some(_) => {
+            tracing::warn!("demo.json does not match this store; creating new demo credentials");
+            create(state).await?
+        }
         None => create(state).await?,
     };
+    let tenant_id = info.tenant_id.clone();
+    let previous = previous.as_ref();
+    info.analyst = ensure_user(
+        state,
+        &tenant_id,
+        previous.map(|p| &p.analyst),
+        "analyst",
+        DEMO_ANALYSTS_GROUP,
+    )
+    .await?;
+    info.viewer = ensure_user(
+        state,
+        &tenant_id,
+        previous.map(|p| &p.viewer),
+        "viewer",
+        DEMO_VIEWERS_GROUP,
+    )
+    .await?;
     info.api_base_url = format!("{base}/api");
     info.token_url = format!("{base}/{}/oauth2/v2.0/token", info.tenant_id);
     write_demo_file(&path, &info)?;
     Ok(info)
 }
 
-async fn reuse(state: &AppState, path: &Path) -> Result<Option<DemoInfo>, String> {
+/// The previous `demo.json`, if there is a readable one.
+fn read_demo_file(path: &Path) -> Result<Option<DemoInfo>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let info: DemoInfo = match serde_json::from_str(&text) {
-        Ok(i) => i,
+    match serde_json::from_str(&text) {
+        Ok(info) => Ok(Some(info)),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "demo.json is not readable; creating new demo credentials");
-            return Ok(None);
+            Ok(None)
         }
-    };
+    }
+}
+
+/// Whether the application and enrolment secret recorded in `info` work with this store.
+async fn app_and_secret_work(state: &AppState, info: &DemoInfo) -> Result<bool, String> {
     let store = state.store.as_ref();
     let app = store
         .app(&info.tenant_id, &info.client_id)
@@ -76,12 +147,7 @@ async fn reuse(state: &AppState, path: &Path) -> Result<Option<DemoInfo>, String
         .await
         .map_err(|e| e.to_string())?
         .is_some();
-    if app_ok && secret_ok {
-        Ok(Some(info))
-    } else {
-        tracing::warn!("demo.json does not match this store; creating new demo credentials");
-        Ok(None)
-    }
+    Ok(app_ok && secret_ok)
 }
 
 async fn create(state: &AppState) -> Result<DemoInfo, String> {
@@ -116,6 +182,56 @@ async fn create(state: &AppState) -> Result<DemoInfo, String> {
         token_url: String::new(),
         enroll_secret,
         machines: Vec::new(),
+        analyst: DemoUser::default(),
+        viewer: DemoUser::default(),
+    })
+}
+
+/// The demo user `name` in `group`: the one recorded in `previous` if its password still
+/// works and it is still in the group, otherwise a new one with a fresh password. Users
+/// cannot be changed or removed, so when `name@DEMO_USER_DOMAIN` exists with a password
+/// nobody recorded, the new user gets a suffixed name.
+async fn ensure_user(
+    state: &AppState,
+    tenant_id: &str,
+    previous: Option<&DemoUser>,
+    name: &str,
+    group: &str,
+) -> Result<DemoUser, String> {
+    let store = state.store.as_ref();
+    if let Some(p) = previous.filter(|p| !p.username.is_empty()) {
+        let user = authenticate_user(store, tenant_id, &p.username, &p.password)
+            .await
+            .map_err(|e| e.to_string())?;
+        if user.is_some_and(|u| u.groups.iter().any(|g| g == group)) {
+            return Ok(p.clone());
+        }
+    }
+    let mut upn = format!("{name}@{DEMO_USER_DOMAIN}");
+    if store
+        .user(tenant_id, &upn)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        let suffix = &sha256_hex(&generate_secret())[..8];
+        upn = format!("{name}-{suffix}@{DEMO_USER_DOMAIN}");
+        tracing::warn!(%upn, "the demo user's password is not in demo.json; creating another demo user");
+    }
+    let password = generate_secret();
+    let user = create_user(
+        store,
+        state.clock.as_ref(),
+        tenant_id,
+        &upn,
+        &password,
+        &[group.to_string()],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(DemoUser {
+        username: user.upn,
+        password,
     })
 }
 
@@ -179,6 +295,16 @@ fn write_demo_file(path: &Path, info: &DemoInfo) -> Result<(), String> {
 }
 
 impl DemoInfo {
+    /// The v1 token endpoint, where MDE's user-context documentation sends the
+    /// password grant.
+    pub fn user_token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/token",
+            self.api_base_url.trim_end_matches("/api"),
+            self.tenant_id
+        )
+    }
+
     /// A ready-to-paste curl walkthrough against this demo.
     pub fn walkthrough(&self) -> String {
         let machine = self
@@ -194,6 +320,13 @@ impl DemoInfo {
     -d grant_type=client_credentials -d client_id='{client_id}' \
     --data-urlencode client_secret='{client_secret}' \
     --data-urlencode scope=https://api.securitycenter.microsoft.com/.default \
+    | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+
+  # 1b. or as the demo analyst, a user (password grant, v1 endpoint; the viewer in demo.json may only read)
+  USER_TOKEN=$(curl -s -X POST '{user_token_url}' \
+    -d grant_type=password -d client_id='{client_id}' \
+    --data-urlencode username='{analyst}' --data-urlencode password='{analyst_password}' \
+    --data-urlencode resource=https://api.securitycenter.microsoft.com \
     | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 
   # 2. list the simulated devices
@@ -225,6 +358,142 @@ Or with the CLI:  APPFENCE_SERVER={server} APPFENCE_TENANT={tenant} APPFENCE_CLI
             machine = machine,
             server = self.api_base_url.trim_end_matches("/api"),
             tenant = self.tenant_id,
+            user_token_url = self.user_token_url(),
+            analyst = self.analyst.username,
+            analyst_password = self.analyst.password,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use appfence_core::ManualClock;
+    use appfence_proto::Timestamp;
+    use appfence_store::SqliteStore;
+
+    use crate::ServerConfig;
+
+    async fn state(data_dir: &Path) -> AppState {
+        let store = SqliteStore::open(&data_dir.join("appfence.db"))
+            .await
+            .unwrap();
+        let config = ServerConfig {
+            data_dir: data_dir.to_path_buf(),
+            public_url: Some("http://127.0.0.1:8080".into()),
+            ..ServerConfig::default()
+        };
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(
+            1_700_000_000,
+        )));
+        AppState::new(config, Arc::new(store), clock).await.unwrap()
+    }
+
+    /// The user's groups if `user`'s password works.
+    async fn groups_of(state: &AppState, tenant_id: &str, user: &DemoUser) -> Option<Vec<String>> {
+        authenticate_user(
+            state.store.as_ref(),
+            tenant_id,
+            &user.username,
+            &user.password,
+        )
+        .await
+        .unwrap()
+        .map(|u| u.groups)
+    }
+
+    fn read(dir: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(demo_file(dir)).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_demo_has_an_analyst_and_a_viewer_that_survive_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let info = provision(&state).await.unwrap();
+        assert_eq!(info.analyst.username, "analyst@demo.appfence.local");
+        assert_eq!(info.viewer.username, "viewer@demo.appfence.local");
+        assert!(info.analyst.password.len() >= 20);
+        assert_ne!(info.analyst.password, info.viewer.password);
+        assert_eq!(
+            groups_of(&state, &info.tenant_id, &info.analyst).await,
+            Some(vec![DEMO_ANALYSTS_GROUP.to_string()])
+        );
+        assert_eq!(
+            groups_of(&state, &info.tenant_id, &info.viewer).await,
+            Some(vec![DEMO_VIEWERS_GROUP.to_string()])
+        );
+        let json = read(dir.path());
+        assert_eq!(json["analyst"]["username"], "analyst@demo.appfence.local");
+        assert_eq!(json["analyst"]["password"], info.analyst.password.as_str());
+        assert_eq!(json["viewer"]["username"], "viewer@demo.appfence.local");
+        assert_eq!(json["viewer"]["password"], info.viewer.password.as_str());
+
+        // A restart keeps every credential.
+        assert_eq!(provision(&state).await.unwrap(), info);
+
+        // A demo.json from before demo users keeps its application and gains the users.
+        let mut old = read(dir.path());
+        old.as_object_mut().unwrap().remove("analyst");
+        old.as_object_mut().unwrap().remove("viewer");
+        std::fs::write(demo_file(dir.path()), old.to_string()).unwrap();
+        let again = provision(&state).await.unwrap();
+        assert_eq!(again.client_id, info.client_id);
+        // The names are taken by users whose passwords nobody recorded: new users.
+        assert!(again.analyst.username.starts_with("analyst-"));
+        assert!(again.analyst.username.ends_with("@demo.appfence.local"));
+        assert!(again.viewer.username.starts_with("viewer-"));
+        assert_eq!(
+            groups_of(&state, &info.tenant_id, &again.analyst).await,
+            Some(vec![DEMO_ANALYSTS_GROUP.to_string()])
+        );
+        assert!(groups_of(&state, &info.tenant_id, &again.viewer)
+            .await
+            .is_some());
+        assert_eq!(provision(&state).await.unwrap(), again);
+    }
+
+    #[tokio::test]
+    async fn the_walkthrough_shows_the_password_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let info = provision(&state).await.unwrap();
+        let text = info.walkthrough();
+        assert!(text.contains(&format!(
+            "http://127.0.0.1:8080/{}/oauth2/token",
+            info.tenant_id
+        )));
+        assert!(text.contains("-d grant_type=password"));
+        assert!(text.contains(&format!("username='{}'", info.analyst.username)));
+        assert!(text.contains(&format!("password='{}'", info.analyst.password)));
+        assert!(!text.contains(&info.viewer.password));
+    }
+
+    #[test]
+    fn demo_roles_give_analysts_remediation_and_viewers_reading() {
+        let roles = demo_roles();
+        assert_eq!(roles.len(), 2);
+        assert_eq!(roles[0].name, "Demo analysts");
+        assert_eq!(
+            roles[0].permissions,
+            ["Active remediation actions", "View data"]
+        );
+        assert_eq!(roles[0].user_groups, [DEMO_ANALYSTS_GROUP]);
+        assert_eq!(roles[1].name, "Demo viewers");
+        assert_eq!(roles[1].permissions, ["View data"]);
+        assert_eq!(roles[1].user_groups, [DEMO_VIEWERS_GROUP]);
+        assert!(roles.iter().all(|r| r.line.is_none() && r.tenant.is_none()));
+        // They resolve as a config file's roles do.
+        let spec = crate::access::AccessSpec {
+            roles,
+            ..Default::default()
+        };
+        let tenant = appfence_core::Tenant {
+            id: "0b5f7a31-8d2c-4c3e-9a55-1e2d3c4b5a69".into(),
+            name: "default".into(),
+        };
+        crate::access::resolve(&spec, &[tenant]).unwrap();
     }
 }

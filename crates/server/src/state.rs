@@ -9,6 +9,7 @@ use appfence_store::Store;
 
 use crate::access::{self, AccessHolder, AccessSpec};
 use crate::dispatch::Dispatcher;
+use crate::oauth::external::{ExternalIssuers, FETCH_TIMEOUT};
 use crate::oauth::keys::KeySet;
 use crate::ratelimit::{MemoryRateLimiter, RateLimiter};
 use crate::ServerConfig;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub limiter: Arc<dyn RateLimiter>,
     /// Roles, device groups and external issuers; replaced on reload.
     pub access: Arc<AccessHolder>,
+    /// Verifiers of the external issuers in `access`, with their cached keys.
+    pub external: Arc<ExternalIssuers>,
 }
 
 impl AppState {
@@ -48,7 +51,14 @@ impl AppState {
         access::regroup_all(store.as_ref(), &policy)
             .await
             .map_err(|e| format!("cannot assign device groups: {e}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client for key fetches: {e}"))?;
+        let external = Arc::new(ExternalIssuers::new(http, clock.clone()));
+        external.configure(policy.issuers.clone());
         Ok(AppState {
+            external,
             access: Arc::new(AccessHolder::new(policy)),
             limiter,
             store,
@@ -111,6 +121,7 @@ impl AppState {
             device_groups: spec.device_groups.len(),
             machines_regrouped: 0,
         };
+        self.external.configure(policy.issuers.clone());
         self.access.replace(policy.clone());
         // Cached verifications may name issuers or claims the new policy refuses.
         self.keys.verified_tokens().clear();

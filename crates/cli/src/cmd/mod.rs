@@ -5,12 +5,19 @@ pub mod app;
 pub mod connect;
 pub mod machines;
 pub mod serve;
+pub mod user;
 
 use std::io::Write;
+use std::path::PathBuf;
 
+use appfence_core::Tenant;
 use appfence_proto::Collection;
+use appfence_server::oauth::apps::ensure_default_tenant;
+use appfence_server::oauth::tenants::resolve_tenant;
+use appfence_store::SqliteStore;
 
 use crate::args::OutputFormat;
+use crate::config::{resolve_app_data_dir, DB_FILE};
 use crate::env::Env;
 use crate::error::CliError;
 use crate::output;
@@ -37,4 +44,33 @@ fn print_collection<T: serde::Serialize>(
         eprintln!("(more results: raise --top or pass --all)");
     }
     Ok(())
+}
+
+/// The database of the server's data directory (flag, environment, config file or
+/// default), for commands that work without a running server. Creates it if needed.
+async fn open_data_dir_store(
+    data_dir: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+    env: &Env,
+) -> Result<SqliteStore, CliError> {
+    let data_dir = resolve_app_data_dir(data_dir, config, env)?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
+    SqliteStore::open(&data_dir.join(DB_FILE))
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// The tenant named by id or name, or the default tenant (created if there is none).
+async fn tenant_or_default(store: &SqliteStore, tenant: Option<&str>) -> Result<Tenant, CliError> {
+    let failed = |e: appfence_core::Error| CliError::Failed(e.to_string());
+    match tenant {
+        Some(t) => resolve_tenant(store, t)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| {
+                CliError::Usage(format!("there is no tenant {t:?} (give its id or name)"))
+            }),
+        None => ensure_default_tenant(store).await.map_err(failed),
+    }
 }

@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use appfence_agent::{spawn_fleet, AgentError, SimTimings};
 use appfence_core::SystemClock;
+use appfence_server::access::AccessSpec;
 use appfence_server::demo::{self, DemoInfo};
 use appfence_server::{AppState, RunningServer};
 use appfence_store::{SqliteStore, Store};
@@ -32,6 +34,10 @@ pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
     // Listen for signals before the (possibly long) start-up, so that a Ctrl-C during it
     // is neither lost nor fatal.
     let mut shutdown = std::pin::pin!(shutdown_signal()?);
+    // SIGHUP's default action ends the process: take it over before anything else.
+    let hangups = reload_signal()?;
+    let reload_from = settings.config_path.clone();
+    let demo = settings.demo;
     let serving = tokio::select! {
         r = start(settings) => r?,
         _ = &mut shutdown => {
@@ -52,7 +58,15 @@ pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
     banner.push_str("\nPress Ctrl-C to stop.\n");
     ctx.out.write_all(banner.as_bytes())?;
     ctx.out.flush()?;
-    serving.run_until(shutdown).await?;
+    let reloader = tokio::spawn(reload_on_hangup(
+        hangups,
+        serving.state().clone(),
+        reload_from,
+        demo,
+    ));
+    let result = serving.run_until(shutdown).await;
+    reloader.abort();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -67,7 +81,8 @@ pub struct Serving {
 
 /// Opens the store, starts the server and, with `demo`, provisions the demo tenant and
 /// waits for the simulated devices to enrol (so `demo.json` lists them).
-pub async fn start(settings: ServeSettings) -> Result<Serving, CliError> {
+pub async fn start(mut settings: ServeSettings) -> Result<Serving, CliError> {
+    settings.server.access = with_demo_roles(settings.server.access, settings.demo);
     let data_dir = settings.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         CliError::Failed(format!(
@@ -251,6 +266,62 @@ pub fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
             _ = terminate.recv() => {}
         }
     })
+}
+
+fn reload_signal() -> Result<tokio::signal::unix::Signal, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).map_err(|e| CliError::Failed(format!("cannot handle SIGHUP: {e}")))
+}
+
+/// Re-reads the access settings from the config file on every SIGHUP. A file that does
+/// not parse or validate is refused with its line, and the settings in force stay.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    state: AppState,
+    path: Option<PathBuf>,
+    demo: bool,
+) {
+    while hangups.recv().await.is_some() {
+        match reload_access(&state, path.as_deref(), demo).await {
+            Ok(s) => tracing::info!(
+                issuers = s.issuers,
+                roles = s.roles,
+                device_groups = s.device_groups,
+                machines_regrouped = s.machines_regrouped,
+                "configuration reloaded"
+            ),
+            Err(e) => tracing::error!(
+                "configuration reload refused, the previous configuration stays in force: {e}"
+            ),
+        }
+    }
+}
+
+/// Reloads `[[auth.issuers]]`, `[[rbac.roles]]` and `[[device_groups]]` from `path`.
+/// Other settings (listen address, data directory, limits) need a restart.
+pub async fn reload_access(
+    state: &AppState,
+    path: Option<&Path>,
+    demo: bool,
+) -> Result<appfence_server::state::ReloadSummary, String> {
+    let path = path.ok_or("there is no config file to reload (start with --config FILE)")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let file = config::FileConfig::parse(&text)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let spec = with_demo_roles(file.access, demo);
+    state
+        .reload_access(&spec)
+        .await
+        .map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// With `--demo`, the demo analyst's and viewer's roles are part of every access spec.
+fn with_demo_roles(mut spec: AccessSpec, demo: bool) -> AccessSpec {
+    if demo {
+        spec.roles.extend(demo::demo_roles());
+    }
+    spec
 }
 
 /// Logs to stderr; a second initialisation (tests) is ignored.

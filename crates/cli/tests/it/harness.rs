@@ -55,6 +55,7 @@ pub struct App {
 pub struct DeviceOpts {
     pub can_restrict: bool,
     pub agent_version: String,
+    pub tags: Vec<String>,
 }
 
 impl Default for DeviceOpts {
@@ -62,6 +63,7 @@ impl Default for DeviceOpts {
         DeviceOpts {
             can_restrict: true,
             agent_version: "0.1.0".into(),
+            tags: Vec::new(),
         }
     }
 }
@@ -259,6 +261,7 @@ impl TestServer {
                 "osArchitecture": "x86_64",
                 "agentVersion": opts.agent_version,
                 "ipAddresses": ["10.0.0.7"],
+                "machineTags": opts.tags,
                 "capabilities": {
                     "canRestrictExecution": opts.can_restrict,
                     "execPermissionEvents": opts.can_restrict,

@@ -5,9 +5,11 @@
 //! One test binary on purpose: every extra file under tests/ is another slow link.
 
 mod harness;
+mod idp;
 mod process;
 mod wire;
 
+mod access;
 mod cancel_races;
 mod cli;
 mod concurrency;

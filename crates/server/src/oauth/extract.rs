@@ -9,7 +9,8 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use super::audience::TokenPolicy;
-use super::verify::verify_token;
+use super::claims::unverified_issuer;
+use super::verify::{verify_token, VerifiedToken, MAX_TOKEN_BYTES};
 use crate::{ApiError, AppState};
 
 /// The verified caller of a request. Use it as a handler argument; requests without a
@@ -40,8 +41,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
             known.principal
         }
         None => {
-            let policy = TokenPolicy::new(&state.public_url());
-            let verified = verify_token(&state.keys, &policy, token, now)?;
+            let verified = verify_any_issuer(state, token, now).await?;
             cache.insert(token, verified.clone());
             verified.principal
         }
@@ -60,6 +60,29 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         ))));
     }
     Ok(principal)
+}
+
+/// Chooses the verifier by the (not yet trusted) `iss` claim: this server's own issuer,
+/// or a configured external issuer. Anything else is refused before any key is used.
+async fn verify_any_issuer(
+    state: &AppState,
+    token: &str,
+    now: appfence_proto::Timestamp,
+) -> Result<VerifiedToken, Error> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Error::Unauthorized("The token is too large".into()));
+    }
+    let policy = TokenPolicy::new(&state.public_url());
+    match unverified_issuer(token)? {
+        Some(iss) if state.external.knows(&iss) => state.external.verify(token, &iss).await,
+        Some(iss) if !iss.starts_with(&format!("{}/", policy.public_url())) => {
+            Err(Error::Unauthorized(format!(
+                "The token's issuer '{}' is not accepted",
+                truncate(&iss, 200)
+            )))
+        }
+        _ => verify_token(&state.keys, &policy, token, now),
+    }
 }
 
 /// The token of an `Authorization: Bearer` header (scheme in any case).

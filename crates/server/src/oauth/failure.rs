@@ -41,6 +41,11 @@ impl OAuthFailure {
         }
     }
 
+    /// The resource owner's credentials are wrong (RFC 6749 §5.2).
+    pub fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
     pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

@@ -1,9 +1,10 @@
-//! The built-in OAuth 2.0 authorization server (client credentials, Entra ID-shaped
-//! tokens signed with Ed25519) and the authentication of API requests.
+//! The built-in OAuth 2.0 authorization server (client credentials and password grants,
+//! Entra ID-shaped tokens signed with Ed25519) and the authentication of API requests.
 //!
 //! - [`keys`]: signing keys, persisted in the store, and the JWKS.
 //! - [`secrets`]: client secrets (Argon2id) and device credentials (SHA-256).
 //! - [`apps`]: registering applications; the default tenant.
+//! - [`users`]: local users for the password grant.
 //! - [`audience`]: accepted audiences and issuers.
 //! - [`tokens`]: minting tokens; [`verify`]: checking them.
 //! - [`request`], [`failure`], [`routes`]: the token, discovery and JWKS endpoints.
@@ -13,6 +14,7 @@
 pub mod apps;
 pub mod audience;
 pub mod claims;
+pub mod external;
 pub mod extract;
 pub mod failure;
 pub mod keys;
@@ -22,6 +24,7 @@ pub mod secrets;
 pub mod tenants;
 pub mod token_cache;
 pub mod tokens;
+pub mod users;
 pub mod verify;
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! Reading a client-credentials token request (RFC 6749 §4.4) from its form parameters
-//! and `Authorization: Basic` header. Pure, so every refusal is unit-tested.
+//! Reading a token request from its form parameters and `Authorization: Basic` header:
+//! client credentials (RFC 6749 §4.4) and the resource owner password grant (§4.3).
+//! Pure, so every refusal is unit-tested.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use appfence_core::ids::truncate;
 use axum::http::HeaderValue;
@@ -14,12 +16,46 @@ use super::failure::OAuthFailure;
 /// A well-formed request, not yet authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRequest {
-    pub client_id: String,
-    pub client_secret: String,
+    pub grant: Grant,
+    pub client: ClientAuth,
     /// The requested audience in canonical form.
     pub audience: String,
+}
+
+/// What the client presents to identify itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub client_id: String,
+    /// Always present for client credentials; optional for the password grant, whose
+    /// client may be public (a script or a native app cannot keep a secret).
+    pub client_secret: Option<String>,
     /// The client authenticated with HTTP Basic (so a failure gets a Basic challenge).
     pub basic_auth: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// `grant_type=client_credentials`: the application acts as itself.
+    ClientCredentials,
+    /// `grant_type=password`: the application acts for this user.
+    Password(UserCredentials),
+}
+
+/// `username` and `password` of a password grant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for UserCredentials {
+    /// Without the password: requests end up in logs and test failure messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The parameters of a form body and, for a GET, of the query string. A parameter given
@@ -52,8 +88,8 @@ pub fn parse_params(
     Ok(params)
 }
 
-/// Checks the request in the order clients fix things: grant type, credentials, then
-/// the resource (v1) or scope (v2).
+/// Checks the request in the order clients fix things: grant type, client, the user's
+/// credentials (password grant), then the resource (v1) or scope (v2).
 pub fn token_request(
     params: &HashMap<String, String>,
     authorization: Option<&HeaderValue>,
@@ -63,18 +99,56 @@ pub fn token_request(
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| OAuthFailure::missing("grant_type"))?;
-    if grant_type != "client_credentials" {
-        return Err(OAuthFailure::unsupported_grant_type(format!(
-            "The grant type '{}' is not supported; use 'client_credentials'",
-            truncate(grant_type, 100)
-        )));
-    }
+    let (grant, client) = match grant_type.as_str() {
+        "client_credentials" => (
+            Grant::ClientCredentials,
+            client_auth(params, authorization, SecretRequired::Yes)?,
+        ),
+        "password" => {
+            let client = client_auth(params, authorization, SecretRequired::No)?;
+            let user = UserCredentials {
+                username: required(params, "username")?,
+                password: required(params, "password")?,
+            };
+            (Grant::Password(user), client)
+        }
+        other => {
+            return Err(OAuthFailure::unsupported_grant_type(format!(
+                "The grant type '{}' is not supported; use 'client_credentials' or 'password'",
+                truncate(other, 100)
+            )))
+        }
+    };
+    Ok(TokenRequest {
+        grant,
+        client,
+        audience: requested_audience(params, version, policy)?.to_string(),
+    })
+}
 
-    let basic = basic_credentials(authorization)?;
+fn required(params: &HashMap<String, String>, name: &str) -> Result<String, OAuthFailure> {
+    params
+        .get(name)
+        .cloned()
+        .ok_or_else(|| OAuthFailure::missing(name))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SecretRequired {
+    Yes,
+    No,
+}
+
+/// The client's id and secret, from HTTP Basic or from the body (not both).
+fn client_auth(
+    params: &HashMap<String, String>,
+    authorization: Option<&HeaderValue>,
+    secret: SecretRequired,
+) -> Result<ClientAuth, OAuthFailure> {
     let form_id = params.get("client_id");
     let form_secret = params.get("client_secret");
-    let (client_id, client_secret, basic_auth) = match basic {
-        Some((id, secret)) => {
+    match basic_credentials(authorization)? {
+        Some((id, basic_secret)) => {
             if form_secret.is_some() {
                 return Err(OAuthFailure::invalid_request(
                     "Use only one client authentication method: HTTP Basic or client_secret in the body",
@@ -85,20 +159,34 @@ pub fn token_request(
                     "The client_id in the body differs from the one in the Authorization header",
                 ));
             }
-            (id, secret, true)
+            Ok(ClientAuth {
+                client_id: id,
+                client_secret: Some(basic_secret),
+                basic_auth: true,
+            })
         }
-        None => (
-            form_id
-                .ok_or_else(|| OAuthFailure::missing("client_id"))?
-                .clone(),
-            form_secret
-                .ok_or_else(|| OAuthFailure::missing("client_secret"))?
-                .clone(),
-            false,
-        ),
-    };
+        None => {
+            let client_id = required(params, "client_id")?;
+            let client_secret = match secret {
+                SecretRequired::Yes => Some(required(params, "client_secret")?),
+                SecretRequired::No => form_secret.cloned(),
+            };
+            Ok(ClientAuth {
+                client_id,
+                client_secret,
+                basic_auth: false,
+            })
+        }
+    }
+}
 
-    let audience = match version {
+/// The audience in canonical form, from `resource` (v1) or `scope` (v2, `<resource>/.default`).
+fn requested_audience<'p>(
+    params: &HashMap<String, String>,
+    version: TokenVersion,
+    policy: &'p TokenPolicy,
+) -> Result<&'p str, OAuthFailure> {
+    match version {
         TokenVersion::V1 => {
             let resource = params
                 .get("resource")
@@ -109,7 +197,7 @@ pub fn token_request(
                     truncate(resource, 200),
                     policy.audiences().join(", ")
                 ))
-            })?
+            })
         }
         TokenVersion::V2 => {
             let scope = params
@@ -117,15 +205,9 @@ pub fn token_request(
                 .ok_or_else(|| OAuthFailure::missing("scope"))?;
             policy
                 .audience_from_scope(scope)
-                .map_err(|e| OAuthFailure::invalid_scope(e.0))?
+                .map_err(|e| OAuthFailure::invalid_scope(e.0))
         }
-    };
-    Ok(TokenRequest {
-        client_id,
-        client_secret,
-        audience: audience.to_string(),
-        basic_auth,
-    })
+    }
 }
 
 /// `Authorization: Basic base64(client_id:client_secret)` (RFC 6749 §2.3.1). Other
@@ -192,10 +274,13 @@ mod tests {
         assert_eq!(
             r,
             TokenRequest {
-                client_id: "c".into(),
-                client_secret: "s".into(),
+                grant: Grant::ClientCredentials,
+                client: ClientAuth {
+                    client_id: "c".into(),
+                    client_secret: Some("s".into()),
+                    basic_auth: false
+                },
                 audience: MDE.into(),
-                basic_auth: false
             }
         );
         assert_eq!(
@@ -252,12 +337,13 @@ mod tests {
         );
         assert_eq!(
             failure(v1(&format!(
-                "grant_type=password&client_id=c&client_secret=s&resource={MDE}"
+                "grant_type=authorization_code&client_id=c&client_secret=s&resource={MDE}"
             ))),
             (
                 400,
                 "unsupported_grant_type",
-                "The grant type 'password' is not supported; use 'client_credentials'".into()
+                "The grant type 'authorization_code' is not supported; use 'client_credentials' or 'password'"
+                    .into()
             )
         );
         assert_eq!(
@@ -307,8 +393,12 @@ mod tests {
         let p = params(&format!("grant_type=client_credentials&resource={MDE}"));
         let r = token_request(&p, Some(&header), TokenVersion::V1, &policy()).unwrap();
         assert_eq!(
-            (r.client_id.as_str(), r.client_secret.as_str(), r.basic_auth),
-            ("c", "s:with:colons", true)
+            r.client,
+            ClientAuth {
+                client_id: "c".into(),
+                client_secret: Some("s:with:colons".into()),
+                basic_auth: true
+            }
         );
         // A matching client_id in the body is fine; a secret there as well is not.
         let p = params(&format!(
@@ -361,7 +451,98 @@ mod tests {
         assert!(
             !token_request(&p, Some(&bearer), TokenVersion::V1, &policy())
                 .unwrap()
+                .client
                 .basic_auth
         );
+    }
+
+    fn password_grant(user: &str, password: &str) -> Grant {
+        Grant::Password(UserCredentials {
+            username: user.into(),
+            password: password.into(),
+        })
+    }
+
+    #[test]
+    fn password_grants_name_a_user_and_a_public_or_confidential_client() {
+        // As MDE's user-context documentation shows it: v1, a resource, no client secret.
+        let r = v1(&format!(
+            "resource={MDE}&client_id=c&grant_type=password&username=ana%40example.com&password=p%26ss+word"
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            TokenRequest {
+                grant: password_grant("ana@example.com", "p&ss word"),
+                client: ClientAuth {
+                    client_id: "c".into(),
+                    client_secret: None,
+                    basic_auth: false
+                },
+                audience: MDE.into(),
+            }
+        );
+        // v2, with a scope and a client secret.
+        let r = v2(&format!(
+            "grant_type=password&client_id=c&client_secret=s&username=u&password=p&scope={MDE}/.default"
+        ))
+        .unwrap();
+        assert_eq!(r.grant, password_grant("u", "p"));
+        assert_eq!(r.client.client_secret.as_deref(), Some("s"));
+        assert_eq!(r.audience, MDE);
+        // Or with HTTP Basic client authentication.
+        let header = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("c:s"))).unwrap();
+        let p = params(&format!(
+            "grant_type=password&username=u&password=p&resource={MDE}"
+        ));
+        let r = token_request(&p, Some(&header), TokenVersion::V1, &policy()).unwrap();
+        assert!(r.client.basic_auth);
+        assert_eq!(r.grant, password_grant("u", "p"));
+    }
+
+    #[test]
+    fn password_grants_name_what_is_missing() {
+        for (body, missing) in [
+            (
+                format!("grant_type=password&client_id=c&password=p&resource={MDE}"),
+                "username",
+            ),
+            (
+                format!("grant_type=password&client_id=c&username=u&password=&resource={MDE}"),
+                "password",
+            ),
+            (
+                format!("grant_type=password&username=u&password=p&resource={MDE}"),
+                "client_id",
+            ),
+            (
+                "grant_type=password&client_id=c&username=u&password=p".to_string(),
+                "resource",
+            ),
+        ] {
+            assert_eq!(
+                failure(v1(&body)),
+                (
+                    400,
+                    "invalid_request",
+                    format!("Parameter '{missing}' is missing")
+                ),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            failure(v2(
+                "grant_type=password&client_id=c&username=u&password=p&scope=openid"
+            ))
+            .1,
+            "invalid_scope"
+        );
+    }
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        let shown = format!("{:?}", password_grant("ana@example.com", "hunter2-hunter2"));
+        assert!(shown.contains("ana@example.com"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

@@ -1,10 +1,9 @@
-//! HTTP endpoints of the built-in authorization server: the v1 and v2 token endpoints,
-//! OpenID discovery documents and the JWKS, at the paths Entra ID uses, so that clients
-//! only change the host.
-
-use std::sync::LazyLock;
+//! HTTP endpoints of the built-in authorization server: the v1 and v2 token endpoints
+//! (client credentials and password grants), OpenID discovery documents and the JWKS, at
+//! the paths Entra ID uses, so that clients only change the host.
 
 use appfence_core::ids::truncate;
+use appfence_core::records::UserRecord;
 use appfence_core::{AppRegistration, Tenant};
 use appfence_proto::oauth::TokenResponse;
 use axum::body::Bytes;
@@ -15,15 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 use super::audience::{TokenPolicy, TokenVersion};
 use super::failure::{json_bytes, no_store, OAuthFailure};
 use super::keys::ALGORITHM;
-use super::request::{parse_params, token_request, TokenRequest};
-use super::secrets::{generate_secret, hash_secret, verify_secret};
+use super::request::{parse_params, token_request, ClientAuth, Grant, UserCredentials};
 use super::tenants::resolve_tenant;
-use super::tokens::issue_app_token;
+use super::tokens::{issue_app_token, issue_user_token};
+use super::users::{authenticate_user, verify_slow_hash};
 use crate::AppState;
 
 /// The routes of the authorization server. All tenant-scoped paths use the parameter
@@ -120,11 +118,22 @@ async fn issue(
     let params = parse_params(body, query.as_deref())?;
     let policy = TokenPolicy::new(&state.public_url());
     let request = token_request(&params, headers.get(AUTHORIZATION), version, &policy)?;
-    let app = authenticate(state, &tenant, request.clone()).await?;
-    let access_token = issue_app_token(state, &app, &request.audience, version)?;
+    let app = authenticate_client(state, &tenant, &request.client).await?;
+    let access_token = match &request.grant {
+        Grant::ClientCredentials => {
+            let token = issue_app_token(state, &app, &request.audience, version)?;
+            tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, audience = %request.audience, "issued an application token");
+            token
+        }
+        Grant::Password(credentials) => {
+            let user = authenticate_resource_owner(state, &tenant, credentials).await?;
+            let token = issue_user_token(state, &app, &user, &request.audience, version)?;
+            tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, user_id = %user.object_id, audience = %request.audience, "issued a user token");
+            token
+        }
+    };
     // Tokens of this tenant will be verified soon: spare that first lookup.
     state.keys.tenants().remember(&tenant.id);
-    tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, audience = %request.audience, "issued an access token");
     let lifetime = state.config.token_lifetime.as_secs();
     let body = TokenResponse {
         token_type: "Bearer".into(),
@@ -137,48 +146,62 @@ async fn issue(
     Ok(resp)
 }
 
-/// Argon2 verification takes tens of milliseconds and ~19 MiB: bound how many run at
-/// once so a burst of token requests cannot exhaust memory or the blocking pool.
-static VERIFY_PERMITS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
-
-/// A hash to verify against when the client does not exist, so that unknown clients
-/// and wrong secrets take the same time.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_secret(&generate_secret()));
-
-async fn authenticate(
+/// The registered application presenting `client`. With a secret, the secret must
+/// verify (one Argon2 verification whether or not the client exists); without one (a
+/// public client of the password grant), the client must exist.
+async fn authenticate_client(
     state: &AppState,
     tenant: &Tenant,
-    request: TokenRequest,
+    client: &ClientAuth,
 ) -> Result<AppRegistration, OAuthFailure> {
-    let app = state.store.app(&tenant.id, &request.client_id).await?;
-    let hash = app.as_ref().map(|a| a.secret_hash.clone());
-    let _permit = VERIFY_PERMITS
-        .acquire()
-        .await
-        .map_err(OAuthFailure::server_error)?;
-    let secret = request.client_secret;
-    let matches = tokio::task::spawn_blocking(move || {
-        verify_secret(&secret, hash.as_deref().unwrap_or(&DUMMY_HASH))
-    })
-    .await
-    .map_err(OAuthFailure::server_error)?;
+    let app = state.store.app(&tenant.id, &client.client_id).await?;
+    let authenticated = match &client.client_secret {
+        Some(secret) => {
+            let hash = app.as_ref().map(|a| a.secret_hash.clone());
+            verify_slow_hash(secret.clone(), hash).await?
+        }
+        None => app.is_some(),
+    };
     match app {
-        Some(app) if matches => Ok(app),
+        Some(app) if authenticated => Ok(app),
         found => {
             // The caller learns only that authentication failed; the log says why.
             tracing::info!(
                 tenant_id = %tenant.id,
-                client_id = %truncate(&request.client_id, 100),
+                client_id = %truncate(&client.client_id, 100),
                 reason = if found.is_some() { "wrong secret" } else { "unknown client" },
                 "client authentication failed"
             );
             Err(OAuthFailure::invalid_client(
                 "Client authentication failed: the client is unknown in this tenant or the secret is wrong",
-                request.basic_auth,
+                client.basic_auth,
             ))
         }
     }
+}
+
+/// The user whose name and password these are; an unknown user and a wrong password
+/// get the same answer, after the same work.
+async fn authenticate_resource_owner(
+    state: &AppState,
+    tenant: &Tenant,
+    credentials: &UserCredentials,
+) -> Result<UserRecord, OAuthFailure> {
+    let user = authenticate_user(
+        state.store.as_ref(),
+        &tenant.id,
+        &credentials.username,
+        &credentials.password,
+    )
+    .await?;
+    user.ok_or_else(|| {
+        tracing::info!(
+            tenant_id = %tenant.id,
+            username = %truncate(&credentials.username, 100),
+            "user authentication failed"
+        );
+        OAuthFailure::invalid_grant("The user name or password is incorrect")
+    })
 }
 
 async fn tenant_of(state: &AppState, segment: &str) -> Result<Tenant, OAuthFailure> {
@@ -231,7 +254,7 @@ pub fn openid_configuration(
             "client_secret_post",
             "client_secret_basic",
         ]),
-        grant_types_supported: strings(&["client_credentials"]),
+        grant_types_supported: strings(&["client_credentials", "password"]),
         claims_supported: strings(&[
             "aud",
             "iss",
@@ -241,10 +264,14 @@ pub fn openid_configuration(
             "azp",
             "app_displayname",
             "appid",
+            "groups",
             "idtyp",
             "oid",
             "roles",
+            "scp",
             "tid",
+            "unique_name",
+            "upn",
             "ver",
             "jti",
         ]),
@@ -313,6 +340,7 @@ mod tests {
     use crate::oauth::test_store::{test_state, TENANT};
     use crate::oauth::verify::verify_access_token;
     use appfence_core::authz::ROLE_RESTRICT;
+    use appfence_store::Store;
     use axum::body::Body;
     use axum::http::Request;
     use base64::engine::general_purpose::STANDARD;
@@ -539,7 +567,7 @@ mod tests {
             );
             assert_eq!(
                 json["grant_types_supported"],
-                serde_json::json!(["client_credentials"])
+                serde_json::json!(["client_credentials", "password"])
             );
         }
         let (_, _, json) = call(
@@ -641,6 +669,195 @@ mod tests {
         ] {
             let req = Request::builder().uri(&uri).body(Body::empty()).unwrap();
             assert_eq!(call(&router, req).await.0, StatusCode::OK, "{uri}");
+        }
+    }
+
+    /// A server state on SQLite (the test store has no users), with a tenant, the
+    /// application "SOAR" and the user ana@example.com in the group "tier2".
+    struct PasswordSetup {
+        _dir: tempfile::TempDir,
+        state: AppState,
+        router: Router,
+        app: AppRegistration,
+        secret: String,
+    }
+
+    const ANA: &str = "ana@example.com";
+    const ANA_PASSWORD: &str = "correct horse battery";
+
+    async fn password_setup() -> PasswordSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = appfence_store::SqliteStore::open(&dir.path().join("appfence.db"))
+            .await
+            .unwrap();
+        store
+            .ensure_tenant(&Tenant {
+                id: TENANT.into(),
+                name: "default".into(),
+            })
+            .await
+            .unwrap();
+        let clock = std::sync::Arc::new(appfence_core::ManualClock::new(
+            appfence_proto::Timestamp::from_unix_seconds(1_700_000_000),
+        ));
+        let config = crate::ServerConfig {
+            public_url: Some("https://appfence.test/".into()),
+            ..crate::ServerConfig::default()
+        };
+        let state = AppState::new(config, std::sync::Arc::new(store), clock)
+            .await
+            .unwrap();
+        let (app, secret) = create_app(
+            state.store.as_ref(),
+            state.clock.as_ref(),
+            TENANT,
+            "SOAR",
+            &[ROLE_RESTRICT.to_string()],
+        )
+        .await
+        .unwrap();
+        crate::oauth::users::create_user(
+            state.store.as_ref(),
+            state.clock.as_ref(),
+            TENANT,
+            ANA,
+            ANA_PASSWORD,
+            &["tier2".to_string()],
+        )
+        .await
+        .unwrap();
+        let router = routes().with_state(state.clone());
+        PasswordSetup {
+            _dir: dir,
+            state,
+            router,
+            app,
+            secret,
+        }
+    }
+
+    fn urlencode(value: &str) -> String {
+        serde_urlencoded::to_string([("v", value)]).unwrap()[2..].to_string()
+    }
+
+    #[tokio::test]
+    async fn password_grants_get_user_tokens() {
+        let s = password_setup().await;
+        let id = &s.app.client_id;
+        let password = urlencode(ANA_PASSWORD);
+        let v1_public = format!(
+            "resource={MDE}&client_id={id}&grant_type=password&username=Ana%40Example.com&password={password}"
+        );
+        let v2_confidential = format!(
+            "grant_type=password&client_id={id}&client_secret={}&username={ANA}&password={password}&scope={MDE}/.default",
+            s.secret
+        );
+        for (uri, body, version) in [
+            (
+                format!("/{TENANT}/oauth2/token"),
+                v1_public,
+                TokenVersion::V1,
+            ),
+            (
+                format!("/{TENANT}/oauth2/v2.0/token"),
+                v2_confidential,
+                TokenVersion::V2,
+            ),
+        ] {
+            let (status, headers, json) = call(&s.router, form("POST", &uri, body)).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+            assert_eq!(headers["cache-control"], "no-store");
+            assert_eq!(json["token_type"], "Bearer");
+            assert_eq!(json["expires_in"], serde_json::json!(3599));
+            let token = json["access_token"].as_str().unwrap();
+            let policy = TokenPolicy::new(&s.state.public_url());
+            let p =
+                verify_access_token(&s.state.keys, &policy, token, s.state.clock.now()).unwrap();
+            assert_eq!(p.tenant_id, TENANT);
+            assert!(p.is_user());
+            assert_eq!(p.requestor(), ANA);
+            assert_eq!(p.groups, ["tier2"]);
+            assert_eq!(p.scopes, appfence_core::authz::DELEGATED_SCOPES);
+            assert!(p.roles.is_empty(), "the app's roles are not the user's");
+            let claims: serde_json::Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(token.split('.').nth(1).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(claims["idtyp"], "user");
+            assert_eq!(claims["appid"], id.as_str());
+            assert_eq!(claims["app_displayname"], "SOAR");
+            assert_eq!(claims["upn"], ANA);
+            assert_eq!(claims["unique_name"], ANA);
+            assert_eq!(claims["ver"], version.claim());
+            assert_eq!(claims["aud"], MDE);
+        }
+    }
+
+    #[tokio::test]
+    async fn password_grant_errors() {
+        let s = password_setup().await;
+        let id = &s.app.client_id;
+        let password = urlencode(ANA_PASSWORD);
+        let uri = format!("/{TENANT}/oauth2/token");
+        let wrong_credentials = "The user name or password is incorrect";
+        let cases = [
+            (
+                format!("resource={MDE}&client_id={id}&grant_type=password&username={ANA}&password=wrong-password"),
+                400,
+                "invalid_grant",
+                Some(wrong_credentials),
+            ),
+            (
+                format!("resource={MDE}&client_id={id}&grant_type=password&username=bob%40example.com&password={password}"),
+                400,
+                "invalid_grant",
+                Some(wrong_credentials),
+            ),
+            (
+                format!("resource={MDE}&client_id=00000000-0000-0000-0000-000000000000&grant_type=password&username={ANA}&password={password}"),
+                401,
+                "invalid_client",
+                None,
+            ),
+            (
+                format!("resource={MDE}&client_id={id}&client_secret=wrong&grant_type=password&username={ANA}&password={password}"),
+                401,
+                "invalid_client",
+                None,
+            ),
+            (
+                format!("resource={MDE}&client_id={id}&grant_type=password&password={password}"),
+                400,
+                "invalid_request",
+                Some("Parameter 'username' is missing"),
+            ),
+            (
+                format!("resource={MDE}&client_id={id}&grant_type=password&username={ANA}"),
+                400,
+                "invalid_request",
+                Some("Parameter 'password' is missing"),
+            ),
+            (
+                format!("resource=https://graph.microsoft.com&client_id={id}&grant_type=password&username={ANA}&password={password}"),
+                400,
+                "invalid_resource",
+                None,
+            ),
+        ];
+        for (body, status, error, description) in cases {
+            let (st, headers, json) = call(&s.router, form("POST", &uri, body.clone())).await;
+            assert_eq!(
+                (st.as_u16(), json["error"].as_str().unwrap()),
+                (status, error),
+                "{body}: {json}"
+            );
+            if let Some(d) = description {
+                assert_eq!(json["error_description"], d, "{body}");
+            }
+            assert_eq!(headers["cache-control"], "no-store");
+            assert!(json.get("access_token").is_none());
         }
     }
 }

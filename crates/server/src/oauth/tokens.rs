@@ -1,7 +1,10 @@
-//! Minting application access tokens shaped like Entra ID's.
+//! Minting access tokens shaped like Entra ID's: application tokens (client
+//! credentials) and delegated user tokens (password grant).
 
 use std::time::Duration;
 
+use appfence_core::authz::DELEGATED_SCOPES;
+use appfence_core::records::UserRecord;
 use appfence_core::{AppRegistration, Error};
 use appfence_proto::Timestamp;
 use jsonwebtoken::{Algorithm, Header};
@@ -12,7 +15,8 @@ pub use super::audience::TokenVersion;
 use super::keys::KeySet;
 use crate::AppState;
 
-/// The claims of an application token, in the order Entra writes them.
+/// The claims of an access token. Application tokens carry `roles`; user tokens carry
+/// `scp`, `upn`, `unique_name` and `groups` instead, as Entra writes them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
     pub aud: String,
@@ -25,12 +29,63 @@ pub struct AccessTokenClaims {
     pub azp: Option<String>,
     pub app_displayname: String,
     pub appid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// `app` or `user`.
     pub idtyp: String,
+    /// The application's client id, or the user's object id.
     pub oid: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Delegated scopes, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
     pub tid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
     pub ver: String,
     pub jti: String,
+}
+
+/// Where a token is valid (audience, issuer) and when, and which client obtained it:
+/// the part shared by application and user tokens.
+struct Issuance<'a> {
+    policy: &'a TokenPolicy,
+    app: &'a AppRegistration,
+    audience: &'a str,
+    version: TokenVersion,
+    now: Timestamp,
+    lifetime: Duration,
+}
+
+impl Issuance<'_> {
+    /// Claims for the subject `oid` of type `idtyp`, with no roles, scopes or user names.
+    fn claims(&self, idtyp: &str, oid: &str) -> AccessTokenClaims {
+        let iat = self.now.unix_seconds();
+        let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
+        AccessTokenClaims {
+            aud: self.audience.to_string(),
+            iss: self.policy.issuer(&self.app.tenant_id, self.version),
+            iat,
+            nbf: iat,
+            exp: iat.saturating_add(lifetime),
+            azp: (self.version == TokenVersion::V2).then(|| self.app.client_id.clone()),
+            app_displayname: self.app.display_name.clone(),
+            appid: self.app.client_id.clone(),
+            groups: None,
+            idtyp: idtyp.into(),
+            oid: oid.into(),
+            roles: Vec::new(),
+            scp: None,
+            tid: self.app.tenant_id.clone(),
+            unique_name: None,
+            upn: None,
+            ver: self.version.claim().into(),
+            jti: appfence_core::ids::new_guid(),
+        }
+    }
 }
 
 /// The claims of a token for `app`, valid from `now` for `lifetime`. `audience` is used
@@ -43,23 +98,45 @@ pub fn app_token_claims(
     now: Timestamp,
     lifetime: Duration,
 ) -> AccessTokenClaims {
-    let iat = now.unix_seconds();
-    let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+    let issuance = Issuance {
+        policy,
+        app,
+        audience,
+        version,
+        now,
+        lifetime,
+    };
     AccessTokenClaims {
-        aud: audience.to_string(),
-        iss: policy.issuer(&app.tenant_id, version),
-        iat,
-        nbf: iat,
-        exp: iat.saturating_add(lifetime),
-        azp: (version == TokenVersion::V2).then(|| app.client_id.clone()),
-        app_displayname: app.display_name.clone(),
-        appid: app.client_id.clone(),
-        idtyp: "app".into(),
-        oid: app.client_id.clone(),
         roles: app.roles.clone(),
-        tid: app.tenant_id.clone(),
-        ver: version.claim().into(),
-        jti: appfence_core::ids::new_guid(),
+        ..issuance.claims("app", &app.client_id)
+    }
+}
+
+/// The claims of a token for `user`, obtained through the client `app`: every delegated
+/// scope, and the user's groups, which decide the user's portal roles.
+pub fn user_token_claims(
+    policy: &TokenPolicy,
+    app: &AppRegistration,
+    user: &UserRecord,
+    audience: &str,
+    version: TokenVersion,
+    now: Timestamp,
+    lifetime: Duration,
+) -> AccessTokenClaims {
+    let issuance = Issuance {
+        policy,
+        app,
+        audience,
+        version,
+        now,
+        lifetime,
+    };
+    AccessTokenClaims {
+        groups: Some(user.groups.clone()),
+        scp: Some(DELEGATED_SCOPES.join(" ")),
+        unique_name: Some(user.upn.clone()),
+        upn: Some(user.upn.clone()),
+        ..issuance.claims("user", &user.object_id)
     }
 }
 
@@ -79,6 +156,32 @@ pub fn issue_app_token(
     audience: &str,
     version: TokenVersion,
 ) -> Result<String, Error> {
+    issue(state, audience, |policy, audience, now, lifetime| {
+        app_token_claims(policy, app, audience, version, now, lifetime)
+    })
+}
+
+/// A delegated access token for `user`, obtained through the client `app`, for
+/// `audience` (any accepted spelling), issued now with the configured lifetime.
+pub fn issue_user_token(
+    state: &AppState,
+    app: &AppRegistration,
+    user: &UserRecord,
+    audience: &str,
+    version: TokenVersion,
+) -> Result<String, Error> {
+    issue(state, audience, |policy, audience, now, lifetime| {
+        user_token_claims(policy, app, user, audience, version, now, lifetime)
+    })
+}
+
+/// Checks the audience against the server's policy, then signs the claims `build` makes
+/// for the canonical audience at the clock's time.
+fn issue(
+    state: &AppState,
+    audience: &str,
+    build: impl FnOnce(&TokenPolicy, &str, Timestamp, Duration) -> AccessTokenClaims,
+) -> Result<String, Error> {
     let policy = TokenPolicy::new(&state.public_url());
     let audience = policy.accept_audience(audience).ok_or_else(|| {
         Error::BadRequest(format!(
@@ -87,11 +190,9 @@ pub fn issue_app_token(
             policy.audiences().join(", ")
         ))
     })?;
-    let claims = app_token_claims(
+    let claims = build(
         &policy,
-        app,
         audience,
-        version,
         state.clock.now(),
         state.config.token_lifetime,
     );
@@ -197,5 +298,123 @@ mod tests {
         assert_eq!(header["kid"], keys.signing_kid());
         let body: AccessTokenClaims = serde_json::from_value(decode_part(parts[1])).unwrap();
         assert_eq!(body, claims);
+    }
+
+    fn user() -> UserRecord {
+        UserRecord {
+            tenant_id: app().tenant_id,
+            object_id: "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a".into(),
+            upn: "ana@example.com".into(),
+            password_hash: String::new(),
+            groups: vec!["tier2".into(), "servers".into()],
+            created: Timestamp::from_unix_seconds(1),
+        }
+    }
+
+    #[test]
+    fn user_tokens_are_delegated_and_carry_scopes_and_groups() {
+        let p = TokenPolicy::new("https://appfence.example");
+        let now = Timestamp::from_unix_seconds(1_700_000_000);
+        let claims = user_token_claims(
+            &p,
+            &app(),
+            &user(),
+            "https://api.securitycenter.microsoft.com",
+            TokenVersion::V1,
+            now,
+            Duration::from_secs(3599),
+        );
+        let json = serde_json::to_value(&claims).unwrap();
+        let app_claims = serde_json::to_value(app_token_claims(
+            &p,
+            &app(),
+            "https://api.securitycenter.microsoft.com",
+            TokenVersion::V1,
+            now,
+            Duration::from_secs(3599),
+        ))
+        .unwrap();
+        // Where and when the token is valid, and the client, are those of an app token.
+        for shared in [
+            "aud",
+            "iss",
+            "iat",
+            "nbf",
+            "exp",
+            "appid",
+            "app_displayname",
+            "tid",
+            "ver",
+        ] {
+            assert_eq!(json[shared], app_claims[shared], "{shared}");
+        }
+        assert_eq!(json["idtyp"], "user");
+        assert_eq!(json["oid"], "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a");
+        assert_eq!(json["upn"], "ana@example.com");
+        assert_eq!(json["unique_name"], "ana@example.com");
+        assert_eq!(
+            json["scp"],
+            "Machine.Read Machine.ReadWrite Machine.RestrictExecution"
+        );
+        assert_eq!(json["groups"], serde_json::json!(["tier2", "servers"]));
+        // A user's token never carries the application's permissions.
+        assert!(json.get("roles").is_none());
+        assert!(json.get("azp").is_none());
+        // And an application token carries no user claims.
+        for user_claim in ["scp", "upn", "unique_name", "groups"] {
+            assert!(app_claims.get(user_claim).is_none(), "{user_claim}");
+        }
+
+        let v2 = user_token_claims(
+            &p,
+            &app(),
+            &user(),
+            "https://appfence.example",
+            TokenVersion::V2,
+            now,
+            Duration::from_secs(60),
+        );
+        assert_eq!(v2.azp.as_deref(), Some(app().client_id.as_str()));
+        assert_eq!(v2.ver, "2.0");
+    }
+
+    #[test]
+    fn a_signed_user_token_verifies_into_a_user_principal() {
+        use crate::oauth::verify::verify_access_token;
+        use appfence_core::authz::{Caller, DELEGATED_SCOPES};
+        let keys =
+            KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))]).unwrap();
+        let policy = TokenPolicy::new("https://appfence.example");
+        for version in [TokenVersion::V1, TokenVersion::V2] {
+            let claims = user_token_claims(
+                &policy,
+                &app(),
+                &user(),
+                "https://api.securitycenter.microsoft.com",
+                version,
+                Timestamp::from_unix_seconds(1_700_000_000),
+                Duration::from_secs(3599),
+            );
+            let token = sign(&keys, &claims).unwrap();
+            let p = verify_access_token(
+                &keys,
+                &policy,
+                &token,
+                Timestamp::from_unix_seconds(1_700_000_010),
+            )
+            .unwrap();
+            assert_eq!(p.tenant_id, app().tenant_id);
+            assert_eq!(
+                p.caller,
+                Caller::User {
+                    object_id: user().object_id,
+                    upn: "ana@example.com".into()
+                }
+            );
+            assert_eq!(p.scopes, DELEGATED_SCOPES);
+            assert_eq!(p.groups, ["tier2", "servers"]);
+            assert!(p.roles.is_empty());
+            assert_eq!(p.requestor(), "ana@example.com");
+        }
     }
 }

@@ -1,0 +1,28 @@
+//! The real enforcer on Linux: a fanotify group with `FAN_OPEN_EXEC_PERM` and
+//! `FAN_OPEN_PERM` filesystem marks, denying the execution of anything outside the
+//! predefined set and the loading of untrusted ELF objects; plus `vm.memfd_noexec=2`.
+//!
+//! - [`enforcer`]: [`FanotifyEnforcer`], its configuration and its lifecycle.
+//! - `engine`: the decision loop (reader thread, workers, deadlines).
+//! - `trust`, `dpkg`, `digest`: the predefined set and how a file is checked against it.
+//! - `cache`: decisions per file version; `denials`: what is reported to the server.
+//! - `memfd`, `mounts`, `sys`: the sysctl, the mount table, the system calls.
+
+mod cache;
+mod denials;
+mod digest;
+mod dpkg;
+pub mod enforcer;
+mod engine;
+mod memfd;
+mod mounts;
+mod sys;
+mod trust;
+
+#[cfg(test)]
+mod tests;
+
+pub use denials::{AccessKind, DenialRecord};
+pub use digest::{parse_sha256_hex, Sha256Hash};
+pub use enforcer::{probe_capabilities, DeadlineAnswer, FanotifyConfig, FanotifyEnforcer};
+pub use engine::EnforcerStats;

@@ -1,0 +1,190 @@
+//! The predefined set: what may run while the device is restricted. A file is trusted
+//! if its SHA-256 is on the server's allowlist, if it is the agent's own binary, or if
+//! dpkg lists it and its content still has the MD5 dpkg recorded.
+
+use std::collections::HashSet;
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use super::digest::{hash_file, HashOutcome, Sha256Hash};
+use super::dpkg::PackageIndex;
+
+/// Why a file is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrustReason {
+    Allowlist,
+    Agent,
+    Package,
+}
+
+/// What checking a file against the set concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrustOutcome {
+    Decided {
+        /// `None`: not in the set.
+        reason: Option<TrustReason>,
+        sha256: Option<Sha256Hash>,
+        /// Whether the conclusion holds for as long as the file is unchanged (a read
+        /// error does not).
+        cacheable: bool,
+    },
+    /// Hashing did not finish before the deadline.
+    Undecided,
+}
+
+/// The server's allowlist, shared with the enforcer so it can be replaced at runtime.
+pub type SharedAllowlist = Arc<RwLock<HashSet<Sha256Hash>>>;
+
+#[derive(Debug)]
+pub struct TrustSet {
+    packages: PackageIndex,
+    agent_sha256: Option<Sha256Hash>,
+    allowlist: SharedAllowlist,
+    hash_size_limit: u64,
+}
+
+impl TrustSet {
+    pub fn new(
+        packages: PackageIndex,
+        agent_sha256: Option<Sha256Hash>,
+        allowlist: SharedAllowlist,
+        hash_size_limit: u64,
+    ) -> TrustSet {
+        TrustSet {
+            packages,
+            agent_sha256,
+            allowlist,
+            hash_size_limit,
+        }
+    }
+
+    /// Checks the open `file` (at `path`, as the kernel names it, if known).
+    pub fn check(
+        &self,
+        file: BorrowedFd<'_>,
+        size: u64,
+        path: Option<&Path>,
+        deadline: Instant,
+    ) -> TrustOutcome {
+        let packaged_md5 = path.and_then(|p| self.packages.md5_for(p));
+        match hash_file(
+            file,
+            size,
+            packaged_md5.is_some(),
+            self.hash_size_limit,
+            deadline,
+        ) {
+            HashOutcome::Done(digests) => {
+                let on_allowlist = self
+                    .allowlist
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&digests.sha256);
+                let reason = if on_allowlist {
+                    Some(TrustReason::Allowlist)
+                } else if self.agent_sha256 == Some(digests.sha256) {
+                    Some(TrustReason::Agent)
+                } else if packaged_md5.is_some() && packaged_md5 == digests.md5.as_ref() {
+                    Some(TrustReason::Package)
+                } else {
+                    None
+                };
+                TrustOutcome::Decided {
+                    reason,
+                    sha256: Some(digests.sha256),
+                    cacheable: true,
+                }
+            }
+            HashOutcome::TooLarge => TrustOutcome::Decided {
+                reason: None,
+                sha256: None,
+                cacheable: true,
+            },
+            HashOutcome::Failed(e) => {
+                tracing::debug!(error = %e, "cannot read a file to hash it; not trusted");
+                TrustOutcome::Decided {
+                    reason: None,
+                    sha256: None,
+                    cacheable: false,
+                }
+            }
+            HashOutcome::TimedOut => TrustOutcome::Undecided,
+        }
+    }
+}
+
+/// SHA-256 of the running executable (the agent trusts itself).
+pub fn own_executable_sha256(size_limit: u64) -> Option<Sha256Hash> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::open("/proc/self/exe").ok()?;
+    let size = file.metadata().ok()?.len();
+    let far = Instant::now() + std::time::Duration::from_secs(60);
+    match hash_file(file.as_fd(), size, false, size_limit, far) {
+        HashOutcome::Done(d) => Some(d.sha256),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    fn sha256(bytes: &[u8]) -> Sha256Hash {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).into()
+    }
+
+    #[test]
+    fn allowlist_agent_and_package_files_are_trusted_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("var/lib/dpkg/info");
+        std::fs::create_dir_all(&info).unwrap();
+        let packaged = dir.path().join("packaged");
+        std::fs::write(&packaged, b"abc").unwrap();
+        std::fs::write(
+            info.join("p.md5sums"),
+            format!(
+                "900150983cd24fb0d6963f7d28e17f72  {}\n",
+                packaged.display().to_string().trim_start_matches('/')
+            ),
+        )
+        .unwrap();
+        let index = PackageIndex::load_dpkg(dir.path(), dir.path()).unwrap();
+        let allowlist: SharedAllowlist = Default::default();
+        allowlist.write().unwrap().insert(sha256(b"allowed"));
+        let set = TrustSet::new(index, Some(sha256(b"agent")), allowlist.clone(), 1 << 20);
+
+        let check = |bytes: &[u8], path: Option<&Path>| {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(bytes).unwrap();
+            match set.check(f.as_fd(), bytes.len() as u64, path, far()) {
+                TrustOutcome::Decided { reason, sha256, .. } => {
+                    assert_eq!(sha256, Some(super::tests::sha256(bytes)));
+                    reason
+                }
+                TrustOutcome::Undecided => panic!("undecided"),
+            }
+        };
+        assert_eq!(check(b"allowed", None), Some(TrustReason::Allowlist));
+        assert_eq!(check(b"agent", None), Some(TrustReason::Agent));
+        assert_eq!(check(b"abc", Some(&packaged)), Some(TrustReason::Package));
+        assert_eq!(check(b"abd", Some(&packaged)), None, "content changed");
+        assert_eq!(check(b"abc", Some(Path::new("/elsewhere"))), None);
+        allowlist.write().unwrap().clear();
+        assert_eq!(check(b"allowed", None), None, "the allowlist is live");
+    }
+
+    #[test]
+    fn the_running_executable_can_be_hashed() {
+        assert!(own_executable_sha256(1 << 34).is_some());
+    }
+}

@@ -1,0 +1,342 @@
+//! Local users of the built-in issuer: creating them, and checking a user name and
+//! password for the token endpoint's password grant. Passwords are stored as Argon2id
+//! hashes, like client secrets.
+
+use std::sync::LazyLock;
+
+use appfence_core::ids::new_guid;
+use appfence_core::records::UserRecord;
+use appfence_core::{Clock, Error};
+use appfence_store::Store;
+use tokio::sync::Semaphore;
+
+use super::secrets::{generate_secret, hash_secret, verify_secret};
+
+/// Shorter passwords are refused at creation.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Longer user names are refused at creation.
+pub const MAX_UPN_CHARS: usize = 256;
+
+/// Creates a user in `tenant_id`. The UPN is stored trimmed and in lower case (lookups
+/// are case-insensitive); the groups, trimmed and without repeats, in the order given.
+pub async fn create_user(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    upn: &str,
+    password: &str,
+    groups: &[String],
+) -> Result<UserRecord, Error> {
+    let upn = validate_upn(upn)?;
+    validate_password(password)?;
+    let groups = validate_groups(groups)?;
+    if store.tenant(tenant_id).await?.is_none() {
+        return Err(Error::ResourceNotFound(format!(
+            "Tenant {tenant_id} was not found"
+        )));
+    }
+    // Argon2id takes tens of milliseconds of CPU: keep it off the async workers.
+    let to_hash = password.to_string();
+    let password_hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
+        .await
+        .map_err(Error::internal)?;
+    let user = UserRecord {
+        tenant_id: tenant_id.to_string(),
+        object_id: new_guid(),
+        upn,
+        password_hash,
+        groups,
+        created: clock.now(),
+    };
+    store.insert_user(&user).await?;
+    Ok(user)
+}
+
+/// The user of `tenant_id` with this UPN (any case) if `password` is theirs. Exactly one
+/// Argon2 verification runs either way, so an unknown user and a wrong password take
+/// the same time.
+pub async fn authenticate_user(
+    store: &dyn Store,
+    tenant_id: &str,
+    upn: &str,
+    password: &str,
+) -> Result<Option<UserRecord>, Error> {
+    let user = store.user(tenant_id, upn.trim()).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = verify_slow_hash(password.to_string(), hash).await?;
+    Ok(user.filter(|_| matches))
+}
+
+/// Argon2 verification takes tens of milliseconds and ~19 MiB: bound how many run at
+/// once so a burst of token requests cannot exhaust memory or the blocking pool. Client
+/// secrets and user passwords share the bound.
+static VERIFY_PERMITS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// A hash to verify against when there is no stored one (unknown client or user), so
+/// that "unknown" and "wrong secret" take the same time.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_secret(&generate_secret()));
+
+/// Whether `secret` matches the Argon2id PHC string `phc`; with no `phc`, verifies
+/// against a dummy hash and answers false. Runs on the blocking pool, within
+/// [`VERIFY_PERMITS`].
+pub async fn verify_slow_hash(secret: String, phc: Option<String>) -> Result<bool, Error> {
+    let _permit = VERIFY_PERMITS.acquire().await.map_err(Error::internal)?;
+    tokio::task::spawn_blocking(move || {
+        let matches = verify_secret(&secret, phc.as_deref().unwrap_or(&DUMMY_HASH));
+        matches && phc.is_some()
+    })
+    .await
+    .map_err(Error::internal)
+}
+
+fn validate_upn(upn: &str) -> Result<String, Error> {
+    let upn = upn.trim();
+    if upn.is_empty() {
+        return Err(Error::BadRequest("The user name must not be empty".into()));
+    }
+    if upn.chars().any(char::is_whitespace) {
+        return Err(Error::BadRequest(format!(
+            "The user name '{}' must not contain whitespace",
+            appfence_core::ids::truncate(upn, 100)
+        )));
+    }
+    if upn.chars().count() > MAX_UPN_CHARS {
+        return Err(Error::BadRequest(format!(
+            "The user name must be at most {MAX_UPN_CHARS} characters"
+        )));
+    }
+    Ok(upn.to_lowercase())
+}
+
+fn validate_password(password: &str) -> Result<(), Error> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::BadRequest(format!(
+            "The password must be at least {MIN_PASSWORD_CHARS} characters long"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_groups(groups: &[String]) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = Vec::with_capacity(groups.len());
+    for group in groups {
+        let group = group.trim();
+        if group.is_empty() {
+            return Err(Error::BadRequest("Group names must not be empty".into()));
+        }
+        if !out.iter().any(|g| g == group) {
+            out.push(group.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appfence_core::{ManualClock, Tenant};
+    use appfence_proto::Timestamp;
+    use appfence_store::SqliteStore;
+
+    const PASSWORD: &str = "correct horse battery";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: SqliteStore,
+        tenant: Tenant,
+        clock: ManualClock,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("appfence.db"))
+            .await
+            .unwrap();
+        let tenant = Tenant {
+            id: new_guid(),
+            name: "default".into(),
+        };
+        store.ensure_tenant(&tenant).await.unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            tenant,
+            clock: ManualClock::new(Timestamp::from_unix_seconds(1_700_000_000)),
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn users_are_stored_lower_case_with_a_hash_and_unique_groups() {
+        let f = fixture().await;
+        let user = create_user(
+            &f.store,
+            &f.clock,
+            &f.tenant.id,
+            "  Ana@Example.COM ",
+            PASSWORD,
+            &strings(&["tier2", " servers ", "tier2"]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(user.upn, "ana@example.com");
+        assert_eq!(user.groups, ["tier2", "servers"]);
+        assert!(appfence_core::ids::parse_guid(&user.object_id).is_some());
+        assert!(user.password_hash.starts_with("$argon2id$"));
+        assert!(!user.password_hash.contains(PASSWORD));
+        assert_eq!(user.created, Timestamp::from_unix_seconds(1_700_000_000));
+        let stored = f
+            .store
+            .user(&f.tenant.id, "ana@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.object_id, user.object_id);
+        assert_eq!(stored.groups, user.groups);
+
+        // The same UPN, in any case, is taken.
+        let again = create_user(
+            &f.store,
+            &f.clock,
+            &f.tenant.id,
+            "ANA@example.com",
+            PASSWORD,
+            &[],
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(again, Error::BadRequest(m) if m.contains("already exists")));
+    }
+
+    async fn refused(f: &Fixture, upn: &str, password: &str, groups: &[&str]) -> Error {
+        create_user(
+            &f.store,
+            &f.clock,
+            &f.tenant.id,
+            upn,
+            password,
+            &strings(groups),
+        )
+        .await
+        .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn bad_users_are_refused_with_a_reason() {
+        let f = fixture().await;
+        assert_eq!(
+            refused(&f, "  ", PASSWORD, &[]).await,
+            Error::BadRequest("The user name must not be empty".into())
+        );
+        assert_eq!(
+            refused(&f, "ana @example.com", PASSWORD, &[]).await,
+            Error::BadRequest(
+                "The user name 'ana @example.com' must not contain whitespace".into()
+            )
+        );
+        let long = format!("{}@x", "a".repeat(MAX_UPN_CHARS));
+        assert_eq!(
+            refused(&f, &long, PASSWORD, &[]).await,
+            Error::BadRequest("The user name must be at most 256 characters".into())
+        );
+        assert_eq!(
+            refused(&f, "ana@example.com", "elevenchars", &[]).await,
+            Error::BadRequest("The password must be at least 12 characters long".into())
+        );
+        assert_eq!(
+            refused(&f, "ana@example.com", PASSWORD, &["ok", " "]).await,
+            Error::BadRequest("Group names must not be empty".into())
+        );
+        assert!(matches!(
+            create_user(
+                &f.store,
+                &f.clock,
+                "no-such-tenant",
+                "ana@example.com",
+                PASSWORD,
+                &[]
+            )
+            .await
+            .unwrap_err(),
+            Error::ResourceNotFound(_)
+        ));
+        // Twelve characters are enough, counted as characters, not bytes.
+        create_user(
+            &f.store,
+            &f.clock,
+            &f.tenant.id,
+            "bo@example.com",
+            "éééééééééééé",
+            &[],
+        )
+        .await
+        .unwrap();
+        assert!(f
+            .store
+            .user(&f.tenant.id, "ana@example.com")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn only_the_right_password_authenticates() {
+        let f = fixture().await;
+        let user = create_user(
+            &f.store,
+            &f.clock,
+            &f.tenant.id,
+            "ana@example.com",
+            PASSWORD,
+            &strings(&["tier2"]),
+        )
+        .await
+        .unwrap();
+        let found = authenticate_user(&f.store, &f.tenant.id, "Ana@Example.com", PASSWORD)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.object_id, user.object_id);
+        assert_eq!(found.groups, ["tier2"]);
+        for (upn, password) in [
+            ("ana@example.com", "correct horse battery!"),
+            ("ana@example.com", ""),
+            ("nobody@example.com", PASSWORD),
+        ] {
+            assert_eq!(
+                authenticate_user(&f.store, &f.tenant.id, upn, password)
+                    .await
+                    .unwrap(),
+                None,
+                "{upn} {password}"
+            );
+        }
+        // Users belong to one tenant.
+        let other = Tenant {
+            id: new_guid(),
+            name: "other".into(),
+        };
+        f.store.ensure_tenant(&other).await.unwrap();
+        assert_eq!(
+            authenticate_user(&f.store, &other.id, "ana@example.com", PASSWORD)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_stored_hash_nothing_matches() {
+        // Not even the secret the dummy hash was made from, which nobody knows anyway.
+        assert!(!verify_slow_hash(String::new(), None).await.unwrap());
+        let phc = hash_secret("s3cret-s3cret");
+        assert!(verify_slow_hash("s3cret-s3cret".into(), Some(phc.clone()))
+            .await
+            .unwrap());
+        assert!(!verify_slow_hash("other".into(), Some(phc)).await.unwrap());
+    }
+}
