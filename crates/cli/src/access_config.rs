@@ -162,3 +162,77 @@ pub fn access_spec(
         device_groups,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::FileConfig;
+    use appfence_core::rbac::DeviceRule;
+
+    const TEXT: &str = r#"listen = "127.0.0.1:9000"
+
+[[auth.issuers]]
+issuer = "https://idp.example/realms/corp"
+audiences = ["api://appfence"]
+
+[[rbac.roles]]
+name = "Tier 2"
+permissions = ["Active remediation actions", "View data"]
+user_groups = ["g1"]
+
+[[device_groups]]
+name = "Servers"
+rank = 1
+match = { name_prefix = "srv-" }
+
+[[device_groups]]
+name = "Prod"
+rank = 2
+id = 77
+match = { tag = "prod" }
+user_groups = ["g2"]
+tenant = "t"
+"#;
+
+    #[test]
+    fn sections_become_a_spec_with_lines() {
+        let spec = FileConfig::parse(TEXT).unwrap().access;
+        assert_eq!(spec.issuers[0].line, Some(3));
+        assert_eq!(spec.issuers[0].audiences, ["api://appfence"]);
+        assert_eq!(spec.roles[0].line, Some(7));
+        assert_eq!(spec.roles[0].permissions.len(), 2);
+        assert_eq!(spec.device_groups[0].line, Some(12));
+        assert_eq!(
+            spec.device_groups[0].rule,
+            DeviceRule::NamePrefix("srv-".into())
+        );
+        assert_eq!(spec.device_groups[1].line, Some(17));
+        assert_eq!(spec.device_groups[1].id, Some(77));
+        assert_eq!(spec.device_groups[1].tenant.as_deref(), Some("t"));
+        assert!(FileConfig::parse("").unwrap().access.roles.is_empty());
+    }
+
+    #[test]
+    fn bad_sections_name_the_line() {
+        let two_rules = TEXT.replace(
+            r#"match = { tag = "prod" }"#,
+            r#"match = { tag = "prod", os_platform = "Linux" }"#,
+        );
+        assert_eq!(
+            FileConfig::parse(&two_rules).unwrap_err(),
+            "line 17: device group 'Prod': match must hold exactly one of name_prefix, tag or os_platform"
+        );
+        let empty = TEXT.replace(r#"{ name_prefix = "srv-" }"#, r#"{ name_prefix = " " }"#);
+        assert!(FileConfig::parse(&empty)
+            .unwrap_err()
+            .starts_with("line 12: device group 'Servers': the match value must not be empty"));
+        // Unknown keys are refused by the TOML reader, with the line.
+        let typo = TEXT.replace("user_groups = [\"g1\"]", "user_group = [\"g1\"]");
+        let err = FileConfig::parse(&typo).unwrap_err();
+        assert!(
+            err.contains("line 10") && err.contains("user_group"),
+            "{err}"
+        );
+        let bad_match = TEXT.replace("{ tag = \"prod\" }", "{ label = \"prod\" }");
+        assert!(FileConfig::parse(&bad_match).unwrap_err().contains("label"));
+    }
+}

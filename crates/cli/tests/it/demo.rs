@@ -8,16 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::http_client;
-use crate::process::{command, ChildGuard};
+use crate::process::{command, free_port, ChildGuard};
 use crate::wire::Resp;
 
 const START_LIMIT: Duration = Duration::from_secs(90);
-
-/// A free loopback port: bind to port 0, read it, let it go.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Starts `serve --demo` and waits (blocking, bounded) for the banner, which is printed
 /// once the demo is provisioned and every device has enrolled.
@@ -73,6 +67,30 @@ async fn token(http: &reqwest::Client, demo: &Value) -> String {
         .unwrap();
     let r = Resp::read(resp).await;
     assert_eq!(r.status, 200, "token: {}", r.text);
+    r.json()["access_token"].as_str().unwrap().to_string()
+}
+
+/// A user token of a demo user (`analyst` or `viewer`), by the password grant on the v1
+/// endpoint, as MDE's user-context documentation shows it.
+async fn user_token(http: &reqwest::Client, demo: &Value, who: &str) -> String {
+    let token_url = demo["tokenUrl"]
+        .as_str()
+        .unwrap()
+        .replace("/oauth2/v2.0/token", "/oauth2/token");
+    let resp = http
+        .post(token_url)
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", demo["clientId"].as_str().unwrap()),
+            ("username", demo[who]["username"].as_str().unwrap()),
+            ("password", demo[who]["password"].as_str().unwrap()),
+            ("resource", "https://api.securitycenter.microsoft.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let r = Resp::read(resp).await;
+    assert_eq!(r.status, 200, "{who} token: {}", r.text);
     r.json()["access_token"].as_str().unwrap().to_string()
 }
 
@@ -211,6 +229,34 @@ async fn serve_demo_end_to_end_and_after_a_restart() {
     let unrestrict_id = r.json()["id"].as_str().unwrap().to_string();
     wait_succeeded(&http, &t, &api, &unrestrict_id).await;
 
+    // The demo analyst may restrict (and is the requestor); the viewer may only read.
+    let analyst = user_token(&http, &demo, "analyst").await;
+    let r = call(
+        &http,
+        &analyst,
+        reqwest::Method::POST,
+        &format!("{api}/machines/{}/restrictCodeExecution", machines[2]),
+        Some(json!({"Comment": "analyst on duty"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["requestor"], demo["analyst"]["username"]);
+    let viewer = user_token(&http, &demo, "viewer").await;
+    assert_eq!(machine_ids(&http, &viewer, &api).await, sorted);
+    let r = call(
+        &http,
+        &viewer,
+        reqwest::Method::POST,
+        &format!("{api}/machines/{}/restrictCodeExecution", machines[3]),
+        Some(json!({"Comment": "viewer tries"})),
+    )
+    .await;
+    let e = r.assert_error(403, "Forbidden");
+    assert_eq!(
+        e.message,
+        "Missing user permission. API required role permission: Active remediation actions"
+    );
+
     // SIGTERM: a clean exit.
     terminate(child).await;
     assert!(
@@ -229,9 +275,18 @@ async fn serve_demo_end_to_end_and_after_a_restart() {
         .await
         .unwrap();
     let again = read_demo(data.path());
-    for key in ["tenantId", "clientId", "clientSecret", "enrollSecret"] {
+    for key in [
+        "tenantId",
+        "clientId",
+        "clientSecret",
+        "enrollSecret",
+        "analyst",
+        "viewer",
+    ] {
         assert_eq!(again[key], demo[key], "{key} changed across the restart");
     }
+    // The demo users still sign in after the restart.
+    user_token(&http, &again, "analyst").await;
     assert_eq!(again["machines"], demo["machines"], "the same machines");
     // The old token still verifies (keys persist), and a new one can be had.
     assert_eq!(

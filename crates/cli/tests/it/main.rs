@@ -21,6 +21,7 @@ mod lifecycle;
 mod odata;
 mod openapi;
 mod ratelimits;
+mod reload;
 mod tenants;
 mod timeouts;
 mod tokens;

@@ -85,13 +85,18 @@ impl ChildGuard {
         }
     }
 
-    /// Sends SIGTERM (through kill(1): no libc dependency for one signal).
+    /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name, e.g. `HUP` (through kill(1): no libc dependency).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.id().to_string()])
+            .args([&format!("-{name}"), &self.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     pub fn kill(&mut self) {
@@ -123,11 +128,35 @@ impl CliRun {
     }
 }
 
+/// A free loopback port: bind to port 0, read it, let it go.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// [`run`] with `input` as standard input.
+pub async fn run_with_stdin(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &str,
+    limit: Duration,
+) -> CliRun {
+    let dir = tempfile::tempdir().unwrap();
+    let input_file = dir.path().join("stdin");
+    std::fs::write(&input_file, input).unwrap();
+    let mut cmd = command(args, env);
+    cmd.stdin(File::open(&input_file).unwrap());
+    run_command(cmd, dir, limit).await
+}
+
 /// Runs the binary to completion (at most `limit`) off the async workers, so that an
 /// in-process server on the test's runtime keeps serving meanwhile.
 pub async fn run(args: &[&str], env: &[(&str, &str)], limit: Duration) -> CliRun {
     let cmd = command(args, env);
-    let dir = tempfile::tempdir().unwrap();
+    run_command(cmd, tempfile::tempdir().unwrap(), limit).await
+}
+
+async fn run_command(cmd: Command, dir: tempfile::TempDir, limit: Duration) -> CliRun {
     tokio::task::spawn_blocking(move || {
         let mut guard = ChildGuard::spawn(cmd, dir.path(), "cli");
         let status = guard.wait(limit);
