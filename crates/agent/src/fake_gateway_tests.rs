@@ -273,6 +273,7 @@ async fn result(
             DesiredState {
                 restricted: a.action_type == ActionType::RestrictCodeExecution,
                 action_id: Some(a.id.clone()),
+                ..DesiredState::default()
             },
         );
     }
@@ -562,6 +563,7 @@ async fn an_applied_but_unreported_action_is_reported_not_undone() {
         restricted: true,
         since: Some(Timestamp::from_unix_seconds(5)),
         applied_action_id: Some(id.clone()),
+        ..EnforcementState::default()
     };
     std::fs::write(
         tmp.path().join("demo-linux-01/enforcement.json"),

@@ -97,6 +97,7 @@ pub fn next_state(
         restricted,
         since,
         applied_action_id: action_id,
+        ..persisted.clone()
     }
 }
 
@@ -110,6 +111,9 @@ pub fn reported_state(actual_restricted: bool, persisted: &EnforcementState) -> 
             restricted: actual_restricted,
             since: None,
             applied_action_id: None,
+            unprotected_seconds: persisted.unprotected_seconds,
+            last_unprotected: persisted.last_unprotected.clone(),
+            ..EnforcementState::default()
         }
     }
 }
@@ -141,6 +145,7 @@ mod tests {
         DesiredState {
             restricted,
             action_id: id.map(str::to_string),
+            ..DesiredState::default()
         }
     }
 
@@ -149,6 +154,7 @@ mod tests {
             restricted,
             since: Some(Timestamp::from_unix_seconds(10)),
             applied_action_id: id.map(str::to_string),
+            ..EnforcementState::default()
         }
     }
 

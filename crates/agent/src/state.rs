@@ -271,6 +271,7 @@ mod tests {
             restricted: true,
             since: Some(Timestamp::from_ticks(17_000_000_000_123_456)),
             applied_action_id: Some("a1".into()),
+            ..EnforcementState::default()
         };
         dir.save_enforcement(&s).unwrap();
         assert_eq!(dir.load_enforcement().unwrap(), Some(s.clone()));

@@ -256,6 +256,7 @@ pub fn desired_state(last_succeeded: Option<&ActionRecord>) -> DesiredState {
         Some(a) => DesiredState {
             restricted: a.action_type == ActionType::RestrictCodeExecution,
             action_id: Some(a.id.clone()),
+            ..DesiredState::default()
         },
         None => DesiredState::default(),
     }

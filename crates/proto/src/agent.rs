@@ -62,6 +62,26 @@ pub struct Capabilities {
     pub simulated: bool,
 }
 
+/// How a restricted device treats programs outside the trusted set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnforcementMode {
+    /// Deny them.
+    #[default]
+    Enforce,
+    /// Allow them, but report what would have been denied.
+    Monitor,
+}
+
+/// A time span during which the server wanted the device restricted but nothing
+/// enforced it (the agent was down).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnprotectedPeriod {
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
 /// What the agent reports about its actual enforcement.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,6 +90,20 @@ pub struct EnforcementState {
     pub since: Option<Timestamp>,
     /// Id of the action whose state is in force, if any.
     pub applied_action_id: Option<String>,
+    #[serde(default)]
+    pub mode: EnforcementMode,
+    /// Mount points of the filesystems under enforcement (empty when not restricted).
+    #[serde(default)]
+    pub coverage: Vec<String>,
+    /// The allowlist version in force.
+    #[serde(default)]
+    pub allowlist_version: u64,
+    /// Seconds spent restricted-but-unenforced (agent down) since enrolment.
+    #[serde(default)]
+    pub unprotected_seconds: u64,
+    /// The latest such period, if any.
+    #[serde(default)]
+    pub last_unprotected: Option<UnprotectedPeriod>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +126,66 @@ pub struct DesiredState {
     pub restricted: bool,
     /// The succeeded action that set this state, if any.
     pub action_id: Option<String>,
+    /// Enforce or only monitor while restricted (server setting).
+    #[serde(default)]
+    pub mode: EnforcementMode,
+    /// The tenant's allowlist version; when it differs from the agent's, the agent
+    /// fetches `GET /agent/v1/allowlist`.
+    #[serde(default)]
+    pub allowlist_version: u64,
+}
+
+/// `GET /agent/v1/allowlist`: the SHA-256 hashes of the tenant's `FileSha256` indicators
+/// with action `Allowed`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowlistResponse {
+    pub version: u64,
+    /// Lower-case hex.
+    pub sha256: Vec<String>,
+}
+
+/// Why a program was (or, in monitor mode, would have been) stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DenialKind {
+    /// Executing a file outside the trusted set.
+    Exec,
+    /// Opening an ELF object outside the trusted set (`ld.so ./x`, `dlopen`).
+    ElfOpen,
+}
+
+/// One denied (or would-be denied) execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DenialEvent {
+    pub time: Timestamp,
+    pub path: String,
+    /// Lower-case hex, when the file was hashed.
+    pub sha256: Option<String>,
+    pub pid: u32,
+    pub uid: Option<u32>,
+    /// The parent process's executable, if known.
+    pub parent: Option<String>,
+    pub kind: DenialKind,
+    /// True when nothing was denied (monitor mode).
+    pub monitor: bool,
+}
+
+/// `POST /agent/v1/events`: a batch of denials, oldest first (at most
+/// [`MAX_EVENTS_PER_BATCH`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventBatch {
+    pub events: Vec<DenialEvent>,
+}
+
+pub const MAX_EVENTS_PER_BATCH: usize = 500;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventBatchResponse {
+    pub accepted: usize,
 }
 
 /// One command for the device: an open action, oldest first.

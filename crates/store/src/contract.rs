@@ -392,6 +392,14 @@ pub async fn heartbeat(store: &dyn Store) {
         restricted: true,
         since: Some(at(50)),
         applied_action_id: Some(new_guid()),
+        mode: appfence_proto::agent::EnforcementMode::Monitor,
+        coverage: vec!["/".into(), "/home".into()],
+        allowlist_version: 3,
+        unprotected_seconds: 42,
+        last_unprotected: Some(appfence_proto::agent::UnprotectedPeriod {
+            from: at(10),
+            to: at(52),
+        }),
     };
     store
         .record_heartbeat(&m.id, &info, &enforcement, at(60))
