@@ -50,17 +50,38 @@ pub struct AccessTokenClaims {
 }
 
 /// Where a token is valid (audience, issuer) and when, and which client obtained it:
-/// the part shared by application and user tokens.
-struct Issuance<'a> {
-    policy: &'a TokenPolicy,
-    app: &'a AppRegistration,
-    audience: &'a str,
-    version: TokenVersion,
-    now: Timestamp,
-    lifetime: Duration,
+/// the part shared by application and user tokens. `audience` is used as given: callers
+/// pass an audience accepted by the policy.
+pub struct Issuance<'a> {
+    pub policy: &'a TokenPolicy,
+    pub app: &'a AppRegistration,
+    pub audience: &'a str,
+    pub version: TokenVersion,
+    pub now: Timestamp,
+    pub lifetime: Duration,
 }
 
 impl Issuance<'_> {
+    /// The claims of an application token for the client.
+    pub fn app_claims(&self) -> AccessTokenClaims {
+        AccessTokenClaims {
+            roles: self.app.roles.clone(),
+            ..self.claims("app", &self.app.client_id)
+        }
+    }
+
+    /// The claims of a token for `user`, obtained through the client: every delegated
+    /// scope, and the user's groups, which decide the user's portal roles.
+    pub fn user_claims(&self, user: &UserRecord) -> AccessTokenClaims {
+        AccessTokenClaims {
+            groups: Some(user.groups.clone()),
+            scp: Some(DELEGATED_SCOPES.join(" ")),
+            unique_name: Some(user.upn.clone()),
+            upn: Some(user.upn.clone()),
+            ..self.claims("user", &user.object_id)
+        }
+    }
+
     /// Claims for the subject `oid` of type `idtyp`, with no roles, scopes or user names.
     fn claims(&self, idtyp: &str, oid: &str) -> AccessTokenClaims {
         let iat = self.now.unix_seconds();
@@ -88,9 +109,9 @@ impl Issuance<'_> {
     }
 }
 
-/// The claims of a token for `app`, valid from `now` for `lifetime`. `audience` is used
-/// as given: callers pass an audience accepted by the policy.
-pub fn app_token_claims(
+/// [`Issuance::app_claims`] from loose arguments, for tests.
+#[cfg(test)]
+pub(crate) fn app_token_claims(
     policy: &TokenPolicy,
     app: &AppRegistration,
     audience: &str,
@@ -98,23 +119,20 @@ pub fn app_token_claims(
     now: Timestamp,
     lifetime: Duration,
 ) -> AccessTokenClaims {
-    let issuance = Issuance {
+    Issuance {
         policy,
         app,
         audience,
         version,
         now,
         lifetime,
-    };
-    AccessTokenClaims {
-        roles: app.roles.clone(),
-        ..issuance.claims("app", &app.client_id)
     }
+    .app_claims()
 }
 
-/// The claims of a token for `user`, obtained through the client `app`: every delegated
-/// scope, and the user's groups, which decide the user's portal roles.
-pub fn user_token_claims(
+/// [`Issuance::user_claims`] from loose arguments, for tests.
+#[cfg(test)]
+pub(crate) fn user_token_claims(
     policy: &TokenPolicy,
     app: &AppRegistration,
     user: &UserRecord,
@@ -123,21 +141,15 @@ pub fn user_token_claims(
     now: Timestamp,
     lifetime: Duration,
 ) -> AccessTokenClaims {
-    let issuance = Issuance {
+    Issuance {
         policy,
         app,
         audience,
         version,
         now,
         lifetime,
-    };
-    AccessTokenClaims {
-        groups: Some(user.groups.clone()),
-        scp: Some(DELEGATED_SCOPES.join(" ")),
-        unique_name: Some(user.upn.clone()),
-        upn: Some(user.upn.clone()),
-        ..issuance.claims("user", &user.object_id)
     }
+    .user_claims(user)
 }
 
 /// Signs `claims` with the newest key: header `{"typ":"JWT","alg":"EdDSA","kid":...}`.
@@ -156,9 +168,7 @@ pub fn issue_app_token(
     audience: &str,
     version: TokenVersion,
 ) -> Result<String, Error> {
-    issue(state, audience, |policy, audience, now, lifetime| {
-        app_token_claims(policy, app, audience, version, now, lifetime)
-    })
+    issue(state, app, audience, version, |i| i.app_claims())
 }
 
 /// A delegated access token for `user`, obtained through the client `app`, for
@@ -170,17 +180,17 @@ pub fn issue_user_token(
     audience: &str,
     version: TokenVersion,
 ) -> Result<String, Error> {
-    issue(state, audience, |policy, audience, now, lifetime| {
-        user_token_claims(policy, app, user, audience, version, now, lifetime)
-    })
+    issue(state, app, audience, version, |i| i.user_claims(user))
 }
 
 /// Checks the audience against the server's policy, then signs the claims `build` makes
 /// for the canonical audience at the clock's time.
 fn issue(
     state: &AppState,
+    app: &AppRegistration,
     audience: &str,
-    build: impl FnOnce(&TokenPolicy, &str, Timestamp, Duration) -> AccessTokenClaims,
+    version: TokenVersion,
+    build: impl FnOnce(&Issuance) -> AccessTokenClaims,
 ) -> Result<String, Error> {
     let policy = TokenPolicy::new(&state.public_url());
     let audience = policy.accept_audience(audience).ok_or_else(|| {
@@ -190,12 +200,14 @@ fn issue(
             policy.audiences().join(", ")
         ))
     })?;
-    let claims = build(
-        &policy,
+    let claims = build(&Issuance {
+        policy: &policy,
+        app,
         audience,
-        state.clock.now(),
-        state.config.token_lifetime,
-    );
+        version,
+        now: state.clock.now(),
+        lifetime: state.config.token_lifetime,
+    });
     sign(&state.keys, &claims)
 }
 
