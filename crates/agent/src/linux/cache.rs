@@ -65,19 +65,14 @@ pub enum Verdict {
 /// The verdict `knowledge` supports for an event of `kind`, if it is enough to decide:
 /// executing needs trust; opening is denied only for an untrusted ELF object.
 pub fn verdict_for(kind: EventKind, knowledge: &Knowledge) -> Option<Verdict> {
-    let from_trust = |t: &Trust| {
-        if t.trusted {
-            Verdict::Allow
-        } else {
-            Verdict::Deny
-        }
-    };
-    match kind {
-        EventKind::Exec => knowledge.trust.as_ref().map(from_trust),
-        EventKind::Open => match knowledge.elf? {
-            false => Some(Verdict::Allow),
-            true => knowledge.trust.as_ref().map(from_trust),
-        },
+    let trusted = knowledge.trust.map(|t| t.trusted);
+    match (kind, trusted, knowledge.elf) {
+        (_, Some(true), _) => Some(Verdict::Allow),
+        (EventKind::Exec, Some(false), _) => Some(Verdict::Deny),
+        (EventKind::Exec, None, _) => None,
+        (EventKind::Open, _, Some(false)) => Some(Verdict::Allow),
+        (EventKind::Open, Some(false), Some(true)) => Some(Verdict::Deny),
+        (EventKind::Open, _, _) => None,
     }
 }
 
@@ -175,6 +170,24 @@ mod tests {
         assert_eq!(
             verdict_for(EventKind::Open, &known_elf),
             Some(Verdict::Allow)
+        );
+        // The open that follows an allowed exec needs no ELF check.
+        let executed = Knowledge {
+            elf: None,
+            trust: Some(TRUSTED),
+        };
+        assert_eq!(
+            verdict_for(EventKind::Open, &executed),
+            Some(Verdict::Allow)
+        );
+        let refused = Knowledge {
+            elf: None,
+            trust: Some(UNTRUSTED),
+        };
+        assert_eq!(
+            verdict_for(EventKind::Open, &refused),
+            None,
+            "text is readable"
         );
     }
 

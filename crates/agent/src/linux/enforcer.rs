@@ -18,7 +18,7 @@ use super::dpkg::PackageIndex;
 use super::engine::{Counters, EnforcerStats, Engine, EngineSettings, Shared};
 use super::memfd::{MemfdChange, MemfdSysctl};
 use super::mounts::discover_local_filesystems;
-use super::sys::{fanotify_available, kernel_version, FanotifyGroup};
+use super::sys::{fanotify_available, kernel_version, raise_open_file_limit, FanotifyGroup};
 use super::trust::{own_executable_sha256, SharedAllowlist, TrustSet};
 use crate::enforcer::{hresult, EnforceError, EnforcementReport, Enforcer};
 
@@ -128,6 +128,7 @@ impl FanotifyEnforcer {
             counters: Counters::default(),
             denials: DenialLog::new(config.denial_buffer),
             generation: AtomicU64::new(0),
+            applied_generation: AtomicU64::new(0),
             monitor: AtomicBool::new(config.monitor),
             clock,
         });
@@ -152,8 +153,9 @@ impl FanotifyEnforcer {
         self.inner.apply(restricted)
     }
 
-    /// Replaces the allowlist. Takes effect for the next event: cached decisions and
-    /// ignore marks are dropped.
+    /// Replaces the allowlist. Cached decisions and ignore marks are dropped; when this
+    /// returns the new list is in force (unless the reader did not get to it within a
+    /// second, which is logged).
     pub fn set_allowlist(&self, hashes: impl IntoIterator<Item = Sha256Hash>) {
         let hashes: HashSet<Sha256Hash> = hashes.into_iter().collect();
         *self
@@ -161,9 +163,20 @@ impl FanotifyEnforcer {
             .allowlist
             .write()
             .unwrap_or_else(|p| p.into_inner()) = hashes;
-        self.inner.shared.generation.fetch_add(1, Ordering::AcqRel);
-        if let Some(running) = self.inner.lock_running().as_ref() {
-            running.engine.nudge();
+        let shared = &self.inner.shared;
+        let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let running = self.inner.lock_running();
+        let Some(running) = running.as_ref() else {
+            return; // the next run starts from the new list
+        };
+        running.engine.nudge();
+        let waited = std::time::Instant::now();
+        while shared.applied_generation.load(Ordering::Acquire) < generation {
+            if waited.elapsed() > Duration::from_secs(1) {
+                tracing::warn!("the decision loop has not taken the new allowlist yet");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -246,6 +259,15 @@ impl Inner {
             config.hash_size_limit,
         ));
 
+        match raise_open_file_limit() {
+            Ok(limit) if (limit as usize) < config.queue_bound + 256 => tracing::warn!(
+                limit,
+                queue_bound = config.queue_bound,
+                "open-file limit below the event queue bound: events may be denied under load"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
         let group = FanotifyGroup::new().map_err(|e| {
             let code = if e.kind() == io::ErrorKind::PermissionDenied {
                 hresult::E_ACCESSDENIED

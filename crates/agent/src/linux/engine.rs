@@ -99,6 +99,8 @@ pub struct Shared {
     /// Bumped when the allowlist changes: the reader then forgets its cache and its
     /// ignore marks.
     pub generation: AtomicU64,
+    /// The generation the reader has put in force.
+    pub applied_generation: AtomicU64,
     pub monitor: AtomicBool,
     pub clock: Arc<dyn Clock>,
 }
@@ -341,6 +343,9 @@ impl Reader {
             self.cache.clear();
             let _ = self.group.flush_inode_marks();
         }
+        self.shared
+            .applied_generation
+            .store(generation, Ordering::Release);
     }
 
     fn read_events(&mut self, buf: &mut [u8]) {

@@ -306,6 +306,23 @@ pub fn fd_path(file: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
 }
 
+/// Raises this process's soft limit on open files to the hard limit. Every event waiting
+/// for a decision holds a descriptor; running out makes the kernel deny events.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: the kernel fills `limit`.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: reads a live struct.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// (major, minor) of the running kernel, from `uname`.
 pub fn kernel_version() -> Option<(u32, u32)> {
     let mut uts = std::mem::MaybeUninit::<libc::utsname>::uninit();

@@ -174,6 +174,34 @@ impl Drop for Sandbox {
     }
 }
 
+/// Counters are bumped and records written after the answer: poll (for up to 2 s)
+/// until `done` holds, and return what was seen last.
+fn stats_when(enforcer: &FanotifyEnforcer, done: impl Fn(&EnforcerStats) -> bool) -> EnforcerStats {
+    for _ in 0..100 {
+        let stats = enforcer.stats();
+        if done(&stats) {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    enforcer.stats()
+}
+
+fn denials_when(
+    enforcer: &FanotifyEnforcer,
+    done: impl Fn(&[DenialRecord]) -> bool,
+) -> Vec<DenialRecord> {
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen.extend(enforcer.drain_denials());
+        if done(&seen) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen
+}
+
 fn sha256_of(path: &Path) -> Sha256Hash {
     sha2::Sha256::digest(std::fs::read(path).unwrap()).into()
 }
@@ -263,7 +291,7 @@ fn allowlisted_binary_runs_unknown_and_modified_are_denied() {
             assert_runs(&allowed, &[]);
             assert_exec_denied(&unknown);
             assert_exec_denied(&modified);
-            let stats = enforcer.stats();
+            let stats = stats_when(&enforcer, |s| s.denied >= 2 && s.ignore_marks >= 1);
             println!("{stats:?}");
             assert!(stats.denied >= 2, "{stats:?}");
             assert!(
@@ -281,8 +309,7 @@ fn allowlisted_binary_runs_unknown_and_modified_are_denied() {
                 .unwrap();
             assert_exec_denied(&allowed);
 
-            std::thread::sleep(Duration::from_millis(200)); // records are written after
-            let denials = enforcer.drain_denials();
+            let denials = denials_when(&enforcer, |d| d.len() >= 3);
             println!("{denials:#?}");
             let unknown_record = denials
                 .iter()
@@ -310,7 +337,7 @@ fn allowlisted_binary_runs_unknown_and_modified_are_denied() {
                 Path::new(PYTHON),
                 &["-c", lingering, unknown.to_str().unwrap()],
             );
-            let denials = enforcer.drain_denials();
+            let denials = denials_when(&enforcer, |d| !d.is_empty());
             let record = denials
                 .iter()
                 .find(|d| d.path.as_deref() == Some(unknown.as_path()))
@@ -350,8 +377,7 @@ fn loader_and_dlopen_of_unknown_objects_are_denied() {
         std::fs::write(&text, "hello").unwrap();
         assert_runs(Path::new("/bin/cat"), &[text.to_str().unwrap()]);
 
-        std::thread::sleep(Duration::from_millis(200));
-        let denials = enforcer.drain_denials();
+        let denials = denials_when(&enforcer, |d| d.len() >= 2);
         assert!(denials
             .iter()
             .any(|d| d.access == AccessKind::ElfOpen
@@ -479,7 +505,7 @@ fn a_slow_decision_is_answered_at_the_deadline() {
         enforcer.set_decision_delay(Duration::from_secs(3));
         enforcer.apply_blocking(true).unwrap();
         assert_runs(&unknown, &[]);
-        let stats = enforcer.stats();
+        let stats = stats_when(&enforcer, |s| s.deadline_expired >= 1);
         println!("{stats:?}");
         assert!(stats.deadline_expired >= 1, "{stats:?}");
         assert_eq!(stats.denied, 0);
@@ -492,13 +518,12 @@ fn a_slow_decision_is_answered_at_the_deadline() {
         enforcer.set_decision_delay(Duration::from_secs(3));
         enforcer.apply_blocking(true).unwrap();
         assert_exec_denied(&allowed);
-        let stats = enforcer.stats();
+        let stats = stats_when(&enforcer, |s| s.deadline_expired >= 1 && s.denied >= 1);
         assert!(
             stats.deadline_expired >= 1 && stats.denied >= 1,
             "{stats:?}"
         );
-        std::thread::sleep(Duration::from_millis(200));
-        let denials = enforcer.drain_denials();
+        let denials = denials_when(&enforcer, |d| d.iter().any(|d| d.by_deadline));
         assert!(denials.iter().any(|d| d.by_deadline), "{denials:?}");
     });
 }
@@ -611,12 +636,11 @@ fn monitor_mode_denies_nothing_but_records() {
         enforcer.apply_blocking(true).unwrap();
         assert_runs(&unknown, &[]);
         assert_runs(Path::new(LOADER), &[unknown.to_str().unwrap()]);
-        let stats = enforcer.stats();
+        let stats = stats_when(&enforcer, |s| s.would_deny >= 2);
         println!("{stats:?}");
         assert_eq!(stats.denied, 0, "{stats:?}");
         assert!(stats.would_deny >= 2, "{stats:?}");
-        std::thread::sleep(Duration::from_millis(200));
-        let denials = enforcer.drain_denials();
+        let denials = denials_when(&enforcer, |d| d.len() >= 2);
         assert!(!denials.is_empty() && denials.iter().all(|d| d.monitor_only));
         assert!(denials.iter().any(|d| d.access == AccessKind::Exec));
         assert!(denials.iter().any(|d| d.access == AccessKind::ElfOpen));

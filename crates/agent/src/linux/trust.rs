@@ -184,6 +184,30 @@ mod tests {
     }
 
     #[test]
+    fn this_systems_packaged_true_is_trusted() {
+        let Ok(index) = PackageIndex::load_dpkg(Path::new("/"), Path::new("/")) else {
+            println!("skipped: no dpkg database here");
+            return;
+        };
+        let set = TrustSet::new(index, None, Default::default(), 256 << 20);
+        let file = std::fs::File::open("/bin/true").unwrap();
+        // What the kernel reports for the file: on merged-/usr, /usr/bin/true.
+        let path = std::fs::canonicalize("/bin/true").unwrap();
+        let size = file.metadata().unwrap().len();
+        let outcome = set.check(file.as_fd(), size, Some(&path), far());
+        assert!(
+            matches!(
+                outcome,
+                TrustOutcome::Decided {
+                    reason: Some(TrustReason::Package),
+                    ..
+                }
+            ),
+            "{path:?}: {outcome:?}"
+        );
+    }
+
+    #[test]
     fn the_running_executable_can_be_hashed() {
         assert!(own_executable_sha256(1 << 34).is_some());
     }
