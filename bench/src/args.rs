@@ -22,6 +22,10 @@ pub struct Options {
     /// Interleaved rounds of the read measurement, and how long each kind runs per round.
     pub read_rounds: usize,
     pub read_round: Duration,
+    /// Interleaved rounds of the access measurement, and how long each kind runs per
+    /// round.
+    pub access_rounds: usize,
+    pub access_round: Duration,
     pub dir: Option<PathBuf>,
 }
 
@@ -39,6 +43,13 @@ impl Options {
                 Duration::from_millis(250)
             } else {
                 Duration::from_millis(1500)
+            },
+            // One round per kind, for the same reason.
+            access_rounds: crate::access::KINDS,
+            access_round: if quick {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(800)
             },
             dir: None,
         }
@@ -99,6 +110,7 @@ mod tests {
         assert!(o.quick);
         assert_eq!(o.devices, 50);
         assert_eq!(o.read_rounds, 4);
+        assert!(o.access_round < full.access_round);
         assert_eq!(o.dir, Some(PathBuf::from("/x")));
     }
 

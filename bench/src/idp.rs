@@ -111,8 +111,7 @@ impl Drop for Idp {
 
 /// The JWKS holding only the signing key.
 fn published_jwks() -> Result<Value, String> {
-    let all: Value =
-        serde_json::from_str(TEST_JWKS).map_err(|e| format!("test JWKS: {e}"))?;
+    let all: Value = serde_json::from_str(TEST_JWKS).map_err(|e| format!("test JWKS: {e}"))?;
     let keys: Vec<Value> = all["keys"]
         .as_array()
         .into_iter()

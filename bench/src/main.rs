@@ -8,8 +8,10 @@
 //!
 //! `cargo run --release -p appfence-bench -- [--quick]`
 
+mod access;
 mod args;
 mod creation;
+mod idp;
 mod load;
 mod raw_sqlite;
 mod reads;
@@ -70,6 +72,7 @@ struct Measured {
     enroll: stats::Sample,
     creation: creation::Creation,
     reads: reads::Reads,
+    access: access::Access,
     pragmas: String,
 }
 
@@ -85,6 +88,7 @@ impl Measured {
             healthz: &self.reads.healthz,
             store_read: &self.reads.store_read,
             token_check: &self.reads.token_check,
+            access: &self.access,
             sqlite_pragmas: &self.pragmas,
             total,
         }
@@ -100,7 +104,8 @@ async fn run(o: &Options) -> Result<(Measured, Duration), String> {
     .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     eprintln!("databases in {}", tmp.path().display());
 
-    let h = Harness::start(tmp.path(), o.concurrency).await?;
+    let idp = idp::Idp::start().await?;
+    let h = Harness::start(tmp.path(), o.concurrency, idp.access_spec()).await?;
     eprintln!(
         "server at {}; enrolling {} devices over HTTP",
         h.base, o.devices
@@ -155,6 +160,20 @@ async fn run(o: &Options) -> Result<(Measured, Duration), String> {
     )
     .await?;
 
+    eprintln!(
+        "measuring the API gate against GET /api/machineactions/{{id}} on 1 client ({} rounds of {:?})",
+        o.access_rounds, o.access_round
+    );
+    let user_token = idp.user_token(SystemClock.now().unix_seconds())?;
+    let access = access::run(
+        &h,
+        &format!("Bearer {user_token}"),
+        &creation.action_ids,
+        o.access_rounds,
+        o.access_round,
+    )
+    .await?;
+
     let pragmas = raw.pragmas.clone();
     raw.close().await?;
     h.shutdown().await?;
@@ -163,6 +182,7 @@ async fn run(o: &Options) -> Result<(Measured, Duration), String> {
             enroll,
             creation,
             reads,
+            access,
             pragmas,
         },
         started.elapsed(),

@@ -166,7 +166,7 @@ async fn token_checks(h: &Harness, round: Duration) -> Result<Sample, String> {
 }
 
 /// Sends the request and reads the whole body; anything but 200 is an error.
-async fn expect_ok(req: reqwest::RequestBuilder, what: &str) -> Result<(), String> {
+pub async fn expect_ok(req: reqwest::RequestBuilder, what: &str) -> Result<(), String> {
     let resp = req.send().await.map_err(|e| format!("{what}: {e}"))?;
     let status = resp.status();
     let body = resp

@@ -137,16 +137,26 @@ impl DeviceScope {
 
     /// `Forbidden`, naming the device group, unless the scope covers the device.
     pub fn check_device(&self, machine: &MachineRecord) -> Result<(), Error> {
-        if self.allows(machine.rbac_group_id) {
+        self.check_group(
+            &machine.id,
+            machine.rbac_group_id,
+            machine.rbac_group_name.as_deref(),
+        )
+    }
+
+    /// [`DeviceScope::check_device`] from the machine's id and device group alone.
+    pub fn check_group(
+        &self,
+        machine_id: &str,
+        rbac_group_id: i64,
+        rbac_group_name: Option<&str>,
+    ) -> Result<(), Error> {
+        if self.allows(rbac_group_id) {
             return Ok(());
         }
-        let group = machine
-            .rbac_group_name
-            .as_deref()
-            .unwrap_or("Ungrouped devices");
+        let group = rbac_group_name.unwrap_or("Ungrouped devices");
         Err(Error::Forbidden(format!(
-            "User has no access to device group '{group}' of machine {}",
-            machine.id
+            "User has no access to device group '{group}' of machine {machine_id}"
         )))
     }
 }

@@ -7,7 +7,7 @@ use appfence_core::rbac::DeviceScope;
 use appfence_core::{ActionRecord, Clock, MachineRef};
 use appfence_store::Store;
 
-use crate::access::{self, AccessHolder, AccessSpec};
+use crate::access::{self, AccessHolder, AccessSpec, MachineGroups};
 use crate::dispatch::Dispatcher;
 use crate::oauth::external::{ExternalIssuers, FETCH_TIMEOUT};
 use crate::oauth::keys::KeySet;
@@ -26,6 +26,8 @@ pub struct AppState {
     pub access: Arc<AccessHolder>,
     /// Verifiers of the external issuers in `access`, with their cached keys.
     pub external: Arc<ExternalIssuers>,
+    /// Device groups of machines, for authorizing users' calls on actions.
+    pub machine_groups: Arc<MachineGroups>,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
         let external = Arc::new(ExternalIssuers::new(http, clock.clone()));
         external.configure(policy.issuers.clone());
         Ok(AppState {
+            machine_groups: Arc::new(MachineGroups::default()),
             external,
             access: Arc::new(AccessHolder::new(policy)),
             limiter,
@@ -95,15 +98,25 @@ impl AppState {
         if *scope == DeviceScope::All {
             return Ok(());
         }
-        let machine = self
-            .store
-            .machine(
-                &action.tenant_id,
-                &MachineRef::Id(action.machine_id.clone()),
-            )
-            .await?
-            .ok_or_else(|| appfence_core::Error::action_not_found(&action.id))?;
-        scope.check_device(&machine)
+        let (group_id, group_name) = match self.machine_groups.get(&action.machine_id) {
+            Some(known) => known,
+            None => {
+                let generation = self.machine_groups.generation();
+                let machine = self
+                    .store
+                    .machine(
+                        &action.tenant_id,
+                        &MachineRef::Id(action.machine_id.clone()),
+                    )
+                    .await?
+                    .ok_or_else(|| appfence_core::Error::action_not_found(&action.id))?;
+                let group = (machine.rbac_group_id, machine.rbac_group_name);
+                self.machine_groups
+                    .remember(generation, &machine.id, group.clone());
+                group
+            }
+        };
+        scope.check_group(&action.machine_id, group_id, group_name.as_deref())
     }
 
     /// Replaces the access policy (SIGHUP). A spec that does not validate is refused with

@@ -209,6 +209,54 @@ impl AccessHolder {
     }
 }
 
+/// Each machine's device group, remembered from the store: a user's call on an action
+/// needs the group of the action's machine, and reading the whole machine record for it
+/// would cost more than the rest of the authorization. Groups change only when this
+/// process regroups (start-up, reload), which clears it.
+#[derive(Default)]
+pub struct MachineGroups {
+    known: RwLock<HashMap<String, (i64, Option<String>)>>,
+    /// Bumped by every clear, so a lookup that read the store before a regrouping cannot
+    /// store its (old) answer after the clear.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl MachineGroups {
+    pub fn get(&self, machine_id: &str) -> Option<(i64, Option<String>)> {
+        self.known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(machine_id)
+            .cloned()
+    }
+
+    /// Take before reading the store; pass to [`MachineGroups::remember`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps a group read from the store at `generation`, unless a clear came since.
+    pub fn remember(&self, generation: u64, machine_id: &str, group: (i64, Option<String>)) {
+        let mut known = self
+            .known
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.generation() == generation {
+            known.insert(machine_id.to_string(), group);
+        }
+    }
+
+    pub fn clear(&self) {
+        let mut known = self
+            .known
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        known.clear();
+    }
+}
+
 /// The device-group changes that `rbac` implies for `machines`.
 pub fn regroup(rbac: &TenantRbac, machines: &[MachineRecord]) -> Vec<GroupAssignment> {
     machines

@@ -169,3 +169,19 @@ fn the_holder_swaps_whole_policies() {
     assert!(before.rbac("t1").roles().is_empty());
     assert_eq!(holder.current().rbac("t1").roles().len(), 1);
 }
+
+#[test]
+fn machine_groups_forget_on_clear_and_refuse_answers_read_before_it() {
+    let groups = MachineGroups::default();
+    let before = groups.generation();
+    groups.remember(before, "m1", (5, Some("Servers".into())));
+    assert_eq!(groups.get("m1"), Some((5, Some("Servers".into()))));
+    // A lookup starts, a reload clears, the lookup finishes with what it read before.
+    let lookup = groups.generation();
+    groups.clear();
+    assert_eq!(groups.get("m1"), None);
+    groups.remember(lookup, "m1", (5, Some("Servers".into())));
+    assert_eq!(groups.get("m1"), None, "a stale answer is not kept");
+    groups.remember(groups.generation(), "m1", (0, None));
+    assert_eq!(groups.get("m1"), Some((0, None)));
+}

@@ -1,0 +1,296 @@
+//! The Markdown report.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use appfence_agent::linux::EnforcerStats;
+
+use crate::appfence::{ApplyTiming, PackageDb};
+use crate::measure::{Results, Setting, Version};
+use crate::programs::Workload;
+use crate::stats::{summarise, Summary};
+
+pub struct Context {
+    pub command: String,
+    pub date: String,
+    pub commit: String,
+    pub machine: String,
+    pub execs: usize,
+    pub rounds: usize,
+    pub chunk: usize,
+    pub fapolicyd: Result<String, String>,
+    pub fapolicyd_integrity: String,
+    pub wall_time: Duration,
+}
+
+pub struct ApplyResults {
+    pub timings: Vec<(PackageDb, ApplyTiming)>,
+}
+
+/// Allowed, cached execution under appfence against no enforcement: at most +5%.
+const CACHED_OVERHEAD_TARGET: f64 = 1.05;
+/// Command received to enforcement active.
+const APPLY_TARGET: Duration = Duration::from_secs(1);
+
+pub fn render(
+    context: &Context,
+    workloads: &[Workload],
+    results: &Results,
+    apply: &ApplyResults,
+) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "## Execution overhead (Linux agent)\n");
+    let _ = writeln!(w, "- command: `{}`", context.command);
+    let _ = writeln!(w, "- date (UTC): {}", context.date);
+    let _ = writeln!(w, "- commit: {}", context.commit);
+    let _ = writeln!(w, "- machine: {}", context.machine);
+    let _ = writeln!(
+        w,
+        "- isolation: one private mount + PID namespace (`unshare -m -p -f --mount-proc --propagation private`, under `timeout -s KILL`), programs on a private tmpfs; appfence marks only that tmpfs"
+    );
+    for (i, workload) in workloads.iter().enumerate() {
+        let _ = writeln!(w, "- workload {}: {}", letter(i), workload.description);
+    }
+    let _ = writeln!(
+        w,
+        "- executions: {} per measurement (fork + exec + wait through `std::process::Command`, wall clock per execution), in {} interleaved rounds of {}; in each round every configuration runs once (order rotating), started afresh, proven to refuse an unknown binary, warmed up with {} untimed runs of each workload, then runs the four variants (order rotating)",
+        context.execs, context.rounds, context.chunk, crate::measure::WARM_UP
+    );
+    let _ = writeln!(
+        w,
+        "- cached: the same files every time; first-time: every file of the workload replaced by a fresh copy (new inode, same content) before each execution, untimed"
+    );
+    match &context.fapolicyd {
+        Ok(version) => {
+            let _ = writeln!(
+                w,
+                "- fapolicyd {version}, `integrity = {}`, `watch_fs = tmpfs`, mount marks inside the namespace, trust file listing the workload files",
+                context.fapolicyd_integrity
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(w, "- fapolicyd: not measured: {why}");
+        }
+    }
+    let _ = writeln!(
+        w,
+        "- wall time of the whole run: {:.1} s\n",
+        context.wall_time.as_secs_f64()
+    );
+
+    let settings = [Setting::NoEnforcement, Setting::Appfence, Setting::Fapolicyd];
+    let get = |setting, workload, version| {
+        results
+            .latencies_ns
+            .get(&(setting, workload, version))
+            .and_then(|l| summarise(l))
+    };
+    let _ = writeln!(
+        w,
+        "| configuration | workload | variant | execs | mean µs | p50 µs | p99 µs | mean vs none | p50 vs none |"
+    );
+    let _ = writeln!(w, "|---|---|---|---:|---:|---:|---:|---:|---:|");
+    for version in [Version::Cached, Version::FirstTime] {
+        for (i, workload) in workloads.iter().enumerate() {
+            let baseline = get(Setting::NoEnforcement, i, version);
+            for setting in settings {
+                let Some(s) = get(setting, i, version) else {
+                    continue;
+                };
+                let (vs_mean, vs_p50) = match (setting, baseline) {
+                    (Setting::NoEnforcement, _) | (_, None) => (String::new(), String::new()),
+                    (_, Some(b)) => (
+                        ratio(s.mean, b.mean),
+                        ratio(s.p50, b.p50),
+                    ),
+                };
+                let _ = writeln!(
+                    w,
+                    "| {} | {} {} | {} | {} | {} | {} | {} | {vs_mean} | {vs_p50} |",
+                    setting.label(),
+                    letter(i),
+                    workload.name,
+                    version_label(version),
+                    s.count,
+                    micros(s.mean),
+                    micros(s.p50),
+                    micros(s.p99),
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(w, "\n| ratio (means) | measured | target | verdict |");
+    let _ = writeln!(w, "|---|---:|---:|---|");
+    for (i, _) in workloads.iter().enumerate() {
+        let none = get(Setting::NoEnforcement, i, Version::Cached);
+        let app = get(Setting::Appfence, i, Version::Cached);
+        let fap = get(Setting::Fapolicyd, i, Version::Cached);
+        if let (Some(n), Some(a)) = (none, app) {
+            let r = a.mean.as_secs_f64() / n.mean.as_secs_f64();
+            let _ = writeln!(
+                w,
+                "| appfence cached / no enforcement, workload {} | {} | ≤ 1.05 | {} |",
+                letter(i),
+                ratio(a.mean, n.mean),
+                verdict(r <= CACHED_OVERHEAD_TARGET)
+            );
+        }
+        if let (Some(a), Some(f)) = (app, fap) {
+            let r = a.mean.as_secs_f64() / f.mean.as_secs_f64();
+            let _ = writeln!(
+                w,
+                "| appfence cached / fapolicyd cached, workload {} | {} | < 1 | {} |",
+                letter(i),
+                ratio(a.mean, f.mean),
+                verdict(r < 1.0)
+            );
+        }
+    }
+    for (i, _) in workloads.iter().enumerate() {
+        let none = get(Setting::NoEnforcement, i, Version::FirstTime);
+        let app = get(Setting::Appfence, i, Version::FirstTime);
+        let fap = get(Setting::Fapolicyd, i, Version::FirstTime);
+        if let (Some(n), Some(a)) = (none, app) {
+            let _ = writeln!(
+                w,
+                "| appfence first-time / no enforcement, workload {} (informative) | {} |  |  |",
+                letter(i),
+                ratio(a.mean, n.mean)
+            );
+        }
+        if let (Some(a), Some(f)) = (app, fap) {
+            let _ = writeln!(
+                w,
+                "| appfence first-time / fapolicyd first-time, workload {} (informative) | {} |  |  |",
+                letter(i),
+                ratio(a.mean, f.mean)
+            );
+        }
+    }
+
+    render_stats(w, &results.appfence_stats);
+    render_apply(w, apply);
+    out
+}
+
+fn render_stats(w: &mut String, s: &EnforcerStats) {
+    let _ = writeln!(
+        w,
+        "\nappfence's decision loop over all its sessions: {} events, {} allowed, {} denied (the proofs of enforcement), {} cache hits, {} cache misses (hashed), {} inode ignore marks added, {} answered at the deadline, {} refused for a full queue, {} kernel queue overflows.",
+        s.events,
+        s.allowed,
+        s.denied,
+        s.cache_hits,
+        s.cache_misses,
+        s.ignore_marks,
+        s.deadline_expired,
+        s.queue_full,
+        s.overflows
+    );
+}
+
+fn render_apply(w: &mut String, apply: &ApplyResults) {
+    let _ = writeln!(w, "\n### Command received → enforcement active\n");
+    let _ = writeln!(
+        w,
+        "The whole `FanotifyEnforcer::apply_blocking(true)` of a fresh enforcer (fanotify group, filesystem mark on the tmpfs, package database, the agent's own SHA-256, decision loop, `vm.memfd_noexec`), rounds interleaved; then `apply_blocking(false)`, timed apart.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| package database | rounds | apply mean ms | apply min ms | apply max ms | lift mean ms | enforcer's report |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---|");
+    let mut worst = Duration::ZERO;
+    for packages in [PackageDb::None, PackageDb::Host] {
+        let timings: Vec<&ApplyTiming> = apply
+            .timings
+            .iter()
+            .filter(|(p, _)| *p == packages)
+            .map(|(_, t)| t)
+            .collect();
+        let Some(apply_s) = summary_of(timings.iter().map(|t| t.apply)) else {
+            continue;
+        };
+        let lift_s = summary_of(timings.iter().map(|t| t.lift)).expect("same rounds");
+        let min = timings.iter().map(|t| t.apply).min().unwrap_or_default();
+        let max = timings.iter().map(|t| t.apply).max().unwrap_or_default();
+        worst = worst.max(max);
+        let label = match packages {
+            PackageDb::None => "none (`only_mounts` = the tmpfs, allowlist only)",
+            PackageDb::Host => "this host's dpkg database (`/var/lib/dpkg/info`)",
+        };
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            timings.len(),
+            millis(apply_s.mean),
+            millis(min),
+            millis(max),
+            millis(lift_s.mean),
+            timings.last().map(|t| t.detail.as_str()).unwrap_or("")
+        );
+    }
+    let _ = writeln!(w, "\n| target | measured (slowest round) | target | verdict |");
+    let _ = writeln!(w, "|---|---:|---:|---|");
+    let _ = writeln!(
+        w,
+        "| command received → enforcement active | {} ms | ≤ 1000 ms | {} |",
+        millis(worst),
+        verdict(worst <= APPLY_TARGET)
+    );
+}
+
+fn summary_of(durations: impl Iterator<Item = Duration>) -> Option<Summary> {
+    let ns: Vec<u64> = durations.map(|d| d.as_nanos() as u64).collect();
+    summarise(&ns)
+}
+
+fn letter(i: usize) -> char {
+    (b'a' + i as u8) as char
+}
+
+fn version_label(version: Version) -> &'static str {
+    match version {
+        Version::Cached => "cached",
+        Version::FirstTime => "first-time",
+    }
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+/// `x / y` as a factor and a percentage, e.g. `1.021 (+2.1%)`.
+fn ratio(x: Duration, y: Duration) -> String {
+    let r = x.as_secs_f64() / y.as_secs_f64();
+    format!("{r:.3} ({:+.1}%)", (r - 1.0) * 100.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_and_units() {
+        let ms = Duration::from_millis;
+        assert_eq!(ratio(ms(102), ms(100)), "1.020 (+2.0%)");
+        assert_eq!(ratio(ms(50), ms(100)), "0.500 (-50.0%)");
+        assert_eq!(micros(Duration::from_nanos(1_234_567)), "1234.6");
+        assert_eq!(millis(Duration::from_micros(2_500)), "2.5");
+        assert_eq!((letter(0), letter(1)), ('a', 'b'));
+    }
+}
