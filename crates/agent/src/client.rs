@@ -9,8 +9,9 @@ use std::fmt;
 use std::time::Duration;
 
 use appfence_proto::agent::{
-    ActionUpdateResponse, CommandsResponse, DeviceInfo, EnrollRequest, EnrollResponse,
-    HeartbeatRequest, HeartbeatResponse, ResultRequest,
+    ActionUpdateResponse, AllowlistResponse, CommandsResponse, DeviceInfo, EnrollRequest,
+    EnrollResponse, EventBatch, EventBatchResponse, HeartbeatRequest, HeartbeatResponse,
+    ResultRequest,
 };
 use appfence_proto::ErrorBody;
 use reqwest::{RequestBuilder, Url};
@@ -180,6 +181,18 @@ impl GatewayClient {
     ) -> Result<ActionUpdateResponse, ClientError> {
         let url = endpoint(&self.base, &["actions", action_id, "result"]);
         send(self.authed(self.http.post(url).timeout(CALL_TIMEOUT).json(result))).await
+    }
+
+    /// `GET /agent/v1/allowlist`: the tenant's allowlist and its version.
+    pub async fn allowlist(&self) -> Result<AllowlistResponse, ClientError> {
+        let url = endpoint(&self.base, &["allowlist"]);
+        send(self.authed(self.http.get(url).timeout(CALL_TIMEOUT))).await
+    }
+
+    /// `POST /agent/v1/events`: a batch of denials (at most `MAX_EVENTS_PER_BATCH`).
+    pub async fn send_events(&self, batch: &EventBatch) -> Result<EventBatchResponse, ClientError> {
+        let url = endpoint(&self.base, &["events"]);
+        send(self.authed(self.http.post(url).timeout(CALL_TIMEOUT).json(batch))).await
     }
 
     fn authed(&self, req: RequestBuilder) -> RequestBuilder {

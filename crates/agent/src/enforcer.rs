@@ -4,9 +4,16 @@
 //! implementations are planned: [`crate::simulated::SimulatedEnforcer`] (pretends, for
 //! `serve --demo` and tests) and the fanotify enforcer on Linux, which holds a fanotify
 //! group while restricted and drops it to unrestrict. The loop persists the state and
-//! reports to the server; an enforcer keeps no state on disk of its own.
+//! reports to the server; an enforcer keeps no state on disk of its own (the fanotify
+//! enforcer's saved `vm.memfd_noexec` value aside).
+//!
+//! Beyond the restricted state, the loop hands the enforcer the server's allowlist and
+//! mode, collects its denials for the server, and reports its coverage. Those methods
+//! have defaults so that an enforcer without the notion (a test double) needs nothing.
 
-use appfence_proto::agent::{Capabilities, Command};
+use std::sync::Arc;
+
+use appfence_proto::agent::{Capabilities, Command, DenialEvent, EnforcementMode};
 use async_trait::async_trait;
 
 /// HRESULT values reported as `errorHResult` when an action fails (signed 32-bit, as MDE
@@ -67,4 +74,101 @@ pub trait Enforcer: Send + Sync {
     /// Pacing hook, awaited before a command is acknowledged. Real enforcers return at
     /// once (the default); the simulated one waits to mimic a device's reaction time.
     async fn before_ack(&self, _command: &Command) {}
+
+    /// Replaces the server's allowlist: SHA-256 hashes in lower-case hex, already
+    /// validated. In force when this returns; cached decisions are dropped.
+    async fn set_allowlist(&self, _sha256: &[String]) {}
+
+    /// Enforce (deny) or only monitor (report what would be denied). Takes effect at once.
+    fn set_mode(&self, _mode: EnforcementMode) {}
+
+    /// The denials (or would-be denials) since the last call, oldest first.
+    fn drain_denials(&self) -> Vec<DenialEvent> {
+        Vec::new()
+    }
+
+    /// Mount points of the filesystems under enforcement (empty when not restricted).
+    fn coverage(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// An enforcer with restriction switched off for this boot (`appfence.disable=1` on the
+/// kernel command line, the escape for a host that an enforcement bug keeps from
+/// booting): every restriction is refused with a clear message, the rest passes through,
+/// and the device reports that it cannot restrict.
+pub struct DisabledAtBoot(pub Arc<dyn Enforcer>);
+
+pub const DISABLED_AT_BOOT: &str =
+    "enforcement is disabled for this boot (appfence.disable=1 on the kernel command line)";
+
+#[async_trait]
+impl Enforcer for DisabledAtBoot {
+    async fn apply(&self, restricted: bool) -> Result<EnforcementReport, EnforceError> {
+        if restricted {
+            Err(EnforceError::failed(DISABLED_AT_BOOT))
+        } else {
+            self.0.apply(false).await
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            can_restrict_execution: false,
+            ..self.0.capabilities()
+        }
+    }
+
+    fn is_restricted(&self) -> bool {
+        self.0.is_restricted()
+    }
+
+    async fn set_allowlist(&self, sha256: &[String]) {
+        self.0.set_allowlist(sha256).await
+    }
+
+    fn set_mode(&self, mode: EnforcementMode) {
+        self.0.set_mode(mode)
+    }
+
+    fn drain_denials(&self) -> Vec<DenialEvent> {
+        self.0.drain_denials()
+    }
+
+    fn coverage(&self) -> Vec<String> {
+        self.0.coverage()
+    }
+}
+
+/// Whether `text` is a SHA-256 in lower-case hex, as the protocol writes them.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_is_64_lower_case_digits() {
+        let ok = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert!(is_sha256_hex(ok));
+        assert!(!is_sha256_hex(&ok.to_uppercase()));
+        assert!(!is_sha256_hex(&ok[1..]));
+        assert!(!is_sha256_hex(&ok.replace('b', "g")));
+    }
+
+    #[tokio::test]
+    async fn disabled_at_boot_refuses_restriction_only() {
+        use crate::simulated::{SimTimings, SimulatedEnforcer};
+        let inner = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+        let disabled = DisabledAtBoot(inner.clone());
+        let err = disabled.apply(true).await.unwrap_err();
+        assert_eq!(err.message, DISABLED_AT_BOOT);
+        assert!(!disabled.is_restricted() && inner.apply_count() == 0);
+        disabled.apply(false).await.unwrap();
+        assert!(!disabled.capabilities().can_restrict_execution);
+        disabled.set_mode(EnforcementMode::Monitor);
+        assert_eq!(inner.mode(), EnforcementMode::Monitor);
+    }
 }

@@ -1,7 +1,9 @@
 //! The agent loop against a small in-memory fake of the `/agent/v1` gateway: enrolment,
-//! apply and report, cancellation before and during an action, convergence, restarts,
-//! revoked credentials, unreachable servers and prompt shutdown. The real server's own
-//! end-to-end tests live in the integration test binary.
+//! apply and report, cancellation before and during an action, convergence, restarts
+//! (re-applied before the server is reachable, with the time spent unprotected),
+//! allowlist and mode changes, denial batches, revoked credentials, unreachable servers
+//! and prompt shutdown. The real server's own end-to-end tests live in the integration
+//! test binary.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -17,8 +19,10 @@ use crate::{
     SimulatedEnforcer,
 };
 use appfence_proto::agent::{
-    ActionUpdateResponse, Capabilities, Command, CommandsResponse, DesiredState, EnforcementState,
-    EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Outcome, ResultRequest,
+    ActionUpdateResponse, AllowlistResponse, Capabilities, Command, CommandsResponse, DenialEvent,
+    DenialKind, DesiredState, EnforcementMode, EnforcementState, EnrollRequest, EnrollResponse,
+    EventBatch, EventBatchResponse, HeartbeatRequest, HeartbeatResponse, Outcome, ResultRequest,
+    MAX_EVENTS_PER_BATCH,
 };
 use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use async_trait::async_trait;
@@ -51,6 +55,12 @@ struct World {
     enrolments: usize,
     heartbeats: Vec<(String, HeartbeatRequest)>,
     next_id: u64,
+    allowlist: AllowlistResponse,
+    allowlist_fetches: usize,
+    /// Batches received, in order.
+    batches: Vec<Vec<DenialEvent>>,
+    /// Answer `POST /events` with 503 while set.
+    events_down: bool,
 }
 
 #[derive(Clone, Default)]
@@ -116,6 +126,23 @@ impl Fake {
 
     fn desired(&self, host: &str) -> DesiredState {
         self.world().desired.get(host).cloned().unwrap_or_default()
+    }
+
+    fn change_desired(&self, host: &str, change: impl FnOnce(&mut DesiredState)) {
+        change(self.world().desired.entry(host.to_string()).or_default());
+    }
+
+    /// Publishes a new allowlist and tells `host` about its version.
+    fn publish_allowlist(&self, host: &str, version: u64, sha256: &[String]) {
+        self.world().allowlist = AllowlistResponse {
+            version,
+            sha256: sha256.to_vec(),
+        };
+        self.change_desired(host, |d| d.allowlist_version = version);
+    }
+
+    fn received_events(&self) -> Vec<DenialEvent> {
+        self.world().batches.concat()
     }
 
     fn last_heartbeat(&self, host: &str) -> Option<HeartbeatRequest> {
@@ -268,21 +295,51 @@ async fn result(
     };
     let a = a.clone();
     if applied && a.status == ActionStatus::Succeeded && a.action_type.is_restrict_family() {
-        w.desired.insert(
-            host,
-            DesiredState {
-                restricted: a.action_type == ActionType::RestrictCodeExecution,
-                action_id: Some(a.id.clone()),
-                ..DesiredState::default()
-            },
-        );
+        let d = w.desired.entry(host).or_default();
+        d.restricted = a.action_type == ActionType::RestrictCodeExecution;
+        d.action_id = Some(a.id.clone());
     }
     drop(w);
     Json(fake.update(&a, applied)).into_response()
 }
 
+async fn allowlist(State(fake): State<Fake>, headers: HeaderMap) -> Response {
+    if let Err(r) = fake.device(&headers) {
+        return r;
+    }
+    let mut w = fake.world();
+    w.allowlist_fetches += 1;
+    Json(w.allowlist.clone()).into_response()
+}
+
+async fn events(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Json(batch): Json<EventBatch>,
+) -> Response {
+    if let Err(r) = fake.device(&headers) {
+        return r;
+    }
+    let mut w = fake.world();
+    if w.events_down {
+        return envelope(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "down",
+        );
+    }
+    if batch.events.len() > MAX_EVENTS_PER_BATCH {
+        return envelope(StatusCode::BAD_REQUEST, "BadRequest", "batch too large");
+    }
+    let accepted = batch.events.len();
+    w.batches.push(batch.events);
+    Json(EventBatchResponse { accepted }).into_response()
+}
+
 fn router(fake: Fake) -> Router {
     Router::new()
+        .route("/agent/v1/allowlist", get(allowlist))
+        .route("/agent/v1/events", post(events))
         .route("/agent/v1/enroll", post(enroll))
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/commands", get(commands))
@@ -339,6 +396,18 @@ impl Enforcer for Recording {
     async fn before_ack(&self, command: &Command) {
         self.inner.before_ack(command).await
     }
+    async fn set_allowlist(&self, sha256: &[String]) {
+        self.inner.set_allowlist(sha256).await
+    }
+    fn set_mode(&self, mode: EnforcementMode) {
+        self.inner.set_mode(mode)
+    }
+    fn drain_denials(&self) -> Vec<DenialEvent> {
+        self.inner.drain_denials()
+    }
+    fn coverage(&self) -> Vec<String> {
+        self.inner.coverage()
+    }
 }
 
 const HOST: &str = "demo-linux-01.appfence.local";
@@ -351,6 +420,10 @@ fn config(url: &str, root: &Path) -> AgentConfig {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(200),
     };
+    c.alive_interval = Duration::from_millis(100);
+    c.events.drain_interval = Duration::from_millis(20);
+    c.events.send_interval = Duration::from_millis(100);
+    c.unauthorized_retry = Duration::from_millis(200);
     c
 }
 
@@ -624,23 +697,37 @@ async fn a_corrupt_enforcement_record_converges_to_the_server() {
 }
 
 #[tokio::test]
-async fn a_revoked_credential_stops_the_agent() {
+async fn a_revoked_credential_keeps_the_restriction_and_retries() {
     let (fake, url) = start_fake().await;
     let tmp = tempfile::tempdir().unwrap();
-    let (_tx, handle) = start(
-        config(&url, tmp.path()),
-        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
-    );
-    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restricted", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    let heartbeats = |fake: &Fake| fake.world().heartbeats.len();
     fake.revoke(HOST);
-    let outcome = tokio::time::timeout(Duration::from_secs(5), handle)
-        .await
-        .expect("stops by itself")
-        .unwrap();
-    assert!(
-        matches!(outcome, Err(AgentError::CredentialRevoked(_))),
-        "{outcome:?}"
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!handle.is_finished(), "a refused credential is retried");
+    assert!(enforcer.is_restricted(), "and the restriction stays");
+    assert_eq!(enforcer.apply_count(), 1);
+
+    // Credential back (the fake forgot it, as a server restored from backup might not):
+    // the agent resumes without re-enrolling.
+    let cred: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("demo-linux-01/credential.json")).unwrap(),
+    )
+    .unwrap();
+    let before = heartbeats(&fake);
+    fake.world().credentials.insert(
+        cred["credential"].as_str().unwrap().to_string(),
+        HOST.to_string(),
     );
+    eventually("heartbeats resume", || heartbeats(&fake) > before).await;
+    assert_eq!(fake.world().enrolments, 1);
+    stop(tx, handle).await.unwrap();
 }
 
 #[tokio::test]
@@ -765,4 +852,262 @@ async fn a_fleet_enrols_distinct_devices_once() {
             .unwrap()
             .unwrap();
     }
+}
+
+fn unreachable_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+fn denial(pid: u32) -> DenialEvent {
+    DenialEvent {
+        time: Timestamp::from_unix_seconds(1_700_000_000),
+        path: format!("/srv/unknown-{pid}"),
+        sha256: Some("cd".repeat(32)),
+        pid,
+        uid: Some(1000),
+        parent: Some("/usr/bin/bash".into()),
+        kind: DenialKind::Exec,
+        monitor: false,
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_restriction_is_re_applied_before_the_server_answers() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let hash = "ab".repeat(32);
+    fake.publish_allowlist(HOST, 7, std::slice::from_ref(&hash));
+    fake.change_desired(HOST, |d| d.mode = EnforcementMode::Monitor);
+    let first = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), first.clone());
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restricted", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    eventually("allowlist and mode recorded", || {
+        let r = read_enforcement(tmp.path());
+        r.allowlist_version == 7 && r.mode == EnforcementMode::Monitor
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+
+    // The server is gone; the host restarts.
+    let second = Recording::new(SimTimings::IMMEDIATE);
+    let mut c = config(&unreachable_url(), tmp.path());
+    c.enroll_secret = None;
+    let (tx, handle) = start(c, second.clone());
+    eventually("re-applied without the server", || second.is_restricted()).await;
+    assert_eq!(second.calls(), vec![true]);
+    assert_eq!(second.inner.allowlist(), vec![hash]);
+    assert_eq!(second.inner.mode(), EnforcementMode::Monitor);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!handle.is_finished(), "keeps trying to reach the server");
+    assert!(second.is_restricted());
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn time_spent_down_while_restricted_is_reported() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(appfence_core::ManualClock::new(
+        Timestamp::from_unix_seconds(1_700_000_000),
+    ));
+    let with_clock = || {
+        let mut c = config(&url, tmp.path());
+        c.clock = clock.clone();
+        c
+    };
+    let (tx, handle) = start(
+        with_clock(),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restricted", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    // The manual clock moves a tick per reading: compare whole seconds.
+    let stamp = || {
+        crate::state::StateDir::new(tmp.path().join("demo-linux-01"))
+            .load_alive()
+            .unwrap()
+            .map(Timestamp::unix_seconds)
+    };
+    assert_eq!(
+        stamp(),
+        Some(1_700_000_000),
+        "the restriction's first alive stamp is written before Succeeded"
+    );
+    // Alive stamps follow the clock while the agent runs.
+    clock.advance(Duration::from_secs(30));
+    eventually("a later alive stamp", || stamp() == Some(1_700_000_030)).await;
+    assert_eq!(read_enforcement(tmp.path()).unprotected_seconds, 0);
+    // Killed (the task is aborted: no clean shutdown), down for 95 s.
+    handle.abort();
+    let _ = handle.await;
+    drop(tx);
+    clock.advance(Duration::from_secs(95));
+
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(with_clock(), enforcer.clone());
+    eventually("a heartbeat reports the unprotected period", || {
+        fake.last_heartbeat(HOST)
+            .is_some_and(|h| h.enforcement.unprotected_seconds == 95)
+    })
+    .await;
+    let reported = fake.last_heartbeat(HOST).unwrap().enforcement;
+    assert!(reported.restricted && enforcer.is_restricted());
+    let period = reported.last_unprotected.unwrap();
+    assert_eq!(period.from.unix_seconds(), 1_700_000_030);
+    assert_eq!(period.to.unix_seconds(), 1_700_000_125);
+    assert_eq!(reported.coverage, vec!["/"]);
+    assert_eq!(read_enforcement(tmp.path()).unprotected_seconds, 95);
+
+    // A clean stop is a gap too, and periods add up.
+    stop(tx, handle).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    let (tx, handle) = start(
+        with_clock(),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    eventually("the second period is added", || {
+        fake.last_heartbeat(HOST)
+            .is_some_and(|h| h.enforcement.unprotected_seconds == 100)
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_allowlist_version_is_fetched_recorded_and_applied() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        fake.world().allowlist_fetches,
+        0,
+        "version 0: nothing to fetch"
+    );
+
+    let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+    fake.publish_allowlist(HOST, 1, &[b.to_uppercase(), a.clone(), "not-a-hash".into()]);
+    eventually("applied", || {
+        enforcer.allowlist() == vec![a.clone(), b.clone()]
+    })
+    .await;
+    let path = tmp.path().join("demo-linux-01/allowlist.json");
+    let stored: AllowlistResponse = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    eventually("heartbeat reports the version", || {
+        fake.last_heartbeat(HOST)
+            .is_some_and(|h| h.enforcement.allowlist_version == 1)
+    })
+    .await;
+    let fetches = fake.world().allowlist_fetches;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.world().allowlist_fetches,
+        fetches,
+        "fetched once per version"
+    );
+
+    fake.publish_allowlist(HOST, 2, &[]);
+    eventually("the emptied list is applied", || {
+        enforcer.allowlist().is_empty()
+    })
+    .await;
+    eventually("recorded", || {
+        read_enforcement(tmp.path()).allowlist_version == 2
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn denials_are_sent_in_bounded_batches_and_survive_an_outage() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+
+    let total = 2 * MAX_EVENTS_PER_BATCH as u32 + 37;
+    for pid in 0..total {
+        enforcer.push_denial(denial(pid));
+    }
+    eventually("all denials received", || {
+        fake.received_events().len() == total as usize
+    })
+    .await;
+    let pids: Vec<u32> = fake.received_events().iter().map(|e| e.pid).collect();
+    assert_eq!(pids, (0..total).collect::<Vec<_>>(), "in order, once each");
+    assert!(fake
+        .world()
+        .batches
+        .iter()
+        .all(|b| !b.is_empty() && b.len() <= MAX_EVENTS_PER_BATCH));
+    assert_eq!(fake.received_events()[0], denial(0));
+
+    // The server cannot take events for a while: they wait, then arrive.
+    fake.world().events_down = true;
+    for pid in total..total + 5 {
+        enforcer.push_denial(denial(pid));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        enforcer.pending_denials(),
+        0,
+        "drained into the agent's buffer"
+    );
+    assert_eq!(fake.received_events().len(), total as usize);
+    fake.world().events_down = false;
+    eventually("the held denials arrive", || {
+        fake.received_events().len() == total as usize + 5
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_mode_follows_the_server() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restricted", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    assert_eq!(enforcer.mode(), EnforcementMode::Enforce);
+
+    fake.change_desired(HOST, |d| d.mode = EnforcementMode::Monitor);
+    eventually("monitoring", || enforcer.mode() == EnforcementMode::Monitor).await;
+    eventually("reported", || {
+        fake.last_heartbeat(HOST).is_some_and(|h| {
+            h.enforcement.mode == EnforcementMode::Monitor && h.enforcement.restricted
+        })
+    })
+    .await;
+    assert_eq!(read_enforcement(tmp.path()).mode, EnforcementMode::Monitor);
+    assert_eq!(enforcer.apply_count(), 1, "a mode switch is no re-apply");
+
+    fake.change_desired(HOST, |d| d.mode = EnforcementMode::Enforce);
+    eventually("enforcing again", || {
+        enforcer.mode() == EnforcementMode::Enforce
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
 }

@@ -5,10 +5,12 @@
 //! - [`runner::run`] is one device's loop; [`simulated::spawn_fleet`] runs many in-process.
 //! - [`state::StateDir`] holds the credential and the enforcement record on disk.
 //! - [`enforcer::Enforcer`] is what actually restricts a device.
+//! - [`events`] sends the enforcer's denials to the server in batches.
 
 pub mod backoff;
 pub mod client;
 pub mod enforcer;
+pub mod events;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod plan;

@@ -1,10 +1,13 @@
 //! The command loop's decisions, as pure functions of what the server said and what the
 //! device enforces, so that they can be tested without a server.
 
-use appfence_proto::agent::{ActionUpdateResponse, Command, DesiredState, EnforcementState};
+use appfence_proto::agent::{
+    ActionUpdateResponse, AllowlistResponse, Command, DesiredState, EnforcementState,
+    UnprotectedPeriod,
+};
 use appfence_proto::{ActionType, Timestamp};
 
-use crate::enforcer::hresult;
+use crate::enforcer::{hresult, is_sha256_hex};
 
 /// The state an action type asks for, if it is one this agent enforces.
 pub fn requested_state(action_type: ActionType) -> Option<bool> {
@@ -111,11 +114,42 @@ pub fn reported_state(actual_restricted: bool, persisted: &EnforcementState) -> 
             restricted: actual_restricted,
             since: None,
             applied_action_id: None,
-            unprotected_seconds: persisted.unprotected_seconds,
-            last_unprotected: persisted.last_unprotected.clone(),
-            ..EnforcementState::default()
+            ..persisted.clone()
         }
     }
+}
+
+/// The record with the period `from`..`to` spent unprotected added, in whole seconds
+/// (the nearest: the period is known only to the precision of the alive stamps).
+pub fn with_unprotected(
+    persisted: &EnforcementState,
+    from: Timestamp,
+    to: Timestamp,
+) -> EnforcementState {
+    let from = from.min(to);
+    let ticks = to.ticks() - from.ticks();
+    let seconds = (ticks as u64 + 5_000_000) / 10_000_000;
+    EnforcementState {
+        unprotected_seconds: persisted.unprotected_seconds.saturating_add(seconds),
+        last_unprotected: Some(UnprotectedPeriod { from, to }),
+        ..persisted.clone()
+    }
+}
+
+/// The server's allowlist as the enforcer takes it: lower-case SHA-256 hex, sorted,
+/// without duplicates; also how many entries were not SHA-256 hashes.
+pub fn allowlist_hashes(list: &AllowlistResponse) -> (Vec<String>, usize) {
+    let mut hashes: Vec<String> = list
+        .sha256
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    let before = hashes.len();
+    hashes.retain(|h| is_sha256_hex(h));
+    let rejected = before - hashes.len();
+    hashes.sort();
+    hashes.dedup();
+    (hashes, rejected)
 }
 
 #[cfg(test)]
@@ -249,9 +283,50 @@ mod tests {
 
     #[test]
     fn reported_state_tells_the_truth() {
-        let s = state(true, Some("r"));
+        let mut s = state(true, Some("r"));
+        s.allowlist_version = 4;
+        s.unprotected_seconds = 9;
         assert_eq!(reported_state(true, &s), s);
         let lost = reported_state(false, &s);
         assert!(!lost.restricted && lost.applied_action_id.is_none());
+        assert_eq!((lost.allowlist_version, lost.unprotected_seconds), (4, 9));
+    }
+
+    #[test]
+    fn unprotected_periods_add_up_in_whole_seconds() {
+        let t = Timestamp::from_unix_seconds;
+        let once = with_unprotected(&state(true, Some("r")), t(100), t(160));
+        assert_eq!(once.unprotected_seconds, 60);
+        let period = once.last_unprotected.clone().unwrap();
+        assert_eq!((period.from, period.to), (t(100), t(160)));
+        // Rounded to the nearest second; a clock that went back counts nothing.
+        let twice = with_unprotected(
+            &once,
+            t(200),
+            t(200).plus(std::time::Duration::from_millis(600)),
+        );
+        assert_eq!(
+            with_unprotected(
+                &once,
+                t(200),
+                t(200).plus(std::time::Duration::from_millis(400))
+            )
+            .unprotected_seconds,
+            60
+        );
+        assert_eq!(twice.unprotected_seconds, 61);
+        let back = with_unprotected(&twice, t(300), t(250));
+        assert_eq!(back.unprotected_seconds, 61);
+        assert!(back.restricted && back.applied_action_id.as_deref() == Some("r"));
+    }
+
+    #[test]
+    fn allowlists_are_normalised_and_checked() {
+        let a = "ab".repeat(32);
+        let list = AllowlistResponse {
+            version: 2,
+            sha256: vec![a.to_uppercase(), "nope".into(), a.clone(), format!(" {a}")],
+        };
+        assert_eq!(allowlist_hashes(&list), (vec![a], 1));
     }
 }

@@ -10,8 +10,15 @@
 //!   applied but not yet reported before a restart is still open, and is re-acknowledged
 //!   and reported rather than undone.
 //! - Transport errors and server faults restart the cycle after an exponential backoff
-//!   with jitter; a refused credential stops the agent; `shutdown` stops it promptly, even
-//!   in the middle of a long-poll.
+//!   with jitter; a refused credential is logged and retried slowly (the device keeps
+//!   enforcing what it recorded); `shutdown` stops it promptly, even in the middle of a
+//!   long-poll.
+//! - At start, before the server is contacted, a recorded restriction is re-applied with
+//!   the recorded allowlist and mode, and the time since the agent was last alive while
+//!   restricted is added to the record as time spent unprotected.
+//! - The allowlist and the mode follow the server's desired state; denials are sent by
+//!   a task of their own ([`crate::events`]), and another records every few seconds that
+//!   the agent is alive while restricted.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,8 +29,10 @@ use std::time::Duration;
 
 use appfence_core::{Clock, SystemClock};
 use appfence_proto::agent::{
-    Command, DesiredState, DeviceInfo, EnforcementState, HeartbeatRequest, Outcome, ResultRequest,
+    AllowlistResponse, Command, DesiredState, DeviceInfo, EnforcementState, HeartbeatRequest,
+    Outcome, ResultRequest,
 };
+use appfence_proto::Timestamp;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
@@ -31,11 +40,14 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::backoff::Backoff;
 use crate::client::{http_client, ClientError, GatewayClient};
 use crate::enforcer::{hresult, Enforcer};
+use crate::events::{ship_denials, EventSettings};
 use crate::plan::{self, Convergence, Step};
 use crate::state::{StateDir, StateError, StoredCredential};
 
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_UNAUTHORIZED_RETRY: Duration = Duration::from_secs(60);
 
 /// Everything one device needs to run.
 #[derive(Clone)]
@@ -56,8 +68,15 @@ pub struct AgentConfig {
     pub backoff: Backoff,
     /// A shared connection pool (a demo fleet uses one for all devices); `None` builds one.
     pub http: Option<reqwest::Client>,
-    /// Source of the `since` timestamps.
+    /// Source of the `since` timestamps, the alive stamps and the unprotected periods.
     pub clock: Arc<dyn Clock>,
+    /// How often the agent records that it is alive while restricted: the precision of
+    /// the unprotected time reported after a crash.
+    pub alive_interval: Duration,
+    /// How denials are collected and sent.
+    pub events: EventSettings,
+    /// The wait between attempts while the server refuses the device's credential.
+    pub unauthorized_retry: Duration,
 }
 
 impl AgentConfig {
@@ -79,6 +98,9 @@ impl AgentConfig {
             backoff: Backoff::default(),
             http: None,
             clock: Arc::new(SystemClock),
+            alive_interval: DEFAULT_ALIVE_INTERVAL,
+            events: EventSettings::default(),
+            unauthorized_retry: DEFAULT_UNAUTHORIZED_RETRY,
         }
     }
 }
@@ -109,9 +131,6 @@ pub enum AgentError {
     /// The server refused the enrolment: wrong secret (401), host name taken (400), ...
     #[error("enrolment refused: {0}")]
     EnrollmentRefused(#[source] ClientError),
-    /// The device's credential was revoked or is unknown to the server: re-enrol it.
-    #[error("the server refused this device's credential (revoked or unknown): {0}")]
-    CredentialRevoked(String),
     #[error("invalid agent configuration: {0}")]
     Config(#[source] ClientError),
     #[error(transparent)]
@@ -148,13 +167,13 @@ async fn run_device(
 
     // Fail-open recovery first: a restart must not leave a restricted device open while
     // the server is unreachable.
-    let persisted = load_enforcement(&state).await?;
-    if persisted.restricted && !enforcer.is_restricted() {
-        info!("re-applying the restriction recorded before the restart");
-        if let Err(e) = enforcer.apply(true).await {
-            error!(error = %e, "could not re-apply the recorded restriction");
-        }
-    }
+    let (persisted, unprotected_since) = recover(&config, &*enforcer, &state).await;
+    let _alive = AbortOnDrop(tokio::spawn(keep_alive_stamp(
+        enforcer.clone(),
+        state.clone(),
+        config.clock.clone(),
+        config.alive_interval,
+    )));
 
     let credential = {
         let s = state.clone();
@@ -179,18 +198,113 @@ async fn run_device(
 
     let client = GatewayClient::new(http, &config.server_url, credential.credential)
         .map_err(AgentError::Config)?;
+    let _events = AbortOnDrop(tokio::spawn(ship_denials(
+        enforcer.clone(),
+        client.clone(),
+        config.events,
+        config.backoff,
+        shutdown.clone(),
+    )));
     let mut agent = Agent {
         config,
         enforcer,
         client,
         state,
         persisted,
+        unprotected_since,
         shutdown,
         next_heartbeat: Instant::now(),
         check_now: true,
         skipped: HashSet::new(),
     };
     agent.serve().await
+}
+
+/// Aborts a background task when the loop that started it ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Re-applies what the state directory records, before the server is contacted: the
+/// allowlist and the mode, then the restriction. Returns the record (with the time spent
+/// unprotected added and saved, if the restriction is back) and, if the restriction could
+/// not be re-applied, since when the device is unprotected.
+async fn recover(
+    config: &AgentConfig,
+    enforcer: &dyn Enforcer,
+    state: &StateDir,
+) -> (EnforcementState, Option<Timestamp>) {
+    let mut persisted = load_enforcement(state).await;
+    match load_allowlist(state).await {
+        Some(list) => {
+            let (hashes, _) = plan::allowlist_hashes(&list);
+            enforcer.set_allowlist(&hashes).await;
+            persisted.allowlist_version = list.version;
+        }
+        // Fetched again from the server.
+        None => persisted.allowlist_version = 0,
+    }
+    enforcer.set_mode(persisted.mode);
+    if !persisted.restricted {
+        return (persisted, None);
+    }
+    let last_alive = {
+        let s = state.clone();
+        match blocking(move || s.load_alive()).await {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(error = %e, "cannot tell when the agent was last alive; the time spent unprotected is unknown");
+                None
+            }
+        }
+    };
+    if !enforcer.is_restricted() {
+        info!("re-applying the restriction recorded before the restart");
+        if let Err(e) = enforcer.apply(true).await {
+            error!(error = %e, "could not re-apply the recorded restriction: the device is NOT protected");
+            return (persisted, last_alive);
+        }
+    }
+    let now = config.clock.now();
+    if let Some(from) = last_alive {
+        persisted = plan::with_unprotected(&persisted, from, now);
+        warn!(%from, to = %now, total_seconds = persisted.unprotected_seconds, "the device was unprotected while the agent was down");
+    }
+    let (s, record) = (state.clone(), persisted.clone());
+    let saved = blocking(move || {
+        s.save_alive(now)?;
+        s.save_enforcement(&record)
+    })
+    .await;
+    if let Err(e) = saved {
+        error!(error = %e, "cannot record the re-applied restriction");
+    }
+    (persisted, None)
+}
+
+/// Records every `interval` that the agent is alive while the enforcer restricts.
+async fn keep_alive_stamp(
+    enforcer: Arc<dyn Enforcer>,
+    state: StateDir,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !enforcer.is_restricted() {
+            continue;
+        }
+        let (s, now) = (state.clone(), clock.now());
+        if let Err(e) = blocking(move || s.save_alive(now)).await {
+            warn!(error = %e, "cannot record that the agent is alive");
+        }
+    }
 }
 
 /// The loop was interrupted by a shutdown request.
@@ -250,17 +364,42 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// The recorded enforcement state; a corrupt record is replaced by the unrestricted
-/// default with a warning (the server's desired state then decides).
-async fn load_enforcement(state: &StateDir) -> Result<EnforcementState, AgentError> {
+/// The recorded enforcement state. A record that cannot be read is salvaged as far as
+/// it goes (whether the device was restricted); one that says nothing at all counts as
+/// unrestricted, loudly, and the server's desired state then decides.
+async fn load_enforcement(state: &StateDir) -> EnforcementState {
     let s = state.clone();
     match blocking(move || s.load_enforcement()).await {
-        Ok(found) => Ok(found.unwrap_or_default()),
-        Err(e @ StateError::Corrupt { .. }) => {
-            warn!(error = %e, "ignoring the corrupt enforcement record; the server's desired state will be applied");
-            Ok(EnforcementState::default())
+        Ok(found) => found.unwrap_or_default(),
+        Err(e) => {
+            let s = state.clone();
+            let salvaged = tokio::task::spawn_blocking(move || s.salvage_enforcement())
+                .await
+                .ok()
+                .flatten();
+            match salvaged {
+                Some(record) => {
+                    error!(error = %e, restricted = record.restricted, "the enforcement record is damaged; keeping the state it still shows");
+                    record
+                }
+                None => {
+                    error!(error = %e, "THE ENFORCEMENT RECORD IS UNREADABLE: starting unrestricted until the server's desired state is applied");
+                    EnforcementState::default()
+                }
+            }
         }
-        Err(e) => Err(e.into()),
+    }
+}
+
+/// The recorded allowlist; an unreadable one is reported and fetched again.
+async fn load_allowlist(state: &StateDir) -> Option<AllowlistResponse> {
+    let s = state.clone();
+    match blocking(move || s.load_allowlist()).await {
+        Ok(found) => found,
+        Err(e) => {
+            error!(error = %e, "the recorded allowlist is unreadable; it will be fetched from the server");
+            None
+        }
     }
 }
 
@@ -331,6 +470,9 @@ struct Agent {
     state: StateDir,
     /// The record on disk, kept in step with it.
     persisted: EnforcementState,
+    /// Since when the device should be restricted but is not (a re-apply at start
+    /// failed); closed into the record once enforcement is back or no longer wanted.
+    unprotected_since: Option<Timestamp>,
     shutdown: watch::Receiver<bool>,
     next_heartbeat: Instant,
     /// Poll without waiting and converge right away (at start, after a heartbeat showed a
@@ -352,8 +494,25 @@ impl Agent {
                     return Ok(());
                 }
                 Err(Interrupt::Client(ClientError::Unauthorized(message))) => {
-                    error!(%message, "the server refused the device credential; stopping");
-                    return Err(AgentError::CredentialRevoked(message));
+                    let delay = self.config.unauthorized_retry;
+                    error!(
+                        %message,
+                        restricted = self.enforcer.is_restricted(),
+                        retry_in = ?delay,
+                        credential = %self.state.credential_path().display(),
+                        "THE SERVER REFUSES THIS DEVICE'S CREDENTIAL (revoked or unknown). \
+                         The recorded enforcement stays in force. To enrol again, remove the \
+                         credential file and restart the agent with an enrolment secret."
+                    );
+                    self.next_heartbeat = Instant::now();
+                    self.check_now = true;
+                    if until_stopped(&mut self.shutdown, tokio::time::sleep(delay))
+                        .await
+                        .is_err()
+                    {
+                        info!("stopping");
+                        return Ok(());
+                    }
                 }
                 Err(interrupt) => {
                     let delay = self.config.backoff.next_delay(attempt);
@@ -391,7 +550,11 @@ impl Agent {
         if Instant::now() >= self.next_heartbeat {
             let desired = self.heartbeat().await?;
             let actual = self.enforcer.is_restricted();
-            if plan::convergence(actual, &self.persisted, &desired) != Convergence::InSync {
+            let settings_differ = desired.mode != self.persisted.mode
+                || desired.allowlist_version != self.persisted.allowlist_version;
+            if settings_differ
+                || plan::convergence(actual, &self.persisted, &desired) != Convergence::InSync
+            {
                 // Maybe an open command explains the difference: look before converging.
                 self.check_now = true;
             }
@@ -406,6 +569,9 @@ impl Agent {
             )
         };
         let resp = until_stopped(&mut self.shutdown, self.client.poll_commands(wait)).await??;
+        // The allowlist and the mode first, so that a restriction in this round starts
+        // with them.
+        self.sync_settings(&resp.desired).await?;
 
         if !resp.commands.is_empty()
             && resp
@@ -424,15 +590,18 @@ impl Agent {
         for command in &resp.commands {
             desired = self.handle(command).await?;
         }
+        self.sync_settings(&desired).await?;
         self.converge(&desired).await;
         self.check_now = false;
         Ok(())
     }
 
     async fn heartbeat(&mut self) -> Result<DesiredState, Interrupt> {
+        let mut enforcement = plan::reported_state(self.enforcer.is_restricted(), &self.persisted);
+        enforcement.coverage = self.enforcer.coverage();
         let req = HeartbeatRequest {
             info: device_info(&self.config, &*self.enforcer),
-            enforcement: plan::reported_state(self.enforcer.is_restricted(), &self.persisted),
+            enforcement,
         };
         let resp = until_stopped(&mut self.shutdown, self.client.heartbeat(&req)).await??;
         debug!(desired = ?resp.desired, "heartbeat");
@@ -549,9 +718,87 @@ impl Agent {
         }
     }
 
-    async fn persist(&mut self, next: EnforcementState) -> Result<(), StateError> {
+    /// Brings the mode and the allowlist in line with `desired`. Failures are logged
+    /// and retried at the next cycle; only a shutdown interrupts.
+    async fn sync_settings(&mut self, desired: &DesiredState) -> Result<(), Interrupt> {
+        if desired.mode != self.persisted.mode {
+            info!(mode = ?desired.mode, "switching the enforcement mode");
+            self.enforcer.set_mode(desired.mode);
+            let next = EnforcementState {
+                mode: desired.mode,
+                ..self.persisted.clone()
+            };
+            if let Err(e) = self.persist(next).await {
+                error!(error = %e, "could not record the enforcement mode");
+            }
+            self.next_heartbeat = Instant::now();
+        }
+        if desired.allowlist_version != self.persisted.allowlist_version {
+            let fetched = until_stopped(&mut self.shutdown, self.client.allowlist()).await?;
+            match fetched {
+                Ok(list) => self.apply_allowlist(list).await,
+                Err(e) => {
+                    warn!(error = %e, wanted = desired.allowlist_version, "cannot fetch the allowlist; keeping the one in force")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the allowlist (so that a restart re-applies it), then applies it.
+    async fn apply_allowlist(&mut self, list: AllowlistResponse) {
+        let (hashes, rejected) = plan::allowlist_hashes(&list);
+        if rejected > 0 {
+            warn!(
+                rejected,
+                "the allowlist has entries that are not SHA-256 hashes; ignoring them"
+            );
+        }
+        let (s, record) = (self.state.clone(), list.clone());
+        if let Err(e) = blocking(move || s.save_allowlist(&record)).await {
+            error!(error = %e, "could not record the allowlist; applying it anyway");
+        }
+        self.enforcer.set_allowlist(&hashes).await;
+        info!(
+            version = list.version,
+            hashes = hashes.len(),
+            "allowlist applied"
+        );
+        let next = EnforcementState {
+            allowlist_version: list.version,
+            ..self.persisted.clone()
+        };
+        if let Err(e) = self.persist(next).await {
+            error!(error = %e, "could not record the allowlist version");
+        }
+        self.next_heartbeat = Instant::now();
+    }
+
+    /// Saves `next` as the record. While restricted, an alive stamp is saved with it
+    /// (durably, before anything is reported, so a restriction that begins here has one);
+    /// an unprotected period still open ends here once enforcement is back or no longer
+    /// wanted.
+    async fn persist(&mut self, mut next: EnforcementState) -> Result<(), StateError> {
+        let now = self.config.clock.now();
+        let enforced = self.enforcer.is_restricted();
+        if let Some(from) = self.unprotected_since {
+            if enforced || !next.restricted {
+                next = plan::with_unprotected(&next, from, now);
+                warn!(%from, to = %now, total_seconds = next.unprotected_seconds, "the device was unprotected");
+            }
+        }
+        let stamp = next.restricted && enforced;
         let (state, record) = (self.state.clone(), next.clone());
-        blocking(move || state.save_enforcement(&record)).await?;
+        blocking(move || {
+            if stamp {
+                state.save_alive(now)?;
+            }
+            state.save_enforcement(&record)
+        })
+        .await?;
+        if enforced || !next.restricted {
+            self.unprotected_since = None;
+        }
         self.persisted = next;
         Ok(())
     }

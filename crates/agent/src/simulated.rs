@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use appfence_proto::agent::{Capabilities, Command, DeviceInfo};
+use appfence_proto::agent::{Capabilities, Command, DenialEvent, DeviceInfo, EnforcementMode};
 use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -40,13 +40,21 @@ impl SimTimings {
     };
 }
 
-/// An enforcer that records the requested state and enforces nothing.
+/// An enforcer that records the requested state, allowlist and mode, and enforces
+/// nothing. Its denials are the ones a test feeds it ([`SimulatedEnforcer::push_denial`]).
 #[derive(Debug)]
 pub struct SimulatedEnforcer {
     timings: SimTimings,
     restricted: AtomicBool,
     failure: Mutex<Option<EnforceError>>,
     applies: AtomicU64,
+    allowlist: Mutex<Vec<String>>,
+    monitor: AtomicBool,
+    denials: Mutex<Vec<DenialEvent>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SimulatedEnforcer {
@@ -56,13 +64,40 @@ impl SimulatedEnforcer {
             restricted: AtomicBool::new(false),
             failure: Mutex::new(None),
             applies: AtomicU64::new(0),
+            allowlist: Mutex::new(Vec::new()),
+            monitor: AtomicBool::new(false),
+            denials: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The allowlist last set.
+    pub fn allowlist(&self) -> Vec<String> {
+        lock(&self.allowlist).clone()
+    }
+
+    /// The mode last set.
+    pub fn mode(&self) -> EnforcementMode {
+        if self.monitor.load(Ordering::SeqCst) {
+            EnforcementMode::Monitor
+        } else {
+            EnforcementMode::Enforce
+        }
+    }
+
+    /// Records a denial, as if a program had been stopped.
+    pub fn push_denial(&self, event: DenialEvent) {
+        lock(&self.denials).push(event);
+    }
+
+    /// Denials recorded and not drained yet.
+    pub fn pending_denials(&self) -> usize {
+        lock(&self.denials).len()
     }
 
     /// Makes every following `apply` fail with `error` (`None` heals the device), to
     /// exercise `Failed` outcomes.
     pub fn fail_with(&self, error: Option<EnforceError>) {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = error;
+        *lock(&self.failure) = error;
     }
 
     /// How many times `apply` was called, successful or not.
@@ -76,11 +111,7 @@ impl Enforcer for SimulatedEnforcer {
     async fn apply(&self, restricted: bool) -> Result<EnforcementReport, EnforceError> {
         tokio::time::sleep(self.timings.complete_delay).await;
         self.applies.fetch_add(1, Ordering::SeqCst);
-        let failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let failure = lock(&self.failure).clone();
         if let Some(e) = failure {
             return Err(e);
         }
@@ -103,6 +134,28 @@ impl Enforcer for SimulatedEnforcer {
 
     async fn before_ack(&self, _command: &Command) {
         tokio::time::sleep(self.timings.ack_delay).await;
+    }
+
+    async fn set_allowlist(&self, sha256: &[String]) {
+        *lock(&self.allowlist) = sha256.to_vec();
+    }
+
+    fn set_mode(&self, mode: EnforcementMode) {
+        self.monitor
+            .store(mode == EnforcementMode::Monitor, Ordering::SeqCst);
+    }
+
+    fn drain_denials(&self) -> Vec<DenialEvent> {
+        std::mem::take(&mut *lock(&self.denials))
+    }
+
+    /// The whole (pretend) device while restricted.
+    fn coverage(&self) -> Vec<String> {
+        if self.is_restricted() {
+            vec!["/".to_string()]
+        } else {
+            Vec::new()
+        }
     }
 }
 

@@ -4,6 +4,12 @@
 //!   because the credential is a secret.
 //! - `enforcement.json`: what the device enforces. It is written (and fsynced) *before*
 //!   a success is reported, so a restart re-applies exactly what the server was told.
+//! - `allowlist.json`: the server's allowlist in force (0600), re-applied at start with
+//!   the restriction, before the server is reachable.
+//! - `alive.json`: when the agent was last seen alive while restricted. At the next start
+//!   the gap from it to the re-apply is time the device spent unprotected.
+//! - `memfd_noexec.saved`: the `vm.memfd_noexec` value to restore, kept by the fanotify
+//!   enforcer while restricted.
 //!
 //! Both are written atomically (temporary file, fsync, rename, fsync of the directory), so
 //! a crash leaves either the old or the new content, never a torn file. A file that cannot
@@ -17,13 +23,16 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use appfence_proto::agent::EnforcementState;
+use appfence_proto::agent::{AllowlistResponse, EnforcementMode, EnforcementState};
 use appfence_proto::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub const CREDENTIAL_FILE: &str = "credential.json";
 pub const ENFORCEMENT_FILE: &str = "enforcement.json";
+pub const ALLOWLIST_FILE: &str = "allowlist.json";
+pub const ALIVE_FILE: &str = "alive.json";
+pub const MEMFD_SAVED_FILE: &str = "memfd_noexec.saved";
 /// Only the owner may read the credential.
 const SECRET_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
@@ -92,6 +101,19 @@ impl StateDir {
         self.root.join(ENFORCEMENT_FILE)
     }
 
+    pub fn allowlist_path(&self) -> PathBuf {
+        self.root.join(ALLOWLIST_FILE)
+    }
+
+    pub fn alive_path(&self) -> PathBuf {
+        self.root.join(ALIVE_FILE)
+    }
+
+    /// Where the fanotify enforcer keeps the `vm.memfd_noexec` value to restore.
+    pub fn memfd_saved_path(&self) -> PathBuf {
+        self.root.join(MEMFD_SAVED_FILE)
+    }
+
     /// Creates the directory (and its parents) if needed, private to the owner.
     pub fn create(&self) -> Result<(), StateError> {
         fs::DirBuilder::new()
@@ -134,6 +156,50 @@ impl StateDir {
     pub fn save_enforcement(&self, state: &EnforcementState) -> Result<(), StateError> {
         write_json(&self.enforcement_path(), state)
     }
+
+    /// What can still be read from an enforcement record that does not parse as a
+    /// whole: `restricted` and `mode`, if the file is a JSON object
+    /// with a boolean `restricted`. A device must not lose its restriction to a field
+    /// damaged elsewhere in the record.
+    pub fn salvage_enforcement(&self) -> Option<EnforcementState> {
+        let bytes = fs::read(self.enforcement_path()).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let restricted = value.get("restricted")?.as_bool()?;
+        let mode = value
+            .get("mode")
+            .and_then(|m| serde_json::from_value::<EnforcementMode>(m.clone()).ok())
+            .unwrap_or_default();
+        Some(EnforcementState {
+            restricted,
+            mode,
+            ..EnforcementState::default()
+        })
+    }
+
+    /// The allowlist last applied; `None` if there is none yet.
+    pub fn load_allowlist(&self) -> Result<Option<AllowlistResponse>, StateError> {
+        read_json(&self.allowlist_path())
+    }
+
+    pub fn save_allowlist(&self, allowlist: &AllowlistResponse) -> Result<(), StateError> {
+        write_json(&self.allowlist_path(), allowlist)
+    }
+
+    /// When the agent was last alive while restricted; `None` if never recorded.
+    pub fn load_alive(&self) -> Result<Option<Timestamp>, StateError> {
+        Ok(read_json::<AliveStamp>(&self.alive_path())?.map(|s| s.restricted_at))
+    }
+
+    /// Records (durably) that the agent is alive and restricted at `now`.
+    pub fn save_alive(&self, now: Timestamp) -> Result<(), StateError> {
+        write_json(&self.alive_path(), &AliveStamp { restricted_at: now })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AliveStamp {
+    restricted_at: Timestamp,
 }
 
 /// Replaces `path` with `bytes` atomically and durably, the file getting `mode`.
@@ -342,6 +408,44 @@ mod tests {
         fs::set_permissions(dir.credential_path(), fs::Permissions::from_mode(0o644)).unwrap();
         assert!(dir.load_credential().unwrap().is_some());
         assert_eq!(mode_of(&dir.credential_path()), 0o600);
+    }
+
+    #[test]
+    fn allowlist_and_alive_stamp_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        assert_eq!(dir.load_allowlist().unwrap(), None);
+        assert_eq!(dir.load_alive().unwrap(), None);
+        let list = AllowlistResponse {
+            version: 3,
+            sha256: vec!["ab".repeat(32)],
+        };
+        dir.save_allowlist(&list).unwrap();
+        assert_eq!(dir.load_allowlist().unwrap(), Some(list));
+        assert_eq!(mode_of(&dir.allowlist_path()), 0o600);
+        let t = Timestamp::from_unix_seconds(1_700_000_123);
+        dir.save_alive(t).unwrap();
+        assert_eq!(dir.load_alive().unwrap(), Some(t));
+        fs::write(dir.alive_path(), b"nonsense").unwrap();
+        assert!(matches!(dir.load_alive(), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_damaged_record_still_says_whether_the_device_was_restricted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        assert_eq!(dir.salvage_enforcement(), None);
+        fs::write(
+            dir.enforcement_path(),
+            br#"{"restricted": true, "mode": "monitor", "since": "not a time"}"#,
+        )
+        .unwrap();
+        assert!(dir.load_enforcement().is_err());
+        let salvaged = dir.salvage_enforcement().unwrap();
+        assert!(salvaged.restricted);
+        assert_eq!(salvaged.mode, EnforcementMode::Monitor);
+        fs::write(dir.enforcement_path(), b"{\"restri").unwrap();
+        assert_eq!(dir.salvage_enforcement(), None);
     }
 
     #[test]

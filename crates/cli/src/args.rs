@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{parse_demo_devices, parse_listen, parse_log_level, parse_public_url};
+use appfence_proto::agent::EnforcementMode;
+
+use crate::config::{
+    parse_agent_mode, parse_demo_devices, parse_listen, parse_log_level, parse_public_url,
+};
 use crate::duration::parse_duration;
 
 #[derive(Debug, Parser)]
@@ -51,9 +55,20 @@ pub enum Command {
     /// List, show and cancel machine actions.
     #[command(subcommand)]
     Actions(ActionsCommand),
-    /// List and show machines.
+    /// List and show machines, their enforcement state and denied executions.
     #[command(subcommand)]
     Machines(MachinesCommand),
+    /// Manage the allowlist: files (by SHA-256) that restricted devices let run
+    /// (MDE's indicators API, FileSha256 with action Allowed).
+    #[command(subcommand)]
+    Indicators(IndicatorsCommand),
+    /// Run the Linux agent: enrol this host, then restrict execution when the server
+    /// says so (fanotify; needs root).
+    Agent(AgentArgs),
+    /// Manage enrolment secrets (what `appfence agent --enroll-secret` takes); works on
+    /// the data directory directly, no running server needed.
+    #[command(subcommand)]
+    EnrollSecret(EnrollSecretCommand),
 }
 
 /// Settings of `serve`. Each is also read from an `APPFENCE_*` variable and from the
@@ -95,6 +110,11 @@ pub struct ServeArgs {
     /// [env: APPFENCE_LOG_LEVEL] [default: info]
     #[arg(long, value_name = "FILTER", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+    /// What restricted devices do with programs outside the trusted set: enforce (deny
+    /// them) or monitor (allow them, report what would have been denied)
+    /// [env: APPFENCE_AGENT_MODE] [default: enforce]
+    #[arg(long, value_name = "MODE", value_parser = parse_agent_mode)]
+    pub agent_mode: Option<EnforcementMode>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,8 +230,63 @@ pub enum ActionsCommand {
 pub enum MachinesCommand {
     /// List machines.
     List(ListArgs),
-    /// Show one machine (by id, aadDeviceId or computer DNS name).
+    /// Show one machine (by id, aadDeviceId or computer DNS name) and its enforcement
+    /// state.
     Get(GetArgs),
+    /// List what the machine's agent denied (or would have, in monitor mode), newest first.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Machine id, aadDeviceId or computer DNS name.
+    pub machine: String,
+    /// Return at most this many ($top).
+    #[arg(long, value_name = "N")]
+    pub top: Option<u32>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndicatorsCommand {
+    /// Allow a file to run on restricted devices (POST /api/indicators; submitting the
+    /// same hash again updates it).
+    Add(IndicatorAddArgs),
+    /// List the indicators, newest first.
+    List(ListArgs),
+    /// Delete an indicator by id (DELETE /api/indicators/{id}).
+    Delete(IndicatorDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndicatorAddArgs {
+    /// SHA-256 of the file, 64 hexadecimal characters (e.g. from `sha256sum FILE`).
+    #[arg(long, value_name = "HASH")]
+    pub sha256: String,
+    /// The indicator's title [default: "Allowed file <first 12 hex digits>"]
+    #[arg(long)]
+    pub title: Option<String>,
+    /// The indicator's description [default: "Allowed to run on restricted devices"]
+    #[arg(long)]
+    pub description: Option<String>,
+    /// The application the file belongs to.
+    #[arg(long)]
+    pub application: Option<String>,
+    /// When the indicator expires, RFC 3339 (e.g. 2030-01-01T00:00:00Z); it is then
+    /// removed from the allowlist.
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IndicatorDeleteArgs {
+    /// Indicator id (a number, as `indicators list` shows).
+    pub id: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +320,69 @@ pub struct CancelArgs {
     pub comment: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// Settings of `agent`. Each is also read from an `APPFENCE_*` variable; precedence:
+/// flag, then environment, then default.
+#[derive(Debug, Default, Args)]
+pub struct AgentArgs {
+    /// Server base URL (http://) [env: APPFENCE_SERVER]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The tenant's enrolment secret, needed until this host is enrolled
+    /// (`appfence enroll-secret create`) [env: APPFENCE_ENROLL_SECRET]
+    #[arg(long, value_name = "SECRET")]
+    pub enroll_secret: Option<String>,
+    /// Where the credential and the enforcement state live
+    /// [env: APPFENCE_STATE_DIR] [default: /var/lib/appfence-agent]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Enforce only on the filesystems holding these paths (repeat the flag)
+    /// [env: APPFENCE_ONLY_MOUNTS, comma-separated] [default: every local filesystem,
+    /// and new ones as they are mounted]
+    #[arg(long = "only-mount", value_name = "PATH")]
+    pub only_mounts: Vec<PathBuf>,
+    /// Machine tag, matched by device groups (repeat the flag)
+    /// [env: APPFENCE_TAGS, comma-separated]
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Every execution is decided within this time, e.g. 2s, 500ms
+    /// [env: APPFENCE_DECISION_DEADLINE] [default: 2s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub decision_deadline: Option<Duration>,
+    /// The answer when a decision misses the deadline
+    /// [env: APPFENCE_ON_DEADLINE] [default: allow]
+    #[arg(long, value_enum)]
+    pub on_deadline: Option<OnDeadline>,
+    /// Log filter: a level (info, debug) or tracing directives
+    /// [env: APPFENCE_LOG_LEVEL] [default: info]
+    #[arg(long, value_name = "FILTER", value_parser = parse_log_level)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnDeadline {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollSecretCommand {
+    /// Create an enrolment secret and print it (shown once).
+    Create(EnrollSecretCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollSecretCreateArgs {
+    /// Tenant id or name [default: the default tenant, created if needed]
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Data directory of the server [env: APPFENCE_DATA_DIR] [default: ./appfence-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's TOML config file, to find its data_dir [env: APPFENCE_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -351,5 +489,36 @@ mod tests {
         assert_eq!(parse(&["appfence", "serve"]), None);
         assert_eq!(parse(&["appfence", "serve", "--demo"]), Some(true));
         assert_eq!(parse(&["appfence", "serve", "--demo=false"]), Some(false));
+    }
+
+    #[test]
+    fn indicators_and_events_parse() {
+        let cli = Cli::try_parse_from([
+            "appfence",
+            "indicators",
+            "add",
+            "--sha256",
+            "ab",
+            "--title",
+            "t",
+        ])
+        .unwrap();
+        let Command::Indicators(IndicatorsCommand::Add(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!((a.sha256.as_str(), a.title.as_deref()), ("ab", Some("t")));
+        let cli =
+            Cli::try_parse_from(["appfence", "machines", "events", "web-1", "--top", "3"]).unwrap();
+        let Command::Machines(MachinesCommand::Events(e)) = cli.command else {
+            panic!()
+        };
+        assert_eq!((e.machine.as_str(), e.top), ("web-1", Some(3)));
+        let cli = Cli::try_parse_from(["appfence", "serve", "--agent-mode", "Monitor"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.agent_mode, Some(EnforcementMode::Monitor));
+        assert!(Cli::try_parse_from(["appfence", "serve", "--agent-mode", "audit"]).is_err());
+        assert!(Cli::try_parse_from(["appfence", "indicators", "add"]).is_err());
     }
 }

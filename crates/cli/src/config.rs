@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use appfence_proto::agent::EnforcementMode;
 use appfence_server::access::AccessSpec;
 use appfence_server::ServerConfig;
 use serde::{Deserialize, Deserializer};
@@ -29,6 +30,7 @@ pub const ENV_DEMO_STEP_DELAY: &str = "APPFENCE_DEMO_STEP_DELAY";
 pub const ENV_PENDING_TIMEOUT: &str = "APPFENCE_ACTION_PENDING_TIMEOUT";
 pub const ENV_INPROGRESS_TIMEOUT: &str = "APPFENCE_ACTION_INPROGRESS_TIMEOUT";
 pub const ENV_LOG_LEVEL: &str = "APPFENCE_LOG_LEVEL";
+pub const ENV_AGENT_MODE: &str = "APPFENCE_AGENT_MODE";
 
 pub const DEFAULT_DEMO_DEVICES: u32 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -75,6 +77,8 @@ pub struct FileConfig {
     pub action_inprogress_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, LogLevelParser>")]
     pub log_level: Option<String>,
+    #[serde(default, deserialize_with = "de_with::<_, AgentModeParser>")]
+    pub agent_mode: Option<EnforcementMode>,
     /// `[rate_limits]`: calls per caller and API (MDE's defaults: 100 a minute, 1,500 an hour).
     pub rate_limits: Option<RateLimitsFile>,
     /// `[[auth.issuers]]`: external OpenID Connect issuers.
@@ -182,6 +186,15 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         file.action_inprogress_timeout,
     )? {
         server.action_inprogress_timeout = v;
+    }
+    if let Some(v) = layer(
+        args.agent_mode,
+        env,
+        ENV_AGENT_MODE,
+        parse_agent_mode,
+        file.agent_mode,
+    )? {
+        server.agent_mode = v;
     }
     server.access = file.access.clone();
     if let Some(limits) = &file.rate_limits {
@@ -312,6 +325,15 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
         })
 }
 
+/// `enforce` (deny programs outside the trusted set) or `monitor` (only report them).
+pub fn parse_agent_mode(s: &str) -> Result<EnforcementMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "enforce" => Ok(EnforcementMode::Enforce),
+        "monitor" => Ok(EnforcementMode::Monitor),
+        _ => Err(format!("{s:?} is not an agent mode (enforce or monitor)")),
+    }
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -332,6 +354,13 @@ struct ListenParser;
 struct PublicUrlParser;
 struct DurationParser;
 struct LogLevelParser;
+struct AgentModeParser;
+impl StrParser for AgentModeParser {
+    type Out = EnforcementMode;
+    fn parse(s: &str) -> Result<EnforcementMode, String> {
+        parse_agent_mode(s)
+    }
+}
 impl StrParser for ListenParser {
     type Out = SocketAddr;
     fn parse(s: &str) -> Result<SocketAddr, String> {
@@ -405,6 +434,43 @@ mod tests {
         assert!(!s.demo);
         assert_eq!(s.demo_devices, 5);
         assert_eq!(s.log_level, "info");
+        assert_eq!(s.server.agent_mode, EnforcementMode::Enforce);
+    }
+
+    #[test]
+    fn agent_mode_layers_like_every_setting() {
+        let (_dir, path) = file_with("agent_mode = \"monitor\"\n");
+        let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
+        let s = resolve_serve(&args(), &env).unwrap();
+        assert_eq!(s.server.agent_mode, EnforcementMode::Monitor, "file");
+        let env = Env::from_pairs([
+            (ENV_CONFIG, path.to_str().unwrap()),
+            (ENV_AGENT_MODE, "Enforce"),
+        ]);
+        let s = resolve_serve(&args(), &env).unwrap();
+        assert_eq!(
+            s.server.agent_mode,
+            EnforcementMode::Enforce,
+            "env beats file"
+        );
+        let mut a = args();
+        a.agent_mode = Some(EnforcementMode::Monitor);
+        let s = resolve_serve(&a, &env).unwrap();
+        assert_eq!(
+            s.server.agent_mode,
+            EnforcementMode::Monitor,
+            "flag beats env"
+        );
+        let m = usage(resolve_serve(
+            &args(),
+            &Env::from_pairs([(ENV_AGENT_MODE, "audit")]),
+        ));
+        assert!(m.starts_with("invalid APPFENCE_AGENT_MODE="), "{m}");
+        let e = FileConfig::parse("agent_mode = \"off\"\n").unwrap_err();
+        assert!(
+            e.contains("line 1") && e.contains("enforce or monitor"),
+            "{e}"
+        );
     }
 
     #[test]

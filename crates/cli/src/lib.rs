@@ -50,6 +50,9 @@ pub async fn run_with(
         Command::Unrestrict(args) => cmd::actions::submit(Kind::Unrestrict, args, &mut ctx).await?,
         Command::Actions(c) => cmd::actions::run(c, &mut ctx).await?,
         Command::Machines(c) => cmd::machines::run(c, &mut ctx).await?,
+        Command::Indicators(c) => cmd::indicators::run(c, &mut ctx).await?,
+        Command::Agent(args) => cmd::agent::run(args, &mut ctx).await?,
+        Command::EnrollSecret(c) => cmd::enroll_secret::run(c, &mut ctx).await?,
     };
     ctx.out.flush()?;
     Ok(code)

@@ -1,6 +1,9 @@
 //! Rendering: aligned tables and key/value details for people, JSON for scripts.
 
-use appfence_proto::{Machine, MachineAction, Timestamp};
+use appfence_proto::agent::EnforcementMode;
+use appfence_proto::{
+    Indicator, Machine, MachineAction, MachineEnforcement, MachineEvent, Timestamp,
+};
 use serde::Serialize;
 
 /// Columns separated by two spaces, each as wide as its widest cell; no trailing spaces.
@@ -162,7 +165,8 @@ pub fn machines_table(machines: &[Machine]) -> String {
     t.render()
 }
 
-pub fn machine_details(m: &Machine) -> String {
+/// The lines of `machines get`: the machine, then its enforcement state when known.
+pub fn machine_details(m: &Machine, enforcement: Option<&MachineEnforcement>) -> String {
     let os = match (m.os_platform.as_deref(), m.version.as_deref()) {
         (Some(p), Some(v)) if !v.is_empty() => format!("{p} {v}"),
         (p, _) => opt(p),
@@ -182,7 +186,7 @@ pub fn machine_details(m: &Machine) -> String {
         (None, 0) => "-".into(),
         (None, id) => id.to_string(),
     };
-    details(&[
+    let mut pairs = vec![
         ("id", m.id.clone()),
         ("name", opt(m.computer_dns_name.as_deref())),
         ("aad device id", opt(m.aad_device_id.as_deref())),
@@ -211,7 +215,161 @@ pub fn machine_details(m: &Machine) -> String {
         ("tags", tags),
         ("risk score", opt(m.risk_score.as_deref())),
         ("exposure", opt(m.exposure_level.as_deref())),
+    ];
+    if let Some(e) = enforcement {
+        pairs.extend(enforcement_pairs(e));
+    }
+    details(&pairs)
+}
+
+pub fn indicators_table(indicators: &[Indicator]) -> String {
+    if indicators.is_empty() {
+        return "No indicators.\n".into();
+    }
+    let mut t = Table::new(vec![
+        "ID",
+        "TYPE",
+        "ACTION",
+        "VALUE",
+        "TITLE",
+        "CREATED (UTC)",
+        "EXPIRES (UTC)",
+        "BY",
+    ]);
+    for i in indicators {
+        t.push(vec![
+            i.id.clone(),
+            i.indicator_type.clone(),
+            i.action.clone(),
+            i.indicator_value.clone(),
+            opt(Some(&i.title)),
+            short_time(i.creation_time_date_time_utc),
+            i.expiration_time
+                .map(short_time)
+                .unwrap_or_else(|| "-".into()),
+            opt(Some(&i.source)),
+        ]);
+    }
+    t.render()
+}
+
+pub fn indicator_details(i: &Indicator) -> String {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+    details(&[
+        ("id", i.id.clone()),
+        ("type", i.indicator_type.clone()),
+        ("action", i.action.clone()),
+        ("value", i.indicator_value.clone()),
+        ("title", opt(Some(&i.title))),
+        ("description", opt(Some(&i.description))),
+        ("application", opt(i.application.as_deref())),
+        ("severity", i.severity.clone()),
+        ("created", i.creation_time_date_time_utc.to_string()),
+        ("created by", format!("{} ({})", i.source, i.created_by)),
+        ("last update", i.last_update_time.to_string()),
+        ("last updated by", opt(i.last_updated_by.as_deref())),
+        ("expires", time(i.expiration_time)),
     ])
+}
+
+pub fn events_table(events: &[MachineEvent]) -> String {
+    if events.is_empty() {
+        return "No denied executions.\n".into();
+    }
+    let mut t = Table::new(vec![
+        "TIME (UTC)",
+        "KIND",
+        "DENIED",
+        "PATH",
+        "SHA256",
+        "PID",
+        "UID",
+        "PARENT",
+    ]);
+    for e in events {
+        t.push(vec![
+            short_time(e.time),
+            match e.kind {
+                appfence_proto::agent::DenialKind::Exec => "exec".into(),
+                appfence_proto::agent::DenialKind::ElfOpen => "elfOpen".into(),
+            },
+            if e.monitor { "no (monitor)" } else { "yes" }.into(),
+            e.path.clone(),
+            e.sha256
+                .as_deref()
+                .map(|h| h.chars().take(16).collect())
+                .unwrap_or_else(|| "-".into()),
+            e.pid.to_string(),
+            e.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            opt(e.parent.as_deref()),
+        ]);
+    }
+    t.render()
+}
+
+fn mode_name(mode: EnforcementMode) -> &'static str {
+    match mode {
+        EnforcementMode::Enforce => "enforce",
+        EnforcementMode::Monitor => "monitor",
+    }
+}
+
+/// `1h 2m 3s`, `45s`: how long a device was unprotected.
+fn seconds_text(total: u64) -> String {
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
+/// The enforcement lines of `machines get`: the agent's report, then what the server wants.
+fn enforcement_pairs(e: &MachineEnforcement) -> Vec<(&'static str, String)> {
+    let r = &e.reported;
+    let d = &e.desired;
+    let restricted = match (r.restricted, r.since) {
+        (true, Some(since)) => format!("yes, since {since}"),
+        (true, None) => "yes".into(),
+        (false, _) => "no".into(),
+    };
+    let coverage = if r.coverage.is_empty() {
+        "-".into()
+    } else {
+        r.coverage.join(", ")
+    };
+    let mut unprotected = seconds_text(r.unprotected_seconds);
+    if let Some(p) = &r.last_unprotected {
+        unprotected.push_str(&format!(" (last: {} to {})", p.from, p.to));
+    }
+    let desired = format!(
+        "{}, mode {}, allowlist version {}{}",
+        if d.restricted {
+            "restricted"
+        } else {
+            "not restricted"
+        },
+        mode_name(d.mode),
+        d.allowlist_version,
+        d.action_id
+            .as_deref()
+            .map(|a| format!(", by action {a}"))
+            .unwrap_or_default()
+    );
+    vec![
+        ("restricted", restricted),
+        ("mode", mode_name(r.mode).into()),
+        ("coverage", coverage),
+        ("allowlist version", r.allowlist_version.to_string()),
+        ("unprotected", unprotected),
+        (
+            "reported",
+            e.last_seen
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("desired", desired),
+    ]
 }
 
 #[cfg(test)]
@@ -310,5 +468,52 @@ mod tests {
         assert_eq!(v["status"], "InProgress");
         assert_eq!(v["creationDateTimeUtc"], "2024-10-21T11:27:58.1447302Z");
         assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn enforcement_shows_restriction_coverage_and_unprotected_time() {
+        use appfence_proto::agent::{DesiredState, EnforcementState, UnprotectedPeriod};
+        let t = |s| Timestamp::parse(s).unwrap();
+        let e = MachineEnforcement {
+            odata_context: None,
+            machine_id: "ab".repeat(20),
+            computer_dns_name: "web-01".into(),
+            last_seen: Some(t("2024-10-21T11:30:00Z")),
+            reported: EnforcementState {
+                restricted: true,
+                since: Some(t("2024-10-21T11:00:00Z")),
+                applied_action_id: None,
+                mode: EnforcementMode::Monitor,
+                coverage: vec!["/".into(), "/home".into()],
+                allowlist_version: 3,
+                unprotected_seconds: 3725,
+                last_unprotected: Some(UnprotectedPeriod {
+                    from: t("2024-10-21T10:00:00Z"),
+                    to: t("2024-10-21T11:02:05Z"),
+                }),
+            },
+            desired: DesiredState {
+                restricted: true,
+                action_id: Some("a-1".into()),
+                mode: EnforcementMode::Monitor,
+                allowlist_version: 4,
+            },
+        };
+        let text = details(&enforcement_pairs(&e));
+        assert!(
+            text.contains("restricted         yes, since 2024-10-21T11:00:00Z\n"),
+            "{text}"
+        );
+        assert!(text.contains("mode               monitor\n"), "{text}");
+        assert!(text.contains("coverage           /, /home\n"), "{text}");
+        assert!(text.contains("unprotected        1h 2m 5s (last: 2024-10-21T10:00:00Z to 2024-10-21T11:02:05Z)\n"), "{text}");
+        assert!(
+            text.contains(
+                "desired            restricted, mode monitor, allowlist version 4, by action a-1\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(seconds_text(59), "59s");
+        assert_eq!(seconds_text(61), "1m 1s");
     }
 }

@@ -23,7 +23,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use appfence_proto::{Collection, Machine, MachineAction};
+use appfence_proto::{
+    Collection, Indicator, Machine, MachineAction, MachineEnforcement, MachineEvent,
+};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -79,6 +81,41 @@ impl fmt::Debug for ClientConfig {
 struct ActionBody<'a> {
     #[serde(rename = "Comment", skip_serializing_if = "Option::is_none")]
     comment: Option<&'a str>,
+}
+
+/// The body of Submit or Update Indicator, camelCase as MDE documents it. appfence
+/// accepts `FileSha256` indicators with action `Allowed` (see [`NewIndicator::allow_sha256`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewIndicator {
+    pub indicator_value: String,
+    pub indicator_type: String,
+    pub action: String,
+    pub title: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// RFC 3339, e.g. `2030-01-01T00:00:00Z`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+}
+
+impl NewIndicator {
+    /// Lets the file with this SHA-256 run on restricted devices.
+    pub fn allow_sha256(sha256: &str, title: &str, description: &str) -> Self {
+        NewIndicator {
+            indicator_value: sha256.to_string(),
+            indicator_type: "FileSha256".into(),
+            action: "Allowed".into(),
+            title: title.to_string(),
+            description: description.to_string(),
+            application: None,
+            expiration_time: None,
+            severity: None,
+        }
+    }
 }
 
 /// The client. Cheap to share behind an `Arc`; the token is fetched on first use and
@@ -242,6 +279,64 @@ impl MdeClient {
         self.send(Method::GET, &url, None::<&()>).await
     }
 
+    /// `POST /api/indicators`: creates the indicator, or updates the one with the same
+    /// value and type.
+    pub async fn submit_indicator(&self, indicator: &NewIndicator) -> Result<Indicator> {
+        let url = format!("{}/api/indicators", self.base);
+        self.send(Method::POST, &url, Some(indicator)).await
+    }
+
+    /// `GET /api/indicators` with an optional OData `$filter` and `$top`: one page.
+    pub async fn list_indicators(
+        &self,
+        filter: Option<&str>,
+        top: Option<u32>,
+    ) -> Result<Collection<Indicator>> {
+        let url = format!("{}/api/indicators{}", self.base, list_query(filter, top));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// Every matching indicator, following `@odata.nextLink` to the end.
+    pub async fn list_indicators_all(&self, filter: Option<&str>) -> Result<Collection<Indicator>> {
+        let first = self.list_indicators(filter, None).await?;
+        self.follow(first).await
+    }
+
+    /// `DELETE /api/indicators/{id}`.
+    pub async fn delete_indicator(&self, id: &str) -> Result<()> {
+        let url = format!("{}/api/indicators/{}", self.base, encode::encode(id));
+        self.send_for_bytes(Method::DELETE, &url, None::<&()>)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /api/machines/{machine}/events` (appfence extension): the machine's denied
+    /// executions, newest first.
+    pub async fn machine_events(
+        &self,
+        machine: &str,
+        top: Option<u32>,
+    ) -> Result<Collection<MachineEvent>> {
+        let url = format!(
+            "{}/api/machines/{}/events{}",
+            self.base,
+            encode::encode(machine),
+            list_query(None, top)
+        );
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// `GET /api/machines/{machine}/enforcement` (appfence extension): the agent's
+    /// reported enforcement state next to the desired one.
+    pub async fn machine_enforcement(&self, machine: &str) -> Result<MachineEnforcement> {
+        let url = format!(
+            "{}/api/machines/{}/enforcement",
+            self.base,
+            encode::encode(machine)
+        );
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
     /// Appends the pages behind `@odata.nextLink` to `first`; the result has no next link.
     async fn follow<T: DeserializeOwned>(&self, mut all: Collection<T>) -> Result<Collection<T>> {
         let mut seen = HashSet::new();
@@ -289,6 +384,18 @@ impl MdeClient {
         url: &str,
         body: Option<&B>,
     ) -> Result<T> {
+        let bytes = self.send_for_bytes(method.clone(), url, body).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Decode(format!("unexpected response to {method} {url}: {e}")))
+    }
+
+    /// The body of a successful response (empty for `204 No Content`).
+    async fn send_for_bytes<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<Vec<u8>> {
         let (mut token, mut fresh) = self.token().await?;
         loop {
             let mut req = self.http.request(method.clone(), url).bearer_auth(&token);
@@ -314,9 +421,7 @@ impl MdeClient {
             if !status.is_success() {
                 return Err(ClientError::from_response(status, retry_after, &bytes));
             }
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                ClientError::Decode(format!("unexpected response to {method} {url}: {e}"))
-            });
+            return Ok(bytes.to_vec());
         }
     }
 }

@@ -60,6 +60,20 @@ fn action_json(id: &str, status: &str) -> Value {
     })
 }
 
+/// The entity MDE answers a submission with, from what was sent.
+fn indicator_json(sent: &Value) -> Value {
+    json!({
+        "id": sent["id"], "indicatorValue": sent["indicatorValue"],
+        "indicatorType": sent["indicatorType"], "action": sent["action"],
+        "application": null, "source": "app", "sourceType": "AadApp", "title": sent["title"],
+        "creationTimeDateTimeUtc": "2024-10-21T11:27:58Z", "createdBy": "app-1",
+        "expirationTime": null, "lastUpdateTime": "2024-10-21T11:27:58Z",
+        "lastUpdatedBy": null, "severity": "Informational", "description": sent["description"],
+        "recommendedActions": null, "rbacGroupNames": [], "rbacGroupIds": [],
+        "generateAlert": false
+    })
+}
+
 fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"code": code, "message": message, "target": "0b7f3c9e-1111-2222-3333-444455556666"}});
     (status, axum::Json(body)).into_response()
@@ -152,6 +166,12 @@ async fn handle(
             }
             axum::Json(page).into_response()
         }
+        ("POST", "/api/indicators") => {
+            let mut sent: Value = serde_json::from_slice(&body).unwrap();
+            sent["id"] = json!("7");
+            axum::Json(indicator_json(&sent)).into_response()
+        }
+        ("DELETE", "/api/indicators/7") => StatusCode::NO_CONTENT.into_response(),
         ("GET", "/api/machines") => axum::Json(json!({
             "@odata.context": "http://x/api/$metadata#Machines",
             "value": [],
@@ -384,4 +404,39 @@ fn rejects_bad_urls_and_hides_the_secret() {
         MdeClient::new(cfg),
         Err(ClientError::Transport(_))
     ));
+}
+
+#[tokio::test]
+async fn submits_and_deletes_indicators() {
+    let (state, base) = mock(3599).await;
+    let c = client(&base, "right secret");
+    let hash = "ab".repeat(32);
+    let created = c
+        .submit_indicator(&NewIndicator::allow_sha256(&hash, "tool", "our build tool"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (created.id.as_str(), created.action.as_str()),
+        ("7", "Allowed")
+    );
+    c.delete_indicator("7").await.unwrap();
+    let e = c.delete_indicator("8").await.unwrap_err();
+    assert_eq!(e.code(), Some("ResourceNotFound"));
+
+    let reqs = requests(&state);
+    let post = &reqs[1];
+    assert_eq!(
+        (post.method.as_str(), post.uri.as_str()),
+        ("POST", "/api/indicators")
+    );
+    assert_eq!(
+        post.body,
+        format!(
+            r#"{{"indicatorValue":"{hash}","indicatorType":"FileSha256","action":"Allowed","title":"tool","description":"our build tool"}}"#
+        )
+    );
+    assert_eq!(
+        (reqs[2].method.as_str(), reqs[2].uri.as_str()),
+        ("DELETE", "/api/indicators/7")
+    );
 }

@@ -15,22 +15,45 @@ pub enum Api {
     CancelMachineAction,
     ListMachines,
     GetMachine,
+    /// appfence extension: `GET /api/machines/{id}/events`.
+    ListMachineEvents,
+    /// appfence extension: `GET /api/machines/{id}/enforcement`.
+    GetMachineEnforcement,
+    SubmitIndicator,
+    ListIndicators,
+    DeleteIndicator,
 }
 
 pub const ROLE_RESTRICT: &str = "Machine.RestrictExecution";
 pub const ROLE_READ_ALL: &str = "Machine.Read.All";
 pub const ROLE_READ_WRITE_ALL: &str = "Machine.ReadWrite.All";
+/// Every indicator of the tenant.
+pub const ROLE_TI_READ_WRITE_ALL: &str = "Ti.ReadWrite.All";
+/// Only the indicators the application submitted itself.
+pub const ROLE_TI_READ_WRITE: &str = "Ti.ReadWrite";
 
 pub const SCOPE_RESTRICT: &str = "Machine.RestrictExecution";
 pub const SCOPE_READ: &str = "Machine.Read";
 pub const SCOPE_READ_WRITE: &str = "Machine.ReadWrite";
+pub const SCOPE_TI_READ_WRITE: &str = "Ti.ReadWrite";
 
 /// Every application role appfence knows, for validating `app create --role`.
-pub const KNOWN_APP_ROLES: &[&str] = &[ROLE_RESTRICT, ROLE_READ_ALL, ROLE_READ_WRITE_ALL];
+pub const KNOWN_APP_ROLES: &[&str] = &[
+    ROLE_RESTRICT,
+    ROLE_READ_ALL,
+    ROLE_READ_WRITE_ALL,
+    ROLE_TI_READ_WRITE_ALL,
+    ROLE_TI_READ_WRITE,
+];
 
 /// The delegated scopes the built-in issuer puts in user tokens: everything a user can be
 /// allowed; the user's portal role decides what is actually allowed.
-pub const DELEGATED_SCOPES: &[&str] = &[SCOPE_READ, SCOPE_READ_WRITE, SCOPE_RESTRICT];
+pub const DELEGATED_SCOPES: &[&str] = &[
+    SCOPE_READ,
+    SCOPE_READ_WRITE,
+    SCOPE_RESTRICT,
+    SCOPE_TI_READ_WRITE,
+];
 
 impl Api {
     /// Any one of these application roles grants access.
@@ -42,7 +65,14 @@ impl Api {
             Api::GetMachineAction
             | Api::ListMachineActions
             | Api::ListMachines
-            | Api::GetMachine => &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL],
+            | Api::GetMachine
+            | Api::ListMachineEvents
+            | Api::GetMachineEnforcement => &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL],
+            // MDE: either role; with only Ti.ReadWrite an application sees and changes
+            // just the indicators it submitted (see [`Principal::indicator_scope`]).
+            Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
+                &[ROLE_TI_READ_WRITE_ALL, ROLE_TI_READ_WRITE]
+            }
         }
     }
 
@@ -55,7 +85,12 @@ impl Api {
             Api::GetMachineAction
             | Api::ListMachineActions
             | Api::ListMachines
-            | Api::GetMachine => &[SCOPE_READ, SCOPE_READ_WRITE],
+            | Api::GetMachine
+            | Api::ListMachineEvents
+            | Api::GetMachineEnforcement => &[SCOPE_READ, SCOPE_READ_WRITE],
+            Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
+                &[SCOPE_TI_READ_WRITE]
+            }
         }
     }
 
@@ -68,7 +103,12 @@ impl Api {
             Api::GetMachineAction
             | Api::ListMachineActions
             | Api::ListMachines
-            | Api::GetMachine => Permission::ViewData,
+            | Api::GetMachine
+            | Api::ListMachineEvents
+            | Api::GetMachineEnforcement => Permission::ViewData,
+            Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
+                Permission::ManageSecuritySettings
+            }
         }
     }
 
@@ -82,8 +122,21 @@ impl Api {
             Api::CancelMachineAction => "cancelMachineAction",
             Api::ListMachines => "listMachines",
             Api::GetMachine => "getMachine",
+            Api::ListMachineEvents => "listMachineEvents",
+            Api::GetMachineEnforcement => "getMachineEnforcement",
+            Api::SubmitIndicator => "submitIndicator",
+            Api::ListIndicators => "listIndicators",
+            Api::DeleteIndicator => "deleteIndicator",
         }
     }
+}
+
+/// Which indicators a caller may see and change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndicatorScope {
+    All,
+    /// Only those whose `createdBy` is this (an application with `Ti.ReadWrite` alone).
+    CreatedBy(String),
 }
 
 /// Who is calling, as established from a verified token.
@@ -161,6 +214,38 @@ impl Principal {
         match &self.caller {
             Caller::Application { display_name, .. } => display_name,
             Caller::User { upn, .. } => upn,
+        }
+    }
+
+    /// `createdBy` of the indicators this principal submits: the application's client
+    /// id, or the user's UPN (as MDE records them).
+    pub fn indicator_creator(&self) -> &str {
+        match &self.caller {
+            Caller::Application { client_id, .. } => client_id,
+            Caller::User { upn, .. } => upn,
+        }
+    }
+
+    /// MDE's `sourceType`: `AadApp` for applications, `User` for users.
+    pub fn source_type(&self) -> &'static str {
+        if self.is_user() {
+            "User"
+        } else {
+            "AadApp"
+        }
+    }
+
+    /// The indicators this principal may see and change, once [`Self::authorize`] let it
+    /// call an indicators API: all of them for users and for applications with
+    /// `Ti.ReadWrite.All`; only their own for applications with `Ti.ReadWrite` alone.
+    pub fn indicator_scope(&self) -> IndicatorScope {
+        match &self.caller {
+            Caller::Application { client_id, .. }
+                if !self.roles.iter().any(|r| r == ROLE_TI_READ_WRITE_ALL) =>
+            {
+                IndicatorScope::CreatedBy(client_id.clone())
+            }
+            _ => IndicatorScope::All,
         }
     }
 
@@ -248,6 +333,43 @@ mod tests {
         let mut with_roles = user(&[]);
         with_roles.roles = vec![ROLE_READ_ALL.into()];
         assert!(with_roles.authorize(Api::ListMachines).is_err());
+    }
+
+    #[test]
+    fn indicator_permissions_follow_mde() {
+        for api in [
+            Api::SubmitIndicator,
+            Api::ListIndicators,
+            Api::DeleteIndicator,
+        ] {
+            assert!(app(&[ROLE_TI_READ_WRITE_ALL]).authorize(api).is_ok());
+            assert!(app(&[ROLE_TI_READ_WRITE]).authorize(api).is_ok());
+            assert_eq!(
+                app(&[ROLE_READ_WRITE_ALL, ROLE_RESTRICT]).authorize(api),
+                Err(Error::Forbidden(
+                    "Missing application roles. API required roles: Ti.ReadWrite.All, Ti.ReadWrite"
+                        .into()
+                ))
+            );
+            assert!(user(&[SCOPE_TI_READ_WRITE]).authorize(api).is_ok());
+            assert!(user(&[SCOPE_READ_WRITE]).authorize(api).is_err());
+            assert_eq!(api.user_permission(), Permission::ManageSecuritySettings);
+        }
+        assert_eq!(
+            app(&[ROLE_TI_READ_WRITE_ALL]).indicator_scope(),
+            IndicatorScope::All
+        );
+        assert_eq!(
+            app(&[ROLE_TI_READ_WRITE]).indicator_scope(),
+            IndicatorScope::CreatedBy("c".into())
+        );
+        assert_eq!(user(&[]).indicator_scope(), IndicatorScope::All);
+        assert_eq!(app(&[]).indicator_creator(), "c");
+        assert_eq!(user(&[]).indicator_creator(), "ana@example.com");
+        assert_eq!(
+            (app(&[]).source_type(), user(&[]).source_type()),
+            ("AadApp", "User")
+        );
     }
 
     #[test]

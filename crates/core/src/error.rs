@@ -89,4 +89,8 @@ impl Error {
     pub fn action_not_found(id: &str) -> Self {
         Error::ResourceNotFound(format!("MachineAction {id} was not found"))
     }
+
+    pub fn indicator_not_found(id: &str) -> Self {
+        Error::ResourceNotFound(format!("Indicator {id} was not found"))
+    }
 }

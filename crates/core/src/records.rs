@@ -1,7 +1,11 @@
 //! Domain records as the store keeps them, and their wire form.
 
-use appfence_proto::agent::{Capabilities, DesiredState, EnforcementState};
-use appfence_proto::{ActionStatus, ActionType, IpAddress, Machine, MachineAction, Timestamp};
+use appfence_proto::agent::{
+    Capabilities, DenialEvent, DesiredState, EnforcementMode, EnforcementState,
+};
+use appfence_proto::{
+    ActionStatus, ActionType, Indicator, IpAddress, Machine, MachineAction, MachineEvent, Timestamp,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenant {
@@ -249,16 +253,133 @@ pub struct AuditRecord {
     pub reason: Option<String>,
 }
 
-/// The enforcement state the server wants for a device, from its last succeeded
-/// restrict-family action.
-pub fn desired_state(last_succeeded: Option<&ActionRecord>) -> DesiredState {
-    match last_succeeded {
-        Some(a) => DesiredState {
-            restricted: a.action_type == ActionType::RestrictCodeExecution,
-            action_id: Some(a.id.clone()),
-            ..DesiredState::default()
-        },
-        None => DesiredState::default(),
+/// The enforcement state the server wants for a device: restricted or not from its last
+/// succeeded restrict-family action, the server's enforcement mode, and the tenant's
+/// allowlist version.
+pub fn desired_state(
+    last_succeeded: Option<&ActionRecord>,
+    mode: EnforcementMode,
+    allowlist_version: u64,
+) -> DesiredState {
+    DesiredState {
+        restricted: last_succeeded
+            .is_some_and(|a| a.action_type == ActionType::RestrictCodeExecution),
+        action_id: last_succeeded.map(|a| a.id.clone()),
+        mode,
+        allowlist_version,
+    }
+}
+
+/// An indicator as the store keeps it (MDE's Indicator entity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndicatorRecord {
+    pub tenant_id: String,
+    /// Assigned by the store, never reused.
+    pub id: i64,
+    /// For `FileSha256`: lower-case hex.
+    pub indicator_value: String,
+    pub indicator_type: String,
+    pub action: String,
+    pub application: Option<String>,
+    /// Display name of the submitting application, or the user's UPN.
+    pub source: String,
+    /// `AadApp` or `User`.
+    pub source_type: String,
+    /// Client id of the submitting application, or the user's UPN.
+    pub created_by: String,
+    pub title: String,
+    pub description: String,
+    pub recommended_actions: Option<String>,
+    pub severity: String,
+    pub expiration_time: Option<Timestamp>,
+    pub generate_alert: bool,
+    pub created: Timestamp,
+    pub last_update: Timestamp,
+    pub last_updated_by: Option<String>,
+}
+
+impl IndicatorRecord {
+    pub fn to_wire(&self, odata_context: Option<String>) -> Indicator {
+        Indicator {
+            odata_context,
+            id: self.id.to_string(),
+            indicator_value: self.indicator_value.clone(),
+            indicator_type: self.indicator_type.clone(),
+            action: self.action.clone(),
+            application: self.application.clone(),
+            source: self.source.clone(),
+            source_type: self.source_type.clone(),
+            title: self.title.clone(),
+            creation_time_date_time_utc: self.created,
+            created_by: self.created_by.clone(),
+            expiration_time: self.expiration_time,
+            last_update_time: self.last_update,
+            last_updated_by: self.last_updated_by.clone(),
+            severity: self.severity.clone(),
+            description: self.description.clone(),
+            recommended_actions: self.recommended_actions.clone(),
+            rbac_group_names: Vec::new(),
+            rbac_group_ids: Vec::new(),
+            generate_alert: self.generate_alert,
+        }
+    }
+
+    /// Whether the indicator is in force at `now`.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.expiration_time.is_none_or(|t| t > now)
+    }
+}
+
+/// A submitted indicator: a new one, or new values for the tenant's indicator with the
+/// same type and value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndicatorSubmission {
+    pub tenant_id: String,
+    pub indicator_value: String,
+    pub indicator_type: String,
+    pub action: String,
+    /// Kept from the first submission: MDE does not update it.
+    pub application: Option<String>,
+    pub title: String,
+    pub description: String,
+    pub recommended_actions: Option<String>,
+    pub severity: String,
+    pub expiration_time: Option<Timestamp>,
+    pub generate_alert: bool,
+    /// `createdBy` when new.
+    pub submitted_by: String,
+    /// `source` when new, `lastUpdatedBy` when an update.
+    pub submitter_name: String,
+    pub source_type: String,
+    pub at: Timestamp,
+}
+
+/// The most denial events kept per machine; older ones are dropped as new ones arrive.
+pub const MAX_EVENTS_PER_MACHINE: usize = 10_000;
+
+/// A denial event as stored, with the machine it happened on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenialRecord {
+    pub machine_id: String,
+    pub computer_dns_name: String,
+    pub event: DenialEvent,
+}
+
+impl DenialRecord {
+    pub fn to_wire(&self) -> MachineEvent {
+        let e = &self.event;
+        MachineEvent {
+            time: e.time,
+            path: e.path.clone(),
+            sha256: e.sha256.clone(),
+            pid: e.pid,
+            uid: e.uid,
+            parent: e.parent.clone(),
+            kind: e.kind,
+            monitor: e.monitor,
+            machine_id: self.machine_id.clone(),
+            computer_dns_name: self.computer_dns_name.clone(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod action;
 pub mod agent;
 pub mod error;
+pub mod indicator;
 pub mod machine;
 pub mod oauth;
 pub mod odata;
@@ -13,6 +14,7 @@ pub mod timestamp;
 
 pub use action::{ActionStatus, ActionType, MachineAction};
 pub use error::{ErrorBody, ErrorDetail};
+pub use indicator::{Indicator, MachineEnforcement, MachineEvent};
 pub use machine::{IpAddress, Machine};
 pub use odata::Collection;
 pub use timestamp::Timestamp;

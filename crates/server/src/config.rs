@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub rate_limits: appfence_core::ratelimit::RateLimitPolicy,
     /// External issuers, roles and device groups (reloadable).
     pub access: crate::access::AccessSpec,
+    /// How restricted devices treat programs outside the trusted set: `Enforce` (deny
+    /// them) or `Monitor` (only report them); sent to agents as `DesiredState.mode`.
+    pub agent_mode: appfence_proto::agent::EnforcementMode,
 }
 
 impl ServerConfig {
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             rate_limits: Default::default(),
             access: Default::default(),
+            agent_mode: Default::default(),
         }
     }
 }

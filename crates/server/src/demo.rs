@@ -1,12 +1,13 @@
-//! `serve --demo`: a tenant, an application with the restrict and read roles, an
-//! enrolment secret for the simulated devices, and two users (an analyst who may
-//! restrict, a viewer who may only read), all recorded in `DATA_DIR/demo.json`.
+//! `serve --demo`: a tenant, an application with the restrict, read and indicator roles,
+//! an enrolment secret for the simulated devices, and two users (an analyst who may
+//! restrict and manage indicators, a viewer who may only read), all recorded in
+//! `DATA_DIR/demo.json`.
 //! Idempotent: a restart on the same data dir re-uses everything.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT};
+use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT, ROLE_TI_READ_WRITE_ALL};
 use appfence_core::odata::Query;
 use appfence_core::rbac::Permission;
 use appfence_core::records::EnrollSecret;
@@ -21,7 +22,8 @@ use crate::AppState;
 /// Host names of simulated devices start with this.
 pub const DEMO_HOST_PREFIX: &str = "demo-linux-";
 pub const DEMO_APP_NAME: &str = "appfence demo";
-/// The demo analyst's group: "Active remediation actions" and "View data".
+/// The demo analyst's group: "Active remediation actions", "Manage security settings"
+/// (indicators) and "View data".
 pub const DEMO_ANALYSTS_GROUP: &str = "appfence-demo-analysts";
 /// The demo viewer's group: "View data" only.
 pub const DEMO_VIEWERS_GROUP: &str = "appfence-demo-viewers";
@@ -69,7 +71,11 @@ pub fn demo_roles() -> Vec<RoleSpec> {
     vec![
         role(
             "Demo analysts",
-            &[Permission::ActiveRemediationActions, Permission::ViewData],
+            &[
+                Permission::ActiveRemediationActions,
+                Permission::ManageSecuritySettings,
+                Permission::ViewData,
+            ],
             DEMO_ANALYSTS_GROUP,
         ),
         role("Demo viewers", &[Permission::ViewData], DEMO_VIEWERS_GROUP),
@@ -134,14 +140,23 @@ fn read_demo_file(path: &Path) -> Result<Option<DemoInfo>, String> {
     }
 }
 
-/// Whether the application and enrolment secret recorded in `info` work with this store.
+/// The demo application's roles.
+const DEMO_APP_ROLES: [&str; 3] = [ROLE_RESTRICT, ROLE_READ_ALL, ROLE_TI_READ_WRITE_ALL];
+
+/// Whether the application and enrolment secret recorded in `info` work with this store,
+/// and the application has every demo role (one from an older version gets replaced).
 async fn app_and_secret_work(state: &AppState, info: &DemoInfo) -> Result<bool, String> {
     let store = state.store.as_ref();
     let app = store
         .app(&info.tenant_id, &info.client_id)
         .await
         .map_err(|e| e.to_string())?;
-    let app_ok = app.is_some_and(|a| verify_secret(&info.client_secret, &a.secret_hash));
+    let app_ok = app.is_some_and(|a| {
+        verify_secret(&info.client_secret, &a.secret_hash)
+            && DEMO_APP_ROLES
+                .iter()
+                .all(|r| a.roles.iter().any(|have| have == r))
+    });
     let secret_ok = store
         .enroll_secret(&sha256_hex(&info.enroll_secret))
         .await
@@ -155,7 +170,7 @@ async fn create(state: &AppState) -> Result<DemoInfo, String> {
     let tenant = ensure_default_tenant(store)
         .await
         .map_err(|e| e.to_string())?;
-    let roles = vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()];
+    let roles = DEMO_APP_ROLES.map(str::to_string).to_vec();
     let (app, client_secret) = create_app(
         store,
         state.clock.as_ref(),
@@ -478,7 +493,11 @@ mod tests {
         assert_eq!(roles[0].name, "Demo analysts");
         assert_eq!(
             roles[0].permissions,
-            ["Active remediation actions", "View data"]
+            [
+                "Active remediation actions",
+                "Manage security settings",
+                "View data"
+            ]
         );
         assert_eq!(roles[0].user_groups, [DEMO_ANALYSTS_GROUP]);
         assert_eq!(roles[1].name, "Demo viewers");

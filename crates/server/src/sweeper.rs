@@ -1,7 +1,8 @@
 //! Moves actions that waited too long to `TimeOut`: `Pending` ones older than
 //! `action_pending_timeout`, `InProgress` ones without an update for
-//! `action_inprogress_timeout`. Time comes from the injected clock; the interval at
-//! which it looks is real time.
+//! `action_inprogress_timeout`; and deletes expired indicators, which raises the
+//! allowlist version agents compare with theirs. Time comes from the injected clock; the
+//! interval at which it looks is real time.
 
 use tokio::sync::watch;
 
@@ -19,6 +20,10 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     for action in &timed_out {
         tracing::info!(action = %action.id, machine = %action.machine_id, "action timed out");
         state.dispatch.notify(&action.machine_id);
+    }
+    let expired = state.store.delete_expired_indicators(now).await?;
+    if expired > 0 {
+        tracing::info!(count = expired, "expired indicators deleted");
     }
     Ok(timed_out.len())
 }

@@ -9,15 +9,20 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use appfence_core::authz::IndicatorScope;
 use appfence_core::ids::{new_guid, new_machine_id};
-use appfence_core::odata::{ActionField, CmpOp, Direction, Expr, MachineField, Page, Query, Value};
+use appfence_core::odata::{
+    ActionField, CmpOp, Direction, EventField, Expr, IndicatorField, MachineField, Page, Query,
+    Value,
+};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
-    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, IndicatorSubmission,
+    MachineRecord, SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
+    MAX_EVENTS_PER_MACHINE,
 };
 use appfence_core::{Error, MachineRef};
-use appfence_proto::agent::{Capabilities, DeviceInfo, EnforcementState};
+use appfence_proto::agent::{Capabilities, DenialEvent, DenialKind, DeviceInfo, EnforcementState};
 use appfence_proto::{ActionStatus, ActionType, Timestamp};
 
 use crate::Store;
@@ -1416,6 +1421,287 @@ pub async fn users(store: &dyn Store) {
         .unwrap();
 }
 
+pub fn submission(tenant_id: &str, value: &str, by: &str, at: Timestamp) -> IndicatorSubmission {
+    IndicatorSubmission {
+        tenant_id: tenant_id.to_string(),
+        indicator_value: value.to_string(),
+        indicator_type: "FileSha256".into(),
+        action: "Allowed".into(),
+        application: Some("build tools".into()),
+        title: "allowed".into(),
+        description: "contract check".into(),
+        recommended_actions: None,
+        severity: "Informational".into(),
+        expiration_time: None,
+        generate_alert: false,
+        submitted_by: by.to_string(),
+        submitter_name: format!("{by} app"),
+        source_type: "AadApp".into(),
+        at,
+    }
+}
+
+fn hash(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+/// Submit creates, submitting the same type and value updates (keeping application,
+/// createdBy, source), every change bumps the version, scopes and tenants are kept apart.
+pub async fn indicators(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), 0);
+    let all = IndicatorScope::All;
+
+    let a = store
+        .submit_indicator(&submission(&t.id, &hash(1), "app-a", at(10)), &all)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            a.indicator_value.as_str(),
+            a.created,
+            a.last_update,
+            a.last_updated_by.as_deref()
+        ),
+        (hash(1).as_str(), at(10), at(10), None)
+    );
+    assert_eq!(
+        (a.source.as_str(), a.created_by.as_str()),
+        ("app-a app", "app-a")
+    );
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), 1);
+
+    let mut again = submission(&t.id, &hash(1), "app-b", at(20));
+    again.title = "renamed".into();
+    again.application = Some("ignored on update".into());
+    again.expiration_time = Some(at(1000));
+    let updated = store.submit_indicator(&again, &all).await.unwrap();
+    assert_eq!(updated.id, a.id, "same type and value: an update");
+    assert_eq!(updated.title, "renamed");
+    assert_eq!(updated.application.as_deref(), Some("build tools"));
+    assert_eq!(updated.created_by, "app-a");
+    assert_eq!(updated.created, at(10));
+    assert_eq!(updated.last_update, at(20));
+    assert_eq!(updated.last_updated_by.as_deref(), Some("app-b app"));
+    assert_eq!(updated.expiration_time, Some(at(1000)));
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), 2);
+
+    // An application that may change only its own indicators.
+    let own = IndicatorScope::CreatedBy("app-b".into());
+    let refused = store
+        .submit_indicator(&submission(&t.id, &hash(1), "app-b", at(21)), &own)
+        .await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    assert_eq!(
+        store.allowlist_version(&t.id).await.unwrap(),
+        2,
+        "unchanged"
+    );
+    let b = store
+        .submit_indicator(&submission(&t.id, &hash(2), "app-b", at(30)), &own)
+        .await
+        .unwrap();
+    assert_ne!(b.id, a.id);
+    assert!(!store.delete_indicator(&t.id, a.id, &own).await.unwrap());
+
+    // The same value in another tenant is another indicator.
+    let o = store
+        .submit_indicator(&submission(&other.id, &hash(1), "app-a", at(40)), &all)
+        .await
+        .unwrap();
+    assert_ne!(o.id, a.id);
+    assert_eq!(store.allowlist_version(&other.id).await.unwrap(), 1);
+
+    // Listing: newest first, filters on the MDE properties, tenant-scoped.
+    let list = |q: Query<IndicatorField>| {
+        let tenant = t.id.clone();
+        async move { store.list_indicators(&tenant, &q).await.unwrap() }
+    };
+    let p = list(Query {
+        count: true,
+        ..Query::default()
+    })
+    .await;
+    assert_eq!(
+        p.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [b.id, a.id]
+    );
+    assert_eq!(p.total, Some(2));
+    assert_eq!(p.items[1], updated, "records round-trip");
+    let by = |field, v: &str| Query {
+        filter: Some(cmp(field, CmpOp::Eq, text(v))),
+        ..Query::default()
+    };
+    let p = list(by(IndicatorField::CreatedBy, "APP-B")).await;
+    assert_eq!(p.items.iter().map(|i| i.id).collect::<Vec<_>>(), [b.id]);
+    let p = list(by(IndicatorField::IndicatorValue, &hash(1).to_uppercase())).await;
+    assert_eq!(p.items.iter().map(|i| i.id).collect::<Vec<_>>(), [a.id]);
+    let p = list(by(IndicatorField::Id, &a.id.to_string())).await;
+    assert_eq!(p.items.iter().map(|i| i.id).collect::<Vec<_>>(), [a.id]);
+    let p = list(Query {
+        filter: Some(cmp(
+            IndicatorField::CreationTimeDateTimeUtc,
+            CmpOp::Gt,
+            Value::Timestamp(at(15)),
+        )),
+        order_by: vec![(IndicatorField::IndicatorValue, Direction::Asc)],
+        ..Query::default()
+    })
+    .await;
+    assert_eq!(p.items.iter().map(|i| i.id).collect::<Vec<_>>(), [b.id]);
+
+    // The allowlist: sorted hashes of unexpired Allowed FileSha256 indicators.
+    let allow = store.allowlist(&t.id, at(50)).await.unwrap();
+    assert_eq!((allow.version, allow.sha256), (3, vec![hash(1), hash(2)]));
+    let later = store.allowlist(&t.id, at(1000)).await.unwrap();
+    assert_eq!(later.sha256, vec![hash(2)], "expired at 1000");
+
+    // Deleting bumps the version; deleting again finds nothing.
+    assert!(store.delete_indicator(&t.id, b.id, &all).await.unwrap());
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), 4);
+    assert!(!store.delete_indicator(&t.id, b.id, &all).await.unwrap());
+    assert!(!store.delete_indicator(&other.id, a.id, &all).await.unwrap());
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), 4);
+
+    // Expiry deletes and bumps only the tenants concerned.
+    assert_eq!(store.delete_expired_indicators(at(999)).await.unwrap(), 0);
+    assert_eq!(store.delete_expired_indicators(at(1000)).await.unwrap(), 1);
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), 5);
+    assert_eq!(store.allowlist_version(&other.id).await.unwrap(), 1);
+    assert!(list(Query::default()).await.items.is_empty());
+    // Ids are never reused.
+    let c = store
+        .submit_indicator(&submission(&t.id, &hash(3), "app-a", at(60)), &all)
+        .await
+        .unwrap();
+    assert!(c.id > b.id, "{} after {}", c.id, b.id);
+}
+
+pub fn denial(seconds: i64, path: &str) -> DenialEvent {
+    DenialEvent {
+        time: at(seconds),
+        path: path.to_string(),
+        sha256: Some(hash(9)),
+        pid: 4242,
+        uid: Some(1000),
+        parent: Some("/usr/bin/bash".into()),
+        kind: DenialKind::Exec,
+        monitor: false,
+    }
+}
+
+/// Batches are stored whole, listed newest first per machine and device group, and
+/// trimmed to the newest `MAX_EVENTS_PER_MACHINE`.
+pub async fn denial_events(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let mut web = machine_record(&t.id, "events-web.example");
+    web.rbac_group_id = 5;
+    store.insert_machine(&web).await.unwrap();
+    let db = new_machine(store, &t, "events-db.example").await;
+
+    let mut elf = denial(3, "/tmp/libx.so");
+    elf.kind = DenialKind::ElfOpen;
+    elf.monitor = true;
+    elf.sha256 = None;
+    elf.uid = None;
+    elf.parent = None;
+    store
+        .record_denials(
+            &web,
+            &[denial(1, "/tmp/a"), denial(2, "/tmp/b"), elf.clone()],
+            at(10),
+        )
+        .await
+        .unwrap();
+    store
+        .record_denials(&db, &[denial(5, "/tmp/c")], at(11))
+        .await
+        .unwrap();
+    store.record_denials(&db, &[], at(12)).await.unwrap();
+
+    let list = |scope: DeviceScope, q: Query<EventField>| {
+        let tenant = t.id.clone();
+        async move { store.list_denials(&tenant, &scope, &q).await.unwrap() }
+    };
+    let on = |m: &MachineRecord| Query {
+        filter: Some(cmp(EventField::MachineId, CmpOp::Eq, text(&m.id))),
+        count: true,
+        ..Query::default()
+    };
+    let p = list(DeviceScope::All, on(&web)).await;
+    let paths: Vec<&str> = p.items.iter().map(|e| e.event.path.as_str()).collect();
+    assert_eq!(paths, ["/tmp/libx.so", "/tmp/b", "/tmp/a"]);
+    assert_eq!(p.total, Some(3));
+    assert_eq!(p.items[0].event, elf, "events round-trip");
+    assert_eq!(p.items[0].computer_dns_name, "events-web.example");
+    assert_eq!(p.items[1].event, denial(2, "/tmp/b"));
+
+    let p = list(
+        DeviceScope::All,
+        Query {
+            top: Some(1),
+            skip: 1,
+            ..on(&web)
+        },
+    )
+    .await;
+    assert_eq!(p.items[0].event.path, "/tmp/b");
+    assert!(p.more);
+    let p = list(
+        DeviceScope::All,
+        Query {
+            filter: Some(cmp(EventField::Kind, CmpOp::Eq, text("elfOpen"))),
+            ..Query::default()
+        },
+    )
+    .await;
+    assert_eq!(p.items.len(), 1);
+
+    // Device groups: group 5 is not visible to this caller.
+    let p = list(DeviceScope::Groups(vec![0]), Query::default()).await;
+    let paths: Vec<&str> = p.items.iter().map(|e| e.event.path.as_str()).collect();
+    assert_eq!(paths, ["/tmp/c"]);
+    let stranger = new_tenant(store).await;
+    assert!(store
+        .list_denials(&stranger.id, &DeviceScope::All, &Query::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // Retention: the newest MAX_EVENTS_PER_MACHINE stay.
+    let many: Vec<DenialEvent> = (0..MAX_EVENTS_PER_MACHINE as i64 + 2)
+        .map(|i| denial(100 + i, &format!("/tmp/many-{i}")))
+        .collect();
+    store.record_denials(&db, &many, at(20)).await.unwrap();
+    let p = list(
+        DeviceScope::All,
+        Query {
+            top: Some(1),
+            ..on(&db)
+        },
+    )
+    .await;
+    assert_eq!(p.total, Some(MAX_EVENTS_PER_MACHINE as u64));
+    assert_eq!(
+        p.items[0].event.path,
+        format!("/tmp/many-{}", MAX_EVENTS_PER_MACHINE + 1)
+    );
+    let oldest = list(
+        DeviceScope::All,
+        Query {
+            top: Some(1),
+            order_by: vec![(EventField::Time, Direction::Asc)],
+            ..on(&db)
+        },
+    )
+    .await;
+    assert_eq!(oldest.items[0].event.path, "/tmp/many-2");
+    // The other machine's events are untouched.
+    assert_eq!(list(DeviceScope::All, on(&web)).await.total, Some(3));
+}
+
 pub async fn run_all(store: Arc<dyn Store>) {
     let s = store.as_ref();
     tenants_apps_secrets_keys(s).await;
@@ -1435,4 +1721,6 @@ pub async fn run_all(store: Arc<dyn Store>) {
     last_succeeded_restrict_family(s).await;
     device_group_scopes(s).await;
     users(s).await;
+    indicators(s).await;
+    denial_events(s).await;
 }

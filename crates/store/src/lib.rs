@@ -11,14 +11,16 @@ pub mod contract;
 pub mod odata_sql;
 pub mod sqlite;
 
-use appfence_core::odata::{ActionField, MachineField, Page, Query};
+use appfence_core::authz::IndicatorScope;
+use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
-    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
+    IndicatorRecord, IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant,
+    TransitionOutcome, UserRecord,
 };
 use appfence_core::{MachineRef, Result};
-use appfence_proto::agent::{DeviceInfo, EnforcementState};
+use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
 
 pub use sqlite::SqliteStore;
@@ -114,4 +116,59 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ActionRecord>>;
     /// The audit trail of one action, oldest first.
     async fn audit_trail(&self, action_id: &str) -> Result<Vec<AuditRecord>>;
+
+    // --- indicators and the allowlist ---
+
+    /// Creates the indicator, or updates the tenant's indicator with the same type and
+    /// value (its `application`, `createdBy` and `source` stay), and bumps the tenant's
+    /// allowlist version, in one transaction. `Forbidden` if the indicator exists outside
+    /// `scope`; `BadRequest` if a new one would exceed
+    /// [`appfence_core::indicators::MAX_ACTIVE_INDICATORS`] active indicators.
+    async fn submit_indicator(
+        &self,
+        submission: &IndicatorSubmission,
+        scope: &IndicatorScope,
+    ) -> Result<IndicatorRecord>;
+    /// One page of the tenant's indicators (expired ones included: the caller filters).
+    async fn list_indicators(
+        &self,
+        tenant_id: &str,
+        query: &Query<IndicatorField>,
+    ) -> Result<Page<IndicatorRecord>>;
+    /// Deletes the indicator if it exists within `scope`, bumping the tenant's allowlist
+    /// version in the same transaction; false if there is no such indicator.
+    async fn delete_indicator(
+        &self,
+        tenant_id: &str,
+        id: i64,
+        scope: &IndicatorScope,
+    ) -> Result<bool>;
+    /// Deletes indicators whose expiration time is at or before `now`, bumping the
+    /// allowlist version of each tenant concerned; returns how many were deleted.
+    async fn delete_expired_indicators(&self, now: Timestamp) -> Result<usize>;
+    /// The tenant's allowlist version (0 before its first indicator change).
+    async fn allowlist_version(&self, tenant_id: &str) -> Result<u64>;
+    /// The version and the SHA-256 hashes (sorted) of the tenant's `FileSha256`
+    /// indicators with action `Allowed` that are unexpired at `now`, read together.
+    async fn allowlist(&self, tenant_id: &str, now: Timestamp) -> Result<AllowlistResponse>;
+
+    // --- denial events ---
+
+    /// Stores a batch of a machine's denial events in one transaction, then drops the
+    /// machine's oldest events beyond
+    /// [`appfence_core::records::MAX_EVENTS_PER_MACHINE`].
+    async fn record_denials(
+        &self,
+        machine: &MachineRecord,
+        events: &[DenialEvent],
+        received: Timestamp,
+    ) -> Result<()>;
+    /// One page of the tenant's denial events on machines within `scope`, newest first
+    /// unless the query orders otherwise.
+    async fn list_denials(
+        &self,
+        tenant_id: &str,
+        scope: &DeviceScope,
+        query: &Query<EventField>,
+    ) -> Result<Page<DenialRecord>>;
 }

@@ -68,7 +68,11 @@ pub fn time_apply(tmpfs: &Path, packages: PackageDb) -> Result<ApplyTiming, Stri
     let started = Instant::now();
     lift(&enforcer)?;
     let lift = started.elapsed();
-    Ok(ApplyTiming { apply, lift, detail })
+    Ok(ApplyTiming {
+        apply,
+        lift,
+        detail,
+    })
 }
 
 /// Adds up the counters of several sessions.

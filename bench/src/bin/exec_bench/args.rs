@@ -11,7 +11,7 @@ only that tmpfs is marked (fapolicyd: mount marks inside the namespace only).
 
   --quick                 small counts: a smoke run of well under a minute
   --execs N               executions per measurement (default 2000; 300 with --quick)
-  --rounds N              interleaved rounds they are split into (default 6; 3 with --quick)
+  --rounds N              interleaved rounds they are split into (default 10; 4 with --quick)
   --apply-rounds N        rounds of the apply-time measurement (default 6; 2 with --quick)
   --no-fapolicyd          leave fapolicyd out
   --fapolicyd-integrity I fapolicyd's integrity setting (default sha256: like appfence, a
@@ -36,8 +36,8 @@ impl Options {
         let mut options = Options {
             quick,
             execs: if quick { 300 } else { 2000 },
-            // A multiple of the three configurations, so each runs first equally often.
-            rounds: if quick { 3 } else { 6 },
+            // Even, so each of the two kinds of session runs first equally often.
+            rounds: if quick { 4 } else { 10 },
             apply_rounds: if quick { 2 } else { 6 },
             fapolicyd: true,
             fapolicyd_integrity: "sha256".into(),
@@ -62,7 +62,9 @@ impl Options {
                 "--fapolicyd-integrity" => {
                     let v = value("--fapolicyd-integrity")?;
                     if !["none", "size", "sha256"].contains(&v.as_str()) {
-                        return Err(format!("--fapolicyd-integrity: none, size or sha256, not {v}"));
+                        return Err(format!(
+                            "--fapolicyd-integrity: none, size or sha256, not {v}"
+                        ));
                     }
                     options.fapolicyd_integrity = v;
                 }
@@ -96,9 +98,9 @@ mod tests {
     #[test]
     fn defaults_and_quick() {
         let full = parse(&[]).unwrap().unwrap();
-        assert_eq!((full.execs, full.rounds, full.chunk()), (2000, 6, 334));
+        assert_eq!((full.execs, full.rounds, full.chunk()), (2000, 10, 200));
         let quick = parse(&["--quick"]).unwrap().unwrap();
-        assert_eq!((quick.execs, quick.rounds, quick.chunk()), (300, 3, 100));
+        assert_eq!((quick.execs, quick.rounds, quick.chunk()), (300, 4, 75));
         assert!(full.fapolicyd && full.fapolicyd_integrity == "sha256");
     }
 

@@ -73,7 +73,9 @@ pub fn unavailable() -> Option<String> {
     }
     for dir in [CONFIG_DIR, DB_DIR] {
         if !Path::new(dir).is_dir() {
-            return Some(format!("{dir} is missing (the fapolicyd package is not configured)"));
+            return Some(format!(
+                "{dir} is missing (the fapolicyd package is not configured)"
+            ));
         }
     }
     None
@@ -88,12 +90,19 @@ pub struct Setup {
 /// to put in the trust file.
 pub fn prepare(trusted: &[PathBuf], integrity: &str, tmpfs_mount_id: u64) -> io::Result<Setup> {
     for dir in [CONFIG_DIR, DB_DIR, RUN_DIR] {
-        mount_tmpfs(Path::new(dir), "appfence-bench-fapolicyd", "size=64m,mode=0755")?;
+        mount_tmpfs(
+            Path::new(dir),
+            "appfence-bench-fapolicyd",
+            "size=64m,mode=0755",
+        )?;
     }
     std::fs::create_dir_all(Path::new(RUN_DIR).join("fapolicyd"))?;
     std::fs::create_dir_all(Path::new(CONFIG_DIR).join("trust.d"))?;
     std::fs::create_dir_all(Path::new(CONFIG_DIR).join("rules.d"))?;
-    std::fs::write(Path::new(CONFIG_DIR).join("fapolicyd.conf"), config(integrity))?;
+    std::fs::write(
+        Path::new(CONFIG_DIR).join("fapolicyd.conf"),
+        config(integrity),
+    )?;
     std::fs::write(Path::new(CONFIG_DIR).join("fapolicyd.rules"), RULES)?;
     let mut trust = String::new();
     for path in trusted {
@@ -173,17 +182,20 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then SIGKILL after 5 s.
-    pub fn stop(mut self) -> io::Result<()> {
+    /// SIGTERM, then SIGKILL after 15 s (its threads take up to a few seconds to
+    /// notice). Either way the kernel allows everything once its group is closed.
+    pub fn stop(mut self) -> io::Result<Duration> {
         signal(self.child.id(), libc::SIGTERM);
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
+        while started.elapsed() < Duration::from_secs(15) {
             if self.child.try_wait()?.is_some() {
-                return Ok(());
+                return Ok(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Err(io::Error::other("fapolicyd ignored SIGTERM for 5 s; killed"))
+        Err(io::Error::other(
+            "fapolicyd ignored SIGTERM for 15 s; killed",
+        ))
     }
 }
 

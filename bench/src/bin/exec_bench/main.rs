@@ -28,8 +28,7 @@ use sha2::Digest;
 
 use crate::appfence::PackageDb;
 use crate::args::{Options, USAGE};
-use crate::measure::{rotated, Bench};
-use crate::programs::Workload;
+use crate::measure::{rotated, Bench, Pair};
 use crate::report::{ApplyResults, Context};
 use crate::sandbox::{install, is_root, Sandbox};
 
@@ -69,7 +68,10 @@ fn spawn_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
         return Err("run as root (fanotify permission events and namespaces need it)".into());
     }
     if !probe_capabilities().can_restrict_execution {
-        return Err("this kernel does not offer fanotify exec permission events and filesystem marks".into());
+        return Err(
+            "this kernel does not offer fanotify exec permission events and filesystem marks"
+                .into(),
+        );
     }
     if options.fapolicyd {
         if let Some(why) = fapolicyd::unavailable() {
@@ -100,16 +102,32 @@ fn spawn_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
 /// The child, PID 1 of its own namespaces.
 fn in_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
     let started = Instant::now();
-    let sandbox = Sandbox::new().map_err(|e| e.to_string())?;
-    let workloads = vec![
-        programs::true_program(&sandbox).map_err(|e| format!("preparing /bin/true: {e}"))?,
-        programs::dynamic_program(&sandbox)
-            .map_err(|e| format!("preparing the dynamic program: {e}"))?,
-    ];
-    let unknown = unknown_binary(&sandbox)?;
+    let load_before = load_average();
+    // Two tmpfs mounts with the same programs: appfence marks the first only.
+    let enforced = Sandbox::new("enforced").map_err(|e| e.to_string())?;
+    let plain = Sandbox::new("plain").map_err(|e| e.to_string())?;
+    let dynamic = programs::build_dynamic(&enforced.path("build"))
+        .map_err(|e| format!("building the dynamic program: {e}"))?;
+    let mut workloads = Vec::new();
+    for kind in ["true", "dynamic"] {
+        let install = |sandbox: &Sandbox| match kind {
+            "true" => programs::true_program(sandbox),
+            _ => programs::dynamic_program(sandbox, &dynamic),
+        };
+        workloads.push(Pair {
+            enforced: install(&enforced).map_err(|e| format!("preparing {kind}: {e}"))?,
+            plain: install(&plain).map_err(|e| format!("preparing {kind}: {e}"))?,
+        });
+    }
+    let unknown = (unknown_binary(&enforced)?, unknown_binary(&plain)?);
     let trusted: Vec<PathBuf> = workloads
         .iter()
-        .flat_map(|w| w.files.iter().flat_map(|(p, t)| [p.clone(), t.clone()]))
+        .flat_map(|w| {
+            w.plain
+                .files
+                .iter()
+                .flat_map(|(p, t)| [p.clone(), t.clone()])
+        })
         .collect();
     let allowlist = allowlist(&workloads)?;
 
@@ -119,7 +137,7 @@ fn in_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
         match fapolicyd::unavailable() {
             Some(why) => fapolicyd_version = Err(why),
             None => {
-                let mount_id = sandbox.mount_id().map_err(|e| e.to_string())?;
+                let mount_id = plain.mount_id().map_err(|e| e.to_string())?;
                 let setup = fapolicyd::prepare(&trusted, &options.fapolicyd_integrity, mount_id)
                     .map_err(|e| format!("preparing fapolicyd: {e}"))?;
                 fapolicyd_setup = Some(setup);
@@ -129,7 +147,7 @@ fn in_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
     }
 
     let bench = Bench {
-        sandbox: &sandbox,
+        enforced: &enforced,
         workloads: &workloads,
         allowlist,
         unknown,
@@ -148,7 +166,7 @@ fn in_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
     };
     for round in 0..options.apply_rounds {
         for packages in rotated(&[PackageDb::None, PackageDb::Host], round) {
-            let timing = appfence::time_apply(sandbox.root(), packages)?;
+            let timing = appfence::time_apply(enforced.root(), packages)?;
             eprintln!(
                 "apply round {}/{} ({packages:?}): {:.1} ms",
                 round + 1,
@@ -169,6 +187,8 @@ fn in_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
         date: output_of("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         commit: output_of("git", &["rev-parse", "--short", "HEAD"]),
         machine: machine(),
+        load_before,
+        load_after: load_average(),
         execs: options.chunk() * options.rounds,
         rounds: options.rounds,
         chunk: options.chunk(),
@@ -197,10 +217,10 @@ fn unknown_binary(sandbox: &Sandbox) -> Result<PathBuf, String> {
 }
 
 /// The SHA-256 of every workload file: appfence's allowlist.
-fn allowlist(workloads: &[Workload]) -> Result<Vec<Sha256Hash>, String> {
+fn allowlist(workloads: &[Pair]) -> Result<Vec<Sha256Hash>, String> {
     let mut hashes = Vec::new();
-    for workload in workloads {
-        for (pristine, _) in &workload.files {
+    for pair in workloads {
+        for (pristine, _) in &pair.enforced.files {
             let bytes = std::fs::read(pristine).map_err(|e| e.to_string())?;
             hashes.push(sha2::Sha256::digest(&bytes).into());
         }
@@ -223,6 +243,13 @@ fn output_of(program: &str, args: &[&str]) -> String {
 
 fn package_version(package: &str) -> String {
     output_of("dpkg-query", &["-W", "-f", "${Version}", package])
+}
+
+/// The first three fields of `/proc/loadavg`: other tenants of a shared machine show here.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn machine() -> String {

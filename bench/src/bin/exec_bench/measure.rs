@@ -1,5 +1,10 @@
-//! The interleaved exec rounds: every configuration in every round, the order rotating,
-//! each configuration started afresh per round and checked to be (or not be) enforcing.
+//! The interleaved exec rounds. Two kinds of session alternate, order rotating, each
+//! started afresh and checked to enforce what it should:
+//! - appfence restricting the "enforced" tmpfs, while the same programs also run from a
+//!   second, unmarked tmpfs: the two alternate execution by execution (ABBA), so the
+//!   no-enforcement baseline and appfence share every moment of the machine's noise;
+//! - fapolicyd running (it watches every tmpfs mount, so nothing runs unwatched beside
+//!   it), the programs run from the second tmpfs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,12 +49,19 @@ pub enum Version {
 
 pub type Key = (Setting, usize, Version);
 
+/// One workload installed on both tmpfs mounts.
+pub struct Pair {
+    pub enforced: Workload,
+    pub plain: Workload,
+}
+
 pub struct Bench<'a> {
-    pub sandbox: &'a Sandbox,
-    pub workloads: &'a [Workload],
+    /// The tmpfs appfence marks.
+    pub enforced: &'a Sandbox,
+    pub workloads: &'a [Pair],
     pub allowlist: Vec<Sha256Hash>,
-    /// A binary no configuration trusts: must be refused while enforcing.
-    pub unknown: PathBuf,
+    /// Binaries no configuration trusts, one per tmpfs (enforced, plain).
+    pub unknown: (PathBuf, PathBuf),
     pub fapolicyd: Option<&'a fapolicyd::Setup>,
 }
 
@@ -59,8 +71,13 @@ pub struct Results {
     pub appfence_stats: EnforcerStats,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Appfence,
+    Fapolicyd,
+}
+
 enum Session {
-    NoEnforcement,
     Appfence(FanotifyEnforcer),
     Fapolicyd(fapolicyd::Daemon),
 }
@@ -76,7 +93,10 @@ impl Bench<'_> {
 
     pub fn run(&self, rounds: usize, chunk: usize) -> Result<Results, String> {
         let mut results = Results::default();
-        let settings = self.settings();
+        let mut kinds = vec![Kind::Appfence];
+        if self.fapolicyd.is_some() {
+            kinds.push(Kind::Fapolicyd);
+        }
         let mut variants = Vec::new();
         for version in [Version::Cached, Version::FirstTime] {
             for workload in 0..self.workloads.len() {
@@ -84,27 +104,47 @@ impl Bench<'_> {
             }
         }
         for round in 0..rounds {
-            for &setting in rotated(&settings, round).iter() {
+            for &kind in rotated(&kinds, round).iter() {
                 let started = Instant::now();
-                let session = self.start(setting)?;
-                for workload in self.workloads {
-                    run_execs(workload, WARM_UP, Version::Cached)?;
+                let session = self.start(kind)?;
+                for pair in self.workloads {
+                    for _ in 0..WARM_UP {
+                        run_once(&pair.plain, Version::Cached)?;
+                        if kind == Kind::Appfence {
+                            run_once(&pair.enforced, Version::Cached)?;
+                        }
+                    }
                 }
                 for &(workload, version) in rotated(&variants, round).iter() {
-                    let latencies = run_execs(&self.workloads[workload], chunk, version)?;
-                    results
-                        .latencies_ns
-                        .entry((setting, workload, version))
-                        .or_default()
-                        .extend(latencies);
+                    let pair = &self.workloads[workload];
+                    for i in 0..chunk {
+                        match kind {
+                            Kind::Appfence => {
+                                let mut sides = [
+                                    (Setting::NoEnforcement, &pair.plain),
+                                    (Setting::Appfence, &pair.enforced),
+                                ];
+                                if i % 2 == 1 {
+                                    sides.reverse();
+                                }
+                                for (setting, side) in sides {
+                                    let ns = run_once(side, version)?;
+                                    results.record((setting, workload, version), ns);
+                                }
+                            }
+                            Kind::Fapolicyd => {
+                                let ns = run_once(&pair.plain, version)?;
+                                results.record((Setting::Fapolicyd, workload, version), ns);
+                            }
+                        }
+                    }
                 }
                 if let Some(stats) = self.stop(session)? {
                     appfence::add_stats(&mut results.appfence_stats, &stats);
                 }
                 eprintln!(
-                    "round {}/{rounds}: {} done in {:.1} s",
+                    "round {}/{rounds}: {kind:?} session done in {:.1} s",
                     round + 1,
-                    setting.label(),
                     started.elapsed().as_secs_f64()
                 );
             }
@@ -112,94 +152,99 @@ impl Bench<'_> {
         Ok(results)
     }
 
-    fn start(&self, setting: Setting) -> Result<Session, String> {
-        let session = match setting {
-            Setting::NoEnforcement => Session::NoEnforcement,
-            Setting::Appfence => {
+    fn start(&self, kind: Kind) -> Result<Session, String> {
+        let (enforced_unknown, plain_unknown) = (&self.unknown.0, &self.unknown.1);
+        match kind {
+            Kind::Appfence => {
                 let enforcer = appfence::enforcer(
-                    self.sandbox.root(),
+                    self.enforced.root(),
                     self.allowlist.clone(),
                     PackageDb::None,
                 );
                 appfence::restrict(&enforcer)?;
-                Session::Appfence(enforcer)
+                let session = Session::Appfence(enforcer);
+                expect_refused(enforced_unknown, true, "appfence is restricting")?;
+                expect_refused(plain_unknown, false, "the baseline tmpfs is unmarked")?;
+                Ok(session)
             }
-            Setting::Fapolicyd => {
+            Kind::Fapolicyd => {
                 let setup = self.fapolicyd.expect("fapolicyd is prepared");
-                Session::Fapolicyd(setup.start().map_err(|e| e.to_string())?)
-            }
-        };
-        // Proof that the configuration is in force (or that nothing is).
-        let refused = self.unknown_is_refused()?;
-        match (&session, refused) {
-            (Session::NoEnforcement, false) => {}
-            (Session::NoEnforcement, true) => {
-                return Err("an unknown binary is refused with no enforcement running".into())
-            }
-            (_, true) => {}
-            (_, false) => {
-                return Err(format!(
-                    "{} is running but the unknown binary still runs",
-                    setting.label()
-                ))
+                let starting = Instant::now();
+                let daemon = setup.start().map_err(|e| e.to_string())?;
+                eprintln!(
+                    "fapolicyd listening after {:.1} s",
+                    starting.elapsed().as_secs_f64()
+                );
+                let session = Session::Fapolicyd(daemon);
+                expect_refused(plain_unknown, true, "fapolicyd is running")?;
+                Ok(session)
             }
         }
-        Ok(session)
     }
 
     fn stop(&self, session: Session) -> Result<Option<EnforcerStats>, String> {
         let stats = match session {
-            Session::NoEnforcement => None,
             Session::Appfence(enforcer) => Some(appfence::lift(&enforcer)?),
             Session::Fapolicyd(daemon) => {
-                daemon.stop().map_err(|e| e.to_string())?;
+                let took = daemon.stop().map_err(|e| e.to_string())?;
+                eprintln!("fapolicyd stopped in {:.1} s", took.as_secs_f64());
                 None
             }
         };
-        if self.unknown_is_refused()? {
-            return Err("the unknown binary is still refused after stopping".into());
-        }
+        expect_refused(&self.unknown.0, false, "enforcement is stopped")?;
+        expect_refused(&self.unknown.1, false, "enforcement is stopped")?;
         Ok(stats)
-    }
-
-    fn unknown_is_refused(&self) -> Result<bool, String> {
-        match Command::new(&self.unknown)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-        {
-            // /bin/false, modified: it runs when it exits 1.
-            Ok(status) if status.code() == Some(1) => Ok(false),
-            Ok(status) => Err(format!("the unknown binary ended with {status}")),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-                Ok(true)
-            }
-            Err(e) => Err(format!("running the unknown binary: {e}")),
-        }
     }
 }
 
-/// `count` executions (fork, exec, wait), each timed; every one must succeed.
-pub fn run_execs(workload: &Workload, count: usize, version: Version) -> Result<Vec<u64>, String> {
-    let mut latencies = Vec::with_capacity(count);
-    for _ in 0..count {
-        if version == Version::FirstTime {
-            workload
-                .refresh()
-                .map_err(|e| format!("refreshing {}: {e}", workload.name))?;
-        }
-        let mut command = workload.command();
-        let started = Instant::now();
-        let status = command.status();
-        let elapsed = started.elapsed();
-        match status {
-            Ok(s) if s.success() => latencies.push(elapsed.as_nanos() as u64),
-            Ok(s) => return Err(format!("{} ended with {s}", workload.name)),
-            Err(e) => return Err(format!("{} did not run: {e}", workload.name)),
-        }
+impl Results {
+    fn record(&mut self, key: Key, ns: u64) {
+        self.latencies_ns.entry(key).or_default().push(ns);
     }
-    Ok(latencies)
+}
+
+/// Runs the untrusted binary (`/bin/false`, modified) and checks whether it was refused.
+fn expect_refused(unknown: &PathBuf, refused: bool, because: &str) -> Result<(), String> {
+    let outcome = Command::new(unknown)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let was_refused = match outcome {
+        // It ran when it exits 1.
+        Ok(status) if status.code() == Some(1) => false,
+        Ok(status) => return Err(format!("{} ended with {status}", unknown.display())),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => true,
+        Err(e) => return Err(format!("running {}: {e}", unknown.display())),
+    };
+    if was_refused == refused {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} was {} although {because}",
+            unknown.display(),
+            if was_refused { "refused" } else { "allowed" }
+        ))
+    }
+}
+
+/// One execution (fork, exec, wait), timed; it must succeed. First-time: the files are
+/// replaced by fresh copies first, untimed.
+pub fn run_once(workload: &Workload, version: Version) -> Result<u64, String> {
+    if version == Version::FirstTime {
+        workload
+            .refresh()
+            .map_err(|e| format!("refreshing {}: {e}", workload.name))?;
+    }
+    let mut command = workload.command();
+    let started = Instant::now();
+    let status = command.status();
+    let elapsed = started.elapsed();
+    match status {
+        Ok(s) if s.success() => Ok(elapsed.as_nanos() as u64),
+        Ok(s) => Err(format!("{} ended with {s}", workload.name)),
+        Err(e) => Err(format!("{} did not run: {e}", workload.name)),
+    }
 }
 
 /// `items` rotated left by `by`: over as many rounds as items, each item runs in each

@@ -65,7 +65,9 @@ pub fn true_program(sandbox: &Sandbox) -> io::Result<Workload> {
     install(&pristine, &target)?;
     Ok(Workload {
         name: "`/bin/true`".into(),
-        description: "a copy of `/bin/true` on the tmpfs (its libc stays on the unmarked root filesystem)".into(),
+        description:
+            "a copy of `/bin/true` on the tmpfs (its libc stays on the unmarked root filesystem)"
+                .into(),
         program: target.clone(),
         args: Vec::new(),
         env: Vec::new(),
@@ -125,7 +127,9 @@ pub fn dynamic_program(sandbox: &Sandbox, dynamic: &Dynamic) -> io::Result<Workl
         files.push((pristine, copy));
     }
     let from_tmpfs = loaded_objects(&target, Some(&lib_dir))?;
-    if from_tmpfs.len() != system_libraries.len() || !from_tmpfs.iter().all(|l| l.starts_with(&lib_dir)) {
+    if from_tmpfs.len() != system_libraries.len()
+        || !from_tmpfs.iter().all(|l| l.starts_with(&lib_dir))
+    {
         return Err(io::Error::other(format!(
             "the libraries do not all load from {}: {from_tmpfs:?}",
             lib_dir.display()
@@ -151,13 +155,23 @@ pub fn dynamic_program(sandbox: &Sandbox, dynamic: &Dynamic) -> io::Result<Workl
 
 /// Compiles the test program into `build`; `None` when gcc is not installed.
 fn compile(build: &Path) -> io::Result<Option<(PathBuf, Vec<String>)>> {
-    if Command::new("gcc").arg("--version").stdout(Stdio::null()).status().is_err() {
+    if Command::new("gcc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
         return Ok(None);
     }
     let available = library_paths()?;
     let chosen: Vec<(&str, &str, &PathBuf)> = LIBRARIES
         .iter()
-        .filter_map(|(lib, symbol)| available.iter().find(|(n, _)| n == lib).map(|(_, p)| (*lib, *symbol, p)))
+        .filter_map(|(lib, symbol)| {
+            available
+                .iter()
+                .find(|(n, _)| n == lib)
+                .map(|(_, p)| (*lib, *symbol, p))
+        })
         .collect();
     let mut source = String::from("#include <stdio.h>\n");
     for (_, symbol, _) in &chosen {
@@ -186,7 +200,10 @@ fn compile(build: &Path) -> io::Result<Option<(PathBuf, Vec<String>)>> {
             String::from_utf8_lossy(&output.stderr)
         )));
     }
-    Ok(Some((binary, chosen.iter().map(|(lib, _, _)| lib.to_string()).collect())))
+    Ok(Some((
+        binary,
+        chosen.iter().map(|(lib, _, _)| lib.to_string()).collect(),
+    )))
 }
 
 /// `ldconfig -p`: (soname, path) of the x86-64 libraries the loader knows.
@@ -206,7 +223,9 @@ fn library_paths() -> io::Result<Vec<(String, PathBuf)>> {
 /// loader itself and the vDSO excepted.
 fn loaded_objects(program: &Path, library_path: Option<&Path>) -> io::Result<Vec<PathBuf>> {
     let mut command = Command::new(program);
-    command.env("LD_TRACE_LOADED_OBJECTS", "1").stdin(Stdio::null());
+    command
+        .env("LD_TRACE_LOADED_OBJECTS", "1")
+        .stdin(Stdio::null());
     if let Some(dir) = library_path {
         command.env("LD_LIBRARY_PATH", dir);
     }

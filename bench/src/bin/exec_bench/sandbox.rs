@@ -36,13 +36,14 @@ impl Sandbox {
         let target = self.root.to_string_lossy();
         table
             .lines()
+            .rev()
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split(' ').collect();
                 (fields.get(4) == Some(&target.as_ref()))
                     .then(|| fields[0].parse::<u64>().ok())
                     .flatten()
             })
-            .last()
+            .next()
             .ok_or_else(|| io::Error::other(format!("{target} is not in mountinfo")))
     }
 }
@@ -72,7 +73,10 @@ pub fn mount_tmpfs(target: &Path, source: &str, options: &str) -> io::Result<()>
         Ok(())
     } else {
         let e = io::Error::last_os_error();
-        Err(io::Error::new(e.kind(), format!("mount tmpfs on {}: {e}", target.display())))
+        Err(io::Error::new(
+            e.kind(),
+            format!("mount tmpfs on {}: {e}", target.display()),
+        ))
     }
 }
 
@@ -92,7 +96,10 @@ pub fn install(from: &Path, to: &Path) -> io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::copy(from, to).map_err(|e| {
-        io::Error::new(e.kind(), format!("copy {} to {}: {e}", from.display(), to.display()))
+        io::Error::new(
+            e.kind(),
+            format!("copy {} to {}: {e}", from.display(), to.display()),
+        )
     })?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
 }

@@ -45,7 +45,10 @@ mod tests {
         assert_eq!(s.p50, Duration::from_nanos(50));
         assert_eq!(s.p99, Duration::from_nanos(99));
         let one = summarise(&[7]).unwrap();
-        assert_eq!((one.p50, one.p99), (Duration::from_nanos(7), Duration::from_nanos(7)));
+        assert_eq!(
+            (one.p50, one.p99),
+            (Duration::from_nanos(7), Duration::from_nanos(7))
+        );
         assert_eq!(summarise(&[]), None);
     }
 }

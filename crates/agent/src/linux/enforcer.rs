@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use appfence_core::Clock;
-use appfence_proto::agent::Capabilities;
+use appfence_proto::agent::{Capabilities, DenialEvent, DenialKind, EnforcementMode};
 use async_trait::async_trait;
 
 use super::cache::Verdict;
-use super::denials::{DenialLog, DenialRecord};
-use super::digest::Sha256Hash;
+use super::denials::{AccessKind, DenialLog, DenialRecord};
+use super::digest::{parse_sha256_hex, Sha256Hash};
 use super::dpkg::PackageIndex;
 use super::engine::{Counters, EnforcerStats, Engine, EngineSettings, Shared};
 use super::memfd::{MemfdChange, MemfdSysctl};
-use super::mounts::discover_local_filesystems;
+use super::mounts::{discover_local_mounts, MountWatcher};
 use super::sys::{fanotify_available, kernel_version, raise_open_file_limit, FanotifyGroup};
 use super::trust::{own_executable_sha256, SharedAllowlist, TrustSet};
 use crate::enforcer::{hresult, EnforceError, EnforcementReport, Enforcer};
@@ -52,6 +52,10 @@ pub struct FanotifyConfig {
     pub package_db_root: PathBuf,
     /// The `vm.memfd_noexec` sysctl.
     pub memfd_sysctl: PathBuf,
+    /// Where the sysctl's value to restore is kept while restricted (the agent's state
+    /// directory), so that a run after a crash restores it rather than the leftover 2.
+    /// `None`: kept in memory only.
+    pub memfd_saved: Option<PathBuf>,
     /// Larger files are never hashed, so never trusted.
     pub hash_size_limit: u64,
     /// File versions remembered by the decision cache.
@@ -72,6 +76,7 @@ impl Default for FanotifyConfig {
             allowlist: Vec::new(),
             package_db_root: PathBuf::from("/"),
             memfd_sysctl: PathBuf::from("/proc/sys/vm/memfd_noexec"),
+            memfd_saved: None,
             hash_size_limit: 256 << 20,
             cache_capacity: 1 << 16,
             denial_buffer: 10_000,
@@ -89,6 +94,8 @@ struct Running {
     memfd: MemfdChange,
     marked: Vec<PathBuf>,
     package_files: usize,
+    /// Marks filesystems mounted later (only when every local filesystem is covered).
+    _watcher: Option<MountWatcher>,
 }
 
 impl Running {
@@ -115,10 +122,16 @@ struct Inner {
     allowlist: SharedAllowlist,
     running: Mutex<Option<Running>>,
     restricted: AtomicBool,
+    /// The filesystems marked right now (the mount watcher adds to it).
+    coverage: Arc<Mutex<Vec<PathBuf>>>,
     agent_sha256: OnceLock<Option<Sha256Hash>>,
     capabilities: Capabilities,
     #[cfg(test)]
     decision_delay: Mutex<Duration>,
+    /// Test hook: discovery (and the mount watcher) only consider mounts under this
+    /// path, so that a test covering "every filesystem" never marks `/`.
+    #[cfg(test)]
+    mount_scope: Mutex<Option<PathBuf>>,
 }
 
 impl FanotifyEnforcer {
@@ -139,10 +152,13 @@ impl FanotifyEnforcer {
                 allowlist: Arc::new(RwLock::new(allowlist)),
                 running: Mutex::new(None),
                 restricted: AtomicBool::new(false),
+                coverage: Arc::new(Mutex::new(Vec::new())),
                 agent_sha256: OnceLock::new(),
                 config,
                 #[cfg(test)]
                 decision_delay: Mutex::new(Duration::ZERO),
+                #[cfg(test)]
+                mount_scope: Mutex::new(None),
             }),
         }
     }
@@ -157,27 +173,7 @@ impl FanotifyEnforcer {
     /// returns the new list is in force (unless the reader did not get to it within a
     /// second, which is logged).
     pub fn set_allowlist(&self, hashes: impl IntoIterator<Item = Sha256Hash>) {
-        let hashes: HashSet<Sha256Hash> = hashes.into_iter().collect();
-        *self
-            .inner
-            .allowlist
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = hashes;
-        let shared = &self.inner.shared;
-        let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let running = self.inner.lock_running();
-        let Some(running) = running.as_ref() else {
-            return; // the next run starts from the new list
-        };
-        running.engine.nudge();
-        let waited = std::time::Instant::now();
-        while shared.applied_generation.load(Ordering::Acquire) < generation {
-            if waited.elapsed() > Duration::from_secs(1) {
-                tracing::warn!("the decision loop has not taken the new allowlist yet");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.inner.set_allowlist(hashes.into_iter().collect());
     }
 
     /// Monitor mode: report what would be denied, deny nothing. Takes effect at once.
@@ -194,6 +190,35 @@ impl FanotifyEnforcer {
         self.inner.shared.stats()
     }
 
+    /// Puts back the `vm.memfd_noexec` value that a run killed while restricted left in
+    /// [`FanotifyConfig::memfd_saved`]. Call it at start, before anything is applied; a
+    /// restriction applied afterwards saves the value again.
+    pub fn recover_memfd_noexec(&self) {
+        let config = &self.inner.config;
+        if config.memfd_saved.is_none() || self.inner.lock_running().is_some() {
+            return;
+        }
+        match memfd_sysctl(config).recover() {
+            Ok(Some(value)) => {
+                tracing::info!(
+                    value,
+                    "restored vm.memfd_noexec left at 2 by an earlier run"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot restore vm.memfd_noexec"),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_mount_scope(&self, scope: Option<PathBuf>) {
+        *self
+            .inner
+            .mount_scope
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = scope;
+    }
+
     #[cfg(test)]
     pub(crate) fn set_decision_delay(&self, delay: Duration) {
         *self
@@ -204,9 +229,49 @@ impl FanotifyEnforcer {
     }
 }
 
+fn memfd_sysctl(config: &FanotifyConfig) -> MemfdSysctl {
+    MemfdSysctl::new(&config.memfd_sysctl).with_saved_value(config.memfd_saved.as_deref())
+}
+
 impl Inner {
     fn lock_running(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_coverage(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.coverage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_allowlist(&self, hashes: HashSet<Sha256Hash>) {
+        *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) = hashes;
+        let shared = &self.shared;
+        let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let running = self.lock_running();
+        let Some(running) = running.as_ref() else {
+            return; // the next run starts from the new list
+        };
+        running.engine.nudge();
+        let waited = std::time::Instant::now();
+        while shared.applied_generation.load(Ordering::Acquire) < generation {
+            if waited.elapsed() > Duration::from_secs(1) {
+                tracing::warn!("the decision loop has not taken the new allowlist yet");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[cfg(test)]
+    fn mount_scope(&self) -> Option<PathBuf> {
+        self.mount_scope
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    #[cfg(not(test))]
+    fn mount_scope(&self) -> Option<PathBuf> {
+        None
     }
 
     fn apply(&self, restricted: bool) -> Result<EnforcementReport, EnforceError> {
@@ -227,6 +292,7 @@ impl Inner {
                 None => "not restricted".to_string(),
                 Some(r) => {
                     self.restricted.store(false, Ordering::SeqCst);
+                    self.lock_coverage().clear();
                     stop(r, &self.config)?
                 }
             }
@@ -239,10 +305,20 @@ impl Inner {
 
     fn start(&self) -> Result<Running, EnforceError> {
         let config = &self.config;
+        let scope = self.mount_scope();
+        // Without an explicit list: the devices seen now, for the mount watcher.
+        let mut known_devices = HashSet::new();
         let mounts = match &config.only_mounts {
             Some(mounts) => mounts.clone(),
-            None => discover_local_filesystems()
-                .map_err(|e| EnforceError::failed(format!("cannot list mounts: {e}")))?,
+            None => discover_local_mounts()
+                .map_err(|e| EnforceError::failed(format!("cannot list mounts: {e}")))?
+                .into_iter()
+                .filter(|m| scope.as_ref().is_none_or(|s| m.mount_point.starts_with(s)))
+                .map(|m| {
+                    known_devices.insert(m.device);
+                    m.mount_point
+                })
+                .collect(),
         };
         if mounts.is_empty() {
             return Err(EnforceError::failed("no filesystem to mark"));
@@ -313,7 +389,7 @@ impl Inner {
         };
         let engine = Engine::start(group, trust, settings, self.shared.clone())
             .map_err(|e| EnforceError::failed(format!("cannot start the decision loop: {e}")))?;
-        let memfd = match MemfdSysctl::new(&config.memfd_sysctl).restrict() {
+        let memfd = match memfd_sysctl(config).restrict() {
             Ok(change) => change,
             Err(e) => {
                 engine.stop();
@@ -323,18 +399,63 @@ impl Inner {
                 )));
             }
         };
+        *self.lock_coverage() = marked.clone();
+        let watcher = if config.only_mounts.is_none() {
+            self.watch_new_mounts(&engine, known_devices, scope)
+        } else {
+            None
+        };
         Ok(Running {
             engine,
             memfd,
             marked,
             package_files,
+            _watcher: watcher,
         })
+    }
+
+    /// Marks local filesystems mounted while restricted. A failure to watch is logged:
+    /// the filesystems marked at start stay covered.
+    fn watch_new_mounts(
+        &self,
+        engine: &Engine,
+        known: HashSet<String>,
+        scope: Option<PathBuf>,
+    ) -> Option<MountWatcher> {
+        let group = engine.group();
+        let coverage = self.coverage.clone();
+        let started = MountWatcher::start(known, scope, move |mount| {
+            let Some(group) = group.upgrade() else {
+                return false; // unrestricted meanwhile
+            };
+            let path = &mount.mount_point;
+            match group.mark_filesystem(path) {
+                Ok(()) => {
+                    tracing::info!(mount = %path.display(), fs_type = %mount.fs_type, "new filesystem marked");
+                    coverage
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(path.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(mount = %path.display(), error = %e, "new filesystem not marked")
+                }
+            }
+            true
+        });
+        match started {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for new mounts; only the current ones are covered");
+                None
+            }
+        }
     }
 }
 
 /// Restores memfd_noexec, then closes the group (the kernel then allows everything).
 fn stop(running: Running, config: &FanotifyConfig) -> Result<String, EnforceError> {
-    let restored = MemfdSysctl::new(&config.memfd_sysctl).restore(running.memfd);
+    let restored = memfd_sysctl(config).restore(running.memfd);
     let count = running.marked.len();
     running.engine.stop();
     restored.map_err(|e| {
@@ -421,5 +542,61 @@ impl Enforcer for FanotifyEnforcer {
 
     fn is_restricted(&self) -> bool {
         self.inner.restricted.load(Ordering::SeqCst)
+    }
+
+    async fn set_allowlist(&self, sha256: &[String]) {
+        let hashes: HashSet<Sha256Hash> = sha256
+            .iter()
+            .filter_map(|h| {
+                let parsed = parse_sha256_hex(h);
+                if parsed.is_none() {
+                    tracing::warn!(hash = %h, "ignoring an allowlist entry that is not a SHA-256");
+                }
+                parsed
+            })
+            .collect();
+        let inner = self.inner.clone();
+        // It may wait (up to a second) for the decision loop to take the new list.
+        if let Err(e) = tokio::task::spawn_blocking(move || inner.set_allowlist(hashes)).await {
+            tracing::error!(error = %e, "setting the allowlist");
+        }
+    }
+
+    fn set_mode(&self, mode: EnforcementMode) {
+        self.set_monitor(mode == EnforcementMode::Monitor);
+    }
+
+    fn drain_denials(&self) -> Vec<DenialEvent> {
+        FanotifyEnforcer::drain_denials(self)
+            .into_iter()
+            .map(denial_event)
+            .collect()
+    }
+
+    fn coverage(&self) -> Vec<String> {
+        self.inner
+            .lock_coverage()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+}
+
+/// A denial record as the server receives it.
+pub fn denial_event(record: DenialRecord) -> DenialEvent {
+    DenialEvent {
+        time: record.time,
+        path: record
+            .path
+            .map_or_else(|| "(unknown)".to_string(), |p| p.display().to_string()),
+        sha256: record.sha256,
+        pid: record.pid,
+        uid: record.uid,
+        parent: record.parent_program.map(|p| p.display().to_string()),
+        kind: match record.access {
+            AccessKind::Exec => DenialKind::Exec,
+            AccessKind::ElfOpen => DenialKind::ElfOpen,
+        },
+        monitor: record.monitor_only,
     }
 }

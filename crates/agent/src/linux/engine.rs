@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -172,6 +172,9 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     reader: Option<JoinHandle<()>>,
+    /// The reader holds the only strong reference, so stopping it still closes the
+    /// group; others may borrow it briefly to add marks.
+    group: Weak<FanotifyGroup>,
 }
 
 impl Engine {
@@ -206,6 +209,8 @@ impl Engine {
                 .spawn(move || worker.run())?;
         }
         let generation = shared.generation.load(Ordering::Acquire);
+        let group = Arc::new(group);
+        let weak_group = Arc::downgrade(&group);
         let reader = Reader {
             group,
             cache: DecisionCache::new(settings.cache_capacity),
@@ -225,7 +230,14 @@ impl Engine {
             stop,
             waker,
             reader: Some(reader),
+            group: weak_group,
         })
+    }
+
+    /// The group, for adding filesystem marks while running (new mounts). Upgrade it
+    /// only for the duration of a mark: it fails once the engine stopped.
+    pub fn group(&self) -> Weak<FanotifyGroup> {
+        self.group.clone()
     }
 
     /// Wakes the reader so it notices a changed allowlist now rather than at its next
@@ -298,7 +310,7 @@ impl PendingQueue {
 }
 
 struct Reader {
-    group: FanotifyGroup,
+    group: Arc<FanotifyGroup>,
     cache: DecisionCache,
     pending: PendingQueue,
     jobs: SyncSender<Job>,

@@ -6,7 +6,9 @@
 //! - `engine`: the decision loop (reader thread, workers, deadlines).
 //! - `trust`, `dpkg`, `digest`: the predefined set and how a file is checked against it.
 //! - `cache`: decisions per file version; `denials`: what is reported to the server.
-//! - `memfd`, `mounts`, `sys`: the sysctl, the mount table, the system calls.
+//! - `memfd`, `mounts`, `sys`: the sysctl, the mount table (and the watcher that marks
+//!   new mounts), the system calls.
+//! - [`host`]: what the device says about itself; the boot-time escape.
 
 mod cache;
 mod denials;
@@ -14,6 +16,7 @@ mod digest;
 mod dpkg;
 pub mod enforcer;
 mod engine;
+pub mod host;
 mod memfd;
 mod mounts;
 mod sys;
@@ -24,5 +27,7 @@ mod tests;
 
 pub use denials::{AccessKind, DenialRecord};
 pub use digest::{parse_sha256_hex, Sha256Hash};
-pub use enforcer::{probe_capabilities, DeadlineAnswer, FanotifyConfig, FanotifyEnforcer};
+pub use enforcer::{
+    denial_event, probe_capabilities, DeadlineAnswer, FanotifyConfig, FanotifyEnforcer,
+};
 pub use engine::EnforcerStats;

@@ -672,6 +672,88 @@ fn the_allowlist_can_be_replaced_at_runtime() {
 }
 
 #[test]
+fn new_filesystems_are_marked_while_restricted() {
+    in_namespace("new_filesystems_are_marked_while_restricted", |sb| {
+        // "Every local filesystem", seen only under the sandbox so `/` is never marked.
+        let config = FanotifyConfig {
+            only_mounts: None,
+            ..sb.config()
+        };
+        let enforcer = sb.enforcer(config);
+        enforcer.set_mount_scope(Some(sb.root.clone()));
+        enforcer.apply_blocking(true).unwrap();
+        let root = sb.root.display().to_string();
+        assert_eq!(Enforcer::coverage(&enforcer), vec![root.clone()]);
+
+        let later = sb.path("later");
+        std::fs::create_dir(&later).unwrap();
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        // SAFETY: all pointers are live C strings.
+        let rc = unsafe {
+            libc::mount(
+                c("appfence-later").as_ptr(),
+                c(later.to_str().unwrap()).as_ptr(),
+                c("tmpfs").as_ptr(),
+                0,
+                c("size=16m,mode=0755").as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount: {}", std::io::Error::last_os_error());
+        let unknown = sb.copy("/bin/true", "later/unknown");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Enforcer::coverage(&enforcer).len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new mount was not marked"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            Enforcer::coverage(&enforcer),
+            vec![root, later.display().to_string()]
+        );
+        assert_exec_denied(&unknown);
+
+        // Through the trait the loop uses: denials as the server receives them.
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            events.extend(Enforcer::drain_denials(&enforcer));
+            if !events.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let event = events
+            .iter()
+            .find(|e| e.path == unknown.display().to_string())
+            .expect("a denial for the unknown program");
+        assert_eq!(event.kind, appfence_proto::agent::DenialKind::Exec);
+        assert!(!event.monitor && event.sha256.is_some());
+
+        // The allowlist and the mode, through the trait too.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(Enforcer::set_allowlist(
+            &enforcer,
+            &[hex::encode(sha256_of(&unknown))],
+        ));
+        assert_runs(&unknown, &[]);
+        let other = sb.copy("/bin/false", "later/other");
+        Enforcer::set_mode(&enforcer, appfence_proto::agent::EnforcementMode::Monitor);
+        assert_eq!(
+            run(&other, &[]).unwrap().status.code(),
+            Some(1),
+            "monitored, not denied"
+        );
+
+        enforcer.apply_blocking(false).unwrap();
+        assert!(Enforcer::coverage(&enforcer).is_empty());
+    });
+}
+
+#[test]
 fn capabilities_describe_this_kernel() {
     let enforcer = FanotifyEnforcer::new(
         FanotifyConfig::default(),

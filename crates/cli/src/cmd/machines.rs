@@ -1,9 +1,11 @@
-//! `machines list|get`.
+//! `machines list|get|events`.
 
 use std::process::ExitCode;
 
+use appfence_client::ClientError;
+
 use super::{connect, print_collection, Ctx};
-use crate::args::{GetArgs, ListArgs, MachinesCommand, OutputFormat};
+use crate::args::{EventsArgs, GetArgs, ListArgs, MachinesCommand, OutputFormat};
 use crate::error::CliError;
 use crate::output;
 
@@ -11,6 +13,7 @@ pub async fn run(cmd: &MachinesCommand, ctx: &mut Ctx<'_>) -> Result<ExitCode, C
     match cmd {
         MachinesCommand::List(args) => list(args, ctx).await,
         MachinesCommand::Get(args) => get(args, ctx).await,
+        MachinesCommand::Events(args) => events(args, ctx).await,
     }
 }
 
@@ -26,13 +29,38 @@ async fn list(args: &ListArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The machine, and its enforcement state unless the server has no such endpoint
+/// (MDE itself), in which case the machine alone is shown.
 async fn get(args: &GetArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let client = connect::client(&args.connect, ctx.env)?;
     let machine = client.get_machine(&args.id).await?;
+    let enforcement = match client.machine_enforcement(&machine.id).await {
+        Ok(e) => Some(e),
+        Err(ClientError::Api {
+            status: 404 | 405, ..
+        }) => None,
+        Err(e) => return Err(e.into()),
+    };
     let text = match ctx.format {
-        OutputFormat::Json => output::json(&machine),
-        OutputFormat::Table => output::machine_details(&machine),
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&machine).expect("wire types always serialise");
+            if let (Some(obj), Some(e)) = (v.as_object_mut(), &enforcement) {
+                obj.insert(
+                    "enforcement".into(),
+                    serde_json::to_value(e).expect("wire types always serialise"),
+                );
+            }
+            output::json(&v)
+        }
+        OutputFormat::Table => output::machine_details(&machine, enforcement.as_ref()),
     };
     ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn events(args: &EventsArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let client = connect::client(&args.connect, ctx.env)?;
+    let page = client.machine_events(&args.machine, args.top).await?;
+    print_collection(ctx, &page, output::events_table)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,11 @@
 //! One module per command group.
 
 pub mod actions;
+pub mod agent;
 pub mod app;
 pub mod connect;
+pub mod enroll_secret;
+pub mod indicators;
 pub mod machines;
 pub mod serve;
 pub mod user;

@@ -257,6 +257,39 @@ async fn serve_demo_end_to_end_and_after_a_restart() {
         "Missing user permission. API required role permission: Active remediation actions"
     );
 
+    // The demo application and the analyst manage the allowlist; the viewer may not.
+    let allow = |n: &str| {
+        json!({
+            "indicatorValue": n.repeat(64), "indicatorType": "FileSha256",
+            "action": "Allowed", "title": "demo", "description": "demo allowlist"
+        })
+    };
+    for (who, value) in [(&t, "a"), (&analyst, "b")] {
+        let r = call(
+            &http,
+            who,
+            reqwest::Method::POST,
+            &format!("{api}/indicators"),
+            Some(allow(value)),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let r = call(
+        &http,
+        &viewer,
+        reqwest::Method::POST,
+        &format!("{api}/indicators"),
+        Some(allow("c")),
+    )
+    .await;
+    let e = r.assert_error(403, "Forbidden");
+    assert!(
+        e.message.contains("Manage security settings"),
+        "{}",
+        e.message
+    );
+
     // SIGTERM: a clean exit.
     terminate(child).await;
     assert!(

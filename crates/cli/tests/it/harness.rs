@@ -357,6 +357,10 @@ impl Api {
         self.post_raw(path, body.to_string()).await
     }
 
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
     pub async fn restrict(&self, machine: &str, comment: &str) -> Resp {
         self.post(
             &format!("/api/machines/{machine}/restrictCodeExecution"),
@@ -435,6 +439,55 @@ impl Device {
             self.http
                 .post(format!("{}/agent/v1/actions/{action_id}/result", self.base))
                 .json(&json!({ "outcome": outcome, "errorHResult": 0, "troubleshootInfo": null })),
+        )
+        .await
+    }
+
+    /// A heartbeat reporting `enforcement` (an `EnforcementState` as JSON); returns the
+    /// response (`{"desired": ...}`).
+    pub async fn heartbeat(&self, enforcement: Value) -> Value {
+        let r = self
+            .call(
+                self.http
+                    .post(format!("{}/agent/v1/heartbeat", self.base))
+                    .json(&json!({
+                        "info": {
+                            "osPlatform": "Linux",
+                            "osVersion": "Ubuntu 24.04",
+                            "kernelVersion": "6.8.0",
+                            "osArchitecture": "x86_64",
+                            "agentVersion": "0.1.0",
+                            "ipAddresses": ["10.0.0.7"],
+                            "capabilities": {
+                                "canRestrictExecution": true,
+                                "execPermissionEvents": true,
+                                "filesystemMarks": true,
+                                "simulated": true
+                            }
+                        },
+                        "enforcement": enforcement,
+                    })),
+            )
+            .await;
+        assert_eq!(r.status, 200, "heartbeat: {}", r.text);
+        r.json()
+    }
+
+    /// `GET /agent/v1/allowlist`.
+    pub async fn allowlist(&self) -> Value {
+        let r = self
+            .call(self.http.get(format!("{}/agent/v1/allowlist", self.base)))
+            .await;
+        assert_eq!(r.status, 200, "allowlist: {}", r.text);
+        r.json()
+    }
+
+    /// `POST /agent/v1/events` with a raw JSON body.
+    pub async fn post_events(&self, body: &Value) -> Resp {
+        self.call(
+            self.http
+                .post(format!("{}/agent/v1/events", self.base))
+                .json(body),
         )
         .await
     }

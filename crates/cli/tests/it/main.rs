@@ -10,6 +10,7 @@ mod process;
 mod wire;
 
 mod access;
+mod agent;
 mod cancel_races;
 mod cli;
 mod concurrency;
@@ -17,6 +18,7 @@ mod demo;
 mod endpoints;
 mod errors;
 mod golden;
+mod indicators;
 mod lifecycle;
 mod odata;
 mod openapi;

@@ -23,6 +23,11 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/machineactions/{id}/cancel", "post"),
         ("/api/machines", "get"),
         ("/api/machines/{id}", "get"),
+        ("/api/machines/{id}/events", "get"),
+        ("/api/machines/{id}/enforcement", "get"),
+        ("/api/indicators", "post"),
+        ("/api/indicators", "get"),
+        ("/api/indicators/{id}", "delete"),
     ];
     for (path, method) in expect {
         let item = paths.get(path).unwrap_or_else(|| {
@@ -48,6 +53,21 @@ async fn openapi_document_lists_every_endpoint() {
         "{:?}",
         paths.keys()
     );
+    // Delete documents its 204; the indicator schemas are declared.
+    assert!(paths["/api/indicators/{id}"]["delete"]["responses"]
+        .get("204")
+        .is_some());
+    for schema in [
+        "Indicator",
+        "IndicatorRequest",
+        "MachineEvent",
+        "MachineEnforcement",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema} is declared"
+        );
+    }
     // The bearer scheme and the error envelope schema are declared.
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],

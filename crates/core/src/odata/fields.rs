@@ -1,6 +1,8 @@
-//! The filterable properties of the two collections (spec §4).
+//! The filterable properties of the collections (spec §4; indicators as MDE's List
+//! Indicators API; a machine's denial events, an appfence extension).
 
 use super::{Field, FieldType};
+use crate::indicators::{INDICATOR_ACTIONS, INDICATOR_TYPES, SEVERITIES};
 
 const ACTION_STATUSES: &[&str] = &[
     "Pending",
@@ -155,6 +157,132 @@ impl Field for MachineField {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IndicatorField {
+    Id,
+    IndicatorValue,
+    IndicatorType,
+    Action,
+    Application,
+    Title,
+    Severity,
+    CreatedBy,
+    /// The submitter's display name (`source` on the entity).
+    CreatedByDisplayName,
+    CreationTimeDateTimeUtc,
+    ExpirationTime,
+    LastUpdateTime,
+}
+
+impl Field for IndicatorField {
+    const ENTITY: &'static str = "Indicator";
+
+    fn all() -> &'static [Self] {
+        use IndicatorField::*;
+        &[
+            Id,
+            IndicatorValue,
+            IndicatorType,
+            Action,
+            Application,
+            Title,
+            Severity,
+            CreatedBy,
+            CreatedByDisplayName,
+            CreationTimeDateTimeUtc,
+            ExpirationTime,
+            LastUpdateTime,
+        ]
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            IndicatorField::Id => "id",
+            IndicatorField::IndicatorValue => "indicatorValue",
+            IndicatorField::IndicatorType => "indicatorType",
+            IndicatorField::Action => "action",
+            IndicatorField::Application => "application",
+            IndicatorField::Title => "title",
+            IndicatorField::Severity => "severity",
+            IndicatorField::CreatedBy => "createdBy",
+            IndicatorField::CreatedByDisplayName => "createdByDisplayName",
+            IndicatorField::CreationTimeDateTimeUtc => "creationTimeDateTimeUtc",
+            IndicatorField::ExpirationTime => "expirationTime",
+            IndicatorField::LastUpdateTime => "lastUpdateTime",
+        }
+    }
+
+    fn field_type(self) -> FieldType {
+        match self {
+            IndicatorField::IndicatorType => FieldType::Enum(INDICATOR_TYPES),
+            IndicatorField::Action => FieldType::Enum(INDICATOR_ACTIONS),
+            IndicatorField::Severity => FieldType::Enum(SEVERITIES),
+            IndicatorField::CreationTimeDateTimeUtc
+            | IndicatorField::ExpirationTime
+            | IndicatorField::LastUpdateTime => FieldType::Timestamp,
+            _ => FieldType::String,
+        }
+    }
+}
+
+const DENIAL_KINDS: &[&str] = &["exec", "elfOpen"];
+
+/// The properties of a machine's denial events (`GET /api/machines/{id}/events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventField {
+    Time,
+    Path,
+    Sha256,
+    Pid,
+    Uid,
+    Parent,
+    Kind,
+    MachineId,
+    ComputerDnsName,
+}
+
+impl Field for EventField {
+    const ENTITY: &'static str = "MachineEvent";
+
+    fn all() -> &'static [Self] {
+        use EventField::*;
+        &[
+            Time,
+            Path,
+            Sha256,
+            Pid,
+            Uid,
+            Parent,
+            Kind,
+            MachineId,
+            ComputerDnsName,
+        ]
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            EventField::Time => "time",
+            EventField::Path => "path",
+            EventField::Sha256 => "sha256",
+            EventField::Pid => "pid",
+            EventField::Uid => "uid",
+            EventField::Parent => "parent",
+            EventField::Kind => "kind",
+            EventField::MachineId => "machineId",
+            EventField::ComputerDnsName => "computerDnsName",
+        }
+    }
+
+    fn field_type(self) -> FieldType {
+        match self {
+            EventField::Time => FieldType::Timestamp,
+            EventField::Pid | EventField::Uid => FieldType::Integer,
+            EventField::Kind => FieldType::Enum(DENIAL_KINDS),
+            _ => FieldType::String,
+        }
+    }
+}
+
 // Keep the enum lists above in step with the wire enums.
 #[cfg(test)]
 mod tests {
@@ -172,5 +300,23 @@ mod tests {
             Some(ActionField::CreationDateTimeUtc)
         );
         assert_eq!(MachineField::lookup("nope"), None);
+        let kinds: Vec<String> = [
+            appfence_proto::agent::DenialKind::Exec,
+            appfence_proto::agent::DenialKind::ElfOpen,
+        ]
+        .iter()
+        .map(|k| {
+            serde_json::to_value(k)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+        assert_eq!(kinds, DENIAL_KINDS);
+        assert_eq!(
+            IndicatorField::lookup("CreatedBy"),
+            Some(IndicatorField::CreatedBy)
+        );
     }
 }

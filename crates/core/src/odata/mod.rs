@@ -5,7 +5,7 @@
 mod fields;
 mod parse;
 
-pub use fields::{ActionField, MachineField};
+pub use fields::{ActionField, EventField, IndicatorField, MachineField};
 pub use parse::parse_query;
 
 use appfence_proto::Timestamp;

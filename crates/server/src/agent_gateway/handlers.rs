@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use appfence_core::records::{desired_state, StatusChange, TransitionOutcome};
+use appfence_core::records::{desired_state, MachineRecord, StatusChange, TransitionOutcome};
 use appfence_core::Error;
 use appfence_proto::agent::{
     ActionUpdateResponse, Command, CommandsResponse, DesiredState, HeartbeatRequest,
@@ -27,7 +27,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AgentJson<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {
-                Error::InvalidRequestBody(format!("Request body could not be read: {e}"))
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge("Request body is too large".into())
+                } else {
+                    Error::InvalidRequestBody(format!("Request body could not be read: {e}"))
+                }
             })?;
         serde_json::from_slice(&bytes).map(AgentJson).map_err(|e| {
             Error::InvalidRequestBody(format!("Request body is incorrect: {e}")).into()
@@ -35,12 +39,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AgentJson<T> {
     }
 }
 
-async fn desired(state: &AppState, machine_id: &str) -> Result<DesiredState, Error> {
+/// The state the server wants for a device: restricted or not, the server's enforcement
+/// mode, and the tenant's allowlist version.
+pub(crate) async fn desired(
+    state: &AppState,
+    machine: &MachineRecord,
+) -> Result<DesiredState, Error> {
     let last = state
         .store
-        .last_succeeded_restrict_family(machine_id)
+        .last_succeeded_restrict_family(&machine.id)
         .await?;
-    Ok(desired_state(last.as_ref()))
+    let version = state.store.allowlist_version(&machine.tenant_id).await?;
+    Ok(desired_state(
+        last.as_ref(),
+        state.config.agent_mode,
+        version,
+    ))
 }
 
 pub async fn heartbeat(
@@ -53,7 +67,7 @@ pub async fn heartbeat(
         .record_heartbeat(&machine.id, &req.info, &req.enforcement, state.clock.now())
         .await?;
     Ok(Json(HeartbeatResponse {
-        desired: desired(&state, &machine.id).await?,
+        desired: desired(&state, &machine).await?,
     }))
 }
 
@@ -102,16 +116,12 @@ pub async fn commands(
                 created: a.created,
             })
             .collect(),
-        desired: desired(&state, &machine.id).await?,
+        desired: desired(&state, &machine).await?,
     }))
 }
 
 /// The action, if it belongs to this device (otherwise "not found").
-async fn own_action(
-    state: &AppState,
-    machine: &appfence_core::records::MachineRecord,
-    id: &str,
-) -> Result<(), Error> {
+async fn own_action(state: &AppState, machine: &MachineRecord, id: &str) -> Result<(), Error> {
     match state.store.action(&machine.tenant_id, id).await? {
         Some(a) if a.machine_id == machine.id => Ok(()),
         _ => Err(Error::action_not_found(id)),
@@ -145,7 +155,7 @@ pub async fn ack(
         action_id: action.id,
         status: action.status,
         applied,
-        desired: desired(&state, &machine.id).await?,
+        desired: desired(&state, &machine).await?,
     }))
 }
 
@@ -184,6 +194,6 @@ pub async fn result(
         action_id: action.id,
         status: action.status,
         applied,
-        desired: desired(&state, &machine.id).await?,
+        desired: desired(&state, &machine).await?,
     }))
 }

@@ -1,17 +1,21 @@
 //! The agent gateway, `/agent/v1`: enrolment, heartbeats, the command long-poll,
-//! acknowledgements and result reports. The protocol's types live in
-//! `appfence_proto::agent`.
+//! acknowledgements and result reports, the allowlist and denial events. The protocol's
+//! types live in `appfence_proto::agent`.
 
 mod device;
 mod enroll;
 mod handlers;
+mod reports;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::AppState;
 
 pub use device::Device;
+pub(crate) use handlers::desired;
+pub use reports::{MAX_EVENT_BATCH_BYTES, MAX_PATH_BYTES};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -20,4 +24,10 @@ pub fn routes() -> Router<AppState> {
         .route("/commands", get(handlers::commands))
         .route("/actions/{id}/ack", post(handlers::ack))
         .route("/actions/{id}/result", post(handlers::result))
+        .route("/allowlist", get(reports::allowlist))
+        // A full batch is larger than the API's body limit.
+        .route(
+            "/events",
+            post(reports::events).layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES)),
+        )
 }

@@ -1,5 +1,6 @@
 //! Request bodies of restrict / unrestrict / cancel. Keys are PascalCase and
-//! case-sensitive as in MDE; every problem gets its own precise error.
+//! case-sensitive as in MDE; every problem gets its own precise error. (The indicator
+//! body, camelCase as in MDE, is in `indicator_body`.)
 
 use appfence_core::Error;
 use axum::body::Bytes;
@@ -8,8 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::ApiError;
 
-/// Longest accepted `Comment`, `Title`, `ExternalId`.
-const MAX_TEXT: usize = 4096;
+/// Longest accepted `Comment`, `Title`, `ExternalId`, and indicator texts.
+pub(super) const MAX_TEXT: usize = 4096;
 
 /// The raw JSON object of a POST body, read within the configured size limit.
 pub struct JsonObject(pub Option<Map<String, Value>>);
@@ -30,7 +31,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 }
 
 /// `None` for an empty body; otherwise the body must be a JSON object.
-fn parse_object(bytes: &[u8]) -> Result<Option<Map<String, Value>>, Error> {
+pub(super) fn parse_object(bytes: &[u8]) -> Result<Option<Map<String, Value>>, Error> {
     // Some Windows clients prefix their JSON with a UTF-8 byte-order mark.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -91,7 +92,7 @@ pub fn cancel_comment(body: Option<Map<String, Value>>) -> Result<Option<String>
 }
 
 /// A key that may be absent or `null`, otherwise a string of bounded length.
-fn optional_text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
+pub(super) fn optional_text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.chars().count() > MAX_TEXT => Err(Error::InvalidRequestBody(
@@ -105,7 +106,7 @@ fn optional_text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, 
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
+pub(super) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -27,6 +27,11 @@ pub fn api_of(method: &Method, route: &str) -> Option<Api> {
         ("POST", "/machineactions/{id}/cancel") => Api::CancelMachineAction,
         ("GET", "/machines") => Api::ListMachines,
         ("GET", "/machines/{id}") => Api::GetMachine,
+        ("GET", "/machines/{id}/events") => Api::ListMachineEvents,
+        ("GET", "/machines/{id}/enforcement") => Api::GetMachineEnforcement,
+        ("POST", "/indicators") => Api::SubmitIndicator,
+        ("GET", "/indicators") => Api::ListIndicators,
+        ("DELETE", "/indicators/{id}") => Api::DeleteIndicator,
         _ => return None,
     })
 }
@@ -93,6 +98,18 @@ mod tests {
             Some(Api::ListMachineActions)
         );
         assert_eq!(api_of(&Method::GET, "/api/openapi.json"), None);
+        assert_eq!(
+            api_of(&Method::DELETE, "/api/v1.0/indicators/{id}"),
+            Some(Api::DeleteIndicator)
+        );
+        assert_eq!(
+            api_of(&Method::POST, "/api/indicators"),
+            Some(Api::SubmitIndicator)
+        );
+        assert_eq!(
+            api_of(&Method::GET, "/api/machines/{id}/events"),
+            Some(Api::ListMachineEvents)
+        );
         assert_eq!(api_of(&Method::DELETE, "/api/machines/{id}"), None);
     }
 }

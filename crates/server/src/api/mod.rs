@@ -3,7 +3,10 @@
 
 mod actions;
 mod body;
+mod enforcement;
 pub mod guard;
+mod indicator_body;
+mod indicators;
 mod machines;
 mod query;
 
@@ -15,12 +18,13 @@ use utoipa_axum::routes;
 use crate::AppState;
 
 pub use body::ActionRequest;
+pub use indicator_body::IndicatorRequest;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "appfence",
-        description = "Microsoft Defender for Endpoint compatible machine-actions API: restrict and unrestrict code execution on devices."
+        description = "Microsoft Defender for Endpoint compatible machine-actions API: restrict and unrestrict code execution on devices, and the indicators API for the allowlist of files restricted devices let run."
     ),
     modifiers(&BearerAuth),
     components(schemas(appfence_proto::ErrorBody, appfence_proto::ErrorDetail))
@@ -54,6 +58,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::cancel_action))
         .routes(routes!(machines::list_machines))
         .routes(routes!(machines::get_machine))
+        .routes(routes!(enforcement::list_machine_events))
+        .routes(routes!(enforcement::get_machine_enforcement))
+        .routes(routes!(
+            indicators::submit_indicator,
+            indicators::list_indicators
+        ))
+        .routes(routes!(indicators::delete_indicator))
 }
 
 /// A page of a collection as MDE sends it: context, optional count, values, and the

@@ -5,14 +5,16 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use appfence_core::odata::{ActionField, MachineField, Page, Query};
+use appfence_core::authz::IndicatorScope;
+use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
-    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
+    IndicatorRecord, IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant,
+    TransitionOutcome, UserRecord,
 };
 use appfence_core::{Error, MachineRef, ManualClock, Result};
-use appfence_proto::agent::{DeviceInfo, EnforcementState};
+use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
 use appfence_store::Store;
 
@@ -221,6 +223,61 @@ impl Store for MemStore {
     }
 
     async fn audit_trail(&self, _action_id: &str) -> Result<Vec<AuditRecord>> {
+        unused()
+    }
+
+    async fn submit_indicator(
+        &self,
+        _submission: &IndicatorSubmission,
+        _scope: &IndicatorScope,
+    ) -> Result<IndicatorRecord> {
+        unused()
+    }
+
+    async fn list_indicators(
+        &self,
+        _tenant_id: &str,
+        _query: &Query<IndicatorField>,
+    ) -> Result<Page<IndicatorRecord>> {
+        unused()
+    }
+
+    async fn delete_indicator(
+        &self,
+        _tenant_id: &str,
+        _id: i64,
+        _scope: &IndicatorScope,
+    ) -> Result<bool> {
+        unused()
+    }
+
+    async fn delete_expired_indicators(&self, _now: Timestamp) -> Result<usize> {
+        unused()
+    }
+
+    async fn allowlist_version(&self, _tenant_id: &str) -> Result<u64> {
+        unused()
+    }
+
+    async fn allowlist(&self, _tenant_id: &str, _now: Timestamp) -> Result<AllowlistResponse> {
+        unused()
+    }
+
+    async fn record_denials(
+        &self,
+        _machine: &MachineRecord,
+        _events: &[DenialEvent],
+        _received: Timestamp,
+    ) -> Result<()> {
+        unused()
+    }
+
+    async fn list_denials(
+        &self,
+        _tenant_id: &str,
+        _scope: &DeviceScope,
+        _query: &Query<EventField>,
+    ) -> Result<Page<DenialRecord>> {
         unused()
     }
 }

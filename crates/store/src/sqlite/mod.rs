@@ -9,6 +9,8 @@
 mod action_cache;
 mod actions;
 mod credentials;
+mod events;
+mod indicators;
 mod list;
 mod machines;
 mod rows;
@@ -19,14 +21,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appfence_core::odata::{ActionField, MachineField, Page, Query};
+use appfence_core::authz::IndicatorScope;
+use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, MachineRecord,
-    SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
+    IndicatorRecord, IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant,
+    TransitionOutcome, UserRecord,
 };
 use appfence_core::{Error, MachineRef, Result};
-use appfence_proto::agent::{DeviceInfo, EnforcementState};
+use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -282,5 +286,60 @@ impl Store for SqliteStore {
 
     async fn audit_trail(&self, action_id: &str) -> Result<Vec<AuditRecord>> {
         actions::audit_trail(&self.reader, action_id).await
+    }
+
+    async fn submit_indicator(
+        &self,
+        submission: &IndicatorSubmission,
+        scope: &IndicatorScope,
+    ) -> Result<IndicatorRecord> {
+        indicators::submit(&self.writer, submission, scope).await
+    }
+
+    async fn list_indicators(
+        &self,
+        tenant_id: &str,
+        query: &Query<IndicatorField>,
+    ) -> Result<Page<IndicatorRecord>> {
+        indicators::list(&self.reader, tenant_id, query).await
+    }
+
+    async fn delete_indicator(
+        &self,
+        tenant_id: &str,
+        id: i64,
+        scope: &IndicatorScope,
+    ) -> Result<bool> {
+        indicators::delete(&self.writer, tenant_id, id, scope).await
+    }
+
+    async fn delete_expired_indicators(&self, now: Timestamp) -> Result<usize> {
+        indicators::delete_expired(&self.writer, now).await
+    }
+
+    async fn allowlist_version(&self, tenant_id: &str) -> Result<u64> {
+        indicators::version(&self.reader, tenant_id).await
+    }
+
+    async fn allowlist(&self, tenant_id: &str, now: Timestamp) -> Result<AllowlistResponse> {
+        indicators::allowlist(&self.reader, tenant_id, now).await
+    }
+
+    async fn record_denials(
+        &self,
+        machine: &MachineRecord,
+        events: &[DenialEvent],
+        received: Timestamp,
+    ) -> Result<()> {
+        events::record(&self.writer, machine, events, received).await
+    }
+
+    async fn list_denials(
+        &self,
+        tenant_id: &str,
+        scope: &DeviceScope,
+        query: &Query<EventField>,
+    ) -> Result<Page<DenialRecord>> {
+        events::list(&self.reader, tenant_id, scope, query).await
     }
 }

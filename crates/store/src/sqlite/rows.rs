@@ -1,8 +1,11 @@
 //! Column lists and the decoding of rows into records. JSON columns hold string lists
 //! and the small agent-reported structs; timestamps are 100-ns ticks.
 
-use appfence_core::records::{ActionRecord, AuditRecord, MachineRecord, UserRecord};
+use appfence_core::records::{
+    ActionRecord, AuditRecord, DenialRecord, IndicatorRecord, MachineRecord, UserRecord,
+};
 use appfence_core::{Error, Result};
+use appfence_proto::agent::{DenialEvent, DenialKind};
 use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,6 +22,15 @@ pub(super) const MACHINE_COLUMNS: &str = "id, tenant_id, aad_device_id, computer
      agent_version, last_ip_address, ip_addresses, health_status, onboarding_status, \
      machine_tags, rbac_group_id, rbac_group_name, risk_score, exposure_level, device_value, \
      capabilities, enforcement, credential_sha256";
+
+pub(super) const INDICATOR_COLUMNS: &str = "id, tenant_id, indicator_value, indicator_type, \
+     action, application, source, source_type, created_by, title, description, \
+     recommended_actions, severity, expiration_time, generate_alert, created, last_update, \
+     last_updated_by";
+
+/// Columns of the `machine_events` view.
+pub(super) const EVENT_COLUMNS: &str = "machine_id, computer_dns_name, time, path, sha256, pid, \
+     uid, parent, kind, monitor";
 
 pub(super) const AUDIT_COLUMNS: &str = "action_id, at, actor, from_status, to_status, reason";
 
@@ -135,5 +147,64 @@ pub(super) fn user(row: &SqliteRow) -> Result<UserRecord> {
         password_hash: get(row, "password_hash")?,
         groups: json(row, "groups")?,
         created: timestamp(row, "created")?,
+    })
+}
+
+pub(super) fn indicator(row: &SqliteRow) -> Result<IndicatorRecord> {
+    Ok(IndicatorRecord {
+        tenant_id: get(row, "tenant_id")?,
+        id: get(row, "id")?,
+        indicator_value: get(row, "indicator_value")?,
+        indicator_type: get(row, "indicator_type")?,
+        action: get(row, "action")?,
+        application: get(row, "application")?,
+        source: get(row, "source")?,
+        source_type: get(row, "source_type")?,
+        created_by: get(row, "created_by")?,
+        title: get(row, "title")?,
+        description: get(row, "description")?,
+        recommended_actions: get(row, "recommended_actions")?,
+        severity: get(row, "severity")?,
+        expiration_time: opt_timestamp(row, "expiration_time")?,
+        generate_alert: get(row, "generate_alert")?,
+        created: timestamp(row, "created")?,
+        last_update: timestamp(row, "last_update")?,
+        last_updated_by: get(row, "last_updated_by")?,
+    })
+}
+
+fn unsigned(row: &SqliteRow, column: &str) -> Result<Option<u32>> {
+    get::<Option<i64>>(row, column)?
+        .map(|v| {
+            u32::try_from(v)
+                .map_err(|_| Error::Internal(format!("{column} {v} out of range in the store")))
+        })
+        .transpose()
+}
+
+pub(super) fn denial(row: &SqliteRow) -> Result<DenialRecord> {
+    let kind: String = get(row, "kind")?;
+    let kind = match kind.as_str() {
+        "exec" => DenialKind::Exec,
+        "elfOpen" => DenialKind::ElfOpen,
+        other => {
+            return Err(Error::Internal(format!(
+                "unknown denial kind {other:?} in the store"
+            )))
+        }
+    };
+    Ok(DenialRecord {
+        machine_id: get(row, "machine_id")?,
+        computer_dns_name: get(row, "computer_dns_name")?,
+        event: DenialEvent {
+            time: timestamp(row, "time")?,
+            path: get(row, "path")?,
+            sha256: get(row, "sha256")?,
+            pid: unsigned(row, "pid")?.unwrap_or_default(),
+            uid: unsigned(row, "uid")?,
+            parent: get(row, "parent")?,
+            kind,
+            monitor: get(row, "monitor")?,
+        },
     })
 }

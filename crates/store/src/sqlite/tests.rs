@@ -45,6 +45,8 @@ contract_checks!(
     last_succeeded_restrict_family,
     device_group_scopes,
     users,
+    indicators,
+    denial_events,
 );
 
 #[tokio::test(flavor = "multi_thread")]

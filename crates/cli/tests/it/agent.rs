@@ -1,0 +1,473 @@
+//! The real server and the real `appfence agent`, end to end, enforcing for real.
+//!
+//! A holder process (`sleep`) keeps a private mount and PID namespace alive, with a
+//! private tmpfs mounted in it: `timeout -s KILL` → `unshare -m -p -f --kill-child
+//! --mount-proc --propagation private` → `sh -c 'mount tmpfs && exec sleep'`. The agent
+//! runs inside that namespace (`nsenter --mount --pid`) with `--only-mount` on the tmpfs,
+//! so nothing else is ever marked, and `vm.memfd_noexec` changes only the private PID
+//! namespace's copy. Test programs run there through `nsenter --mount`. The guard
+//! SIGKILLs the namespace's init on teardown, which takes every agent with it; so does
+//! the timeout if the test hangs.
+//!
+//! Without root, `unshare`/`nsenter` or fanotify the test prints "skipped: ..." and
+//! passes, unless `APPFENCE_REQUIRE_FANOTIFY=1` (CI), which makes that a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{Api, TestServer, ROLE_READ, ROLE_RESTRICT};
+use crate::process::{ChildGuard, BIN};
+
+const REQUIRE_ENV: &str = "APPFENCE_REQUIRE_FANOTIFY";
+const ROLE_TI: &str = "Ti.ReadWrite.All";
+/// The whole scenario's namespace dies after this, whatever happens.
+const NAMESPACE_LIFETIME_SECS: u32 = 240;
+
+/// Why this cannot run here, if it cannot.
+fn unavailable() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
+    if euid.as_deref() != Some("0") {
+        return Some("not running as root".into());
+    }
+    if !appfence_agent::linux::probe_capabilities().can_restrict_execution {
+        return Some("this kernel cannot restrict execution with fanotify".into());
+    }
+    for tool in ["unshare", "nsenter", "timeout", "sha256sum"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    let probe = Command::new("unshare")
+        .args(["-m", "-p", "-f", "--mount-proc", "true"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "cannot create namespaces: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run unshare: {e}")),
+    }
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A descendant of `ancestor` (host PIDs) whose command is `name`, if one runs.
+fn descendant_named(ancestor: u32, name: &str) -> Option<u32> {
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.into_iter().find(|&pid| {
+        if comm(pid) != name {
+            return false;
+        }
+        let mut p = pid;
+        for _ in 0..8 {
+            match parent_of(p) {
+                Some(parent) if parent == ancestor => return true,
+                Some(parent) if parent > 1 => p = parent,
+                _ => return false,
+            }
+        }
+        false
+    })
+}
+
+fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+/// The private namespace with its tmpfs; SIGKILLs its init when dropped.
+struct Namespace {
+    holder: ChildGuard,
+    /// Host PID of the namespace's init (the `sleep`).
+    init: u32,
+    tmpfs: PathBuf,
+    dir: PathBuf,
+}
+
+impl Namespace {
+    fn start(dir: &Path) -> Namespace {
+        let tmpfs = dir.join("fence");
+        std::fs::create_dir(&tmpfs).unwrap();
+        let script = format!(
+            "mount -t tmpfs -o size=64m,mode=0755 appfence-e2e {} && exec sleep {NAMESPACE_LIFETIME_SECS}",
+            tmpfs.display()
+        );
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-s", "KILL", &NAMESPACE_LIFETIME_SECS.to_string()])
+            .args(["unshare", "-m", "-p", "-f", "--kill-child", "--mount-proc"])
+            .args(["--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null());
+        let holder = ChildGuard::spawn(cmd, dir, "namespace");
+        let init = wait_for(Duration::from_secs(10), "the namespace's init", || {
+            descendant_named(holder.id(), "sleep")
+        });
+        let ns = Namespace {
+            holder,
+            init,
+            tmpfs,
+            dir: dir.to_path_buf(),
+        };
+        // The tmpfs is mounted once `sleep` runs; check it from inside.
+        let out = ns.run(&["sh", "-c", "grep -q appfence-e2e /proc/1/mountinfo"]);
+        assert!(
+            out.status.success(),
+            "the tmpfs is not mounted in the namespace"
+        );
+        ns
+    }
+
+    /// Runs a command in the namespace's mount namespace.
+    fn run(&self, argv: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .args(["--target", &self.init.to_string(), "--mount", "--"])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter")
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.tmpfs.join(name).display().to_string()
+    }
+
+    /// Copies `from` into the tmpfs as an executable.
+    fn copy(&self, from: &str, name: &str) -> String {
+        let to = self.path(name);
+        let out = self.run(&["sh", "-c", &format!("cp {from} {to} && chmod 755 {to}")]);
+        assert!(out.status.success(), "copy {from}: {out:?}");
+        to
+    }
+
+    /// `Ok` if the program ran (whatever its exit code), `Err(stderr)` if its execution
+    /// was refused.
+    fn exec(&self, program: &str) -> Result<(), String> {
+        let out = self.run(&[program]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
+            Err(stderr)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Starts `appfence agent` inside the namespace (mount and PID): returns its guard
+    /// (on `nsenter`) and the agent's host PID.
+    fn start_agent(&self, name: &str, args: &[String]) -> (ChildGuard, u32) {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--target", &self.init.to_string(), "--mount", "--pid", "--"])
+            .arg(BIN)
+            .arg("agent")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("APPFENCE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let guard = ChildGuard::spawn(cmd, &self.dir, name);
+        let pid = wait_for(Duration::from_secs(10), "the agent process", || {
+            descendant_named(guard.id(), "appfence")
+        });
+        (guard, pid)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // The PID namespace's init: the kernel kills every process in it.
+        kill9(self.init);
+        self.holder.kill();
+    }
+}
+
+fn sha256_of(path: &str) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn wait_async<T>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn action_final(api: &Api, id: &str) -> Value {
+    wait_async(
+        Duration::from_secs(30),
+        "the action to finish",
+        async || {
+            let a = api.action(id).await;
+            let status = a["status"].as_str().unwrap_or_default().to_string();
+            ["Succeeded", "Failed", "Cancelled", "TimeOut"]
+                .contains(&status.as_str())
+                .then_some(a)
+        },
+    )
+    .await
+}
+
+async fn enforcement(api: &Api, machine: &str) -> Value {
+    let r = api
+        .get(&format!("/api/machines/{machine}/enforcement"))
+        .await;
+    assert_eq!(r.status, 200, "enforcement: {}", r.text);
+    r.json()
+}
+
+/// Runs blocking namespace work off the runtime's threads.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_agent_restricts_and_lifts_for_real() {
+    if let Some(why) = unavailable() {
+        if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+            panic!("{REQUIRE_ENV}=1 but the agent cannot be tested here: {why}");
+        }
+        println!("skipped: {why}");
+        return;
+    }
+    let server = TestServer::start().await;
+    let api = server.api(&[ROLE_RESTRICT, ROLE_READ, ROLE_TI]).await;
+    let secret = server.enroll_secret(&server.tenant_id.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = std::sync::Arc::new(tokio::task::block_in_place(|| Namespace::start(tmp.path())));
+    let state_dir = tmp.path().join("state");
+    let agent_args: Vec<String> = vec![
+        "--server".into(),
+        server.base.clone(),
+        "--enroll-secret".into(),
+        secret.clone(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--only-mount".into(),
+        ns.tmpfs.display().to_string(),
+        "--log-level".into(),
+        "info,appfence_agent=debug".into(),
+    ];
+    let (unknown, copied_true) = {
+        let ns = ns.clone();
+        off_runtime(move || {
+            (
+                ns.copy("/bin/false", "unknown"),
+                ns.copy("/bin/true", "true"),
+            )
+        })
+        .await
+    };
+    let exec = |program: &str| {
+        let (ns, program) = (ns.clone(), program.to_string());
+        off_runtime(move || ns.exec(&program))
+    };
+    assert!(exec(&unknown).await.is_ok(), "runs before any restriction");
+
+    let (mut agent, agent_pid) =
+        tokio::task::block_in_place(|| ns.start_agent("agent-1", &agent_args));
+    let dump = |agent: &ChildGuard| format!("agent stderr:\n{}", agent.stderr_text());
+
+    // Enrolment: the host appears as a Linux machine.
+    let machine = wait_async(
+        Duration::from_secs(20),
+        "the machine to enrol",
+        async || {
+            let r = api.get("/api/machines").await;
+            let list = r.json();
+            list["value"].as_array()?.first().cloned()
+        },
+    )
+    .await;
+    let machine_id = machine["id"].as_str().unwrap().to_string();
+    assert_eq!(machine["osPlatform"], "Linux", "{machine}");
+
+    // Restrict through the public API.
+    let started = Instant::now();
+    let r = api.restrict(&machine_id, "e2e: restrict").await;
+    assert_eq!(r.status, 201, "restrict: {}", r.text);
+    let restrict_id = r.json()["id"].as_str().unwrap().to_string();
+    let done = action_final(&api, &restrict_id).await;
+    assert_eq!(done["status"], "Succeeded", "{done}\n{}", dump(&agent));
+    println!("restrict Succeeded after {:?}", started.elapsed());
+    let reported = wait_async(
+        Duration::from_secs(20),
+        "the restriction in a heartbeat",
+        async || {
+            let e = enforcement(&api, &machine_id).await;
+            (e["reported"]["restricted"] == true).then_some(e)
+        },
+    )
+    .await;
+    let coverage = reported["reported"]["coverage"].to_string();
+    assert!(
+        coverage.contains(&ns.tmpfs.display().to_string()),
+        "coverage: {reported}"
+    );
+    assert!(exec(&unknown).await.is_err(), "an unknown binary is denied");
+    assert!(
+        exec(&copied_true).await.is_err(),
+        "a copied /bin/true is not trusted"
+    );
+
+    // Allowlist /bin/true by its SHA-256: it runs once the agent fetched the new list.
+    let r = api
+        .post(
+            "/api/indicators",
+            &json!({
+                "indicatorValue": sha256_of("/bin/true"),
+                "indicatorType": "FileSha256",
+                "action": "Allowed",
+                "title": "true",
+                "description": "e2e: allowed everywhere",
+            }),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "indicator: {}", r.text);
+    let t = copied_true.clone();
+    wait_async(
+        Duration::from_secs(30),
+        "the allowlisted binary to run",
+        async || exec(&t).await.ok(),
+    )
+    .await;
+    assert!(exec(&unknown).await.is_err(), "still denied");
+
+    // The denials reach the server.
+    let events = wait_async(Duration::from_secs(20), "denial events", async || {
+        let r = api.get(&format!("/api/machines/{machine_id}/events")).await;
+        let v = r.json();
+        let found = v["value"]
+            .as_array()?
+            .iter()
+            .any(|e| e["path"] == unknown.as_str());
+        found.then_some(v)
+    })
+    .await;
+    println!("events: {events}");
+
+    // kill -9 while restricted: the kernel fails open.
+    kill9(agent_pid);
+    let _ = off_runtime(move || {
+        agent.wait(Duration::from_secs(10));
+        agent
+    })
+    .await;
+    assert!(
+        exec(&unknown).await.is_ok(),
+        "fail-open after the agent died"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Restart: re-applied from the state directory, without any server action.
+    let actions_before = server.stored_actions(&server.tenant_id.clone()).await.len();
+    let (agent, _) = tokio::task::block_in_place(|| ns.start_agent("agent-2", &agent_args));
+    let u = unknown.clone();
+    wait_async(
+        Duration::from_secs(20),
+        "the restriction to be re-applied",
+        async || exec(&u).await.is_err().then_some(()),
+    )
+    .await;
+    assert!(
+        exec(&copied_true).await.is_ok(),
+        "the recorded allowlist is back too"
+    );
+    assert_eq!(
+        server.stored_actions(&server.tenant_id.clone()).await.len(),
+        actions_before,
+        "no server action was needed"
+    );
+    let reported = wait_async(
+        Duration::from_secs(20),
+        "an unprotected period in a heartbeat",
+        async || {
+            let e = enforcement(&api, &machine_id).await;
+            (!e["reported"]["lastUnprotected"].is_null()).then_some(e)
+        },
+    )
+    .await;
+    println!("after restart: {reported}");
+    assert_eq!(reported["reported"]["restricted"], true);
+    assert!(
+        reported["reported"]["unprotectedSeconds"].as_u64().unwrap() >= 1,
+        "{reported}"
+    );
+
+    // Unrestrict: lifted.
+    let r = api.unrestrict(&machine_id, "e2e: lift").await;
+    assert_eq!(r.status, 201, "unrestrict: {}", r.text);
+    let lift_id = r.json()["id"].as_str().unwrap().to_string();
+    let done = action_final(&api, &lift_id).await;
+    assert_eq!(done["status"], "Succeeded", "{done}\n{}", dump(&agent));
+    assert!(
+        exec(&unknown).await.is_ok(),
+        "the unknown binary runs again"
+    );
+    wait_async(
+        Duration::from_secs(20),
+        "the lift in a heartbeat",
+        async || {
+            let e = enforcement(&api, &machine_id).await;
+            (e["reported"]["restricted"] == false).then_some(())
+        },
+    )
+    .await;
+    drop(agent);
+    drop(ns);
+    server.stop().await;
+}

@@ -1,0 +1,132 @@
+//! What agents fetch and report about enforcement: the tenant's allowlist, and batches
+//! of denied executions.
+
+use appfence_core::Error;
+use appfence_proto::agent::{
+    AllowlistResponse, DenialEvent, EventBatch, EventBatchResponse, MAX_EVENTS_PER_BATCH,
+};
+use axum::extract::State;
+use axum::Json;
+
+use super::handlers::AgentJson;
+use super::Device;
+use crate::{ApiError, AppState};
+
+/// Longest accepted `path` and `parent` (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// The largest accepted event batch: [`MAX_EVENTS_PER_BATCH`] events whose paths are
+/// each at most [`MAX_PATH_BYTES`], with room for the JSON around them.
+pub const MAX_EVENT_BATCH_BYTES: usize = 5 * 1024 * 1024;
+
+/// `GET /agent/v1/allowlist`: the device's tenant's allowed SHA-256 hashes.
+pub async fn allowlist(
+    State(state): State<AppState>,
+    Device(machine): Device,
+) -> Result<Json<AllowlistResponse>, ApiError> {
+    let list = state
+        .store
+        .allowlist(&machine.tenant_id, state.clock.now())
+        .await?;
+    Ok(Json(list))
+}
+
+/// `POST /agent/v1/events`: stores the whole batch in one transaction, or nothing.
+pub async fn events(
+    State(state): State<AppState>,
+    Device(machine): Device,
+    AgentJson(batch): AgentJson<EventBatch>,
+) -> Result<Json<EventBatchResponse>, ApiError> {
+    let events = check_batch(batch)?;
+    state
+        .store
+        .record_denials(&machine, &events, state.clock.now())
+        .await?;
+    if !events.is_empty() {
+        tracing::info!(machine = %machine.id, count = events.len(), "denial events received");
+    }
+    Ok(Json(EventBatchResponse {
+        accepted: events.len(),
+    }))
+}
+
+/// The batch's events with their hashes in lower case, or `InvalidRequestBody` naming
+/// the first problem.
+fn check_batch(batch: EventBatch) -> Result<Vec<DenialEvent>, Error> {
+    if batch.events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(Error::InvalidRequestBody(format!(
+            "A batch holds at most {MAX_EVENTS_PER_BATCH} events, not {}",
+            batch.events.len()
+        )));
+    }
+    batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            let bad = |what: String| Error::InvalidRequestBody(format!("events[{i}]: {what}"));
+            if e.path.is_empty() || e.path.len() > MAX_PATH_BYTES {
+                return Err(bad(format!("path must have 1 to {MAX_PATH_BYTES} bytes")));
+            }
+            if e.parent.as_ref().is_some_and(|p| p.len() > MAX_PATH_BYTES) {
+                return Err(bad(format!("parent is longer than {MAX_PATH_BYTES} bytes")));
+            }
+            if let Some(h) = &e.sha256 {
+                let h = appfence_core::indicators::sha256_value(h)
+                    .map_err(|_| bad("sha256 is not 64 hexadecimal characters".into()))?;
+                e.sha256 = Some(h);
+            }
+            Ok(e)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appfence_proto::agent::DenialKind;
+    use appfence_proto::Timestamp;
+
+    fn event(path: &str) -> DenialEvent {
+        DenialEvent {
+            time: Timestamp::from_unix_seconds(1),
+            path: path.into(),
+            sha256: Some("AB".repeat(32)),
+            pid: 1,
+            uid: Some(0),
+            parent: None,
+            kind: DenialKind::Exec,
+            monitor: false,
+        }
+    }
+
+    #[test]
+    fn batches_are_checked_whole() {
+        let ok = check_batch(EventBatch {
+            events: vec![event("/tmp/x")],
+        })
+        .unwrap();
+        assert_eq!(ok[0].sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        let too_many = EventBatch {
+            events: vec![event("/x"); MAX_EVENTS_PER_BATCH + 1],
+        };
+        assert!(matches!(
+            check_batch(too_many),
+            Err(Error::InvalidRequestBody(m)) if m.contains("at most 500 events, not 501")
+        ));
+        let mut bad_hash = event("/x");
+        bad_hash.sha256 = Some("nope".into());
+        assert_eq!(
+            check_batch(EventBatch {
+                events: vec![event("/ok"), bad_hash]
+            }),
+            Err(Error::InvalidRequestBody(
+                "events[1]: sha256 is not 64 hexadecimal characters".into()
+            ))
+        );
+        assert!(check_batch(EventBatch {
+            events: vec![event("")]
+        })
+        .is_err());
+    }
+}
