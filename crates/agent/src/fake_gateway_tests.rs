@@ -434,6 +434,16 @@ fn start(config: AgentConfig, enforcer: Arc<dyn Enforcer>) -> (watch::Sender<boo
     (tx, tokio::spawn(run(config, enforcer, rx)))
 }
 
+/// Creates a restrict for the test host and waits until the agent made it `Succeeded`.
+async fn restricted(fake: &Fake) -> String {
+    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
+    eventually("restricted", || {
+        fake.action(&id).status == ActionStatus::Succeeded
+    })
+    .await;
+    id
+}
+
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
@@ -600,11 +610,7 @@ async fn a_restart_reuses_the_credential_and_restores_the_restriction() {
     let tmp = tempfile::tempdir().unwrap();
     let first = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
     let (tx, handle) = start(config(&url, tmp.path()), first.clone());
-    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
-    eventually("restricted", || {
-        fake.action(&id).status == ActionStatus::Succeeded
-    })
-    .await;
+    restricted(&fake).await;
     stop(tx, handle).await.unwrap();
 
     // A new process: fresh (unrestricted) enforcer, same state directory.
@@ -668,11 +674,7 @@ async fn a_corrupt_enforcement_record_converges_to_the_server() {
         config(&url, tmp.path()),
         Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
     );
-    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
-    eventually("restricted", || {
-        fake.action(&id).status == ActionStatus::Succeeded
-    })
-    .await;
+    let id = restricted(&fake).await;
     stop(tx, handle).await.unwrap();
 
     std::fs::write(
@@ -702,11 +704,7 @@ async fn a_revoked_credential_keeps_the_restriction_and_retries() {
     let tmp = tempfile::tempdir().unwrap();
     let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
     let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
-    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
-    eventually("restricted", || {
-        fake.action(&id).status == ActionStatus::Succeeded
-    })
-    .await;
+    restricted(&fake).await;
     let heartbeats = |fake: &Fake| fake.world().heartbeats.len();
     fake.revoke(HOST);
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -883,11 +881,7 @@ async fn a_recorded_restriction_is_re_applied_before_the_server_answers() {
     fake.change_desired(HOST, |d| d.mode = EnforcementMode::Monitor);
     let first = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
     let (tx, handle) = start(config(&url, tmp.path()), first.clone());
-    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
-    eventually("restricted", || {
-        fake.action(&id).status == ActionStatus::Succeeded
-    })
-    .await;
+    restricted(&fake).await;
     eventually("allowlist and mode recorded", || {
         let r = read_enforcement(tmp.path());
         r.allowlist_version == 7 && r.mode == EnforcementMode::Monitor
@@ -926,11 +920,7 @@ async fn time_spent_down_while_restricted_is_reported() {
         with_clock(),
         Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
     );
-    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
-    eventually("restricted", || {
-        fake.action(&id).status == ActionStatus::Succeeded
-    })
-    .await;
+    restricted(&fake).await;
     // The manual clock moves a tick per reading: compare whole seconds.
     let stamp = || {
         crate::state::StateDir::new(tmp.path().join("demo-linux-01"))
@@ -1086,11 +1076,7 @@ async fn the_mode_follows_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
     let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
-    let id = fake.create(HOST, ActionType::RestrictCodeExecution);
-    eventually("restricted", || {
-        fake.action(&id).status == ActionStatus::Succeeded
-    })
-    .await;
+    restricted(&fake).await;
     assert_eq!(enforcer.mode(), EnforcementMode::Enforce);
 
     fake.change_desired(HOST, |d| d.mode = EnforcementMode::Monitor);
