@@ -51,7 +51,14 @@ pub async fn run_with(
         Command::Actions(c) => cmd::actions::run(c, &mut ctx).await?,
         Command::Machines(c) => cmd::machines::run(c, &mut ctx).await?,
         Command::Indicators(c) => cmd::indicators::run(c, &mut ctx).await?,
+        #[cfg(target_os = "linux")]
         Command::Agent(args) => cmd::agent::run(args, &mut ctx).await?,
+        #[cfg(not(target_os = "linux"))]
+        Command::Agent(_) => {
+            return Err(CliError::Usage(
+                "appfence agent enforces with fanotify and runs on Linux only".into(),
+            ))
+        }
         Command::EnrollSecret(c) => cmd::enroll_secret::run(c, &mut ctx).await?,
     };
     ctx.out.flush()?;

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod actions;
+#[cfg(target_os = "linux")]
 pub mod agent;
 pub mod app;
 pub mod connect;
