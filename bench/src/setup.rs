@@ -135,6 +135,7 @@ impl Harness {
                 enroll_secret: secret.clone(),
                 hostname: format!("{HTTP_HOST_PREFIX}{i:06}"),
                 info: device_info(i),
+                enrollment_key: None,
             });
             async move {
                 let resp = req.send().await.map_err(|e| format!("enrol: {e}"))?;
@@ -230,6 +231,7 @@ pub fn machine_record(
     MachineRecord {
         tenant_id: tenant_id.to_string(),
         credential_sha256: sha256_hex(&id),
+        enrollment_key_sha256: None,
         id,
         aad_device_id: new_guid(),
         computer_dns_name: format!("{host_prefix}-{i:06}"),

@@ -129,11 +129,13 @@ impl GatewayClient {
     }
 
     /// `POST /agent/v1/enroll`: registers the device with the tenant's enrolment secret
-    /// and returns its identity and credential (shown only once: persist it).
+    /// and returns its identity and credential (shown only once: persist it). The same
+    /// `enrollment_key` enrols the device again as the same machine, with a new credential.
     pub async fn enroll(
         http: &reqwest::Client,
         server_url: &str,
         enroll_secret: &str,
+        enrollment_key: &str,
         hostname: &str,
         info: &DeviceInfo,
     ) -> Result<EnrollResponse, ClientError> {
@@ -142,6 +144,7 @@ impl GatewayClient {
             enroll_secret: enroll_secret.to_string(),
             hostname: hostname.to_string(),
             info: info.clone(),
+            enrollment_key: Some(enrollment_key.to_string()),
         };
         send(http.post(url).timeout(CALL_TIMEOUT).json(&body)).await
     }

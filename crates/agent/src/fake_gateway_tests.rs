@@ -1,8 +1,9 @@
 //! The agent loop against a small in-memory fake of the `/agent/v1` gateway: enrolment,
 //! apply and report, cancellation before and during an action, convergence, restarts
 //! (re-applied before the server is reachable, with the time spent unprotected),
-//! allowlist and mode changes, denial batches, revoked credentials, unreachable servers
-//! and prompt shutdown. The real server's own end-to-end tests live in the integration
+//! allowlist and mode changes, denial batches, revoked credentials, unreachable servers,
+//! enrolment answers or credentials lost (recovered with the enrolment key) and prompt
+//! shutdown. The real server's own end-to-end tests live in the integration
 //! test binary.
 
 use std::collections::HashMap;
@@ -46,10 +47,24 @@ struct FakeAction {
     result: Option<ResultRequest>,
 }
 
+/// An enrolled device as the fake remembers it.
+#[derive(Clone, Debug)]
+struct FakeMachine {
+    machine_id: String,
+    enrollment_key: Option<String>,
+}
+
 #[derive(Default)]
 struct World {
     /// credential -> host name
     credentials: HashMap<String, String>,
+    /// host name -> the machine enrolled under it
+    machines: HashMap<String, FakeMachine>,
+    /// Enrolments that gave a known machine a new credential.
+    reenrolments: usize,
+    /// How many more enrolments to carry out but answer with 502, as a proxy that lost
+    /// the server's answer would.
+    lose_enrolment_answers: usize,
     desired: HashMap<String, DesiredState>,
     actions: Vec<FakeAction>,
     enrolments: usize,
@@ -173,15 +188,46 @@ async fn enroll(State(fake): State<Fake>, Json(req): Json<EnrollRequest>) -> Res
         );
     }
     let mut w = fake.world();
-    if w.credentials.values().any(|h| *h == req.hostname) {
-        return envelope(StatusCode::BAD_REQUEST, "BadRequest", "Hostname is taken");
-    }
+    let taken = w.credentials.values().any(|h| *h == req.hostname);
+    // A taken name: only the key its machine enrolled with gets that machine back.
+    let reenrolled = match w.machines.get(&req.hostname) {
+        Some(m) if taken => {
+            if req.enrollment_key.is_none() || m.enrollment_key != req.enrollment_key {
+                return envelope(StatusCode::BAD_REQUEST, "BadRequest", "Hostname is taken");
+            }
+            Some(m.clone())
+        }
+        _ => None,
+    };
     w.enrolments += 1;
+    let machine = match reenrolled {
+        Some(m) => {
+            w.credentials.retain(|_, h| *h != req.hostname);
+            w.reenrolments += 1;
+            m
+        }
+        None => {
+            let m = FakeMachine {
+                machine_id: format!("machine-{}-{}", req.hostname, w.enrolments),
+                enrollment_key: req.enrollment_key.clone(),
+            };
+            w.machines.insert(req.hostname.clone(), m.clone());
+            m
+        }
+    };
     let credential = format!("cred-{}-{}", req.hostname, w.enrolments);
     w.credentials
         .insert(credential.clone(), req.hostname.clone());
+    if w.lose_enrolment_answers > 0 {
+        w.lose_enrolment_answers -= 1;
+        return envelope(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "upstream answer lost",
+        );
+    }
     let resp = EnrollResponse {
-        machine_id: format!("machine-{}", req.hostname),
+        machine_id: machine.machine_id,
         aad_device_id: "00000000-0000-0000-0000-000000000001".into(),
         credential,
     };
@@ -775,6 +821,137 @@ async fn refused_enrolments_are_fatal() {
         handle.await.unwrap(),
         Err(AgentError::NotEnrolled(_))
     ));
+}
+
+fn stored_credential(root: &Path) -> crate::state::StoredCredential {
+    let bytes = std::fs::read(root.join("demo-linux-01/credential.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The device's credential is the only valid one for its host name, and names the
+/// machine first enrolled under it.
+fn assert_enrolled_once_as(fake: &Fake, root: &Path) {
+    let cred = stored_credential(root);
+    let w = fake.world();
+    let valid: Vec<&String> = w
+        .credentials
+        .iter()
+        .filter(|(_, h)| *h == HOST)
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(
+        valid,
+        vec![&cred.credential],
+        "only the saved credential works"
+    );
+    let machine = &w.machines[HOST];
+    assert_eq!(cred.machine_id, machine.machine_id, "the same machine");
+    let key: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("demo-linux-01/enrollment_key.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(machine.enrollment_key.as_deref(), key["key"].as_str());
+}
+
+#[tokio::test]
+async fn a_lost_enrolment_answer_is_recovered_with_the_enrolment_key() {
+    let (fake, url) = start_fake().await;
+    // The server enrols the device, but the answer never reaches it.
+    fake.world().lose_enrolment_answers = 1;
+    let tmp = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    eventually("enrolled after the retry", || {
+        fake.last_heartbeat(HOST).is_some()
+    })
+    .await;
+    let counts = |w: &World| (w.enrolments, w.reenrolments);
+    assert_eq!(counts(&fake.world()), (2, 1));
+    assert_enrolled_once_as(&fake, tmp.path());
+    let key = tmp.path().join("demo-linux-01/enrollment_key.json");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // And it works as that machine.
+    restricted(&fake).await;
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_credential_that_could_not_be_saved_is_replaced_at_the_next_start() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // A directory where the credential's temporary file goes: saving it fails (as on a
+    // full disk) while there is still no credential file to read.
+    let blocker = tmp.path().join("demo-linux-01/.credential.json.tmp");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let (_tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(outcome, Err(AgentError::State(_))), "{outcome:?}");
+    assert_eq!(fake.world().enrolments, 1, "the server did enrol it");
+
+    // The disk is usable again and the agent restarts.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let (tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    eventually("enrolled again", || fake.last_heartbeat(HOST).is_some()).await;
+    assert_eq!(fake.world().reenrolments, 1);
+    assert_enrolled_once_as(&fake, tmp.path());
+    stop(tx, handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_credential_is_replaced_by_enrolling_again() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    let id = restricted(&fake).await;
+    stop(tx, handle).await.unwrap();
+    let first = stored_credential(tmp.path());
+
+    let cred_path = tmp.path().join("demo-linux-01/credential.json");
+    std::fs::write(&cred_path, b"{\"serverUrl\": tru").unwrap();
+    let enforcer = Recording::new(SimTimings::IMMEDIATE);
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    eventually("enrolled again", || fake.world().reenrolments == 1).await;
+    eventually("heartbeats as the same machine", || {
+        fake.last_heartbeat(HOST)
+            .is_some_and(|h| h.enforcement.applied_action_id.as_deref() == Some(id.as_str()))
+    })
+    .await;
+    let second = stored_credential(tmp.path());
+    assert_eq!(second.machine_id, first.machine_id);
+    assert_ne!(second.credential, first.credential);
+    assert_enrolled_once_as(&fake, tmp.path());
+    assert!(enforcer.calls().iter().all(|r| *r), "never unrestricted");
+    stop(tx, handle).await.unwrap();
+
+    // Without the key there is nothing to enrol again with: the damage is reported.
+    std::fs::write(&cred_path, b"{\"serverUrl\": tru").unwrap();
+    std::fs::remove_file(tmp.path().join("demo-linux-01/enrollment_key.json")).unwrap();
+    let (_tx, handle) = start(
+        config(&url, tmp.path()),
+        Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
+    );
+    assert!(matches!(
+        handle.await.unwrap(),
+        Err(AgentError::State(crate::state::StateError::Corrupt { .. }))
+    ));
+    assert_eq!(fake.world().enrolments, 2);
 }
 
 #[tokio::test]

@@ -1,6 +1,10 @@
 //! The agent's main loop: enrol once, then heartbeat, long-poll commands, apply them and
 //! report, converging to the server's desired state whenever the two disagree.
 //!
+//! Enrolment sends the device's enrolment key, saved before the first request; without
+//! a readable credential (never received, never saved, lost or damaged since) the agent
+//! enrols again with that key and gets a new credential for the same machine.
+//!
 //! One task per device does everything in sequence, so a command is never handled twice
 //! at once and a heartbeat never races an action. Rules that the loop keeps:
 //!
@@ -177,10 +181,10 @@ async fn run_device(
 
     let credential = {
         let s = state.clone();
-        blocking(move || s.load_credential()).await?
+        blocking(move || s.load_credential()).await
     };
     let credential = match credential {
-        Some(c) => {
+        Ok(Some(c)) => {
             if c.server_url != config.server_url {
                 warn!(enrolled_with = %c.server_url, using = %config.server_url, "the server URL changed since enrolment; using the configured one");
             }
@@ -190,10 +194,20 @@ async fn run_device(
             debug!(machine_id = %c.machine_id, "using the stored credential");
             c
         }
-        None => match enroll(&config, &http, &*enforcer, &state, &mut shutdown).await? {
+        Ok(None) => match enroll(&config, &http, &*enforcer, &state, &mut shutdown).await? {
             Some(c) => c,
             None => return Ok(()),
         },
+        Err(unreadable) => {
+            if !can_enroll_again(&config, &state).await {
+                return Err(unreadable.into());
+            }
+            error!(error = %unreadable, "the stored credential is unreadable; enrolling again with the enrolment key");
+            match enroll(&config, &http, &*enforcer, &state, &mut shutdown).await? {
+                Some(c) => c,
+                None => return Ok(()),
+            }
+        }
     };
 
     let client = GatewayClient::new(http, &config.server_url, credential.credential)
@@ -410,7 +424,19 @@ fn device_info(config: &AgentConfig, enforcer: &dyn Enforcer) -> DeviceInfo {
     }
 }
 
+/// Whether an enrolment would get this device its identity back: it has an enrolment
+/// secret and the key it enrolled with.
+async fn can_enroll_again(config: &AgentConfig, state: &StateDir) -> bool {
+    let s = state.clone();
+    config.enroll_secret.is_some()
+        && matches!(blocking(move || s.load_enrollment_key()).await, Ok(Some(_)))
+}
+
 /// Enrols the device and stores its credential; `None` if shutdown came first.
+///
+/// The enrolment key is on disk before the first request, so if the answer is lost (or
+/// the credential cannot be saved) the next attempt, in this process or the next, gets
+/// a new credential for the same machine instead of "host name taken".
 async fn enroll(
     config: &AgentConfig,
     http: &reqwest::Client,
@@ -421,10 +447,21 @@ async fn enroll(
     let Some(secret) = config.enroll_secret.as_deref() else {
         return Err(AgentError::NotEnrolled(state.credential_path()));
     };
+    let key = {
+        let s = state.clone();
+        blocking(move || s.enrollment_key()).await?
+    };
     let info = device_info(config, enforcer);
     let mut attempt = 0u32;
     loop {
-        let call = GatewayClient::enroll(http, &config.server_url, secret, &config.hostname, &info);
+        let call = GatewayClient::enroll(
+            http,
+            &config.server_url,
+            secret,
+            &key.key,
+            &config.hostname,
+            &info,
+        );
         let Ok(outcome) = until_stopped(shutdown, call).await else {
             return Ok(None);
         };

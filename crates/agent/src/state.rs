@@ -2,6 +2,10 @@
 //!
 //! - `credential.json`: who the device is (machine id, credential, server URL); mode 0600
 //!   because the credential is a secret.
+//! - `enrollment_key.json`: the device's enrolment key (0600), created before its first
+//!   enrolment request and kept afterwards. Enrolling again with it gets a new
+//!   credential for the same machine, so a lost answer or credential file does not
+//!   lock the device out.
 //! - `enforcement.json`: what the device enforces. It is written (and fsynced) *before*
 //!   a success is reported, so a restart re-applies exactly what the server was told.
 //! - `allowlist.json`: the server's allowlist in force (0600), re-applied at start with
@@ -25,10 +29,15 @@ use std::path::{Path, PathBuf};
 
 use appfence_proto::agent::{AllowlistResponse, EnforcementMode, EnforcementState};
 use appfence_proto::Timestamp;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::rngs::OsRng;
+use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub const CREDENTIAL_FILE: &str = "credential.json";
+pub const ENROLLMENT_KEY_FILE: &str = "enrollment_key.json";
 pub const ENFORCEMENT_FILE: &str = "enforcement.json";
 pub const ALLOWLIST_FILE: &str = "allowlist.json";
 pub const ALIVE_FILE: &str = "alive.json";
@@ -36,6 +45,8 @@ pub const MEMFD_SAVED_FILE: &str = "memfd_noexec.saved";
 /// Only the owner may read the credential.
 const SECRET_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
+/// Random bytes in an enrolment key: as many as in a credential.
+const ENROLLMENT_KEY_BYTES: usize = 32;
 
 /// The device's identity, as returned by enrolment.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +73,32 @@ impl fmt::Debug for StoredCredential {
             .field("credential", &"<redacted>")
             .field("enrolled_at", &self.enrolled_at)
             .finish()
+    }
+}
+
+/// The device's enrolment key: a secret of its own that lets it enrol again as the same
+/// machine.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentKey {
+    /// 32 random bytes, URL-safe base64 without padding.
+    pub key: String,
+}
+
+impl EnrollmentKey {
+    /// A fresh key from the OS's random source.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; ENROLLMENT_KEY_BYTES];
+        OsRng.fill_bytes(&mut bytes);
+        EnrollmentKey {
+            key: URL_SAFE_NO_PAD.encode(bytes),
+        }
+    }
+}
+
+impl fmt::Debug for EnrollmentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EnrollmentKey(<redacted>)")
     }
 }
 
@@ -95,6 +132,10 @@ impl StateDir {
 
     pub fn credential_path(&self) -> PathBuf {
         self.root.join(CREDENTIAL_FILE)
+    }
+
+    pub fn enrollment_key_path(&self) -> PathBuf {
+        self.root.join(ENROLLMENT_KEY_FILE)
     }
 
     pub fn enforcement_path(&self) -> PathBuf {
@@ -145,6 +186,33 @@ impl StateDir {
 
     pub fn save_credential(&self, cred: &StoredCredential) -> Result<(), StateError> {
         write_json(&self.credential_path(), cred)
+    }
+
+    /// The enrolment key; `None` if the device never tried to enrol here.
+    pub fn load_enrollment_key(&self) -> Result<Option<EnrollmentKey>, StateError> {
+        let path = self.enrollment_key_path();
+        let key: Option<EnrollmentKey> = read_json(&path)?;
+        if let Some(k) = &key {
+            if k.key.is_empty() {
+                return Err(StateError::Corrupt {
+                    path,
+                    reason: "empty enrolment key".into(),
+                });
+            }
+            tighten_permissions(&path)?;
+        }
+        Ok(key)
+    }
+
+    /// The enrolment key, created and saved durably first if there is none, so that
+    /// whatever happens to the enrolment request the key it carried is on disk.
+    pub fn enrollment_key(&self) -> Result<EnrollmentKey, StateError> {
+        if let Some(key) = self.load_enrollment_key()? {
+            return Ok(key);
+        }
+        let key = EnrollmentKey::generate();
+        write_json(&self.enrollment_key_path(), &key)?;
+        Ok(key)
     }
 
     /// The enforcement state last applied; `None` if there is none yet.
@@ -272,7 +340,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
         })
 }
 
-/// A credential readable by others was copied or restored carelessly: fix it, say so.
+/// A secret readable by others was copied or restored carelessly: fix it, say so.
 fn tighten_permissions(path: &Path) -> Result<(), StateError> {
     let io_err = |op, source| StateError::Io {
         op,
@@ -284,7 +352,7 @@ fn tighten_permissions(path: &Path) -> Result<(), StateError> {
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "credential file was readable by others; restricting it to 0600");
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "secret file was readable by others; restricting it to 0600");
         fs::set_permissions(path, fs::Permissions::from_mode(SECRET_MODE))
             .map_err(|e| io_err("chmod", e))?;
     }
@@ -451,5 +519,37 @@ mod tests {
     #[test]
     fn debug_output_hides_the_credential() {
         assert!(!format!("{:?}", credential()).contains("dev_secret"));
+        let key = EnrollmentKey::generate();
+        assert!(!format!("{key:?}").contains(&key.key));
+    }
+
+    #[test]
+    fn the_enrollment_key_is_created_once_private_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        assert_eq!(dir.load_enrollment_key().unwrap(), None);
+        let key = dir.enrollment_key().unwrap();
+        // 32 random bytes, base64url without padding.
+        assert_eq!(key.key.len(), 43);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&key.key).unwrap().len(), 32);
+        assert_eq!(mode_of(&dir.enrollment_key_path()), 0o600);
+        assert_eq!(
+            dir.enrollment_key().unwrap(),
+            key,
+            "loaded, not regenerated"
+        );
+        assert_eq!(dir.load_enrollment_key().unwrap(), Some(key.clone()));
+        assert_ne!(EnrollmentKey::generate(), key);
+
+        fs::set_permissions(dir.enrollment_key_path(), fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(dir.load_enrollment_key().unwrap(), Some(key));
+        assert_eq!(mode_of(&dir.enrollment_key_path()), 0o600);
+
+        // A damaged key is reported, never silently replaced by another.
+        fs::write(dir.enrollment_key_path(), b"{\"key\": \"\"}").unwrap();
+        assert!(matches!(
+            dir.enrollment_key(),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 }

@@ -78,6 +78,9 @@ pub struct MachineRecord {
     pub enforcement: EnforcementState,
     /// SHA-256 (hex) of the device credential.
     pub credential_sha256: String,
+    /// SHA-256 (hex) of the enrolment key the device enrolled with, if it sent one: the
+    /// same key lets it enrol again (for a new credential) under the same identity.
+    pub enrollment_key_sha256: Option<String>,
 }
 
 /// A machine's place in the device groups, as stored.
@@ -434,6 +437,7 @@ pub(crate) mod tests_support {
             capabilities: Capabilities::default(),
             enforcement: EnforcementState::default(),
             credential_sha256: String::new(),
+            enrollment_key_sha256: None,
         }
     }
 }

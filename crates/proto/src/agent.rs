@@ -2,6 +2,8 @@
 //!
 //! Flow: `POST /agent/v1/enroll` once with the tenant's enrolment secret, which returns a
 //! per-device credential; afterwards every call carries `Authorization: Bearer <credential>`.
+//! An agent that lost the answer (or the credential) enrols again with the same
+//! enrolment key and gets a new credential for the same machine.
 //! The agent heartbeats, long-polls `GET /agent/v1/commands?waitSeconds=N`, acknowledges a
 //! command (`POST /agent/v1/actions/{id}/ack`, which moves it to `InProgress` only if it is
 //! still open; otherwise the agent must not apply it), applies it and reports the outcome
@@ -20,6 +22,13 @@ pub struct EnrollRequest {
     pub enroll_secret: String,
     pub hostname: String,
     pub info: DeviceInfo,
+    /// A random secret of this device (the agent sends 32 bytes, base64url), persisted
+    /// before the first attempt. Enrolling again under a host name taken in the tenant
+    /// succeeds only with the key the machine was enrolled with: the server then issues
+    /// a new credential for that machine and the previous one stops working. Without a
+    /// key (older agents) a taken host name is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

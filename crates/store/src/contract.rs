@@ -78,8 +78,14 @@ pub fn machine_record(tenant_id: &str, dns_name: &str) -> MachineRecord {
             simulated: false,
         },
         enforcement: EnforcementState::default(),
-        credential_sha256: format!("{}{}", new_machine_id(), &new_machine_id()[..24]),
+        credential_sha256: random_sha256(),
+        enrollment_key_sha256: Some(random_sha256()),
     }
+}
+
+/// 64 random lower-case hex characters, the form of a stored SHA-256.
+pub fn random_sha256() -> String {
+    format!("{}{}", new_machine_id(), &new_machine_id()[..24])
 }
 
 pub async fn new_machine(store: &dyn Store, tenant: &Tenant, dns_name: &str) -> MachineRecord {
@@ -453,6 +459,108 @@ pub async fn heartbeat(store: &dyn Store) {
         matches!(unknown, Err(Error::ResourceNotFound(_))),
         "{unknown:?}"
     );
+}
+
+/// Re-enrolment with the enrolment key: a new credential for the same machine, only
+/// with the key the machine was enrolled with.
+pub async fn reenrollment(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "reenrol.corp.example").await;
+    let key = m.enrollment_key_sha256.clone().unwrap();
+    let action = new_action(store, &m, RestrictCodeExecution, at(1)).await;
+    let info = DeviceInfo {
+        os_platform: "Linux".into(),
+        os_version: "24.04".into(),
+        kernel_version: "6.11.0".into(),
+        os_architecture: "aarch64".into(),
+        agent_version: "0.2.0".into(),
+        ip_addresses: vec!["192.168.1.30".into()],
+        capabilities: Capabilities::default(),
+        machine_tags: vec!["ignored".into()],
+    };
+    let tenant_id = t.id.as_str();
+    let stored =
+        |id: String| async move { store.machine(tenant_id, &MachineRef::Id(id)).await.unwrap() };
+
+    // Another key, an unknown name or another tenant: nothing happens.
+    let elsewhere = new_tenant(store).await;
+    for (tenant, name, key) in [
+        (&t.id, "reenrol.corp.example", random_sha256()),
+        (&t.id, "unknown.corp.example", key.clone()),
+        (&elsewhere.id, "reenrol.corp.example", key.clone()),
+    ] {
+        let refused = store
+            .reenroll_machine(tenant, name, &key, &random_sha256(), &info, at(80))
+            .await
+            .unwrap();
+        assert_eq!(refused, None, "{tenant} {name}");
+    }
+    assert_eq!(stored(m.id.clone()).await.as_ref(), Some(&m));
+
+    // The same key (the name in any case): a new credential, the device's facts.
+    let credential = random_sha256();
+    let got = store
+        .reenroll_machine(
+            &t.id,
+            "REENROL.Corp.Example",
+            &key,
+            &credential,
+            &info,
+            at(90),
+        )
+        .await
+        .unwrap();
+    let expected = MachineRecord {
+        credential_sha256: credential.clone(),
+        last_seen: Some(at(90)),
+        os_version: "24.04".into(),
+        kernel_version: "6.11.0".into(),
+        os_architecture: "aarch64".into(),
+        agent_version: "0.2.0".into(),
+        last_ip_address: Some("192.168.1.30".into()),
+        ip_addresses: vec!["192.168.1.30".into()],
+        capabilities: Capabilities::default(),
+        ..m.clone()
+    };
+    assert_eq!(got.as_ref(), Some(&expected), "tags and ids stay");
+    assert_eq!(stored(m.id.clone()).await.as_ref(), Some(&expected));
+    assert_eq!(
+        store
+            .machine_by_credential(&m.credential_sha256)
+            .await
+            .unwrap(),
+        None,
+        "the old credential no longer names the machine"
+    );
+    assert_eq!(
+        store.machine_by_credential(&credential).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        ids(&store.open_actions(&m.id).await.unwrap()),
+        vec![action.id],
+        "its actions stay with it"
+    );
+
+    // A machine enrolled without a key cannot be taken over by any key.
+    let keyless = MachineRecord {
+        enrollment_key_sha256: None,
+        ..machine_record(&t.id, "keyless.corp.example")
+    };
+    store.insert_machine(&keyless).await.unwrap();
+    let refused = store
+        .reenroll_machine(
+            &t.id,
+            "keyless.corp.example",
+            &random_sha256(),
+            &random_sha256(),
+            &info,
+            at(95),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, None);
+    assert_eq!(stored(keyless.id.clone()).await, Some(keyless));
 }
 
 /// Spec §7: one open restrict-family action per device; final ones free the slot.
@@ -1708,6 +1816,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     machine_lookups(s).await;
     tenant_isolation(s).await;
     heartbeat(s).await;
+    reenrollment(s).await;
     duplicate_rule(s).await;
     other_types_not_blocked(s).await;
     duplicate_rule_under_concurrency(store.clone()).await;

@@ -55,6 +55,21 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a new machine. Fails with `BadRequest` if the DNS name is already taken
     /// in the tenant.
     async fn insert_machine(&self, machine: &MachineRecord) -> Result<()>;
+    /// Re-enrolment, in one transaction: if the tenant's machine named `hostname`
+    /// (case-insensitive) was enrolled with the enrolment key whose SHA-256 is
+    /// `key_sha256` (compared in constant time), replaces its credential hash (the old
+    /// credential stops working) and records the device facts of `info` as a heartbeat
+    /// does (tags and device group stay), returning the machine. `None`, changing
+    /// nothing, if there is no such machine or it was enrolled with another key or none.
+    async fn reenroll_machine(
+        &self,
+        tenant_id: &str,
+        hostname: &str,
+        key_sha256: &str,
+        new_credential_sha256: &str,
+        info: &DeviceInfo,
+        at: Timestamp,
+    ) -> Result<Option<MachineRecord>>;
     async fn machine(&self, tenant_id: &str, by: &MachineRef) -> Result<Option<MachineRecord>>;
     /// The machine holding this device credential (any tenant).
     async fn machine_by_credential(&self, credential_sha256: &str)

@@ -1,10 +1,11 @@
 //! Spec §1: every endpoint under `/api` and `/api/v1.0`, with MDE's headers, contexts
-//! and timestamp format.
+//! and timestamp format; and enrolment again with the enrolment key.
 
-use serde_json::json;
+use appfence_server::oauth::secrets::generate_secret;
+use serde_json::{json, Value};
 
-use crate::harness::{Api, TestServer, ALL_ROLES};
-use crate::wire::{assert_machine_action, is_machine_id, is_mde_timestamp};
+use crate::harness::{Api, Device, TestServer, ALL_ROLES};
+use crate::wire::{assert_machine_action, is_machine_id, is_mde_timestamp, Resp};
 
 const PREFIXES: [&str; 2] = ["/api", "/api/v1.0"];
 
@@ -293,5 +294,160 @@ async fn public_url_from_config_is_used_in_contexts() {
         l.json()["@odata.context"],
         "https://appfence.example.com/api/$metadata#MachineActions"
     );
+    server.stop().await;
+}
+
+/// `POST /agent/v1/enroll` with an optional enrolment key, reporting `ip`.
+async fn enroll_raw(
+    server: &TestServer,
+    secret: &str,
+    hostname: &str,
+    key: Option<&str>,
+    ip: &str,
+) -> Resp {
+    let mut body = json!({
+        "enrollSecret": secret,
+        "hostname": hostname,
+        "info": {
+            "osPlatform": "Linux",
+            "osVersion": "Ubuntu 24.04",
+            "kernelVersion": "6.8.0",
+            "osArchitecture": "x86_64",
+            "agentVersion": "0.1.0",
+            "ipAddresses": [ip],
+            "capabilities": {
+                "canRestrictExecution": true,
+                "execPermissionEvents": true,
+                "filesystemMarks": true,
+                "simulated": true
+            }
+        }
+    });
+    if let Some(key) = key {
+        body["enrollmentKey"] = json!(key);
+    }
+    let resp = server
+        .http
+        .post(server.url("/agent/v1/enroll"))
+        .json(&body)
+        .send()
+        .await
+        .expect("enrol request");
+    Resp::read(resp).await
+}
+
+fn device_from(server: &TestServer, hostname: &str, enrolled: &Value) -> Device {
+    Device {
+        http: server.http.clone(),
+        base: server.base.clone(),
+        hostname: hostname.to_string(),
+        machine_id: enrolled["machineId"].as_str().unwrap().to_string(),
+        aad_device_id: enrolled["aadDeviceId"].as_str().unwrap().to_string(),
+        credential: enrolled["credential"].as_str().unwrap().to_string(),
+    }
+}
+
+/// The status of a heartbeat sent with `credential`.
+async fn heartbeat_status(server: &TestServer, credential: &str) -> u16 {
+    let resp = server
+        .http
+        .post(server.url("/agent/v1/heartbeat"))
+        .bearer_auth(credential)
+        .json(&json!({
+            "info": {
+                "osPlatform": "Linux", "osVersion": "Ubuntu 24.04", "kernelVersion": "6.8.0",
+                "osArchitecture": "x86_64", "agentVersion": "0.1.0", "ipAddresses": [],
+                "capabilities": {"canRestrictExecution": true, "execPermissionEvents": true,
+                                 "filesystemMarks": true, "simulated": true}
+            },
+            "enforcement": {"restricted": false, "since": null, "appliedActionId": null}
+        }))
+        .send()
+        .await
+        .expect("heartbeat request");
+    resp.status().as_u16()
+}
+
+/// An agent whose enrolment answer was lost (or whose credential was) enrols again with
+/// its enrolment key: a new credential for the same machine, the old one refused. Any
+/// other key, or none, still finds the host name taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolling_again_with_the_enrolment_key_rotates_the_credential() {
+    let server = TestServer::start().await;
+    let api = server.api(ALL_ROLES).await;
+    let secret = server.enroll_secret(&server.tenant_id.clone()).await;
+    let host = "rekey-host.corp.example";
+    let key = generate_secret();
+
+    let first = enroll_raw(&server, &secret, host, Some(&key), "10.0.0.7").await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let first = device_from(&server, host, &first.json());
+    let restrict = api
+        .restrict(&first.machine_id, "pending while re-enrolling")
+        .await;
+    assert_eq!(restrict.status, 201, "{}", restrict.text);
+    let restrict_id = restrict.json()["id"].as_str().unwrap().to_string();
+
+    // The same key (the name in another case): 201, same machine, new credential.
+    let again = enroll_raw(
+        &server,
+        &secret,
+        &host.to_ascii_uppercase(),
+        Some(&key),
+        "10.0.0.8",
+    )
+    .await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    let again = device_from(&server, host, &again.json());
+    assert_eq!(
+        (&again.machine_id, &again.aad_device_id),
+        (&first.machine_id, &first.aad_device_id)
+    );
+    assert_ne!(again.credential, first.credential);
+    let m = api
+        .get(&format!("/api/machines/{}", first.machine_id))
+        .await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    assert_eq!(
+        m.json()["lastIpAddress"],
+        "10.0.0.8",
+        "the device facts are updated"
+    );
+    assert_eq!(heartbeat_status(&server, &first.credential).await, 401);
+    assert_eq!(heartbeat_status(&server, &again.credential).await, 200);
+    // The machine's pending action waits for the new credential.
+    let commands = again.poll(0).await;
+    assert_eq!(
+        commands["commands"][0]["actionId"],
+        restrict_id.as_str(),
+        "{commands}"
+    );
+    let named = api
+        .get(&format!(
+            "/api/machines?$filter=computerDnsName+eq+'{host}'&$count=true"
+        ))
+        .await;
+    assert_eq!(named.json()["@odata.count"], 1, "{}", named.text);
+
+    // Another key, or none: the name stays taken, and the credential stays valid.
+    let other = generate_secret();
+    for refused in [Some(other.as_str()), None] {
+        let r = enroll_raw(&server, &secret, host, refused, "10.0.0.9").await;
+        let err = r.assert_error(400, "BadRequest");
+        assert_eq!(
+            err.message,
+            format!("A machine named {host} already exists")
+        );
+    }
+    // A key too short to protect the identity is refused as such.
+    let weak = enroll_raw(&server, &secret, host, Some("short"), "10.0.0.9").await;
+    weak.assert_error(400, "InvalidInput");
+    assert_eq!(heartbeat_status(&server, &again.credential).await, 200);
+
+    // A device enrolled without a key (an older agent) cannot be taken over by one.
+    let legacy = server.enroll("rekey-legacy.corp.example").await;
+    let r = enroll_raw(&server, &secret, &legacy.hostname, Some(&key), "10.0.0.9").await;
+    r.assert_error(400, "BadRequest");
+    assert_eq!(heartbeat_status(&server, &legacy.credential).await, 200);
     server.stop().await;
 }

@@ -1,9 +1,15 @@
 //! Enrolment: a device presents its tenant's enrolment secret and gets its own
 //! credential, shown once and stored only as a hash.
+//!
+//! A device also sends an enrolment key of its own, stored as a hash with the machine.
+//! Enrolling again under a host name already taken in the tenant succeeds only with that
+//! key: the device then gets a new credential for the same machine (the old one stops
+//! working), so an agent that never received or never saved the answer is not locked
+//! out. Without the key a taken host name stays refused.
 
 use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::records::MachineRecord;
-use appfence_core::{Error, MachineRef};
+use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{EnforcementState, EnrollRequest, EnrollResponse};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -32,6 +38,11 @@ pub async fn enroll(
             .into())
         }
     };
+    let key_sha256 = req
+        .enrollment_key
+        .as_deref()
+        .map(enrollment_key_sha256)
+        .transpose()?;
     let credential = generate_secret();
     let now = state.clock.now();
     let info = req.info;
@@ -60,6 +71,7 @@ pub async fn enroll(
         capabilities: info.capabilities.clone(),
         enforcement: EnforcementState::default(),
         credential_sha256: sha256_hex(&credential),
+        enrollment_key_sha256: key_sha256.clone(),
     };
     let mut machine = machine;
     (machine.rbac_group_id, machine.rbac_group_name) = state
@@ -67,8 +79,32 @@ pub async fn enroll(
         .current()
         .rbac(&machine.tenant_id)
         .group_of(&machine);
-    state.store.insert_machine(&machine).await?;
-    tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, "device enrolled");
+    let machine = match (state.store.insert_machine(&machine).await, key_sha256) {
+        (Ok(()), _) => {
+            tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, "device enrolled");
+            machine
+        }
+        // The host name is taken: by this very device, if it holds the key.
+        (Err(taken @ Error::BadRequest(_)), Some(key_sha256)) => {
+            let reenrolled = state
+                .store
+                .reenroll_machine(
+                    &machine.tenant_id,
+                    &machine.computer_dns_name,
+                    &key_sha256,
+                    &machine.credential_sha256,
+                    &info,
+                    now,
+                )
+                .await?;
+            let Some(machine) = reenrolled else {
+                return Err(taken.into());
+            };
+            tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, "device enrolled again with its enrolment key; its previous credential no longer works");
+            machine
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     Ok((
         StatusCode::CREATED,
         Json(EnrollResponse {
@@ -77,4 +113,44 @@ pub async fn enroll(
             credential,
         }),
     ))
+}
+
+/// Shortest enrolment key accepted: the key alone stands between a holder of the
+/// tenant's enrolment secret and another device's identity, so it must be as hard to
+/// guess as a credential (the agent sends 32 random bytes, 43 base64url characters).
+const MIN_ENROLLMENT_KEY_CHARS: usize = 43;
+/// Longest enrolment key accepted (it is hashed; this only bounds the work).
+const MAX_ENROLLMENT_KEY_CHARS: usize = 256;
+
+/// The stored form of an enrolment key, after checking its length.
+fn enrollment_key_sha256(key: &str) -> Result<String> {
+    let chars = key.chars().count();
+    if !(MIN_ENROLLMENT_KEY_CHARS..=MAX_ENROLLMENT_KEY_CHARS).contains(&chars) {
+        return Err(Error::InvalidInput(format!(
+            "The enrolment key must be {MIN_ENROLLMENT_KEY_CHARS} to \
+             {MAX_ENROLLMENT_KEY_CHARS} characters long"
+        )));
+    }
+    Ok(sha256_hex(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrollment_keys_must_be_as_strong_as_a_credential() {
+        let key = generate_secret();
+        assert_eq!(key.len(), MIN_ENROLLMENT_KEY_CHARS);
+        assert_eq!(enrollment_key_sha256(&key).unwrap(), sha256_hex(&key));
+        for weak in ["", "guessable", &key[1..]] {
+            assert!(matches!(
+                enrollment_key_sha256(weak),
+                Err(Error::InvalidInput(_))
+            ));
+        }
+        let long = "k".repeat(MAX_ENROLLMENT_KEY_CHARS + 1);
+        assert!(enrollment_key_sha256(&long).is_err());
+        assert!(enrollment_key_sha256(&long[1..]).is_ok());
+    }
 }

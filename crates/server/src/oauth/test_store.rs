@@ -126,6 +126,18 @@ impl Store for MemStore {
         unused()
     }
 
+    async fn reenroll_machine(
+        &self,
+        _tenant_id: &str,
+        _hostname: &str,
+        _key_sha256: &str,
+        _new_credential_sha256: &str,
+        _info: &DeviceInfo,
+        _at: Timestamp,
+    ) -> Result<Option<MachineRecord>> {
+        unused()
+    }
+
     async fn machine(&self, _tenant_id: &str, _by: &MachineRef) -> Result<Option<MachineRecord>> {
         unused()
     }

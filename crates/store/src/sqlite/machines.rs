@@ -1,4 +1,5 @@
-//! Enrolled devices: insertion, the three ways to name one, heartbeats and listing.
+//! Enrolled devices: insertion, re-enrolment, the three ways to name one, heartbeats and
+//! listing.
 
 use appfence_core::odata::{MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
@@ -7,6 +8,8 @@ use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
 use sqlx::sqlite::SqlitePool;
+use sqlx::Row;
+use subtle::ConstantTimeEq;
 
 use super::list::{self, Collection};
 use super::rows::{self, to_json, MACHINE_COLUMNS};
@@ -52,7 +55,7 @@ pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()>
     let dns_name = m.computer_dns_name.to_ascii_lowercase();
     let inserted = sqlx::query(&format!(
         "INSERT INTO machines ({MACHINE_COLUMNS}) VALUES \
-         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&m.id)
     .bind(&m.tenant_id)
@@ -78,6 +81,7 @@ pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()>
     .bind(to_json(&m.capabilities)?)
     .bind(to_json(&m.enforcement)?)
     .bind(&m.credential_sha256)
+    .bind(&m.enrollment_key_sha256)
     .execute(writer)
     .await;
     match inserted {
@@ -87,6 +91,74 @@ pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()>
         ))),
         Err(e) => Err(db_err("cannot insert a machine")(e)),
     }
+}
+
+/// Gives the machine named `hostname` the new credential and the device's facts, if it
+/// was enrolled with the key whose SHA-256 is `key_sha256`; `None` (nothing changed) if
+/// there is no such machine or it was enrolled with another key or none.
+pub(super) async fn reenroll(
+    writer: &SqlitePool,
+    tenant_id: &str,
+    hostname: &str,
+    key_sha256: &str,
+    new_credential_sha256: &str,
+    info: &DeviceInfo,
+    at: Timestamp,
+) -> Result<Option<MachineRecord>> {
+    let mut tx = write_tx(writer).await?;
+    let found = sqlx::query(
+        "SELECT id, enrollment_key_sha256 FROM machines \
+         WHERE tenant_id = ? AND computer_dns_name = ?",
+    )
+    .bind(tenant_id)
+    .bind(hostname.to_ascii_lowercase())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_err("cannot read a machine"))?;
+    // Returning early drops the transaction, which rolls it back.
+    let Some(found) = found else { return Ok(None) };
+    let decode = || db_err("cannot decode a machine");
+    let id: String = found.try_get("id").map_err(decode())?;
+    let stored: Option<String> = found.try_get("enrollment_key_sha256").map_err(decode())?;
+    if !stored.is_some_and(|stored| same_hash(&stored, key_sha256)) {
+        return Ok(None);
+    }
+    sqlx::query(
+        "UPDATE machines SET credential_sha256 = ?, os_platform = ?, os_version = ?, \
+             kernel_version = ?, os_architecture = ?, agent_version = ?, ip_addresses = ?, \
+             last_ip_address = ?, capabilities = ?, last_seen = ?, health_status = 'Active' \
+         WHERE id = ?",
+    )
+    .bind(new_credential_sha256)
+    .bind(&info.os_platform)
+    .bind(&info.os_version)
+    .bind(&info.kernel_version)
+    .bind(&info.os_architecture)
+    .bind(&info.agent_version)
+    .bind(to_json(&info.ip_addresses)?)
+    .bind(info.ip_addresses.first())
+    .bind(to_json(&info.capabilities)?)
+    .bind(at.ticks())
+    .bind(&id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err("cannot re-enrol a machine"))?;
+    let row = sqlx::query(&format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ?"
+    ))
+    .bind(&id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err("cannot read a re-enrolled machine"))?;
+    let machine = rows::machine(&row)?;
+    commit(tx).await?;
+    Ok(Some(machine))
+}
+
+/// Compares two hashes in time independent of where they differ, so that response
+/// times tell nothing about a stored key hash.
+fn same_hash(stored: &str, given: &str) -> bool {
+    stored.as_bytes().ct_eq(given.as_bytes()).into()
 }
 
 pub(super) async fn get(

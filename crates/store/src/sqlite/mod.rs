@@ -187,6 +187,27 @@ impl Store for SqliteStore {
         machines::insert(&self.writer, machine).await
     }
 
+    async fn reenroll_machine(
+        &self,
+        tenant_id: &str,
+        hostname: &str,
+        key_sha256: &str,
+        new_credential_sha256: &str,
+        info: &DeviceInfo,
+        at: Timestamp,
+    ) -> Result<Option<MachineRecord>> {
+        machines::reenroll(
+            &self.writer,
+            tenant_id,
+            hostname,
+            key_sha256,
+            new_credential_sha256,
+            info,
+            at,
+        )
+        .await
+    }
+
     async fn machine(&self, tenant_id: &str, by: &MachineRef) -> Result<Option<MachineRecord>> {
         machines::get(&self.reader, tenant_id, by).await
     }

@@ -34,6 +34,7 @@ contract_checks!(
     machine_lookups,
     tenant_isolation,
     heartbeat,
+    reenrollment,
     duplicate_rule,
     other_types_not_blocked,
     transition_rules,
