@@ -53,14 +53,8 @@ impl PackageIndex {
             if hex::decode_to_slice(sum, &mut md5).is_err() || rel.is_empty() {
                 continue;
             }
-            let rel = rel.trim_start_matches('/');
-            let top = rel.split('/').next().unwrap_or("");
-            let path = if merged.contains(&top) {
-                Path::new("/usr").join(rel)
-            } else {
-                Path::new("/").join(rel)
-            };
-            self.md5_by_path.insert(path, md5);
+            self.md5_by_path
+                .insert(live_path(Path::new(rel), merged), md5);
         }
     }
 
@@ -78,8 +72,20 @@ impl PackageIndex {
     }
 }
 
+/// Where a file a package lists (absolute or relative to `/`) is on the live system,
+/// as the kernel names it: under `/usr` if its top directory is one of `merged`.
+pub(super) fn live_path(listed: &Path, merged: &[&str]) -> PathBuf {
+    let rel = listed.strip_prefix("/").unwrap_or(listed);
+    let top = rel.iter().next().and_then(|t| t.to_str()).unwrap_or("");
+    if merged.contains(&top) {
+        Path::new("/usr").join(rel)
+    } else {
+        Path::new("/").join(rel)
+    }
+}
+
 /// Which of [`MERGED_USR_DIRS`] are symlinks to `usr/<dir>` under `system_root`.
-fn merged_usr_dirs(system_root: &Path) -> Vec<&'static str> {
+pub(super) fn merged_usr_dirs(system_root: &Path) -> Vec<&'static str> {
     MERGED_USR_DIRS
         .into_iter()
         .filter(|dir| {

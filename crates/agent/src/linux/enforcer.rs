@@ -18,6 +18,7 @@ use super::dpkg::PackageIndex;
 use super::engine::{Counters, EnforcerStats, Engine, EngineSettings, Shared};
 use super::memfd::{MemfdChange, MemfdSysctl};
 use super::mounts::{discover_local_mounts, MountWatcher};
+use super::rpm::{find_database, is_executable, load_rpm, RpmIndex};
 use super::sys::{fanotify_available, kernel_version, raise_open_file_limit, FanotifyGroup};
 use super::trust::{own_executable_sha256, SharedAllowlist, TrustSet};
 use crate::enforcer::{hresult, EnforceError, EnforcementReport, Enforcer};
@@ -47,9 +48,14 @@ pub struct FanotifyConfig {
     pub monitor: bool,
     /// SHA-256 hashes the server allows (replaceable: [`FanotifyEnforcer::set_allowlist`]).
     pub allowlist: Vec<Sha256Hash>,
-    /// Where the package database lives (`<root>/var/lib/dpkg/info`). The files it
-    /// lists are always those of the live system.
+    /// Where the package databases live (`<root>/var/lib/dpkg/info`, `<root>/var/lib/rpm`
+    /// or `<root>/usr/lib/sysimage/rpm`). The files they list are always those of the
+    /// live system.
     pub package_db_root: PathBuf,
+    /// The rpm command, which lists the files of an rpm database and their digests.
+    pub rpm_command: PathBuf,
+    /// How long listing them may take; past it nothing from rpm is trusted.
+    pub rpm_timeout: Duration,
     /// The `vm.memfd_noexec` sysctl.
     pub memfd_sysctl: PathBuf,
     /// Where the sysctl's value to restore is kept while restricted (the agent's state
@@ -75,6 +81,8 @@ impl Default for FanotifyConfig {
             monitor: false,
             allowlist: Vec::new(),
             package_db_root: PathBuf::from("/"),
+            rpm_command: PathBuf::from("/usr/bin/rpm"),
+            rpm_timeout: Duration::from_secs(30),
             memfd_sysctl: PathBuf::from("/proc/sys/vm/memfd_noexec"),
             memfd_saved: None,
             hash_size_limit: 256 << 20,
@@ -323,13 +331,14 @@ impl Inner {
         if mounts.is_empty() {
             return Err(EnforceError::failed("no filesystem to mark"));
         }
-        let packages = load_packages(&config.package_db_root);
-        let package_files = packages.files();
+        let (packages, rpm) = load_packages(config);
+        let package_files = packages.files() + rpm.files();
         let agent_sha256 = *self
             .agent_sha256
             .get_or_init(|| own_executable_sha256(u64::MAX));
         let trust = Arc::new(TrustSet::new(
             packages,
+            rpm,
             agent_sha256,
             self.allowlist.clone(),
             config.hash_size_limit,
@@ -470,36 +479,63 @@ fn stop(running: Running, config: &FanotifyConfig) -> Result<String, EnforceErro
     ))
 }
 
-/// The dpkg index, or an empty one (trusting nothing from packages) if it is unreadable.
-fn load_packages(db_root: &Path) -> PackageIndex {
-    match PackageIndex::load_dpkg(db_root, Path::new("/")) {
+/// The dpkg and rpm indexes; either is empty (trusting nothing from it) if its database
+/// is absent or unreadable.
+fn load_packages(config: &FanotifyConfig) -> (PackageIndex, RpmIndex) {
+    let root = &config.package_db_root;
+    let live = Path::new("/");
+    let dpkg = match PackageIndex::load_dpkg(root, live) {
         Ok(index) => {
             tracing::info!(
                 packages = index.packages(),
                 files = index.files(),
                 "dpkg database loaded"
             );
-            index
+            Some(index)
         }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
-            let rpm = ["var/lib/rpm", "usr/lib/sysimage/rpm"]
-                .iter()
-                .map(|dir| db_root.join(dir))
-                .find(|dir| dir.is_dir());
-            match rpm {
-                Some(dir) => tracing::warn!(
-                    database = %dir.display(),
-                    "rpm package verification is not supported yet: no package file is trusted"
-                ),
-                None => tracing::warn!(
-                    root = %db_root.display(),
-                    error = %e,
-                    "dpkg database unreadable: no package file is trusted"
-                ),
-            }
-            PackageIndex::default()
+            tracing::warn!(root = %root.display(), error = %e, "dpkg database unreadable: no dpkg file is trusted");
+            Some(PackageIndex::default())
         }
+    };
+    let rpm = find_database(root).map(|db| {
+        let command = &config.rpm_command;
+        if !is_executable(command) {
+            tracing::warn!(
+                database = %root.join(db.strip_prefix("/").unwrap_or(&db)).display(),
+                command = %command.display(),
+                "rpm database without an rpm command: no rpm file is trusted"
+            );
+            return RpmIndex::default();
+        }
+        let started = std::time::Instant::now();
+        match load_rpm(command, root, &db, live, config.rpm_timeout) {
+            Ok(index) => {
+                tracing::info!(
+                    files = index.files(),
+                    took = ?started.elapsed(),
+                    "rpm database loaded"
+                );
+                index
+            }
+            Err(e) => {
+                tracing::warn!(
+                    command = %command.display(),
+                    error = %e,
+                    "cannot list rpm's files: no rpm file is trusted"
+                );
+                RpmIndex::default()
+            }
+        }
+    });
+    if dpkg.is_none() && rpm.is_none() {
+        tracing::warn!(
+            root = %root.display(),
+            "no dpkg or rpm database: no package file is trusted"
+        );
     }
+    (dpkg.unwrap_or_default(), rpm.unwrap_or_default())
 }
 
 /// What this kernel and these privileges allow (one throwaway `fanotify_init`).

@@ -4,7 +4,8 @@
 //!
 //! - [`enforcer`]: [`FanotifyEnforcer`], its configuration and its lifecycle.
 //! - `engine`: the decision loop (reader thread, workers, deadlines).
-//! - `trust`, `dpkg`, `digest`: the predefined set and how a file is checked against it.
+//! - `trust`, `dpkg`, `rpm`, `digest`: the predefined set and how a file is checked
+//!   against it.
 //! - `cache`: decisions per file version; `denials`: what is reported to the server.
 //! - `memfd`, `mounts`, `sys`: the sysctl, the mount table (and the watcher that marks
 //!   new mounts), the system calls.
@@ -19,6 +20,7 @@ mod engine;
 pub mod host;
 mod memfd;
 mod mounts;
+mod rpm;
 mod sys;
 mod trust;
 

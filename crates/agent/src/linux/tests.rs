@@ -571,6 +571,120 @@ fn package_files_are_verified_against_dpkg() {
     });
 }
 
+/// A package root with an (empty) rpm database, and a stand-in `rpm` that prints
+/// `output` as the query's answer, then runs `then` (shell).
+fn fake_rpm_root(sb: &Sandbox, output: &[u8], then: &str) -> (PathBuf, PathBuf) {
+    let root = sb.path("rpm-root");
+    let db = root.join("var/lib/rpm");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("rpmdb.sqlite"), b"").unwrap();
+    let answer = sb.path("rpm-answer");
+    std::fs::write(&answer, output).unwrap();
+    let rpm = sb.write_executable(
+        "fake-rpm",
+        &format!(
+            "#!/bin/sh
+cat '{}'
+{then}
+",
+            answer.display()
+        ),
+    );
+    (root, rpm)
+}
+
+/// One line of the rpm query's answer for the file at `path` as it is now.
+fn rpm_line(path: &Path, algorithm: &str) -> String {
+    let content = std::fs::read(path).unwrap();
+    let digest = match algorithm {
+        "8" => hex::encode(sha2::Sha256::digest(&content)),
+        "(none)" => hex::encode(md5::Md5::digest(&content)),
+        "10" => hex::encode(sha2::Sha512::digest(&content)),
+        other => panic!("no digest for algorithm {other}"),
+    };
+    format!("{}\t{algorithm}\t{digest}\t-rwxr-xr-x\n", path.display())
+}
+
+#[test]
+fn package_files_are_verified_against_rpm() {
+    in_namespace("package_files_are_verified_against_rpm", |sb| {
+        let packaged = sb.copy("/bin/true", "packaged");
+        let old_package = sb.copy("/bin/true", "old-package");
+        let sha512_package = sb.copy("/bin/true", "sha512-package");
+        let changed = sb.copy("/bin/true", "changed");
+        let unlisted = sb.copy("/bin/false", "unlisted");
+        let mut answer = rpm_line(&packaged, "8")
+            + &rpm_line(&old_package, "(none)")
+            + &rpm_line(&sha512_package, "10")
+            + &rpm_line(&changed, "8");
+        answer += &format!("{}\t8\t\tdrwxr-xr-x\n", sb.root.display());
+        answer += &format!("{}\t8\t\tlrwxrwxrwx\n", sb.path("link").display());
+        // Content no longer matches what the package database recorded.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&changed)
+            .unwrap()
+            .write_all(b"patched")
+            .unwrap();
+        let (root, rpm) = fake_rpm_root(sb, answer.as_bytes(), "exit 0");
+
+        let mut config = sb.config();
+        config.package_db_root = root;
+        config.rpm_command = rpm;
+        let enforcer = sb.enforcer(config);
+        let report = enforcer.apply_blocking(true).unwrap();
+        println!("restrict: {report:?}");
+        assert!(report.detail.unwrap().contains("4 package files trusted"));
+        assert_runs(&packaged, &[]);
+        assert_runs(&old_package, &[]);
+        assert_runs(&sha512_package, &[]);
+        assert_exec_denied(&changed);
+        assert_exec_denied(&unlisted);
+        let denials = denials_when(&enforcer, |d| d.len() >= 2);
+        let record = denials
+            .iter()
+            .find(|d| d.path.as_deref() == Some(changed.as_path()))
+            .expect("the changed file's denial is recorded");
+        assert_eq!(
+            record.sha256.as_deref(),
+            Some(hex::encode(sha256_of(&changed)).as_str())
+        );
+    });
+}
+
+#[test]
+fn a_failing_rpm_query_trusts_nothing_from_rpm() {
+    in_namespace("a_failing_rpm_query_trusts_nothing_from_rpm", |sb| {
+        let packaged = sb.copy("/bin/true", "packaged");
+        let allowed = sb.copy("/bin/false", "allowed");
+        let answer = rpm_line(&packaged, "8");
+        for (then, timeout) in [
+            (
+                "echo 'error: rpmdb open failed' >&2; exit 1",
+                Duration::from_secs(30),
+            ),
+            ("sleep 30", Duration::from_millis(300)),
+        ] {
+            let (root, rpm) = fake_rpm_root(sb, answer.as_bytes(), then);
+            let mut config = sb.config();
+            config.package_db_root = root;
+            config.rpm_command = rpm;
+            config.rpm_timeout = timeout;
+            config.allowlist = vec![sha256_of(&allowed)];
+            let enforcer = sb.enforcer(config);
+            let started = std::time::Instant::now();
+            let report = enforcer.apply_blocking(true).unwrap();
+            println!("restrict ({then}): {report:?} in {:?}", started.elapsed());
+            assert!(started.elapsed() < Duration::from_secs(10));
+            assert!(report.detail.unwrap().contains("0 package files trusted"));
+            assert_exec_denied(&packaged);
+            // Events are still answered: the allowlist works.
+            assert_eq!(run(&allowed, &[]).unwrap().status.code(), Some(1));
+            enforcer.apply_blocking(false).unwrap();
+        }
+    });
+}
+
 /// Body of the process that holds a group until it is killed (see
 /// `killing_the_enforcer_fails_open`).
 fn hold_restricted(mount: &Path) -> ! {

@@ -1,6 +1,7 @@
 //! The predefined set: what may run while the device is restricted. A file is trusted
 //! if its SHA-256 is on the server's allowlist, if it is the agent's own binary, or if
-//! dpkg lists it and its content still has the MD5 dpkg recorded.
+//! a package manager lists it and its content still has the digest recorded: dpkg's
+//! MD5, rpm's SHA-256 (MD5 or SHA-512 for some packages).
 
 use std::collections::HashSet;
 use std::os::fd::BorrowedFd;
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 use super::digest::{hash_file, HashOutcome, Sha256Hash};
 use super::dpkg::PackageIndex;
+use super::rpm::{RpmIndex, Verification};
 
 /// Why a file is trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +42,7 @@ pub type SharedAllowlist = Arc<RwLock<HashSet<Sha256Hash>>>;
 #[derive(Debug)]
 pub struct TrustSet {
     packages: PackageIndex,
+    rpm: RpmIndex,
     agent_sha256: Option<Sha256Hash>,
     allowlist: SharedAllowlist,
     hash_size_limit: u64,
@@ -48,12 +51,14 @@ pub struct TrustSet {
 impl TrustSet {
     pub fn new(
         packages: PackageIndex,
+        rpm: RpmIndex,
         agent_sha256: Option<Sha256Hash>,
         allowlist: SharedAllowlist,
         hash_size_limit: u64,
     ) -> TrustSet {
         TrustSet {
             packages,
+            rpm,
             agent_sha256,
             allowlist,
             hash_size_limit,
@@ -69,10 +74,11 @@ impl TrustSet {
         deadline: Instant,
     ) -> TrustOutcome {
         let packaged_md5 = path.and_then(|p| self.packages.md5_for(p));
+        let rpm_digests = path.and_then(|p| self.rpm.digests_for(p));
         match hash_file(
             file,
             size,
-            packaged_md5.is_some(),
+            packaged_md5.is_some() || rpm_digests.is_some_and(|d| d.wants_md5()),
             self.hash_size_limit,
             deadline,
         ) {
@@ -88,6 +94,20 @@ impl TrustSet {
                     Some(TrustReason::Agent)
                 } else if packaged_md5.is_some() && packaged_md5 == digests.md5.as_ref() {
                     Some(TrustReason::Package)
+                } else if let Some(recorded) = rpm_digests {
+                    match recorded.verify(file, &digests, self.hash_size_limit, deadline) {
+                        Verification::Matches => Some(TrustReason::Package),
+                        Verification::Differs => None,
+                        Verification::TimedOut => return TrustOutcome::Undecided,
+                        Verification::Failed(e) => {
+                            tracing::debug!(error = %e, "cannot read a file to verify it; not trusted");
+                            return TrustOutcome::Decided {
+                                reason: None,
+                                sha256: Some(digests.sha256),
+                                cacheable: false,
+                            };
+                        }
+                    }
                 } else {
                     None
                 };
@@ -138,8 +158,9 @@ mod tests {
         Instant::now() + Duration::from_secs(60)
     }
 
+    use sha2::Digest;
+
     fn sha256(bytes: &[u8]) -> Sha256Hash {
-        use sha2::Digest;
         sha2::Sha256::digest(bytes).into()
     }
 
@@ -159,9 +180,33 @@ mod tests {
         )
         .unwrap();
         let index = PackageIndex::load_dpkg(dir.path(), dir.path()).unwrap();
+        // Both package managers at once: each vouches for its own files.
+        let rpm_sha256 = Path::new("/usr/bin/from-rpm");
+        let rpm_md5 = Path::new("/usr/bin/from-old-rpm");
+        let rpm_sha512 = Path::new("/usr/bin/from-rpm-512");
+        let rpm = RpmIndex::from_output(
+            format!(
+                "{}\t8\t{}\t-rwxr-xr-x\n\
+                 {}\t(none)\t{}\t-rwxr-xr-x\n\
+                 {}\t10\t{}\t-rwxr-xr-x\n",
+                rpm_sha256.display(),
+                hex::encode(sha256(b"xyz")),
+                rpm_md5.display(),
+                hex::encode(md5::Md5::digest(b"xyz")),
+                rpm_sha512.display(),
+                hex::encode(sha2::Sha512::digest(b"xyz")),
+            )
+            .as_bytes(),
+        );
         let allowlist: SharedAllowlist = Default::default();
         allowlist.write().unwrap().insert(sha256(b"allowed"));
-        let set = TrustSet::new(index, Some(sha256(b"agent")), allowlist.clone(), 1 << 20);
+        let set = TrustSet::new(
+            index,
+            rpm,
+            Some(sha256(b"agent")),
+            allowlist.clone(),
+            1 << 20,
+        );
 
         let check = |bytes: &[u8], path: Option<&Path>| {
             let mut f = tempfile::tempfile().unwrap();
@@ -179,6 +224,19 @@ mod tests {
         assert_eq!(check(b"abc", Some(&packaged)), Some(TrustReason::Package));
         assert_eq!(check(b"abd", Some(&packaged)), None, "content changed");
         assert_eq!(check(b"abc", Some(Path::new("/elsewhere"))), None);
+        for rpm_path in [rpm_sha256, rpm_md5, rpm_sha512] {
+            assert_eq!(
+                check(b"xyz", Some(rpm_path)),
+                Some(TrustReason::Package),
+                "{rpm_path:?}"
+            );
+            assert_eq!(check(b"xyw", Some(rpm_path)), None, "{rpm_path:?} changed");
+        }
+        assert_eq!(
+            check(b"abc", Some(rpm_sha256)),
+            None,
+            "another file's content"
+        );
         allowlist.write().unwrap().clear();
         assert_eq!(check(b"allowed", None), None, "the allowlist is live");
     }
@@ -189,7 +247,13 @@ mod tests {
             println!("skipped: no dpkg database here");
             return;
         };
-        let set = TrustSet::new(index, None, Default::default(), 256 << 20);
+        let set = TrustSet::new(
+            index,
+            RpmIndex::default(),
+            None,
+            Default::default(),
+            256 << 20,
+        );
         let file = std::fs::File::open("/bin/true").unwrap();
         // What the kernel reports for the file: on merged-/usr, /usr/bin/true.
         let path = std::fs::canonicalize("/bin/true").unwrap();
