@@ -507,8 +507,13 @@ async fn stop(tx: watch::Sender<bool>, handle: Handle) -> Result<(), AgentError>
 }
 
 fn read_enforcement(root: &Path) -> EnforcementState {
-    let bytes = std::fs::read(root.join("demo-linux-01/enforcement.json")).unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+    try_read_enforcement(root).expect("an enforcement record")
+}
+
+/// The enforcement record, or `None` while the agent has not written one yet.
+fn try_read_enforcement(root: &Path) -> Option<EnforcementState> {
+    let bytes = std::fs::read(root.join("demo-linux-01/enforcement.json")).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
 }
 
 // ---------------------------------------------------------------- tests
@@ -611,7 +616,8 @@ async fn an_action_cancelled_while_applying_is_rolled_back() {
     fake.set_status(&id, ActionStatus::Cancelled);
 
     eventually("converged back", || {
-        enforcer.calls() == vec![true, false] && !read_enforcement(tmp.path()).restricted
+        enforcer.calls() == vec![true, false]
+            && try_read_enforcement(tmp.path()).is_some_and(|r| !r.restricted)
     })
     .await;
     assert!(!enforcer.is_restricted());
