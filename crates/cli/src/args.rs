@@ -132,6 +132,14 @@ pub struct AppCreateArgs {
     /// (repeat the flag or separate with commas).
     #[arg(long = "role", value_name = "ROLE", required = true, num_args = 1.., value_delimiter = ',')]
     pub roles: Vec<String>,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+/// Where commands that work on the data directory without a running server (`app`,
+/// `user`, `enroll-secret`) find the database, and which tenant they act on.
+#[derive(Debug, Args)]
+pub struct OfflineArgs {
     /// Tenant id or name [default: the default tenant, created if needed]
     #[arg(long)]
     pub tenant: Option<String>,
@@ -163,15 +171,8 @@ pub struct UserCreateArgs {
     /// [[device_groups]] (repeat the flag or separate with commas).
     #[arg(long = "group", value_name = "GROUP", required = true, num_args = 1.., value_delimiter = ',')]
     pub groups: Vec<String>,
-    /// Tenant id or name [default: the default tenant, created if needed]
-    #[arg(long)]
-    pub tenant: Option<String>,
-    /// Data directory of the server [env: APPFENCE_DATA_DIR] [default: ./appfence-data]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The server's TOML config file, to find its data_dir [env: APPFENCE_CONFIG]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
 }
 
 /// Where the API is and who is calling. Prefer the environment for the secret: flags
@@ -374,15 +375,8 @@ pub enum EnrollSecretCommand {
 
 #[derive(Debug, Args)]
 pub struct EnrollSecretCreateArgs {
-    /// Tenant id or name [default: the default tenant, created if needed]
-    #[arg(long)]
-    pub tenant: Option<String>,
-    /// Data directory of the server [env: APPFENCE_DATA_DIR] [default: ./appfence-data]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The server's TOML config file, to find its data_dir [env: APPFENCE_CONFIG]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
 }
 
 #[cfg(test)]

@@ -330,10 +330,10 @@ fn user_create_takes_groups_repeated_or_comma_separated() {
     assert_eq!(a.upn, "ana@example.com");
     assert!(a.password_stdin);
     assert_eq!(a.groups, ["tier2", "servers", "oncall"]);
-    assert_eq!(a.tenant.as_deref(), Some("default"));
-    assert_eq!(a.data_dir, Some(std::path::PathBuf::from("/tmp/d")));
+    assert_eq!(a.offline.tenant.as_deref(), Some("default"));
+    assert_eq!(a.offline.data_dir, Some(std::path::PathBuf::from("/tmp/d")));
     assert_eq!(
-        a.config,
+        a.offline.config,
         Some(std::path::PathBuf::from("/etc/appfence.toml"))
     );
     let a = user_create(&[
@@ -344,7 +344,8 @@ fn user_create_takes_groups_repeated_or_comma_separated() {
         "g",
     ])
     .unwrap();
-    assert_eq!((a.tenant, a.data_dir, a.config), (None, None, None));
+    let o = a.offline;
+    assert_eq!((o.tenant, o.data_dir, o.config), (None, None, None));
 }
 
 #[test]

@@ -3,14 +3,12 @@
 use std::process::ExitCode;
 
 use appfence_core::{Error, SystemClock};
-use appfence_server::oauth::apps::{create_app, ensure_default_tenant};
-use appfence_server::oauth::tenants::resolve_tenant;
+use appfence_server::oauth::apps::create_app;
 use appfence_store::SqliteStore;
 use serde::Serialize;
 
-use super::Ctx;
+use super::{open_data_dir_store, tenant_or_default, Ctx};
 use crate::args::{AppCommand, AppCreateArgs, OutputFormat};
-use crate::config::{resolve_app_data_dir, DB_FILE};
 use crate::error::CliError;
 use crate::output;
 
@@ -36,13 +34,7 @@ const SECRET_WARNING: &str =
     "Save the client secret now: only its hash is stored, it cannot be shown again.";
 
 async fn create(args: &AppCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
-    let data_dir = resolve_app_data_dir(args.data_dir.clone(), args.config.as_deref(), ctx.env)?;
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
-    let db = data_dir.join(DB_FILE);
-    let store = SqliteStore::open(&db)
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let store = open_data_dir_store(&args.offline, ctx.env).await?;
     let created = register(&store, args).await;
     store.close().await;
     let created = created?;
@@ -73,15 +65,7 @@ async fn create(args: &AppCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cli
 }
 
 async fn register(store: &SqliteStore, args: &AppCreateArgs) -> Result<CreatedApp, CliError> {
-    let tenant = match &args.tenant {
-        Some(t) => resolve_tenant(store, t)
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| {
-                CliError::Usage(format!("there is no tenant {t:?} (give its id or name)"))
-            })?,
-        None => ensure_default_tenant(store).await.map_err(failed)?,
-    };
+    let tenant = tenant_or_default(store, args.offline.tenant.as_deref()).await?;
     let (app, client_secret) = create_app(store, &SystemClock, &tenant.id, &args.name, &args.roles)
         .await
         .map_err(|e| match e {

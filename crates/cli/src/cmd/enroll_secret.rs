@@ -33,8 +33,8 @@ const SECRET_WARNING: &str =
     "Save the enrolment secret now: only its hash is stored, it cannot be shown again.";
 
 async fn create(args: &EnrollSecretCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
-    let store = open_data_dir_store(args.data_dir.clone(), args.config.as_deref(), ctx.env).await?;
-    let created = insert(&store, args.tenant.as_deref()).await;
+    let store = open_data_dir_store(&args.offline, ctx.env).await?;
+    let created = insert(&store, args.offline.tenant.as_deref()).await;
     store.close().await;
     let created = created?;
     match ctx.format {

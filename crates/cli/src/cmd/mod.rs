@@ -12,7 +12,6 @@ pub mod serve;
 pub mod user;
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use appfence_core::Tenant;
 use appfence_proto::Collection;
@@ -20,7 +19,7 @@ use appfence_server::oauth::apps::ensure_default_tenant;
 use appfence_server::oauth::tenants::resolve_tenant;
 use appfence_store::SqliteStore;
 
-use crate::args::OutputFormat;
+use crate::args::{OfflineArgs, OutputFormat};
 use crate::config::{resolve_app_data_dir, DB_FILE};
 use crate::env::Env;
 use crate::error::CliError;
@@ -52,12 +51,8 @@ fn print_collection<T: serde::Serialize>(
 
 /// The database of the server's data directory (flag, environment, config file or
 /// default), for commands that work without a running server. Creates it if needed.
-async fn open_data_dir_store(
-    data_dir: Option<PathBuf>,
-    config: Option<&std::path::Path>,
-    env: &Env,
-) -> Result<SqliteStore, CliError> {
-    let data_dir = resolve_app_data_dir(data_dir, config, env)?;
+async fn open_data_dir_store(offline: &OfflineArgs, env: &Env) -> Result<SqliteStore, CliError> {
+    let data_dir = resolve_app_data_dir(offline.data_dir.clone(), offline.config.as_deref(), env)?;
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
     SqliteStore::open(&data_dir.join(DB_FILE))

@@ -65,7 +65,7 @@ pub async fn create(
     password: &str,
     ctx: &mut Ctx<'_>,
 ) -> Result<ExitCode, CliError> {
-    let store = open_data_dir_store(args.data_dir.clone(), args.config.as_deref(), ctx.env).await?;
+    let store = open_data_dir_store(&args.offline, ctx.env).await?;
     let created = add(&store, args, password).await;
     store.close().await;
     let created = created?;
@@ -96,7 +96,7 @@ async fn add(
     args: &UserCreateArgs,
     password: &str,
 ) -> Result<CreatedUser, CliError> {
-    let tenant = tenant_or_default(store, args.tenant.as_deref()).await?;
+    let tenant = tenant_or_default(store, args.offline.tenant.as_deref()).await?;
     let user = create_user(
         store,
         &SystemClock,
@@ -152,9 +152,11 @@ mod tests {
             upn: upn.into(),
             password_stdin: true,
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            tenant: None,
-            data_dir: Some(data_dir.to_path_buf()),
-            config: None,
+            offline: crate::args::OfflineArgs {
+                tenant: None,
+                data_dir: Some(data_dir.to_path_buf()),
+                config: None,
+            },
         }
     }
 
@@ -244,7 +246,7 @@ mod tests {
         assert!(e.to_string().contains("already exists"), "{e}");
 
         let mut elsewhere = args(dir.path(), "bo@example.com", &["g"]);
-        elsewhere.tenant = Some("nope".into());
+        elsewhere.offline.tenant = Some("nope".into());
         let e = run_create(&elsewhere, password, OutputFormat::Table)
             .await
             .0
