@@ -30,6 +30,15 @@ impl Dispatcher {
         }
     }
 
+    /// Wakes every waiting device: for changes that concern many devices (the tenant's
+    /// allowlist). A woken device that has nothing new simply polls again.
+    pub fn notify_all(&self) {
+        let map = self.waiters.lock().expect("dispatcher lock");
+        for n in map.values() {
+            n.notify_waiters();
+        }
+    }
+
     /// Forgets a device's notifier once nobody holds it (called when a wait ends).
     pub fn release(&self, machine_id: &str, notify: Arc<Notify>) {
         let mut map = self.waiters.lock().expect("dispatcher lock");

@@ -24,6 +24,7 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     let expired = state.store.delete_expired_indicators(now).await?;
     if expired > 0 {
         tracing::info!(count = expired, "expired indicators deleted");
+        state.dispatch.notify_all();
     }
     Ok(timed_out.len())
 }

@@ -477,6 +477,31 @@ async fn allowlist_version_of(device: &Device) -> u64 {
         .unwrap()
 }
 
+/// An indicator change answers waiting long-polls with the new allowlist version, rather
+/// than leaving agents to learn it at their next heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indicator_change_wakes_waiting_agents() {
+    let server = TestServer::start_with(|c| c.long_poll_max = Duration::from_secs(120), None).await;
+    let api = server.api(&[TI_ALL]).await;
+    let device = server.enroll("web-1.corp").await;
+    let waiting = {
+        let device = device.clone();
+        tokio::spawn(async move { device.poll(120).await })
+    };
+    // The long-poll is waiting once the device's notifier is registered.
+    within(WAIT, "the long-poll to wait", async {
+        while server.state.dispatch.waiting_devices() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    submit(&api, &allow(&hash(0x42), "wake")).await;
+    let answer = within(WAIT, "the woken long-poll", waiting).await.unwrap();
+    assert_eq!(answer["commands"], json!([]));
+    assert_eq!(answer["desired"]["allowlistVersion"], json!(1));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_see_the_allowlist_and_its_version_and_expired_indicators_leave_it() {
     let clock = Arc::new(ManualClock::starting_now());

@@ -89,19 +89,18 @@ pub async fn commands(
     let deadline = tokio::time::Instant::now() + wait;
     let notify = state.dispatch.subscribe(&machine.id);
     let result = async {
-        loop {
-            // Register interest before reading, so a creation in between is not missed.
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let open = state.store.open_actions(&machine.id).await?;
-            if !open.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok::<_, Error>(open);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return state.store.open_actions(&machine.id).await;
-            }
+        // Register interest before reading, so a change in between is not missed.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let open = state.store.open_actions(&machine.id).await?;
+        if !open.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok::<_, Error>(open);
         }
+        // Woken or not, answer with the state now: a wake means something changed for
+        // this device (an action, or its desired state such as the allowlist version).
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+        state.store.open_actions(&machine.id).await
     }
     .await;
     state.dispatch.release(&machine.id, notify);

@@ -63,6 +63,8 @@ pub async fn submit_indicator(
         .submit_indicator(&submission, &principal.indicator_scope())
         .await?;
     tracing::info!(indicator = stored.id, value = %stored.indicator_value, by = %submission.submitter_name, "indicator submitted");
+    // Waiting agents answer at once with the new allowlist version.
+    state.dispatch.notify_all();
     let ctx = odata_context(&state, ENTITY_SET, true);
     Ok(OData(StatusCode::OK, stored.to_wire(Some(ctx))))
 }
@@ -175,6 +177,7 @@ pub async fn delete_indicator(
         return Err(Error::indicator_not_found(&number.to_string()).into());
     }
     tracing::info!(indicator = number, by = %principal.requestor(), "indicator deleted");
+    state.dispatch.notify_all();
     Ok(StatusCode::NO_CONTENT)
 }
 
