@@ -104,13 +104,16 @@ fn descendant_named(ancestor: u32, name: &str) -> Option<u32> {
     })
 }
 
-fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+/// What `probe` finds within `limit`, or `None`: the caller says what went wrong.
+fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = probe() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -144,8 +147,14 @@ impl Namespace {
             .args(["--propagation", "private", "sh", "-c", &script])
             .stdin(Stdio::null());
         let holder = ChildGuard::spawn(cmd, dir, "namespace");
-        let init = wait_for(Duration::from_secs(10), "the namespace's init", || {
+        let init = wait_for(Duration::from_secs(10), || {
             descendant_named(holder.id(), "sleep")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for the namespace's init; stderr:\n{}",
+                holder.stderr_text()
+            )
         });
         let ns = Namespace {
             holder,
@@ -212,8 +221,14 @@ impl Namespace {
             }
         }
         let guard = ChildGuard::spawn(cmd, &self.dir, name);
-        let pid = wait_for(Duration::from_secs(10), "the agent process", || {
+        let pid = wait_for(Duration::from_secs(10), || {
             descendant_named(guard.id(), "appfence")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for the agent process {name}; its stderr:\n{}",
+                guard.stderr_text()
+            )
         });
         (guard, pid)
     }
