@@ -138,11 +138,13 @@ impl AppState {
         self.access.replace(policy.clone());
         // Cached verifications may name issuers or claims the new policy refuses.
         self.keys.verified_tokens().clear();
-        let moved = access::regroup_all(self.store.as_ref(), &policy)
-            .await
-            .map_err(|e| {
-                format!("the new policy is in force, but regrouping devices failed: {e}")
-            })?;
+        let moved = access::regroup_all(self.store.as_ref(), &policy).await;
+        // Cleared after the regrouping (even a partial one), so that no lookup in between
+        // keeps a group from before it.
+        self.machine_groups.clear();
+        let moved = moved.map_err(|e| {
+            format!("the new policy is in force, but regrouping devices failed: {e}")
+        })?;
         Ok(ReloadSummary {
             machines_regrouped: moved,
             ..summary

@@ -494,6 +494,14 @@ async fn a_reloaded_policy_regroups_devices_and_a_bad_one_changes_nothing() {
         names(&f.get(&ana, "/api/machines").await),
         ["laptop-1.corp", "web-1.corp"]
     );
+    // An action on the (still ungrouped) laptop: she may read it, which also puts the
+    // laptop's group in the server's memory.
+    let on_laptop = f.restrict(&ana, &f.laptop).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let action_path = format!("/api/machineactions/{on_laptop}");
+    assert_eq!(f.get(&ana, &action_path).await.status, 200);
     // Servers opens to everyone; a laptops group appears.
     let mut next = spec(&f.idp);
     next.device_groups[1].user_groups.clear();
@@ -515,6 +523,12 @@ async fn a_reloaded_policy_regroups_devices_and_a_bad_one_changes_nothing() {
         .await
         .json();
     assert_eq!(laptop["rbacGroupName"], "Laptops");
+    // Her action checks follow the new groups too: the laptop's action is out of reach.
+    let e = f
+        .get(&ana, &action_path)
+        .await
+        .assert_error(403, "Forbidden");
+    assert!(e.message.contains("'Laptops'"), "{}", e.message);
 
     // A spec that does not validate is refused, naming the line; nothing changes.
     let mut bad = next.clone();
