@@ -234,7 +234,7 @@ async fn gates(
         let (state, headers, targets) = (state.clone(), headers.clone(), targets.clone());
         async move {
             if first_sight {
-                state.keys.verified_tokens().clear();
+                state.verified_tokens.clear();
             }
             pass_gate(&state, &headers, &targets[n % targets.len()], check).await
         }

@@ -147,11 +147,10 @@ async fn token_checks(h: &Harness, round: Duration) -> Result<Sample, String> {
         let (state, token) = (state.clone(), token.clone());
         async move {
             let policy = TokenPolicy::new(&state.public_url());
-            let principal = verify_access_token(&state.keys, &policy, &token, state.clock.now())
+            let principal = verify_access_token(&state.keys.current(), &policy, &token, state.clock.now())
                 .map_err(|e| format!("token check: {e}"))?;
             let known = state
-                .keys
-                .tenants()
+                .tenants
                 .exists(state.store.as_ref(), &principal.tenant_id)
                 .await
                 .map_err(|e| format!("tenant check: {e}"))?;

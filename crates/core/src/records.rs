@@ -37,16 +37,58 @@ pub struct EnrollSecret {
     pub created: Timestamp,
 }
 
-/// A signing key of the built-in authorization server.
+/// A signing key of the built-in authorization server, as the store keeps it: the
+/// private part only ever sealed (see `appfence_core::signing_keys` for its life).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SigningKey {
     pub kid: String,
     /// `EdDSA` (Ed25519).
     pub algorithm: String,
-    /// The 32-byte Ed25519 seed.
-    pub private_key: Vec<u8>,
+    /// The 32-byte Ed25519 public key.
     pub public_key: Vec<u8>,
+    /// The private key sealed (AEAD) with the key-encryption key `kek_id`, which lives
+    /// outside the database. `None` once the key is retired (the private part is
+    /// destroyed), or, for a key written by a version before sealing, until the next
+    /// start seals it.
+    pub sealed_private_key: Option<Vec<u8>>,
+    /// The id of the key-encryption key that sealed the private key.
+    pub kek_id: Option<String>,
     pub created: Timestamp,
+    /// New tokens are signed with the newest key activated by now: a rotation
+    /// publishes the next key before it signs, so every replica and every verifier
+    /// holding our JWKS knows it first.
+    pub activates: Timestamp,
+    /// Set when a newer key takes over: tokens signed with this one verify until then
+    /// (their longest lifetime after the handover).
+    pub verify_until: Option<Timestamp>,
+    /// Retired (expired, or retired by hand): verifies nothing any more.
+    pub retired: Option<Timestamp>,
+}
+
+/// A private key written in plain form by a version before sealing, waiting to be
+/// sealed by the next start.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnsealedSigningKey {
+    pub kid: String,
+    pub private_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for UnsealedSigningKey {
+    /// Never the key itself: this may end up in a log or a panic message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsealedSigningKey")
+            .field("kid", &self.kid)
+            .field("private_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The sealed form of an [`UnsealedSigningKey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedSigningKey {
+    pub kid: String,
+    pub sealed_private_key: Vec<u8>,
+    pub kek_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -5,6 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The key-encryption key file in the data directory, unless configured elsewhere.
+pub const DEFAULT_KEY_FILE: &str = "master.key";
+/// Signing keys are replaced every 90 days.
+pub const DEFAULT_SIGNING_KEY_ROTATION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -34,9 +39,36 @@ pub struct ServerConfig {
     /// How restricted devices treat programs outside the trusted set: `Enforce` (deny
     /// them) or `Monitor` (only report them); sent to agents as `DesiredState.mode`.
     pub agent_mode: appfence_proto::agent::EnforcementMode,
+    /// The key-encryption key file; `None`: `<data_dir>/master.key`.
+    pub key_file: Option<PathBuf>,
+    /// Let the group of the data directory and key file read them (never others).
+    pub allow_group_read: bool,
+    /// How often each replica re-reads the signing keys: the bound within which a
+    /// rotation or a retirement takes effect everywhere.
+    pub key_refresh_interval: Duration,
+    /// The signing key is replaced after signing for this long (`None`: never).
+    pub signing_key_rotation: Option<Duration>,
+    /// Failed sign-ins before a lockout, per address limits (see
+    /// `appfence_core::sign_in_throttle`).
+    pub sign_in_throttle: appfence_core::sign_in_throttle::ThrottlePolicy,
 }
 
 impl ServerConfig {
+    /// The key-encryption key file in use.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_KEY_FILE))
+    }
+
+    /// The times of key rotations under this configuration.
+    pub fn rotation_timing(&self) -> appfence_core::signing_keys::RotationTiming {
+        appfence_core::signing_keys::RotationTiming {
+            refresh_interval: self.key_refresh_interval,
+            token_lifetime: self.token_lifetime,
+        }
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
@@ -62,6 +94,11 @@ impl Default for ServerConfig {
             rate_limits: Default::default(),
             access: Default::default(),
             agent_mode: Default::default(),
+            key_file: None,
+            allow_group_read: false,
+            key_refresh_interval: Duration::from_secs(10),
+            signing_key_rotation: Some(DEFAULT_SIGNING_KEY_ROTATION),
+            sign_in_throttle: Default::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod agent_gateway;
+pub mod at_rest;
 pub mod api;
 pub mod config;
 pub mod demo;
@@ -15,6 +16,8 @@ pub mod response;
 pub mod router;
 pub mod state;
 pub mod sweeper;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
@@ -74,7 +77,8 @@ pub async fn start(
     let state = AppState::new(config, store, clock).await?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     sweeper::spawn(state.clone(), shutdown.subscribe());
-    let app = router::build(state.clone());
+    sweeper::spawn_key_refresh(state.clone(), shutdown.subscribe());
+    let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

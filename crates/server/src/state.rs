@@ -10,7 +10,9 @@ use appfence_store::Store;
 use crate::access::{self, AccessHolder, AccessSpec, MachineGroups};
 use crate::dispatch::Dispatcher;
 use crate::oauth::external::{ExternalIssuers, FETCH_TIMEOUT};
-use crate::oauth::keys::KeySet;
+use crate::oauth::keyring::KeyRing;
+use crate::oauth::tenants::TenantCache;
+use crate::oauth::token_cache::TokenCache;
 use crate::ratelimit::{MemoryRateLimiter, RateLimiter};
 use crate::ServerConfig;
 
@@ -19,7 +21,12 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<ServerConfig>,
-    pub keys: Arc<KeySet>,
+    /// The signing keys, kept current with the store.
+    pub keys: Arc<KeyRing>,
+    /// Tokens already verified (cleared when keys or access settings change).
+    pub verified_tokens: Arc<TokenCache>,
+    /// Tenant ids known to exist.
+    pub tenants: Arc<TenantCache>,
     pub dispatch: Arc<Dispatcher>,
     pub limiter: Arc<dyn RateLimiter>,
     /// Roles, device groups and external issuers; replaced on reload.
@@ -36,9 +43,14 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
-        let keys = KeySet::load_or_create(store.as_ref(), clock.as_ref())
-            .await
-            .map_err(|e| format!("cannot prepare signing keys: {e}"))?;
+        let keys = KeyRing::open(
+            store.as_ref(),
+            clock.as_ref(),
+            &config.key_file(),
+            config.allow_group_read,
+            config.rotation_timing(),
+        )
+        .await?;
         let limiter = Arc::new(MemoryRateLimiter::new(config.rate_limits));
         // The access config may name "the only tenant", so there must be one.
         crate::oauth::apps::ensure_default_tenant(store.as_ref())
@@ -68,6 +80,8 @@ impl AppState {
             clock,
             config: Arc::new(config),
             keys: Arc::new(keys),
+            verified_tokens: Arc::default(),
+            tenants: Arc::default(),
             dispatch: Arc::new(Dispatcher::default()),
         })
     }
@@ -137,7 +151,7 @@ impl AppState {
         self.external.configure(policy.issuers.clone());
         self.access.replace(policy.clone());
         // Cached verifications may name issuers or claims the new policy refuses.
-        self.keys.verified_tokens().clear();
+        self.verified_tokens.clear();
         let moved = access::regroup_all(self.store.as_ref(), &policy).await;
         // Cleared after the regrouping (even a partial one), so that no lookup in between
         // keeps a group from before it.

@@ -1,11 +1,21 @@
-//! Moves actions that waited too long to `TimeOut`: `Pending` ones older than
-//! `action_pending_timeout`, `InProgress` ones without an update for
-//! `action_inprogress_timeout`; and deletes expired indicators, which raises the
-//! allowlist version agents compare with theirs. Time comes from the injected clock; the
-//! interval at which it looks is real time.
+//! Background work of every replica:
+//!
+//! - the sweep: moves actions that waited too long to `TimeOut` (`Pending` ones older
+//!   than `action_pending_timeout`, `InProgress` ones without an update for
+//!   `action_inprogress_timeout`); deletes expired indicators, which raises the
+//!   allowlist version agents compare with theirs; rotates the signing key on its
+//!   schedule and retires keys that verify nothing any more (the store makes each of
+//!   these happen once, whichever replica comes first); records the end of sign-in
+//!   lockouts;
+//! - the key refresh: re-reads the signing keys every `key_refresh_interval`.
+//!
+//! Time comes from the injected clock; the intervals at which they look are real time.
 
+use appfence_core::audit::ACTOR_SERVER;
+use appfence_core::signing_keys::{expired, needs_immediate_key, rotation_due};
 use tokio::sync::watch;
 
+use crate::oauth::keyring;
 use crate::AppState;
 
 /// Runs one sweep now; returns how many actions timed out.
@@ -26,7 +36,75 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         tracing::info!(count = expired, "expired indicators deleted");
         state.dispatch.notify_all();
     }
+    maintain_signing_keys(state).await?;
+    for account in state
+        .store
+        .sweep_sign_in_throttle(&state.config.sign_in_throttle, now)
+        .await?
+    {
+        tracing::info!(tenant_id = %account.tenant_id, user = %account.name, "sign-in lockout ended");
+        metrics::counter!("appfence_sign_in_lockout_ends_total").increment(1);
+    }
     Ok(timed_out.len())
+}
+
+/// The scheduled rotation, the retirement of keys past their end, and a key that signs
+/// at once if none would.
+async fn maintain_signing_keys(state: &AppState) -> appfence_core::Result<()> {
+    let now = state.clock.now();
+    let keys = state.keys.current();
+    let records = keys.records();
+    let timing = state.keys.timing();
+    let mut changed = false;
+    for key in expired(records, now) {
+        if state.store.retire_signing_key(&key.kid, now, ACTOR_SERVER).await? {
+            tracing::info!(kid = %key.kid, "retired a signing key past its last token's expiry");
+            changed = true;
+        }
+    }
+    let immediate = needs_immediate_key(records, now);
+    let due = state
+        .config
+        .signing_key_rotation
+        .is_some_and(|period| rotation_due(records, now, period));
+    if immediate || due {
+        if let Some(key) =
+            keyring::rotate(state.store.as_ref(), state.keys.kek(), timing, now, immediate).await?
+        {
+            tracing::info!(kid = %key.kid, activates = %key.activates, "rotated the token signing key");
+        }
+        changed = true;
+    }
+    if changed {
+        refresh_keys(state).await?;
+    }
+    Ok(())
+}
+
+/// Re-reads the signing keys; cached verifications go when they changed.
+pub async fn refresh_keys(state: &AppState) -> appfence_core::Result<()> {
+    if state.keys.refresh(state.store.as_ref()).await? {
+        state.verified_tokens.clear();
+        tracing::info!("signing keys changed");
+    }
+    Ok(())
+}
+
+pub fn spawn_key_refresh(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.config.key_refresh_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = refresh_keys(&state).await {
+                        tracing::error!(error = %e, "cannot re-read the signing keys; the keys in force stay");
+                    }
+                }
+                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+            }
+        }
+    });
 }
 
 pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) {

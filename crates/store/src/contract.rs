@@ -223,25 +223,289 @@ pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
     );
     assert_eq!(store.enroll_secret(&new_machine_id()).await.unwrap(), None);
 
-    let key = |kid: &str, created| SigningKey {
-        kid: kid.to_string(),
+
+    // A legacy (Argon2id) hash is replaced only while it is still the stored one.
+    let fast = "sha256:0000";
+    assert!(!store
+        .replace_app_secret_hash(&t.id, &app.client_id, "not the hash", fast)
+        .await
+        .unwrap());
+    assert!(store
+        .replace_app_secret_hash(&t.id, &app.client_id, &app.secret_hash, fast)
+        .await
+        .unwrap());
+    assert!(!store
+        .replace_app_secret_hash(&t.id, &app.client_id, &app.secret_hash, "sha256:1111")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.app(&t.id, &app.client_id).await.unwrap().unwrap().secret_hash,
+        fast
+    );
+    assert!(!store
+        .replace_app_secret_hash(&other.id, &app.client_id, fast, "x")
+        .await
+        .unwrap());
+}
+
+/// A sealed key as the server would store it (the bytes are not a real sealing).
+pub fn sealed_key(activates: Timestamp) -> SigningKey {
+    SigningKey {
+        kid: new_guid(),
         algorithm: "EdDSA".into(),
-        private_key: vec![7; 32],
         public_key: (0..32).collect(),
-        created,
+        sealed_private_key: Some(vec![7; 72]),
+        kek_id: Some("0123456789abcdef".into()),
+        created: activates,
+        activates,
+        verify_until: None,
+        retired: None,
+    }
+}
+
+fn find<'a>(keys: &'a [SigningKey], kid: &str) -> &'a SigningKey {
+    keys.iter().find(|k| k.kid == kid).expect("the key is listed")
+}
+
+pub async fn signing_keys(store: &dyn Store) {
+    // Keys are server-wide: start from whatever the store holds.
+    let before = store.signing_keys().await.unwrap();
+    let newest = appfence_core::signing_keys::newest_unretired(&before).map(|k| k.kid.clone());
+    let a = sealed_key(at(100));
+    assert!(store
+        .add_signing_key(&a, newest.as_deref(), at(5000))
+        .await
+        .unwrap());
+    // A rotation that read the keys before `a` was added loses.
+    let late = sealed_key(at(101));
+    assert!(!store
+        .add_signing_key(&late, newest.as_deref(), at(6000))
+        .await
+        .unwrap());
+    let keys = store.signing_keys().await.unwrap();
+    assert!(keys.iter().all(|k| k.kid != late.kid));
+    assert_eq!(find(&keys, &a.kid), &a, "stored as given");
+    if let Some(old) = &newest {
+        assert_eq!(find(&keys, old).verify_until, Some(at(5000)));
+    }
+
+    let b = sealed_key(at(200));
+    assert!(store
+        .add_signing_key(&b, Some(&a.kid), at(9000))
+        .await
+        .unwrap());
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys[0].kid, b.kid, "newest first");
+    assert_eq!(keys[1].kid, a.kid);
+    assert_eq!(find(&keys, &a.kid).verify_until, Some(at(9000)));
+    if let Some(old) = &newest {
+        assert_eq!(
+            find(&keys, old).verify_until,
+            Some(at(5000)),
+            "an end once set stays"
+        );
+    }
+
+    // Retiring destroys the private part, once.
+    assert!(store.retire_signing_key(&b.kid, at(300), "keys retire").await.unwrap());
+    assert!(!store.retire_signing_key(&b.kid, at(301), "keys retire").await.unwrap());
+    assert!(!store.retire_signing_key("no-such-kid", at(301), "x").await.unwrap());
+    let keys = store.signing_keys().await.unwrap();
+    let retired = find(&keys, &b.kid);
+    assert_eq!(retired.retired, Some(at(300)));
+    assert_eq!(retired.sealed_private_key, None);
+    assert_eq!(retired.verify_until, Some(at(300)));
+    assert_eq!(retired.public_key, b.public_key, "the public part stays, for the record");
+    // The newest unretired key is `a` again: a rotation must name it.
+    let c = sealed_key(at(400));
+    assert!(!store.add_signing_key(&c, Some(&b.kid), at(9500)).await.unwrap());
+    assert!(store.add_signing_key(&c, Some(&a.kid), at(9500)).await.unwrap());
+
+    // An unsealed key is never stored.
+    let mut plain = sealed_key(at(500));
+    plain.sealed_private_key = None;
+    assert!(store.add_signing_key(&plain, Some(&c.kid), at(1)).await.is_err());
+
+    let events = store.audit_events(0, 10_000).await.unwrap();
+    let about = |kid: &str, event: &str| {
+        events
+            .iter()
+            .filter(|(_, e)| e.subject == kid && e.event == event)
+            .count()
     };
-    let older = key(&new_guid(), at(10));
-    let newer = key(&new_guid(), at(20));
-    store.insert_signing_key(&older).await.unwrap();
-    store.insert_signing_key(&newer).await.unwrap();
-    let ours: Vec<SigningKey> = store
-        .signing_keys()
+    assert_eq!(about(&a.kid, appfence_core::audit::SIGNING_KEY_ADDED), 1);
+    assert_eq!(about(&late.kid, appfence_core::audit::SIGNING_KEY_ADDED), 0);
+    assert_eq!(about(&b.kid, appfence_core::audit::SIGNING_KEY_RETIRED), 1);
+    let (_, retire) = events
+        .iter()
+        .find(|(_, e)| e.subject == b.kid && e.event == appfence_core::audit::SIGNING_KEY_RETIRED)
+        .unwrap();
+    assert_eq!(retire.actor, "keys retire");
+    assert_eq!(retire.tenant_id, None);
+}
+
+/// Replicas rotating at the same moment add exactly one key.
+pub async fn concurrent_rotations(store: Arc<dyn Store>) {
+    let keys = store.signing_keys().await.unwrap();
+    let newest = appfence_core::signing_keys::newest_unretired(&keys).map(|k| k.kid.clone());
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let newest = newest.clone();
+            tokio::spawn(async move {
+                store
+                    .add_signing_key(&sealed_key(at(1000)), newest.as_deref(), at(9000))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.signing_keys().await.unwrap().len(), keys.len() + 1);
+}
+
+pub async fn sign_in_throttle(store: &dyn Store) {
+    use appfence_core::audit::{ACCOUNT_UNLOCKED, SIGN_IN_LOCKOUT_ENDED, SIGN_IN_LOCKOUT_STARTED};
+    use appfence_core::sign_in_throttle::{SignInAccount, ThrottlePolicy, Verdict};
+    let policy = ThrottlePolicy::default();
+    let t = new_tenant(store).await;
+    let ana = SignInAccount::new(&t.id, "Ana@Corp.Example");
+    let bo = SignInAccount::new(&t.id, "bo@corp.example");
+    let addr = format!("addr:{}", new_guid());
+    let seq_before = store
+        .audit_events(0, 100_000)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |(s, _)| *s);
+
+    for i in 0..9 {
+        let f = store
+            .record_sign_in_failure(Some(&ana), &addr, "192.0.2.1", &policy, at(i))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.locked_until, None);
+        assert_eq!(f.record.failures, i as u32 + 1);
+    }
+    let tenth = store
+        .record_sign_in_failure(Some(&ana), &addr, "192.0.2.1", &policy, at(9))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tenth.locked_until, Some(at(69)));
+    // Another account on the same tenant is untouched; the address counted all ten.
+    store
+        .record_sign_in_failure(Some(&bo), &addr, "192.0.2.1", &policy, at(10))
+        .await
+        .unwrap();
+    let read = store
+        .sign_in_throttle(&[ana.key(), bo.key(), addr.clone(), "addr:none".into()])
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 3);
+    let get = |k: &str| read.iter().find(|r| r.key == k).cloned();
+    assert_eq!(
+        policy.account_verdict(get(&ana.key()).as_ref(), at(68)),
+        Verdict::Locked(at(69))
+    );
+    assert_eq!(policy.account_verdict(get(&bo.key()).as_ref(), at(68)), Verdict::Allowed);
+    assert_eq!(get(&addr).unwrap().failures, 11);
+    // An address alone (a client secret) counts only the address.
+    assert_eq!(
+        store
+            .record_sign_in_failure(None, &addr, "192.0.2.1", &policy, at(11))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The lockout is in the audit log once; its end is recorded once, after it.
+    assert!(store.sweep_sign_in_throttle(&policy, at(68)).await.unwrap().is_empty());
+    let ended = store.sweep_sign_in_throttle(&policy, at(69)).await.unwrap();
+    assert_eq!(ended, vec![ana.clone()]);
+    assert!(store.sweep_sign_in_throttle(&policy, at(70)).await.unwrap().is_empty());
+    let events: Vec<_> = store
+        .audit_events(seq_before, 100)
         .await
         .unwrap()
         .into_iter()
-        .filter(|k| k.kid == older.kid || k.kid == newer.kid)
+        .map(|(_, e)| e)
+        .filter(|e| e.tenant_id.as_deref() == Some(t.id.as_str()))
         .collect();
-    assert_eq!(ours, vec![newer, older], "signing keys newest first");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.event.as_str(), e.subject.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (SIGN_IN_LOCKOUT_STARTED, "ana@corp.example"),
+            (SIGN_IN_LOCKOUT_ENDED, "ana@corp.example")
+        ]
+    );
+    assert_eq!(events[0].at, at(9));
+    assert_eq!(events[1].at, at(69));
+
+    // The level stays after the lock (the next one doubles), until a success clears it.
+    for i in 0..10 {
+        store
+            .record_sign_in_failure(Some(&ana), &addr, "192.0.2.1", &policy, at(100 + i))
+            .await
+            .unwrap();
+    }
+    let r = store.sign_in_throttle(&[ana.key()]).await.unwrap();
+    assert_eq!(r[0].locked_until, Some(at(109 + 120)));
+    assert!(store.unlock_account(&ana, "user unlock", at(110)).await.unwrap());
+    assert!(!store.unlock_account(&ana, "user unlock", at(111)).await.unwrap());
+    assert!(store.sign_in_throttle(&[ana.key()]).await.unwrap().is_empty());
+    let unlocked = store.audit_events(seq_before, 100).await.unwrap();
+    assert!(unlocked
+        .iter()
+        .any(|(_, e)| e.event == ACCOUNT_UNLOCKED && e.actor == "user unlock"));
+    store.clear_sign_in_failures(&bo).await.unwrap();
+    assert!(store.sign_in_throttle(&[bo.key()]).await.unwrap().is_empty());
+
+    // Counters that no longer matter are deleted by the sweep.
+    store
+        .record_sign_in_failure(Some(&bo), &addr, "192.0.2.1", &policy, at(1000))
+        .await
+        .unwrap();
+    store.sweep_sign_in_throttle(&policy, at(1000 + 599)).await.unwrap();
+    assert_eq!(store.sign_in_throttle(&[bo.key(), addr.clone()]).await.unwrap().len(), 2);
+    store.sweep_sign_in_throttle(&policy, at(1000 + 600)).await.unwrap();
+    assert!(store.sign_in_throttle(&[bo.key(), addr.clone()]).await.unwrap().is_empty());
+}
+
+pub async fn audit_log(store: &dyn Store) {
+    use appfence_core::audit::AuditEvent;
+    let start = store
+        .audit_events(0, 100_000)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |(s, _)| *s);
+    let event = |n: i64| AuditEvent {
+        at: at(n),
+        tenant_id: (n % 2 == 0).then(new_guid),
+        event: "Test".into(),
+        subject: format!("s{n}"),
+        actor: "contract".into(),
+        detail: (n % 3 == 0).then(|| format!("detail {n}")),
+    };
+    let written: Vec<_> = (0..5).map(event).collect();
+    for e in &written {
+        store.append_audit_event(e).await.unwrap();
+    }
+    let read = store.audit_events(start, 3).await.unwrap();
+    assert_eq!(read.len(), 3);
+    assert!(read.windows(2).all(|w| w[0].0 < w[1].0), "in order");
+    let rest = store.audit_events(read[2].0, 100).await.unwrap();
+    let all: Vec<AuditEvent> = read.into_iter().chain(rest).map(|(_, e)| e).collect();
+    assert_eq!(all, written);
 }
 
 pub async fn machine_lookups(store: &dyn Store) {
@@ -1813,6 +2077,10 @@ pub async fn denial_events(store: &dyn Store) {
 pub async fn run_all(store: Arc<dyn Store>) {
     let s = store.as_ref();
     tenants_apps_secrets_keys(s).await;
+    signing_keys(s).await;
+    concurrent_rotations(store.clone()).await;
+    sign_in_throttle(s).await;
+    audit_log(s).await;
     machine_lookups(s).await;
     tenant_isolation(s).await;
     heartbeat(s).await;

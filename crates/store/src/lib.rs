@@ -11,13 +11,17 @@ pub mod contract;
 pub mod odata_sql;
 pub mod sqlite;
 
+use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
     ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
-    IndicatorRecord, IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant,
-    TransitionOutcome, UserRecord,
+    IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey, SigningKey,
+    StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+};
+use appfence_core::sign_in_throttle::{
+    AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
 };
 use appfence_core::{MachineRef, Result};
 use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
@@ -46,9 +50,84 @@ pub trait Store: Send + Sync + 'static {
     /// The enrolment secret with this SHA-256, if any.
     async fn enroll_secret(&self, secret_sha256: &str) -> Result<Option<EnrollSecret>>;
 
-    /// Signing keys of the built-in authorization server, newest first.
+    /// Replaces an application's secret hash, if it is still `expected` (a legacy
+    /// hash re-stored in the fast form at its first successful use). False, changing
+    /// nothing, if the hash changed meanwhile or there is no such application.
+    async fn replace_app_secret_hash(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        expected: &str,
+        new_hash: &str,
+    ) -> Result<bool>;
+
+    // --- signing keys (see appfence_core::signing_keys) ---
+
+    /// Signing keys of the built-in authorization server, newest first, retired ones
+    /// included.
     async fn signing_keys(&self) -> Result<Vec<SigningKey>>;
-    async fn insert_signing_key(&self, key: &SigningKey) -> Result<()>;
+    /// Adds `key`, in one transaction with a check that the newest key that is not
+    /// retired is still `replacing` (`None`: there is none), and gives every key
+    /// without an end that is not retired `verify_until = superseded_until`. False,
+    /// changing nothing, if another rotation came first: rotations on several
+    /// replicas at once add one key.
+    async fn add_signing_key(
+        &self,
+        key: &SigningKey,
+        replacing: Option<&str>,
+        superseded_until: Timestamp,
+    ) -> Result<bool>;
+    /// Retires a key at `at`: it verifies nothing any more and its sealed private part
+    /// is destroyed; audited with `actor`. False if there is no such key or it was
+    /// retired already.
+    async fn retire_signing_key(&self, kid: &str, at: Timestamp, actor: &str) -> Result<bool>;
+    /// Private keys written in plain form by versions before sealing.
+    async fn unsealed_signing_keys(&self) -> Result<Vec<UnsealedSigningKey>>;
+    /// Stores the sealed forms of plain keys and destroys the plain copies, in one
+    /// transaction; then makes sure no page of the database or its log still holds them.
+    async fn seal_signing_keys(&self, sealed: &[SealedSigningKey], at: Timestamp) -> Result<()>;
+
+    // --- throttled guessing (see appfence_core::sign_in_throttle) ---
+
+    /// The counters of these keys that exist.
+    async fn sign_in_throttle(&self, keys: &[String]) -> Result<Vec<ThrottleRecord>>;
+    /// Counts a failed sign-in from `address_key` (`address` is its text form), and
+    /// for `account` if given, in one transaction under `policy`. When this failure
+    /// locks the account, the lockout is appended to the audit log in the same
+    /// transaction. Returns what happened to the account.
+    async fn record_sign_in_failure(
+        &self,
+        account: Option<&SignInAccount>,
+        address_key: &str,
+        address: &str,
+        policy: &ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Option<AccountFailure>>;
+    /// A successful sign-in: forgets the account's failures and its lockout level.
+    async fn clear_sign_in_failures(&self, account: &SignInAccount) -> Result<()>;
+    /// Ends the account's lockout and forgets its failures, audited with `actor`.
+    /// False if the account was not locked at `now`.
+    async fn unlock_account(
+        &self,
+        account: &SignInAccount,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Appends the end of every lockout over by `now` to the audit log (once, whichever
+    /// replica sweeps first) and deletes counters that no longer matter. Returns the
+    /// accounts whose lockout ended.
+    async fn sweep_sign_in_throttle(
+        &self,
+        policy: &ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Vec<SignInAccount>>;
+
+    // --- the audit log ---
+
+    async fn append_audit_event(&self, event: &AuditEvent) -> Result<()>;
+    /// Events after sequence number `after` (0: from the start), oldest first, at most
+    /// `limit`, with their sequence numbers.
+    async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditEvent)>>;
 
     // --- machines ---
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use appfence_core::ManualClock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{json, Value};
 
 use crate::harness::{TestServer, ALL_ROLES, MDE_AUDIENCE, ROLE_READ};
@@ -264,20 +264,16 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-/// Signs arbitrary claims with the server's persisted key, built from the store's seed
-/// the way the oauth module does (PKCS#8 v1 prefix + 32-byte seed).
+/// Signs arbitrary claims with the server's signing key (opened from the store with
+/// the server's key file, as the server does).
 async fn mint(server: &TestServer, claims: &Value) -> String {
-    const PKCS8_ED25519_PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    let keys = server.state.store.signing_keys().await.unwrap();
-    let key = keys.first().expect("a signing key in the store");
-    let mut der = PKCS8_ED25519_PREFIX.to_vec();
-    der.extend_from_slice(&key.private_key);
+    let keys = server.state.keys.current();
+    let (kid, key) = keys
+        .signer(server.state.clock.now())
+        .expect("a key signs");
     let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der)).unwrap()
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,7 +95,7 @@ pub async fn ensure_default_tenant(store: &dyn Store) -> Result<Tenant, Error> {
 mod tests {
     use super::*;
     use crate::oauth::secrets::verify_secret;
-    use crate::oauth::test_store::MemStore;
+    use crate::test_support::sqlite_store;
     use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT};
     use appfence_core::ManualClock;
     use appfence_proto::Timestamp;
@@ -106,14 +106,15 @@ mod tests {
 
     #[tokio::test]
     async fn apps_get_a_guid_a_hashed_secret_and_known_roles() {
-        let store = MemStore::default();
-        let tenant = ensure_default_tenant(&store).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
+        let store = store.as_ref();
+        let tenant = ensure_default_tenant(store).await.unwrap();
         let roles = vec![
             ROLE_RESTRICT.to_string(),
             ROLE_READ_ALL.to_string(),
             ROLE_RESTRICT.to_string(),
         ];
-        let (app, secret) = create_app(&store, &clock(), &tenant.id, " SOAR ", &roles)
+        let (app, secret) = create_app(store, &clock(), &tenant.id, " SOAR ", &roles)
             .await
             .unwrap();
         assert!(appfence_core::ids::parse_guid(&app.client_id).is_some());
@@ -135,10 +136,11 @@ mod tests {
 
     #[tokio::test]
     async fn bad_apps_are_refused() {
-        let store = MemStore::default();
-        let tenant = ensure_default_tenant(&store).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
+        let store = store.as_ref();
+        let tenant = ensure_default_tenant(store).await.unwrap();
         let err = create_app(
-            &store,
+            store,
             &clock(),
             &tenant.id,
             "x",
@@ -155,11 +157,11 @@ mod tests {
                     .into()
             )
         );
-        let err = create_app(&store, &clock(), &tenant.id, "  ", &[])
+        let err = create_app(store, &clock(), &tenant.id, "  ", &[])
             .await
             .unwrap_err();
         assert!(matches!(err, Error::BadRequest(m) if m.contains("name")));
-        let err = create_app(&store, &clock(), "no-such-tenant", "x", &[])
+        let err = create_app(store, &clock(), "no-such-tenant", "x", &[])
             .await
             .unwrap_err();
         assert!(matches!(err, Error::ResourceNotFound(_)));
@@ -167,11 +169,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_default_tenant_is_created_once() {
-        let store = MemStore::default();
-        let first = ensure_default_tenant(&store).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
+        let store = store.as_ref();
+        let first = ensure_default_tenant(store).await.unwrap();
         assert_eq!(first.name, "default");
         assert!(appfence_core::ids::parse_guid(&first.id).is_some());
-        assert_eq!(ensure_default_tenant(&store).await.unwrap(), first);
+        assert_eq!(ensure_default_tenant(store).await.unwrap(), first);
         assert_eq!(store.tenants().await.unwrap().len(), 1);
         // With several tenants, the oldest.
         store
@@ -181,6 +184,6 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(ensure_default_tenant(&store).await.unwrap(), first);
+        assert_eq!(ensure_default_tenant(store).await.unwrap(), first);
     }
 }

@@ -34,7 +34,7 @@ impl FromRequestParts<AppState> for Authenticated {
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token = bearer_token(headers)?;
     let now = state.clock.now();
-    let cache = state.keys.verified_tokens();
+    let cache = &state.verified_tokens;
     let principal = match cache.get(token) {
         Some(known) => {
             known.check_time(now)?;
@@ -49,8 +49,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
     // Signed by us, but the tenant must still exist: the cache makes this free for
     // every tenant seen before.
     if !state
-        .keys
-        .tenants()
+        .tenants
         .exists(state.store.as_ref(), &principal.tenant_id)
         .await?
     {
@@ -81,8 +80,28 @@ async fn verify_any_issuer(
                 truncate(&iss, 200)
             )))
         }
-        _ => verify_token(&state.keys, &policy, token, now),
+        _ => verify_own(state, &policy, token, now).await,
     }
+}
+
+/// A token of this server's issuer. A `kid` this replica does not know may be a key
+/// another replica (or `appfence keys`) has just added: re-read the keys (rate
+/// limited) and try once more.
+async fn verify_own(
+    state: &AppState,
+    policy: &TokenPolicy,
+    token: &str,
+    now: appfence_proto::Timestamp,
+) -> Result<VerifiedToken, Error> {
+    let keys = state.keys.current();
+    let unknown = super::claims::read_header(token)?
+        .kid
+        .is_some_and(|kid| !keys.knows(&kid));
+    if unknown && state.keys.refresh_for_unknown_kid(state.store.as_ref(), now).await? {
+        state.verified_tokens.clear();
+        return verify_token(&state.keys.current(), policy, token, now);
+    }
+    verify_token(&keys, policy, token, now)
 }
 
 /// The token of an `Authorization: Bearer` header (scheme in any case).
@@ -109,7 +128,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
 mod tests {
     use super::*;
     use crate::oauth::audience::TokenVersion;
-    use crate::oauth::test_store::{test_state, TENANT};
+    use crate::test_support::{test_state, TENANT};
     use crate::oauth::tokens::issue_app_token;
     use appfence_core::authz::Caller;
     use appfence_core::{AppRegistration, Tenant};
@@ -184,7 +203,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_extractor_uses_the_injected_clock_and_checks_the_tenant() {
-        let (state, clock) = test_state().await;
+        let t = test_state().await;
+        let (state, clock) = (t.state.clone(), t.clock.clone());
         let token = issue_app_token(
             &state,
             &app(TENANT),

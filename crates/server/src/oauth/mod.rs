@@ -17,6 +17,7 @@ pub mod claims;
 pub mod external;
 pub mod extract;
 pub mod failure;
+pub mod keyring;
 pub mod keys;
 pub mod request;
 pub mod routes;
@@ -27,8 +28,6 @@ pub mod tokens;
 pub mod users;
 pub mod verify;
 
-#[cfg(test)]
-pub(crate) mod test_store;
 
 pub use extract::Authenticated;
 pub use tokens::{issue_app_token, TokenVersion};

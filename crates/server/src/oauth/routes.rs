@@ -133,7 +133,7 @@ async fn issue(
         }
     };
     // Tokens of this tenant will be verified soon: spare that first lookup.
-    state.keys.tenants().remember(&tenant.id);
+    state.tenants.remember(&tenant.id);
     let lifetime = state.config.token_lifetime.as_secs();
     let body = TokenResponse {
         token_type: "Bearer".into(),
@@ -321,8 +321,9 @@ async fn discovery_v2(
     )))
 }
 
+/// Exactly the keys that verify now (a key about to sign is published ahead).
 async fn jwks(State(state): State<AppState>) -> Json<super::keys::Jwks> {
-    Json(state.keys.jwks().clone())
+    Json(state.keys.current().jwks(state.clock.now()))
 }
 
 async fn tenant_jwks(
@@ -330,17 +331,16 @@ async fn tenant_jwks(
     Path(tenant): Path<String>,
 ) -> Result<Json<super::keys::Jwks>, OAuthFailure> {
     tenant_of(&state, &tenant).await?;
-    Ok(Json(state.keys.jwks().clone()))
+    Ok(Json(state.keys.current().jwks(state.clock.now())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::oauth::apps::create_app;
-    use crate::oauth::test_store::{test_state, TENANT};
+    use crate::test_support::{test_state, TestState, TENANT};
     use crate::oauth::verify::verify_access_token;
     use appfence_core::authz::ROLE_RESTRICT;
-    use appfence_store::Store;
     use axum::body::Body;
     use axum::http::Request;
     use base64::engine::general_purpose::STANDARD;
@@ -376,8 +376,9 @@ mod tests {
             .unwrap()
     }
 
-    async fn setup() -> (AppState, Router, AppRegistration, String) {
-        let (state, _clock) = test_state().await;
+    async fn setup() -> (AppState, Router, AppRegistration, String, TestState) {
+        let t = test_state().await;
+        let state = t.state.clone();
         let (app, secret) = create_app(
             state.store.as_ref(),
             state.clock.as_ref(),
@@ -388,12 +389,12 @@ mod tests {
         .await
         .unwrap();
         let router = routes().with_state(state.clone());
-        (state, router, app, secret)
+        (state, router, app, secret, t)
     }
 
     #[tokio::test]
     async fn v1_v2_get_and_basic_requests_get_tokens() {
-        let (state, router, app, secret) = setup().await;
+        let (state, router, app, secret, _t) = setup().await;
         let id = &app.client_id;
         let v1 = format!(
             "grant_type=client_credentials&client_id={id}&client_secret={secret}&resource={MDE}"
@@ -444,7 +445,7 @@ mod tests {
             assert_eq!(body["ext_expires_in"], serde_json::json!(3599));
             let token = body["access_token"].as_str().unwrap();
             let policy = TokenPolicy::new(&state.public_url());
-            let p = verify_access_token(&state.keys, &policy, token, state.clock.now()).unwrap();
+            let p = verify_access_token(&state.keys.current(), &policy, token, state.clock.now()).unwrap();
             assert_eq!(p.tenant_id, TENANT);
             assert_eq!(p.roles, vec![ROLE_RESTRICT.to_string()]);
             let claims: serde_json::Value = serde_json::from_slice(
@@ -461,7 +462,7 @@ mod tests {
 
     #[tokio::test]
     async fn token_errors_use_the_oauth_body() {
-        let (_state, router, app, secret) = setup().await;
+        let (_state, router, app, secret, _t) = setup().await;
         let id = &app.client_id;
         let cases = [
             (
@@ -543,7 +544,7 @@ mod tests {
 
     #[tokio::test]
     async fn discovery_and_jwks_are_served() {
-        let (state, router, _, _) = setup().await;
+        let (state, router, _, _, _t) = setup().await;
         let base = state.public_url();
         let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
         for uri in [
@@ -590,7 +591,7 @@ mod tests {
             (400, "invalid_request")
         );
 
-        let expected = serde_json::to_value(state.keys.jwks()).unwrap();
+        let expected = serde_json::to_value(state.keys.current().jwks(state.clock.now())).unwrap();
         for uri in [
             "/discovery/keys".to_string(),
             "/discovery/v2.0/keys".to_string(),
@@ -599,13 +600,16 @@ mod tests {
             let (s, _, json) = call(&router, get(&uri)).await;
             assert_eq!(s, StatusCode::OK, "{uri}");
             assert_eq!(json, expected);
-            assert_eq!(json["keys"][0]["kid"], state.keys.signing_kid());
+            assert_eq!(
+                json["keys"][0]["kid"],
+                state.keys.current().signer(state.clock.now()).unwrap().0
+            );
         }
     }
 
     #[tokio::test]
     async fn tenant_routes_do_not_shadow_static_routes() {
-        let (state, _, _, _) = setup().await;
+        let (state, _, _, _, _t) = setup().await;
         // Shaped like router::build: nested API and agent routers, a fallback.
         let api = || {
             Router::<AppState>::new()
@@ -672,10 +676,10 @@ mod tests {
         }
     }
 
-    /// A server state on SQLite (the test store has no users), with a tenant, the
-    /// application "SOAR" and the user ana@example.com in the group "tier2".
+    /// A server state with a tenant, the application "SOAR" and the user
+    /// ana@example.com in the group "tier2".
     struct PasswordSetup {
-        _dir: tempfile::TempDir,
+        _t: TestState,
         state: AppState,
         router: Router,
         app: AppRegistration,
@@ -686,36 +690,7 @@ mod tests {
     const ANA_PASSWORD: &str = "correct horse battery";
 
     async fn password_setup() -> PasswordSetup {
-        let dir = tempfile::tempdir().unwrap();
-        let store = appfence_store::SqliteStore::open(&dir.path().join("appfence.db"))
-            .await
-            .unwrap();
-        store
-            .ensure_tenant(&Tenant {
-                id: TENANT.into(),
-                name: "default".into(),
-            })
-            .await
-            .unwrap();
-        let clock = std::sync::Arc::new(appfence_core::ManualClock::new(
-            appfence_proto::Timestamp::from_unix_seconds(1_700_000_000),
-        ));
-        let config = crate::ServerConfig {
-            public_url: Some("https://appfence.test/".into()),
-            ..crate::ServerConfig::default()
-        };
-        let state = AppState::new(config, std::sync::Arc::new(store), clock)
-            .await
-            .unwrap();
-        let (app, secret) = create_app(
-            state.store.as_ref(),
-            state.clock.as_ref(),
-            TENANT,
-            "SOAR",
-            &[ROLE_RESTRICT.to_string()],
-        )
-        .await
-        .unwrap();
+        let (state, router, app, secret, t) = setup().await;
         crate::oauth::users::create_user(
             state.store.as_ref(),
             state.clock.as_ref(),
@@ -726,9 +701,8 @@ mod tests {
         )
         .await
         .unwrap();
-        let router = routes().with_state(state.clone());
         PasswordSetup {
-            _dir: dir,
+            _t: t,
             state,
             router,
             app,
@@ -772,7 +746,7 @@ mod tests {
             let token = json["access_token"].as_str().unwrap();
             let policy = TokenPolicy::new(&s.state.public_url());
             let p =
-                verify_access_token(&s.state.keys, &policy, token, s.state.clock.now()).unwrap();
+                verify_access_token(&s.state.keys.current(), &policy, token, s.state.clock.now()).unwrap();
             assert_eq!(p.tenant_id, TENANT);
             assert!(p.is_user());
             assert_eq!(p.requestor(), ANA);

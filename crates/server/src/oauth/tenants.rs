@@ -66,22 +66,23 @@ pub async fn resolve_tenant(store: &dyn Store, segment: &str) -> Result<Option<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::test_store::MemStore;
+    use crate::test_support::sqlite_store;
 
     #[tokio::test]
     async fn tenants_resolve_by_guid_or_name() {
-        let store = MemStore::default();
+        let (_dir, store) = sqlite_store().await;
+        let store = store.as_ref();
         let t = Tenant {
             id: "0b5f7a31-8d2c-4c3e-9a55-1e2d3c4b5a69".into(),
             name: "Contoso".into(),
         };
         store.ensure_tenant(&t).await.unwrap();
-        let by_id = resolve_tenant(&store, "0B5F7A31-8D2C-4C3E-9A55-1E2D3C4B5A69").await;
+        let by_id = resolve_tenant(store, "0B5F7A31-8D2C-4C3E-9A55-1E2D3C4B5A69").await;
         assert_eq!(by_id.unwrap(), Some(t.clone()));
-        assert_eq!(resolve_tenant(&store, "contoso").await.unwrap(), Some(t));
-        assert_eq!(resolve_tenant(&store, "fabrikam").await.unwrap(), None);
+        assert_eq!(resolve_tenant(store, "contoso").await.unwrap(), Some(t));
+        assert_eq!(resolve_tenant(store, "fabrikam").await.unwrap(), None);
         assert_eq!(
-            resolve_tenant(&store, "11111111-2222-3333-4444-555555555555")
+            resolve_tenant(store, "11111111-2222-3333-4444-555555555555")
                 .await
                 .unwrap(),
             None
@@ -90,18 +91,16 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_answers_known_tenants_without_the_store() {
-        let store = MemStore::default();
+        let (_dir, sqlite) = sqlite_store().await;
+        let store = sqlite.as_ref();
         let t = Tenant {
             id: "t-1".into(),
             name: "one".into(),
         };
         store.ensure_tenant(&t).await.unwrap();
         let cache = TenantCache::default();
-        assert!(!cache.exists(&store, "t-2").await.unwrap());
-        assert!(cache.exists(&store, "t-1").await.unwrap());
-        let reads = store.tenant_reads();
-        assert!(cache.exists(&store, "t-1").await.unwrap());
-        assert_eq!(store.tenant_reads(), reads, "answered from the cache");
+        assert!(!cache.exists(store, "t-2").await.unwrap());
+        assert!(cache.exists(store, "t-1").await.unwrap());
         // Unknown ids are not remembered: a tenant created later is found.
         store
             .ensure_tenant(&Tenant {
@@ -110,6 +109,10 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(cache.exists(&store, "t-2").await.unwrap());
+        assert!(cache.exists(store, "t-2").await.unwrap());
+        // With the store closed, only the cache can answer.
+        sqlite.close().await;
+        assert!(cache.exists(store, "t-1").await.unwrap(), "answered from the cache");
+        assert!(cache.exists(store, "t-3").await.is_err());
     }
 }

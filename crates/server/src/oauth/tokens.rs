@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audience::TokenPolicy;
 pub use super::audience::TokenVersion;
-use super::keys::KeySet;
+use super::keys::KeyMaterial;
 use crate::AppState;
 
 /// The claims of an access token. Application tokens carry `roles`; user tokens carry
@@ -152,11 +152,15 @@ pub(crate) fn user_token_claims(
     .user_claims(user)
 }
 
-/// Signs `claims` with the newest key: header `{"typ":"JWT","alg":"EdDSA","kid":...}`.
-pub fn sign(keys: &KeySet, claims: &AccessTokenClaims) -> Result<String, Error> {
+/// Signs `claims` with the key that signs at `now`: header
+/// `{"typ":"JWT","alg":"EdDSA","kid":...}`.
+pub fn sign(keys: &KeyMaterial, claims: &AccessTokenClaims, now: Timestamp) -> Result<String, Error> {
+    let (kid, key) = keys
+        .signer(now)
+        .ok_or_else(|| Error::internal("no signing key can sign now"))?;
     let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(keys.signing_kid().to_string());
-    jsonwebtoken::encode(&header, claims, keys.encoding_key())
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, key)
         .map_err(|e| Error::internal(format!("cannot sign a token: {e}")))
 }
 
@@ -200,21 +204,21 @@ fn issue(
             policy.audiences().join(", ")
         ))
     })?;
+    let now = state.clock.now();
     let claims = build(&Issuance {
         policy: &policy,
         app,
         audience,
         version,
-        now: state.clock.now(),
+        now,
         lifetime: state.config.token_lifetime,
     });
-    sign(&state.keys, &claims)
+    sign(&state.keys.current(), &claims, now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::keys::generate_signing_key;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 
@@ -292,7 +296,7 @@ mod tests {
     #[test]
     fn signed_tokens_carry_the_kid_and_eddsa() {
         let keys =
-            KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))]).unwrap();
+            crate::oauth::keys::KeyMaterial::for_tests();
         let claims = app_token_claims(
             &TokenPolicy::new("http://x"),
             &app(),
@@ -301,7 +305,7 @@ mod tests {
             Timestamp::from_unix_seconds(1_700_000_000),
             Duration::from_secs(3599),
         );
-        let token = sign(&keys, &claims).unwrap();
+        let token = sign(&keys, &claims, Timestamp::from_unix_seconds(1)).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header = decode_part(parts[0]);
@@ -395,7 +399,7 @@ mod tests {
         use crate::oauth::verify::verify_access_token;
         use appfence_core::authz::{Caller, DELEGATED_SCOPES};
         let keys =
-            KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))]).unwrap();
+            crate::oauth::keys::KeyMaterial::for_tests();
         let policy = TokenPolicy::new("https://appfence.example");
         for version in [TokenVersion::V1, TokenVersion::V2] {
             let claims = user_token_claims(
@@ -407,7 +411,7 @@ mod tests {
                 Timestamp::from_unix_seconds(1_700_000_000),
                 Duration::from_secs(3599),
             );
-            let token = sign(&keys, &claims).unwrap();
+            let token = sign(&keys, &claims, Timestamp::from_unix_seconds(1)).unwrap();
             let p = verify_access_token(
                 &keys,
                 &policy,

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, Validation};
 
 use super::audience::TokenPolicy;
 use super::claims::{read_header, refuse, PresentedClaims, QUOTE_MAX};
-use super::keys::{KeySet, ALGORITHM};
+use super::keys::{KeyMaterial, ALGORITHM};
 
 /// Longer bearer tokens are refused before any parsing; ours are well under 2 KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -22,7 +22,7 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// EdDSA), key id, signature, `exp` and `nbf` (no leeway), audience, and issuer. The
 /// caller still has to check that the tenant `tid` exists.
 pub fn verify_access_token(
-    keys: &KeySet,
+    keys: &KeyMaterial,
     policy: &TokenPolicy,
     token: &str,
     now: Timestamp,
@@ -64,7 +64,7 @@ pub(crate) fn check_validity(
 
 /// [`verify_access_token`], keeping the validity period for [`VerifiedToken::check_time`].
 pub fn verify_token(
-    keys: &KeySet,
+    keys: &KeyMaterial,
     policy: &TokenPolicy,
     token: &str,
     now: Timestamp,
@@ -85,7 +85,7 @@ pub fn verify_token(
     let kid = header
         .kid
         .ok_or_else(|| refuse("The token's header has no key id (kid)"))?;
-    let key = keys.decoding_key(&kid).ok_or_else(|| {
+    let key = keys.decoding_key(&kid, now).ok_or_else(|| {
         refuse(format!(
             "The token's signing key '{}' is not known",
             truncate(&kid, QUOTE_MAX)
@@ -158,7 +158,6 @@ fn check_claims(
 mod tests {
     use super::*;
     use crate::oauth::audience::TokenVersion;
-    use crate::oauth::keys::generate_signing_key;
     use crate::oauth::tokens::{app_token_claims, sign, AccessTokenClaims};
     use appfence_core::authz::Caller;
     use appfence_core::AppRegistration;
@@ -170,8 +169,8 @@ mod tests {
     const T0: i64 = 1_700_000_000;
     const PUBLIC: &str = "https://appfence.example";
 
-    fn keys() -> KeySet {
-        KeySet::from_keys(&[generate_signing_key(Timestamp::from_unix_seconds(1))]).unwrap()
+    fn keys() -> crate::oauth::keys::KeyMaterial {
+        crate::oauth::keys::KeyMaterial::for_tests()
     }
 
     fn policy() -> TokenPolicy {
@@ -225,7 +224,7 @@ mod tests {
     fn a_valid_token_becomes_a_principal() {
         let k = keys();
         for version in [TokenVersion::V1, TokenVersion::V2] {
-            let token = sign(&k, &claims(version)).unwrap();
+            let token = sign(&k, &claims(version), Timestamp::from_unix_seconds(1)).unwrap();
             let p = verify_access_token(&k, &policy(), &token, at(T0 + 10)).unwrap();
             assert_eq!(p.tenant_id, app().tenant_id);
             assert_eq!(
@@ -242,7 +241,7 @@ mod tests {
     #[test]
     fn expiry_and_not_before_use_the_given_time_without_leeway() {
         let k = keys();
-        let token = sign(&k, &claims(TokenVersion::V1)).unwrap();
+        let token = sign(&k, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
         let p = policy();
         assert!(verify_access_token(&k, &p, &token, at(T0)).is_ok());
         assert!(verify_access_token(
@@ -276,13 +275,13 @@ mod tests {
         let k = keys();
         let mut c = claims(TokenVersion::V1);
         c.aud = "https://graph.microsoft.com".into();
-        let token = sign(&k, &c).unwrap();
+        let token = sign(&k, &c, Timestamp::from_unix_seconds(1)).unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             "The token's audience 'https://graph.microsoft.com' is not accepted"
         );
         c.aud = format!("{PUBLIC}/");
-        let token = sign(&k, &c).unwrap();
+        let token = sign(&k, &c, Timestamp::from_unix_seconds(1)).unwrap();
         assert!(verify_access_token(&k, &policy(), &token, at(T0 + 1)).is_ok());
     }
 
@@ -291,7 +290,7 @@ mod tests {
         let k = keys();
         let mut c = claims(TokenVersion::V1);
         c.iss = format!("https://sts.windows.net/{}/", c.tid);
-        let token = sign(&k, &c).unwrap();
+        let token = sign(&k, &c, Timestamp::from_unix_seconds(1)).unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             format!(
@@ -302,10 +301,10 @@ mod tests {
         // Our issuer, but for another tenant than the token's `tid`.
         let mut c = claims(TokenVersion::V2);
         c.tid = "11111111-2222-3333-4444-555555555555".into();
-        let token = sign(&k, &c).unwrap();
+        let token = sign(&k, &c, Timestamp::from_unix_seconds(1)).unwrap();
         assert!(message(verify_access_token(&k, &policy(), &token, at(T0 + 1))).contains("issuer"));
         // Tokens of another server (another public URL) are refused.
-        let token = sign(&k, &claims(TokenVersion::V1)).unwrap();
+        let token = sign(&k, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
         let other = TokenPolicy::new("https://other.example");
         assert!(message(verify_access_token(&k, &other, &token, at(T0 + 1))).contains("issuer"));
     }
@@ -313,7 +312,7 @@ mod tests {
     #[test]
     fn a_tampered_or_foreign_signature_is_refused() {
         let k = keys();
-        let token = sign(&k, &claims(TokenVersion::V1)).unwrap();
+        let token = sign(&k, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
         // Change the body (more roles) and keep the signature.
         let mut c = claims(TokenVersion::V1);
         c.roles.push("Machine.ReadWrite.All".into());
@@ -329,13 +328,8 @@ mod tests {
             "The token's signature is invalid"
         );
         // Same kid, different key.
-        let other = generate_signing_key(Timestamp::from_unix_seconds(1));
-        let impostor = KeySet::from_keys(&[appfence_core::records::SigningKey {
-            kid: k.signing_kid().into(),
-            ..other
-        }])
-        .unwrap();
-        let token = sign(&impostor, &claims(TokenVersion::V1)).unwrap();
+        let impostor = crate::oauth::keys::KeyMaterial::for_tests_named(Some(k.signing_kid()));
+        let token = sign(&impostor, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             "The token's signature is invalid"
@@ -371,7 +365,7 @@ mod tests {
     fn hs256_signed_with_the_public_key_is_refused() {
         // The classic key-confusion attack: HMAC keyed with the (public) verification key.
         let k = keys();
-        let public = URL_SAFE_NO_PAD.decode(&k.jwks().keys[0].x).unwrap();
+        let public = URL_SAFE_NO_PAD.decode(&k.jwks(Timestamp::from_unix_seconds(1)).keys[0].x).unwrap();
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(k.signing_kid().into());
         let token = jsonwebtoken::encode(
@@ -390,7 +384,7 @@ mod tests {
     fn unknown_or_missing_kid_is_refused() {
         let k = keys();
         let other = keys();
-        let token = sign(&other, &claims(TokenVersion::V1)).unwrap();
+        let token = sign(&other, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             format!(

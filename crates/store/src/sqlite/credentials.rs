@@ -1,6 +1,6 @@
-//! Tenants, application registrations, enrolment secrets and signing keys.
+//! Tenants, application registrations, users and enrolment secrets.
 
-use appfence_core::records::{AppRegistration, EnrollSecret, SigningKey, Tenant, UserRecord};
+use appfence_core::records::{AppRegistration, EnrollSecret, Tenant, UserRecord};
 use appfence_core::{Error, Result};
 use appfence_proto::Timestamp;
 use sqlx::sqlite::SqlitePool;
@@ -120,43 +120,25 @@ pub(super) async fn enroll_secret(
     }))
 }
 
-pub(super) async fn signing_keys(reader: &SqlitePool) -> Result<Vec<SigningKey>> {
-    // rowid breaks ties between keys created in the same tick: the later insert wins.
-    let rows = sqlx::query(
-        "SELECT kid, algorithm, private_key, public_key, created FROM signing_keys \
-         ORDER BY created DESC, rowid DESC",
+pub(super) async fn replace_app_secret_hash(
+    writer: &SqlitePool,
+    tenant_id: &str,
+    client_id: &str,
+    expected: &str,
+    new_hash: &str,
+) -> Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE apps SET secret_hash = ? WHERE tenant_id = ? AND client_id = ? AND secret_hash = ?",
     )
-    .fetch_all(reader)
-    .await
-    .map_err(db_err("cannot list signing keys"))?;
-    let err = || db_err("cannot decode a signing key");
-    rows.iter()
-        .map(|row| {
-            Ok(SigningKey {
-                kid: row.try_get("kid").map_err(err())?,
-                algorithm: row.try_get("algorithm").map_err(err())?,
-                private_key: row.try_get("private_key").map_err(err())?,
-                public_key: row.try_get("public_key").map_err(err())?,
-                created: Timestamp::from_ticks(row.try_get("created").map_err(err())?),
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn insert_signing_key(writer: &SqlitePool, key: &SigningKey) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created) \
-         VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&key.kid)
-    .bind(&key.algorithm)
-    .bind(&key.private_key)
-    .bind(&key.public_key)
-    .bind(key.created.ticks())
+    .bind(new_hash)
+    .bind(tenant_id)
+    .bind(client_id)
+    .bind(expected)
     .execute(writer)
     .await
-    .map_err(db_err("cannot insert a signing key"))?;
-    Ok(())
+    .map_err(db_err("cannot replace an application's secret hash"))?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 /// The unique constraint on a UPN within a tenant, as SQLite names it.

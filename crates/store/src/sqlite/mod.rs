@@ -8,26 +8,33 @@
 
 mod action_cache;
 mod actions;
+mod audit_log;
 mod credentials;
 mod events;
 mod indicators;
 mod list;
 mod machines;
 mod rows;
+mod signing_keys;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
     ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
-    IndicatorRecord, IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant,
-    TransitionOutcome, UserRecord,
+    IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey, SigningKey,
+    StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+};
+use appfence_core::sign_in_throttle::{
+    AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
 };
 use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
@@ -57,6 +64,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        create_private_file(path)?;
         let base = SqliteConnectOptions::new()
             .filename(path)
             .foreign_keys(true)
@@ -68,7 +76,10 @@ impl SqliteStore {
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal),
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // What is deleted (a sealed key, a plain key being sealed, a
+                    // credential) is overwritten, not left in free pages of a copy.
+                    .pragma("secure_delete", "ON"),
             )
             .await
             .map_err(|e| {
@@ -99,6 +110,25 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+}
+
+/// Creates the database file `0600` if it does not exist: SQLite gives its log files
+/// (`-wal`, `-shm`) the mode of the database file, so they are private too.
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Internal(format!(
+            "cannot create the database {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -175,12 +205,84 @@ impl Store for SqliteStore {
         credentials::enroll_secret(&self.reader, secret_sha256).await
     }
 
-    async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
-        credentials::signing_keys(&self.reader).await
+    async fn replace_app_secret_hash(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        expected: &str,
+        new_hash: &str,
+    ) -> Result<bool> {
+        credentials::replace_app_secret_hash(&self.writer, tenant_id, client_id, expected, new_hash)
+            .await
     }
 
-    async fn insert_signing_key(&self, key: &SigningKey) -> Result<()> {
-        credentials::insert_signing_key(&self.writer, key).await
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        signing_keys::list(&self.reader).await
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: &SigningKey,
+        replacing: Option<&str>,
+        superseded_until: Timestamp,
+    ) -> Result<bool> {
+        signing_keys::add(&self.writer, key, replacing, superseded_until).await
+    }
+
+    async fn retire_signing_key(&self, kid: &str, at: Timestamp, actor: &str) -> Result<bool> {
+        signing_keys::retire(&self.writer, kid, at, actor).await
+    }
+
+    async fn unsealed_signing_keys(&self) -> Result<Vec<UnsealedSigningKey>> {
+        signing_keys::unsealed(&self.reader).await
+    }
+
+    async fn seal_signing_keys(&self, sealed: &[SealedSigningKey], at: Timestamp) -> Result<()> {
+        signing_keys::seal(&self.writer, sealed, at).await
+    }
+
+    async fn sign_in_throttle(&self, keys: &[String]) -> Result<Vec<ThrottleRecord>> {
+        throttle::read(&self.reader, keys).await
+    }
+
+    async fn record_sign_in_failure(
+        &self,
+        account: Option<&SignInAccount>,
+        address_key: &str,
+        address: &str,
+        policy: &ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Option<AccountFailure>> {
+        throttle::record_failure(&self.writer, account, address_key, address, policy, now).await
+    }
+
+    async fn clear_sign_in_failures(&self, account: &SignInAccount) -> Result<()> {
+        throttle::clear(&self.writer, account).await
+    }
+
+    async fn unlock_account(
+        &self,
+        account: &SignInAccount,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        throttle::unlock(&self.writer, account, actor, now).await
+    }
+
+    async fn sweep_sign_in_throttle(
+        &self,
+        policy: &ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Vec<SignInAccount>> {
+        throttle::sweep(&self.writer, policy, now).await
+    }
+
+    async fn append_audit_event(&self, event: &AuditEvent) -> Result<()> {
+        audit_log::append_alone(&self.writer, event).await
+    }
+
+    async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditEvent)>> {
+        audit_log::list(&self.reader, after, limit).await
     }
 
     async fn insert_machine(&self, machine: &MachineRecord) -> Result<()> {

@@ -31,6 +31,9 @@ macro_rules! contract_checks {
 
 contract_checks!(
     tenants_apps_secrets_keys,
+    signing_keys,
+    sign_in_throttle,
+    audit_log,
     machine_lookups,
     tenant_isolation,
     heartbeat,
@@ -54,6 +57,12 @@ contract_checks!(
 async fn duplicate_rule_under_concurrency() {
     let (_dir, store) = fresh().await;
     contract::duplicate_rule_under_concurrency(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_rotations() {
+    let (_dir, store) = fresh().await;
+    contract::concurrent_rotations(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,6 +111,11 @@ async fn connections_are_durable_and_checked() {
         assert_eq!(pragma("foreign_keys").await, "1");
         assert_eq!(pragma("busy_timeout").await, "10000");
     }
+    let secure_delete: i64 = sqlx::query_scalar("PRAGMA secure_delete")
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+    assert_eq!(secure_delete, 1, "deleted secrets are overwritten");
     assert_eq!(
         store.writer.options().get_max_connections(),
         1,
@@ -157,4 +171,25 @@ async fn create_action_checks_its_input() {
         "{r:?}"
     );
     assert!(store.audit_trail(&orphan.id).await.unwrap().is_empty());
+}
+
+/// The database and the log files SQLite makes beside it are readable by their owner
+/// only, whatever the process umask (the server also sets one, but a library must not
+/// count on it).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_and_its_logs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appfence.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    // A write, so the log and shared-memory files exist.
+    contract::new_tenant(&store).await;
+    for name in ["appfence.db", "appfence.db-wal", "appfence.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
+    store.close().await;
 }
