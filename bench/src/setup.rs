@@ -132,7 +132,7 @@ impl Harness {
         let secret = self.enroll_secret.clone();
         load::run_count(count, concurrency, move |i| {
             let req = http.post(&url).json(&EnrollRequest {
-                enroll_secret: secret.clone(),
+                enroll_secret: secret.clone().into(),
                 hostname: format!("{HTTP_HOST_PREFIX}{i:06}"),
                 info: device_info(i),
                 enrollment_key: None,

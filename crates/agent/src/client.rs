@@ -141,10 +141,10 @@ impl GatewayClient {
     ) -> Result<EnrollResponse, ClientError> {
         let url = endpoint(&parse_server_url(server_url)?, &["enroll"]);
         let body = EnrollRequest {
-            enroll_secret: enroll_secret.to_string(),
+            enroll_secret: enroll_secret.into(),
             hostname: hostname.to_string(),
             info: info.clone(),
-            enrollment_key: Some(enrollment_key.to_string()),
+            enrollment_key: Some(enrollment_key.into()),
         };
         send(http.post(url).timeout(CALL_TIMEOUT).json(&body)).await
     }

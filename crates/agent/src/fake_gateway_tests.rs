@@ -180,7 +180,7 @@ impl Fake {
 }
 
 async fn enroll(State(fake): State<Fake>, Json(req): Json<EnrollRequest>) -> Response {
-    if req.enroll_secret != SECRET {
+    if req.enroll_secret.expose() != SECRET {
         return envelope(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -192,7 +192,8 @@ async fn enroll(State(fake): State<Fake>, Json(req): Json<EnrollRequest>) -> Res
     // A taken name: only the key its machine enrolled with gets that machine back.
     let reenrolled = match w.machines.get(&req.hostname) {
         Some(m) if taken => {
-            if req.enrollment_key.is_none() || m.enrollment_key != req.enrollment_key {
+            let key = req.enrollment_key.as_ref().map(|k| k.expose().to_string());
+            if key.is_none() || m.enrollment_key != key {
                 return envelope(StatusCode::BAD_REQUEST, "BadRequest", "Hostname is taken");
             }
             Some(m.clone())
@@ -209,7 +210,7 @@ async fn enroll(State(fake): State<Fake>, Json(req): Json<EnrollRequest>) -> Res
         None => {
             let m = FakeMachine {
                 machine_id: format!("machine-{}-{}", req.hostname, w.enrolments),
-                enrollment_key: req.enrollment_key.clone(),
+                enrollment_key: req.enrollment_key.as_ref().map(|k| k.expose().to_string()),
             };
             w.machines.insert(req.hostname.clone(), m.clone());
             m
@@ -229,7 +230,7 @@ async fn enroll(State(fake): State<Fake>, Json(req): Json<EnrollRequest>) -> Res
     let resp = EnrollResponse {
         machine_id: machine.machine_id,
         aad_device_id: "00000000-0000-0000-0000-000000000001".into(),
-        credential,
+        credential: credential.into(),
     };
     (StatusCode::CREATED, Json(resp)).into_response()
 }

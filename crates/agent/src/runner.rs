@@ -472,7 +472,7 @@ async fn enroll(
                     hostname: config.hostname.clone(),
                     machine_id: resp.machine_id,
                     aad_device_id: resp.aad_device_id,
-                    credential: resp.credential,
+                    credential: resp.credential.expose().to_string(),
                     enrolled_at: config.clock.now(),
                 };
                 let (s, c) = (state.clone(), cred.clone());

@@ -8,10 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use appfence_proto::agent::EnforcementMode;
 
-use crate::config::{
-    parse_agent_mode, parse_demo_devices, parse_listen, parse_log_level, parse_public_url,
-};
 use crate::duration::parse_duration;
+use crate::parse::{
+    parse_agent_mode, parse_demo_devices, parse_listen, parse_log_level, parse_optional_period,
+    parse_public_url, parse_refresh_interval,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +70,10 @@ pub enum Command {
     /// the data directory directly, no running server needed.
     #[command(subcommand)]
     EnrollSecret(EnrollSecretCommand),
+    /// List, rotate and retire the token signing keys; works on the data directory
+    /// directly (running servers pick the change up within key_refresh_interval).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 /// Settings of `serve`. Each is also read from an `APPFENCE_*` variable and from the
@@ -115,6 +120,23 @@ pub struct ServeArgs {
     /// [env: APPFENCE_AGENT_MODE] [default: enforce]
     #[arg(long, value_name = "MODE", value_parser = parse_agent_mode)]
     pub agent_mode: Option<EnforcementMode>,
+    /// The key-encryption key that seals the signing keys, created 0600 at the first
+    /// start [env: APPFENCE_KEY_FILE] [default: $CREDENTIALS_DIRECTORY/master.key if
+    /// systemd provides it, else DATA_DIR/master.key]
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Let the group of the data directory, key file and config file read them (never
+    /// write; never others) [env: APPFENCE_ALLOW_GROUP_READ]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_group_read: Option<bool>,
+    /// Replace the token signing key after it has signed this long, e.g. 90d, or off
+    /// [env: APPFENCE_SIGNING_KEY_ROTATION] [default: 90d]
+    #[arg(long, value_name = "PERIOD", value_parser = parse_optional_period)]
+    pub signing_key_rotation: Option<Option<Duration>>,
+    /// How often this server re-reads the signing keys: key rotations and retirements
+    /// take effect within it [env: APPFENCE_KEY_REFRESH_INTERVAL] [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_refresh_interval)]
+    pub key_refresh_interval: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,12 +171,62 @@ pub struct OfflineArgs {
     /// The server's TOML config file, to find its data_dir [env: APPFENCE_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The key-encryption key file [env: APPFENCE_KEY_FILE] [default: as serve]
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Accept a data directory and key file that their group can read
+    /// [env: APPFENCE_ALLOW_GROUP_READ]
+    #[arg(long)]
+    pub allow_group_read: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys and their state (signing, next, verifying, retired).
+    List(KeysListArgs),
+    /// Add a new signing key: published at once, signing after every server has read
+    /// it; the current key keeps verifying the tokens it signed until they expire.
+    Rotate(KeysRotateArgs),
+    /// Retire a key at once (e.g. a compromised one): tokens it signed are refused by
+    /// every server within key_refresh_interval. A retired signing key is replaced.
+    Retire(KeysRetireArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysListArgs {
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRotateArgs {
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRetireArgs {
+    /// The key id (`kid`) to retire, as `keys list` shows it.
+    pub kid: String,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user who gets delegated tokens with grant_type=password.
     Create(UserCreateArgs),
+    /// End a user's sign-in lockout now (after too many wrong passwords).
+    Unlock(UserUnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserUnlockArgs {
+    /// User principal name, e.g. ana@example.com.
+    #[arg(long)]
+    pub upn: String,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
 }
 
 #[derive(Debug, Args)]

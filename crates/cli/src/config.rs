@@ -15,10 +15,14 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::access_config::{access_spec, AuthFile, DeviceGroupFile, RbacFile};
-use crate::args::ServeArgs;
+use crate::args::{OfflineArgs, ServeArgs};
 use crate::duration::parse_duration;
-use crate::env::Env;
+use crate::env::{Env, ENV_CREDENTIALS_DIRECTORY};
 use crate::error::CliError;
+use crate::parse::{
+    check_demo_devices, parse_agent_mode, parse_bool, parse_demo_devices, parse_listen,
+    parse_log_level, parse_optional_period, parse_public_url, parse_refresh_interval,
+};
 
 pub const ENV_CONFIG: &str = "APPFENCE_CONFIG";
 pub const ENV_LISTEN: &str = "APPFENCE_LISTEN";
@@ -31,11 +35,15 @@ pub const ENV_PENDING_TIMEOUT: &str = "APPFENCE_ACTION_PENDING_TIMEOUT";
 pub const ENV_INPROGRESS_TIMEOUT: &str = "APPFENCE_ACTION_INPROGRESS_TIMEOUT";
 pub const ENV_LOG_LEVEL: &str = "APPFENCE_LOG_LEVEL";
 pub const ENV_AGENT_MODE: &str = "APPFENCE_AGENT_MODE";
+pub const ENV_KEY_FILE: &str = "APPFENCE_KEY_FILE";
+pub const ENV_ALLOW_GROUP_READ: &str = "APPFENCE_ALLOW_GROUP_READ";
+pub const ENV_SIGNING_KEY_ROTATION: &str = "APPFENCE_SIGNING_KEY_ROTATION";
+pub const ENV_KEY_REFRESH_INTERVAL: &str = "APPFENCE_KEY_REFRESH_INTERVAL";
 
 pub const DEFAULT_DEMO_DEVICES: u32 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
-/// Simulated devices are cheap tasks, but each keeps a long-poll open.
-const MAX_DEMO_DEVICES: u32 = 100_000;
+/// The key file's name in a systemd credentials directory (`LoadCredential=master.key:...`).
+pub const CREDENTIAL_KEY_FILE: &str = "master.key";
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "appfence.db";
@@ -79,6 +87,14 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     #[serde(default, deserialize_with = "de_with::<_, AgentModeParser>")]
     pub agent_mode: Option<EnforcementMode>,
+    pub key_file: Option<PathBuf>,
+    pub allow_group_read: Option<bool>,
+    #[serde(default, deserialize_with = "de_with::<_, PeriodParser>")]
+    pub signing_key_rotation: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "de_with::<_, RefreshParser>")]
+    pub key_refresh_interval: Option<Duration>,
+    /// `[sign_in_throttle]`: lockouts and per-address limits of failed sign-ins.
+    pub sign_in_throttle: Option<SignInThrottleFile>,
     /// `[rate_limits]`: calls per caller and API (MDE's defaults: 100 a minute, 1,500 an hour).
     pub rate_limits: Option<RateLimitsFile>,
     /// `[[auth.issuers]]`: external OpenID Connect issuers.
@@ -98,6 +114,55 @@ pub struct FileConfig {
 pub struct RateLimitsFile {
     pub per_minute: Option<u32>,
     pub per_hour: Option<u32>,
+}
+
+/// `[sign_in_throttle]`; every key is optional (Entra-like defaults).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInThrottleFile {
+    pub account_failures: Option<u32>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub failure_window: Option<Duration>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub lockout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub max_lockout: Option<Duration>,
+    pub address_failures: Option<u32>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub address_window: Option<Duration>,
+}
+
+impl SignInThrottleFile {
+    fn apply(&self, p: &mut appfence_core::sign_in_throttle::ThrottlePolicy) -> Result<(), String> {
+        for (name, value, slot) in [
+            ("account_failures", self.account_failures, &mut p.account_failures),
+            ("address_failures", self.address_failures, &mut p.address_failures),
+        ] {
+            match value {
+                Some(0) => return Err(format!("sign_in_throttle.{name} must be at least 1")),
+                Some(v) => *slot = v,
+                None => {}
+            }
+        }
+        for (name, value, slot) in [
+            ("failure_window", self.failure_window, &mut p.failure_window),
+            ("lockout", self.lockout, &mut p.lockout),
+            ("max_lockout", self.max_lockout, &mut p.max_lockout),
+            ("address_window", self.address_window, &mut p.address_window),
+        ] {
+            match value {
+                Some(d) if d.is_zero() => {
+                    return Err(format!("sign_in_throttle.{name} must be longer than 0"))
+                }
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+        if p.max_lockout < p.lockout {
+            return Err("sign_in_throttle.max_lockout must be at least lockout".into());
+        }
+        Ok(())
+    }
 }
 
 impl RateLimitsFile {
@@ -154,14 +219,100 @@ fn config_path(flag: Option<&Path>, env: &Env) -> Option<PathBuf> {
         .or_else(|| env.get(ENV_CONFIG).map(PathBuf::from))
 }
 
+/// The settings every command that opens the data directory shares, from their flags
+/// (`None`: not given), the environment and the file.
+struct CommonFlags {
+    data_dir: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    allow_group_read: Option<bool>,
+    signing_key_rotation: Option<Option<Duration>>,
+    key_refresh_interval: Option<Duration>,
+}
+
+/// The server configuration of the data directory, its key file and the keys' timing.
+fn resolve_common(flags: CommonFlags, env: &Env, file: &FileConfig) -> Result<ServerConfig, CliError> {
+    let mut server = ServerConfig {
+        data_dir: resolve_data_dir(flags.data_dir, env, file),
+        ..ServerConfig::default()
+    };
+    server.allow_group_read = layer(
+        flags.allow_group_read,
+        env,
+        ENV_ALLOW_GROUP_READ,
+        parse_bool,
+        file.allow_group_read,
+    )?
+    .unwrap_or(false);
+    server.key_file = layer(
+        flags.key_file,
+        env,
+        ENV_KEY_FILE,
+        |s| Ok(PathBuf::from(s)),
+        file.key_file.clone(),
+    )?
+    .or_else(|| credential_key_file(env));
+    if let Some(v) = layer(
+        flags.signing_key_rotation,
+        env,
+        ENV_SIGNING_KEY_ROTATION,
+        parse_optional_period,
+        file.signing_key_rotation,
+    )? {
+        server.signing_key_rotation = v;
+    }
+    if let Some(v) = layer(
+        flags.key_refresh_interval,
+        env,
+        ENV_KEY_REFRESH_INTERVAL,
+        parse_refresh_interval,
+        file.key_refresh_interval,
+    )? {
+        server.key_refresh_interval = v;
+    }
+    if let Some(t) = &file.sign_in_throttle {
+        t.apply(&mut server.sign_in_throttle)
+            .map_err(|e| CliError::Usage(format!("config file: {e}")))?;
+    }
+    Ok(server)
+}
+
+/// The key file systemd hands the service (`LoadCredential=master.key:/etc/...`), if
+/// there is one.
+fn credential_key_file(env: &Env) -> Option<PathBuf> {
+    let dir = env.get(ENV_CREDENTIALS_DIRECTORY)?;
+    let path = Path::new(dir).join(CREDENTIAL_KEY_FILE);
+    path.is_file().then_some(path)
+}
+
+/// Refuses a config file others can reach (it names the data directory and the key
+/// file, and may name issuers and roles).
+fn check_config_file(path: Option<&Path>, allow_group_read: bool) -> Result<(), CliError> {
+    match path {
+        Some(p) => appfence_server::at_rest::private_paths::check_existing(p, allow_group_read)
+            .map_err(CliError::Usage),
+        None => Ok(()),
+    }
+}
+
 /// Resolves the settings of `serve`.
 pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliError> {
     let file = FileConfig::for_args(args.config.as_deref(), env)?;
-    let mut server = ServerConfig::default();
+    let mut server = resolve_common(
+        CommonFlags {
+            data_dir: args.data_dir.clone(),
+            key_file: args.key_file.clone(),
+            allow_group_read: args.allow_group_read,
+            signing_key_rotation: args.signing_key_rotation,
+            key_refresh_interval: args.key_refresh_interval,
+        },
+        env,
+        &file,
+    )?;
+    let config_path = config_path(args.config.as_deref(), env);
+    check_config_file(config_path.as_deref(), server.allow_group_read)?;
     if let Some(v) = layer(args.listen, env, ENV_LISTEN, parse_listen, file.listen)? {
         server.listen = v;
     }
-    server.data_dir = resolve_data_dir(args.data_dir.clone(), env, &file);
     server.public_url = layer(
         args.public_url.clone(),
         env,
@@ -233,18 +384,31 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         demo_devices,
         demo_step_delay,
         log_level,
-        config_path: config_path(args.config.as_deref(), env),
+        config_path,
     })
 }
 
-/// The data directory for commands that open the store without a server (`app create`).
-pub fn resolve_app_data_dir(
-    flag: Option<PathBuf>,
-    config: Option<&Path>,
-    env: &Env,
-) -> Result<PathBuf, CliError> {
-    let file = FileConfig::for_args(config, env)?;
-    Ok(resolve_data_dir(flag, env, &file))
+/// The server configuration for commands that work on the data directory without a
+/// server (`app`, `user`, `keys`, ...): its data directory, key file and key timing,
+/// found as `serve` finds them.
+pub fn resolve_offline(offline: &OfflineArgs, env: &Env) -> Result<ServerConfig, CliError> {
+    let file = FileConfig::for_args(offline.config.as_deref(), env)?;
+    let server = resolve_common(
+        CommonFlags {
+            data_dir: offline.data_dir.clone(),
+            key_file: offline.key_file.clone(),
+            allow_group_read: offline.allow_group_read.then_some(true),
+            signing_key_rotation: None,
+            key_refresh_interval: None,
+        },
+        env,
+        &file,
+    )?;
+    check_config_file(
+        config_path(offline.config.as_deref(), env).as_deref(),
+        server.allow_group_read,
+    )?;
+    Ok(server)
 }
 
 fn resolve_data_dir(flag: Option<PathBuf>, env: &Env, file: &FileConfig) -> PathBuf {
@@ -273,77 +437,6 @@ fn layer<T>(
     Ok(file)
 }
 
-// --- parsers, shared by clap, the environment and the file ---
-
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.trim().parse().map_err(|_| {
-        format!("{s:?} is not an address with a port, e.g. 127.0.0.1:8080 or [::]:8080")
-    })
-}
-
-/// An absolute http(s) URL; the trailing slash is dropped.
-pub fn parse_public_url(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"))
-        .ok_or_else(|| format!("{s:?} must start with http:// or https://"))?;
-    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
-        return Err(format!(
-            "{s:?} is not a base URL like https://appfence.example.com"
-        ));
-    }
-    Ok(s.trim_end_matches('/').to_string())
-}
-
-pub fn parse_demo_devices(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a whole number"))?;
-    check_demo_devices(n)
-}
-
-fn check_demo_devices(n: u32) -> Result<u32, String> {
-    if (1..=MAX_DEMO_DEVICES).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!(
-            "the number of demo devices must be between 1 and {MAX_DEMO_DEVICES}"
-        ))
-    }
-}
-
-/// A tracing filter: a level or directives such as `info,appfence_server=debug`.
-pub fn parse_log_level(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    tracing_subscriber::EnvFilter::builder()
-        .parse(s)
-        .map(|_| s.to_string())
-        .map_err(|e| {
-            format!("{s:?} is not a log filter (e.g. info, debug, appfence_server=debug): {e}")
-        })
-}
-
-/// `enforce` (deny programs outside the trusted set) or `monitor` (only report them).
-pub fn parse_agent_mode(s: &str) -> Result<EnforcementMode, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "enforce" => Ok(EnforcementMode::Enforce),
-        "monitor" => Ok(EnforcementMode::Monitor),
-        _ => Err(format!("{s:?} is not an agent mode (enforce or monitor)")),
-    }
-}
-
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(format!(
-            "{s:?} is not a boolean (true/false, 1/0, yes/no, on/off)"
-        )),
-    }
-}
-
 // --- file deserializers that reuse the parsers (serde needs a type per parser) ---
 
 trait StrParser {
@@ -355,6 +448,20 @@ struct PublicUrlParser;
 struct DurationParser;
 struct LogLevelParser;
 struct AgentModeParser;
+struct PeriodParser;
+struct RefreshParser;
+impl StrParser for PeriodParser {
+    type Out = Option<Duration>;
+    fn parse(s: &str) -> Result<Option<Duration>, String> {
+        parse_optional_period(s)
+    }
+}
+impl StrParser for RefreshParser {
+    type Out = Duration;
+    fn parse(s: &str) -> Result<Duration, String> {
+        parse_refresh_interval(s)
+    }
+}
 impl StrParser for AgentModeParser {
     type Out = EnforcementMode;
     fn parse(s: &str) -> Result<EnforcementMode, String> {
@@ -406,10 +513,13 @@ mod tests {
         ServeArgs::default()
     }
 
+    /// A private config file (as the server requires).
     fn file_with(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::tests::private_tempdir();
         let path = dir.path().join("appfence.toml");
         std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         (dir, path)
     }
 
@@ -624,23 +734,93 @@ log_level = "warn"
         );
     }
 
+    fn offline(data_dir: Option<&str>) -> OfflineArgs {
+        OfflineArgs {
+            tenant: None,
+            data_dir: data_dir.map(PathBuf::from),
+            config: None,
+            key_file: None,
+            allow_group_read: false,
+        }
+    }
+
     #[test]
-    fn app_create_finds_the_data_dir_like_serve() {
+    fn offline_commands_find_the_data_dir_and_key_file_like_serve() {
         let (_dir, path) = file_with("data_dir = \"/srv/appfence\"\n");
         let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
-        assert_eq!(
-            resolve_app_data_dir(None, None, &env).unwrap(),
-            PathBuf::from("/srv/appfence")
-        );
+        let c = resolve_offline(&offline(None), &env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/appfence"));
+        assert_eq!(c.key_file(), PathBuf::from("/srv/appfence/master.key"));
         let env2 = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap()), (ENV_DATA_DIR, "/e")]);
+        assert_eq!(resolve_offline(&offline(None), &env2).unwrap().data_dir, PathBuf::from("/e"));
         assert_eq!(
-            resolve_app_data_dir(None, None, &env2).unwrap(),
-            PathBuf::from("/e")
-        );
-        assert_eq!(
-            resolve_app_data_dir(Some("/f".into()), None, &env2).unwrap(),
+            resolve_offline(&offline(Some("/f")), &env2).unwrap().data_dir,
             PathBuf::from("/f")
         );
+    }
+
+    #[test]
+    fn the_key_file_layers_and_systemd_credentials_are_found() {
+        let creds = tempfile::tempdir().unwrap();
+        let env = Env::from_pairs([(ENV_CREDENTIALS_DIRECTORY, creds.path().to_str().unwrap())]);
+        // No master.key in the credentials directory: the data directory's.
+        let c = resolve_serve(&args(), &env).unwrap();
+        assert_eq!(c.server.key_file(), PathBuf::from("./appfence-data/master.key"));
+        std::fs::write(creds.path().join("master.key"), "x").unwrap();
+        let c = resolve_serve(&args(), &env).unwrap();
+        assert_eq!(c.server.key_file(), creds.path().join("master.key"));
+        let (_dir, path) = file_with("key_file = \"/etc/appfence/kek\"\n");
+        let env = Env::from_pairs([
+            (ENV_CREDENTIALS_DIRECTORY, creds.path().to_str().unwrap()),
+            (ENV_CONFIG, path.to_str().unwrap()),
+        ]);
+        assert_eq!(
+            resolve_serve(&args(), &env).unwrap().server.key_file(),
+            PathBuf::from("/etc/appfence/kek")
+        );
+        let mut a = args();
+        a.key_file = Some("/flag/kek".into());
+        assert_eq!(
+            resolve_serve(&a, &env).unwrap().server.key_file(),
+            PathBuf::from("/flag/kek")
+        );
+    }
+
+    #[test]
+    fn key_timing_and_throttle_settings_are_read() {
+        let (_dir, path) = file_with(
+            "signing_key_rotation = \"off\"\nkey_refresh_interval = \"2s\"\n\
+             [sign_in_throttle]\naccount_failures = 5\nlockout = \"30s\"\n",
+        );
+        let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
+        let c = resolve_serve(&args(), &env).unwrap().server;
+        assert_eq!(c.signing_key_rotation, None);
+        assert_eq!(c.key_refresh_interval, Duration::from_secs(2));
+        assert_eq!(c.sign_in_throttle.account_failures, 5);
+        assert_eq!(c.sign_in_throttle.lockout, Duration::from_secs(30));
+        let defaults = resolve_serve(&args(), &Env::default()).unwrap().server;
+        assert_eq!(defaults.signing_key_rotation, Some(Duration::from_secs(90 * 86400)));
+        let env = Env::from_pairs([(ENV_SIGNING_KEY_ROTATION, "0s")]);
+        assert!(usage(resolve_serve(&args(), &env)).contains(ENV_SIGNING_KEY_ROTATION));
+        let (_dir, path) = file_with("[sign_in_throttle]\nlockout = \"2m\"\nmax_lockout = \"1m\"\n");
+        let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
+        assert!(usage(resolve_serve(&args(), &env)).contains("max_lockout"));
+    }
+
+    #[test]
+    fn a_config_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = file_with("log_level = \"info\"\n");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
+        let m = usage(resolve_serve(&args(), &env));
+        assert!(m.contains("chmod 600") && m.contains("appfence.toml"), "{m}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(usage(resolve_serve(&args(), &env)).contains("--allow-group-read"));
+        let mut a = args();
+        a.allow_group_read = Some(true);
+        resolve_serve(&a, &env).unwrap();
+        assert!(resolve_offline(&offline(None), &env).is_err());
     }
 
     #[test]

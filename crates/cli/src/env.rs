@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 pub const PREFIX: &str = "APPFENCE_";
+/// Where systemd puts the credentials of `LoadCredential=` (read for the key file).
+pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 #[derive(Clone, Debug, Default)]
 pub struct Env {
@@ -11,9 +13,13 @@ pub struct Env {
 }
 
 impl Env {
-    /// Every `APPFENCE_*` variable of this process that is valid UTF-8.
+    /// Every `APPFENCE_*` variable of this process that is valid UTF-8, and systemd's
+    /// `CREDENTIALS_DIRECTORY`.
     pub fn from_process() -> Self {
-        Env::from_pairs(std::env::vars().filter(|(k, _)| k.starts_with(PREFIX)))
+        Env::from_pairs(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with(PREFIX) || k == ENV_CREDENTIALS_DIRECTORY),
+        )
     }
 
     pub fn from_pairs<K: Into<String>, V: Into<String>>(

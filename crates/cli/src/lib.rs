@@ -10,6 +10,7 @@ pub mod duration;
 pub mod env;
 pub mod error;
 pub mod output;
+pub mod parse;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -60,6 +61,7 @@ pub async fn run_with(
             ))
         }
         Command::EnrollSecret(c) => cmd::enroll_secret::run(c, &mut ctx).await?,
+        Command::Keys(c) => cmd::keys::run(c, &mut ctx).await?,
     };
     ctx.out.flush()?;
     Ok(code)

@@ -40,13 +40,13 @@ fn client_env(serving: &Serving) -> Env {
         ("APPFENCE_SERVER", serving.base_url()),
         ("APPFENCE_TENANT", demo.tenant_id.clone()),
         ("APPFENCE_CLIENT_ID", demo.client_id.clone()),
-        ("APPFENCE_CLIENT_SECRET", demo.client_secret.clone()),
+        ("APPFENCE_CLIENT_SECRET", demo.client_secret.expose().to_string()),
     ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_server_and_client_commands() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let data = dir.path().join("data");
     let serving = serve::start(settings(&data, true)).await.unwrap();
     let demo = serving.demo().unwrap().clone();
@@ -196,7 +196,7 @@ async fn demo_server_and_client_commands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_create_refuses_unknown_roles_and_tenants() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let data = dir.path().to_str().unwrap();
     let (r, out) = cli(
         &[
@@ -260,7 +260,7 @@ async fn app_create_refuses_unknown_roles_and_tenants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_fails_the_start_cleanly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let mut s = settings(dir.path(), false);
     s.server.listen = taken.local_addr().unwrap();
     let e = serve::start(s).await.err().expect("the port is taken");
@@ -375,4 +375,14 @@ fn user_create_needs_a_upn_a_group_and_the_password_on_stdin() {
         let e = user_create(argv).unwrap_err();
         assert_eq!(e.exit_code(), 2, "{argv:?}");
     }
+}
+
+/// A temporary directory only its owner can enter, as appfence requires of a data
+/// directory (tempfile's default follows the umask).
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir")
 }

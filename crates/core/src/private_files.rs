@@ -46,8 +46,8 @@ pub fn check_mode(
     let fix = if allow_group_read { with_group } else { strict };
     let kind = if is_dir { "directory" } else { "file" };
     let mut message = format!(
-        "the {kind} {} is accessible to {who} (mode {mode:04o}), and it holds secrets; \
-         run: chmod {fix} '{}'",
+        "the {kind} {} is accessible to {who} (mode {mode:04o}); appfence keeps its files \
+         private to its own user: run: chmod {fix} '{}'",
         path.display(),
         path.display()
     );
@@ -83,8 +83,8 @@ mod tests {
         let err = check(0o755, true, false).unwrap_err();
         assert_eq!(
             err,
-            "the directory /var/lib/appfence is accessible to other users (mode 0755), \
-             and it holds secrets; run: chmod 700 '/var/lib/appfence'"
+            "the directory /var/lib/appfence is accessible to other users (mode 0755); \
+             appfence keeps its files private to its own user: run: chmod 700 '/var/lib/appfence'"
         );
         let err = check(0o644, false, false).unwrap_err();
         assert!(err.contains("file") && err.contains("chmod 600"), "{err}");

@@ -46,10 +46,18 @@ fn newest_first(a: &SigningKey, b: &SigningKey) -> std::cmp::Ordering {
 /// The key that signs at `now`: the newest activated key that has not been replaced;
 /// while a replacement waits for its activation, the key it replaces (which still has
 /// a token lifetime to go).
+///
+/// If no key is activated yet (the clock stepped back since the newest key was made),
+/// the earliest one signs rather than none.
 pub fn signer_at(keys: &[SigningKey], now: Timestamp) -> Option<&SigningKey> {
     keys.iter()
         .filter(|k| k.may_sign_at(now))
         .max_by_key(|k| (k.verify_until.is_none(), k.activates, k.created))
+        .or_else(|| {
+            keys.iter()
+                .filter(|k| k.verifies_at(now) && k.sealed_private_key.is_some())
+                .min_by_key(|k| (k.activates, k.created))
+        })
 }
 
 /// Whether `signer` is a key on its way out: a replacement has been added, and it
@@ -260,6 +268,10 @@ mod tests {
             KeyState::Retired { at: t(20) }
         );
         assert!(signer_at(&[retired], t(30)).is_none());
+        // A clock that stepped back before every activation: the earliest key signs.
+        let early = key("early", 100);
+        let later = key("later", 200);
+        assert_eq!(signer_at(&[later, early], t(50)).unwrap().kid, "early");
         let plan = timing().immediate(t(30));
         assert_eq!(plan.activates, t(30));
     }

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ActionStatus, ActionType, Timestamp};
+use crate::{ActionStatus, ActionType, Secret, Timestamp};
 
 /// Version of this protocol; the server refuses agents that speak an older one.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -19,7 +19,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollRequest {
-    pub enroll_secret: String,
+    pub enroll_secret: Secret,
     pub hostname: String,
     pub info: DeviceInfo,
     /// A random secret of this device (the agent sends 32 bytes, base64url), persisted
@@ -28,7 +28,7 @@ pub struct EnrollRequest {
     /// a new credential for that machine and the previous one stops working. Without a
     /// key (older agents) a taken host name is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enrollment_key: Option<String>,
+    pub enrollment_key: Option<Secret>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub struct EnrollResponse {
     pub machine_id: String,
     pub aad_device_id: String,
     /// The device credential: keep it secret, it is shown once.
-    pub credential: String,
+    pub credential: Secret,
 }
 
 /// What the device says about itself, at enrolment and in every heartbeat.

@@ -10,6 +10,7 @@ pub mod indicator;
 pub mod machine;
 pub mod oauth;
 pub mod odata;
+pub mod secret;
 pub mod timestamp;
 
 pub use action::{ActionStatus, ActionType, MachineAction};
@@ -17,6 +18,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use indicator::{Indicator, MachineEnforcement, MachineEvent};
 pub use machine::{IpAddress, Machine};
 pub use odata::Collection;
+pub use secret::Secret;
 pub use timestamp::Timestamp;
 
 /// `Content-Type` of every JSON response of the public API, as MDE sends it.

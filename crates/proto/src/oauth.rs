@@ -12,9 +12,12 @@ pub struct TokenResponse {
     pub access_token: String,
 }
 
-/// RFC 6749 §5.2 error response (`invalid_client`, `invalid_request`, ...).
+/// RFC 6749 §5.2 error response (`invalid_client`, `invalid_request`, ...), with
+/// Entra ID's `error_codes` (the `AADSTS` numbers) when one applies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OAuthError {
     pub error: String,
     pub error_description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<u32>,
 }

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Failed sign-ins before a lockout, per address limits (see
     /// `appfence_core::sign_in_throttle`).
     pub sign_in_throttle: appfence_core::sign_in_throttle::ThrottlePolicy,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for per-address
+    /// limits); nobody else is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl ServerConfig {
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             key_refresh_interval: Duration::from_secs(10),
             signing_key_rotation: Some(DEFAULT_SIGNING_KEY_ROTATION),
             sign_in_throttle: Default::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -11,11 +11,12 @@ use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT, ROLE_TI_READ_WRITE_ALL}
 use appfence_core::odata::Query;
 use appfence_core::rbac::Permission;
 use appfence_core::records::EnrollSecret;
+use appfence_proto::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::access::RoleSpec;
 use crate::oauth::apps::{create_app, ensure_default_tenant};
-use crate::oauth::secrets::{generate_secret, sha256_hex, verify_secret};
+use crate::oauth::secrets::{generate_secret, sha256_hex, verify_generated_secret, StoredSecret};
 use crate::oauth::users::{authenticate_user, create_user};
 use crate::AppState;
 
@@ -36,11 +37,11 @@ pub const DEMO_USER_DOMAIN: &str = "demo.appfence.local";
 pub struct DemoInfo {
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: Secret,
     pub api_base_url: String,
     /// The v2 token endpoint.
     pub token_url: String,
-    pub enroll_secret: String,
+    pub enroll_secret: Secret,
     /// Machine ids of the simulated devices.
     pub machines: Vec<String>,
     /// May restrict, unrestrict and read (group [`DEMO_ANALYSTS_GROUP`]). Absent from a
@@ -56,7 +57,7 @@ pub struct DemoInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DemoUser {
     pub username: String,
-    pub password: String,
+    pub password: Secret,
 }
 
 /// The portal roles of the demo users' groups, to add to the access spec with `--demo`.
@@ -151,14 +152,26 @@ async fn app_and_secret_work(state: &AppState, info: &DemoInfo) -> Result<bool, 
         .app(&info.tenant_id, &info.client_id)
         .await
         .map_err(|e| e.to_string())?;
-    let app_ok = app.is_some_and(|a| {
-        verify_secret(&info.client_secret, &a.secret_hash)
-            && DEMO_APP_ROLES
+    let app_ok = match &app {
+        Some(a) => {
+            let secret_ok = match StoredSecret::of(&a.secret_hash) {
+                StoredSecret::Fast(hex) => verify_generated_secret(info.client_secret.expose(), Some(hex)),
+                StoredSecret::Legacy(phc) => state
+                    .passwords
+                    .verify(info.client_secret.expose(), Some(phc))
+                    .await
+                    .map_err(|_| "every password check is busy".to_string())?,
+                StoredSecret::Unknown => false,
+            };
+            secret_ok
+                && DEMO_APP_ROLES
                 .iter()
                 .all(|r| a.roles.iter().any(|have| have == r))
-    });
+        }
+        None => false,
+    };
     let secret_ok = store
-        .enroll_secret(&sha256_hex(&info.enroll_secret))
+        .enroll_secret(&sha256_hex(info.enroll_secret.expose()))
         .await
         .map_err(|e| e.to_string())?
         .is_some();
@@ -192,10 +205,10 @@ async fn create(state: &AppState) -> Result<DemoInfo, String> {
     Ok(DemoInfo {
         tenant_id: tenant.id,
         client_id: app.client_id,
-        client_secret,
+        client_secret: client_secret.into(),
         api_base_url: String::new(),
         token_url: String::new(),
-        enroll_secret,
+        enroll_secret: enroll_secret.into(),
         machines: Vec::new(),
         analyst: DemoUser::default(),
         viewer: DemoUser::default(),
@@ -215,7 +228,13 @@ async fn ensure_user(
 ) -> Result<DemoUser, String> {
     let store = state.store.as_ref();
     if let Some(p) = previous.filter(|p| !p.username.is_empty()) {
-        let user = authenticate_user(store, tenant_id, &p.username, &p.password)
+        let user = authenticate_user(
+            store,
+            &state.passwords,
+            tenant_id,
+            &p.username,
+            p.password.expose(),
+        )
             .await
             .map_err(|e| e.to_string())?;
         if user.is_some_and(|u| u.groups.iter().any(|g| g == group)) {
@@ -246,7 +265,7 @@ async fn ensure_user(
     .map_err(|e| e.to_string())?;
     Ok(DemoUser {
         username: user.upn,
-        password,
+        password: password.into(),
     })
 }
 
@@ -368,14 +387,15 @@ Or with the CLI:  APPFENCE_SERVER={server} APPFENCE_TENANT={tenant} APPFENCE_CLI
 "#,
             token_url = self.token_url,
             client_id = self.client_id,
-            client_secret = self.client_secret,
+            // The walkthrough is printed for the person who started the demo.
+            client_secret = self.client_secret.expose(),
             api = self.api_base_url,
             machine = machine,
             server = self.api_base_url.trim_end_matches("/api"),
             tenant = self.tenant_id,
             user_token_url = self.user_token_url(),
             analyst = self.analyst.username,
-            analyst_password = self.analyst.password,
+            analyst_password = self.analyst.password.expose(),
         )
     }
 }
@@ -410,9 +430,10 @@ mod tests {
     async fn groups_of(state: &AppState, tenant_id: &str, user: &DemoUser) -> Option<Vec<String>> {
         authenticate_user(
             state.store.as_ref(),
+            &state.passwords,
             tenant_id,
             &user.username,
-            &user.password,
+            user.password.expose(),
         )
         .await
         .unwrap()
@@ -430,7 +451,7 @@ mod tests {
         let info = provision(&state).await.unwrap();
         assert_eq!(info.analyst.username, "analyst@demo.appfence.local");
         assert_eq!(info.viewer.username, "viewer@demo.appfence.local");
-        assert!(info.analyst.password.len() >= 20);
+        assert!(info.analyst.password.expose().len() >= 20);
         assert_ne!(info.analyst.password, info.viewer.password);
         assert_eq!(
             groups_of(&state, &info.tenant_id, &info.analyst).await,
@@ -442,9 +463,9 @@ mod tests {
         );
         let json = read(dir.path());
         assert_eq!(json["analyst"]["username"], "analyst@demo.appfence.local");
-        assert_eq!(json["analyst"]["password"], info.analyst.password.as_str());
+        assert_eq!(json["analyst"]["password"], info.analyst.password.expose());
         assert_eq!(json["viewer"]["username"], "viewer@demo.appfence.local");
-        assert_eq!(json["viewer"]["password"], info.viewer.password.as_str());
+        assert_eq!(json["viewer"]["password"], info.viewer.password.expose());
 
         // A restart keeps every credential.
         assert_eq!(provision(&state).await.unwrap(), info);
@@ -482,8 +503,8 @@ mod tests {
         )));
         assert!(text.contains("-d grant_type=password"));
         assert!(text.contains(&format!("username='{}'", info.analyst.username)));
-        assert!(text.contains(&format!("password='{}'", info.analyst.password)));
-        assert!(!text.contains(&info.viewer.password));
+        assert!(text.contains(&format!("password='{}'", info.analyst.password.expose())));
+        assert!(!text.contains(info.viewer.password.expose()));
     }
 
     #[test]

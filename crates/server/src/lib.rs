@@ -5,6 +5,7 @@
 pub mod access;
 pub mod agent_gateway;
 pub mod at_rest;
+pub mod client_address;
 pub mod api;
 pub mod config;
 pub mod demo;

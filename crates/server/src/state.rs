@@ -11,6 +11,7 @@ use crate::access::{self, AccessHolder, AccessSpec, MachineGroups};
 use crate::dispatch::Dispatcher;
 use crate::oauth::external::{ExternalIssuers, FETCH_TIMEOUT};
 use crate::oauth::keyring::KeyRing;
+use crate::oauth::password_pool::PasswordPool;
 use crate::oauth::tenants::TenantCache;
 use crate::oauth::token_cache::TokenCache;
 use crate::ratelimit::{MemoryRateLimiter, RateLimiter};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub verified_tokens: Arc<TokenCache>,
     /// Tenant ids known to exist.
     pub tenants: Arc<TenantCache>,
+    /// Argon2id for passwords, bounded.
+    pub passwords: Arc<PasswordPool>,
     pub dispatch: Arc<Dispatcher>,
     pub limiter: Arc<dyn RateLimiter>,
     /// Roles, device groups and external issuers; replaced on reload.
@@ -82,6 +85,7 @@ impl AppState {
             keys: Arc::new(keys),
             verified_tokens: Arc::default(),
             tenants: Arc::default(),
+            passwords: Arc::new(PasswordPool::for_this_machine()),
             dispatch: Arc::new(Dispatcher::default()),
         })
     }

@@ -19,7 +19,8 @@ use tokio::sync::watch;
 
 use super::Ctx;
 use crate::args::{AgentArgs, OnDeadline};
-use crate::config::{parse_log_level, DEFAULT_LOG_LEVEL};
+use crate::config::DEFAULT_LOG_LEVEL;
+use crate::parse::parse_log_level;
 use crate::duration::parse_duration;
 use crate::env::Env;
 use crate::error::CliError;

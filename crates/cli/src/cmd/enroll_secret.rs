@@ -94,7 +94,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn creates_a_secret_the_gateway_accepts() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::tests::private_tempdir();
         let data = dir.path().to_str().unwrap();
         let (r, out) = cli(&[
             "appfence",

@@ -7,6 +7,7 @@ pub mod app;
 pub mod connect;
 pub mod enroll_secret;
 pub mod indicators;
+pub mod keys;
 pub mod machines;
 pub mod serve;
 pub mod user;
@@ -20,7 +21,7 @@ use appfence_server::oauth::tenants::resolve_tenant;
 use appfence_store::SqliteStore;
 
 use crate::args::{OfflineArgs, OutputFormat};
-use crate::config::{resolve_app_data_dir, DB_FILE};
+use crate::config::{resolve_offline, DB_FILE};
 use crate::env::Env;
 use crate::error::CliError;
 use crate::output;
@@ -50,14 +51,28 @@ fn print_collection<T: serde::Serialize>(
 }
 
 /// The database of the server's data directory (flag, environment, config file or
-/// default), for commands that work without a running server. Creates it if needed.
+/// default), for commands that work without a running server. Creates the directory
+/// (`0700`) and the database if needed; refuses them if other users can reach them.
 async fn open_data_dir_store(offline: &OfflineArgs, env: &Env) -> Result<SqliteStore, CliError> {
-    let data_dir = resolve_app_data_dir(offline.data_dir.clone(), offline.config.as_deref(), env)?;
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
-    SqliteStore::open(&data_dir.join(DB_FILE))
+    open_offline(offline, env).await.map(|(store, _)| store)
+}
+
+/// [`open_data_dir_store`], with the server configuration it was found with (its key
+/// file, the keys' timing).
+async fn open_offline(
+    offline: &OfflineArgs,
+    env: &Env,
+) -> Result<(SqliteStore, appfence_server::ServerConfig), CliError> {
+    let config = resolve_offline(offline, env)?;
+    appfence_server::at_rest::private_paths::prepare_data_dir(
+        &config.data_dir,
+        config.allow_group_read,
+    )
+    .map_err(CliError::Failed)?;
+    let store = SqliteStore::open(&config.data_dir.join(DB_FILE))
         .await
-        .map_err(|e| CliError::Failed(e.to_string()))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok((store, config))
 }
 
 /// The tenant named by id or name, or the default tenant (created if there is none).

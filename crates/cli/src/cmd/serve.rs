@@ -84,12 +84,11 @@ pub struct Serving {
 pub async fn start(mut settings: ServeSettings) -> Result<Serving, CliError> {
     settings.server.access = with_demo_roles(settings.server.access, settings.demo);
     let data_dir = settings.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        CliError::Failed(format!(
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        ))
-    })?;
+    appfence_server::at_rest::private_paths::prepare_data_dir(
+        &data_dir,
+        settings.server.allow_group_read,
+    )
+    .map_err(CliError::Failed)?;
     let store = Arc::new(
         SqliteStore::open(&data_dir.join(DB_FILE))
             .await
@@ -142,7 +141,7 @@ impl Serving {
         let mut info = demo::provision(&state).await.map_err(CliError::Failed)?;
         self.fleet = spawn_fleet(
             &self.base_url(),
-            &info.enroll_secret,
+            info.enroll_secret.expose(),
             devices,
             &state.config.data_dir.join("demo-devices"),
             SimTimings {

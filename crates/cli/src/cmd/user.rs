@@ -5,13 +5,13 @@
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
-use appfence_core::{Error, SystemClock};
+use appfence_core::{Clock, Error, SystemClock};
 use appfence_server::oauth::users::create_user;
-use appfence_store::SqliteStore;
+use appfence_store::{SqliteStore, Store};
 use serde::Serialize;
 
 use super::{open_data_dir_store, tenant_or_default, Ctx};
-use crate::args::{OutputFormat, UserCommand, UserCreateArgs};
+use crate::args::{OutputFormat, UserCommand, UserCreateArgs, UserUnlockArgs};
 use crate::error::CliError;
 use crate::output;
 
@@ -25,7 +25,45 @@ pub async fn run(cmd: &UserCommand, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliEr
             let password = read_password(&mut stdin.lock())?;
             create(args, &password, ctx).await
         }
+        UserCommand::Unlock(args) => unlock(args, ctx).await,
     }
+}
+
+/// The actor recorded in the audit log for an unlock from the command line.
+const UNLOCK_ACTOR: &str = "appfence user unlock";
+
+/// Ends the user's sign-in lockout (and forgets the failures counted so far).
+async fn unlock(args: &UserUnlockArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let store = open_data_dir_store(&args.offline, ctx.env).await?;
+    let result = async {
+        let tenant = tenant_or_default(&store, args.offline.tenant.as_deref()).await?;
+        let account = appfence_core::sign_in_throttle::SignInAccount::new(&tenant.id, &args.upn);
+        let was_locked = store
+            .unlock_account(&account, UNLOCK_ACTOR, SystemClock.now())
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        Ok::<_, CliError>((account, was_locked))
+    }
+    .await;
+    store.close().await;
+    let (account, was_locked) = result?;
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&serde_json::json!({
+            "upn": account.name,
+            "tenantId": account.tenant_id,
+            "wasLocked": was_locked,
+        })),
+        OutputFormat::Table if was_locked => format!(
+            "Unlocked {}: the lockout is over and its failed sign-ins are forgotten.\n",
+            account.name
+        ),
+        OutputFormat::Table => format!(
+            "{} was not locked; its failed sign-ins, if any, are forgotten.\n",
+            account.name
+        ),
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `--output json` prints: everything but the password.
@@ -156,6 +194,8 @@ mod tests {
                 tenant: None,
                 data_dir: Some(data_dir.to_path_buf()),
                 config: None,
+                key_file: None,
+                allow_group_read: false,
             },
         }
     }
@@ -178,7 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn users_are_created_in_the_data_dir_and_the_password_is_never_printed() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::tests::private_tempdir();
         let password = "correct horse battery";
         let (r, out) = run_create(
             &args(dir.path(), "Ana@Example.com", &["tier2", "servers"]),
@@ -220,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_input_is_a_usage_error() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::tests::private_tempdir();
         let (r, out) = run_create(
             &args(dir.path(), "ana@example.com", &["g"]),
             "short",

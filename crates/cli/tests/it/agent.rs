@@ -309,7 +309,7 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     let server = TestServer::start().await;
     let api = server.api(&[ROLE_RESTRICT, ROLE_READ, ROLE_TI]).await;
     let secret = server.enroll_secret(&server.tenant_id.clone()).await;
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::harness::private_tempdir();
     let ns = std::sync::Arc::new(tokio::task::block_in_place(|| Namespace::start(tmp.path())));
     let state_dir = tmp.path().join("state");
     let agent_args: Vec<String> = vec![

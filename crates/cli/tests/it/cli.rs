@@ -17,7 +17,7 @@ async fn cli_commands_against_the_real_server() {
     let app = server.app(ALL_ROLES).await;
     let api = server.api_for(&app).await;
     let secret = server.enroll_secret(&server.tenant_id).await;
-    let fleet_dir = tempfile::tempdir().unwrap();
+    let fleet_dir = crate::harness::private_tempdir();
     let (stop, stop_rx) = watch::channel(false);
     let timings = SimTimings {
         ack_delay: Duration::from_millis(50),

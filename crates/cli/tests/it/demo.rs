@@ -167,8 +167,8 @@ async fn terminate(mut child: ChildGuard) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_demo_end_to_end_and_after_a_restart() {
-    let data = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let data = crate::harness::private_tempdir();
+    let logs = crate::harness::private_tempdir();
     let port = free_port();
     let http = http_client();
     let (d, l) = (data.path().to_path_buf(), logs.path().to_path_buf());

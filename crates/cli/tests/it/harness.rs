@@ -99,7 +99,7 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
         clock: Option<Arc<ManualClock>>,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = private_tempdir();
         let store = SqliteStore::open(&dir.path().join("appfence.db"))
             .await
             .expect("open store");
@@ -502,4 +502,14 @@ impl Device {
         assert_eq!(r.status, 200, "commands: {}", r.text);
         r.json()
     }
+}
+
+/// A temporary directory only its owner can enter, as appfence requires of a data
+/// directory (tempfile's default follows the umask).
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir")
 }

@@ -63,7 +63,7 @@ async fn restrict_and_unrestrict_with_simulated_devices() {
     let server = TestServer::start().await;
     let api = server.api(ALL_ROLES).await;
     let secret = server.enroll_secret(&server.tenant_id).await;
-    let fleet_dir = tempfile::tempdir().unwrap();
+    let fleet_dir = crate::harness::private_tempdir();
     let (stop, stop_rx) = watch::channel(false);
     let timings = SimTimings {
         ack_delay: Duration::from_millis(50),

@@ -141,7 +141,7 @@ pub async fn run_with_stdin(
     input: &str,
     limit: Duration,
 ) -> CliRun {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::harness::private_tempdir();
     let input_file = dir.path().join("stdin");
     std::fs::write(&input_file, input).unwrap();
     let mut cmd = command(args, env);
@@ -153,7 +153,7 @@ pub async fn run_with_stdin(
 /// in-process server on the test's runtime keeps serving meanwhile.
 pub async fn run(args: &[&str], env: &[(&str, &str)], limit: Duration) -> CliRun {
     let cmd = command(args, env);
-    run_command(cmd, tempfile::tempdir().unwrap(), limit).await
+    run_command(cmd, crate::harness::private_tempdir(), limit).await
 }
 
 async fn run_command(cmd: Command, dir: tempfile::TempDir, limit: Duration) -> CliRun {

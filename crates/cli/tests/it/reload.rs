@@ -118,10 +118,12 @@ async fn wait_for_log(child: &ChildGuard, needle: &str, count: usize) -> String 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_tokens_and_sighup_reloads_good_and_bad() {
     let idp = Idp::start(&[TestKey::Ec]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::harness::private_tempdir();
     let data = dir.path().join("data");
     let cfg = dir.path().join("appfence.toml");
     std::fs::write(&cfg, config(&idp, VIEWER_ROLE)).unwrap();
+    // appfence refuses a config file other users can read.
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let data_arg = data.to_str().unwrap().to_string();
 
     // An application (a public client for the password grant) and a user, created

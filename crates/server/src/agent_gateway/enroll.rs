@@ -25,7 +25,7 @@ pub async fn enroll(
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
     let secret = state
         .store
-        .enroll_secret(&sha256_hex(&req.enroll_secret))
+        .enroll_secret(&sha256_hex(req.enroll_secret.expose()))
         .await?
         .ok_or_else(|| Error::Unauthorized("The enrolment secret is not valid".into()))?;
     let hostname = match MachineRef::parse(req.hostname.trim()) {
@@ -40,8 +40,8 @@ pub async fn enroll(
     };
     let key_sha256 = req
         .enrollment_key
-        .as_deref()
-        .map(enrollment_key_sha256)
+        .as_ref()
+        .map(|k| enrollment_key_sha256(k.expose()))
         .transpose()?;
     let credential = generate_secret();
     let now = state.clock.now();
@@ -110,7 +110,7 @@ pub async fn enroll(
         Json(EnrollResponse {
             machine_id: machine.id,
             aad_device_id: machine.aad_device_id,
-            credential,
+            credential: credential.into(),
         }),
     ))
 }

@@ -5,7 +5,7 @@ use appfence_core::ids::new_guid;
 use appfence_core::{AppRegistration, Clock, Error, Tenant};
 use appfence_store::Store;
 
-use super::secrets::{generate_secret, hash_secret};
+use super::secrets::{generate_secret, hash_generated_secret};
 
 /// Name of the tenant created when there is none.
 pub const DEFAULT_TENANT_NAME: &str = "default";
@@ -33,16 +33,12 @@ pub async fn create_app(
         )));
     }
     let secret = generate_secret();
-    // Argon2id takes tens of milliseconds of CPU: keep it off the async workers.
-    let to_hash = secret.clone();
-    let secret_hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
-        .await
-        .map_err(Error::internal)?;
     let app = AppRegistration {
         tenant_id: tenant_id.to_string(),
         client_id: new_guid(),
         display_name: name.to_string(),
-        secret_hash,
+        // 256 random bits: a fast hash is enough (see `secrets`).
+        secret_hash: hash_generated_secret(&secret),
         roles,
         created: clock.now(),
     };
@@ -94,7 +90,7 @@ pub async fn ensure_default_tenant(store: &dyn Store) -> Result<Tenant, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::secrets::verify_secret;
+    use crate::oauth::secrets::{verify_generated_secret, StoredSecret};
     use crate::test_support::sqlite_store;
     use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT};
     use appfence_core::ManualClock;
@@ -124,7 +120,10 @@ mod tests {
             vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()]
         );
         assert_eq!(app.created, Timestamp::from_unix_seconds(1_700_000_000));
-        assert!(verify_secret(&secret, &app.secret_hash));
+        let StoredSecret::Fast(hex) = StoredSecret::of(&app.secret_hash) else {
+            panic!("a new secret is stored in the fast form: {}", app.secret_hash)
+        };
+        assert!(verify_generated_secret(&secret, Some(hex)));
         let stored = store
             .app(&tenant.id, &app.client_id)
             .await

@@ -14,6 +14,10 @@ pub struct OAuthFailure {
     /// The client tried HTTP Basic authentication and failed: RFC 6749 §5.2 then
     /// requires a `WWW-Authenticate` challenge.
     pub basic_challenge: bool,
+    /// Entra ID's `AADSTS` numbers for this error, if any.
+    pub error_codes: Vec<u32>,
+    /// Seconds for `Retry-After` (throttled or busy).
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthFailure {
@@ -23,6 +27,47 @@ impl OAuthFailure {
             error,
             description: description.into(),
             basic_challenge: false,
+            error_codes: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// The account is locked after too many wrong passwords (Entra's AADSTS50053); even
+    /// the right password is refused until `retry_after` seconds have passed.
+    pub fn account_locked(retry_after: u64) -> Self {
+        OAuthFailure {
+            error_codes: vec![50053],
+            retry_after: Some(retry_after),
+            ..Self::invalid_grant(format!(
+                "AADSTS50053: The account is locked because the user tried to sign in too many \
+                 times with an incorrect user ID or password. Try again in {retry_after} seconds."
+            ))
+        }
+    }
+
+    /// Too many failed sign-ins from the caller's address: 429 until its window ends.
+    pub fn address_throttled(retry_after: u64) -> Self {
+        OAuthFailure {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                format!(
+                    "Too many failed sign-ins from this address. Try again in {retry_after} seconds."
+                ),
+            )
+        }
+    }
+
+    /// Every password check is busy: 429, try again in a second.
+    pub fn busy() -> Self {
+        OAuthFailure {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                "The server is busy checking other sign-ins. Try again in 1 second.",
+            )
         }
     }
 
@@ -92,10 +137,14 @@ impl IntoResponse for OAuthFailure {
         let body = OAuthError {
             error: self.error.to_string(),
             error_description: self.description,
+            error_codes: self.error_codes,
         };
         let mut resp = (self.status, json_bytes(&body)).into_response();
         let h = resp.headers_mut();
         no_store(h);
+        if let Some(seconds) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         if self.basic_challenge {
             h.insert(
                 header::WWW_AUTHENTICATE,

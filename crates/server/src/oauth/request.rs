@@ -3,9 +3,9 @@
 //! Pure, so every refusal is unit-tested.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use appfence_core::ids::truncate;
+use appfence_proto::Secret;
 use axum::http::HeaderValue;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -28,7 +28,7 @@ pub struct ClientAuth {
     pub client_id: String,
     /// Always present for client credentials; optional for the password grant, whose
     /// client may be public (a script or a native app cannot keep a secret).
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// The client authenticated with HTTP Basic (so a failure gets a Basic challenge).
     pub basic_auth: bool,
 }
@@ -42,20 +42,10 @@ pub enum Grant {
 }
 
 /// `username` and `password` of a password grant.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserCredentials {
     pub username: String,
-    pub password: String,
-}
-
-impl fmt::Debug for UserCredentials {
-    /// Without the password: requests end up in logs and test failure messages.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserCredentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// The parameters of a form body and, for a GET, of the query string. A parameter given
@@ -108,7 +98,7 @@ pub fn token_request(
             let client = client_auth(params, authorization, SecretRequired::No)?;
             let user = UserCredentials {
                 username: required(params, "username")?,
-                password: required(params, "password")?,
+                password: required(params, "password")?.into(),
             };
             (Grant::Password(user), client)
         }
@@ -161,15 +151,15 @@ fn client_auth(
             }
             Ok(ClientAuth {
                 client_id: id,
-                client_secret: Some(basic_secret),
+                client_secret: Some(basic_secret.into()),
                 basic_auth: true,
             })
         }
         None => {
             let client_id = required(params, "client_id")?;
             let client_secret = match secret {
-                SecretRequired::Yes => Some(required(params, "client_secret")?),
-                SecretRequired::No => form_secret.cloned(),
+                SecretRequired::Yes => Some(required(params, "client_secret")?.into()),
+                SecretRequired::No => form_secret.cloned().map(Secret::from),
             };
             Ok(ClientAuth {
                 client_id,
@@ -488,7 +478,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.grant, password_grant("u", "p"));
-        assert_eq!(r.client.client_secret.as_deref(), Some("s"));
+        assert_eq!(r.client.client_secret.as_ref().map(|s| s.expose()), Some("s"));
         assert_eq!(r.audience, MDE);
         // Or with HTTP Basic client authentication.
         let header = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("c:s"))).unwrap();

@@ -3,13 +3,14 @@
 //! the paths Entra ID uses, so that clients only change the host.
 
 use appfence_core::ids::truncate;
-use appfence_core::records::UserRecord;
-use appfence_core::{AppRegistration, Tenant};
+use appfence_core::Tenant;
 use appfence_proto::oauth::TokenResponse;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Extensions, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use super::audience::{TokenPolicy, TokenVersion};
 use super::failure::{json_bytes, no_store, OAuthFailure};
 use super::keys::ALGORITHM;
-use super::request::{parse_params, token_request, ClientAuth, Grant, UserCredentials};
+use super::request::{parse_params, token_request};
+use super::sign_in::{sign_in, SignedIn};
 use super::tenants::resolve_tenant;
 use super::tokens::{issue_app_token, issue_user_token};
-use super::users::{authenticate_user, verify_slow_hash};
+use crate::client_address::client_ip;
 use crate::AppState;
 
 /// The routes of the authorization server. All tenant-scoped paths use the parameter
@@ -47,21 +49,36 @@ pub fn routes() -> Router<AppState> {
         .route("/{tenant}/discovery/v2.0/keys", get(tenant_jwks))
 }
 
+/// What a token request arrived with.
+struct Arrived<'a> {
+    tenant: &'a str,
+    method: &'a Method,
+    query: Option<String>,
+    headers: &'a HeaderMap,
+    peer: Option<SocketAddr>,
+    body: &'a [u8],
+}
+
 async fn token_v1(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     token(
         &state,
-        &tenant,
-        &method,
-        query,
-        &headers,
-        &body,
+        Arrived {
+            tenant: &tenant,
+            method: &method,
+            query,
+            headers: &headers,
+            peer,
+            body: &body,
+        },
         TokenVersion::V1,
     )
     .await
@@ -72,31 +89,28 @@ async fn token_v2(
     Path(tenant): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     token(
         &state,
-        &tenant,
-        &method,
-        query,
-        &headers,
-        &body,
+        Arrived {
+            tenant: &tenant,
+            method: &method,
+            query,
+            headers: &headers,
+            peer,
+            body: &body,
+        },
         TokenVersion::V2,
     )
     .await
 }
 
-async fn token(
-    state: &AppState,
-    tenant: &str,
-    method: &Method,
-    query: Option<String>,
-    headers: &HeaderMap,
-    body: &[u8],
-    version: TokenVersion,
-) -> Response {
-    match issue(state, tenant, method, query, headers, body, version).await {
+async fn token(state: &AppState, arrived: Arrived<'_>, version: TokenVersion) -> Response {
+    match issue(state, arrived, version).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
     }
@@ -104,13 +118,17 @@ async fn token(
 
 async fn issue(
     state: &AppState,
-    tenant: &str,
-    method: &Method,
-    query: Option<String>,
-    headers: &HeaderMap,
-    body: &[u8],
+    arrived: Arrived<'_>,
     version: TokenVersion,
 ) -> Result<Response, OAuthFailure> {
+    let Arrived {
+        tenant,
+        method,
+        query,
+        headers,
+        peer,
+        body,
+    } = arrived;
     let tenant = tenant_of(state, tenant).await?;
     // Parameters belong in the body; the query string is read only for GET, the
     // compatibility case, so that secrets in POST URLs are not encouraged.
@@ -118,15 +136,15 @@ async fn issue(
     let params = parse_params(body, query.as_deref())?;
     let policy = TokenPolicy::new(&state.public_url());
     let request = token_request(&params, headers.get(AUTHORIZATION), version, &policy)?;
-    let app = authenticate_client(state, &tenant, &request.client).await?;
-    let access_token = match &request.grant {
-        Grant::ClientCredentials => {
+    let address = client_ip(peer, headers, &state.config.trusted_proxies);
+    let SignedIn { app, user } = sign_in(state, &tenant, address, &request).await?;
+    let access_token = match user {
+        None => {
             let token = issue_app_token(state, &app, &request.audience, version)?;
             tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, audience = %request.audience, "issued an application token");
             token
         }
-        Grant::Password(credentials) => {
-            let user = authenticate_resource_owner(state, &tenant, credentials).await?;
+        Some(user) => {
             let token = issue_user_token(state, &app, &user, &request.audience, version)?;
             tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, user_id = %user.object_id, audience = %request.audience, "issued a user token");
             token
@@ -144,64 +162,6 @@ async fn issue(
     let mut resp = (StatusCode::OK, json_bytes(&body)).into_response();
     no_store(resp.headers_mut());
     Ok(resp)
-}
-
-/// The registered application presenting `client`. With a secret, the secret must
-/// verify (one Argon2 verification whether or not the client exists); without one (a
-/// public client of the password grant), the client must exist.
-async fn authenticate_client(
-    state: &AppState,
-    tenant: &Tenant,
-    client: &ClientAuth,
-) -> Result<AppRegistration, OAuthFailure> {
-    let app = state.store.app(&tenant.id, &client.client_id).await?;
-    let authenticated = match &client.client_secret {
-        Some(secret) => {
-            let hash = app.as_ref().map(|a| a.secret_hash.clone());
-            verify_slow_hash(secret.clone(), hash).await?
-        }
-        None => app.is_some(),
-    };
-    match app {
-        Some(app) if authenticated => Ok(app),
-        found => {
-            // The caller learns only that authentication failed; the log says why.
-            tracing::info!(
-                tenant_id = %tenant.id,
-                client_id = %truncate(&client.client_id, 100),
-                reason = if found.is_some() { "wrong secret" } else { "unknown client" },
-                "client authentication failed"
-            );
-            Err(OAuthFailure::invalid_client(
-                "Client authentication failed: the client is unknown in this tenant or the secret is wrong",
-                client.basic_auth,
-            ))
-        }
-    }
-}
-
-/// The user whose name and password these are; an unknown user and a wrong password
-/// get the same answer, after the same work.
-async fn authenticate_resource_owner(
-    state: &AppState,
-    tenant: &Tenant,
-    credentials: &UserCredentials,
-) -> Result<UserRecord, OAuthFailure> {
-    let user = authenticate_user(
-        state.store.as_ref(),
-        &tenant.id,
-        &credentials.username,
-        &credentials.password,
-    )
-    .await?;
-    user.ok_or_else(|| {
-        tracing::info!(
-            tenant_id = %tenant.id,
-            username = %truncate(&credentials.username, 100),
-            "user authentication failed"
-        );
-        OAuthFailure::invalid_grant("The user name or password is incorrect")
-    })
 }
 
 async fn tenant_of(state: &AppState, segment: &str) -> Result<Tenant, OAuthFailure> {
@@ -341,6 +301,7 @@ mod tests {
     use crate::test_support::{test_state, TestState, TENANT};
     use crate::oauth::verify::verify_access_token;
     use appfence_core::authz::ROLE_RESTRICT;
+    use appfence_core::AppRegistration;
     use axum::body::Body;
     use axum::http::Request;
     use base64::engine::general_purpose::STANDARD;

@@ -1,20 +1,26 @@
-//! Client secrets and device credentials: generation and hashing.
+//! Secrets by kind.
 //!
-//! Client secrets are checked with a slow hash (Argon2id) because the stored hash is
-//! what leaks if the database does. Device credentials and enrolment secrets are 256-bit
-//! random values, which no dictionary covers, so a plain SHA-256 is enough for them and
-//! keeps the device hot path cheap.
+//! - **Generated secrets** (client secrets, enrolment secrets, device credentials) are
+//!   256 random bits: no dictionary covers them, so a slow hash buys nothing. They are
+//!   stored as SHA-256 and checked in constant time, in microseconds. Client secrets
+//!   carry the form in the stored string (`sha256:<hex>`); hashes of earlier versions
+//!   (`$argon2id$...`) are still accepted and re-stored in the fast form at their first
+//!   successful use.
+//! - **Human passwords** are hashed with Argon2id (see `password_pool`), the only kind a
+//!   database leak could expose to guessing.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Bytes of randomness in a generated secret (256 bits).
 const SECRET_BYTES: usize = 32;
+
+/// The prefix of a generated secret's stored form.
+const FAST_PREFIX: &str = "sha256:";
 
 /// A fresh secret: 256 random bits from the OS, URL-safe base64 without padding
 /// (43 characters), so it can go into a form body, a URL or a shell unquoted.
@@ -24,33 +30,49 @@ pub fn generate_secret() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The Argon2id PHC string (`$argon2id$v=19$m=...`) of `secret`, with a random salt and
-/// the crate's default parameters.
-pub fn hash_secret(secret: &str) -> String {
-    let mut salt = [0u8; 16];
-    OsRng.fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt length");
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .expect("default Argon2 parameters accept any secret")
-        .to_string()
+/// Lower-case hex SHA-256 of `value`: the stored form of device credentials and
+/// enrolment secrets (looked up by it).
+pub fn sha256_hex(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
 }
 
-/// Whether `secret` matches the PHC string `phc`. The comparison of the derived hash is
-/// constant-time (done by the `password-hash` verifier); a malformed `phc` never matches.
-pub fn verify_secret(secret: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(secret.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
+/// The stored form of a generated client secret: `sha256:<hex>`.
+pub fn hash_generated_secret(secret: &str) -> String {
+    format!("{FAST_PREFIX}{}", sha256_hex(secret))
+}
+
+/// How a stored client-secret hash is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredSecret<'a> {
+    /// `sha256:<hex>`: checked here.
+    Fast(&'a str),
+    /// An Argon2 PHC string of an earlier version: checked on the password pool, then
+    /// re-stored in the fast form.
+    Legacy(&'a str),
+    /// Not a form this version knows: nothing matches it.
+    Unknown,
+}
+
+impl<'a> StoredSecret<'a> {
+    pub fn of(stored: &'a str) -> Self {
+        if let Some(hex) = stored.strip_prefix(FAST_PREFIX) {
+            StoredSecret::Fast(hex)
+        } else if stored.starts_with("$argon2") {
+            StoredSecret::Legacy(stored)
+        } else {
+            StoredSecret::Unknown
+        }
     }
 }
 
-/// Lower-case hex SHA-256 of `value`: the stored form of high-entropy device credentials
-/// and enrolment secrets.
-pub fn sha256_hex(value: &str) -> String {
-    hex::encode(Sha256::digest(value.as_bytes()))
+/// Whether `secret` hashes to `stored_hex`, in constant time. An unknown client is
+/// checked against a hash nothing matches, so it costs the same.
+pub fn verify_generated_secret(secret: &str, stored_hex: Option<&str>) -> bool {
+    const NOTHING: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    let presented = sha256_hex(secret);
+    let stored = stored_hex.unwrap_or(NOTHING);
+    let equal: bool = presented.as_bytes().ct_eq(stored.as_bytes()).into();
+    equal && stored_hex.is_some()
 }
 
 #[cfg(test)]
@@ -70,25 +92,29 @@ mod tests {
     }
 
     #[test]
-    fn hashed_secrets_verify_only_with_the_same_secret() {
+    fn generated_secrets_verify_only_with_the_same_secret() {
         let secret = generate_secret();
-        let phc = hash_secret(&secret);
-        assert!(phc.starts_with("$argon2id$"), "{phc}");
-        assert!(!phc.contains(&secret));
-        assert!(verify_secret(&secret, &phc));
-        assert!(!verify_secret(&generate_secret(), &phc));
-        assert!(!verify_secret("", &phc));
-        // Salted: the same secret hashes differently each time, and both verify.
-        let again = hash_secret(&secret);
-        assert_ne!(phc, again);
-        assert!(verify_secret(&secret, &again));
+        let stored = hash_generated_secret(&secret);
+        assert!(stored.starts_with("sha256:"));
+        assert!(!stored.contains(&secret));
+        let StoredSecret::Fast(hex) = StoredSecret::of(&stored) else {
+            panic!("{stored}")
+        };
+        assert!(verify_generated_secret(&secret, Some(hex)));
+        assert!(!verify_generated_secret(&generate_secret(), Some(hex)));
+        assert!(!verify_generated_secret("", Some(hex)));
+        assert!(!verify_generated_secret(&secret, None));
     }
 
     #[test]
-    fn malformed_hashes_never_match() {
-        assert!(!verify_secret("x", ""));
-        assert!(!verify_secret("x", "not a phc string"));
-        assert!(!verify_secret("x", &sha256_hex("x")));
+    fn stored_forms_are_told_apart() {
+        assert_eq!(
+            StoredSecret::of("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+            StoredSecret::Legacy("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA")
+        );
+        assert_eq!(StoredSecret::of("sha256:ab"), StoredSecret::Fast("ab"));
+        assert_eq!(StoredSecret::of("md5:ab"), StoredSecret::Unknown);
+        assert_eq!(StoredSecret::of(""), StoredSecret::Unknown);
     }
 
     #[test]

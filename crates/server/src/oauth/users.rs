@@ -1,16 +1,13 @@
 //! Local users of the built-in issuer: creating them, and checking a user name and
-//! password for the token endpoint's password grant. Passwords are stored as Argon2id
-//! hashes, like client secrets.
-
-use std::sync::LazyLock;
+//! password. Passwords are stored as Argon2id hashes (`password_pool`); the token
+//! endpoint's checks, with lockouts, are in `sign_in`.
 
 use appfence_core::ids::new_guid;
 use appfence_core::records::UserRecord;
 use appfence_core::{Clock, Error};
 use appfence_store::Store;
-use tokio::sync::Semaphore;
 
-use super::secrets::{generate_secret, hash_secret, verify_secret};
+use super::password_pool::{hash_once, PasswordPool};
 
 /// Shorter passwords are refused at creation.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -37,7 +34,7 @@ pub async fn create_user(
     }
     // Argon2id takes tens of milliseconds of CPU: keep it off the async workers.
     let to_hash = password.to_string();
-    let password_hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
+    let password_hash = tokio::task::spawn_blocking(move || hash_once(&to_hash))
         .await
         .map_err(Error::internal)?;
     let user = UserRecord {
@@ -52,42 +49,22 @@ pub async fn create_user(
     Ok(user)
 }
 
-/// The user of `tenant_id` with this UPN (any case) if `password` is theirs. Exactly one
-/// Argon2 verification runs either way, so an unknown user and a wrong password take
-/// the same time.
+/// The user of `tenant_id` with this UPN (any case) if `password` is theirs, checked on
+/// `pool` (an unknown user costs the same work). No lockout: for the server's own
+/// checks (the demo's users); the token endpoint goes through `sign_in`.
 pub async fn authenticate_user(
     store: &dyn Store,
+    pool: &PasswordPool,
     tenant_id: &str,
     upn: &str,
     password: &str,
 ) -> Result<Option<UserRecord>, Error> {
     let user = store.user(tenant_id, upn.trim()).await?;
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = verify_slow_hash(password.to_string(), hash).await?;
+    let matches = pool
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await
+        .map_err(|_| Error::internal("every password check is busy"))?;
     Ok(user.filter(|_| matches))
-}
-
-/// Argon2 verification takes tens of milliseconds and ~19 MiB: bound how many run at
-/// once so a burst of token requests cannot exhaust memory or the blocking pool. Client
-/// secrets and user passwords share the bound.
-static VERIFY_PERMITS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
-
-/// A hash to verify against when there is no stored one (unknown client or user), so
-/// that "unknown" and "wrong secret" take the same time.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_secret(&generate_secret()));
-
-/// Whether `secret` matches the Argon2id PHC string `phc`; with no `phc`, verifies
-/// against a dummy hash and answers false. Runs on the blocking pool, within
-/// [`VERIFY_PERMITS`].
-pub async fn verify_slow_hash(secret: String, phc: Option<String>) -> Result<bool, Error> {
-    let _permit = VERIFY_PERMITS.acquire().await.map_err(Error::internal)?;
-    tokio::task::spawn_blocking(move || {
-        let matches = verify_secret(&secret, phc.as_deref().unwrap_or(&DUMMY_HASH));
-        matches && phc.is_some()
-    })
-    .await
-    .map_err(Error::internal)
 }
 
 fn validate_upn(upn: &str) -> Result<String, Error> {
@@ -146,6 +123,7 @@ mod tests {
         store: SqliteStore,
         tenant: Tenant,
         clock: ManualClock,
+        pool: PasswordPool,
     }
 
     async fn fixture() -> Fixture {
@@ -163,6 +141,7 @@ mod tests {
             store,
             tenant,
             clock: ManualClock::new(Timestamp::from_unix_seconds(1_700_000_000)),
+            pool: PasswordPool::new(1, 8),
         }
     }
 
@@ -296,7 +275,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let found = authenticate_user(&f.store, &f.tenant.id, "Ana@Example.com", PASSWORD)
+        let found = authenticate_user(&f.store, &f.pool, &f.tenant.id, "Ana@Example.com", PASSWORD)
             .await
             .unwrap()
             .unwrap();
@@ -308,7 +287,7 @@ mod tests {
             ("nobody@example.com", PASSWORD),
         ] {
             assert_eq!(
-                authenticate_user(&f.store, &f.tenant.id, upn, password)
+                authenticate_user(&f.store, &f.pool, &f.tenant.id, upn, password)
                     .await
                     .unwrap(),
                 None,
@@ -322,21 +301,10 @@ mod tests {
         };
         f.store.ensure_tenant(&other).await.unwrap();
         assert_eq!(
-            authenticate_user(&f.store, &other.id, "ana@example.com", PASSWORD)
+            authenticate_user(&f.store, &f.pool, &other.id, "ana@example.com", PASSWORD)
                 .await
                 .unwrap(),
             None
         );
-    }
-
-    #[tokio::test]
-    async fn without_a_stored_hash_nothing_matches() {
-        // Not even the secret the dummy hash was made from, which nobody knows anyway.
-        assert!(!verify_slow_hash(String::new(), None).await.unwrap());
-        let phc = hash_secret("s3cret-s3cret");
-        assert!(verify_slow_hash("s3cret-s3cret".into(), Some(phc.clone()))
-            .await
-            .unwrap());
-        assert!(!verify_slow_hash("other".into(), Some(phc)).await.unwrap());
     }
 }

@@ -1,0 +1,101 @@
+//! Parsers of setting values, shared by clap (flags), the environment and the config
+//! file, so a value means the same wherever it is written.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use appfence_proto::agent::EnforcementMode;
+
+use crate::duration::parse_duration;
+
+/// Simulated devices are cheap tasks, but each keeps a long-poll open.
+pub const MAX_DEMO_DEVICES: u32 = 100_000;
+
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!("{s:?} is not an address with a port, e.g. 127.0.0.1:8080 or [::]:8080")
+    })
+}
+
+/// An absolute http(s) URL; the trailing slash is dropped.
+pub fn parse_public_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("{s:?} must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{s:?} is not a base URL like https://appfence.example.com"
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+pub fn parse_demo_devices(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    check_demo_devices(n)
+}
+
+pub fn check_demo_devices(n: u32) -> Result<u32, String> {
+    if (1..=MAX_DEMO_DEVICES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "the number of demo devices must be between 1 and {MAX_DEMO_DEVICES}"
+        ))
+    }
+}
+
+/// A tracing filter: a level or directives such as `info,appfence_server=debug`.
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| {
+            format!("{s:?} is not a log filter (e.g. info, debug, appfence_server=debug): {e}")
+        })
+}
+
+/// `enforce` (deny programs outside the trusted set) or `monitor` (only report them).
+pub fn parse_agent_mode(s: &str) -> Result<EnforcementMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "enforce" => Ok(EnforcementMode::Enforce),
+        "monitor" => Ok(EnforcementMode::Monitor),
+        _ => Err(format!("{s:?} is not an agent mode (enforce or monitor)")),
+    }
+}
+
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not a boolean (true/false, 1/0, yes/no, on/off)"
+        )),
+    }
+}
+
+/// A period such as `90d`, or `off` (never).
+pub fn parse_optional_period(s: &str) -> Result<Option<Duration>, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "off" | "never" => Ok(None),
+        _ => match parse_duration(s)? {
+            d if d.is_zero() => Err(format!("{s:?} must be longer than 0 (or off)")),
+            d => Ok(Some(d)),
+        },
+    }
+}
+
+/// How often replicas re-read the signing keys: at least 100 ms, at most an hour.
+pub fn parse_refresh_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!("{s:?} must be between 100ms and 1h"));
+    }
+    Ok(d)
+}

@@ -1,0 +1,244 @@
+//! Checking who signs in at the token endpoints, under attack: the source address's
+//! limit first, then the client's secret (microseconds; Argon2 only for a hash of an
+//! earlier version, re-stored in the fast form on success), then the user's lockout,
+//! then the user's password on the bounded Argon2 pool. Every failure is counted in the
+//! store (per address; per account for passwords), so limits hold across replicas.
+//!
+//! Client ids are never locked: they are not secret (they travel in every token), so a
+//! lockout would let anyone shut a playbook out; their secrets are 256-bit, which no
+//! guessing rate reaches, and wrong ones count against the caller's address.
+
+use std::net::IpAddr;
+
+use appfence_core::ids::truncate;
+use appfence_core::records::{AppRegistration, UserRecord};
+use appfence_core::sign_in_throttle::{address_key, SignInAccount, ThrottleRecord, Verdict};
+use appfence_core::Tenant;
+use appfence_proto::Timestamp;
+
+use super::failure::OAuthFailure;
+use super::password_pool::Busy;
+use super::request::{ClientAuth, Grant, TokenRequest, UserCredentials};
+use super::secrets::{hash_generated_secret, verify_generated_secret, StoredSecret};
+use crate::AppState;
+
+/// Who signed in.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub app: AppRegistration,
+    /// For the password grant.
+    pub user: Option<UserRecord>,
+}
+
+/// Why a token request was refused, for the metric's label.
+fn refused(reason: &'static str) {
+    metrics::counter!("appfence_token_requests_refused_total", "reason" => reason).increment(1);
+}
+
+pub async fn sign_in(
+    state: &AppState,
+    tenant: &Tenant,
+    address: IpAddr,
+    request: &TokenRequest,
+) -> Result<SignedIn, OAuthFailure> {
+    let now = state.clock.now();
+    let policy = &state.config.sign_in_throttle;
+    let addr_key = address_key(address);
+    let account = match &request.grant {
+        Grant::Password(c) => Some(SignInAccount::new(&tenant.id, &c.username)),
+        Grant::ClientCredentials => None,
+    };
+    let mut keys = vec![addr_key.clone()];
+    keys.extend(account.as_ref().map(SignInAccount::key));
+    let counters = state.store.sign_in_throttle(&keys).await?;
+    let counter = |key: &str| counters.iter().find(|r| r.key == key);
+
+    if let Verdict::Throttled(until) = policy.address_verdict(counter(&addr_key), now) {
+        refused("address_throttled");
+        return Err(OAuthFailure::address_throttled(seconds_until(now, until)));
+    }
+    let failures = Failures {
+        state,
+        address,
+        addr_key: &addr_key,
+        now,
+    };
+    let app = authenticate_client(state, tenant, &request.client, &failures).await?;
+    let user = match (&request.grant, &account) {
+        (Grant::Password(credentials), Some(account)) => Some(
+            authenticate_user(
+                state,
+                tenant,
+                credentials,
+                account,
+                counter(&account.key()),
+                &failures,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    Ok(SignedIn { app, user })
+}
+
+/// Counts failures for one request.
+struct Failures<'a> {
+    state: &'a AppState,
+    address: IpAddr,
+    addr_key: &'a str,
+    now: Timestamp,
+}
+
+impl Failures<'_> {
+    /// Counts a failure from the address (and the account); returns when the account
+    /// got locked by it.
+    async fn count(&self, account: Option<&SignInAccount>) -> Result<Option<Timestamp>, OAuthFailure> {
+        let outcome = self
+            .state
+            .store
+            .record_sign_in_failure(
+                account,
+                self.addr_key,
+                &self.address.to_string(),
+                &self.state.config.sign_in_throttle,
+                self.now,
+            )
+            .await?;
+        let locked = outcome.and_then(|f| f.locked_until);
+        if let (Some(until), Some(account)) = (locked, account) {
+            metrics::counter!("appfence_sign_in_lockouts_total").increment(1);
+            tracing::warn!(tenant_id = %account.tenant_id, user = %truncate(&account.name, 100), address = %self.address, %until, "sign-in lockout: too many wrong passwords");
+        }
+        Ok(locked)
+    }
+}
+
+/// The registered application presenting `client`. With a secret, the secret must
+/// match (the same work whether or not the client exists); without one (a public client
+/// of the password grant), the client must exist.
+async fn authenticate_client(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &ClientAuth,
+    failures: &Failures<'_>,
+) -> Result<AppRegistration, OAuthFailure> {
+    let app = state.store.app(&tenant.id, &client.client_id).await?;
+    let authenticated = match (&client.client_secret, &app) {
+        (None, found) => found.is_some(),
+        (Some(secret), None) => verify_generated_secret(secret.expose(), None),
+        (Some(secret), Some(app)) => match StoredSecret::of(&app.secret_hash) {
+            StoredSecret::Fast(hex) => verify_generated_secret(secret.expose(), Some(hex)),
+            StoredSecret::Legacy(phc) => {
+                let ok = state
+                    .passwords
+                    .verify(secret.expose(), Some(phc))
+                    .await
+                    .map_err(busy)?;
+                if ok {
+                    restore_fast(state, app, phc, secret.expose()).await;
+                }
+                ok
+            }
+            StoredSecret::Unknown => false,
+        },
+    };
+    match app {
+        Some(app) if authenticated => Ok(app),
+        found => {
+            failures.count(None).await?;
+            refused("invalid_client");
+            // The caller learns only that authentication failed; the log says why.
+            tracing::info!(
+                tenant_id = %tenant.id,
+                client_id = %truncate(&client.client_id, 100),
+                address = %failures.address,
+                reason = if found.is_some() { "wrong secret" } else { "unknown client" },
+                "client authentication failed"
+            );
+            Err(OAuthFailure::invalid_client(
+                "Client authentication failed: the client is unknown in this tenant or the secret is wrong",
+                client.basic_auth,
+            ))
+        }
+    }
+}
+
+/// A client secret of an earlier version, just verified: stored again in the fast form
+/// (if nobody changed it meanwhile). A failure here costs only speed.
+async fn restore_fast(state: &AppState, app: &AppRegistration, legacy: &str, secret: &str) {
+    match state
+        .store
+        .replace_app_secret_hash(&app.tenant_id, &app.client_id, legacy, &hash_generated_secret(secret))
+        .await
+    {
+        Ok(true) => tracing::info!(client_id = %app.client_id, "client secret hash re-stored in the fast form"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(client_id = %app.client_id, error = %e, "cannot re-store a client secret hash"),
+    }
+}
+
+/// The user whose name and password these are, unless the account is locked. An
+/// unknown user and a wrong password get the same answer after the same work, and are
+/// counted the same way (so a lockout tells nothing about who exists).
+async fn authenticate_user(
+    state: &AppState,
+    tenant: &Tenant,
+    credentials: &UserCredentials,
+    account: &SignInAccount,
+    counter: Option<&ThrottleRecord>,
+    failures: &Failures<'_>,
+) -> Result<UserRecord, OAuthFailure> {
+    let policy = &state.config.sign_in_throttle;
+    if let Verdict::Locked(until) = policy.account_verdict(counter, failures.now) {
+        refused("account_locked");
+        return Err(OAuthFailure::account_locked(seconds_until(failures.now, until)));
+    }
+    let user = state.store.user(&tenant.id, &account.name).await?;
+    let matches = state
+        .passwords
+        .verify(
+            credentials.password.expose(),
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await
+        .map_err(busy)?;
+    match user {
+        Some(user) if matches => {
+            if counter.is_some_and(|c| c.failures > 0 || c.lockouts > 0) {
+                state.store.clear_sign_in_failures(account).await?;
+            }
+            Ok(user)
+        }
+        _ => {
+            let locked = failures.count(Some(account)).await?;
+            tracing::info!(
+                tenant_id = %tenant.id,
+                username = %truncate(&credentials.username, 100),
+                address = %failures.address,
+                "user authentication failed"
+            );
+            match locked {
+                Some(until) => {
+                    refused("account_locked");
+                    Err(OAuthFailure::account_locked(seconds_until(failures.now, until)))
+                }
+                None => {
+                    refused("invalid_grant");
+                    Err(OAuthFailure::invalid_grant("The user name or password is incorrect"))
+                }
+            }
+        }
+    }
+}
+
+fn busy(_: Busy) -> OAuthFailure {
+    refused("busy");
+    OAuthFailure::busy()
+}
+
+/// Whole seconds from `now` until `until`, rounded up, at least 1.
+fn seconds_until(now: Timestamp, until: Timestamp) -> u64 {
+    const TICKS_PER_SECOND: i64 = 10_000_000;
+    let ticks = (until.ticks() - now.ticks()).max(1);
+    ((ticks + TICKS_PER_SECOND - 1) / TICKS_PER_SECOND) as u64
+}
