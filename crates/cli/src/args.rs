@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use appfence_proto::agent::EnforcementMode;
 
-use crate::duration::parse_duration;
+use crate::duration::{parse_delay, parse_duration};
 use crate::parse::{
-    parse_agent_mode, parse_demo_devices, parse_listen, parse_log_level, parse_optional_period,
-    parse_public_url, parse_refresh_interval,
+    parse_agent_mode, parse_demo_devices, parse_ip, parse_listen, parse_log_level,
+    parse_optional_period, parse_public_url, parse_refresh_interval,
 };
 
 #[derive(Debug, Parser)]
@@ -102,7 +102,7 @@ pub struct ServeArgs {
     pub demo_devices: Option<u32>,
     /// Simulated devices take this long to start an action (InProgress) and as long again
     /// to complete it (Succeeded), e.g. 1s, 0s [env: APPFENCE_DEMO_STEP_DELAY] [default: 1s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_delay)]
     pub demo_step_delay: Option<Duration>,
     /// Pending actions older than this time out, e.g. 3d [env: APPFENCE_ACTION_PENDING_TIMEOUT] [default: 3d]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -137,6 +137,14 @@ pub struct ServeArgs {
     /// take effect within it [env: APPFENCE_KEY_REFRESH_INTERVAL] [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_refresh_interval)]
     pub key_refresh_interval: Option<Duration>,
+    /// A reverse proxy whose X-Forwarded-For names the client, for per-address limits
+    /// (repeat the flag or separate with commas) [env: APPFENCE_TRUSTED_PROXIES]
+    #[arg(long = "trusted-proxy", value_name = "IP", value_parser = parse_ip, value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [env: APPFENCE_METRICS_LISTEN]
+    /// [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

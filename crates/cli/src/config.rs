@@ -16,12 +16,13 @@ use toml::Spanned;
 
 use crate::access_config::{access_spec, AuthFile, DeviceGroupFile, RbacFile};
 use crate::args::{OfflineArgs, ServeArgs};
-use crate::duration::parse_duration;
+use crate::duration::{parse_delay, parse_duration};
 use crate::env::{Env, ENV_CREDENTIALS_DIRECTORY};
 use crate::error::CliError;
 use crate::parse::{
-    check_demo_devices, parse_agent_mode, parse_bool, parse_demo_devices, parse_listen,
-    parse_log_level, parse_optional_period, parse_public_url, parse_refresh_interval,
+    check_demo_devices, parse_agent_mode, parse_bool, parse_demo_devices, parse_ip,
+    parse_ip_list, parse_listen, parse_log_level, parse_optional_period, parse_public_url,
+    parse_refresh_interval,
 };
 
 pub const ENV_CONFIG: &str = "APPFENCE_CONFIG";
@@ -39,6 +40,8 @@ pub const ENV_KEY_FILE: &str = "APPFENCE_KEY_FILE";
 pub const ENV_ALLOW_GROUP_READ: &str = "APPFENCE_ALLOW_GROUP_READ";
 pub const ENV_SIGNING_KEY_ROTATION: &str = "APPFENCE_SIGNING_KEY_ROTATION";
 pub const ENV_KEY_REFRESH_INTERVAL: &str = "APPFENCE_KEY_REFRESH_INTERVAL";
+pub const ENV_TRUSTED_PROXIES: &str = "APPFENCE_TRUSTED_PROXIES";
+pub const ENV_METRICS_LISTEN: &str = "APPFENCE_METRICS_LISTEN";
 
 pub const DEFAULT_DEMO_DEVICES: u32 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -77,7 +80,7 @@ pub struct FileConfig {
     pub demo: Option<bool>,
     #[serde(default, deserialize_with = "de_demo_devices")]
     pub demo_devices: Option<u32>,
-    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    #[serde(default, deserialize_with = "de_with::<_, DelayParser>")]
     pub demo_step_delay: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
     pub action_pending_timeout: Option<Duration>,
@@ -95,6 +98,10 @@ pub struct FileConfig {
     pub key_refresh_interval: Option<Duration>,
     /// `[sign_in_throttle]`: lockouts and per-address limits of failed sign-ins.
     pub sign_in_throttle: Option<SignInThrottleFile>,
+    #[serde(default, deserialize_with = "de_ips")]
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    #[serde(default, deserialize_with = "de_with::<_, ListenParser>")]
+    pub metrics_listen: Option<SocketAddr>,
     /// `[rate_limits]`: calls per caller and API (MDE's defaults: 100 a minute, 1,500 an hour).
     pub rate_limits: Option<RateLimitsFile>,
     /// `[[auth.issuers]]`: external OpenID Connect issuers.
@@ -347,6 +354,22 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
     )? {
         server.agent_mode = v;
     }
+    let flag_proxies = (!args.trusted_proxies.is_empty()).then(|| args.trusted_proxies.clone());
+    server.trusted_proxies = layer(
+        flag_proxies,
+        env,
+        ENV_TRUSTED_PROXIES,
+        parse_ip_list,
+        file.trusted_proxies.clone(),
+    )?
+    .unwrap_or_default();
+    server.metrics_listen = layer(
+        args.metrics_listen,
+        env,
+        ENV_METRICS_LISTEN,
+        parse_listen,
+        file.metrics_listen,
+    )?;
     server.access = file.access.clone();
     if let Some(limits) = &file.rate_limits {
         limits
@@ -366,7 +389,7 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         args.demo_step_delay,
         env,
         ENV_DEMO_STEP_DELAY,
-        parse_duration,
+        parse_delay,
         file.demo_step_delay,
     )?
     .unwrap_or(DEFAULT_DEMO_STEP_DELAY);
@@ -449,6 +472,13 @@ struct DurationParser;
 struct LogLevelParser;
 struct AgentModeParser;
 struct PeriodParser;
+struct DelayParser;
+impl StrParser for DelayParser {
+    type Out = Duration;
+    fn parse(s: &str) -> Result<Duration, String> {
+        parse_delay(s)
+    }
+}
 struct RefreshParser;
 impl StrParser for PeriodParser {
     type Out = Option<Duration>;
@@ -496,6 +526,15 @@ impl StrParser for LogLevelParser {
 fn de_with<'de, D: Deserializer<'de>, P: StrParser>(d: D) -> Result<Option<P::Out>, D::Error> {
     let s = String::deserialize(d)?;
     P::parse(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn de_ips<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<std::net::IpAddr>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|s| parse_ip(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn de_demo_devices<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

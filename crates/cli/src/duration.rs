@@ -6,6 +6,16 @@ use std::time::Duration;
 /// Parses one or more `<number><unit>` parts (units `ms`, `s`, `m`, `h`, `d`). A bare
 /// number is refused: `--timeout 10` could mean seconds or minutes.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let total = parse_delay(s)?;
+    if total.is_zero() {
+        // Timeouts and intervals: zero is always a mistake.
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(total)
+}
+
+/// A delay, which may be zero (`0s`: at once), e.g. the demo devices' step delay.
+pub fn parse_delay(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     if text.is_empty() {
         return Err("empty duration; write e.g. 90s, 10m, 3d".into());
@@ -43,10 +53,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total = total
             .checked_add(part)
             .ok_or_else(|| format!("duration {s:?} is too long"))?;
-    }
-    if total.is_zero() {
-        // Every duration we take is a timeout or an interval: zero is always a mistake.
-        return Err(format!("duration {s:?} must be greater than zero"));
     }
     Ok(total)
 }
@@ -105,6 +111,10 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
+        // A delay may be zero; nothing else may.
+        assert_eq!(parse_delay("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_delay("0").is_err() && parse_delay("-1s").is_err());
         assert!(parse_duration("1w")
             .unwrap_err()
             .contains("unknown unit \"w\""));

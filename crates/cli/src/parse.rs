@@ -99,3 +99,19 @@ pub fn parse_refresh_interval(s: &str) -> Result<Duration, String> {
     }
     Ok(d)
 }
+
+/// An IP address (a trusted reverse proxy).
+pub fn parse_ip(s: &str) -> Result<std::net::IpAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address, e.g. 10.0.0.5 or fd00::5"))
+}
+
+/// Comma-separated IP addresses.
+pub fn parse_ip_list(s: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(parse_ip)
+        .collect()
+}

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client (for per-address
     /// limits); nobody else is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Where to serve Prometheus metrics (`None`: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -103,6 +105,7 @@ impl Default for ServerConfig {
             signing_key_rotation: Some(DEFAULT_SIGNING_KEY_ROTATION),
             sign_in_throttle: Default::default(),
             trusted_proxies: Vec::new(),
+            metrics_listen: None,
         }
     }
 }

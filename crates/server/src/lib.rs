@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod error;
+pub mod metrics_endpoint;
 pub mod oauth;
 pub mod ratelimit;
 pub mod response;
@@ -34,6 +35,8 @@ use tokio::sync::watch;
 /// A server that is listening; dropping the handle does not stop it, `shutdown` does.
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -75,8 +78,13 @@ pub async fn start(
     if config.public_url.is_none() {
         config.public_url = Some(format!("http://{local_addr}"));
     }
+    let metrics_listen = config.metrics_listen;
     let state = AppState::new(config, store, clock).await?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let metrics_addr = match metrics_listen {
+        Some(addr) => Some(metrics_endpoint::start(addr, shutdown.subscribe()).await?),
+        None => None,
+    };
     sweeper::spawn(state.clone(), shutdown.subscribe());
     sweeper::spawn_key_refresh(state.clone(), shutdown.subscribe());
     let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -90,6 +98,7 @@ pub async fn start(
     tracing::info!(%local_addr, "appfence control plane listening");
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         state,
         shutdown,
         task,

@@ -468,6 +468,30 @@ pub async fn sign_in_throttle(store: &dyn Store) {
         .any(|(_, e)| e.event == ACCOUNT_UNLOCKED && e.actor == "user unlock"));
     store.clear_sign_in_failures(&bo).await.unwrap();
     assert!(store.sign_in_throttle(&[bo.key()]).await.unwrap().is_empty());
+    // A success right after a lockout, before any sweep: its end is still recorded.
+    let cy = SignInAccount::new(&t.id, "cy@corp.example");
+    for i in 0..10 {
+        store
+            .record_sign_in_failure(Some(&cy), &addr, "192.0.2.1", &policy, at(200 + i))
+            .await
+            .unwrap();
+    }
+    store.clear_sign_in_failures(&cy).await.unwrap();
+    let ends: Vec<_> = store
+        .audit_events(seq_before, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.subject == "cy@corp.example")
+        .map(|(_, e)| (e.event, e.at))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (SIGN_IN_LOCKOUT_STARTED.to_string(), at(209)),
+            (SIGN_IN_LOCKOUT_ENDED.to_string(), at(269))
+        ]
+    );
 
     // Counters that no longer matter are deleted by the sweep.
     store

@@ -51,6 +51,9 @@ pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
         serving.public_url(),
         serving.state().config.data_dir.display()
     );
+    if let Some(addr) = serving.metrics_addr() {
+        banner.push_str(&format!("metrics at http://{addr}/metrics\n"));
+    }
     if let Some(demo) = serving.demo() {
         banner.push('\n');
         banner.push_str(&demo.walkthrough());
@@ -161,6 +164,10 @@ impl Serving {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.running.local_addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.metrics_addr
     }
 
     /// A URL this process can reach the server at: the listening address, with a

@@ -3,12 +3,12 @@
 //! after a SIGTERM and a restart on the same data directory.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::harness::http_client;
-use crate::process::{command, free_port, ChildGuard};
+use crate::process::{free_port, start_serve, ChildGuard};
 use crate::wire::Resp;
 
 const START_LIMIT: Duration = Duration::from_secs(90);
@@ -17,35 +17,13 @@ const START_LIMIT: Duration = Duration::from_secs(90);
 /// once the demo is provisioned and every device has enrolled.
 fn start_demo(data_dir: &Path, logs: &Path, port: u16, name: &str) -> ChildGuard {
     let listen = format!("127.0.0.1:{port}");
-    let cmd = command(
-        &[
-            "serve",
-            "--demo",
-            "--listen",
-            &listen,
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ],
+    start_serve(
+        &["--demo", "--listen", &listen, "--data-dir", data_dir.to_str().unwrap()],
         &[("APPFENCE_LOG_LEVEL", "info")],
-    );
-    let mut child = ChildGuard::spawn(cmd, logs, name);
-    let deadline = Instant::now() + START_LIMIT;
-    while !child.stdout_text().contains("Press Ctrl-C to stop.") {
-        if let Some(status) = child.exited() {
-            panic!(
-                "serve --demo exited with {status}\nstdout:\n{}\nstderr:\n{}",
-                child.stdout_text(),
-                child.stderr_text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve --demo did not become ready\nstderr:\n{}",
-            child.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+        logs,
+        name,
+        START_LIMIT,
+    )
 }
 
 fn read_demo(data_dir: &Path) -> Value {

@@ -38,7 +38,9 @@ pub struct TestServer {
     /// The default tenant, where `app`/`enroll` create things.
     pub tenant_id: String,
     running: Option<RunningServer>,
-    _dir: TempDir,
+    /// The data directory; a replica shares its primary's (and does not own it).
+    pub data_dir: std::path::PathBuf,
+    _dir: Option<TempDir>,
 }
 
 /// An application registration with its (plain) secret.
@@ -100,13 +102,30 @@ impl TestServer {
         clock: Option<Arc<ManualClock>>,
     ) -> Self {
         let dir = private_tempdir();
-        let store = SqliteStore::open(&dir.path().join("appfence.db"))
+        let mut server = Self::start_in(dir.path(), tweak, clock).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A second server on this one's database and key file, as a replica would be:
+    /// another process's view of the same store (its own connections and caches).
+    pub async fn replica(&self, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_in(&self.data_dir, tweak, None).await
+    }
+
+    /// A server on the data directory `dir` (which the caller keeps).
+    pub async fn start_in(
+        dir: &std::path::Path,
+        tweak: impl FnOnce(&mut ServerConfig),
+        clock: Option<Arc<ManualClock>>,
+    ) -> Self {
+        let store = SqliteStore::open(&dir.join("appfence.db"))
             .await
             .expect("open store");
         let store: Arc<dyn Store> = Arc::new(store);
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             sweep_interval: Duration::from_millis(50),
             long_poll_max: Duration::from_secs(5),
             ..ServerConfig::default()
@@ -128,7 +147,8 @@ impl TestServer {
             http: http_client(),
             tenant_id: tenant.id,
             running: Some(running),
-            _dir: dir,
+            data_dir: dir.to_path_buf(),
+            _dir: None,
         }
     }
 

@@ -113,6 +113,40 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The line `serve` prints last once it is ready.
+pub const READY: &str = "Press Ctrl-C to stop.";
+
+/// Starts `appfence serve ARGS` with `env` and waits (blocking, at most `limit`) for it
+/// to print that it is ready; output goes to `<logs>/<name>.out|.err`.
+pub fn start_serve(
+    args: &[&str],
+    env: &[(&str, &str)],
+    logs: &Path,
+    name: &str,
+    limit: Duration,
+) -> ChildGuard {
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    let mut child = ChildGuard::spawn(command(&all, env), logs, name);
+    let deadline = Instant::now() + limit;
+    while !child.stdout_text().contains(READY) {
+        if let Some(status) = child.exited() {
+            panic!(
+                "serve exited with {status}\nstdout:\n{}\nstderr:\n{}",
+                child.stdout_text(),
+                child.stderr_text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not become ready within {limit:?}\nstderr:\n{}",
+            child.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 /// The result of one CLI invocation.
 #[derive(Debug)]
 pub struct CliRun {

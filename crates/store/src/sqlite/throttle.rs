@@ -123,13 +123,46 @@ pub(super) async fn record_failure(
     Ok(outcome)
 }
 
+/// Deletes an account's counters; a lockout that ended without its end in the audit log
+/// gets it now, so deleting never loses an end.
 pub(super) async fn clear(writer: &SqlitePool, account: &SignInAccount) -> Result<()> {
+    let mut tx = write_tx(writer).await?;
+    record_unrecorded_end(&mut tx, account, None).await?;
     sqlx::query("DELETE FROM sign_in_throttle WHERE key = ?")
         .bind(account.key())
-        .execute(writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_err("cannot clear a sign-in counter"))?;
-    Ok(())
+    commit(tx).await
+}
+
+/// Appends the end of the account's last lockout if it is over (by `now`, or at all
+/// when `now` is `None`) and not yet in the audit log.
+async fn record_unrecorded_end(
+    tx: &mut Transaction<'static, Sqlite>,
+    account: &SignInAccount,
+    now: Option<Timestamp>,
+) -> Result<()> {
+    let Some(r) = read_one(tx, &account.key()).await? else {
+        return Ok(());
+    };
+    match r.locked_until {
+        Some(until) if !r.lock_end_recorded && now.is_none_or(|n| until <= n) => {
+            audit_log::append(
+                tx,
+                &AuditEvent {
+                    at: until,
+                    tenant_id: Some(account.tenant_id.clone()),
+                    event: audit::SIGN_IN_LOCKOUT_ENDED.into(),
+                    subject: account.name.clone(),
+                    actor: audit::ACTOR_SERVER.into(),
+                    detail: None,
+                },
+            )
+            .await
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn unlock(
@@ -144,6 +177,8 @@ pub(super) async fn unlock(
         .await?
         .and_then(|r| r.locked_until)
         .is_some_and(|until| now < until);
+    // A lockout that is already over ended by itself, not by this unlock.
+    record_unrecorded_end(&mut tx, account, Some(now)).await?;
     sqlx::query("DELETE FROM sign_in_throttle WHERE key = ?")
         .bind(&key)
         .execute(&mut *tx)
