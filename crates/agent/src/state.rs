@@ -15,17 +15,22 @@
 //! - `memfd_noexec.saved`: the `vm.memfd_noexec` value to restore, kept by the fanotify
 //!   enforcer while restricted.
 //!
-//! Both are written atomically (temporary file, fsync, rename, fsync of the directory), so
-//! a crash leaves either the old or the new content, never a torn file. A file that cannot
-//! be parsed anyway is reported as [`StateError::Corrupt`], never a panic.
+//! Every file is written atomically (a temporary file of its own, fsync, rename, fsync of
+//! the directory), so a crash leaves either the old or the new content, never a torn
+//! file; writers of the same file (the keep-alive stamp and the apply path both write
+//! `alive.json`) take turns, so the last completed write wins and none fails because of
+//! another. A file that cannot be parsed anyway is reported as [`StateError::Corrupt`],
+//! never a panic.
 //!
 //! These functions block (fsync); async callers run them on the blocking pool.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use appfence_proto::agent::{AllowlistResponse, EnforcementMode, EnforcementState};
 use appfence_proto::Timestamp;
@@ -113,6 +118,9 @@ pub enum StateError {
     },
     #[error("{} is corrupt ({reason}); move it away to start over", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// The state directory is reachable by other users: refused, with the fix.
+    #[error("{0}")]
+    NotPrivate(String),
 }
 
 /// The state directory of one device.
@@ -155,17 +163,40 @@ impl StateDir {
         self.root.join(MEMFD_SAVED_FILE)
     }
 
-    /// Creates the directory (and its parents) if needed, private to the owner.
+    /// Creates the directory (and its parents) if needed, private to the owner; refuses
+    /// one that other users can reach (it holds the device's credential), naming the
+    /// `chmod` that fixes it.
     pub fn create(&self) -> Result<(), StateError> {
+        let io_err = |op, source| StateError::Io {
+            op,
+            path: self.root.clone(),
+            source,
+        };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
             .create(&self.root)
-            .map_err(|source| StateError::Io {
-                op: "create",
-                path: self.root.clone(),
-                source,
-            })
+            .map_err(|e| io_err("create", e))?;
+        let meta = fs::metadata(&self.root).map_err(|e| io_err("inspect", e))?;
+        appfence_core::private_files::check_mode(&self.root, meta.permissions().mode(), true, false)
+            .map_err(StateError::NotPrivate)?;
+        self.remove_leftover_temp_files();
+        Ok(())
+    }
+
+    /// Temporary files a crash left mid-write (`.NAME.*.tmp`): at start, before anything
+    /// writes, they are only litter.
+    fn remove_leftover_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// The stored credential; `None` if the device never enrolled here.
@@ -270,7 +301,22 @@ struct AliveStamp {
     restricted_at: Timestamp,
 }
 
-/// Replaces `path` with `bytes` atomically and durably, the file getting `mode`.
+/// Locks of the files being written, one per path, so writers of the same file take
+/// turns. Entries are few (a handful of files per device) and kept.
+static WRITE_LOCKS: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = LazyLock::new(Default::default);
+
+fn write_lock(path: &Path) -> Arc<Mutex<()>> {
+    WRITE_LOCKS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(path.to_path_buf())
+        .or_default()
+        .clone()
+}
+
+/// Replaces `path` with `bytes` atomically and durably, the file getting `mode`. Each
+/// write goes through a temporary file of its own (created with `O_EXCL`, with `mode`
+/// from the start), and writers of the same path in this process are serialised.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -279,31 +325,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // `mode` applies only when the file is created: a leftover temp file keeps its own.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // The rename itself is durable only once the directory is synced.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let lock = write_lock(path);
+    let _turn = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // On failure the temporary file is removed when `tmp` is dropped.
+    tmp.persist(path).map_err(|e| e.error)?;
+    // The rename itself is durable only once the directory is synced.
+    File::open(dir)?.sync_all()
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
@@ -379,6 +416,19 @@ mod tests {
     }
 
     #[test]
+    fn a_state_directory_others_can_reach_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let dir = StateDir::new(&root);
+        dir.create().unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = dir.create().unwrap_err().to_string();
+        assert!(err.contains(&format!("chmod 700 '{}'", root.display())), "{err}");
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        dir.create().unwrap();
+    }
+
+    #[test]
     fn credential_round_trips_with_mode_0600() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::new(tmp.path().join("nested/dev"));
@@ -414,20 +464,40 @@ mod tests {
         assert_eq!(dir.load_enforcement().unwrap(), Some(off));
     }
 
+    /// Names in `dir` that look like temporary files of `write_atomic`.
+    fn temp_files(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+            .collect()
+    }
+
     #[test]
-    fn atomic_write_replaces_content_and_ignores_stale_temp_files() {
+    fn atomic_write_replaces_content_and_leaves_no_temp_file() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("f.json");
-        // A temp file left by a crash, with loose permissions and longer content.
-        let stale = tmp.path().join(".f.json.tmp");
-        fs::write(&stale, vec![b'z'; 100]).unwrap();
-        fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).unwrap();
         write_atomic(&path, b"first", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"first");
         assert_eq!(mode_of(&path), 0o600);
-        assert!(!stale.exists());
         write_atomic(&path, b"2", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"2");
+        assert!(temp_files(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn leftover_temp_files_of_a_crash_are_removed_at_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let dir = StateDir::new(&root);
+        dir.create().unwrap();
+        // What a crash mid-write leaves: the old fixed name and the new unique one.
+        fs::write(root.join(".alive.json.tmp"), vec![b'z'; 100]).unwrap();
+        fs::write(root.join(".alive.json.Ab3dE.tmp"), b"partial").unwrap();
+        fs::write(root.join("alive.json"), b"{}").unwrap();
+        dir.create().unwrap();
+        assert!(temp_files(&root).is_empty());
+        assert!(root.join("alive.json").exists(), "only temporary files go");
     }
 
     #[test]
@@ -439,8 +509,74 @@ mod tests {
         fs::create_dir(&target).unwrap();
         fs::write(target.join("x"), b"old").unwrap();
         assert!(write_atomic(&target, b"new", 0o600).is_err());
-        assert!(!tmp.path().join(".blocked.tmp").exists());
+        assert!(temp_files(tmp.path()).is_empty());
         assert_eq!(fs::read(target.join("x")).unwrap(), b"old");
+    }
+
+    /// Many writers of one file at once, threads and async tasks (as the keep-alive
+    /// stamp and the apply path are): no write fails, every read in between parses,
+    /// and the file ends with one of the written values.
+    #[test]
+    fn concurrent_writers_of_one_file_never_fail_or_tear() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let dir = StateDir::new(&root);
+        dir.create().unwrap();
+        let written = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Absent only before the first write; never torn.
+                    dir.load_alive().expect("every read parses");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (dir, written) = (dir.clone(), written.clone());
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let at = Timestamp::from_unix_seconds(1_700_000_000 + t * 1000 + i);
+                        written.lock().unwrap().insert(at);
+                        dir.save_alive(at).expect("no write fails");
+                    }
+                })
+            })
+            .collect();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let (dir, written) = (dir.clone(), written.clone());
+                    tokio::task::spawn_blocking(move || {
+                        for i in 0..100 {
+                            let at = Timestamp::from_unix_seconds(1_800_000_000 + t * 1000 + i);
+                            written.lock().unwrap().insert(at);
+                            dir.save_alive(at).expect("no write fails");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        for t in threads {
+            t.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(reader.join().unwrap() > 0);
+        let last = dir.load_alive().unwrap().expect("written");
+        assert!(written.lock().unwrap().contains(&last));
+        assert!(temp_files(&root).is_empty());
     }
 
     #[test]

@@ -309,23 +309,25 @@ pub async fn record_devices(
 }
 
 /// Writes the file atomically and readable by its owner only: it holds secrets.
+/// Writes `demo.json` atomically, `0600` from the start, through a temporary file of
+/// its own (so concurrent or crashed writers never leave a torn or readable file).
 fn write_demo_file(path: &Path, info: &DemoInfo) -> Result<(), String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let json = serde_json::to_vec_pretty(info).map_err(|e| e.to_string())?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(&json)
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut json = serde_json::to_vec_pretty(info).map_err(|e| e.to_string())?;
+    json.push(b'\n');
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".demo.json.")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    tmp.write_all(&json).map_err(fail)?;
+    tmp.as_file().sync_all().map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
 }
 
 impl DemoInfo {

@@ -23,6 +23,7 @@ mod lifecycle;
 mod odata;
 mod openapi;
 mod ratelimits;
+mod reliability;
 mod reload;
 mod secrets_at_rest;
 mod sign_in;
