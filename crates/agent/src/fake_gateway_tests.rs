@@ -891,10 +891,10 @@ async fn a_lost_enrolment_answer_is_recovered_with_the_enrolment_key() {
 async fn a_credential_that_could_not_be_saved_is_replaced_at_the_next_start() {
     let (fake, url) = start_fake().await;
     let tmp = tempfile::tempdir().unwrap();
-    // A directory where the credential's temporary file goes: saving it fails (as on a
-    // full disk) while there is still no credential file to read.
-    let blocker = tmp.path().join("demo-linux-01/.credential.json.tmp");
-    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    // Saving the credential fails (as on a full disk) while there is still no
+    // credential file to read.
+    let blocker = tmp.path().join("demo-linux-01/credential.json");
+    crate::state::failing_writes::fail(&blocker);
     let (_tx, handle) = start(
         config(&url, tmp.path()),
         Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),
@@ -907,7 +907,7 @@ async fn a_credential_that_could_not_be_saved_is_replaced_at_the_next_start() {
     assert_eq!(fake.world().enrolments, 1, "the server did enrol it");
 
     // The disk is usable again and the agent restarts.
-    std::fs::remove_dir_all(&blocker).unwrap();
+    crate::state::failing_writes::heal(&blocker);
     let (tx, handle) = start(
         config(&url, tmp.path()),
         Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE)),

@@ -318,6 +318,10 @@ fn write_lock(path: &Path) -> Arc<Mutex<()>> {
 /// write goes through a temporary file of its own (created with `O_EXCL`, with `mode`
 /// from the start), and writers of the same path in this process are serialised.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    #[cfg(test)]
+    if failing_writes::fails(path) {
+        return Err(io::Error::other("injected write failure (test)"));
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -341,6 +345,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     // The rename itself is durable only once the directory is synced.
     File::open(dir)?.sync_all()
+}
+
+/// Tests make writes of a given path fail, as a full disk would, while reads work.
+#[cfg(test)]
+pub(crate) mod failing_writes {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(crate) fn fail(path: &Path) {
+        PATHS.lock().unwrap().push(path.to_path_buf());
+    }
+
+    pub(crate) fn heal(path: &Path) {
+        PATHS.lock().unwrap().retain(|p| p != path);
+    }
+
+    pub(super) fn fails(path: &Path) -> bool {
+        PATHS.lock().unwrap().iter().any(|p| p == path)
+    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
