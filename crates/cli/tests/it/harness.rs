@@ -38,6 +38,8 @@ pub struct TestServer {
     /// The default tenant, where `app`/`enroll` create things.
     pub tenant_id: String,
     running: Option<RunningServer>,
+    /// Where Prometheus metrics are served, when configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The data directory; a replica shares its primary's (and does not own it).
     pub data_dir: std::path::PathBuf,
     _dir: Option<TempDir>,
@@ -146,6 +148,7 @@ impl TestServer {
             base: running.base_url(),
             http: http_client(),
             tenant_id: tenant.id,
+            metrics_addr: running.metrics_addr,
             running: Some(running),
             data_dir: dir.to_path_buf(),
             _dir: None,

@@ -475,3 +475,54 @@ async fn a_retired_key_is_refused_by_every_replica() {
     b.stop().await;
     a.stop().await;
 }
+
+/// The sweeper replaces the signing key after `signing_key_rotation` (injected clock):
+/// the new key is published first, signs after its lead, and the old one verifies the
+/// tokens it signed until they expire, then is retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signing_key_rotates_on_schedule() {
+    use appfence_core::signing_keys::{state_at, KeyState};
+    use appfence_core::Clock;
+    let clock = std::sync::Arc::new(appfence_core::ManualClock::starting_now());
+    let server = crate::harness::TestServer::start_with(
+        |c| c.signing_key_rotation = Some(Duration::from_secs(90 * 24 * 3600)),
+        Some(clock.clone()),
+    )
+    .await;
+    let app = server.app(&[crate::harness::ROLE_READ]).await;
+    let old = server.token(&app).await;
+    let old_kid = kid(&old);
+    clock.advance(Duration::from_secs(90 * 24 * 3600 - 60));
+    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
+    assert_eq!(server.state.store.signing_keys().await.unwrap().len(), 1, "not due yet");
+    clock.advance(Duration::from_secs(60));
+    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
+    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
+    let keys = server.state.store.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2, "one rotation, however many sweeps");
+    let now = clock.now();
+    assert!(matches!(state_at(&keys[0], &keys, now), KeyState::Next { .. }));
+    assert_eq!(state_at(&keys[1], &keys, now), KeyState::Signing);
+    // After the lead (two refresh intervals), new tokens carry the new key.
+    clock.advance(server.state.config.key_refresh_interval * 2);
+    let fresh = server.token(&app).await;
+    assert_eq!(kid(&fresh), keys[0].kid);
+    assert_ne!(kid(&fresh), old_kid);
+    // A token of the old key issued just before the handover works for its hour...
+    let late_old = {
+        clock.set(keys[0].activates.minus(Duration::from_secs(1)));
+        server.token(&app).await
+    };
+    assert_eq!(kid(&late_old), old_kid);
+    clock.set(keys[0].activates.plus(Duration::from_secs(3500)));
+    let api = server.anonymous();
+    assert_eq!(api.with_token(&late_old).get("/api/machines").await.status, 200);
+    // ...and the old key is retired once its last token has expired.
+    clock.set(keys[1].verify_until.expect("an end").plus(Duration::from_secs(1)));
+    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
+    let keys = server.state.store.signing_keys().await.unwrap();
+    let retired = keys.iter().find(|k| k.kid == old_kid).unwrap();
+    assert!(retired.retired.is_some() && retired.sealed_private_key.is_none());
+    let published = server.anonymous().get("/discovery/v2.0/keys").await.json();
+    assert_eq!(published["keys"].as_array().unwrap().len(), 1);
+}

@@ -225,3 +225,47 @@ async fn client_secrets_are_stored_in_the_fast_form() {
     let v: Value = wrong.json();
     assert_eq!(v["error"], "invalid_client");
 }
+
+/// Lockouts and refusals are counted on the metrics listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockouts_and_refusals_are_metrics() {
+    let server = TestServer::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap()), None).await;
+    let app = server.app(&[ROLE_READ]).await;
+    create_user(
+        server.state.store.as_ref(),
+        server.state.clock.as_ref(),
+        &server.tenant_id,
+        ANA,
+        PASSWORD,
+        &["tier2".to_string()],
+    )
+    .await
+    .unwrap();
+    let metrics_url = format!("http://{}/metrics", server.metrics_addr.expect("metrics listen"));
+    let scrape = || {
+        let http = server.http.clone();
+        let url = metrics_url.clone();
+        async move {
+            let text = http.get(url).send().await.unwrap().text().await.unwrap();
+            let value = |name: &str| -> f64 {
+                text.lines()
+                    .filter(|l| l.starts_with(name))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            };
+            (
+                value("appfence_sign_in_lockouts_total"),
+                value("appfence_token_requests_refused_total{reason=\"invalid_grant\"}"),
+            )
+        }
+    };
+    let (lockouts, refused) = scrape().await;
+    let http = server.http.clone();
+    for _ in 0..10 {
+        password_grant(&server, &http, &app, ANA, "wrong password!!").await;
+    }
+    let (lockouts_after, refused_after) = scrape().await;
+    // Other tests in this process count too: at least this test's.
+    assert!(lockouts_after >= lockouts + 1.0, "{lockouts} -> {lockouts_after}");
+    assert!(refused_after >= refused + 9.0, "{refused} -> {refused_after}");
+}
