@@ -83,13 +83,15 @@ pub fn state_at(key: &SigningKey, keys: &[SigningKey], now: Timestamp) -> KeySta
             return KeyState::Retired { at: until };
         }
     }
+    // The signing key first: a waiting key signs early when nothing else can (its
+    // predecessor was retired by hand).
+    if signer_at(keys, now).is_some_and(|s| s.kid == key.kid) {
+        return KeyState::Signing;
+    }
     if key.activates > now {
         return KeyState::Next {
             activates: key.activates,
         };
-    }
-    if signer_at(keys, now).is_some_and(|s| s.kid == key.kid) {
-        return KeyState::Signing;
     }
     KeyState::Verifying {
         until: key.verify_until.unwrap_or(now),
@@ -305,6 +307,17 @@ mod tests {
         let mut retired = old;
         retired.retired = Some(t(1));
         assert!(needs_immediate_key(&[retired], t(2)));
+    }
+
+    #[test]
+    fn a_waiting_key_signs_early_once_its_predecessor_is_retired() {
+        let mut old = key("old", 0);
+        old.retired = Some(t(5));
+        let next = key("next", 20);
+        let keys = vec![old, next.clone()];
+        assert!(!needs_immediate_key(&keys, t(6)), "the waiting key can sign");
+        assert_eq!(signer_at(&keys, t(6)).unwrap().kid, "next");
+        assert_eq!(state_at(&next, &keys, t(6)), KeyState::Signing);
     }
 
     #[test]

@@ -163,7 +163,11 @@ async fn retire(offline: &OfflineArgs, kid: &str, ctx: &mut Ctx<'_>) -> Result<E
     let (store, config, ring) = open_keys(offline, ctx).await?;
     let now = SystemClock.now();
     let result = keyring::retire(&store, ring.kek(), ring.timing(), kid.trim(), now, RETIRE_ACTOR).await;
+    let keys = store.signing_keys().await;
     store.close().await;
+    let signing = keys
+        .ok()
+        .and_then(|keys| appfence_core::signing_keys::signer_at(&keys, now).map(|k| k.kid.clone()));
     let retired = result
         .map_err(|e| CliError::Failed(e.to_string()))?
         .ok_or_else(|| {
@@ -171,19 +175,18 @@ async fn retire(offline: &OfflineArgs, kid: &str, ctx: &mut Ctx<'_>) -> Result<E
                 "there is no signing key {kid:?} that is not retired already (see keys list)"
             ))
         })?;
-    let text = match (&ctx.format, &retired.replacement) {
-        (OutputFormat::Json, r) => output::json(&serde_json::json!({
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&serde_json::json!({
             "retired": kid.trim(),
-            "replacement": r.as_ref().map(|k| &k.kid),
+            "replacement": retired.replacement.as_ref().map(|k| &k.kid),
+            "signing": signing,
         })),
-        (OutputFormat::Table, r) => format!(
-            "Retired signing key {}: every server refuses its tokens within {:?}.\n{}",
+        OutputFormat::Table => format!(
+            "Retired signing key {}: every server refuses its tokens within {:?}.\n\
+             Signing now: {}.\n",
             kid.trim(),
             config.key_refresh_interval,
-            r.as_ref().map_or(String::new(), |k| format!(
-                "It was the signing key: {} signs from now on.\n",
-                k.kid
-            ))
+            signing.as_deref().unwrap_or("(none)")
         ),
     };
     ctx.out.write_all(text.as_bytes())?;

@@ -8,9 +8,9 @@ use appfence_proto::oauth::TokenResponse;
 use axum::body::Bytes;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{Extensions, HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -50,66 +50,53 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// What a token request arrived with.
-struct Arrived<'a> {
-    tenant: &'a str,
-    method: &'a Method,
+struct Arrived {
+    tenant: String,
+    method: Method,
     query: Option<String>,
-    headers: &'a HeaderMap,
+    headers: HeaderMap,
     peer: Option<SocketAddr>,
-    body: &'a [u8],
-}
-
-async fn token_v1(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    method: Method,
-    RawQuery(query): RawQuery,
-    extensions: Extensions,
-    headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    token(
-        &state,
-        Arrived {
-            tenant: &tenant,
-            method: &method,
-            query,
-            headers: &headers,
-            peer,
-            body: &body,
-        },
-        TokenVersion::V1,
-    )
-    .await
 }
 
-async fn token_v2(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    method: Method,
-    RawQuery(query): RawQuery,
-    extensions: Extensions,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    token(
-        &state,
-        Arrived {
-            tenant: &tenant,
-            method: &method,
+impl FromRequest<AppState> for Arrived {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Path(tenant) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let (method, headers) = (parts.method.clone(), parts.headers.clone());
+        let query = parts.uri.query().map(str::to_string);
+        // Through the `Bytes` extractor, so the body limit applies.
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Arrived {
+            tenant,
+            method,
             query,
-            headers: &headers,
+            headers,
             peer,
-            body: &body,
-        },
-        TokenVersion::V2,
-    )
-    .await
+            body,
+        })
+    }
 }
 
-async fn token(state: &AppState, arrived: Arrived<'_>, version: TokenVersion) -> Response {
+async fn token_v1(State(state): State<AppState>, arrived: Arrived) -> Response {
+    token(&state, arrived, TokenVersion::V1).await
+}
+
+async fn token_v2(State(state): State<AppState>, arrived: Arrived) -> Response {
+    token(&state, arrived, TokenVersion::V2).await
+}
+
+async fn token(state: &AppState, arrived: Arrived, version: TokenVersion) -> Response {
     match issue(state, arrived, version).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
@@ -118,7 +105,7 @@ async fn token(state: &AppState, arrived: Arrived<'_>, version: TokenVersion) ->
 
 async fn issue(
     state: &AppState,
-    arrived: Arrived<'_>,
+    arrived: Arrived,
     version: TokenVersion,
 ) -> Result<Response, OAuthFailure> {
     let Arrived {
@@ -129,14 +116,14 @@ async fn issue(
         peer,
         body,
     } = arrived;
-    let tenant = tenant_of(state, tenant).await?;
+    let tenant = tenant_of(state, &tenant).await?;
     // Parameters belong in the body; the query string is read only for GET, the
     // compatibility case, so that secrets in POST URLs are not encouraged.
     let query = if method == Method::GET { query } else { None };
-    let params = parse_params(body, query.as_deref())?;
+    let params = parse_params(&body, query.as_deref())?;
     let policy = TokenPolicy::new(&state.public_url());
     let request = token_request(&params, headers.get(AUTHORIZATION), version, &policy)?;
-    let address = client_ip(peer, headers, &state.config.trusted_proxies);
+    let address = client_ip(peer, &headers, &state.config.trusted_proxies);
     let SignedIn { app, user } = sign_in(state, &tenant, address, &request).await?;
     let access_token = match user {
         None => {
