@@ -251,7 +251,7 @@ async fn pass_gate(
     target: &Target,
     check: DeviceCheck,
 ) -> Result<(), String> {
-    let api = api_of(&Method::GET, GET_ACTION_ROUTE)
+    let api = api_of(&Method::GET, GET_ACTION_ROUTE, GET_ACTION_ROUTE)
         .ok_or_else(|| format!("{GET_ACTION_ROUTE} is not an API route"))?;
     let principal = authenticate(state, headers)
         .await

@@ -316,6 +316,45 @@ pub enum MachinesCommand {
     Get(GetArgs),
     /// List what the machine's agent denied (or would have, in monitor mode), newest first.
     Events(EventsArgs),
+    /// Find machines by the internal IP they had at a time, or by tag.
+    Find(FindArgs),
+    /// Add or remove a machine tag (moves the machine into the device group it matches).
+    Tag(TagArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("by").required(true).args(["ip", "tag"])))]
+pub struct FindArgs {
+    /// The internal IPv4 or IPv6 address.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// With --ip: when the machine had it, a UTC time such as 2026-12-07T09:30:00Z
+    /// (within the last 30 days; 15 minutes either side count) [default: now]
+    #[arg(long, value_name = "TIME", requires = "ip")]
+    pub at: Option<String>,
+    /// The tag (case-insensitive).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// With --tag: every tag that starts with TAG.
+    #[arg(long, requires = "tag")]
+    pub prefix: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["add", "remove"])))]
+pub struct TagArgs {
+    /// Machine id, aadDeviceId or computer DNS name.
+    pub machine: String,
+    /// The tag to add.
+    #[arg(long, value_name = "TAG")]
+    pub add: Option<String>,
+    /// The tag to remove.
+    #[arg(long, value_name = "TAG")]
+    pub remove: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Debug, Args)]

@@ -279,6 +279,46 @@ impl MdeClient {
         self.send(Method::GET, &url, None::<&()>).await
     }
 
+    /// `GET /api/machines/findbyip(ip='{ip}',timestamp={at})`: the machines seen with the
+    /// internal address within 15 minutes either side of `at` (a UTC time).
+    pub async fn find_machines_by_ip(&self, ip: &str, at: &str) -> Result<Collection<Machine>> {
+        // The call is written as MDE documents it; only its values are escaped.
+        let url = format!(
+            "{}/api/machines/findbyip(ip='{}',timestamp={})",
+            self.base,
+            encode::encode(ip),
+            encode::encode(at)
+        );
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// `GET /api/machines/findbytag?tag=...&useStartsWithFilter=...`.
+    pub async fn find_machines_by_tag(&self, tag: &str, prefix: bool) -> Result<Collection<Machine>> {
+        let url = format!(
+            "{}/api/machines/findbytag{}",
+            self.base,
+            encode::query(&[("tag", tag.to_string()), ("useStartsWithFilter", prefix.to_string())])
+        );
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// `POST /api/machines/{id}/tags`: adds or removes one tag; the machine after it.
+    pub async fn tag_machine(&self, machine: &str, tag: &str, add: bool) -> Result<Machine> {
+        #[derive(Serialize)]
+        struct TagBody<'a> {
+            #[serde(rename = "Value")]
+            value: &'a str,
+            #[serde(rename = "Action")]
+            action: &'a str,
+        }
+        let url = format!("{}/api/machines/{}/tags", self.base, encode::encode(machine));
+        let body = TagBody {
+            value: tag,
+            action: if add { "Add" } else { "Remove" },
+        };
+        self.send(Method::POST, &url, Some(&body)).await
+    }
+
     /// `POST /api/indicators`: creates the indicator, or updates the one with the same
     /// value and type.
     pub async fn submit_indicator(&self, indicator: &NewIndicator) -> Result<Indicator> {

@@ -22,6 +22,16 @@ pub enum Api {
     SubmitIndicator,
     ListIndicators,
     DeleteIndicator,
+    /// `GET /api/machines/findbyip(ip=...,timestamp=...)`.
+    FindMachinesByIp,
+    /// `GET /api/machines/find(timestamp=...,key=...)`.
+    FindMachineByIp,
+    /// `GET /api/machines/findbytag?tag=...`.
+    FindMachinesByTag,
+    /// `POST /api/machines/{id}/tags`.
+    TagMachine,
+    /// `POST /api/machines/AddOrRemoveTagForMultipleMachines`.
+    TagMachines,
 }
 
 pub const ROLE_RESTRICT: &str = "Machine.RestrictExecution";
@@ -67,7 +77,11 @@ impl Api {
             | Api::ListMachines
             | Api::GetMachine
             | Api::ListMachineEvents
-            | Api::GetMachineEnforcement => &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL],
+            | Api::GetMachineEnforcement
+            | Api::FindMachinesByIp
+            | Api::FindMachineByIp
+            | Api::FindMachinesByTag => &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL],
+            Api::TagMachine | Api::TagMachines => &[ROLE_READ_WRITE_ALL],
             // MDE: either role; with only Ti.ReadWrite an application sees and changes
             // just the indicators it submitted (see [`Principal::indicator_scope`]).
             Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
@@ -87,7 +101,11 @@ impl Api {
             | Api::ListMachines
             | Api::GetMachine
             | Api::ListMachineEvents
-            | Api::GetMachineEnforcement => &[SCOPE_READ, SCOPE_READ_WRITE],
+            | Api::GetMachineEnforcement
+            | Api::FindMachinesByIp
+            | Api::FindMachineByIp
+            | Api::FindMachinesByTag => &[SCOPE_READ, SCOPE_READ_WRITE],
+            Api::TagMachine | Api::TagMachines => &[SCOPE_READ_WRITE],
             Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
                 &[SCOPE_TI_READ_WRITE]
             }
@@ -105,10 +123,16 @@ impl Api {
             | Api::ListMachines
             | Api::GetMachine
             | Api::ListMachineEvents
-            | Api::GetMachineEnforcement => Permission::ViewData,
-            Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
-                Permission::ManageSecuritySettings
-            }
+            | Api::GetMachineEnforcement
+            | Api::FindMachinesByIp
+            | Api::FindMachineByIp
+            | Api::FindMachinesByTag => Permission::ViewData,
+            // MDE: "Manage security setting" for tag changes.
+            Api::SubmitIndicator
+            | Api::ListIndicators
+            | Api::DeleteIndicator
+            | Api::TagMachine
+            | Api::TagMachines => Permission::ManageSecuritySettings,
         }
     }
 
@@ -127,6 +151,11 @@ impl Api {
             Api::SubmitIndicator => "submitIndicator",
             Api::ListIndicators => "listIndicators",
             Api::DeleteIndicator => "deleteIndicator",
+            Api::FindMachinesByIp => "findMachinesByIp",
+            Api::FindMachineByIp => "findMachineByIp",
+            Api::FindMachinesByTag => "findMachinesByTag",
+            Api::TagMachine => "tagMachine",
+            Api::TagMachines => "tagMachines",
         }
     }
 }

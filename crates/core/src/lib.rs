@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod indicators;
+pub mod machine_lookup;
 pub mod odata;
 pub mod private_files;
 pub mod ratelimit;

@@ -37,6 +37,11 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         state.dispatch.notify_all();
     }
     maintain_signing_keys(state).await?;
+    // MDE looks devices up by address for the last 30 days: older history goes.
+    state
+        .store
+        .prune_address_history(now.minus(appfence_core::machine_lookup::MAX_AGE))
+        .await?;
     for account in state
         .store
         .sweep_sign_in_throttle(&state.config.sign_in_throttle, now)

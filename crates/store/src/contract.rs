@@ -504,6 +504,134 @@ pub async fn sign_in_throttle(store: &dyn Store) {
     assert!(store.sign_in_throttle(&[bo.key(), addr.clone()]).await.unwrap().is_empty());
 }
 
+/// What a device reports in a heartbeat, with these addresses.
+fn info_with_ips(ips: &[&str]) -> DeviceInfo {
+    DeviceInfo {
+        os_platform: "Linux".into(),
+        ip_addresses: ips.iter().map(|s| s.to_string()).collect(),
+        ..DeviceInfo::default()
+    }
+}
+
+pub async fn address_history(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    // Enrolled at t0 with 10.0.0.7 and fe80::1 (machine_record's addresses).
+    let mut m = machine_record(&t.id, "addr-01.corp.example");
+    m.last_seen = Some(at(0));
+    store.insert_machine(&m).await.unwrap();
+    let other = new_machine(store, &t, "addr-02.corp.example").await;
+    let tenant_id = t.id.as_str();
+    let seen = |ip: &'static str, from: i64, to: i64| async move {
+        store
+            .machines_seen_with_ip(tenant_id, ip, at(from), at(to))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.computer_dns_name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seen("10.0.0.7", -10, 10).await, ["addr-01.corp.example", "addr-02.corp.example"]);
+    // Heartbeats every 30 s for ten minutes, then the device moves to 10.0.0.8.
+    let hb = |ips: &'static [&'static str], seconds: i64| {
+        let id = m.id.clone();
+        async move {
+            store
+                .record_heartbeat(&id, &info_with_ips(ips), &EnforcementState::default(), at(seconds))
+                .await
+                .unwrap()
+        }
+    };
+    for i in 1..=20 {
+        hb(&["10.0.0.7"], i * 30).await;
+    }
+    for i in 21..=40 {
+        hb(&["10.0.0.8", "2001:DB8:0:0::1"], i * 30).await;
+    }
+    let only_01 = vec!["addr-01.corp.example".to_string()];
+    // The old address: within the stretch, and not long after it.
+    assert!(seen("10.0.0.7", 500, 560).await.contains(&only_01[0]));
+    assert!(!seen("10.0.0.7", 700, 1300).await.contains(&only_01[0]), "moved away at 630 s");
+    assert_eq!(seen("10.0.0.8", 900, 960).await, only_01);
+    assert_eq!(seen("10.0.0.8", 0, 600).await, Vec::<String>::new());
+    // IPv6 in any notation finds the canonical form.
+    assert_eq!(seen("2001:db8::1", 1000, 1100).await, only_01);
+    assert_eq!(seen("2001:0db8:0000::0001", 1000, 1100).await, only_01);
+    assert_eq!(seen("not an ip", 0, 2000).await, Vec::<String>::new());
+    // Another tenant's lookup finds nothing.
+    let t2 = new_tenant(store).await;
+    assert!(store
+        .machines_seen_with_ip(&t2.id, "10.0.0.7", at(-10), at(10))
+        .await
+        .unwrap()
+        .is_empty());
+    // A gap of more than 15 minutes starts a new stretch: the time between is empty.
+    hb(&["10.0.0.8"], 1200 + 20 * 60).await;
+    assert_eq!(seen("10.0.0.8", 1300, 1400).await, Vec::<String>::new());
+    assert_eq!(seen("10.0.0.8", 2390, 2410).await, only_01);
+    // Pruning keeps what ended at or after the bound.
+    assert!(store.prune_address_history(at(1300)).await.unwrap() >= 2);
+    assert_eq!(seen("10.0.0.7", -10, 10).await, Vec::<String>::new());
+    assert_eq!(seen("10.0.0.8", 2390, 2410).await, only_01);
+    let _ = other;
+}
+
+pub async fn machine_tags(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let a = new_machine(store, &t, "tag-a.corp.example").await; // tags: prod, web tier
+    let b = new_machine(store, &t, "tag-b.corp.example").await;
+    let names = |ms: Vec<MachineRecord>| ms.into_iter().map(|m| m.computer_dns_name).collect::<Vec<_>>();
+    let group_of = |m: &MachineRecord| {
+        if m.machine_tags.iter().any(|t| t == "Quarantine") {
+            (7, Some("Quarantined".to_string()))
+        } else {
+            (0, None)
+        }
+    };
+    let changed = store
+        .change_machine_tag(&t.id, &[a.id.clone()], "Quarantine", true, &group_of)
+        .await
+        .unwrap();
+    assert_eq!(changed[0].machine_tags, ["prod", "web tier", "Quarantine"]);
+    assert_eq!((changed[0].rbac_group_id, changed[0].rbac_group_name.as_deref()), (7, Some("Quarantined")));
+    // Adding it again, in another case, changes nothing.
+    let again = store
+        .change_machine_tag(&t.id, &[a.id.clone()], "QUARANTINE", true, &group_of)
+        .await
+        .unwrap();
+    assert_eq!(again[0].machine_tags, ["prod", "web tier", "Quarantine"]);
+    let stored = store.machine(&t.id, &MachineRef::Id(a.id.clone())).await.unwrap().unwrap();
+    assert_eq!(stored.machine_tags, again[0].machine_tags);
+    assert_eq!(stored.rbac_group_id, 7);
+
+    assert_eq!(names(store.machines_with_tag(&t.id, "quarantine", false).await.unwrap()), ["tag-a.corp.example"]);
+    assert_eq!(names(store.machines_with_tag(&t.id, "quar", false).await.unwrap()), Vec::<String>::new());
+    assert_eq!(names(store.machines_with_tag(&t.id, "QUAR", true).await.unwrap()), ["tag-a.corp.example"]);
+    assert_eq!(
+        names(store.machines_with_tag(&t.id, "PROD", false).await.unwrap()),
+        ["tag-a.corp.example", "tag-b.corp.example"]
+    );
+    assert_eq!(names(store.machines_with_tag(&t.id, "", true).await.unwrap()).len(), 2);
+    // Percent and underscore are not patterns.
+    assert!(store.machines_with_tag(&t.id, "%", true).await.unwrap().is_empty());
+    assert!(store.machines_with_tag(&new_tenant(store).await.id, "prod", false).await.unwrap().is_empty());
+
+    // Removing from both; an unknown id changes nothing at all.
+    let unknown = new_machine_id();
+    let err = store
+        .change_machine_tag(&t.id, &[b.id.clone(), unknown.clone()], "prod", false, &group_of)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ResourceNotFound(ref m) if m.contains(&unknown)), "{err:?}");
+    assert_eq!(store.machines_with_tag(&t.id, "prod", false).await.unwrap().len(), 2);
+    let removed = store
+        .change_machine_tag(&t.id, &[a.id.clone(), b.id.clone()], "Prod", false, &group_of)
+        .await
+        .unwrap();
+    assert_eq!(removed[0].machine_tags, ["web tier", "Quarantine"]);
+    assert_eq!(removed[1].machine_tags, ["web tier"]);
+    assert!(store.machines_with_tag(&t.id, "prod", false).await.unwrap().is_empty());
+}
+
 pub async fn audit_log(store: &dyn Store) {
     use appfence_core::audit::AuditEvent;
     let start = store
@@ -2105,6 +2233,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     concurrent_rotations(store.clone()).await;
     sign_in_throttle(s).await;
     audit_log(s).await;
+    address_history(s).await;
+    machine_tags(s).await;
     machine_lookups(s).await;
     tenant_isolation(s).await;
     heartbeat(s).await;

@@ -29,6 +29,10 @@ use appfence_proto::Timestamp;
 
 pub use sqlite::SqliteStore;
 
+/// The device group (`rbacGroupId`, `rbacGroupName`) a machine belongs in, from the
+/// access policy; the store applies it inside the transaction that changes the machine.
+pub type GroupOf = dyn Fn(&MachineRecord) -> (i64, Option<String>) + Send + Sync;
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- tenants and credentials ---
@@ -168,6 +172,37 @@ pub trait Store: Send + Sync + 'static {
         scope: &DeviceScope,
         query: &Query<MachineField>,
     ) -> Result<Page<MachineRecord>>;
+    /// The tenant's machines that reported the internal address `ip` (any notation; it
+    /// is canonicalised) at some time between `from` and `to`, by name; at most 10,000.
+    async fn machines_seen_with_ip(
+        &self,
+        tenant_id: &str,
+        ip: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<MachineRecord>>;
+    /// Deletes the address history that ended before `before`; returns how much.
+    async fn prune_address_history(&self, before: Timestamp) -> Result<u64>;
+    /// The tenant's machines with the tag `tag` (or one starting with it, with
+    /// `prefix`), ASCII case-insensitively, by name; at most 10,000.
+    async fn machines_with_tag(
+        &self,
+        tenant_id: &str,
+        tag: &str,
+        prefix: bool,
+    ) -> Result<Vec<MachineRecord>>;
+    /// Adds or removes `tag` (ASCII case-insensitively) on the tenant's machines
+    /// `ids`, all or none in one transaction, each put in the device group `group_of`
+    /// computes from its new tags; returns them in `ids` order. `ResourceNotFound`
+    /// naming the first id that is not a machine of the tenant.
+    async fn change_machine_tag(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+        tag: &str,
+        add: bool,
+        group_of: &GroupOf,
+    ) -> Result<Vec<MachineRecord>>;
     /// Moves machines into device groups (one transaction).
     async fn set_machine_groups(
         &self,

@@ -1,11 +1,11 @@
-//! `machines list|get|events`.
+//! `machines list|get|events|find|tag`.
 
 use std::process::ExitCode;
 
 use appfence_client::ClientError;
 
 use super::{connect, print_collection, Ctx};
-use crate::args::{EventsArgs, GetArgs, ListArgs, MachinesCommand, OutputFormat};
+use crate::args::{EventsArgs, FindArgs, GetArgs, ListArgs, MachinesCommand, OutputFormat, TagArgs};
 use crate::error::CliError;
 use crate::output;
 
@@ -14,7 +14,49 @@ pub async fn run(cmd: &MachinesCommand, ctx: &mut Ctx<'_>) -> Result<ExitCode, C
         MachinesCommand::List(args) => list(args, ctx).await,
         MachinesCommand::Get(args) => get(args, ctx).await,
         MachinesCommand::Events(args) => events(args, ctx).await,
+        MachinesCommand::Find(args) => find(args, ctx).await,
+        MachinesCommand::Tag(args) => tag(args, ctx).await,
     }
+}
+
+/// `machines find --ip IP [--at TIME]` or `machines find --tag T [--prefix]`.
+async fn find(args: &FindArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let client = connect::client(&args.connect, ctx.env)?;
+    let found = match (&args.ip, &args.tag) {
+        (Some(ip), _) => {
+            let at = match &args.at {
+                Some(t) => t.clone(),
+                None => {
+                    use appfence_core::Clock;
+                    // Whole seconds: what MDE's examples write.
+                    let now = appfence_core::SystemClock.now();
+                    appfence_proto::Timestamp::from_unix_seconds(now.unix_seconds()).to_string()
+                }
+            };
+            client.find_machines_by_ip(ip, &at).await?
+        }
+        (None, Some(tag)) => client.find_machines_by_tag(tag, args.prefix).await?,
+        (None, None) => return Err(CliError::Usage("give --ip or --tag".into())),
+    };
+    print_collection(ctx, &found, output::machines_table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `machines tag MACHINE --add T | --remove T`.
+async fn tag(args: &TagArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let client = connect::client(&args.connect, ctx.env)?;
+    let (tag, add) = match (&args.add, &args.remove) {
+        (Some(t), None) => (t, true),
+        (None, Some(t)) => (t, false),
+        _ => return Err(CliError::Usage("give exactly one of --add or --remove".into())),
+    };
+    let machine = client.tag_machine(&args.machine, tag, add).await?;
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&machine),
+        OutputFormat::Table => output::machine_details(&machine, None),
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn list(args: &ListArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {

@@ -60,6 +60,7 @@ pub struct DeviceOpts {
     pub can_restrict: bool,
     pub agent_version: String,
     pub tags: Vec<String>,
+    pub ips: Vec<String>,
 }
 
 impl Default for DeviceOpts {
@@ -68,6 +69,7 @@ impl Default for DeviceOpts {
             can_restrict: true,
             agent_version: "0.1.0".into(),
             tags: Vec::new(),
+            ips: vec!["10.0.0.7".into()],
         }
     }
 }
@@ -283,7 +285,7 @@ impl TestServer {
                 "kernelVersion": "6.8.0",
                 "osArchitecture": "x86_64",
                 "agentVersion": opts.agent_version,
-                "ipAddresses": ["10.0.0.7"],
+                "ipAddresses": opts.ips,
                 "machineTags": opts.tags,
                 "capabilities": {
                     "canRestrictExecution": opts.can_restrict,
@@ -469,6 +471,11 @@ impl Device {
     /// A heartbeat reporting `enforcement` (an `EnforcementState` as JSON); returns the
     /// response (`{"desired": ...}`).
     pub async fn heartbeat(&self, enforcement: Value) -> Value {
+        self.heartbeat_with_ips(enforcement, &["10.0.0.7"]).await
+    }
+
+    /// A heartbeat reporting these internal addresses.
+    pub async fn heartbeat_with_ips(&self, enforcement: Value, ips: &[&str]) -> Value {
         let r = self
             .call(
                 self.http
@@ -480,7 +487,7 @@ impl Device {
                             "kernelVersion": "6.8.0",
                             "osArchitecture": "x86_64",
                             "agentVersion": "0.1.0",
-                            "ipAddresses": ["10.0.0.7"],
+                            "ipAddresses": ips,
                             "capabilities": {
                                 "canRestrictExecution": true,
                                 "execPermissionEvents": true,

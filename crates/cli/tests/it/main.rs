@@ -20,6 +20,7 @@ mod errors;
 mod golden;
 mod indicators;
 mod lifecycle;
+mod lookups;
 mod odata;
 mod openapi;
 mod ratelimits;

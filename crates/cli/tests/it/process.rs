@@ -190,6 +190,11 @@ pub async fn run(args: &[&str], env: &[(&str, &str)], limit: Duration) -> CliRun
     run_command(cmd, crate::harness::private_tempdir(), limit).await
 }
 
+/// [`run`] with owned arguments (for closures that build them).
+pub async fn run_owned(args: Vec<&'static str>, env: &[(&str, &str)], limit: Duration) -> CliRun {
+    run(&args, env, limit).await
+}
+
 async fn run_command(cmd: Command, dir: tempfile::TempDir, limit: Duration) -> CliRun {
     tokio::task::spawn_blocking(move || {
         let mut guard = ChildGuard::spawn(cmd, dir.path(), "cli");

@@ -13,12 +13,24 @@ use crate::oauth::extract::{authenticate, Authenticated};
 use crate::ratelimit::RateKey;
 use crate::{ApiError, AppState};
 
-/// Which API a matched route is (the prefix `/api` or `/api/v1.0` aside).
-pub fn api_of(method: &Method, route: &str) -> Option<Api> {
-    let path = route
+/// Which API a matched route is (the prefix `/api` or `/api/v1.0` aside). `path` is
+/// the request's own path: MDE's lookups by IP come as a machine id
+/// (`/machines/findbyip(...)`) and are APIs of their own, with their own limits.
+pub fn api_of(method: &Method, route: &str, path: &str) -> Option<Api> {
+    let route = route
         .strip_prefix("/api/v1.0")
         .or_else(|| route.strip_prefix("/api"))
         .unwrap_or(route);
+    if method == Method::GET && route == "/machines/{id}" {
+        let segment = path.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
+        if segment.starts_with("findbyip(") || segment.starts_with("findbyip%28") {
+            return Some(Api::FindMachinesByIp);
+        }
+        if segment.starts_with("find(") || segment.starts_with("find%28") {
+            return Some(Api::FindMachineByIp);
+        }
+    }
+    let path = route;
     Some(match (method.as_str(), path) {
         ("POST", "/machines/{id}/restrictCodeExecution") => Api::RestrictCodeExecution,
         ("POST", "/machines/{id}/unrestrictCodeExecution") => Api::UnrestrictCodeExecution,
@@ -32,6 +44,9 @@ pub fn api_of(method: &Method, route: &str) -> Option<Api> {
         ("POST", "/indicators") => Api::SubmitIndicator,
         ("GET", "/indicators") => Api::ListIndicators,
         ("DELETE", "/indicators/{id}") => Api::DeleteIndicator,
+        ("GET", "/machines/findbytag") => Api::FindMachinesByTag,
+        ("POST", "/machines/{id}/tags") => Api::TagMachine,
+        ("POST", "/machines/AddOrRemoveTagForMultipleMachines") => Api::TagMachines,
         _ => return None,
     })
 }
@@ -47,7 +62,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         Err(e) => return e.into_response(),
     };
     let mut decision = None;
-    if let Some(api) = api_of(req.method(), &route) {
+    if let Some(api) = api_of(req.method(), &route, req.uri().path()) {
         let key = RateKey {
             tenant_id: principal.tenant_id.clone(),
             caller: principal.caller_key(),
@@ -90,26 +105,41 @@ mod tests {
     #[test]
     fn routes_map_to_apis_under_both_prefixes() {
         assert_eq!(
-            api_of(&Method::POST, "/api/machines/{id}/restrictCodeExecution"),
+            api_of(&Method::POST, "/api/machines/{id}/restrictCodeExecution", "/api/machines/{id}/restrictCodeExecution"),
             Some(Api::RestrictCodeExecution)
         );
         assert_eq!(
-            api_of(&Method::GET, "/api/v1.0/machineactions"),
+            api_of(&Method::GET, "/api/v1.0/machineactions", "/api/v1.0/machineactions"),
             Some(Api::ListMachineActions)
         );
-        assert_eq!(api_of(&Method::GET, "/api/openapi.json"), None);
+        assert_eq!(api_of(&Method::GET, "/api/openapi.json", "/api/openapi.json"), None);
         assert_eq!(
-            api_of(&Method::DELETE, "/api/v1.0/indicators/{id}"),
+            api_of(&Method::DELETE, "/api/v1.0/indicators/{id}", "/api/v1.0/indicators/{id}"),
             Some(Api::DeleteIndicator)
         );
         assert_eq!(
-            api_of(&Method::POST, "/api/indicators"),
+            api_of(&Method::POST, "/api/indicators", "/api/indicators"),
             Some(Api::SubmitIndicator)
         );
         assert_eq!(
-            api_of(&Method::GET, "/api/machines/{id}/events"),
+            api_of(&Method::GET, "/api/machines/{id}/events", "/api/machines/{id}/events"),
             Some(Api::ListMachineEvents)
         );
-        assert_eq!(api_of(&Method::DELETE, "/api/machines/{id}"), None);
+        assert_eq!(api_of(&Method::DELETE, "/api/machines/{id}", "/api/machines/{id}"), None);
+        // The lookups by IP come as a machine id but are APIs of their own.
+        let by_ip = "/api/machines/findbyip(ip='10.0.0.1',timestamp=2024-01-01T00:00:00Z)";
+        assert_eq!(api_of(&Method::GET, "/api/machines/{id}", by_ip), Some(Api::FindMachinesByIp));
+        let find = "/api/v1.0/machines/find(timestamp=2024-01-01T00:00:00Z,key='10.0.0.1')";
+        assert_eq!(api_of(&Method::GET, "/api/v1.0/machines/{id}", find), Some(Api::FindMachineByIp));
+        let encoded = "/api/machines/findbyip%28ip=%2710.0.0.1%27%29";
+        assert_eq!(api_of(&Method::GET, "/api/machines/{id}", encoded), Some(Api::FindMachinesByIp));
+        assert_eq!(
+            api_of(&Method::GET, "/api/machines/{id}", "/api/machines/srv-01"),
+            Some(Api::GetMachine)
+        );
+        assert_eq!(
+            api_of(&Method::POST, "/api/machines/AddOrRemoveTagForMultipleMachines", ""),
+            Some(Api::TagMachines)
+        );
     }
 }

@@ -7,6 +7,7 @@ use appfence_core::{Error, MachineRef};
 use appfence_proto::{Collection, ErrorBody, Machine};
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use super::{odata_context, query};
 use crate::oauth::extract::Authenticated;
@@ -57,9 +58,9 @@ pub async fn list_machines(
     get,
     path = "/machines/{id}",
     tag = "Machines",
-    summary = "Get a machine",
-    description = "Permission: Machine.Read.All or Machine.ReadWrite.All.",
-    params(("id" = String, Path, description = "Machine id (40 hex), aadDeviceId (GUID) or computerDnsName")),
+    summary = "Get a machine; or find machines by internal IP",
+    description = "Permission: Machine.Read.All or Machine.ReadWrite.All. In place of the id, MDE's lookups by internal IP: `findbyip(ip='10.1.2.3',timestamp=2024-01-31T08:44:05Z)` (the machines seen with the address within 15 minutes either side of the time, which must be within the last 30 days; a collection, empty if none) and `find(timestamp=...,key='10.1.2.3')` (the same, 404 if none).",
+    params(("id" = String, Path, description = "Machine id (40 hex), aadDeviceId (GUID) or computerDnsName; or findbyip(...) / find(...)")),
     responses(
         (status = 200, body = Machine),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -71,7 +72,11 @@ pub async fn get_machine(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path(id): Path<String>,
-) -> Result<OData<Machine>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(lookup) = appfence_core::machine_lookup::parse(&id) {
+        let found = super::machine_lookups::find_by_ip(&state, &principal, &lookup?).await?;
+        return Ok(found.into_response());
+    }
     let scope = state.authorize(&principal, Api::GetMachine)?;
     let machine = state
         .store
@@ -80,5 +85,5 @@ pub async fn get_machine(
         .ok_or_else(|| Error::machine_not_found(&truncate(&id, 80)))?;
     scope.check_device(&machine)?;
     let ctx = odata_context(&state, "Machines", true);
-    Ok(OData(StatusCode::OK, machine.to_wire(Some(ctx))))
+    Ok(OData(StatusCode::OK, machine.to_wire(Some(ctx))).into_response())
 }

@@ -7,6 +7,8 @@ mod enforcement;
 pub mod guard;
 mod indicator_body;
 mod indicators;
+mod machine_lookups;
+mod machine_tags;
 mod machines;
 mod query;
 
@@ -58,6 +60,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::cancel_action))
         .routes(routes!(machines::list_machines))
         .routes(routes!(machines::get_machine))
+        .routes(routes!(machine_lookups::find_by_tag))
+        .routes(routes!(machine_tags::tag_machine))
+        .routes(routes!(machine_tags::tag_machines))
         .routes(routes!(enforcement::list_machine_events))
         .routes(routes!(enforcement::get_machine_enforcement))
         .routes(routes!(

@@ -11,10 +11,12 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
+use super::addresses;
 use super::list::{self, Collection};
 use super::rows::{self, to_json, MACHINE_COLUMNS};
 use super::{commit, db_err, violates_unique, write_tx};
 use crate::odata_sql::Column;
+use crate::GroupOf;
 
 /// The unique constraint on a DNS name within a tenant, as SQLite names it.
 const DNS_NAME_IN_TENANT: &str = "machines.tenant_id, machines.computer_dns_name";
@@ -53,6 +55,7 @@ const COLLECTION: Collection<MachineField> = Collection {
 pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()> {
     // Names are compared in lower case; store them so whatever the caller passed.
     let dns_name = m.computer_dns_name.to_ascii_lowercase();
+    let mut tx = write_tx(writer).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO machines ({MACHINE_COLUMNS}) VALUES \
          (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -82,10 +85,14 @@ pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()>
     .bind(to_json(&m.enforcement)?)
     .bind(&m.credential_sha256)
     .bind(&m.enrollment_key_sha256)
-    .execute(writer)
+    .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            let seen = m.last_seen.unwrap_or(m.first_seen);
+            addresses::record(&mut tx, &m.id, &m.tenant_id, &m.ip_addresses, seen).await?;
+            commit(tx).await
+        }
         Err(e) if violates_unique(&e, DNS_NAME_IN_TENANT) => Err(Error::BadRequest(format!(
             "A machine named {dns_name} already exists"
         ))),
@@ -143,6 +150,7 @@ pub(super) async fn reenroll(
     .execute(&mut *tx)
     .await
     .map_err(db_err("cannot re-enrol a machine"))?;
+    addresses::record(&mut tx, &id, tenant_id, &info.ip_addresses, at).await?;
     let row = sqlx::query(&format!(
         "SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ?"
     ))
@@ -204,11 +212,12 @@ pub(super) async fn record_heartbeat(
     enforcement: &EnforcementState,
     at: Timestamp,
 ) -> Result<()> {
-    let done = sqlx::query(
+    let mut tx = write_tx(writer).await?;
+    let tenant_id: Option<String> = sqlx::query_scalar(
         "UPDATE machines SET os_platform = ?, os_version = ?, kernel_version = ?, \
              os_architecture = ?, agent_version = ?, ip_addresses = ?, last_ip_address = ?, \
              capabilities = ?, enforcement = ?, last_seen = ?, health_status = 'Active' \
-         WHERE id = ?",
+         WHERE id = ? RETURNING tenant_id",
     )
     .bind(&info.os_platform)
     .bind(&info.os_version)
@@ -221,13 +230,91 @@ pub(super) async fn record_heartbeat(
     .bind(to_json(enforcement)?)
     .bind(at.ticks())
     .bind(machine_id)
-    .execute(writer)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(db_err("cannot record a heartbeat"))?;
-    if done.rows_affected() == 0 {
+    let Some(tenant_id) = tenant_id else {
         return Err(Error::machine_not_found(machine_id));
+    };
+    addresses::record(&mut tx, machine_id, &tenant_id, &info.ip_addresses, at).await?;
+    commit(tx).await
+}
+
+/// The tenant's machines with a tag equal to `tag` (or, with `prefix`, starting with
+/// it), ASCII case-insensitively; at most 10,000.
+pub(super) async fn with_tag(
+    reader: &SqlitePool,
+    tenant_id: &str,
+    tag: &str,
+    prefix: bool,
+) -> Result<Vec<MachineRecord>> {
+    let matches = if prefix {
+        "substr(lower(t.value), 1, length(?2)) = lower(?2)"
+    } else {
+        "lower(t.value) = lower(?2)"
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ?1 AND EXISTS \
+         (SELECT 1 FROM json_each(machines.machine_tags) t WHERE {matches}) \
+         ORDER BY computer_dns_name, id LIMIT 10000"
+    ))
+    .bind(tenant_id)
+    .bind(tag)
+    .fetch_all(reader)
+    .await
+    .map_err(db_err("cannot find machines by tag"))?;
+    rows.iter().map(rows::machine).collect()
+}
+
+/// Adds (or removes) `tag` on the tenant's machines `ids`, all or none in one
+/// transaction, each then put in the device group `group_of` computes from its new
+/// tags. Tags compare ASCII case-insensitively; adding one a machine has, or removing
+/// one it lacks, changes nothing. `ResourceNotFound` naming the first unknown id.
+pub(super) async fn change_tag(
+    writer: &SqlitePool,
+    tenant_id: &str,
+    ids: &[String],
+    tag: &str,
+    add: bool,
+    group_of: &GroupOf,
+) -> Result<Vec<MachineRecord>> {
+    let mut tx = write_tx(writer).await?;
+    let mut changed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = sqlx::query(&format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(id.to_ascii_lowercase())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err("cannot read a machine"))?;
+        let Some(row) = row else {
+            return Err(Error::machine_not_found(id));
+        };
+        let mut m = rows::machine(&row)?;
+        let has = m.machine_tags.iter().any(|t| t.eq_ignore_ascii_case(tag));
+        if add && !has {
+            m.machine_tags.push(tag.to_string());
+        } else if !add {
+            m.machine_tags.retain(|t| !t.eq_ignore_ascii_case(tag));
+        }
+        (m.rbac_group_id, m.rbac_group_name) = group_of(&m);
+        sqlx::query(
+            "UPDATE machines SET machine_tags = ?, rbac_group_id = ?, rbac_group_name = ? \
+             WHERE id = ?",
+        )
+        .bind(to_json(&m.machine_tags)?)
+        .bind(m.rbac_group_id)
+        .bind(&m.rbac_group_name)
+        .bind(&m.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("cannot change a machine's tags"))?;
+        changed.push(m);
     }
-    Ok(())
+    commit(tx).await?;
+    Ok(changed)
 }
 
 pub(super) async fn list(

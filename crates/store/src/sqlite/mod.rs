@@ -8,6 +8,7 @@
 
 mod action_cache;
 mod actions;
+mod addresses;
 mod audit_log;
 mod credentials;
 mod events;
@@ -45,7 +46,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
-use crate::Store;
+use crate::{GroupOf, Store};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -338,6 +339,40 @@ impl Store for SqliteStore {
         query: &Query<MachineField>,
     ) -> Result<Page<MachineRecord>> {
         machines::list(&self.reader, tenant_id, scope, query).await
+    }
+
+    async fn machines_seen_with_ip(
+        &self,
+        tenant_id: &str,
+        ip: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<MachineRecord>> {
+        addresses::machines_seen(&self.reader, tenant_id, ip, from, to).await
+    }
+
+    async fn prune_address_history(&self, before: Timestamp) -> Result<u64> {
+        addresses::prune(&self.writer, before).await
+    }
+
+    async fn machines_with_tag(
+        &self,
+        tenant_id: &str,
+        tag: &str,
+        prefix: bool,
+    ) -> Result<Vec<MachineRecord>> {
+        machines::with_tag(&self.reader, tenant_id, tag, prefix).await
+    }
+
+    async fn change_machine_tag(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+        tag: &str,
+        add: bool,
+        group_of: &GroupOf,
+    ) -> Result<Vec<MachineRecord>> {
+        machines::change_tag(&self.writer, tenant_id, ids, tag, add, group_of).await
     }
 
     async fn set_machine_groups(

@@ -34,6 +34,8 @@ contract_checks!(
     signing_keys,
     sign_in_throttle,
     audit_log,
+    address_history,
+    machine_tags,
     machine_lookups,
     tenant_isolation,
     heartbeat,
