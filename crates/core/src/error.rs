@@ -43,9 +43,56 @@ pub enum Error {
         message: String,
         retry_after: Duration,
     },
+    /// The store cannot take the request now (its disk is full, it is read-only, or
+    /// it cannot be reached): 503 with `Retry-After`; the detail is logged, never shown.
+    #[error("{fault}: {detail}")]
+    Storage { fault: StorageFault, detail: String },
     /// Never shown to callers: they get a generic message and the error's target.
     #[error("{0}")]
     Internal(String),
+}
+
+/// What is wrong with the store, for an operator: each kind says what to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StorageFault {
+    Full,
+    ReadOnly,
+    Unavailable,
+}
+
+impl StorageFault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageFault::Full => "storage full",
+            StorageFault::ReadOnly => "storage read-only",
+            StorageFault::Unavailable => "storage unavailable",
+        }
+    }
+
+    /// What the caller is told.
+    pub fn public_message(self) -> &'static str {
+        match self {
+            StorageFault::Full => "The server's storage is full; try again later",
+            StorageFault::ReadOnly => "The server's storage is read-only; try again later",
+            StorageFault::Unavailable => {
+                "The server's storage is unavailable; try again later"
+            }
+        }
+    }
+
+    /// How long a client should wait before trying again.
+    pub fn retry_after(self) -> std::time::Duration {
+        match self {
+            StorageFault::Full | StorageFault::ReadOnly => std::time::Duration::from_secs(30),
+            StorageFault::Unavailable => std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Error {
@@ -66,6 +113,7 @@ impl Error {
             Error::NotFound(_) => "NotFound",
             Error::MethodNotAllowed(_) => "BadRequest",
             Error::TooManyRequests { .. } => "TooManyRequests",
+            Error::Storage { .. } => "ServiceUnavailable",
             Error::Internal(_) => "InternalServerError",
         }
     }
@@ -74,7 +122,15 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::Internal(_) => "An internal error occurred".to_string(),
+            Error::Storage { fault, .. } => fault.public_message().to_string(),
             other => other.to_string(),
+        }
+    }
+
+    pub fn storage(fault: StorageFault, detail: impl std::fmt::Display) -> Self {
+        Error::Storage {
+            fault,
+            detail: detail.to_string(),
         }
     }
 

@@ -18,6 +18,6 @@ pub mod sign_in_throttle;
 pub mod signing_keys;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageFault};
 pub use ids::MachineRef;
 pub use records::{ActionRecord, AppRegistration, IndicatorRecord, MachineRecord, Tenant};

@@ -33,6 +33,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::ResourceNotFound(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Storage { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -61,8 +62,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        if let Error::TooManyRequests { retry_after, .. } = &e {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let retry_after = match &e {
+            Error::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            Error::Storage { fault, .. } => Some(fault.retry_after()),
+            _ => None,
+        };
+        if let Some(after) = retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if status == StatusCode::UNAUTHORIZED {

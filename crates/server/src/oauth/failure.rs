@@ -125,7 +125,21 @@ impl OAuthFailure {
 
 impl From<appfence_core::Error> for OAuthFailure {
     fn from(e: appfence_core::Error) -> Self {
-        OAuthFailure::server_error(e)
+        match e {
+            // The store cannot answer now: try again, as any other 503.
+            appfence_core::Error::Storage { fault, detail } => {
+                tracing::error!(%fault, %detail, "token endpoint: storage fault");
+                OAuthFailure {
+                    retry_after: Some(fault.retry_after().as_secs()),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        fault.public_message(),
+                    )
+                }
+            }
+            other => OAuthFailure::server_error(other),
+        }
     }
 }
 
