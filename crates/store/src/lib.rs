@@ -9,6 +9,7 @@
 #[doc(hidden)]
 pub mod contract;
 pub mod odata_sql;
+mod rows;
 pub mod sqlite;
 
 use appfence_core::audit::AuditEvent;

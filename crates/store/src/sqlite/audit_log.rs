@@ -2,9 +2,8 @@
 
 use appfence_core::audit::AuditEvent;
 use appfence_core::Result;
-use appfence_proto::Timestamp;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::{commit, db_err, write_tx};
 
@@ -42,20 +41,5 @@ pub(super) async fn list(reader: &SqlitePool, after: i64, limit: u32) -> Result<
     .fetch_all(reader)
     .await
     .map_err(db_err("cannot read the audit log"))?;
-    let err = || db_err("cannot decode an audit event");
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("seq").map_err(err())?,
-                AuditEvent {
-                    at: Timestamp::from_ticks(r.try_get("at").map_err(err())?),
-                    tenant_id: r.try_get("tenant_id").map_err(err())?,
-                    event: r.try_get("event").map_err(err())?,
-                    subject: r.try_get("subject").map_err(err())?,
-                    actor: r.try_get("actor").map_err(err())?,
-                    detail: r.try_get("detail").map_err(err())?,
-                },
-            ))
-        })
-        .collect()
+    rows.iter().map(crate::rows::audit_event).collect()
 }

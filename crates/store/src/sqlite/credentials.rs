@@ -2,9 +2,7 @@
 
 use appfence_core::records::{AppRegistration, EnrollSecret, Tenant, UserRecord};
 use appfence_core::{Error, Result};
-use appfence_proto::Timestamp;
 use sqlx::sqlite::SqlitePool;
-use sqlx::Row;
 
 use super::{db_err, rows};
 
@@ -23,7 +21,7 @@ pub(super) async fn tenants(reader: &SqlitePool) -> Result<Vec<Tenant>> {
         .fetch_all(reader)
         .await
         .map_err(db_err("cannot list tenants"))?;
-    rows.iter().map(tenant_from_row).collect()
+    rows.iter().map(crate::rows::tenant).collect()
 }
 
 pub(super) async fn tenant(reader: &SqlitePool, id: &str) -> Result<Option<Tenant>> {
@@ -32,18 +30,7 @@ pub(super) async fn tenant(reader: &SqlitePool, id: &str) -> Result<Option<Tenan
         .fetch_optional(reader)
         .await
         .map_err(db_err("cannot read a tenant"))?;
-    row.as_ref().map(tenant_from_row).transpose()
-}
-
-fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Tenant> {
-    Ok(Tenant {
-        id: row
-            .try_get("id")
-            .map_err(db_err("cannot decode a tenant"))?,
-        name: row
-            .try_get("name")
-            .map_err(db_err("cannot decode a tenant"))?,
-    })
+    row.as_ref().map(crate::rows::tenant).transpose()
 }
 
 pub(super) async fn insert_app(writer: &SqlitePool, app: &AppRegistration) -> Result<()> {
@@ -77,16 +64,7 @@ pub(super) async fn app(
     .fetch_optional(reader)
     .await
     .map_err(db_err("cannot read an application registration"))?;
-    let Some(row) = row else { return Ok(None) };
-    let err = || db_err("cannot decode an application registration");
-    Ok(Some(AppRegistration {
-        tenant_id: row.try_get("tenant_id").map_err(err())?,
-        client_id: row.try_get("client_id").map_err(err())?,
-        display_name: row.try_get("display_name").map_err(err())?,
-        secret_hash: row.try_get("secret_hash").map_err(err())?,
-        roles: rows::roles(&row)?,
-        created: Timestamp::from_ticks(row.try_get("created").map_err(err())?),
-    }))
+    row.as_ref().map(crate::rows::app).transpose()
 }
 
 pub(super) async fn insert_enroll_secret(writer: &SqlitePool, secret: &EnrollSecret) -> Result<()> {
@@ -111,13 +89,7 @@ pub(super) async fn enroll_secret(
     .fetch_optional(reader)
     .await
     .map_err(db_err("cannot read an enrolment secret"))?;
-    let Some(row) = row else { return Ok(None) };
-    let err = || db_err("cannot decode an enrolment secret");
-    Ok(Some(EnrollSecret {
-        tenant_id: row.try_get("tenant_id").map_err(err())?,
-        secret_sha256: row.try_get("secret_sha256").map_err(err())?,
-        created: Timestamp::from_ticks(row.try_get("created").map_err(err())?),
-    }))
+    row.as_ref().map(crate::rows::enroll_secret).transpose()
 }
 
 pub(super) async fn replace_app_secret_hash(

@@ -5,7 +5,7 @@ use appfence_core::odata::{EventField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{DenialRecord, MachineRecord, MAX_EVENTS_PER_MACHINE};
 use appfence_core::Result;
-use appfence_proto::agent::{DenialEvent, DenialKind};
+use appfence_proto::agent::DenialEvent;
 use appfence_proto::Timestamp;
 use sqlx::sqlite::SqlitePool;
 
@@ -38,13 +38,6 @@ const COLLECTION: Collection<EventField> = Collection {
     device_group: "rbac_group_id",
 };
 
-pub(super) fn kind_name(kind: DenialKind) -> &'static str {
-    match kind {
-        DenialKind::Exec => "exec",
-        DenialKind::ElfOpen => "elfOpen",
-    }
-}
-
 pub(super) async fn record(
     writer: &SqlitePool,
     machine: &MachineRecord,
@@ -69,7 +62,7 @@ pub(super) async fn record(
         .bind(i64::from(e.pid))
         .bind(e.uid.map(i64::from))
         .bind(&e.parent)
-        .bind(kind_name(e.kind))
+        .bind(crate::rows::kind_name(e.kind))
         .bind(e.monitor)
         .bind(received.ticks())
         .execute(&mut *tx)

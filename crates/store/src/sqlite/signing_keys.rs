@@ -6,45 +6,22 @@ use appfence_core::audit::{self, AuditEvent};
 use appfence_core::records::{SealedSigningKey, SigningKey, UnsealedSigningKey};
 use appfence_core::{Error, Result};
 use appfence_proto::Timestamp;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{audit_log, commit, db_err, write_tx};
-
-const COLUMNS: &str = "kid, algorithm, public_key, sealed_private_key, kek_id, created, \
-     activates, verify_until, retired";
+use crate::rows::SIGNING_KEY_COLUMNS;
 
 /// Newest first: by activation, then creation; rowid breaks ties between keys made in
 /// the same tick (the later insert wins).
 const NEWEST_FIRST: &str = "ORDER BY activates DESC, created DESC, rowid DESC";
 
 pub(super) async fn list(reader: &SqlitePool) -> Result<Vec<SigningKey>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM signing_keys {NEWEST_FIRST}"))
+    let rows = sqlx::query(&format!("SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys {NEWEST_FIRST}"))
         .fetch_all(reader)
         .await
         .map_err(db_err("cannot list signing keys"))?;
-    rows.iter().map(decode).collect()
-}
-
-fn decode(row: &SqliteRow) -> Result<SigningKey> {
-    let err = || db_err("cannot decode a signing key");
-    let ticks = |c: &str| -> Result<Option<Timestamp>> {
-        Ok(row
-            .try_get::<Option<i64>, _>(c)
-            .map_err(err())?
-            .map(Timestamp::from_ticks))
-    };
-    Ok(SigningKey {
-        kid: row.try_get("kid").map_err(err())?,
-        algorithm: row.try_get("algorithm").map_err(err())?,
-        public_key: row.try_get("public_key").map_err(err())?,
-        sealed_private_key: row.try_get("sealed_private_key").map_err(err())?,
-        kek_id: row.try_get("kek_id").map_err(err())?,
-        created: Timestamp::from_ticks(row.try_get("created").map_err(err())?),
-        activates: Timestamp::from_ticks(row.try_get("activates").map_err(err())?),
-        verify_until: ticks("verify_until")?,
-        retired: ticks("retired")?,
-    })
+    rows.iter().map(crate::rows::signing_key).collect()
 }
 
 pub(super) async fn add(
@@ -101,7 +78,7 @@ pub(super) async fn add(
 
 async fn insert(tx: &mut Transaction<'static, Sqlite>, key: &SigningKey) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO signing_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO signing_keys ({SIGNING_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&key.kid)
     .bind(&key.algorithm)

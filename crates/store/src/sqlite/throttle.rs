@@ -7,34 +7,18 @@ use appfence_core::sign_in_throttle::{
 };
 use appfence_core::Result;
 use appfence_proto::Timestamp;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{audit_log, commit, db_err, write_tx};
-
-const COLUMNS: &str = "key, failures, window_start, locked_until, lockouts, lock_end_recorded";
-
-fn decode(row: &SqliteRow) -> Result<ThrottleRecord> {
-    let err = || db_err("cannot decode a sign-in counter");
-    Ok(ThrottleRecord {
-        key: row.try_get("key").map_err(err())?,
-        failures: row.try_get::<i64, _>("failures").map_err(err())?.clamp(0, u32::MAX as i64) as u32,
-        window_start: Timestamp::from_ticks(row.try_get("window_start").map_err(err())?),
-        locked_until: row
-            .try_get::<Option<i64>, _>("locked_until")
-            .map_err(err())?
-            .map(Timestamp::from_ticks),
-        lockouts: row.try_get::<i64, _>("lockouts").map_err(err())?.clamp(0, u32::MAX as i64) as u32,
-        lock_end_recorded: row.try_get("lock_end_recorded").map_err(err())?,
-    })
-}
+use crate::rows::THROTTLE_COLUMNS;
 
 pub(super) async fn read(reader: &SqlitePool, keys: &[String]) -> Result<Vec<ThrottleRecord>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
     let marks = vec!["?"; keys.len()].join(", ");
-    let sql = format!("SELECT {COLUMNS} FROM sign_in_throttle WHERE key IN ({marks})");
+    let sql = format!("SELECT {THROTTLE_COLUMNS} FROM sign_in_throttle WHERE key IN ({marks})");
     let mut query = sqlx::query(&sql);
     for k in keys {
         query = query.bind(k);
@@ -43,16 +27,16 @@ pub(super) async fn read(reader: &SqlitePool, keys: &[String]) -> Result<Vec<Thr
         .fetch_all(reader)
         .await
         .map_err(db_err("cannot read sign-in counters"))?;
-    rows.iter().map(decode).collect()
+    rows.iter().map(crate::rows::throttle).collect()
 }
 
 async fn read_one(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Option<ThrottleRecord>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM sign_in_throttle WHERE key = ?"))
+    let row = sqlx::query(&format!("SELECT {THROTTLE_COLUMNS} FROM sign_in_throttle WHERE key = ?"))
         .bind(key)
         .fetch_optional(&mut **tx)
         .await
         .map_err(db_err("cannot read a sign-in counter"))?;
-    row.as_ref().map(decode).transpose()
+    row.as_ref().map(crate::rows::throttle).transpose()
 }
 
 async fn upsert(
