@@ -632,6 +632,69 @@ pub async fn machine_tags(store: &dyn Store) {
     assert!(store.machines_with_tag(&t.id, "prod", false).await.unwrap().is_empty());
 }
 
+pub async fn rate_limits(store: &dyn Store) {
+    use appfence_core::ratelimit::RateLimitPolicy;
+    let policy = RateLimitPolicy {
+        per_minute: 3,
+        per_hour: 5,
+    };
+    let key = format!("{}|app|listMachines", new_guid());
+    // A point well inside a minute (`at` is 2024-01-01T00:00:00Z).
+    let minute0 = at(60 * 10 + 5);
+    let admitted = |d: &appfence_core::ratelimit::Decision| d.admitted;
+    for i in 0..3 {
+        let d = store.rate_limit(&key, &policy, minute0).await.unwrap();
+        assert!(admitted(&d), "call {i}");
+        assert_eq!(d.remaining, 2 - i as u32);
+    }
+    let refused = store.rate_limit(&key, &policy, minute0).await.unwrap();
+    assert!(!refused.admitted);
+    assert_eq!(refused.window.name, "minute");
+    assert_eq!(
+        refused.reset,
+        appfence_core::ratelimit::until_window_end(minute0, std::time::Duration::from_secs(60))
+    );
+    // Another key is not affected.
+    assert!(store.rate_limit(&format!("{key}x"), &policy, minute0).await.unwrap().admitted);
+    // The next minute: two more, then the hour's limit.
+    let minute1 = at(60 * 11 + 5);
+    assert!(store.rate_limit(&key, &policy, minute1).await.unwrap().admitted);
+    assert!(store.rate_limit(&key, &policy, minute1).await.unwrap().admitted);
+    let hour = store.rate_limit(&key, &policy, minute1).await.unwrap();
+    assert!(!hour.admitted);
+    assert_eq!(hour.window.name, "hour");
+    // Windows that are over can be pruned; a new hour starts afresh.
+    let later = at(2 * 3600 + 5);
+    let pruned = store
+        .prune_rate_windows(later.minus(std::time::Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert!(pruned >= 3, "{pruned}");
+    assert!(store.rate_limit(&key, &policy, later).await.unwrap().admitted);
+}
+
+/// Many calls of one key at once: exactly the limit admitted.
+pub async fn rate_limits_under_concurrency(store: Arc<dyn Store>) {
+    use appfence_core::ratelimit::RateLimitPolicy;
+    let policy = RateLimitPolicy {
+        per_minute: 10,
+        per_hour: 1000,
+    };
+    let key = Arc::new(format!("{}|app|restrict", new_guid()));
+    let now = at(60 * 30 + 1);
+    let tasks: Vec<_> = (0..60)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.rate_limit(&key, &policy, now).await.unwrap().admitted })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 10);
+}
+
 pub async fn audit_log(store: &dyn Store) {
     use appfence_core::audit::AuditEvent;
     let start = store
@@ -2235,6 +2298,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_log(s).await;
     address_history(s).await;
     machine_tags(s).await;
+    rate_limits(s).await;
+    rate_limits_under_concurrency(store.clone()).await;
     machine_lookups(s).await;
     tenant_isolation(s).await;
     heartbeat(s).await;

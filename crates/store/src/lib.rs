@@ -6,9 +6,11 @@
 //! and status changes only along the lifecycle (conditional updates), each recorded in
 //! the append-only audit table in the same transaction.
 
+mod addresses;
 #[doc(hidden)]
 pub mod contract;
 pub mod odata_sql;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -24,11 +26,50 @@ use appfence_core::records::{
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
 };
+use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::{MachineRef, Result};
 use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// A change that every server sharing the store must hear about, beyond what it reads
+/// on its own: so that a device long-polling one replica learns of an action created
+/// on another at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Something for this device (an action created, changed or timed out).
+    Machine(String),
+    /// Something for every device of the tenant (the allowlist changed).
+    Tenant(String),
+    /// Device groups were re-evaluated (a reload, a tag change): cached groups go.
+    Groups,
+    /// Changes may have been missed (a listener reconnected): re-read everything.
+    Everything,
+}
+
+impl Change {
+    /// The text form sent between replicas.
+    pub fn payload(&self) -> String {
+        match self {
+            Change::Machine(id) => format!("machine:{id}"),
+            Change::Tenant(id) => format!("tenant:{id}"),
+            Change::Groups => "groups".into(),
+            Change::Everything => "everything".into(),
+        }
+    }
+
+    pub fn parse(payload: &str) -> Option<Change> {
+        match payload.split_once(':') {
+            Some(("machine", id)) => Some(Change::Machine(id.to_string())),
+            Some(("tenant", id)) => Some(Change::Tenant(id.to_string())),
+            None if payload == "groups" => Some(Change::Groups),
+            None if payload == "everything" => Some(Change::Everything),
+            _ => None,
+        }
+    }
+}
 
 /// The device group (`rbacGroupId`, `rbacGroupName`) a machine belongs in, from the
 /// access policy; the store applies it inside the transaction that changes the machine.
@@ -126,6 +167,28 @@ pub trait Store: Send + Sync + 'static {
         policy: &ThrottlePolicy,
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>>;
+
+    // --- replicas ---
+
+    /// Whether several server processes may share this store (then counters that must
+    /// hold for the whole service live in it, and changes are published).
+    fn is_shared(&self) -> bool;
+    /// Admits or refuses one call of `key` at `now` under `policy`, counting it if
+    /// admitted; exact for every process sharing the store.
+    async fn rate_limit(
+        &self,
+        key: &str,
+        policy: &RateLimitPolicy,
+        now: Timestamp,
+    ) -> Result<Decision>;
+    /// Deletes rate-limit counters of windows that started before `before`.
+    async fn prune_rate_windows(&self, before: Timestamp) -> Result<u64>;
+    /// Tells every process sharing the store (this one included) about `change`; a
+    /// store of one process has nobody to tell.
+    async fn publish(&self, change: &Change) -> Result<()>;
+    /// Changes published by any process sharing the store; `None` for a store of one
+    /// process.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 
     // --- the audit log ---
 

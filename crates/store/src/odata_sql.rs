@@ -86,6 +86,16 @@ pub fn order_sql<F: Field>(order: &[(F, Direction)], column: impl Fn(F) -> Colum
         .join(", ")
 }
 
+/// A value compared with an integer column: integers and timestamps as they are, a
+/// string holding an integer (MDE writes indicator ids as strings) as that integer;
+/// `None` for anything else (it matches no row).
+fn int_value(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) => s.trim().parse::<i64>().ok().map(Value::Integer),
+        other => Some(other.clone()),
+    }
+}
+
 struct Writer {
     dialect: Dialect,
     /// Number of the next Postgres placeholder.
@@ -154,7 +164,11 @@ impl Writer {
             (CmpOp::Le, _) => "<=",
         };
         let sql = match col {
-            Column::Text(c) | Column::Int(c) => format!("{c} {op} {}", self.bind_value(value)),
+            Column::Int(c) => match int_value(value) {
+                Some(v) => format!("{c} {op} {}", self.bind_value(&v)),
+                None => UNKNOWN.to_string(),
+            },
+            Column::Text(c) => format!("{c} {op} {}", self.bind_value(value)),
             Column::NoCaseText(c) => {
                 let p = self.bind_value(value);
                 match self.dialect {
@@ -179,6 +193,19 @@ impl Writer {
     }
 
     fn in_list(&mut self, col: Column, values: &[Value]) {
+        if let Column::Int(_) = col {
+            // Ids written as strings ('42') compare as numbers; a string that is no
+            // number matches nothing.
+            let numbers: Option<Vec<Value>> = values.iter().map(int_value).collect();
+            return match numbers {
+                Some(numbers) => self.in_values(col, &numbers),
+                None => self.sql.push_str(UNKNOWN),
+            };
+        }
+        self.in_values(col, values)
+    }
+
+    fn in_values(&mut self, col: Column, values: &[Value]) {
         let (c, nocase) = match col {
             Column::Text(c) | Column::Int(c) => (c, false),
             Column::NoCaseText(c) => (c, true),
@@ -414,6 +441,28 @@ mod tests {
             frag.sql,
             "((tags @> jsonb_build_array($1::text)) AND (id = $2))"
         );
+    }
+
+    #[test]
+    fn strings_compared_with_integer_columns_become_integers() {
+        // What the parser gives for a field typed as a string but stored as an integer
+        // (an indicator's id, which MDE writes as a string).
+        let eq = |v: &str| Expr::Compare {
+            field: M::RbacGroupId,
+            op: CmpOp::Eq,
+            value: Value::String(v.into()),
+        };
+        let frag = filter_sql(&eq("42"), col, Dialect::Postgres, 1);
+        assert_eq!(frag.sql, "(grp = $1)");
+        assert_eq!(frag.binds, vec![Bind::Int(42)]);
+        let list: Expr<M> = Expr::In {
+            field: M::RbacGroupId,
+            values: vec![Value::String("1".into()), Value::String("2".into())],
+        };
+        let frag = filter_sql(&list, col, Dialect::Postgres, 1);
+        assert_eq!(frag.binds, vec![Bind::Int(1), Bind::Int(2)]);
+        let frag = filter_sql(&eq("x"), col, Dialect::Postgres, 1);
+        assert_eq!((frag.sql.as_str(), frag.binds.len()), ("(CAST(NULL AS BOOLEAN))", 0));
     }
 
     #[test]

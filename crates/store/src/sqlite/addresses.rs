@@ -1,8 +1,6 @@
 //! The history of devices' internal addresses: stretches of time during which a device
 //! reported an address, extended by each heartbeat, for MDE's find-by-IP lookups.
 
-use std::net::IpAddr;
-
 use appfence_core::records::MachineRecord;
 use appfence_core::Result;
 use appfence_proto::Timestamp;
@@ -10,25 +8,8 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 
 use super::db_err;
+use crate::addresses::{canonical, stretch, Stretch};
 use super::rows::{self, MACHINE_COLUMNS};
-
-/// A report more than this long after the last one starts a new stretch.
-const MAX_GAP_SECONDS: i64 = 15 * 60;
-/// A stretch is extended at most this often (heartbeats come every 30 s; the lookups
-/// work in 15-minute windows, so a minute's precision costs nothing and saves writes).
-const EXTEND_EVERY_SECONDS: i64 = 60;
-const TICKS_PER_SECOND: i64 = 10_000_000;
-
-/// The canonical text of an address the agent reported; `None` if it is not one.
-pub fn canonical(ip: &str) -> Option<String> {
-    let ip: IpAddr = ip.trim().parse().ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
-        v4 => v4.to_string(),
-    })
-}
 
 /// Records that `machine_id` reports `ips` at `at`, inside the caller's transaction.
 pub(super) async fn record(
@@ -50,15 +31,14 @@ pub(super) async fn record(
         .fetch_one(&mut **tx)
         .await
         .map_err(db_err("cannot read a machine's addresses"))?;
-        let now = at.ticks();
-        match last {
-            Some(last) if now - last < EXTEND_EVERY_SECONDS * TICKS_PER_SECOND && now >= last => {}
-            Some(last) if now - last <= MAX_GAP_SECONDS * TICKS_PER_SECOND && now >= last => {
+        match stretch(last, at) {
+            Stretch::Keep => {}
+            Stretch::Extend(last) => {
                 sqlx::query(
                     "UPDATE machine_addresses SET last_seen = ? \
                      WHERE machine_id = ? AND ip = ? AND last_seen = ?",
                 )
-                .bind(now)
+                .bind(at.ticks())
                 .bind(machine_id)
                 .bind(&ip)
                 .bind(last)
@@ -66,7 +46,7 @@ pub(super) async fn record(
                 .await
                 .map_err(db_err("cannot record a machine's address"))?;
             }
-            _ => {
+            Stretch::Start => {
                 sqlx::query(
                     "INSERT INTO machine_addresses (machine_id, tenant_id, ip, first_seen, last_seen) \
                      VALUES (?, ?, ?, ?, ?)",
@@ -74,8 +54,8 @@ pub(super) async fn record(
                 .bind(machine_id)
                 .bind(tenant_id)
                 .bind(&ip)
-                .bind(now)
-                .bind(now)
+                .bind(at.ticks())
+                .bind(at.ticks())
                 .execute(&mut **tx)
                 .await
                 .map_err(db_err("cannot record a machine's address"))?;

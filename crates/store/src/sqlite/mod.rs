@@ -15,6 +15,7 @@ mod events;
 mod indicators;
 mod list;
 mod machines;
+mod rate_windows;
 mod rows;
 mod signing_keys;
 #[cfg(test)]
@@ -37,6 +38,7 @@ use appfence_core::records::{
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
 };
+use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
@@ -46,7 +48,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
-use crate::{GroupOf, Store};
+use crate::{Change, GroupOf, Store};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -276,6 +278,31 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>> {
         throttle::sweep(&self.writer, policy, now).await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        policy: &RateLimitPolicy,
+        now: Timestamp,
+    ) -> Result<Decision> {
+        rate_windows::acquire(&self.writer, key, policy, now).await
+    }
+
+    async fn prune_rate_windows(&self, before: Timestamp) -> Result<u64> {
+        rate_windows::prune(&self.writer, before).await
+    }
+
+    async fn publish(&self, _change: &Change) -> Result<()> {
+        Ok(())
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
     }
 
     async fn append_audit_event(&self, event: &AuditEvent) -> Result<()> {

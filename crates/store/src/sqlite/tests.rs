@@ -36,6 +36,7 @@ contract_checks!(
     audit_log,
     address_history,
     machine_tags,
+    rate_limits,
     machine_lookups,
     tenant_isolation,
     heartbeat,
@@ -59,6 +60,12 @@ contract_checks!(
 async fn duplicate_rule_under_concurrency() {
     let (_dir, store) = fresh().await;
     contract::duplicate_rule_under_concurrency(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_under_concurrency() {
+    let (_dir, store) = fresh().await;
+    contract::rate_limits_under_concurrency(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

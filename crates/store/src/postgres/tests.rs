@@ -1,0 +1,155 @@
+//! The store contract against PostgreSQL, each check on a fresh database of the
+//! tests' throwaway cluster (`appfence-testkit`), plus what only PostgreSQL can answer:
+//! migrations under concurrency, a newer schema refused, passwords kept out of errors.
+
+use std::sync::Arc;
+
+use appfence_testkit::postgres_or_skip;
+
+use super::PgStore;
+use crate::contract;
+
+/// A store on a fresh database; `None` (skipped) where PostgreSQL cannot run.
+async fn fresh(test: &str) -> Option<Arc<PgStore>> {
+    let cluster = postgres_or_skip(test)?;
+    let url = cluster.fresh_database().expect("a fresh database");
+    Some(Arc::new(PgStore::open(&url).await.expect("open the store")))
+}
+
+macro_rules! contract_checks {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $check() {
+            let Some(store) = fresh(stringify!($check)).await else { return };
+            contract::$check(store.as_ref()).await;
+            store.close().await;
+        }
+    )*};
+}
+
+contract_checks!(
+    tenants_apps_secrets_keys,
+    signing_keys,
+    sign_in_throttle,
+    audit_log,
+    address_history,
+    machine_tags,
+    rate_limits,
+    machine_lookups,
+    tenant_isolation,
+    heartbeat,
+    reenrollment,
+    duplicate_rule,
+    other_types_not_blocked,
+    transition_rules,
+    audit_trail,
+    time_out_actions,
+    list_actions,
+    list_machines,
+    open_actions,
+    last_succeeded_restrict_family,
+    device_group_scopes,
+    users,
+    indicators,
+    denial_events,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_rule_under_concurrency() {
+    let Some(store) = fresh("duplicate_rule_under_concurrency").await else { return };
+    contract::duplicate_rule_under_concurrency(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_cancel_and_complete() {
+    let Some(store) = fresh("concurrent_cancel_and_complete").await else { return };
+    contract::concurrent_cancel_and_complete(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_rotations() {
+    let Some(store) = fresh("concurrent_rotations").await else { return };
+    contract::concurrent_rotations(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_under_concurrency() {
+    let Some(store) = fresh("rate_limits_under_concurrency").await else { return };
+    contract::rate_limits_under_concurrency(store).await;
+}
+
+/// The checks also hold when they share one database.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_all_on_one_database() {
+    let Some(store) = fresh("run_all_on_one_database").await else { return };
+    contract::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durable_across_reopen() {
+    let Some(cluster) = postgres_or_skip("durable_across_reopen") else { return };
+    let url = cluster.fresh_database().unwrap();
+    let store = PgStore::open(&url).await.unwrap();
+    let written = contract::durability_write(&store).await;
+    store.close().await;
+    let store = PgStore::open(&url).await.unwrap();
+    contract::durability_check(&store, &written).await;
+    store.close().await;
+}
+
+/// Replicas starting at once migrate once; all of them work.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_starting_together_migrate_once() {
+    let Some(cluster) = postgres_or_skip("replicas_starting_together_migrate_once") else { return };
+    let url = cluster.fresh_database().unwrap();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PgStore::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().expect("every replica starts"));
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&stores[0].pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, super::MIGRATOR.iter().count());
+    let t = contract::new_tenant(&stores[1]).await;
+    assert!(crate::Store::tenant(&stores[3], &t.id).await.unwrap().is_some());
+    for s in stores {
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_urls_and_newer_schemas_are_clear_errors_without_the_password() {
+    let Some(cluster) = postgres_or_skip("bad_urls_and_newer_schemas") else { return };
+    let err = PgStore::open("postgres://u:s3cr3t-pw@127.0.0.1:1/none").await.unwrap_err().to_string();
+    assert!(err.contains("cannot connect to the database postgres://u:***@127.0.0.1:1/none"), "{err}");
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+    let err = PgStore::open("mysql://x").await.unwrap_err().to_string();
+    assert!(err.contains("not valid"), "{err}");
+    // A database migrated by a newer appfence: refused, nothing half-done.
+    let url = cluster.fresh_database().unwrap();
+    let store = PgStore::open(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, '\\x00', 0)",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    store.close().await;
+    let err = PgStore::open(&url).await.unwrap_err().to_string();
+    assert!(err.contains("schema version 9999") && err.contains("newer version"), "{err}");
+}
+
+#[test]
+fn urls_are_redacted() {
+    assert_eq!(super::redact("postgres://app:pw@db:5432/x"), "postgres://app:***@db:5432/x");
+    assert_eq!(super::redact("postgres://db/x"), "postgres://db/x");
+    assert_eq!(super::redact("garbage"), "(not a URL)");
+}
