@@ -10,7 +10,7 @@ use appfence_proto::agent::EnforcementMode;
 
 use crate::duration::{parse_delay, parse_duration};
 use crate::parse::{
-    parse_agent_mode, parse_demo_devices, parse_ip, parse_listen, parse_log_level,
+    parse_agent_mode, parse_database_url, parse_demo_devices, parse_ip, parse_listen, parse_log_level,
     parse_optional_period, parse_public_url, parse_refresh_interval,
 };
 
@@ -145,6 +145,11 @@ pub struct ServeArgs {
     /// [default: off]
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
+    /// PostgreSQL for several replicas, postgres://user:password@host:5432/db (prefer
+    /// the variable: flags show in the process list) [env: APPFENCE_DATABASE_URL]
+    /// [default: SQLite in the data directory]
+    #[arg(long, value_name = "URL", value_parser = parse_database_url)]
+    pub database_url: Option<appfence_proto::Secret>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +191,9 @@ pub struct OfflineArgs {
     /// [env: APPFENCE_ALLOW_GROUP_READ]
     #[arg(long)]
     pub allow_group_read: bool,
+    /// The server's PostgreSQL database, if it uses one [env: APPFENCE_DATABASE_URL]
+    #[arg(long, value_name = "URL", value_parser = parse_database_url)]
+    pub database_url: Option<appfence_proto::Secret>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,7 +20,7 @@ use crate::duration::{parse_delay, parse_duration};
 use crate::env::{Env, ENV_CREDENTIALS_DIRECTORY};
 use crate::error::CliError;
 use crate::parse::{
-    check_demo_devices, parse_agent_mode, parse_bool, parse_demo_devices, parse_ip,
+    check_demo_devices, parse_agent_mode, parse_bool, parse_database_url, parse_demo_devices, parse_ip,
     parse_ip_list, parse_listen, parse_log_level, parse_optional_period, parse_public_url,
     parse_refresh_interval,
 };
@@ -42,6 +42,7 @@ pub const ENV_SIGNING_KEY_ROTATION: &str = "APPFENCE_SIGNING_KEY_ROTATION";
 pub const ENV_KEY_REFRESH_INTERVAL: &str = "APPFENCE_KEY_REFRESH_INTERVAL";
 pub const ENV_TRUSTED_PROXIES: &str = "APPFENCE_TRUSTED_PROXIES";
 pub const ENV_METRICS_LISTEN: &str = "APPFENCE_METRICS_LISTEN";
+pub const ENV_DATABASE_URL: &str = "APPFENCE_DATABASE_URL";
 
 pub const DEFAULT_DEMO_DEVICES: u32 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -63,6 +64,8 @@ pub struct ServeSettings {
     pub log_level: String,
     /// The config file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
+    /// PostgreSQL instead of SQLite in the data directory.
+    pub database_url: Option<appfence_proto::Secret>,
 }
 
 pub const DEFAULT_DEMO_STEP_DELAY: Duration = Duration::from_secs(1);
@@ -102,6 +105,9 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
     #[serde(default, deserialize_with = "de_with::<_, ListenParser>")]
     pub metrics_listen: Option<SocketAddr>,
+    /// `postgres://...`: several replicas on one PostgreSQL database.
+    #[serde(default, deserialize_with = "de_with::<_, DatabaseUrlParser>")]
+    pub database_url: Option<appfence_proto::Secret>,
     /// `[rate_limits]`: calls per caller and API (MDE's defaults: 100 a minute, 1,500 an hour).
     pub rate_limits: Option<RateLimitsFile>,
     /// `[[auth.issuers]]`: external OpenID Connect issuers.
@@ -230,6 +236,7 @@ fn config_path(flag: Option<&Path>, env: &Env) -> Option<PathBuf> {
 /// (`None`: not given), the environment and the file.
 struct CommonFlags {
     data_dir: Option<PathBuf>,
+    database_url: Option<appfence_proto::Secret>,
     key_file: Option<PathBuf>,
     allow_group_read: Option<bool>,
     signing_key_rotation: Option<Option<Duration>>,
@@ -237,7 +244,18 @@ struct CommonFlags {
 }
 
 /// The server configuration of the data directory, its key file and the keys' timing.
-fn resolve_common(flags: CommonFlags, env: &Env, file: &FileConfig) -> Result<ServerConfig, CliError> {
+fn resolve_common(
+    flags: CommonFlags,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<(ServerConfig, Option<appfence_proto::Secret>), CliError> {
+    let database_url = layer(
+        flags.database_url,
+        env,
+        ENV_DATABASE_URL,
+        parse_database_url,
+        file.database_url.clone(),
+    )?;
     let mut server = ServerConfig {
         data_dir: resolve_data_dir(flags.data_dir, env, file),
         ..ServerConfig::default()
@@ -280,7 +298,7 @@ fn resolve_common(flags: CommonFlags, env: &Env, file: &FileConfig) -> Result<Se
         t.apply(&mut server.sign_in_throttle)
             .map_err(|e| CliError::Usage(format!("config file: {e}")))?;
     }
-    Ok(server)
+    Ok((server, database_url))
 }
 
 /// The key file systemd hands the service (`LoadCredential=master.key:/etc/...`), if
@@ -304,9 +322,10 @@ fn check_config_file(path: Option<&Path>, allow_group_read: bool) -> Result<(), 
 /// Resolves the settings of `serve`.
 pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliError> {
     let file = FileConfig::for_args(args.config.as_deref(), env)?;
-    let mut server = resolve_common(
+    let (mut server, database_url) = resolve_common(
         CommonFlags {
             data_dir: args.data_dir.clone(),
+            database_url: args.database_url.clone(),
             key_file: args.key_file.clone(),
             allow_group_read: args.allow_group_read,
             signing_key_rotation: args.signing_key_rotation,
@@ -408,17 +427,22 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         demo_step_delay,
         log_level,
         config_path,
+        database_url,
     })
 }
 
 /// The server configuration for commands that work on the data directory without a
 /// server (`app`, `user`, `keys`, ...): its data directory, key file and key timing,
 /// found as `serve` finds them.
-pub fn resolve_offline(offline: &OfflineArgs, env: &Env) -> Result<ServerConfig, CliError> {
+pub fn resolve_offline(
+    offline: &OfflineArgs,
+    env: &Env,
+) -> Result<(ServerConfig, Option<appfence_proto::Secret>), CliError> {
     let file = FileConfig::for_args(offline.config.as_deref(), env)?;
-    let server = resolve_common(
+    let (server, database_url) = resolve_common(
         CommonFlags {
             data_dir: offline.data_dir.clone(),
+            database_url: offline.database_url.clone(),
             key_file: offline.key_file.clone(),
             allow_group_read: offline.allow_group_read.then_some(true),
             signing_key_rotation: None,
@@ -431,7 +455,7 @@ pub fn resolve_offline(offline: &OfflineArgs, env: &Env) -> Result<ServerConfig,
         config_path(offline.config.as_deref(), env).as_deref(),
         server.allow_group_read,
     )?;
-    Ok(server)
+    Ok((server, database_url))
 }
 
 fn resolve_data_dir(flag: Option<PathBuf>, env: &Env, file: &FileConfig) -> PathBuf {
@@ -472,6 +496,13 @@ struct DurationParser;
 struct LogLevelParser;
 struct AgentModeParser;
 struct PeriodParser;
+struct DatabaseUrlParser;
+impl StrParser for DatabaseUrlParser {
+    type Out = appfence_proto::Secret;
+    fn parse(s: &str) -> Result<appfence_proto::Secret, String> {
+        parse_database_url(s)
+    }
+}
 struct DelayParser;
 impl StrParser for DelayParser {
     type Out = Duration;
@@ -780,6 +811,7 @@ log_level = "warn"
             config: None,
             key_file: None,
             allow_group_read: false,
+            database_url: None,
         }
     }
 
@@ -787,13 +819,13 @@ log_level = "warn"
     fn offline_commands_find_the_data_dir_and_key_file_like_serve() {
         let (_dir, path) = file_with("data_dir = \"/srv/appfence\"\n");
         let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
-        let c = resolve_offline(&offline(None), &env).unwrap();
+        let (c, _) = resolve_offline(&offline(None), &env).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/srv/appfence"));
         assert_eq!(c.key_file(), PathBuf::from("/srv/appfence/master.key"));
         let env2 = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap()), (ENV_DATA_DIR, "/e")]);
-        assert_eq!(resolve_offline(&offline(None), &env2).unwrap().data_dir, PathBuf::from("/e"));
+        assert_eq!(resolve_offline(&offline(None), &env2).unwrap().0.data_dir, PathBuf::from("/e"));
         assert_eq!(
-            resolve_offline(&offline(Some("/f")), &env2).unwrap().data_dir,
+            resolve_offline(&offline(Some("/f")), &env2).unwrap().0.data_dir,
             PathBuf::from("/f")
         );
     }

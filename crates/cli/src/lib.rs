@@ -11,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod output;
 pub mod parse;
+pub mod store;
 
 use std::io::Write;
 use std::process::ExitCode;

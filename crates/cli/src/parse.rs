@@ -115,3 +115,16 @@ pub fn parse_ip_list(s: &str) -> Result<Vec<std::net::IpAddr>, String> {
         .map(parse_ip)
         .collect()
 }
+
+/// A PostgreSQL URL, `postgres://user:password@host:port/database`; kept as a secret
+/// (it may hold a password) and never printed whole.
+pub fn parse_database_url(s: &str) -> Result<appfence_proto::Secret, String> {
+    let s = s.trim();
+    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        return Err(format!(
+            "{} is not a PostgreSQL URL (postgres://user:password@host:5432/database)",
+            appfence_store::postgres::redact(s)
+        ));
+    }
+    Ok(appfence_proto::Secret::new(s))
+}

@@ -31,6 +31,7 @@ fn settings(data_dir: &Path, demo: bool) -> ServeSettings {
         demo_step_delay: std::time::Duration::from_millis(100),
         log_level: "warn".into(),
         config_path: None,
+        database_url: None,
     }
 }
 

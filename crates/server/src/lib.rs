@@ -87,6 +87,7 @@ pub async fn start(
     };
     sweeper::spawn(state.clone(), shutdown.subscribe());
     sweeper::spawn_key_refresh(state.clone(), shutdown.subscribe());
+    spawn_change_listener(&state, shutdown.subscribe());
     let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -103,6 +104,29 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Acts on changes other replicas publish through the store (when it is shared).
+fn spawn_change_listener(state: &AppState, mut shutdown: watch::Receiver<bool>) {
+    let Some(mut changes) = state.store.subscribe() else {
+        return;
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(change) => state.apply_change(&change),
+                    // Missed some: act as if everything changed.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        state.apply_change(&appfence_store::Change::Everything)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+    });
 }
 
 /// Errors at start-up are reported as text: they end the process with a message.

@@ -75,6 +75,31 @@ impl RateLimiter for MemoryRateLimiter {
     }
 }
 
+/// Counters in the store, shared by every replica on it (PostgreSQL): exact across
+/// replicas because the store decides and counts under the counters' row locks.
+pub struct StoreRateLimiter {
+    store: std::sync::Arc<dyn appfence_store::Store>,
+    policy: RateLimitPolicy,
+}
+
+impl StoreRateLimiter {
+    pub fn new(store: std::sync::Arc<dyn appfence_store::Store>, policy: RateLimitPolicy) -> Self {
+        StoreRateLimiter { store, policy }
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for StoreRateLimiter {
+    async fn acquire(&self, key: &RateKey, now: Timestamp) -> appfence_core::Result<Decision> {
+        let key = format!("{}|{}|{}", key.tenant_id, key.caller, key.api);
+        self.store.rate_limit(&key, &self.policy, now).await
+    }
+
+    fn policy(&self) -> RateLimitPolicy {
+        self.policy
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

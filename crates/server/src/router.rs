@@ -21,7 +21,10 @@ pub fn build(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
 
     Router::new()
+        // Liveness: the process answers. Readiness: it can serve (its store answers);
+        // a load balancer takes a replica that is not ready out.
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readiness))
         .route(
             "/api/openapi.json",
             get(move || {
@@ -53,6 +56,21 @@ fn prefix_paths(mut doc: utoipa::openapi::OpenApi, prefix: &str) -> utoipa::open
         .map(|(p, item)| (format!("{prefix}{p}"), item))
         .collect();
     doc
+}
+
+async fn readiness(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::http::StatusCode;
+    match state.store.check().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            let why = match &e {
+                Error::Storage { fault, .. } => fault.as_str().to_string(),
+                _ => "storage error".to_string(),
+            };
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response()
+        }
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> impl IntoResponse {

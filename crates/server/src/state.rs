@@ -5,7 +5,7 @@ use std::sync::Arc;
 use appfence_core::authz::{Api, Principal};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::{ActionRecord, Clock, MachineRef};
-use appfence_store::Store;
+use appfence_store::{Change, Store};
 
 use crate::access::{self, AccessHolder, AccessSpec, MachineGroups};
 use crate::dispatch::Dispatcher;
@@ -14,7 +14,7 @@ use crate::oauth::keyring::KeyRing;
 use crate::oauth::password_pool::PasswordPool;
 use crate::oauth::tenants::TenantCache;
 use crate::oauth::token_cache::TokenCache;
-use crate::ratelimit::{MemoryRateLimiter, RateLimiter};
+use crate::ratelimit::{MemoryRateLimiter, RateLimiter, StoreRateLimiter};
 use crate::ServerConfig;
 
 #[derive(Clone)]
@@ -54,7 +54,12 @@ impl AppState {
             config.rotation_timing(),
         )
         .await?;
-        let limiter = Arc::new(MemoryRateLimiter::new(config.rate_limits));
+        // Replicas share their counters through the store; one process counts in memory.
+        let limiter: Arc<dyn RateLimiter> = if store.is_shared() {
+            Arc::new(StoreRateLimiter::new(store.clone(), config.rate_limits))
+        } else {
+            Arc::new(MemoryRateLimiter::new(config.rate_limits))
+        };
         // The access config may name "the only tenant", so there must be one.
         crate::oauth::apps::ensure_default_tenant(store.as_ref())
             .await
@@ -137,6 +142,31 @@ impl AppState {
         scope.check_group(&action.machine_id, group_id, group_name.as_deref())
     }
 
+    /// Something changed that waiting devices (or cached device groups) must hear
+    /// about: acted on here at once, and published to every other replica sharing the
+    /// store (which act on it when it arrives). A failed publication is logged: the
+    /// change itself is committed, and other replicas' long-polls end within
+    /// `long_poll_max` anyway.
+    pub async fn announce(&self, change: Change) {
+        self.apply_change(&change);
+        if let Err(e) = self.store.publish(&change).await {
+            tracing::warn!(error = %e, change = %change.payload(), "cannot tell the other replicas about a change");
+        }
+    }
+
+    /// Acts on a change, whichever replica made it.
+    pub fn apply_change(&self, change: &Change) {
+        match change {
+            Change::Machine(id) => self.dispatch.notify(id),
+            Change::Tenant(_) => self.dispatch.notify_all(),
+            Change::Groups => self.machine_groups.clear(),
+            Change::Everything => {
+                self.machine_groups.clear();
+                self.dispatch.notify_all();
+            }
+        }
+    }
+
     /// Replaces the access policy (SIGHUP). A spec that does not validate is refused with
     /// a message naming the config line, and the policy in force stays.
     pub async fn reload_access(&self, spec: &AccessSpec) -> Result<ReloadSummary, String> {
@@ -158,8 +188,8 @@ impl AppState {
         self.verified_tokens.clear();
         let moved = access::regroup_all(self.store.as_ref(), &policy).await;
         // Cleared after the regrouping (even a partial one), so that no lookup in between
-        // keeps a group from before it.
-        self.machine_groups.clear();
+        // keeps a group from before it; other replicas clear theirs too.
+        self.announce(Change::Groups).await;
         let moved = moved.map_err(|e| {
             format!("the new policy is in force, but regrouping devices failed: {e}")
         })?;

@@ -15,6 +15,8 @@ use appfence_core::audit::ACTOR_SERVER;
 use appfence_core::signing_keys::{expired, needs_immediate_key, rotation_due};
 use tokio::sync::watch;
 
+use appfence_store::Change;
+
 use crate::oauth::keyring;
 use crate::AppState;
 
@@ -29,14 +31,19 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         .await?;
     for action in &timed_out {
         tracing::info!(action = %action.id, machine = %action.machine_id, "action timed out");
-        state.dispatch.notify(&action.machine_id);
+        state.announce(Change::Machine(action.machine_id.clone())).await;
     }
     let expired = state.store.delete_expired_indicators(now).await?;
     if expired > 0 {
         tracing::info!(count = expired, "expired indicators deleted");
-        state.dispatch.notify_all();
+        state.announce(Change::Everything).await;
     }
     maintain_signing_keys(state).await?;
+    // Rate-limit windows that are over (the longest is an hour).
+    state
+        .store
+        .prune_rate_windows(now.minus(std::time::Duration::from_secs(3600)))
+        .await?;
     // MDE looks devices up by address for the last 30 days: older history goes.
     state
         .store

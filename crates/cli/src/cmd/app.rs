@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use appfence_core::{Error, SystemClock};
 use appfence_server::oauth::apps::create_app;
-use appfence_store::SqliteStore;
+use appfence_store::Store;
 use serde::Serialize;
 
 use super::{open_data_dir_store, tenant_or_default, Ctx};
@@ -35,7 +35,7 @@ const SECRET_WARNING: &str =
 
 async fn create(args: &AppCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let store = open_data_dir_store(&args.offline, ctx.env).await?;
-    let created = register(&store, args).await;
+    let created = register(&*store, args).await;
     store.close().await;
     let created = created?;
 
@@ -64,7 +64,7 @@ async fn create(args: &AppCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cli
     Ok(ExitCode::SUCCESS)
 }
 
-async fn register(store: &SqliteStore, args: &AppCreateArgs) -> Result<CreatedApp, CliError> {
+async fn register(store: &dyn Store, args: &AppCreateArgs) -> Result<CreatedApp, CliError> {
     let tenant = tenant_or_default(store, args.offline.tenant.as_deref()).await?;
     let (app, client_secret) = create_app(store, &SystemClock, &tenant.id, &args.name, &args.roles)
         .await

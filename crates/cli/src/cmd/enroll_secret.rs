@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use appfence_core::records::EnrollSecret;
 use appfence_core::{Clock, SystemClock};
 use appfence_server::oauth::secrets::{generate_secret, sha256_hex};
-use appfence_store::{SqliteStore, Store};
+use appfence_store::Store;
 use serde::Serialize;
 
 use super::{open_data_dir_store, tenant_or_default, Ctx};
@@ -34,7 +34,7 @@ const SECRET_WARNING: &str =
 
 async fn create(args: &EnrollSecretCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let store = open_data_dir_store(&args.offline, ctx.env).await?;
-    let created = insert(&store, args.offline.tenant.as_deref()).await;
+    let created = insert(&*store, args.offline.tenant.as_deref()).await;
     store.close().await;
     let created = created?;
     match ctx.format {
@@ -59,7 +59,7 @@ async fn create(args: &EnrollSecretCreateArgs, ctx: &mut Ctx<'_>) -> Result<Exit
 }
 
 async fn insert(
-    store: &SqliteStore,
+    store: &dyn Store,
     tenant: Option<&str>,
 ) -> Result<CreatedEnrollSecret, CliError> {
     let tenant = tenant_or_default(store, tenant).await?;
@@ -111,7 +111,7 @@ mod tests {
         let secret = created["enrollSecret"].as_str().unwrap();
         assert!(secret.len() >= 32, "{out}");
 
-        let store = SqliteStore::open(&dir.path().join(crate::config::DB_FILE))
+        let store = appfence_store::SqliteStore::open(&dir.path().join(crate::config::DB_FILE))
             .await
             .unwrap();
         let stored = store.enroll_secret(&sha256_hex(secret)).await.unwrap();

@@ -10,12 +10,12 @@ use appfence_core::{Clock, SystemClock};
 use appfence_proto::Timestamp;
 use appfence_server::oauth::keyring::{self, KeyRing};
 use appfence_server::ServerConfig;
-use appfence_store::{SqliteStore, Store};
 use serde::Serialize;
 
 use super::{open_offline, Ctx};
 use crate::args::{KeysCommand, OfflineArgs, OutputFormat};
 use crate::error::CliError;
+use crate::store::OpenStore;
 use crate::output::{self, Table};
 
 /// The actor recorded in the audit log for a retirement from the command line.
@@ -100,10 +100,10 @@ async fn list(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliE
 async fn open_keys(
     offline: &OfflineArgs,
     ctx: &Ctx<'_>,
-) -> Result<(SqliteStore, ServerConfig, KeyRing), CliError> {
+) -> Result<(OpenStore, ServerConfig, KeyRing), CliError> {
     let (store, config) = open_offline(offline, ctx.env).await?;
     match KeyRing::open(
-        &store,
+        &*store,
         &SystemClock,
         &config.key_file(),
         config.allow_group_read,
@@ -122,7 +122,7 @@ async fn open_keys(
 async fn rotate(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let (store, _, ring) = open_keys(offline, ctx).await?;
     let now = SystemClock.now();
-    let result = keyring::rotate(&store, ring.kek(), ring.timing(), now, false).await;
+    let result = keyring::rotate(&*store, ring.kek(), ring.timing(), now, false).await;
     let keys = store.signing_keys().await;
     store.close().await;
     let added = result
@@ -162,7 +162,7 @@ async fn rotate(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cl
 async fn retire(offline: &OfflineArgs, kid: &str, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let (store, config, ring) = open_keys(offline, ctx).await?;
     let now = SystemClock.now();
-    let result = keyring::retire(&store, ring.kek(), ring.timing(), kid.trim(), now, RETIRE_ACTOR).await;
+    let result = keyring::retire(&*store, ring.kek(), ring.timing(), kid.trim(), now, RETIRE_ACTOR).await;
     let keys = store.signing_keys().await;
     store.close().await;
     let signing = keys

@@ -18,10 +18,11 @@ use appfence_core::Tenant;
 use appfence_proto::Collection;
 use appfence_server::oauth::apps::ensure_default_tenant;
 use appfence_server::oauth::tenants::resolve_tenant;
-use appfence_store::SqliteStore;
+use appfence_store::Store;
 
 use crate::args::{OfflineArgs, OutputFormat};
-use crate::config::{resolve_offline, DB_FILE};
+use crate::config::resolve_offline;
+use crate::store::OpenStore;
 use crate::env::Env;
 use crate::error::CliError;
 use crate::output;
@@ -50,10 +51,11 @@ fn print_collection<T: serde::Serialize>(
     Ok(())
 }
 
-/// The database of the server's data directory (flag, environment, config file or
-/// default), for commands that work without a running server. Creates the directory
-/// (`0700`) and the database if needed; refuses them if other users can reach them.
-async fn open_data_dir_store(offline: &OfflineArgs, env: &Env) -> Result<SqliteStore, CliError> {
+/// The server's store (PostgreSQL if configured, else SQLite in the data directory),
+/// found as `serve` finds it, for commands that work without a running server. Creates
+/// the data directory (`0700`) and the SQLite database if needed; refuses them if
+/// other users can reach them.
+async fn open_data_dir_store(offline: &OfflineArgs, env: &Env) -> Result<OpenStore, CliError> {
     open_offline(offline, env).await.map(|(store, _)| store)
 }
 
@@ -62,21 +64,14 @@ async fn open_data_dir_store(offline: &OfflineArgs, env: &Env) -> Result<SqliteS
 async fn open_offline(
     offline: &OfflineArgs,
     env: &Env,
-) -> Result<(SqliteStore, appfence_server::ServerConfig), CliError> {
-    let config = resolve_offline(offline, env)?;
-    appfence_server::at_rest::private_paths::prepare_data_dir(
-        &config.data_dir,
-        config.allow_group_read,
-    )
-    .map_err(CliError::Failed)?;
-    let store = SqliteStore::open(&config.data_dir.join(DB_FILE))
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+) -> Result<(OpenStore, appfence_server::ServerConfig), CliError> {
+    let (config, database_url) = resolve_offline(offline, env)?;
+    let store = OpenStore::open(&config, database_url.as_ref()).await?;
     Ok((store, config))
 }
 
 /// The tenant named by id or name, or the default tenant (created if there is none).
-async fn tenant_or_default(store: &SqliteStore, tenant: Option<&str>) -> Result<Tenant, CliError> {
+async fn tenant_or_default(store: &dyn Store, tenant: Option<&str>) -> Result<Tenant, CliError> {
     let failed = |e: appfence_core::Error| CliError::Failed(e.to_string());
     match tenant {
         Some(t) => resolve_tenant(store, t)

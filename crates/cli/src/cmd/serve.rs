@@ -1,5 +1,5 @@
-//! `serve`: the control plane on the SQLite store in the data directory, optionally with
-//! a demo tenant and simulated devices, until Ctrl-C or SIGTERM.
+//! `serve`: the control plane on its store (SQLite in the data directory, or PostgreSQL),
+//! optionally with a demo tenant and simulated devices, until Ctrl-C or SIGTERM.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,14 +13,14 @@ use appfence_core::SystemClock;
 use appfence_server::access::AccessSpec;
 use appfence_server::demo::{self, DemoInfo};
 use appfence_server::{AppState, RunningServer};
-use appfence_store::{SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Ctx;
 use crate::args::ServeArgs;
-use crate::config::{self, ServeSettings, DB_FILE};
+use crate::config::{self, ServeSettings};
 use crate::error::CliError;
+use crate::store::OpenStore;
 
 /// How long in-flight requests (device long-polls included) may take to finish once a
 /// shutdown is asked for; after that the process exits anyway.
@@ -76,7 +76,7 @@ pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
 /// A started server, with its demo fleet if any.
 pub struct Serving {
     running: RunningServer,
-    store: Arc<SqliteStore>,
+    store: OpenStore,
     demo: Option<DemoInfo>,
     fleet: Vec<JoinHandle<Result<(), AgentError>>>,
     fleet_stop: watch::Sender<bool>,
@@ -86,20 +86,9 @@ pub struct Serving {
 /// waits for the simulated devices to enrol (so `demo.json` lists them).
 pub async fn start(mut settings: ServeSettings) -> Result<Serving, CliError> {
     settings.server.access = with_demo_roles(settings.server.access, settings.demo);
-    let data_dir = settings.server.data_dir.clone();
-    appfence_server::at_rest::private_paths::prepare_data_dir(
-        &data_dir,
-        settings.server.allow_group_read,
-    )
-    .map_err(CliError::Failed)?;
-    let store = Arc::new(
-        SqliteStore::open(&data_dir.join(DB_FILE))
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))?,
-    );
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let store = OpenStore::open(&settings.server, settings.database_url.as_ref()).await?;
     let running =
-        match appfence_server::start(settings.server.clone(), dyn_store, Arc::new(SystemClock))
+        match appfence_server::start(settings.server.clone(), store.shared(), Arc::new(SystemClock))
             .await
         {
             Ok(r) => r,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use appfence_core::{Clock, Error, SystemClock};
 use appfence_server::oauth::users::create_user;
-use appfence_store::{SqliteStore, Store};
+use appfence_store::Store;
 use serde::Serialize;
 
 use super::{open_data_dir_store, tenant_or_default, Ctx};
@@ -36,7 +36,7 @@ const UNLOCK_ACTOR: &str = "appfence user unlock";
 async fn unlock(args: &UserUnlockArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let store = open_data_dir_store(&args.offline, ctx.env).await?;
     let result = async {
-        let tenant = tenant_or_default(&store, args.offline.tenant.as_deref()).await?;
+        let tenant = tenant_or_default(&*store, args.offline.tenant.as_deref()).await?;
         let account = appfence_core::sign_in_throttle::SignInAccount::new(&tenant.id, &args.upn);
         let was_locked = store
             .unlock_account(&account, UNLOCK_ACTOR, SystemClock.now())
@@ -104,7 +104,7 @@ pub async fn create(
     ctx: &mut Ctx<'_>,
 ) -> Result<ExitCode, CliError> {
     let store = open_data_dir_store(&args.offline, ctx.env).await?;
-    let created = add(&store, args, password).await;
+    let created = add(&*store, args, password).await;
     store.close().await;
     let created = created?;
 
@@ -130,7 +130,7 @@ pub async fn create(
 }
 
 async fn add(
-    store: &SqliteStore,
+    store: &dyn Store,
     args: &UserCreateArgs,
     password: &str,
 ) -> Result<CreatedUser, CliError> {
@@ -196,6 +196,7 @@ mod tests {
                 config: None,
                 key_file: None,
                 allow_group_read: false,
+                database_url: None,
             },
         }
     }
@@ -233,7 +234,7 @@ mod tests {
         assert_eq!(json["tenantName"], "default");
         assert!(!out.contains(password));
 
-        let store = SqliteStore::open(&dir.path().join(crate::config::DB_FILE))
+        let store = appfence_store::SqliteStore::open(&dir.path().join(crate::config::DB_FILE))
             .await
             .unwrap();
         let tenant_id = json["tenantId"].as_str().unwrap();

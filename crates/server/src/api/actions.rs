@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 
 use super::body::{cancel_comment, ActionRequest, JsonObject};
 use super::{odata_context, query};
+use appfence_store::Change;
 use crate::oauth::extract::Authenticated;
 use crate::response::OData;
 use crate::{ApiError, AppState};
@@ -122,7 +123,7 @@ async fn create(
         troubleshoot_info: None,
     };
     state.store.create_action(&action).await?;
-    state.dispatch.notify(&machine.id);
+    state.announce(Change::Machine(machine.id.clone())).await;
     tracing::info!(action = %action.id, machine = %machine.id, kind = action_type.as_str(), requestor = %action.requestor, "action created");
     let ctx = odata_context(&state, "MachineActions", true);
     Ok(OData(StatusCode::CREATED, action.to_wire(Some(ctx))))
@@ -251,7 +252,7 @@ pub async fn cancel_action(
     };
     match state.store.transition(&id, &change).await? {
         TransitionOutcome::Applied(action) => {
-            state.dispatch.notify(&action.machine_id);
+            state.announce(Change::Machine(action.machine_id.clone())).await;
             tracing::info!(action = %action.id, requestor = %change.actor, "action cancelled");
             let ctx = odata_context(&state, "MachineActions", true);
             Ok(OData(StatusCode::OK, action.to_wire(Some(ctx))))

@@ -102,8 +102,8 @@ async fn change(
         .store
         .change_machine_tag(&principal.tenant_id, ids, tag, add, &group_of)
         .await?;
-    // Cached groups of these machines may be stale now.
-    state.machine_groups.clear();
+    // Cached groups of these machines are stale now, here and on other replicas.
+    state.announce(appfence_store::Change::Groups).await;
     tracing::info!(
         tenant_id = %principal.tenant_id,
         caller = %principal.caller_key(),

@@ -133,6 +133,17 @@ impl Store for PgStore {
         throttle::sweep(&self.pool, policy, now).await
     }
 
+    async fn check(&self) -> Result<()> {
+        super::read(async {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(super::ctx("cannot reach the database"))?;
+            Ok(())
+        })
+        .await
+    }
+
     fn is_shared(&self) -> bool {
         true
     }

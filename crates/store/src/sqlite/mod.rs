@@ -280,6 +280,14 @@ impl Store for SqliteStore {
         throttle::sweep(&self.writer, policy, now).await
     }
 
+    async fn check(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(db_err("cannot read the database"))?;
+        Ok(())
+    }
+
     fn is_shared(&self) -> bool {
         false
     }
