@@ -1,6 +1,7 @@
 //! Wakes a device's waiting long-poll as soon as something changes for it, so the hot
 //! path has no fixed polling interval. In process: one `Notify` per device that has a
-//! waiter. (Across replicas this becomes PostgreSQL LISTEN/NOTIFY.)
+//! waiter. Across replicas, the changes the store publishes (PostgreSQL LISTEN/NOTIFY)
+//! wake it the same way: see `AppState::announce`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -44,9 +44,33 @@ static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
 /// The process's cluster, started on first use; `Err(why)` if PostgreSQL cannot run.
 pub fn cluster() -> Result<&'static PgCluster, String> {
     CLUSTER
-        .get_or_init(PgCluster::start_new)
+        .get_or_init(|| PgCluster::start_new("shared"))
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// A cluster of one test's own, for tests that stop and start PostgreSQL (which would
+/// break every other test on the shared one). Stopped and removed when dropped.
+pub fn private_cluster() -> Result<PgCluster, String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let cluster = PgCluster::start_new(&format!("private{n}"))?;
+    Ok(cluster)
+}
+
+/// [`private_cluster`], or `None` after printing `skipped: <why>` (a failure under
+/// `CI=true`), as [`postgres_or_skip`].
+pub fn private_postgres_or_skip(test: &str) -> Option<PgCluster> {
+    match private_cluster() {
+        Ok(c) => Some(c),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: PostgreSQL is required under CI=true: {why}")
+        }
+        Err(why) => {
+            println!("skipped: {test}: {why}");
+            None
+        }
+    }
 }
 
 /// The cluster, or `None` after printing `skipped: <why>`; under `CI=true` a missing
@@ -130,7 +154,12 @@ fn remove_stale_dirs() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(DIR_PREFIX).and_then(|p| p.parse::<u32>().ok()) else {
+        // <prefix><pid>-<name>
+        let pid = name
+            .strip_prefix(DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -147,10 +176,10 @@ extern "C" fn remove_own_dir() {
 }
 
 impl PgCluster {
-    fn start_new() -> Result<PgCluster, String> {
+    fn start_new(name: &str) -> Result<PgCluster, String> {
         let bin = bin_dir()?;
         remove_stale_dirs();
-        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -189,9 +218,11 @@ impl PgCluster {
             control: Mutex::new(tx),
         };
         cluster.start()?;
-        // SAFETY: registering a plain extern "C" function.
-        unsafe {
-            libc::atexit(remove_own_dir);
+        if name == "shared" {
+            // SAFETY: registering a plain extern "C" function.
+            unsafe {
+                libc::atexit(remove_own_dir);
+            }
         }
         Ok(cluster)
     }
@@ -258,8 +289,17 @@ impl PgCluster {
     }
 }
 
-/// Owns the postmaster for the life of the process (the thread never ends while the
-/// process runs, so `PR_SET_PDEATHSIG` fires only when the process does).
+impl Drop for PgCluster {
+    // Runs for private clusters only (the shared one is a static, cleaned up at exit).
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Owns the postmaster for the life of its cluster: the shared cluster's thread never
+/// ends while the process runs, so `PR_SET_PDEATHSIG` (which follows the spawning
+/// thread) fires only when the process does; a private cluster's ends when it is dropped.
 fn supervise(bin: &Path, dir: &Path, port: u16, rx: mpsc::Receiver<Control>) {
     let mut child: Option<Child> = None;
     while let Ok(cmd) = rx.recv() {

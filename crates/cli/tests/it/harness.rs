@@ -1,6 +1,7 @@
-//! Boots the real control plane (SQLite store in a temp dir, the real router, the real
-//! sweeper) on a free loopback port, and drives it over HTTP like a client would.
-//! Every test gets its own server; every wait has a deadline.
+//! Boots the real control plane (SQLite store in a temp dir, or a fresh database of the
+//! throwaway PostgreSQL cluster; the real router, the real sweeper) on a free loopback
+//! port, and drives it over HTTP like a client would. Every test gets its own server;
+//! every wait has a deadline.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use appfence_core::{Clock, ManualClock, SystemClock};
 use appfence_server::oauth::apps::{create_app, ensure_default_tenant};
 use appfence_server::oauth::secrets::{generate_secret, sha256_hex};
 use appfence_server::{AppState, RunningServer, ServerConfig};
-use appfence_store::{SqliteStore, Store};
+use appfence_store::{PgStore, SqliteStore, Store};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -42,6 +43,8 @@ pub struct TestServer {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The data directory; a replica shares its primary's (and does not own it).
     pub data_dir: std::path::PathBuf,
+    /// The PostgreSQL database, when the store is not SQLite in `data_dir`.
+    pub database_url: Option<String>,
     _dir: Option<TempDir>,
 }
 
@@ -111,22 +114,59 @@ impl TestServer {
         server
     }
 
+    /// A server on the PostgreSQL database at `url` (its key file in a temp dir).
+    pub async fn start_on_postgres(
+        url: &str,
+        tweak: impl FnOnce(&mut ServerConfig),
+        clock: Option<Arc<ManualClock>>,
+    ) -> Self {
+        let dir = private_tempdir();
+        let mut server = Self::start_on(dir.path(), Some(url), tweak, clock).await;
+        server._dir = Some(dir);
+        server
+    }
+
     /// A second server on this one's database and key file, as a replica would be:
     /// another process's view of the same store (its own connections and caches).
     pub async fn replica(&self, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        Self::start_in(&self.data_dir, tweak, None).await
+        self.replica_with_clock(tweak, None).await
     }
 
-    /// A server on the data directory `dir` (which the caller keeps).
+    /// [`Self::replica`] on the clock `clock`.
+    pub async fn replica_with_clock(
+        &self,
+        tweak: impl FnOnce(&mut ServerConfig),
+        clock: Option<Arc<ManualClock>>,
+    ) -> Self {
+        Self::start_on(&self.data_dir, self.database_url.as_deref(), tweak, clock).await
+    }
+
+    /// A server on the SQLite database in the data directory `dir` (which the caller
+    /// keeps).
     pub async fn start_in(
         dir: &std::path::Path,
         tweak: impl FnOnce(&mut ServerConfig),
         clock: Option<Arc<ManualClock>>,
     ) -> Self {
-        let store = SqliteStore::open(&dir.join("appfence.db"))
-            .await
-            .expect("open store");
-        let store: Arc<dyn Store> = Arc::new(store);
+        Self::start_on(dir, None, tweak, clock).await
+    }
+
+    /// A server with its key file in `dir` (which the caller keeps), on the PostgreSQL
+    /// database at `database_url`, else on SQLite in `dir`.
+    pub async fn start_on(
+        dir: &std::path::Path,
+        database_url: Option<&str>,
+        tweak: impl FnOnce(&mut ServerConfig),
+        clock: Option<Arc<ManualClock>>,
+    ) -> Self {
+        let store: Arc<dyn Store> = match database_url {
+            Some(url) => Arc::new(PgStore::open(url).await.expect("open PostgreSQL store")),
+            None => Arc::new(
+                SqliteStore::open(&dir.join("appfence.db"))
+                    .await
+                    .expect("open store"),
+            ),
+        };
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.to_path_buf(),
@@ -153,6 +193,7 @@ impl TestServer {
             metrics_addr: running.metrics_addr,
             running: Some(running),
             data_dir: dir.to_path_buf(),
+            database_url: database_url.map(str::to_string),
             _dir: None,
         }
     }

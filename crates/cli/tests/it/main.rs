@@ -26,6 +26,8 @@ mod openapi;
 mod ratelimits;
 mod reliability;
 mod reload;
+mod replica_faults;
+mod replicas;
 mod secrets_at_rest;
 mod sign_in;
 mod tenants;

@@ -1,8 +1,9 @@
 //! Changes every replica must hear about (an action for a device, the allowlist, device
 //! groups), over PostgreSQL's LISTEN/NOTIFY. A listener task per replica forwards them
-//! to its subscribers; when its connection is lost it reconnects and reports
-//! [`Change::Everything`], so subscribers re-read the store and no wake-up is lost for
-//! good.
+//! to its subscribers. When its connection is lost it reports [`Change::Everything`] at
+//! once (waiting devices re-read the store rather than wait on a deaf feed: while the
+//! database is down they get a clean 503) and again once it has reconnected, so
+//! subscribers re-read the store and no wake-up is lost for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,7 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Change>) {
                             }
                         }
                     }
+                    let _ = tx.send(Change::Everything);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot connect the change listener; retrying"),
