@@ -18,12 +18,12 @@ use crate::wire::{top_level_keys, Resp};
 
 const ROLE_READ_WRITE: &str = "Machine.ReadWrite.All";
 const QUARANTINE_ADMINS: &str = "g-quarantine";
-const ANALYSTS: &str = "g-analysts";
+pub(crate) const ANALYSTS: &str = "g-analysts";
 const PASSWORD: &str = "a long enough passphrase";
 
 /// Roles: analysts may view, remediate and manage settings (tags); device groups:
 /// "Quarantine" (tag `quarantine`, only for quarantine admins), the rest ungrouped.
-fn spec() -> AccessSpec {
+pub(crate) fn spec() -> AccessSpec {
     let role = |name: &str, permissions: &[&str], group: &str| RoleSpec {
         line: None,
         name: name.into(),
@@ -78,7 +78,7 @@ fn names(r: &Resp) -> Vec<String> {
 }
 
 /// A user token of a local user in `groups`, by the password grant.
-async fn user_api(server: &TestServer, app: &App, upn: &str, groups: &[&str]) -> Api {
+pub(crate) async fn user_api(server: &TestServer, app: &App, upn: &str, groups: &[&str]) -> Api {
     create_user(
         server.state.store.as_ref(),
         server.state.clock.as_ref(),

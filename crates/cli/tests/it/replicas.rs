@@ -320,3 +320,49 @@ async fn a_replica_is_ready_only_while_its_database_answers() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_regrouped_through_one_replica_is_regrouped_on_all() {
+    use crate::lookups::{spec, user_api, ANALYSTS};
+    let access = spec();
+    let with_groups = move |c: &mut ServerConfig| c.access = access.clone();
+    let Some(servers) = replicas("replicas: device groups", 2, with_groups, None).await else {
+        return;
+    };
+    let (a, b) = (&servers[0], &servers[1]);
+    let app = a.app(ALL_ROLES).await;
+    // A viewer, calling A; an analyst (who may tag), calling B.
+    let viewer = user_api(a, &app, "viewer@corp.example", &["g-viewers"]).await;
+    let mut analyst = user_api(a, &app, "analyst@corp.example", &[ANALYSTS]).await;
+    analyst.base = b.base.clone();
+    let device = a.enroll("box.corp.example").await;
+    let created = analyst.restrict(&device.machine_id, "contain").await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let action = format!("/api/machineactions/{}", created.json()["id"].as_str().unwrap());
+    // Ungrouped: the viewer sees the action (and A remembers the device's group).
+    assert_eq!(viewer.get(&action).await.status, 200);
+
+    // Tagged `quarantine` through B: in the Quarantine group, which viewers may not see,
+    // on A too.
+    let tagged = analyst
+        .post(
+            &format!("/api/machines/{}/tags", device.machine_id),
+            &json!({"Value": "quarantine", "Action": "Add"}),
+        )
+        .await;
+    assert_eq!(tagged.status, 200, "{}", tagged.text);
+    within(Duration::from_secs(20), "A to forget the device's old group", async {
+        loop {
+            let r = viewer.get(&action).await;
+            if r.status == 403 {
+                let e = r.assert_error(403, "Forbidden");
+                assert!(e.message.contains("device group 'Quarantine'"), "{}", e.message);
+                break;
+            }
+            assert_eq!(r.status, 200, "{}", r.text);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    stop_all(servers).await;
+}

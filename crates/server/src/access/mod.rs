@@ -211,8 +211,9 @@ impl AccessHolder {
 
 /// Each machine's device group, remembered from the store: a user's call on an action
 /// needs the group of the action's machine, and reading the whole machine record for it
-/// would cost more than the rest of the authorization. Groups change only when this
-/// process regroups (start-up, reload), which clears it.
+/// would cost more than the rest of the authorization. Groups change only when
+/// any replica regroups (start-up, reload, tags): that clears it here and, through the
+/// changes the store publishes, on every other replica.
 #[derive(Default)]
 pub struct MachineGroups {
     known: RwLock<HashMap<String, (i64, Option<String>)>>,
