@@ -10,7 +10,7 @@ use appfence_proto::agent::EnforcementMode;
 
 use crate::duration::{parse_delay, parse_duration};
 use crate::parse::{
-    parse_agent_mode, parse_database_url, parse_demo_devices, parse_ip, parse_listen, parse_log_level,
+    parse_agent_mode, database_url_arg, parse_demo_devices, parse_ip, parse_listen, parse_log_level,
     parse_optional_period, parse_public_url, parse_refresh_interval,
 };
 
@@ -97,7 +97,8 @@ pub struct ServeArgs {
     /// Provision a demo tenant and app, and run simulated devices [env: APPFENCE_DEMO]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub demo: Option<bool>,
-    /// Number of simulated devices with --demo [env: APPFENCE_DEMO_DEVICES] [default: 5]
+    /// Number of simulated devices with --demo, 0 for none (a second replica)
+    /// [env: APPFENCE_DEMO_DEVICES] [default: 5]
     #[arg(long, value_name = "N", value_parser = parse_demo_devices)]
     pub demo_devices: Option<u32>,
     /// Simulated devices take this long to start an action (InProgress) and as long again
@@ -148,7 +149,7 @@ pub struct ServeArgs {
     /// PostgreSQL for several replicas, postgres://user:password@host:5432/db (prefer
     /// the variable: flags show in the process list) [env: APPFENCE_DATABASE_URL]
     /// [default: SQLite in the data directory]
-    #[arg(long, value_name = "URL", value_parser = parse_database_url)]
+    #[arg(long, value_name = "URL", value_parser = database_url_arg)]
     pub database_url: Option<appfence_proto::Secret>,
 }
 
@@ -192,7 +193,7 @@ pub struct OfflineArgs {
     #[arg(long)]
     pub allow_group_read: bool,
     /// The server's PostgreSQL database, if it uses one [env: APPFENCE_DATABASE_URL]
-    #[arg(long, value_name = "URL", value_parser = parse_database_url)]
+    #[arg(long, value_name = "URL", value_parser = database_url_arg)]
     pub database_url: Option<appfence_proto::Secret>,
 }
 

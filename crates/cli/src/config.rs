@@ -206,8 +206,7 @@ impl FileConfig {
 
     /// Parses TOML text; the error names the line (and the key, for unknown keys).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut file: FileConfig =
-            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let mut file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         file.access = access_spec(
             text,
             file.auth.as_ref(),
@@ -223,6 +222,29 @@ impl FileConfig {
             Some(path) => Self::load(&path),
             None => Ok(FileConfig::default()),
         }
+    }
+}
+
+/// Where and why a file does not parse, as `line 3, column 8 (key): message`. Not toml's
+/// own rendering: it quotes the line, and a line may hold a password (`database_url`).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let key = text[line_start..]
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(k) => format!("line {line}, column {column} ({k}): {message}"),
+        None => format!("line {line}, column {column}: {message}"),
     }
 }
 
@@ -249,13 +271,18 @@ fn resolve_common(
     env: &Env,
     file: &FileConfig,
 ) -> Result<(ServerConfig, Option<appfence_proto::Secret>), CliError> {
-    let database_url = layer(
-        flags.database_url,
-        env,
-        ENV_DATABASE_URL,
-        parse_database_url,
-        file.database_url.clone(),
-    )?;
+    // Not `layer`: its errors quote the value, and this one holds a password.
+    let database_url = match (flags.database_url, env.get(ENV_DATABASE_URL)) {
+        (Some(flag), _) => Some(
+            parse_database_url(flag.expose())
+                .map_err(|e| CliError::Usage(format!("--database-url: {e}")))?,
+        ),
+        (None, Some(raw)) => Some(
+            parse_database_url(raw)
+                .map_err(|e| CliError::Usage(format!("invalid {ENV_DATABASE_URL}: {e}")))?,
+        ),
+        (None, None) => file.database_url.clone(),
+    };
     let mut server = ServerConfig {
         data_dir: resolve_data_dir(flags.data_dir, env, file),
         ..ServerConfig::default()
@@ -741,13 +768,20 @@ log_level = "warn"
             (ENV_LISTEN, "localhost"),
             (ENV_PENDING_TIMEOUT, "3"),
             (ENV_DEMO, "maybe"),
-            (ENV_DEMO_DEVICES, "0"),
+            (ENV_DEMO_DEVICES, "100001"),
             (ENV_PUBLIC_URL, "example.com"),
             (ENV_LOG_LEVEL, "info,[[["),
         ] {
             let m = usage(resolve_serve(&args(), &Env::from_pairs([(var, value)])));
             assert!(m.starts_with(&format!("invalid {var}=")), "{m}");
         }
+        // Named, but without its value: it holds a password.
+        let m = usage(resolve_serve(
+            &args(),
+            &Env::from_pairs([(ENV_DATABASE_URL, "mysql://u:pw-s3cret@db/x")]),
+        ));
+        assert!(m.starts_with(&format!("invalid {ENV_DATABASE_URL}: ")), "{m}");
+        assert!(!m.contains("pw-s3cret"), "{m}");
         // A flag makes a bad variable irrelevant.
         let mut a = args();
         a.listen = Some("127.0.0.1:1".parse().unwrap());
@@ -787,10 +821,15 @@ log_level = "warn"
         assert!(e.contains("line 3"), "{e}");
         let e = FileConfig::parse("action_pending_timeout = \"3w\"\n").unwrap_err();
         assert!(e.contains("line 1") && e.contains("unknown unit"), "{e}");
-        let e = FileConfig::parse("demo_devices = 0\n").unwrap_err();
-        assert!(e.contains("between 1 and"), "{e}");
+        let e = FileConfig::parse("demo_devices = 100001\n").unwrap_err();
+        assert!(e.contains("between 0 and"), "{e}");
         let e = FileConfig::parse("demo_devices = \"5\"\n").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
+        // The line itself is not quoted: it may hold a password.
+        let e = FileConfig::parse("listen = \"127.0.0.1:1\"\ndatabase_url = \"mysql://u:pw-s3cret@h/x\"\n")
+            .unwrap_err();
+        assert!(e.starts_with("line 2, column 16 (database_url): "), "{e}");
+        assert!(e.contains("mysql://u:***@h/x is not a PostgreSQL URL") && !e.contains("pw-s3cret"), "{e}");
     }
 
     #[test]

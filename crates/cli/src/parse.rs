@@ -41,11 +41,13 @@ pub fn parse_demo_devices(s: &str) -> Result<u32, String> {
 }
 
 pub fn check_demo_devices(n: u32) -> Result<u32, String> {
-    if (1..=MAX_DEMO_DEVICES).contains(&n) {
+    // 0: the demo tenant and its credentials without simulated devices of this process
+    // (a second replica of a demo whose devices run on the first).
+    if n <= MAX_DEMO_DEVICES {
         Ok(n)
     } else {
         Err(format!(
-            "the number of demo devices must be between 1 and {MAX_DEMO_DEVICES}"
+            "the number of demo devices must be between 0 and {MAX_DEMO_DEVICES}"
         ))
     }
 }
@@ -118,6 +120,12 @@ pub fn parse_ip_list(s: &str) -> Result<Vec<std::net::IpAddr>, String> {
 
 /// A PostgreSQL URL, `postgres://user:password@host:port/database`; kept as a secret
 /// (it may hold a password) and never printed whole.
+/// A database URL as given on the command line, checked later by [`parse_database_url`]:
+/// clap would echo a value it refuses, password and all.
+pub fn database_url_arg(s: &str) -> Result<appfence_proto::Secret, std::convert::Infallible> {
+    Ok(appfence_proto::Secret::new(s))
+}
+
 pub fn parse_database_url(s: &str) -> Result<appfence_proto::Secret, String> {
     let s = s.trim();
     if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {

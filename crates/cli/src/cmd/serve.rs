@@ -324,6 +324,13 @@ fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::builder()
         .parse(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_LEVEL));
+    // PostgreSQL's notices ("relation ... already exists, skipping" at every start) are
+    // not news, unless asked for by name.
+    let filter = if filter.to_string().contains("sqlx") {
+        filter
+    } else {
+        filter.add_directive("sqlx::postgres::notice=warn".parse().expect("a valid directive"))
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

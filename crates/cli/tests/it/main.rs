@@ -23,6 +23,7 @@ mod lifecycle;
 mod lookups;
 mod odata;
 mod openapi;
+mod postgres_cli;
 mod ratelimits;
 mod reliability;
 mod reload;
