@@ -15,20 +15,17 @@
 
 use std::sync::Arc;
 
-use appfence_core::ids::new_guid;
-use appfence_core::records::{ActionRecord, MachineRecord};
+use appfence_core::records::MachineRecord;
 use appfence_core::{Clock, SystemClock};
-use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use appfence_store::Store;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 
 use crate::load;
 use crate::raw_sqlite::RawSqlite;
-use crate::setup::Harness;
+use crate::setup::{pending_restrict, Harness, COMMENT};
 use crate::stats::Sample;
 
-const COMMENT: &str = "Restrict code execution due to alert 1234 (appfence bench)";
 
 #[derive(Default)]
 pub struct Creation {
@@ -38,36 +35,6 @@ pub struct Creation {
     pub raw_tx: Sample,
     /// Ids of the actions created over HTTP, for the read measurement.
     pub action_ids: Vec<String>,
-}
-
-/// The action the server creates for a restrict call, as a record.
-pub fn pending_restrict(
-    tenant_id: &str,
-    requestor: &str,
-    machine_id: &str,
-    computer_dns_name: &str,
-    now: Timestamp,
-) -> ActionRecord {
-    ActionRecord {
-        tenant_id: tenant_id.to_string(),
-        id: new_guid(),
-        action_type: ActionType::RestrictCodeExecution,
-        title: None,
-        requestor: requestor.to_string(),
-        requestor_comment: COMMENT.to_string(),
-        status: ActionStatus::Pending,
-        machine_id: machine_id.to_string(),
-        computer_dns_name: computer_dns_name.to_string(),
-        created: now,
-        last_update: now,
-        cancellation_requestor: None,
-        cancellation_comment: None,
-        cancellation_time: None,
-        error_h_result: 0,
-        external_id: None,
-        request_source: "PublicApi".into(),
-        troubleshoot_info: None,
-    }
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -8,16 +8,7 @@
 //!
 //! `cargo run --release -p appfence-bench -- [--quick]`
 
-mod access;
-mod args;
-mod creation;
-mod idp;
-mod load;
-mod raw_sqlite;
-mod reads;
-mod report;
-mod setup;
-mod stats;
+use appfence_bench::{access, args, creation, idp, raw_sqlite, reads, report, setup, stats};
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -138,7 +138,7 @@ impl RawSqlite {
         for i in self.next..end {
             let t0 = Instant::now();
             let m = &self.devices[i];
-            let a = crate::creation::pending_restrict(
+            let a = crate::setup::pending_restrict(
                 &self.tenant_id,
                 &self.requestor,
                 &m.id,

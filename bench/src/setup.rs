@@ -10,8 +10,9 @@ use std::time::Duration;
 use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT};
 use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::ratelimit::RateLimitPolicy;
-use appfence_core::records::{EnrollSecret, MachineRecord};
+use appfence_core::records::{ActionRecord, EnrollSecret, MachineRecord};
 use appfence_core::{Clock, SystemClock, Tenant};
+use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use appfence_proto::agent::{
     Capabilities, DeviceInfo, EnforcementState, EnrollRequest, EnrollResponse,
 };
@@ -28,6 +29,8 @@ use crate::stats::Sample;
 /// The audience real MDE clients ask for; the server maps it to its own API.
 const MDE_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 const APP_NAME: &str = "appfence bench";
+/// The comment of every restrict the benchmarks create.
+pub const COMMENT: &str = "Restrict code execution due to alert 1234 (appfence bench)";
 /// Host names of the devices enrolled over HTTP (the access benchmark's device group).
 pub const HTTP_HOST_PREFIX: &str = "bench-http-";
 /// Generous: a request that takes this long means something is broken, not slow.
@@ -254,5 +257,35 @@ pub fn machine_record(
         device_value: "Normal".into(),
         capabilities: info.capabilities,
         enforcement: EnforcementState::default(),
+    }
+}
+
+/// The action the server creates for a restrict call, as a record.
+pub fn pending_restrict(
+    tenant_id: &str,
+    requestor: &str,
+    machine_id: &str,
+    computer_dns_name: &str,
+    now: Timestamp,
+) -> ActionRecord {
+    ActionRecord {
+        tenant_id: tenant_id.to_string(),
+        id: new_guid(),
+        action_type: ActionType::RestrictCodeExecution,
+        title: None,
+        requestor: requestor.to_string(),
+        requestor_comment: COMMENT.to_string(),
+        status: ActionStatus::Pending,
+        machine_id: machine_id.to_string(),
+        computer_dns_name: computer_dns_name.to_string(),
+        created: now,
+        last_update: now,
+        cancellation_requestor: None,
+        cancellation_comment: None,
+        cancellation_time: None,
+        error_h_result: 0,
+        external_id: None,
+        request_source: "PublicApi".into(),
+        troubleshoot_info: None,
     }
 }

@@ -647,6 +647,11 @@ pub async fn rate_limits(store: &dyn Store) {
         assert!(admitted(&d), "call {i}");
         assert_eq!(d.remaining, 2 - i as u32);
     }
+    // Refused calls do not count, in either window (the hour's two left stay).
+    for _ in 0..4 {
+        let r = store.rate_limit(&key, &policy, minute0).await.unwrap();
+        assert!(!r.admitted && r.window.name == "minute", "{r:?}");
+    }
     let refused = store.rate_limit(&key, &policy, minute0).await.unwrap();
     assert!(!refused.admitted);
     assert_eq!(refused.window.name, "minute");
@@ -663,6 +668,14 @@ pub async fn rate_limits(store: &dyn Store) {
     let hour = store.rate_limit(&key, &policy, minute1).await.unwrap();
     assert!(!hour.admitted);
     assert_eq!(hour.window.name, "hour");
+    // Still the hour, in a later minute too, until it ends.
+    let minute2 = at(60 * 12 + 5);
+    let still = store.rate_limit(&key, &policy, minute2).await.unwrap();
+    assert!(!still.admitted && still.window.name == "hour", "{still:?}");
+    assert_eq!(
+        still.reset,
+        appfence_core::ratelimit::until_window_end(minute2, std::time::Duration::from_secs(3600))
+    );
     // Windows that are over can be pruned; a new hour starts afresh.
     let later = at(2 * 3600 + 5);
     let pruned = store

@@ -186,7 +186,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes rate-limit counters of windows that started before `before`.
     async fn prune_rate_windows(&self, before: Timestamp) -> Result<u64>;
     /// Tells every process sharing the store (this one included) about `change`; a
-    /// store of one process has nobody to tell.
+    /// store of one process has nobody to tell. Does not wait for the others to hear:
+    /// a shared store sends its changes in batches, in the background.
     async fn publish(&self, change: &Change) -> Result<()>;
     /// Changes published by any process sharing the store; `None` for a store of one
     /// process.

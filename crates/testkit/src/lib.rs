@@ -44,7 +44,7 @@ static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
 /// The process's cluster, started on first use; `Err(why)` if PostgreSQL cannot run.
 pub fn cluster() -> Result<&'static PgCluster, String> {
     CLUSTER
-        .get_or_init(|| PgCluster::start_new("shared"))
+        .get_or_init(|| PgCluster::start_new("shared", false))
         .as_ref()
         .map_err(Clone::clone)
 }
@@ -54,8 +54,13 @@ pub fn cluster() -> Result<&'static PgCluster, String> {
 pub fn private_cluster() -> Result<PgCluster, String> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let cluster = PgCluster::start_new(&format!("private{n}"))?;
-    Ok(cluster)
+    PgCluster::start_new(&format!("private{n}"), false)
+}
+
+/// A private cluster with PostgreSQL's default durability (every commit flushed to
+/// disk), for benchmarks: the test clusters trade durability for speed.
+pub fn private_durable_cluster() -> Result<PgCluster, String> {
+    PgCluster::start_new("durable", true)
 }
 
 /// [`private_cluster`], or `None` after printing `skipped: <why>` (a failure under
@@ -176,7 +181,7 @@ extern "C" fn remove_own_dir() {
 }
 
 impl PgCluster {
-    fn start_new(name: &str) -> Result<PgCluster, String> {
+    fn start_new(name: &str, durable: bool) -> Result<PgCluster, String> {
         let bin = bin_dir()?;
         remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{name}", std::process::id()));
@@ -210,7 +215,7 @@ impl PgCluster {
         let (bin2, dir2) = (bin.clone(), dir.clone());
         std::thread::Builder::new()
             .name("postgres-supervisor".into())
-            .spawn(move || supervise(&bin2, &dir2, port, rx))
+            .spawn(move || supervise(&bin2, &dir2, port, durable, rx))
             .map_err(|e| e.to_string())?;
         let cluster = PgCluster {
             port,
@@ -229,6 +234,12 @@ impl PgCluster {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The postmaster's process id, while it runs (its backends are its children).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// The URL of database `db` on this cluster.
@@ -300,7 +311,7 @@ impl Drop for PgCluster {
 /// Owns the postmaster for the life of its cluster: the shared cluster's thread never
 /// ends while the process runs, so `PR_SET_PDEATHSIG` (which follows the spawning
 /// thread) fires only when the process does; a private cluster's ends when it is dropped.
-fn supervise(bin: &Path, dir: &Path, port: u16, rx: mpsc::Receiver<Control>) {
+fn supervise(bin: &Path, dir: &Path, port: u16, durable: bool, rx: mpsc::Receiver<Control>) {
     let mut child: Option<Child> = None;
     while let Ok(cmd) = rx.recv() {
         match cmd {
@@ -311,7 +322,7 @@ fn supervise(bin: &Path, dir: &Path, port: u16, rx: mpsc::Receiver<Control>) {
                 let r = if running {
                     Ok(())
                 } else {
-                    spawn_postmaster(bin, dir, port).map(|c| child = Some(c))
+                    spawn_postmaster(bin, dir, port, durable).map(|c| child = Some(c))
                 };
                 let _ = reply.send(r);
             }
@@ -329,7 +340,7 @@ fn supervise(bin: &Path, dir: &Path, port: u16, rx: mpsc::Receiver<Control>) {
     }
 }
 
-fn spawn_postmaster(bin: &Path, dir: &Path, port: u16) -> Result<Child, String> {
+fn spawn_postmaster(bin: &Path, dir: &Path, port: u16, durable: bool) -> Result<Child, String> {
     let log = dir.join("postgres.log");
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -342,9 +353,12 @@ fn spawn_postmaster(bin: &Path, dir: &Path, port: u16) -> Result<Child, String> 
         .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
         .arg("-k")
         .arg(dir)
-        // Tests need no durability from the cluster itself (the benchmark starts its own).
-        .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-        .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
+        .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"]);
+    if !durable {
+        // Tests need no durability from the cluster itself.
+        cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+    }
+    cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);

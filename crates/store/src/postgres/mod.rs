@@ -105,7 +105,7 @@ impl PgStore {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        self.changes.stop();
+        self.changes.stop(&self.pool).await;
         self.pool.close().await;
     }
 

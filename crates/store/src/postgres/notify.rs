@@ -5,12 +5,13 @@
 //! database is down they get a clean 503) and again once it has reconnected, so
 //! subscribers re-read the store and no wake-up is lost for good.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use appfence_core::Result;
 use sqlx::postgres::{PgListener, PgPool};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use super::{ctx, read};
 pub use crate::Change;
@@ -18,20 +19,26 @@ pub use crate::Change;
 /// The channel of appfence's notifications.
 const CHANNEL: &str = "appfence_changes";
 
+/// Most distinct changes waiting to be sent; past that they become one `Everything`.
+const OUTBOX_LIMIT: usize = 10_000;
+
 #[derive(Clone, Debug)]
 pub(super) struct Changes {
     sender: broadcast::Sender<Change>,
-    task: Arc<tokio::task::AbortHandle>,
+    outbox: Arc<Outbox>,
+    tasks: Arc<[tokio::task::AbortHandle; 2]>,
 }
 
 impl Changes {
     pub(super) fn start(pool: PgPool) -> Changes {
         let (sender, _) = broadcast::channel(1024);
-        let tx = sender.clone();
-        let task = tokio::spawn(listen(pool, tx)).abort_handle();
+        let outbox = Arc::new(Outbox::default());
+        let listener = tokio::spawn(listen(pool.clone(), sender.clone())).abort_handle();
+        let publisher = tokio::spawn(publish_loop(pool, outbox.clone())).abort_handle();
         Changes {
             sender,
-            task: Arc::new(task),
+            outbox,
+            tasks: Arc::new([listener, publisher]),
         }
     }
 
@@ -39,9 +46,92 @@ impl Changes {
         self.sender.subscribe()
     }
 
-    pub(super) fn stop(&self) {
-        self.task.abort();
+    /// Queues `change` for every replica; the publisher sends it shortly.
+    pub(super) fn publish(&self, change: &Change) {
+        self.outbox.put(change.payload());
     }
+
+    /// Sends what is still queued (at a clean stop), then stops both tasks.
+    pub(super) async fn stop(&self, pool: &PgPool) {
+        self.tasks[1].abort();
+        let rest = self.outbox.take();
+        if !rest.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), send(pool, &rest)).await;
+        }
+        self.tasks[0].abort();
+    }
+}
+
+/// Changes waiting to be sent, each once.
+#[derive(Debug, Default)]
+struct Outbox {
+    pending: Mutex<Pending>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    payloads: HashSet<String>,
+    everything: bool,
+}
+
+impl Outbox {
+    fn put(&self, payload: String) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !p.everything {
+                if p.payloads.len() >= OUTBOX_LIMIT {
+                    p.everything = true;
+                    p.payloads.clear();
+                } else {
+                    p.payloads.insert(payload);
+                }
+            }
+        }
+        // Stores a permit when the publisher is busy: no change waits for the next one.
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Vec<String> {
+        let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = std::mem::take(&mut *p);
+        if taken.everything {
+            vec![Change::Everything.payload()]
+        } else {
+            taken.payloads.into_iter().collect()
+        }
+    }
+}
+
+async fn publish_loop(pool: PgPool, outbox: Arc<Outbox>) {
+    loop {
+        outbox.ready.notified().await;
+        let batch = outbox.take();
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(e) = send(&pool, &batch).await {
+            tracing::warn!(error = %e, changes = batch.len(), "cannot tell the other replicas about changes; retrying");
+            for payload in batch {
+                outbox.put(payload);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One statement, one notification per payload.
+async fn send(pool: &PgPool, payloads: &[String]) -> Result<()> {
+    read(async {
+        sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+            .bind(CHANNEL)
+            .bind(payloads)
+            .execute(pool)
+            .await
+            .map_err(ctx("cannot publish changes"))?;
+        Ok(())
+    })
+    .await
 }
 
 async fn listen(pool: PgPool, tx: broadcast::Sender<Change>) {
@@ -78,19 +168,4 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Change>) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// Publishes `change` to every replica (this one included), after the caller's
-/// transaction committed.
-pub(super) async fn publish(pool: &PgPool, change: &Change) -> Result<()> {
-    read(async {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(change.payload())
-            .execute(pool)
-            .await
-            .map_err(ctx("cannot publish a change"))?;
-        Ok(())
-    })
-    .await
 }

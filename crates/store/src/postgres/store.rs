@@ -18,7 +18,7 @@ use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, Enforcem
 use appfence_proto::Timestamp;
 
 use super::{
-    actions, addresses, audit_log, credentials, events, indicators, machines, notify,
+    actions, addresses, audit_log, credentials, events, indicators, machines,
     rate_windows, signing_keys, throttle, PgStore,
 };
 use crate::{Change, GroupOf, Store};
@@ -162,7 +162,8 @@ impl Store for PgStore {
     }
 
     async fn publish(&self, change: &Change) -> Result<()> {
-        notify::publish(&self.pool, change).await
+        self.changes.publish(change);
+        Ok(())
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

@@ -153,3 +153,62 @@ fn urls_are_redacted() {
     assert_eq!(super::redact("postgres://db/x"), "postgres://db/x");
     assert_eq!(super::redact("garbage"), "(not a URL)");
 }
+
+/// What one replica publishes reaches every replica, itself included, each change at
+/// least once however often it was published.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_reach_every_replica() {
+    use crate::{Change, Store};
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    let Some(cluster) = postgres_or_skip("changes_reach_every_replica") else { return };
+    let url = cluster.fresh_database().unwrap();
+    let a = PgStore::open(&url).await.unwrap();
+    let b = PgStore::open(&url).await.unwrap();
+    let mut heard_by_b = b.subscribe();
+    let mut heard_by_a = a.subscribe();
+    async fn next(rx: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
+        loop {
+            let change = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a change within 10 s")
+                .expect("the feed is open");
+            // Said when a listener (re)connects, and the hellos below: not the changes
+            // this test looks for.
+            if change != Change::Everything && change != Change::Tenant("hello".into()) {
+                return change;
+            }
+        }
+    }
+    // Until both listen (a change before that is covered by their Everything), say hello.
+    let hello = Change::Tenant("hello".into());
+    for rx in [&mut heard_by_a, &mut heard_by_b] {
+        loop {
+            a.publish(&hello).await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                Ok(Ok(c)) if c == hello => break,
+                _ => continue,
+            }
+        }
+    }
+
+    let published = [Change::Machine("m1".into()), Change::Tenant("t1".into()), Change::Groups];
+    for _ in 0..50 {
+        for c in &published {
+            a.publish(c).await.unwrap();
+        }
+    }
+    for rx in [&mut heard_by_a, &mut heard_by_b] {
+        let mut heard: HashMap<String, usize> = HashMap::new();
+        while heard.len() < published.len() {
+            *heard.entry(next(rx).await.payload()).or_default() += 1;
+        }
+        for c in &published {
+            let n = heard[&c.payload()];
+            assert!((1..=50).contains(&n), "{c:?} heard {n} times");
+        }
+    }
+    a.close().await;
+    b.close().await;
+}
