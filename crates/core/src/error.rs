@@ -43,8 +43,9 @@ pub enum Error {
         message: String,
         retry_after: Duration,
     },
-    /// The store cannot take the request now (its disk is full, it is read-only, or
-    /// it cannot be reached): 503 with `Retry-After`; the detail is logged, never shown.
+    /// The store cannot take the request (its disk is full, it is read-only, it cannot
+    /// be reached: 503 with `Retry-After`; or it is corrupt: 500). The detail is
+    /// logged, never shown.
     #[error("{fault}: {detail}")]
     Storage { fault: StorageFault, detail: String },
     /// Never shown to callers: they get a generic message and the error's target.
@@ -55,9 +56,16 @@ pub enum Error {
 /// What is wrong with the store, for an operator: each kind says what to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StorageFault {
+    /// No space left for a write: frees up when space does.
     Full,
+    /// The database or its directory cannot be written (a read-only mount, a
+    /// read-only PostgreSQL transaction or standby).
     ReadOnly,
+    /// The store cannot be reached or answered too late (I/O error, connection lost,
+    /// busy past its timeout).
     Unavailable,
+    /// The database file is damaged: no retry helps, an operator must act.
+    Corrupt,
 }
 
 impl StorageFault {
@@ -66,7 +74,13 @@ impl StorageFault {
             StorageFault::Full => "storage full",
             StorageFault::ReadOnly => "storage read-only",
             StorageFault::Unavailable => "storage unavailable",
+            StorageFault::Corrupt => "storage corrupt",
         }
+    }
+
+    /// Whether trying again later can succeed (503) or not (500).
+    pub fn is_transient(self) -> bool {
+        !matches!(self, StorageFault::Corrupt)
     }
 
     /// What the caller is told.
@@ -77,14 +91,16 @@ impl StorageFault {
             StorageFault::Unavailable => {
                 "The server's storage is unavailable; try again later"
             }
+            StorageFault::Corrupt => "An internal error occurred",
         }
     }
 
-    /// How long a client should wait before trying again.
-    pub fn retry_after(self) -> std::time::Duration {
+    /// How long a client should wait before trying again; `None` when it should not.
+    pub fn retry_after(self) -> Option<std::time::Duration> {
         match self {
-            StorageFault::Full | StorageFault::ReadOnly => std::time::Duration::from_secs(30),
-            StorageFault::Unavailable => std::time::Duration::from_secs(5),
+            StorageFault::Full | StorageFault::ReadOnly => Some(std::time::Duration::from_secs(30)),
+            StorageFault::Unavailable => Some(std::time::Duration::from_secs(5)),
+            StorageFault::Corrupt => None,
         }
     }
 }
@@ -113,7 +129,8 @@ impl Error {
             Error::NotFound(_) => "NotFound",
             Error::MethodNotAllowed(_) => "BadRequest",
             Error::TooManyRequests { .. } => "TooManyRequests",
-            Error::Storage { .. } => "ServiceUnavailable",
+            Error::Storage { fault, .. } if fault.is_transient() => "ServiceUnavailable",
+            Error::Storage { .. } => "InternalServerError",
             Error::Internal(_) => "InternalServerError",
         }
     }

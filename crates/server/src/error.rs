@@ -33,7 +33,8 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::ResourceNotFound(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Error::Storage { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Storage { fault, .. } if fault.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -64,7 +65,7 @@ impl IntoResponse for ApiError {
         );
         let retry_after = match &e {
             Error::TooManyRequests { retry_after, .. } => Some(*retry_after),
-            Error::Storage { fault, .. } => Some(fault.retry_after()),
+            Error::Storage { fault, .. } => fault.retry_after(),
             _ => None,
         };
         if let Some(after) = retry_after {

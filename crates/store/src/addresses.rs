@@ -60,7 +60,11 @@ mod tests {
         assert_eq!(stretch(last, t(60)), Stretch::Extend(t(0).ticks()));
         assert_eq!(stretch(last, t(900)), Stretch::Extend(t(0).ticks()));
         assert_eq!(stretch(last, t(901)), Stretch::Start);
-        assert_eq!(stretch(last, t(-5)), Stretch::Start, "a clock that went back");
+        assert_eq!(
+            stretch(last, t(-5)),
+            Stretch::Start,
+            "a clock that went back"
+        );
         assert_eq!(canonical("2001:DB8:0::1").as_deref(), Some("2001:db8::1"));
         assert_eq!(canonical("::ffff:10.0.0.1").as_deref(), Some("10.0.0.1"));
         assert_eq!(canonical(" 10.0.0.1 ").as_deref(), Some("10.0.0.1"));

@@ -223,7 +223,6 @@ pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
     );
     assert_eq!(store.enroll_secret(&new_machine_id()).await.unwrap(), None);
 
-
     // A legacy (Argon2id) hash is replaced only while it is still the stored one.
     let fast = "sha256:0000";
     assert!(!store
@@ -239,7 +238,12 @@ pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
         .await
         .unwrap());
     assert_eq!(
-        store.app(&t.id, &app.client_id).await.unwrap().unwrap().secret_hash,
+        store
+            .app(&t.id, &app.client_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_hash,
         fast
     );
     assert!(!store
@@ -264,7 +268,9 @@ pub fn sealed_key(activates: Timestamp) -> SigningKey {
 }
 
 fn find<'a>(keys: &'a [SigningKey], kid: &str) -> &'a SigningKey {
-    keys.iter().find(|k| k.kid == kid).expect("the key is listed")
+    keys.iter()
+        .find(|k| k.kid == kid)
+        .expect("the key is listed")
 }
 
 pub async fn signing_keys(store: &dyn Store) {
@@ -307,24 +313,45 @@ pub async fn signing_keys(store: &dyn Store) {
     }
 
     // Retiring destroys the private part, once.
-    assert!(store.retire_signing_key(&b.kid, at(300), "keys retire").await.unwrap());
-    assert!(!store.retire_signing_key(&b.kid, at(301), "keys retire").await.unwrap());
-    assert!(!store.retire_signing_key("no-such-kid", at(301), "x").await.unwrap());
+    assert!(store
+        .retire_signing_key(&b.kid, at(300), "keys retire")
+        .await
+        .unwrap());
+    assert!(!store
+        .retire_signing_key(&b.kid, at(301), "keys retire")
+        .await
+        .unwrap());
+    assert!(!store
+        .retire_signing_key("no-such-kid", at(301), "x")
+        .await
+        .unwrap());
     let keys = store.signing_keys().await.unwrap();
     let retired = find(&keys, &b.kid);
     assert_eq!(retired.retired, Some(at(300)));
     assert_eq!(retired.sealed_private_key, None);
     assert_eq!(retired.verify_until, Some(at(300)));
-    assert_eq!(retired.public_key, b.public_key, "the public part stays, for the record");
+    assert_eq!(
+        retired.public_key, b.public_key,
+        "the public part stays, for the record"
+    );
     // The newest unretired key is `a` again: a rotation must name it.
     let c = sealed_key(at(400));
-    assert!(!store.add_signing_key(&c, Some(&b.kid), at(9500)).await.unwrap());
-    assert!(store.add_signing_key(&c, Some(&a.kid), at(9500)).await.unwrap());
+    assert!(!store
+        .add_signing_key(&c, Some(&b.kid), at(9500))
+        .await
+        .unwrap());
+    assert!(store
+        .add_signing_key(&c, Some(&a.kid), at(9500))
+        .await
+        .unwrap());
 
     // An unsealed key is never stored.
     let mut plain = sealed_key(at(500));
     plain.sealed_private_key = None;
-    assert!(store.add_signing_key(&plain, Some(&c.kid), at(1)).await.is_err());
+    assert!(store
+        .add_signing_key(&plain, Some(&c.kid), at(1))
+        .await
+        .is_err());
 
     let events = store.audit_events(0, 10_000).await.unwrap();
     let about = |kid: &str, event: &str| {
@@ -413,7 +440,10 @@ pub async fn sign_in_throttle(store: &dyn Store) {
         policy.account_verdict(get(&ana.key()).as_ref(), at(68)),
         Verdict::Locked(at(69))
     );
-    assert_eq!(policy.account_verdict(get(&bo.key()).as_ref(), at(68)), Verdict::Allowed);
+    assert_eq!(
+        policy.account_verdict(get(&bo.key()).as_ref(), at(68)),
+        Verdict::Allowed
+    );
     assert_eq!(get(&addr).unwrap().failures, 11);
     // An address alone (a client secret) counts only the address.
     assert_eq!(
@@ -425,10 +455,18 @@ pub async fn sign_in_throttle(store: &dyn Store) {
     );
 
     // The lockout is in the audit log once; its end is recorded once, after it.
-    assert!(store.sweep_sign_in_throttle(&policy, at(68)).await.unwrap().is_empty());
+    assert!(store
+        .sweep_sign_in_throttle(&policy, at(68))
+        .await
+        .unwrap()
+        .is_empty());
     let ended = store.sweep_sign_in_throttle(&policy, at(69)).await.unwrap();
     assert_eq!(ended, vec![ana.clone()]);
-    assert!(store.sweep_sign_in_throttle(&policy, at(70)).await.unwrap().is_empty());
+    assert!(store
+        .sweep_sign_in_throttle(&policy, at(70))
+        .await
+        .unwrap()
+        .is_empty());
     let events: Vec<_> = store
         .audit_events(seq_before, 100)
         .await
@@ -459,15 +497,29 @@ pub async fn sign_in_throttle(store: &dyn Store) {
     }
     let r = store.sign_in_throttle(&[ana.key()]).await.unwrap();
     assert_eq!(r[0].locked_until, Some(at(109 + 120)));
-    assert!(store.unlock_account(&ana, "user unlock", at(110)).await.unwrap());
-    assert!(!store.unlock_account(&ana, "user unlock", at(111)).await.unwrap());
-    assert!(store.sign_in_throttle(&[ana.key()]).await.unwrap().is_empty());
+    assert!(store
+        .unlock_account(&ana, "user unlock", at(110))
+        .await
+        .unwrap());
+    assert!(!store
+        .unlock_account(&ana, "user unlock", at(111))
+        .await
+        .unwrap());
+    assert!(store
+        .sign_in_throttle(&[ana.key()])
+        .await
+        .unwrap()
+        .is_empty());
     let unlocked = store.audit_events(seq_before, 100).await.unwrap();
     assert!(unlocked
         .iter()
         .any(|(_, e)| e.event == ACCOUNT_UNLOCKED && e.actor == "user unlock"));
     store.clear_sign_in_failures(&bo).await.unwrap();
-    assert!(store.sign_in_throttle(&[bo.key()]).await.unwrap().is_empty());
+    assert!(store
+        .sign_in_throttle(&[bo.key()])
+        .await
+        .unwrap()
+        .is_empty());
     // A success right after a lockout, before any sweep: its end is still recorded.
     let cy = SignInAccount::new(&t.id, "cy@corp.example");
     for i in 0..10 {
@@ -498,10 +550,27 @@ pub async fn sign_in_throttle(store: &dyn Store) {
         .record_sign_in_failure(Some(&bo), &addr, "192.0.2.1", &policy, at(1000))
         .await
         .unwrap();
-    store.sweep_sign_in_throttle(&policy, at(1000 + 599)).await.unwrap();
-    assert_eq!(store.sign_in_throttle(&[bo.key(), addr.clone()]).await.unwrap().len(), 2);
-    store.sweep_sign_in_throttle(&policy, at(1000 + 600)).await.unwrap();
-    assert!(store.sign_in_throttle(&[bo.key(), addr.clone()]).await.unwrap().is_empty());
+    store
+        .sweep_sign_in_throttle(&policy, at(1000 + 599))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sign_in_throttle(&[bo.key(), addr.clone()])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    store
+        .sweep_sign_in_throttle(&policy, at(1000 + 600))
+        .await
+        .unwrap();
+    assert!(store
+        .sign_in_throttle(&[bo.key(), addr.clone()])
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// What a device reports in a heartbeat, with these addresses.
@@ -530,13 +599,21 @@ pub async fn address_history(store: &dyn Store) {
             .map(|m| m.computer_dns_name)
             .collect::<Vec<_>>()
     };
-    assert_eq!(seen("10.0.0.7", -10, 10).await, ["addr-01.corp.example", "addr-02.corp.example"]);
+    assert_eq!(
+        seen("10.0.0.7", -10, 10).await,
+        ["addr-01.corp.example", "addr-02.corp.example"]
+    );
     // Heartbeats every 30 s for ten minutes, then the device moves to 10.0.0.8.
     let hb = |ips: &'static [&'static str], seconds: i64| {
         let id = m.id.clone();
         async move {
             store
-                .record_heartbeat(&id, &info_with_ips(ips), &EnforcementState::default(), at(seconds))
+                .record_heartbeat(
+                    &id,
+                    &info_with_ips(ips),
+                    &EnforcementState::default(),
+                    at(seconds),
+                )
                 .await
                 .unwrap()
         }
@@ -550,7 +627,10 @@ pub async fn address_history(store: &dyn Store) {
     let only_01 = vec!["addr-01.corp.example".to_string()];
     // The old address: within the stretch, and not long after it.
     assert!(seen("10.0.0.7", 500, 560).await.contains(&only_01[0]));
-    assert!(!seen("10.0.0.7", 700, 1300).await.contains(&only_01[0]), "moved away at 630 s");
+    assert!(
+        !seen("10.0.0.7", 700, 1300).await.contains(&only_01[0]),
+        "moved away at 630 s"
+    );
     assert_eq!(seen("10.0.0.8", 900, 960).await, only_01);
     assert_eq!(seen("10.0.0.8", 0, 600).await, Vec::<String>::new());
     // IPv6 in any notation finds the canonical form.
@@ -579,7 +659,11 @@ pub async fn machine_tags(store: &dyn Store) {
     let t = new_tenant(store).await;
     let a = new_machine(store, &t, "tag-a.corp.example").await; // tags: prod, web tier
     let b = new_machine(store, &t, "tag-b.corp.example").await;
-    let names = |ms: Vec<MachineRecord>| ms.into_iter().map(|m| m.computer_dns_name).collect::<Vec<_>>();
+    let names = |ms: Vec<MachineRecord>| {
+        ms.into_iter()
+            .map(|m| m.computer_dns_name)
+            .collect::<Vec<_>>()
+    };
     let group_of = |m: &MachineRecord| {
         if m.machine_tags.iter().any(|t| t == "Quarantine") {
             (7, Some("Quarantined".to_string()))
@@ -592,44 +676,105 @@ pub async fn machine_tags(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(changed[0].machine_tags, ["prod", "web tier", "Quarantine"]);
-    assert_eq!((changed[0].rbac_group_id, changed[0].rbac_group_name.as_deref()), (7, Some("Quarantined")));
+    assert_eq!(
+        (
+            changed[0].rbac_group_id,
+            changed[0].rbac_group_name.as_deref()
+        ),
+        (7, Some("Quarantined"))
+    );
     // Adding it again, in another case, changes nothing.
     let again = store
         .change_machine_tag(&t.id, &[a.id.clone()], "QUARANTINE", true, &group_of)
         .await
         .unwrap();
     assert_eq!(again[0].machine_tags, ["prod", "web tier", "Quarantine"]);
-    let stored = store.machine(&t.id, &MachineRef::Id(a.id.clone())).await.unwrap().unwrap();
+    let stored = store
+        .machine(&t.id, &MachineRef::Id(a.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.machine_tags, again[0].machine_tags);
     assert_eq!(stored.rbac_group_id, 7);
 
-    assert_eq!(names(store.machines_with_tag(&t.id, "quarantine", false).await.unwrap()), ["tag-a.corp.example"]);
-    assert_eq!(names(store.machines_with_tag(&t.id, "quar", false).await.unwrap()), Vec::<String>::new());
-    assert_eq!(names(store.machines_with_tag(&t.id, "QUAR", true).await.unwrap()), ["tag-a.corp.example"]);
+    assert_eq!(
+        names(
+            store
+                .machines_with_tag(&t.id, "quarantine", false)
+                .await
+                .unwrap()
+        ),
+        ["tag-a.corp.example"]
+    );
+    assert_eq!(
+        names(store.machines_with_tag(&t.id, "quar", false).await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(store.machines_with_tag(&t.id, "QUAR", true).await.unwrap()),
+        ["tag-a.corp.example"]
+    );
     assert_eq!(
         names(store.machines_with_tag(&t.id, "PROD", false).await.unwrap()),
         ["tag-a.corp.example", "tag-b.corp.example"]
     );
-    assert_eq!(names(store.machines_with_tag(&t.id, "", true).await.unwrap()).len(), 2);
+    assert_eq!(
+        names(store.machines_with_tag(&t.id, "", true).await.unwrap()).len(),
+        2
+    );
     // Percent and underscore are not patterns.
-    assert!(store.machines_with_tag(&t.id, "%", true).await.unwrap().is_empty());
-    assert!(store.machines_with_tag(&new_tenant(store).await.id, "prod", false).await.unwrap().is_empty());
+    assert!(store
+        .machines_with_tag(&t.id, "%", true)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .machines_with_tag(&new_tenant(store).await.id, "prod", false)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Removing from both; an unknown id changes nothing at all.
     let unknown = new_machine_id();
     let err = store
-        .change_machine_tag(&t.id, &[b.id.clone(), unknown.clone()], "prod", false, &group_of)
+        .change_machine_tag(
+            &t.id,
+            &[b.id.clone(), unknown.clone()],
+            "prod",
+            false,
+            &group_of,
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ResourceNotFound(ref m) if m.contains(&unknown)), "{err:?}");
-    assert_eq!(store.machines_with_tag(&t.id, "prod", false).await.unwrap().len(), 2);
+    assert!(
+        matches!(err, Error::ResourceNotFound(ref m) if m.contains(&unknown)),
+        "{err:?}"
+    );
+    assert_eq!(
+        store
+            .machines_with_tag(&t.id, "prod", false)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let removed = store
-        .change_machine_tag(&t.id, &[a.id.clone(), b.id.clone()], "Prod", false, &group_of)
+        .change_machine_tag(
+            &t.id,
+            &[a.id.clone(), b.id.clone()],
+            "Prod",
+            false,
+            &group_of,
+        )
         .await
         .unwrap();
     assert_eq!(removed[0].machine_tags, ["web tier", "Quarantine"]);
     assert_eq!(removed[1].machine_tags, ["web tier"]);
-    assert!(store.machines_with_tag(&t.id, "prod", false).await.unwrap().is_empty());
+    assert!(store
+        .machines_with_tag(&t.id, "prod", false)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn rate_limits(store: &dyn Store) {
@@ -660,11 +805,29 @@ pub async fn rate_limits(store: &dyn Store) {
         appfence_core::ratelimit::until_window_end(minute0, std::time::Duration::from_secs(60))
     );
     // Another key is not affected.
-    assert!(store.rate_limit(&format!("{key}x"), &policy, minute0).await.unwrap().admitted);
+    assert!(
+        store
+            .rate_limit(&format!("{key}x"), &policy, minute0)
+            .await
+            .unwrap()
+            .admitted
+    );
     // The next minute: two more, then the hour's limit.
     let minute1 = at(60 * 11 + 5);
-    assert!(store.rate_limit(&key, &policy, minute1).await.unwrap().admitted);
-    assert!(store.rate_limit(&key, &policy, minute1).await.unwrap().admitted);
+    assert!(
+        store
+            .rate_limit(&key, &policy, minute1)
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert!(
+        store
+            .rate_limit(&key, &policy, minute1)
+            .await
+            .unwrap()
+            .admitted
+    );
     let hour = store.rate_limit(&key, &policy, minute1).await.unwrap();
     assert!(!hour.admitted);
     assert_eq!(hour.window.name, "hour");
@@ -683,7 +846,13 @@ pub async fn rate_limits(store: &dyn Store) {
         .await
         .unwrap();
     assert!(pruned >= 3, "{pruned}");
-    assert!(store.rate_limit(&key, &policy, later).await.unwrap().admitted);
+    assert!(
+        store
+            .rate_limit(&key, &policy, later)
+            .await
+            .unwrap()
+            .admitted
+    );
 }
 
 /// Many calls of one key at once: exactly the limit admitted.
@@ -698,7 +867,9 @@ pub async fn rate_limits_under_concurrency(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..60)
         .map(|_| {
             let (store, key) = (store.clone(), key.clone());
-            tokio::spawn(async move { store.rate_limit(&key, &policy, now).await.unwrap().admitted })
+            tokio::spawn(
+                async move { store.rate_limit(&key, &policy, now).await.unwrap().admitted },
+            )
         })
         .collect();
     let mut admitted = 0;

@@ -17,6 +17,7 @@ pub mod sqlite;
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
+use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
     ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
@@ -26,7 +27,6 @@ use appfence_core::records::{
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
 };
-use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::{MachineRef, Result};
 use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;

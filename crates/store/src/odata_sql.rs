@@ -462,7 +462,10 @@ mod tests {
         let frag = filter_sql(&list, col, Dialect::Postgres, 1);
         assert_eq!(frag.binds, vec![Bind::Int(1), Bind::Int(2)]);
         let frag = filter_sql(&eq("x"), col, Dialect::Postgres, 1);
-        assert_eq!((frag.sql.as_str(), frag.binds.len()), ("(CAST(NULL AS BOOLEAN))", 0));
+        assert_eq!(
+            (frag.sql.as_str(), frag.binds.len()),
+            ("(CAST(NULL AS BOOLEAN))", 0)
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub(crate) trait RowGet {
 }
 
 fn decode_err(column: &str, e: sqlx::Error) -> Error {
-    Error::Internal(format!("cannot decode column {column} of a stored row: {e}"))
+    Error::Internal(format!(
+        "cannot decode column {column} of a stored row: {e}"
+    ))
 }
 
 macro_rules! row_get {

@@ -127,10 +127,10 @@ impl From<appfence_core::Error> for OAuthFailure {
     fn from(e: appfence_core::Error) -> Self {
         match e {
             // The store cannot answer now: try again, as any other 503.
-            appfence_core::Error::Storage { fault, detail } => {
+            appfence_core::Error::Storage { fault, detail } if fault.is_transient() => {
                 tracing::error!(%fault, %detail, "token endpoint: storage fault");
                 OAuthFailure {
-                    retry_after: Some(fault.retry_after().as_secs()),
+                    retry_after: fault.retry_after().map(|d| d.as_secs()),
                     ..Self::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "temporarily_unavailable",

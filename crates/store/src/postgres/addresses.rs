@@ -89,7 +89,10 @@ pub(super) async fn machines_seen(
         .fetch_all(pool)
         .await
         .map_err(ctx("cannot find machines by address"))?;
-        Ok(found.iter().map(rows::machine).collect::<Result<Vec<_>>>()?)
+        Ok(found
+            .iter()
+            .map(rows::machine)
+            .collect::<Result<Vec<_>>>()?)
     })
     .await
 }

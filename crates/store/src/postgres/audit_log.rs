@@ -9,7 +9,10 @@ use super::{commit, ctx, read, retry, PgResult};
 use crate::rows;
 
 /// Appends `event` inside a transaction, so it commits with the change it records.
-pub(super) async fn append(tx: &mut Transaction<'static, Postgres>, event: &AuditEvent) -> PgResult<()> {
+pub(super) async fn append(
+    tx: &mut Transaction<'static, Postgres>,
+    event: &AuditEvent,
+) -> PgResult<()> {
     sqlx::query(
         "INSERT INTO audit_events (at, tenant_id, event, subject, actor, detail) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -46,7 +49,10 @@ pub(super) async fn list(pool: &PgPool, after: i64, limit: u32) -> Result<Vec<(i
         .fetch_all(pool)
         .await
         .map_err(ctx("cannot read the audit log"))?;
-        Ok(found.iter().map(rows::audit_event).collect::<Result<Vec<_>>>()?)
+        Ok(found
+            .iter()
+            .map(rows::audit_event)
+            .collect::<Result<Vec<_>>>()?)
     })
     .await
 }

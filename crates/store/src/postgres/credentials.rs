@@ -128,7 +128,10 @@ pub(super) async fn insert_enroll_secret(pool: &PgPool, secret: &EnrollSecret) -
     .await
 }
 
-pub(super) async fn enroll_secret(pool: &PgPool, secret_sha256: &str) -> Result<Option<EnrollSecret>> {
+pub(super) async fn enroll_secret(
+    pool: &PgPool,
+    secret_sha256: &str,
+) -> Result<Option<EnrollSecret>> {
     read(async {
         let row = sqlx::query(
             "SELECT secret_sha256, tenant_id, created FROM enroll_secrets WHERE secret_sha256 = $1",

@@ -179,7 +179,15 @@ pub(super) async fn list(
     tenant_id: &str,
     query: &Query<IndicatorField>,
 ) -> Result<Page<IndicatorRecord>> {
-    list::page(pool, &COLLECTION, tenant_id, &DeviceScope::All, query, rows::indicator).await
+    list::page(
+        pool,
+        &COLLECTION,
+        tenant_id,
+        &DeviceScope::All,
+        query,
+        rows::indicator,
+    )
+    .await
 }
 
 pub(super) async fn delete(
@@ -240,23 +248,31 @@ pub(super) async fn delete_expired(pool: &PgPool, now: Timestamp) -> Result<usiz
 }
 
 async fn version_in(conn: &mut sqlx::PgConnection, tenant_id: &str) -> PgResult<u64> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT version FROM allowlist_versions WHERE tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_optional(conn)
-        .await
-        .map_err(ctx("cannot read the allowlist version"))?;
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM allowlist_versions WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(ctx("cannot read the allowlist version"))?;
     Ok(v.map_or(0, |v| v as u64))
 }
 
 pub(super) async fn version(pool: &PgPool, tenant_id: &str) -> Result<u64> {
     read(async {
-        let mut conn = pool.acquire().await.map_err(ctx("cannot read the allowlist version"))?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(ctx("cannot read the allowlist version"))?;
         version_in(&mut conn, tenant_id).await
     })
     .await
 }
 
-pub(super) async fn allowlist(pool: &PgPool, tenant_id: &str, now: Timestamp) -> Result<AllowlistResponse> {
+pub(super) async fn allowlist(
+    pool: &PgPool,
+    tenant_id: &str,
+    now: Timestamp,
+) -> Result<AllowlistResponse> {
     read(async {
         // One snapshot: the version and the hashes agree.
         let mut tx = pool.begin().await.map_err(ctx("cannot begin a read"))?;
@@ -278,7 +294,10 @@ pub(super) async fn allowlist(pool: &PgPool, tenant_id: &str, now: Timestamp) ->
         .await
         .map_err(ctx("cannot read the allowlist"))?;
         tx.rollback().await.map_err(ctx("cannot end a read"))?;
-        Ok(AllowlistResponse { version, sha256: hashes })
+        Ok(AllowlistResponse {
+            version,
+            sha256: hashes,
+        })
     })
     .await
 }

@@ -144,7 +144,9 @@ pub(super) async fn reenroll(
         .await
         .map_err(ctx("cannot read a machine"))?;
         let Some(found) = found else { return Ok(None) };
-        let id: String = found.try_get("id").map_err(ctx("cannot decode a machine"))?;
+        let id: String = found
+            .try_get("id")
+            .map_err(ctx("cannot decode a machine"))?;
         let stored: Option<String> = found
             .try_get("enrollment_key_sha256")
             .map_err(ctx("cannot decode a machine"))?;
@@ -180,7 +182,11 @@ pub(super) async fn reenroll(
     .await
 }
 
-pub(super) async fn get(pool: &PgPool, tenant_id: &str, by: &MachineRef) -> Result<Option<MachineRecord>> {
+pub(super) async fn get(
+    pool: &PgPool,
+    tenant_id: &str,
+    by: &MachineRef,
+) -> Result<Option<MachineRecord>> {
     let (condition, value) = match by {
         MachineRef::Id(id) => ("id = $2", id.clone()),
         MachineRef::AadDeviceId(g) => ("aad_device_id = $2", g.to_ascii_lowercase()),
@@ -200,7 +206,10 @@ pub(super) async fn get(pool: &PgPool, tenant_id: &str, by: &MachineRef) -> Resu
     .await
 }
 
-pub(super) async fn by_credential(pool: &PgPool, credential_sha256: &str) -> Result<Option<MachineRecord>> {
+pub(super) async fn by_credential(
+    pool: &PgPool,
+    credential_sha256: &str,
+) -> Result<Option<MachineRecord>> {
     read(async {
         let row = sqlx::query(&format!(
             "SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_sha256 = $1"
@@ -267,7 +276,11 @@ pub(super) async fn list(
     list::page(pool, &COLLECTION, tenant_id, scope, query, rows::machine).await
 }
 
-pub(super) async fn set_groups(pool: &PgPool, tenant_id: &str, changes: &[GroupAssignment]) -> Result<()> {
+pub(super) async fn set_groups(
+    pool: &PgPool,
+    tenant_id: &str,
+    changes: &[GroupAssignment],
+) -> Result<()> {
     retry(|| async {
         let mut tx = begin(pool).await?;
         for c in changes {
@@ -310,7 +323,10 @@ pub(super) async fn with_tag(
         .fetch_all(pool)
         .await
         .map_err(ctx("cannot find machines by tag"))?;
-        Ok(found.iter().map(rows::machine).collect::<Result<Vec<_>>>()?)
+        Ok(found
+            .iter()
+            .map(rows::machine)
+            .collect::<Result<Vec<_>>>()?)
     })
     .await
 }

@@ -78,6 +78,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection a failed transaction left inside one is closed, not reused.
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await
             .map_err(|e| {
@@ -233,11 +237,15 @@ where
 }
 
 async fn begin(pool: &PgPool) -> PgResult<Transaction<'static, Postgres>> {
-    pool.begin().await.map_err(ctx("cannot begin a transaction"))
+    pool.begin()
+        .await
+        .map_err(ctx("cannot begin a transaction"))
 }
 
 async fn commit(tx: Transaction<'static, Postgres>) -> PgResult<()> {
-    tx.commit().await.map_err(ctx("cannot commit a transaction"))
+    tx.commit()
+        .await
+        .map_err(ctx("cannot commit a transaction"))
 }
 
 /// Whether `e` violates the unique constraint or index `name`.
@@ -255,4 +263,3 @@ where
 {
     fut.await.map_err(Fail::into_error)
 }
-

@@ -78,7 +78,10 @@ struct Pending {
 impl Outbox {
     fn put(&self, payload: String) {
         {
-            let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut p = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if !p.everything {
                 if p.payloads.len() >= OUTBOX_LIMIT {
                     p.everything = true;
@@ -93,7 +96,10 @@ impl Outbox {
     }
 
     fn take(&self) -> Vec<String> {
-        let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut p = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let taken = std::mem::take(&mut *p);
         if taken.everything {
             vec![Change::Everything.payload()]
@@ -152,7 +158,9 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Change>) {
                             }
                             // The connection was lost: reconnect (and re-read).
                             Ok(None) => {
-                                tracing::warn!("lost the change listener's connection; reconnecting");
+                                tracing::warn!(
+                                    "lost the change listener's connection; reconnecting"
+                                );
                                 break;
                             }
                             Err(e) => {

@@ -39,21 +39,27 @@ pub(super) async fn acquire(
     now: Timestamp,
 ) -> Result<Decision> {
     let windows = policy.windows();
-    let keys = [format!("{key}|{}", windows[0].name), format!("{key}|{}", windows[1].name)];
-    let starts = [window_start(now, windows[0].length), window_start(now, windows[1].length)];
+    let keys = [
+        format!("{key}|{}", windows[0].name),
+        format!("{key}|{}", windows[1].name),
+    ];
+    let starts = [
+        window_start(now, windows[0].length),
+        window_start(now, windows[1].length),
+    ];
     let limit = |i: usize| i64::from(windows[i].limit);
     retry(|| async {
         let (minute_after, hour_after, hour_before): (Option<i64>, Option<i64>, Option<i64>) =
             sqlx::query_as(COUNT_A_CALL)
-            .bind(&keys[0])
-            .bind(starts[0])
-            .bind(limit(0))
-            .bind(&keys[1])
-            .bind(starts[1])
-            .bind(limit(1))
-            .fetch_one(pool)
-            .await
-            .map_err(ctx("cannot count a call"))?;
+                .bind(&keys[0])
+                .bind(starts[0])
+                .bind(limit(0))
+                .bind(&keys[1])
+                .bind(starts[1])
+                .bind(limit(1))
+                .fetch_one(pool)
+                .await
+                .map_err(ctx("cannot count a call"))?;
         // The counts before this call, as `decide` takes them; a refusing window is full.
         let before = match (minute_after, hour_after) {
             (Some(m), Some(h)) => [m - 1, h - 1],

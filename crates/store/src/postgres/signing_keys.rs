@@ -19,11 +19,16 @@ const ROTATION_LOCK: i64 = 0x6170_6b65_7973;
 
 pub(super) async fn list(pool: &PgPool) -> Result<Vec<SigningKey>> {
     read(async {
-        let found = sqlx::query(&format!("SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys {NEWEST_FIRST}"))
-            .fetch_all(pool)
-            .await
-            .map_err(ctx("cannot list signing keys"))?;
-        Ok(found.iter().map(rows::signing_key).collect::<Result<Vec<_>>>()?)
+        let found = sqlx::query(&format!(
+            "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys {NEWEST_FIRST}"
+        ))
+        .fetch_all(pool)
+        .await
+        .map_err(ctx("cannot list signing keys"))?;
+        Ok(found
+            .iter()
+            .map(rows::signing_key)
+            .collect::<Result<Vec<_>>>()?)
     })
     .await
 }

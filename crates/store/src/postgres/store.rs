@@ -18,8 +18,8 @@ use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, Enforcem
 use appfence_proto::Timestamp;
 
 use super::{
-    actions, addresses, audit_log, credentials, events, indicators, machines,
-    rate_windows, signing_keys, throttle, PgStore,
+    actions, addresses, audit_log, credentials, events, indicators, machines, rate_windows,
+    signing_keys, throttle, PgStore,
 };
 use crate::{Change, GroupOf, Store};
 

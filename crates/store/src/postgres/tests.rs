@@ -56,38 +56,50 @@ contract_checks!(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_rule_under_concurrency() {
-    let Some(store) = fresh("duplicate_rule_under_concurrency").await else { return };
+    let Some(store) = fresh("duplicate_rule_under_concurrency").await else {
+        return;
+    };
     contract::duplicate_rule_under_concurrency(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_cancel_and_complete() {
-    let Some(store) = fresh("concurrent_cancel_and_complete").await else { return };
+    let Some(store) = fresh("concurrent_cancel_and_complete").await else {
+        return;
+    };
     contract::concurrent_cancel_and_complete(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_rotations() {
-    let Some(store) = fresh("concurrent_rotations").await else { return };
+    let Some(store) = fresh("concurrent_rotations").await else {
+        return;
+    };
     contract::concurrent_rotations(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_under_concurrency() {
-    let Some(store) = fresh("rate_limits_under_concurrency").await else { return };
+    let Some(store) = fresh("rate_limits_under_concurrency").await else {
+        return;
+    };
     contract::rate_limits_under_concurrency(store).await;
 }
 
 /// The checks also hold when they share one database.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_all_on_one_database() {
-    let Some(store) = fresh("run_all_on_one_database").await else { return };
+    let Some(store) = fresh("run_all_on_one_database").await else {
+        return;
+    };
     contract::run_all(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn durable_across_reopen() {
-    let Some(cluster) = postgres_or_skip("durable_across_reopen") else { return };
+    let Some(cluster) = postgres_or_skip("durable_across_reopen") else {
+        return;
+    };
     let url = cluster.fresh_database().unwrap();
     let store = PgStore::open(&url).await.unwrap();
     let written = contract::durability_write(&store).await;
@@ -100,7 +112,9 @@ async fn durable_across_reopen() {
 /// Replicas starting at once migrate once; all of them work.
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_starting_together_migrate_once() {
-    let Some(cluster) = postgres_or_skip("replicas_starting_together_migrate_once") else { return };
+    let Some(cluster) = postgres_or_skip("replicas_starting_together_migrate_once") else {
+        return;
+    };
     let url = cluster.fresh_database().unwrap();
     let opens: Vec<_> = (0..4)
         .map(|_| {
@@ -118,7 +132,10 @@ async fn replicas_starting_together_migrate_once() {
         .unwrap();
     assert_eq!(applied as usize, super::MIGRATOR.iter().count());
     let t = contract::new_tenant(&stores[1]).await;
-    assert!(crate::Store::tenant(&stores[3], &t.id).await.unwrap().is_some());
+    assert!(crate::Store::tenant(&stores[3], &t.id)
+        .await
+        .unwrap()
+        .is_some());
     for s in stores {
         s.close().await;
     }
@@ -126,9 +143,17 @@ async fn replicas_starting_together_migrate_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_urls_and_newer_schemas_are_clear_errors_without_the_password() {
-    let Some(cluster) = postgres_or_skip("bad_urls_and_newer_schemas") else { return };
-    let err = PgStore::open("postgres://u:s3cr3t-pw@127.0.0.1:1/none").await.unwrap_err().to_string();
-    assert!(err.contains("cannot connect to the database postgres://u:***@127.0.0.1:1/none"), "{err}");
+    let Some(cluster) = postgres_or_skip("bad_urls_and_newer_schemas") else {
+        return;
+    };
+    let err = PgStore::open("postgres://u:s3cr3t-pw@127.0.0.1:1/none")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot connect to the database postgres://u:***@127.0.0.1:1/none"),
+        "{err}"
+    );
     assert!(!err.contains("s3cr3t-pw"), "{err}");
     let err = PgStore::open("mysql://x").await.unwrap_err().to_string();
     assert!(err.contains("not valid"), "{err}");
@@ -144,12 +169,18 @@ async fn bad_urls_and_newer_schemas_are_clear_errors_without_the_password() {
     .unwrap();
     store.close().await;
     let err = PgStore::open(&url).await.unwrap_err().to_string();
-    assert!(err.contains("schema version 9999") && err.contains("newer version"), "{err}");
+    assert!(
+        err.contains("schema version 9999") && err.contains("newer version"),
+        "{err}"
+    );
 }
 
 #[test]
 fn urls_are_redacted() {
-    assert_eq!(super::redact("postgres://app:pw@db:5432/x"), "postgres://app:***@db:5432/x");
+    assert_eq!(
+        super::redact("postgres://app:pw@db:5432/x"),
+        "postgres://app:***@db:5432/x"
+    );
     assert_eq!(super::redact("postgres://db/x"), "postgres://db/x");
     assert_eq!(super::redact("garbage"), "(not a URL)");
 }
@@ -162,7 +193,9 @@ async fn changes_reach_every_replica() {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    let Some(cluster) = postgres_or_skip("changes_reach_every_replica") else { return };
+    let Some(cluster) = postgres_or_skip("changes_reach_every_replica") else {
+        return;
+    };
     let url = cluster.fresh_database().unwrap();
     let a = PgStore::open(&url).await.unwrap();
     let b = PgStore::open(&url).await.unwrap();
@@ -193,7 +226,11 @@ async fn changes_reach_every_replica() {
         }
     }
 
-    let published = [Change::Machine("m1".into()), Change::Tenant("t1".into()), Change::Groups];
+    let published = [
+        Change::Machine("m1".into()),
+        Change::Tenant("t1".into()),
+        Change::Groups,
+    ];
     for _ in 0..50 {
         for c in &published {
             a.publish(c).await.unwrap();

@@ -26,7 +26,10 @@ pub(super) async fn read_keys(pool: &PgPool, keys: &[String]) -> Result<Vec<Thro
         .fetch_all(pool)
         .await
         .map_err(ctx("cannot read sign-in counters"))?;
-        Ok(found.iter().map(rows::throttle).collect::<Result<Vec<_>>>()?)
+        Ok(found
+            .iter()
+            .map(rows::throttle)
+            .collect::<Result<Vec<_>>>()?)
     })
     .await
 }
@@ -238,11 +241,20 @@ pub(super) async fn sweep(
         .map_err(ctx("cannot read ended lockouts"))?;
         let mut accounts = Vec::with_capacity(ended.len());
         for row in &ended {
-            let get = |c: &str| row.try_get::<Option<String>, _>(c).map_err(ctx("cannot decode an ended lockout"));
-            let key: String = row.try_get("key").map_err(ctx("cannot decode an ended lockout"))?;
+            let get = |c: &str| {
+                row.try_get::<Option<String>, _>(c)
+                    .map_err(ctx("cannot decode an ended lockout"))
+            };
+            let key: String = row
+                .try_get("key")
+                .map_err(ctx("cannot decode an ended lockout"))?;
             let tenant_id = get("tenant_id")?;
-            let subject: String = row.try_get("subject").map_err(ctx("cannot decode an ended lockout"))?;
-            let until: i64 = row.try_get("locked_until").map_err(ctx("cannot decode an ended lockout"))?;
+            let subject: String = row
+                .try_get("subject")
+                .map_err(ctx("cannot decode an ended lockout"))?;
+            let until: i64 = row
+                .try_get("locked_until")
+                .map_err(ctx("cannot decode an ended lockout"))?;
             sqlx::query("UPDATE sign_in_throttle SET lock_end_recorded = TRUE WHERE key = $1")
                 .bind(&key)
                 .execute(&mut *tx)

@@ -8,8 +8,8 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 
 use super::db_err;
-use crate::addresses::{canonical, stretch, Stretch};
 use super::rows::{self, MACHINE_COLUMNS};
+use crate::addresses::{canonical, stretch, Stretch};
 
 /// Records that `machine_id` reports `ips` at `at`, inside the caller's transaction.
 pub(super) async fn record(

@@ -8,7 +8,10 @@ use sqlx::{Sqlite, Transaction};
 use super::{commit, db_err, write_tx};
 
 /// Appends `event` inside a write transaction, so it commits with the change it records.
-pub(super) async fn append(tx: &mut Transaction<'static, Sqlite>, event: &AuditEvent) -> Result<()> {
+pub(super) async fn append(
+    tx: &mut Transaction<'static, Sqlite>,
+    event: &AuditEvent,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_events (at, tenant_id, event, subject, actor, detail) \
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -31,7 +34,11 @@ pub(super) async fn append_alone(writer: &SqlitePool, event: &AuditEvent) -> Res
     commit(tx).await
 }
 
-pub(super) async fn list(reader: &SqlitePool, after: i64, limit: u32) -> Result<Vec<(i64, AuditEvent)>> {
+pub(super) async fn list(
+    reader: &SqlitePool,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<(i64, AuditEvent)>> {
     let rows = sqlx::query(
         "SELECT seq, at, tenant_id, event, subject, actor, detail FROM audit_events \
          WHERE seq > ? ORDER BY seq LIMIT ?",

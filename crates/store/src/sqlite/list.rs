@@ -95,7 +95,7 @@ pub(super) async fn page<F: Field, T>(
         .bind(i64::from(query.skip))
         .fetch_all(&mut *tx)
         .await
-        .map_err(|e| appfence_core::Error::Internal(format!("cannot list {}: {e}", c.what)))?;
+        .map_err(|e| with_what(e, "cannot list", c.what))?;
     let more = rows.len() > top as usize;
     let items = rows
         .iter()
@@ -109,11 +109,19 @@ pub(super) async fn page<F: Field, T>(
             .fetch_one(&mut *tx)
             .await
             .and_then(|row| sqlx::Row::try_get(&row, 0))
-            .map_err(|e| appfence_core::Error::Internal(format!("cannot count {}: {e}", c.what)))?;
+            .map_err(|e| with_what(e, "cannot count", c.what))?;
         Some(n as u64)
     } else {
         None
     };
     tx.rollback().await.map_err(db_err("cannot end a read"))?;
     Ok(Page { items, total, more })
+}
+
+/// [`db_err`] for a context that names the collection.
+fn with_what(e: sqlx::Error, verb: &str, what: &str) -> appfence_core::Error {
+    match super::classify(&e) {
+        Some(fault) => appfence_core::Error::storage(fault, format!("{verb} {what}: {e}")),
+        None => appfence_core::Error::Internal(format!("{verb} {what}: {e}")),
+    }
 }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
+use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
     ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
@@ -38,8 +39,7 @@ use appfence_core::records::{
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
 };
-use appfence_core::ratelimit::{Decision, RateLimitPolicy};
-use appfence_core::{Error, MachineRef, Result};
+use appfence_core::{Error, MachineRef, Result, StorageFault};
 use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
 use sqlx::migrate::Migrator;
@@ -67,15 +67,20 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        Self::open_with(path, BUSY_TIMEOUT).await
+    }
+
+    async fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqliteStore> {
         create_private_file(path)?;
         let base = SqliteConnectOptions::new()
             .filename(path)
             .foreign_keys(true)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(busy_timeout);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .after_release(reusable)
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
@@ -85,23 +90,25 @@ impl SqliteStore {
                     .pragma("secure_delete", "ON"),
             )
             .await
-            .map_err(|e| {
-                Error::Internal(format!("cannot open the database {}: {e}", path.display()))
-            })?;
+            .map_err(|e| open_error("cannot open the database", path, &e))?;
         MIGRATOR.run(&writer).await.map_err(|e| {
+            let fault = match &e {
+                sqlx::migrate::MigrateError::Execute(e) => classify(e),
+                _ => None,
+            };
+            let why = fault.map(|f| format!("{f}: ")).unwrap_or_default();
             Error::Internal(format!(
-                "cannot migrate the database {}: {e}",
+                "cannot migrate the database {}: {why}{e}",
                 path.display()
             ))
         })?;
         // WAL mode is a property of the file, already set by the writer above.
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .after_release(reusable)
             .connect_with(base.read_only(true))
             .await
-            .map_err(|e| {
-                Error::Internal(format!("cannot open the database {}: {e}", path.display()))
-            })?;
+            .map_err(|e| open_error("cannot open the database", path, &e))?;
         Ok(SqliteStore {
             writer,
             reader,
@@ -114,6 +121,13 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Why the database cannot be opened at start, with the kind of fault first when it is
+/// one (`storage read-only: ...`).
+fn open_error(what: &str, path: &Path, e: &sqlx::Error) -> Error {
+    let why = classify(e).map(|f| format!("{f}: ")).unwrap_or_default();
+    Error::Internal(format!("{what} {}: {why}{e}", path.display()))
 }
 
 /// Creates the database file `0600` if it does not exist: SQLite gives its log files
@@ -150,9 +164,61 @@ async fn commit(tx: Transaction<'static, Sqlite>) -> Result<()> {
         .map_err(db_err("cannot commit a write transaction"))
 }
 
-/// Maps a database error to `Internal`, naming what was being done.
+/// Maps a database error to an [`Error`] naming what was being done: a storage fault
+/// when it is one ([`classify`]), else `Internal`.
 fn db_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |e| Error::Internal(format!("{context}: {e}"))
+    move |e| match classify(&e) {
+        Some(fault) => Error::storage(fault, format!("{context}: {e}")),
+        None => Error::Internal(format!("{context}: {e}")),
+    }
+}
+
+/// The one classification of SQLite's errors into storage faults, from the primary
+/// result code (the low byte of the extended code sqlx reports).
+pub(crate) fn classify(e: &sqlx::Error) -> Option<StorageFault> {
+    match e {
+        sqlx::Error::Database(db) => classify_code(db.code()?.parse::<i32>().ok()?),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(StorageFault::Unavailable),
+        _ => None,
+    }
+}
+
+/// The fault of an extended SQLite result code, if it is one.
+fn classify_code(code: i32) -> Option<StorageFault> {
+    match code & 0xff {
+        // SQLITE_FULL: no space for the database or its WAL.
+        13 => Some(StorageFault::Full),
+        // SQLITE_READONLY: a read-only mount or file.
+        8 => Some(StorageFault::ReadOnly),
+        // SQLITE_IOERR*, SQLITE_CANTOPEN, SQLITE_NOMEM, SQLITE_PROTOCOL, and
+        // SQLITE_BUSY / SQLITE_LOCKED past the busy timeout.
+        10 | 14 | 7 | 15 | 5 | 6 => Some(StorageFault::Unavailable),
+        // SQLITE_CORRUPT, SQLITE_NOTADB.
+        11 | 26 => Some(StorageFault::Corrupt),
+        _ => None,
+    }
+}
+
+/// Whether a connection coming back to a pool may be handed out again. A transaction
+/// that failed can leave sqlx believing the connection is still inside one (SQLite
+/// rolls back by itself on SQLITE_FULL or an I/O error, so sqlx's own ROLLBACK fails
+/// and its depth stays up), and every later `BEGIN` on it would fail: such a
+/// connection is closed instead, and the pool opens a fresh one. The ping goes through
+/// the connection's queue, so the rollback of a dropped transaction has run by then.
+fn reusable(
+    conn: &mut sqlx::SqliteConnection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<bool, sqlx::Error>> + Send + '_>,
+> {
+    Box::pin(async move {
+        use sqlx::Connection;
+        conn.ping().await?;
+        Ok(!conn.is_in_transaction())
+    })
 }
 
 /// Whether `e` violates the unique constraint over exactly these columns. SQLite names

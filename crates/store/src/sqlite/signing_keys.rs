@@ -17,10 +17,12 @@ use crate::rows::SIGNING_KEY_COLUMNS;
 const NEWEST_FIRST: &str = "ORDER BY activates DESC, created DESC, rowid DESC";
 
 pub(super) async fn list(reader: &SqlitePool) -> Result<Vec<SigningKey>> {
-    let rows = sqlx::query(&format!("SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys {NEWEST_FIRST}"))
-        .fetch_all(reader)
-        .await
-        .map_err(db_err("cannot list signing keys"))?;
+    let rows = sqlx::query(&format!(
+        "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys {NEWEST_FIRST}"
+    ))
+    .fetch_all(reader)
+    .await
+    .map_err(db_err("cannot list signing keys"))?;
     rows.iter().map(crate::rows::signing_key).collect()
 }
 
@@ -157,16 +159,15 @@ pub(super) async fn seal(
 ) -> Result<()> {
     let mut tx = write_tx(writer).await?;
     for key in sealed {
-        let updated = sqlx::query(
-            "UPDATE signing_keys SET sealed_private_key = ?, kek_id = ? WHERE kid = ?",
-        )
-        .bind(&key.sealed_private_key)
-        .bind(&key.kek_id)
-        .bind(&key.kid)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("cannot store a sealed signing key"))?
-        .rows_affected();
+        let updated =
+            sqlx::query("UPDATE signing_keys SET sealed_private_key = ?, kek_id = ? WHERE kid = ?")
+                .bind(&key.sealed_private_key)
+                .bind(&key.kek_id)
+                .bind(&key.kid)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("cannot store a sealed signing key"))?
+                .rows_affected();
         if updated != 1 {
             return Err(Error::internal(format!(
                 "there is no signing key {} to seal",

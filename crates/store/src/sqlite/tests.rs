@@ -202,3 +202,109 @@ async fn the_database_and_its_logs_are_private() {
     }
     store.close().await;
 }
+
+/// A write whose SQLite transaction ended underneath it (as SQLite does by itself on
+/// SQLITE_FULL or an I/O error) fails to commit, and sqlx's own rollback then fails
+/// too; the writer's pool must not hand that connection out again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_commit_does_not_poison_the_writer() {
+    let (_dir, store) = fresh().await;
+    for _ in 0..3 {
+        let mut tx = super::write_tx(&store.writer).await.unwrap();
+        sqlx::query("INSERT INTO tenants (id, name) VALUES ('gone', 'gone')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        super::commit(tx).await.expect_err("nothing to commit");
+        // Every later write works, on the same pool.
+        contract::new_tenant(store.as_ref()).await;
+    }
+    assert!(store.tenant("gone").await.unwrap().is_none());
+}
+
+/// A failure at each step of a write transaction: BEGIN (the write lock held elsewhere
+/// past the busy timeout: a storage fault, 503), a statement (refused), COMMIT (as
+/// above). After each, the next write on the same pool succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_at_any_step_leaves_the_pool_healthy() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appfence.db");
+    let store = SqliteStore::open_with(&path, std::time::Duration::from_millis(200))
+        .await
+        .unwrap();
+    let tenant = contract::new_tenant(&store).await;
+
+    // BEGIN: another process holds the write lock.
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let e = store
+        .ensure_tenant(&appfence_core::records::Tenant {
+            id: "t2".into(),
+            name: "t2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Storage {
+                fault: appfence_core::StorageFault::Unavailable,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    contract::new_tenant(&store).await;
+
+    // A statement: a second user of the same name is refused inside the transaction.
+    let user = |object_id: &str| appfence_core::records::UserRecord {
+        tenant_id: tenant.id.clone(),
+        object_id: object_id.into(),
+        upn: "same@corp.example".into(),
+        password_hash: "x".into(),
+        groups: vec![],
+        created: at(1),
+    };
+    store.insert_user(&user("a")).await.unwrap();
+    assert!(matches!(
+        store.insert_user(&user("b")).await,
+        Err(Error::BadRequest(_))
+    ));
+    contract::new_tenant(&store).await;
+
+    // COMMIT: see a_failed_commit_does_not_poison_the_writer.
+    let mut tx = super::write_tx(&store.writer).await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+    assert!(super::commit(tx).await.is_err());
+    contract::new_tenant(&store).await;
+    store.close().await;
+}
+
+#[test]
+fn sqlite_errors_are_classified_by_their_primary_code() {
+    use appfence_core::StorageFault::*;
+    // (extended code, fault): SQLITE_FULL, SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED,
+    // SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_BUSY, SQLITE_CONSTRAINT_UNIQUE.
+    for (code, fault) in [
+        (13, Some(Full)),
+        (778, Some(Unavailable)),
+        (1032, Some(ReadOnly)),
+        (11, Some(Corrupt)),
+        (26, Some(Corrupt)),
+        (5, Some(Unavailable)),
+        (2067, None),
+    ] {
+        assert_eq!(super::classify_code(code), fault, "code {code}");
+    }
+}

@@ -30,12 +30,17 @@ pub(super) async fn read(reader: &SqlitePool, keys: &[String]) -> Result<Vec<Thr
     rows.iter().map(crate::rows::throttle).collect()
 }
 
-async fn read_one(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Option<ThrottleRecord>> {
-    let row = sqlx::query(&format!("SELECT {THROTTLE_COLUMNS} FROM sign_in_throttle WHERE key = ?"))
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_err("cannot read a sign-in counter"))?;
+async fn read_one(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+) -> Result<Option<ThrottleRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {THROTTLE_COLUMNS} FROM sign_in_throttle WHERE key = ?"
+    ))
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_err("cannot read a sign-in counter"))?;
     row.as_ref().map(crate::rows::throttle).transpose()
 }
 
@@ -83,7 +88,13 @@ pub(super) async fn record_failure(
         let key = account.key();
         let previous = read_one(&mut tx, &key).await?;
         let failure = policy.after_account_failure(&key, previous, now);
-        upsert(&mut tx, &failure.record, Some(&account.tenant_id), &account.name).await?;
+        upsert(
+            &mut tx,
+            &failure.record,
+            Some(&account.tenant_id),
+            &account.name,
+        )
+        .await?;
         if let Some(until) = failure.locked_until {
             audit_log::append(
                 &mut tx,
