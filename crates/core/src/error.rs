@@ -61,9 +61,12 @@ pub enum StorageFault {
     /// The database or its directory cannot be written (a read-only mount, a
     /// read-only PostgreSQL transaction or standby).
     ReadOnly,
-    /// The store cannot be reached or answered too late (I/O error, connection lost,
-    /// busy past its timeout).
+    /// The store answered too late or could not finish (I/O error, busy past its
+    /// timeout, a conflict that outlived its retries).
     Unavailable,
+    /// The database server cannot be reached (connection refused or lost, no
+    /// connection within the wait): callers are answered at once until it can be.
+    Unreachable,
     /// The database file is damaged: no retry helps, an operator must act.
     Corrupt,
 }
@@ -74,6 +77,7 @@ impl StorageFault {
             StorageFault::Full => "storage full",
             StorageFault::ReadOnly => "storage read-only",
             StorageFault::Unavailable => "storage unavailable",
+            StorageFault::Unreachable => "storage unreachable",
             StorageFault::Corrupt => "storage corrupt",
         }
     }
@@ -88,7 +92,7 @@ impl StorageFault {
         match self {
             StorageFault::Full => "The server's storage is full; try again later",
             StorageFault::ReadOnly => "The server's storage is read-only; try again later",
-            StorageFault::Unavailable => {
+            StorageFault::Unavailable | StorageFault::Unreachable => {
                 "The server's storage is unavailable; try again later"
             }
             StorageFault::Corrupt => "An internal error occurred",
@@ -99,7 +103,9 @@ impl StorageFault {
     pub fn retry_after(self) -> Option<std::time::Duration> {
         match self {
             StorageFault::Full | StorageFault::ReadOnly => Some(std::time::Duration::from_secs(30)),
-            StorageFault::Unavailable => Some(std::time::Duration::from_secs(5)),
+            StorageFault::Unavailable | StorageFault::Unreachable => {
+                Some(std::time::Duration::from_secs(5))
+            }
             StorageFault::Corrupt => None,
         }
     }

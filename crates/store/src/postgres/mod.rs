@@ -20,6 +20,7 @@ mod indicators;
 mod list;
 mod machines;
 mod notify;
+mod outage;
 mod rate_windows;
 mod signing_keys;
 mod store;
@@ -52,6 +53,7 @@ const ATTEMPTS: u32 = 5;
 pub struct PgStore {
     pool: PgPool,
     changes: notify::Changes,
+    outage: std::sync::Arc<outage::Outage>,
 }
 
 impl PgStore {
@@ -104,7 +106,11 @@ impl PgStore {
             )),
         })?;
         let changes = notify::Changes::start(pool.clone());
-        Ok(PgStore { pool, changes })
+        Ok(PgStore {
+            pool,
+            changes,
+            outage: Default::default(),
+        })
     }
 
     /// Closes every connection.
@@ -186,16 +192,18 @@ pub(super) fn classify(context: &str, e: sqlx::Error) -> Error {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => Some(StorageFault::Unavailable),
+        | sqlx::Error::WorkerCrashed => Some(StorageFault::Unreachable),
         sqlx::Error::Database(_) => match sqlstate(&e).as_deref() {
             // disk_full, insufficient_resources, out_of_memory
             Some("53100" | "53000" | "53200") => Some(StorageFault::Full),
             // read_only_sql_transaction
             Some("25006") => Some(StorageFault::ReadOnly),
-            // admin/crash shutdown, cannot connect now, statement timeout, connection failures
-            Some("57P01" | "57P02" | "57P03" | "57014" | "08000" | "08003" | "08006") => {
-                Some(StorageFault::Unavailable)
+            // admin/crash shutdown, cannot connect now, connection failures
+            Some("57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006") => {
+                Some(StorageFault::Unreachable)
             }
+            // statement timeout
+            Some("57014") => Some(StorageFault::Unavailable),
             // serialization failure or deadlock that outlived the retries
             Some("40001" | "40P01") => Some(StorageFault::Unavailable),
             _ => None,

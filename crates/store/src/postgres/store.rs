@@ -17,6 +17,7 @@ use appfence_core::{MachineRef, Result};
 use appfence_proto::agent::{AllowlistResponse, DenialEvent, DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
 
+use super::outage::guarded;
 use super::{
     actions, addresses, audit_log, credentials, events, indicators, machines, rate_windows,
     signing_keys, throttle, PgStore,
@@ -26,39 +27,39 @@ use crate::{Change, GroupOf, Store};
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn ensure_tenant(&self, tenant: &Tenant) -> Result<()> {
-        credentials::ensure_tenant(&self.pool, tenant).await
+        guarded!(self, credentials::ensure_tenant(&self.pool, tenant))
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>> {
-        credentials::tenants(&self.pool).await
+        guarded!(self, credentials::tenants(&self.pool))
     }
 
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        credentials::tenant(&self.pool, id).await
+        guarded!(self, credentials::tenant(&self.pool, id))
     }
 
     async fn insert_app(&self, app: &AppRegistration) -> Result<()> {
-        credentials::insert_app(&self.pool, app).await
+        guarded!(self, credentials::insert_app(&self.pool, app))
     }
 
     async fn app(&self, tenant_id: &str, client_id: &str) -> Result<Option<AppRegistration>> {
-        credentials::app(&self.pool, tenant_id, client_id).await
+        guarded!(self, credentials::app(&self.pool, tenant_id, client_id))
     }
 
     async fn insert_user(&self, user: &UserRecord) -> Result<()> {
-        credentials::insert_user(&self.pool, user).await
+        guarded!(self, credentials::insert_user(&self.pool, user))
     }
 
     async fn user(&self, tenant_id: &str, upn: &str) -> Result<Option<UserRecord>> {
-        credentials::user(&self.pool, tenant_id, upn).await
+        guarded!(self, credentials::user(&self.pool, tenant_id, upn))
     }
 
     async fn insert_enroll_secret(&self, secret: &EnrollSecret) -> Result<()> {
-        credentials::insert_enroll_secret(&self.pool, secret).await
+        guarded!(self, credentials::insert_enroll_secret(&self.pool, secret))
     }
 
     async fn enroll_secret(&self, secret_sha256: &str) -> Result<Option<EnrollSecret>> {
-        credentials::enroll_secret(&self.pool, secret_sha256).await
+        guarded!(self, credentials::enroll_secret(&self.pool, secret_sha256))
     }
 
     async fn replace_app_secret_hash(
@@ -68,12 +69,16 @@ impl Store for PgStore {
         expected: &str,
         new_hash: &str,
     ) -> Result<bool> {
-        credentials::replace_app_secret_hash(&self.pool, tenant_id, client_id, expected, new_hash)
-            .await
+        guarded!(
+            self,
+            credentials::replace_app_secret_hash(
+                &self.pool, tenant_id, client_id, expected, new_hash
+            )
+        )
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
-        signing_keys::list(&self.pool).await
+        guarded!(self, signing_keys::list(&self.pool))
     }
 
     async fn add_signing_key(
@@ -82,11 +87,14 @@ impl Store for PgStore {
         replacing: Option<&str>,
         superseded_until: Timestamp,
     ) -> Result<bool> {
-        signing_keys::add(&self.pool, key, replacing, superseded_until).await
+        guarded!(
+            self,
+            signing_keys::add(&self.pool, key, replacing, superseded_until)
+        )
     }
 
     async fn retire_signing_key(&self, kid: &str, at: Timestamp, actor: &str) -> Result<bool> {
-        signing_keys::retire(&self.pool, kid, at, actor).await
+        guarded!(self, signing_keys::retire(&self.pool, kid, at, actor))
     }
 
     async fn unsealed_signing_keys(&self) -> Result<Vec<UnsealedSigningKey>> {
@@ -98,7 +106,7 @@ impl Store for PgStore {
     }
 
     async fn sign_in_throttle(&self, keys: &[String]) -> Result<Vec<ThrottleRecord>> {
-        throttle::read_keys(&self.pool, keys).await
+        guarded!(self, throttle::read_keys(&self.pool, keys))
     }
 
     async fn record_sign_in_failure(
@@ -109,11 +117,14 @@ impl Store for PgStore {
         policy: &ThrottlePolicy,
         now: Timestamp,
     ) -> Result<Option<AccountFailure>> {
-        throttle::record_failure(&self.pool, account, address_key, address, policy, now).await
+        guarded!(
+            self,
+            throttle::record_failure(&self.pool, account, address_key, address, policy, now)
+        )
     }
 
     async fn clear_sign_in_failures(&self, account: &SignInAccount) -> Result<()> {
-        throttle::clear(&self.pool, account).await
+        guarded!(self, throttle::clear(&self.pool, account))
     }
 
     async fn unlock_account(
@@ -122,7 +133,7 @@ impl Store for PgStore {
         actor: &str,
         now: Timestamp,
     ) -> Result<bool> {
-        throttle::unlock(&self.pool, account, actor, now).await
+        guarded!(self, throttle::unlock(&self.pool, account, actor, now))
     }
 
     async fn sweep_sign_in_throttle(
@@ -130,18 +141,20 @@ impl Store for PgStore {
         policy: &ThrottlePolicy,
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>> {
-        throttle::sweep(&self.pool, policy, now).await
+        guarded!(self, throttle::sweep(&self.pool, policy, now))
     }
 
     async fn check(&self) -> Result<()> {
-        super::read(async {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map_err(super::ctx("cannot reach the database"))?;
-            Ok(())
-        })
-        .await
+        guarded!(
+            self,
+            super::read(async {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(super::ctx("cannot reach the database"))?;
+                Ok(())
+            })
+        )
     }
 
     fn is_shared(&self) -> bool {
@@ -154,11 +167,11 @@ impl Store for PgStore {
         policy: &RateLimitPolicy,
         now: Timestamp,
     ) -> Result<Decision> {
-        rate_windows::acquire(&self.pool, key, policy, now).await
+        guarded!(self, rate_windows::acquire(&self.pool, key, policy, now))
     }
 
     async fn prune_rate_windows(&self, before: Timestamp) -> Result<u64> {
-        rate_windows::prune(&self.pool, before).await
+        guarded!(self, rate_windows::prune(&self.pool, before))
     }
 
     async fn publish(&self, change: &Change) -> Result<()> {
@@ -171,15 +184,15 @@ impl Store for PgStore {
     }
 
     async fn append_audit_event(&self, event: &AuditEvent) -> Result<()> {
-        audit_log::append_alone(&self.pool, event).await
+        guarded!(self, audit_log::append_alone(&self.pool, event))
     }
 
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditEvent)>> {
-        audit_log::list(&self.pool, after, limit).await
+        guarded!(self, audit_log::list(&self.pool, after, limit))
     }
 
     async fn insert_machine(&self, machine: &MachineRecord) -> Result<()> {
-        machines::insert(&self.pool, machine).await
+        guarded!(self, machines::insert(&self.pool, machine))
     }
 
     async fn reenroll_machine(
@@ -191,27 +204,29 @@ impl Store for PgStore {
         info: &DeviceInfo,
         at: Timestamp,
     ) -> Result<Option<MachineRecord>> {
-        machines::reenroll(
-            &self.pool,
-            tenant_id,
-            hostname,
-            key_sha256,
-            new_credential_sha256,
-            info,
-            at,
+        guarded!(
+            self,
+            machines::reenroll(
+                &self.pool,
+                tenant_id,
+                hostname,
+                key_sha256,
+                new_credential_sha256,
+                info,
+                at,
+            )
         )
-        .await
     }
 
     async fn machine(&self, tenant_id: &str, by: &MachineRef) -> Result<Option<MachineRecord>> {
-        machines::get(&self.pool, tenant_id, by).await
+        guarded!(self, machines::get(&self.pool, tenant_id, by))
     }
 
     async fn machine_by_credential(
         &self,
         credential_sha256: &str,
     ) -> Result<Option<MachineRecord>> {
-        machines::by_credential(&self.pool, credential_sha256).await
+        guarded!(self, machines::by_credential(&self.pool, credential_sha256))
     }
 
     async fn record_heartbeat(
@@ -221,7 +236,10 @@ impl Store for PgStore {
         enforcement: &EnforcementState,
         at: Timestamp,
     ) -> Result<()> {
-        machines::record_heartbeat(&self.pool, machine_id, info, enforcement, at).await
+        guarded!(
+            self,
+            machines::record_heartbeat(&self.pool, machine_id, info, enforcement, at)
+        )
     }
 
     async fn list_machines(
@@ -230,7 +248,7 @@ impl Store for PgStore {
         scope: &DeviceScope,
         query: &Query<MachineField>,
     ) -> Result<Page<MachineRecord>> {
-        machines::list(&self.pool, tenant_id, scope, query).await
+        guarded!(self, machines::list(&self.pool, tenant_id, scope, query))
     }
 
     async fn machines_seen_with_ip(
@@ -240,11 +258,14 @@ impl Store for PgStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<MachineRecord>> {
-        addresses::machines_seen(&self.pool, tenant_id, ip, from, to).await
+        guarded!(
+            self,
+            addresses::machines_seen(&self.pool, tenant_id, ip, from, to)
+        )
     }
 
     async fn prune_address_history(&self, before: Timestamp) -> Result<u64> {
-        addresses::prune(&self.pool, before).await
+        guarded!(self, addresses::prune(&self.pool, before))
     }
 
     async fn machines_with_tag(
@@ -253,7 +274,7 @@ impl Store for PgStore {
         tag: &str,
         prefix: bool,
     ) -> Result<Vec<MachineRecord>> {
-        machines::with_tag(&self.pool, tenant_id, tag, prefix).await
+        guarded!(self, machines::with_tag(&self.pool, tenant_id, tag, prefix))
     }
 
     async fn change_machine_tag(
@@ -264,7 +285,10 @@ impl Store for PgStore {
         add: bool,
         group_of: &GroupOf,
     ) -> Result<Vec<MachineRecord>> {
-        machines::change_tag(&self.pool, tenant_id, ids, tag, add, group_of).await
+        guarded!(
+            self,
+            machines::change_tag(&self.pool, tenant_id, ids, tag, add, group_of)
+        )
     }
 
     async fn set_machine_groups(
@@ -272,15 +296,18 @@ impl Store for PgStore {
         tenant_id: &str,
         assignments: &[GroupAssignment],
     ) -> Result<()> {
-        machines::set_groups(&self.pool, tenant_id, assignments).await
+        guarded!(
+            self,
+            machines::set_groups(&self.pool, tenant_id, assignments)
+        )
     }
 
     async fn create_action(&self, action: &ActionRecord) -> Result<()> {
-        actions::create(&self.pool, action).await
+        guarded!(self, actions::create(&self.pool, action))
     }
 
     async fn action(&self, tenant_id: &str, id: &str) -> Result<Option<ActionRecord>> {
-        actions::get(&self.pool, tenant_id, id).await
+        guarded!(self, actions::get(&self.pool, tenant_id, id))
     }
 
     async fn list_actions(
@@ -289,7 +316,7 @@ impl Store for PgStore {
         scope: &DeviceScope,
         query: &Query<ActionField>,
     ) -> Result<Page<ActionRecord>> {
-        actions::list(&self.pool, tenant_id, scope, query).await
+        guarded!(self, actions::list(&self.pool, tenant_id, scope, query))
     }
 
     async fn transition(
@@ -297,18 +324,21 @@ impl Store for PgStore {
         action_id: &str,
         change: &StatusChange,
     ) -> Result<TransitionOutcome> {
-        actions::transition(&self.pool, action_id, change).await
+        guarded!(self, actions::transition(&self.pool, action_id, change))
     }
 
     async fn open_actions(&self, machine_id: &str) -> Result<Vec<ActionRecord>> {
-        actions::open_for_machine(&self.pool, machine_id).await
+        guarded!(self, actions::open_for_machine(&self.pool, machine_id))
     }
 
     async fn last_succeeded_restrict_family(
         &self,
         machine_id: &str,
     ) -> Result<Option<ActionRecord>> {
-        actions::last_succeeded_restrict_family(&self.pool, machine_id).await
+        guarded!(
+            self,
+            actions::last_succeeded_restrict_family(&self.pool, machine_id)
+        )
     }
 
     async fn time_out_actions(
@@ -317,11 +347,14 @@ impl Store for PgStore {
         in_progress_before: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<ActionRecord>> {
-        actions::time_out(&self.pool, pending_before, in_progress_before, now).await
+        guarded!(
+            self,
+            actions::time_out(&self.pool, pending_before, in_progress_before, now)
+        )
     }
 
     async fn audit_trail(&self, action_id: &str) -> Result<Vec<AuditRecord>> {
-        actions::audit_trail(&self.pool, action_id).await
+        guarded!(self, actions::audit_trail(&self.pool, action_id))
     }
 
     async fn submit_indicator(
@@ -329,7 +362,7 @@ impl Store for PgStore {
         submission: &IndicatorSubmission,
         scope: &IndicatorScope,
     ) -> Result<IndicatorRecord> {
-        indicators::submit(&self.pool, submission, scope).await
+        guarded!(self, indicators::submit(&self.pool, submission, scope))
     }
 
     async fn list_indicators(
@@ -337,7 +370,7 @@ impl Store for PgStore {
         tenant_id: &str,
         query: &Query<IndicatorField>,
     ) -> Result<Page<IndicatorRecord>> {
-        indicators::list(&self.pool, tenant_id, query).await
+        guarded!(self, indicators::list(&self.pool, tenant_id, query))
     }
 
     async fn delete_indicator(
@@ -346,19 +379,19 @@ impl Store for PgStore {
         id: i64,
         scope: &IndicatorScope,
     ) -> Result<bool> {
-        indicators::delete(&self.pool, tenant_id, id, scope).await
+        guarded!(self, indicators::delete(&self.pool, tenant_id, id, scope))
     }
 
     async fn delete_expired_indicators(&self, now: Timestamp) -> Result<usize> {
-        indicators::delete_expired(&self.pool, now).await
+        guarded!(self, indicators::delete_expired(&self.pool, now))
     }
 
     async fn allowlist_version(&self, tenant_id: &str) -> Result<u64> {
-        indicators::version(&self.pool, tenant_id).await
+        guarded!(self, indicators::version(&self.pool, tenant_id))
     }
 
     async fn allowlist(&self, tenant_id: &str, now: Timestamp) -> Result<AllowlistResponse> {
-        indicators::allowlist(&self.pool, tenant_id, now).await
+        guarded!(self, indicators::allowlist(&self.pool, tenant_id, now))
     }
 
     async fn record_denials(
@@ -367,7 +400,7 @@ impl Store for PgStore {
         events: &[DenialEvent],
         received: Timestamp,
     ) -> Result<()> {
-        events::record(&self.pool, machine, events, received).await
+        guarded!(self, events::record(&self.pool, machine, events, received))
     }
 
     async fn list_denials(
@@ -376,6 +409,6 @@ impl Store for PgStore {
         scope: &DeviceScope,
         query: &Query<EventField>,
     ) -> Result<Page<DenialRecord>> {
-        events::list(&self.pool, tenant_id, scope, query).await
+        guarded!(self, events::list(&self.pool, tenant_id, scope, query))
     }
 }

@@ -249,3 +249,78 @@ async fn changes_reach_every_replica() {
     a.close().await;
     b.close().await;
 }
+
+/// With the database stopped, one operation at a time waits for a connection; the
+/// others are answered "unreachable" before it returns. Once it is back, all work.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_is_answered_at_once_and_recovered_from() {
+    use appfence_core::{Error, StorageFault};
+    let Some(cluster) = appfence_testkit::private_postgres_or_skip("unreachable database") else {
+        return;
+    };
+    let url = cluster.fresh_database().unwrap();
+    let store = Arc::new(PgStore::open(&url).await.unwrap());
+    let tenant = contract::new_tenant(store.as_ref()).await;
+    cluster.stop().unwrap();
+
+    // The first call finds the database gone (after waiting for a connection).
+    let first = crate::Store::tenant(store.as_ref(), &tenant.id).await;
+    assert!(
+        matches!(
+            first,
+            Err(Error::Storage {
+                fault: StorageFault::Unreachable,
+                ..
+            })
+        ),
+        "{first:?}"
+    );
+    assert!(store.outage.is_down());
+    // A probe in flight (it waits up to the acquire timeout); the others meanwhile
+    // are refused without waiting: they all finish while the probe still runs.
+    let probe = tokio::spawn({
+        let store = store.clone();
+        let id = tenant.id.clone();
+        async move { crate::Store::tenant(store.as_ref(), &id).await }
+    });
+    while !store
+        .outage
+        .probing
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..20 {
+        let r = crate::Store::tenant(store.as_ref(), &tenant.id).await;
+        assert!(
+            matches!(
+                r,
+                Err(Error::Storage {
+                    fault: StorageFault::Unreachable,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    assert!(
+        !probe.is_finished(),
+        "the refusals did not wait for the probe"
+    );
+    assert!(probe.await.unwrap().is_err());
+
+    cluster.start().unwrap();
+    let mut answered = None;
+    for _ in 0..100 {
+        match crate::Store::tenant(store.as_ref(), &tenant.id).await {
+            Ok(t) => {
+                answered = t;
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(answered.map(|t| t.id), Some(tenant.id.clone()));
+    assert!(!store.outage.is_down());
+    store.close().await;
+}
