@@ -74,7 +74,9 @@ fn parse_call(kind: LookupKind, name: &str, rest: &str) -> Result<IpLookup, Erro
         LookupKind::FindByKey => "find(timestamp=2024-01-31T08:44:05Z,key='10.1.2.3')",
     };
     let args = rest.strip_suffix(')').ok_or_else(|| {
-        invalid(format!("{name}(...) is missing its closing parenthesis; write {usage}"))
+        invalid(format!(
+            "{name}(...) is missing its closing parenthesis; write {usage}"
+        ))
     })?;
     let ip_name = match kind {
         LookupKind::FindByIp => "ip",
@@ -142,7 +144,9 @@ fn split_args(args: &str) -> Result<Vec<&str>, Error> {
 fn parse_ip(name: &str, value: &str, kind: LookupKind) -> Result<IpAddr, Error> {
     let unquoted = match value.strip_prefix('\'') {
         Some(v) => v.strip_suffix('\'').ok_or_else(|| {
-            invalid(format!("The value of {name} is missing its closing quote (')"))
+            invalid(format!(
+                "The value of {name} is missing its closing quote (')"
+            ))
         })?,
         None if kind == LookupKind::FindByKey => value,
         None => {
@@ -191,11 +195,17 @@ mod tests {
         assert_eq!(l.at, Timestamp::parse("2019-09-22T08:44:05Z").unwrap());
         let l = ok("find(timestamp=2018-06-19T10:00:00Z,key='10.166.93.61')");
         assert_eq!(l.kind, LookupKind::FindByKey);
-        assert_eq!(ok("find(timestamp=2018-06-19T10:00:00Z,key=10.166.93.61)").ip, l.ip);
+        assert_eq!(
+            ok("find(timestamp=2018-06-19T10:00:00Z,key=10.166.93.61)").ip,
+            l.ip
+        );
         // IPv6, fractional seconds, other case and spacing.
         let l = ok("FindByIp( ip = 'fe80::1' , timestamp = 2024-01-31T08:44:05.1234567Z )");
         assert_eq!(l.ip, "fe80::1".parse::<IpAddr>().unwrap());
-        assert_eq!(l.at, Timestamp::parse("2024-01-31T08:44:05.1234567Z").unwrap());
+        assert_eq!(
+            l.at,
+            Timestamp::parse("2024-01-31T08:44:05.1234567Z").unwrap()
+        );
         // Not a lookup at all.
         assert!(parse("0a3250e0693a109f1affc9217be9459028aa8426").is_none());
         assert!(parse("srv-01.corp.example").is_none());
@@ -204,15 +214,34 @@ mod tests {
 
     #[test]
     fn malformed_calls_name_the_problem() {
-        assert!(err("findbyip(ip='10.1.2.3,timestamp=2019-09-22T08:44:05Z)").contains("closing quote"));
-        assert!(err("findbyip(ip=10.1.2.3,timestamp=2019-09-22T08:44:05Z)").contains("must be quoted"));
-        assert!(err("findbyip(ip='10.1.2.300',timestamp=2019-09-22T08:44:05Z)").contains("'10.1.2.300' is not an IPv4"));
-        assert!(err("findbyip(ip='10.1.2.3',timestamp=yesterday)").contains("'yesterday' is not a UTC time"));
-        assert!(err("findbyip(ip='10.1.2.3',timestamp=2019-09-22T08:44:05Z").contains("closing parenthesis"));
-        assert!(err("findbyip(ip='10.1.2.3',when=2019-09-22T08:44:05Z)").contains("Unknown parameter 'when'"));
-        assert!(err("findbyip(ip='10.1.2.3',ip='10.1.2.4',timestamp=2019-09-22T08:44:05Z)").contains("twice"));
-        assert_eq!(err("findbyip(timestamp=2019-09-22T08:44:05Z)"), "Parameter ip is missing");
-        assert_eq!(err("find(key='10.1.2.3')"), "Parameter timestamp is missing");
+        assert!(
+            err("findbyip(ip='10.1.2.3,timestamp=2019-09-22T08:44:05Z)").contains("closing quote")
+        );
+        assert!(
+            err("findbyip(ip=10.1.2.3,timestamp=2019-09-22T08:44:05Z)").contains("must be quoted")
+        );
+        assert!(
+            err("findbyip(ip='10.1.2.300',timestamp=2019-09-22T08:44:05Z)")
+                .contains("'10.1.2.300' is not an IPv4")
+        );
+        assert!(err("findbyip(ip='10.1.2.3',timestamp=yesterday)")
+            .contains("'yesterday' is not a UTC time"));
+        assert!(err("findbyip(ip='10.1.2.3',timestamp=2019-09-22T08:44:05Z")
+            .contains("closing parenthesis"));
+        assert!(err("findbyip(ip='10.1.2.3',when=2019-09-22T08:44:05Z)")
+            .contains("Unknown parameter 'when'"));
+        assert!(
+            err("findbyip(ip='10.1.2.3',ip='10.1.2.4',timestamp=2019-09-22T08:44:05Z)")
+                .contains("twice")
+        );
+        assert_eq!(
+            err("findbyip(timestamp=2019-09-22T08:44:05Z)"),
+            "Parameter ip is missing"
+        );
+        assert_eq!(
+            err("find(key='10.1.2.3')"),
+            "Parameter timestamp is missing"
+        );
         assert!(err("findbyip(ip)").contains("name=value"));
     }
 
@@ -226,6 +255,9 @@ mod tests {
         assert!(l("2026-11-07T12:00:00Z").check_age(now).is_ok());
         let old = l("2026-11-07T11:59:59Z").check_age(now).unwrap_err();
         assert!(old.to_string().contains("within the last 30 days"), "{old}");
-        assert!(l("2026-12-07T12:00:01Z").check_age(now).is_err(), "the future is not the past");
+        assert!(
+            l("2026-12-07T12:00:01Z").check_age(now).is_err(),
+            "the future is not the past"
+        );
     }
 }

@@ -42,7 +42,11 @@ pub fn check_mode(
     } else {
         "its group"
     };
-    let (strict, with_group) = if is_dir { ("700", "750") } else { ("600", "640") };
+    let (strict, with_group) = if is_dir {
+        ("700", "750")
+    } else {
+        ("600", "640")
+    };
     let fix = if allow_group_read { with_group } else { strict };
     let kind = if is_dir { "directory" } else { "file" };
     let mut message = format!(
@@ -52,9 +56,7 @@ pub fn check_mode(
         path.display()
     );
     if !allow_group_read && mode & 0o007 == 0 && mode & 0o020 == 0 {
-        message.push_str(
-            " (or, to let a deliberate group read it, start with --allow-group-read)",
-        );
+        message.push_str(" (or, to let a deliberate group read it, start with --allow-group-read)");
     }
     Err(message)
 }
@@ -91,7 +93,10 @@ mod tests {
         assert!(err.contains("mode 0644"), "{err}");
         // Even with a deliberate group, others stay out.
         let err = check(0o604, false, true).unwrap_err();
-        assert!(err.contains("other users") && err.contains("chmod 640"), "{err}");
+        assert!(
+            err.contains("other users") && err.contains("chmod 640"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -102,7 +107,10 @@ mod tests {
         assert_eq!(check(0o750, true, true), Ok(()));
         assert_eq!(check(0o640, false, true), Ok(()));
         let err = check(0o660, false, true).unwrap_err();
-        assert!(err.contains("its group") && err.contains("chmod 640"), "{err}");
+        assert!(
+            err.contains("its group") && err.contains("chmod 640"),
+            "{err}"
+        );
         // Group write is never fixed by --allow-group-read, so it is not suggested.
         let err = check(0o620, false, false).unwrap_err();
         assert!(!err.contains("--allow-group-read"), "{err}");

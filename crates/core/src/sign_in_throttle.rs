@@ -244,14 +244,20 @@ mod tests {
         let p = ThrottlePolicy::default();
         let nine = fail_n(&p, None, 9, 0);
         assert_eq!(nine.locked_until, None);
-        assert_eq!(p.account_verdict(Some(&nine.record), t(0)), Verdict::Allowed);
+        assert_eq!(
+            p.account_verdict(Some(&nine.record), t(0)),
+            Verdict::Allowed
+        );
         let tenth = fail_n(&p, Some(nine.record), 1, 1);
         assert_eq!(tenth.locked_until, Some(t(61)));
         assert_eq!(
             p.account_verdict(Some(&tenth.record), t(60)),
             Verdict::Locked(t(61))
         );
-        assert_eq!(p.account_verdict(Some(&tenth.record), t(61)), Verdict::Allowed);
+        assert_eq!(
+            p.account_verdict(Some(&tenth.record), t(61)),
+            Verdict::Allowed
+        );
         // Ten more after the lock: two minutes, then four.
         let again = fail_n(&p, Some(tenth.record), 10, 70);
         assert_eq!(again.locked_until, Some(t(70 + 120)));
@@ -264,7 +270,10 @@ mod tests {
         let p = ThrottlePolicy::default();
         let five = fail_n(&p, None, 5, 0);
         let later = fail_n(&p, Some(five.record), 5, 600);
-        assert_eq!(later.locked_until, None, "the first five fell out of the window");
+        assert_eq!(
+            later.locked_until, None,
+            "the first five fell out of the window"
+        );
         assert_eq!(later.record.failures, 5);
     }
 
@@ -289,7 +298,10 @@ mod tests {
             assert_eq!(p.address_verdict(r.as_ref(), t(i)), Verdict::Allowed);
             r = Some(p.after_address_failure("addr:x", r, t(i)));
         }
-        assert_eq!(p.address_verdict(r.as_ref(), t(30)), Verdict::Throttled(t(60)));
+        assert_eq!(
+            p.address_verdict(r.as_ref(), t(30)),
+            Verdict::Throttled(t(60))
+        );
         assert_eq!(p.address_verdict(r.as_ref(), t(60)), Verdict::Allowed);
         let r = p.after_address_failure("addr:x", r, t(60));
         assert_eq!(r.failures, 1, "a new window");
@@ -297,7 +309,10 @@ mod tests {
 
     #[test]
     fn keys_name_the_account_and_the_network() {
-        assert_eq!(SignInAccount::new("t1", " Ana@Corp ").key(), "user:t1:ana@corp");
+        assert_eq!(
+            SignInAccount::new("t1", " Ana@Corp ").key(),
+            "user:t1:ana@corp"
+        );
         assert_eq!(address_key("10.1.2.3".parse().unwrap()), "addr:10.1.2.3");
         assert_eq!(
             address_key("2001:db8:1:2:aa::1".parse().unwrap()),
@@ -316,7 +331,10 @@ mod tests {
         assert!(!p.is_stale(&one, t(599)));
         assert!(p.is_stale(&one, t(600)));
         let locked = fail_n(&p, None, 10, 0).record;
-        assert!(!p.is_stale(&locked, t(600)), "the lockout level still counts");
+        assert!(
+            !p.is_stale(&locked, t(600)),
+            "the lockout level still counts"
+        );
         let mut ended = locked.clone();
         ended.lock_end_recorded = true;
         assert!(!p.is_stale(&ended, t(600)));

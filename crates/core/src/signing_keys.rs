@@ -315,7 +315,10 @@ mod tests {
         old.retired = Some(t(5));
         let next = key("next", 20);
         let keys = vec![old, next.clone()];
-        assert!(!needs_immediate_key(&keys, t(6)), "the waiting key can sign");
+        assert!(
+            !needs_immediate_key(&keys, t(6)),
+            "the waiting key can sign"
+        );
         assert_eq!(signer_at(&keys, t(6)).unwrap().kid, "next");
         assert_eq!(state_at(&next, &keys, t(6)), KeyState::Signing);
     }
@@ -331,6 +334,9 @@ mod tests {
         waiting.activates = t(0).plus(period + MIN);
         let keys = vec![signer, waiting];
         assert!(!rotation_due(&keys, t(0).plus(period), period));
-        assert!(!rotation_due(&[], t(0), period), "nothing signs: not a rotation");
+        assert!(
+            !rotation_due(&[], t(0), period),
+            "nothing signs: not a rotation"
+        );
     }
 }
