@@ -10,7 +10,8 @@ use appfence_proto::agent::EnforcementMode;
 
 use crate::duration::{parse_delay, parse_duration};
 use crate::parse::{
-    parse_agent_mode, database_url_arg, parse_demo_devices, parse_ip, parse_listen, parse_log_level,
+    parse_agent_mode, database_url_arg, parse_demo_devices, parse_free_space_warning, parse_ip,
+    parse_listen, parse_log_level,
     parse_optional_period, parse_public_url, parse_refresh_interval,
 };
 
@@ -146,6 +147,11 @@ pub struct ServeArgs {
     /// [default: off]
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Warn (log and metric) when the data directory's disk has less free space than
+    /// this: a size (256MiB, 2GiB), a percentage (5%) or off
+    /// [env: APPFENCE_DISK_FREE_WARNING] [default: the smaller of 5% and 256MiB]
+    #[arg(long, value_name = "SIZE|PERCENT|off", value_parser = parse_free_space_warning)]
+    pub disk_free_warning: Option<appfence_server::disk_space::FreeSpaceWarning>,
     /// PostgreSQL for several replicas, postgres://user:password@host:5432/db (prefer
     /// the variable: flags show in the process list) [env: APPFENCE_DATABASE_URL]
     /// [default: SQLite in the data directory]

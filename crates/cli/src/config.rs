@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use appfence_proto::agent::EnforcementMode;
 use appfence_server::access::AccessSpec;
+use appfence_server::disk_space::FreeSpaceWarning;
 use appfence_server::ServerConfig;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
@@ -20,7 +21,8 @@ use crate::duration::{parse_delay, parse_duration};
 use crate::env::{Env, ENV_CREDENTIALS_DIRECTORY};
 use crate::error::CliError;
 use crate::parse::{
-    check_demo_devices, parse_agent_mode, parse_bool, parse_database_url, parse_demo_devices, parse_ip,
+    check_demo_devices, parse_agent_mode, parse_bool, parse_database_url, parse_demo_devices,
+    parse_free_space_warning, parse_ip,
     parse_ip_list, parse_listen, parse_log_level, parse_optional_period, parse_public_url,
     parse_refresh_interval,
 };
@@ -43,6 +45,7 @@ pub const ENV_KEY_REFRESH_INTERVAL: &str = "APPFENCE_KEY_REFRESH_INTERVAL";
 pub const ENV_TRUSTED_PROXIES: &str = "APPFENCE_TRUSTED_PROXIES";
 pub const ENV_METRICS_LISTEN: &str = "APPFENCE_METRICS_LISTEN";
 pub const ENV_DATABASE_URL: &str = "APPFENCE_DATABASE_URL";
+pub const ENV_DISK_FREE_WARNING: &str = "APPFENCE_DISK_FREE_WARNING";
 
 pub const DEFAULT_DEMO_DEVICES: u32 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -105,6 +108,9 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
     #[serde(default, deserialize_with = "de_with::<_, ListenParser>")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Warn when the data directory's disk has less free space than this.
+    #[serde(default, deserialize_with = "de_with::<_, FreeSpaceParser>")]
+    pub disk_free_warning: Option<FreeSpaceWarning>,
     /// `postgres://...`: several replicas on one PostgreSQL database.
     #[serde(default, deserialize_with = "de_with::<_, DatabaseUrlParser>")]
     pub database_url: Option<appfence_proto::Secret>,
@@ -416,6 +422,15 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         parse_listen,
         file.metrics_listen,
     )?;
+    if let Some(v) = layer(
+        args.disk_free_warning,
+        env,
+        ENV_DISK_FREE_WARNING,
+        parse_free_space_warning,
+        file.disk_free_warning,
+    )? {
+        server.disk_free_warning = v;
+    }
     server.access = file.access.clone();
     if let Some(limits) = &file.rate_limits {
         limits
@@ -531,6 +546,13 @@ impl StrParser for DatabaseUrlParser {
     }
 }
 struct DelayParser;
+struct FreeSpaceParser;
+impl StrParser for FreeSpaceParser {
+    type Out = FreeSpaceWarning;
+    fn parse(s: &str) -> Result<FreeSpaceWarning, String> {
+        parse_free_space_warning(s)
+    }
+}
 impl StrParser for DelayParser {
     type Out = Duration;
     fn parse(s: &str) -> Result<Duration, String> {
@@ -693,6 +715,7 @@ demo = true
 demo_devices = 3
 demo_step_delay = "250ms"
 log_level = "warn"
+disk_free_warning = "10%"
 "#,
         );
         let env = Env::from_pairs([
@@ -735,6 +758,13 @@ log_level = "warn"
         assert_eq!(s.server.action_pending_timeout, Duration::from_secs(86_400));
         assert!(s.demo);
         assert_eq!(s.log_level, "warn");
+        assert_eq!(s.server.disk_free_warning, FreeSpaceWarning::Percent(10), "file beats default");
+        let env_size = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap()), (ENV_DISK_FREE_WARNING, "1GiB")]);
+        let sized = resolve_serve(&args(), &env_size).unwrap();
+        assert_eq!(sized.server.disk_free_warning, FreeSpaceWarning::Bytes(1 << 30), "env beats file");
+        let env_bad = Env::from_pairs([(ENV_DISK_FREE_WARNING, "lots")]);
+        let e = resolve_serve(&args(), &env_bad).unwrap_err().to_string();
+        assert!(e.contains(ENV_DISK_FREE_WARNING) && e.contains("256MiB"), "{e}");
 
         // Without the flag, the environment wins over the file.
         let s = resolve_serve(&args(), &env).unwrap();

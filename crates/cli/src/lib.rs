@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod config;
 pub mod duration;
 pub mod env;
+pub mod log_writer;
 pub mod error;
 pub mod output;
 pub mod parse;

@@ -136,3 +136,8 @@ pub fn parse_database_url(s: &str) -> Result<appfence_proto::Secret, String> {
     }
     Ok(appfence_proto::Secret::new(s))
 }
+
+/// `--disk-free-warning`: a size, a percentage or `off`.
+pub fn parse_free_space_warning(s: &str) -> Result<appfence_server::disk_space::FreeSpaceWarning, String> {
+    s.parse()
+}

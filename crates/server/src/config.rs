@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Where to serve Prometheus metrics (`None`: nowhere).
     pub metrics_listen: Option<SocketAddr>,
+    /// When the data directory's free space is worth a warning.
+    pub disk_free_warning: crate::disk_space::FreeSpaceWarning,
 }
 
 impl ServerConfig {
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             sign_in_throttle: Default::default(),
             trusted_proxies: Vec::new(),
             metrics_listen: None,
+            disk_free_warning: crate::disk_space::FreeSpaceWarning::Default,
         }
     }
 }

@@ -44,7 +44,10 @@ impl IntoResponse for ApiError {
         let e = self.0;
         let status = status_of(&e);
         let target = appfence_core::ids::new_guid();
-        if status.is_server_error() {
+        if crate::storage_health::report(&e) {
+            // Logged once per episode there, not once per request.
+            tracing::debug!(%target, code = e.code(), error = %e, "request refused: storage fault");
+        } else if status.is_server_error() {
             tracing::error!(%target, code = e.code(), error = %e, "request failed");
         } else {
             tracing::info!(%target, code = e.code(), status = status.as_u16(), message = %e, "request refused");

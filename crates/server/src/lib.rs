@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod disk_space;
 pub mod error;
 pub mod metrics_endpoint;
 pub mod oauth;
@@ -17,6 +18,7 @@ pub mod ratelimit;
 pub mod response;
 pub mod router;
 pub mod state;
+pub mod storage_health;
 pub mod sweeper;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -58,18 +58,38 @@ fn prefix_paths(mut doc: utoipa::openapi::OpenApi, prefix: &str) -> utoipa::open
     doc
 }
 
+/// At most one probe (a write on SQLite) per this interval, whoever asks: `/readyz`
+/// is unauthenticated, and a flood of it must not become a flood of disk flushes.
+const READINESS_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn readiness(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
     use axum::http::StatusCode;
-    match state.store.check().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            let why = match &e {
-                Error::Storage { fault, .. } => fault.as_str().to_string(),
-                _ => "storage error".to_string(),
-            };
-            tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response()
-        }
+    let mut last = state.readiness.lock().await;
+    let fresh = last
+        .as_ref()
+        .is_some_and(|(at, _)| at.elapsed() < READINESS_PROBE_EVERY);
+    if !fresh {
+        let verdict = match state.store.check().await {
+            Ok(()) => {
+                crate::storage_health::global().recovered();
+                Ok(())
+            }
+            Err(e) => {
+                if !crate::storage_health::report(&e) {
+                    tracing::warn!(error = %e, "not ready");
+                }
+                Err(match &e {
+                    Error::Storage { fault, .. } => fault.as_str().to_string(),
+                    _ => "storage error".to_string(),
+                })
+            }
+        };
+        *last = Some((std::time::Instant::now(), verdict));
+    }
+    match last.as_ref().map(|(_, v)| v) {
+        Some(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Some(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: not checked yet").into_response(),
     }
 }
 

@@ -38,6 +38,10 @@ pub struct AppState {
     pub external: Arc<ExternalIssuers>,
     /// Device groups of machines, for authorizing users' calls on actions.
     pub machine_groups: Arc<MachineGroups>,
+    /// The data directory's free space, watched by the sweeper.
+    pub disk_space: Arc<crate::disk_space::DiskSpace>,
+    /// The last readiness probe: when, and its verdict.
+    pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
 }
 
 impl AppState {
@@ -81,6 +85,8 @@ impl AppState {
         external.configure(policy.issuers.clone());
         Ok(AppState {
             machine_groups: Arc::new(MachineGroups::default()),
+            disk_space: Arc::new(crate::disk_space::DiskSpace::new(config.disk_free_warning)),
+            readiness: Arc::default(),
             external,
             access: Arc::new(AccessHolder::new(policy)),
             limiter,

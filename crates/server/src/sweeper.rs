@@ -60,6 +60,23 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     Ok(timed_out.len())
 }
 
+/// While a storage fault lasts, whether writes work again (the store's probe write), so
+/// that its end is noticed without waiting for a request; and, for a store on this
+/// machine, the free space of the data directory.
+async fn check_storage(state: &AppState) {
+    if crate::storage_health::global().current().is_some() {
+        match state.store.check().await {
+            Ok(()) => crate::storage_health::global().recovered(),
+            Err(e) => {
+                crate::storage_health::report(&e);
+            }
+        }
+    }
+    if !state.store.is_shared() {
+        state.disk_space.check(&state.config.data_dir);
+    }
+}
+
 /// The scheduled rotation, the retirement of keys past their end, and a key that signs
 /// at once if none would.
 async fn maintain_signing_keys(state: &AppState) -> appfence_core::Result<()> {
@@ -110,7 +127,9 @@ pub fn spawn_key_refresh(state: AppState, mut shutdown: watch::Receiver<bool>) {
             tokio::select! {
                 _ = tick.tick() => {
                     if let Err(e) = refresh_keys(&state).await {
-                        tracing::error!(error = %e, "cannot re-read the signing keys; the keys in force stay");
+                        if !crate::storage_health::report(&e) {
+                            tracing::error!(error = %e, "cannot re-read the signing keys; the keys in force stay");
+                        }
                     }
                 }
                 _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
@@ -126,9 +145,16 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = sweep_once(&state).await {
-                        tracing::error!(error = %e, "sweep failed; retrying at the next interval");
+                    match sweep_once(&state).await {
+                        Ok(_) => metrics::counter!("appfence_sweeps_total", "outcome" => "ok").increment(1),
+                        Err(e) => {
+                            metrics::counter!("appfence_sweeps_total", "outcome" => "failed").increment(1);
+                            if !crate::storage_health::report(&e) {
+                                tracing::error!(error = %e, "sweep failed; retrying at the next interval");
+                            }
+                        }
                     }
+                    check_storage(&state).await;
                 }
                 _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
             }

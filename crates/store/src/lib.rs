@@ -170,7 +170,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- replicas ---
 
-    /// Whether the store answers now (readiness): `Storage` errors say why not.
+    /// Whether the store takes reads and writes now (readiness): `Storage` errors say
+    /// why not.
     async fn check(&self) -> Result<()>;
     /// Whether several server processes may share this store (then counters that must
     /// hold for the whole service live in it, and changes are published).

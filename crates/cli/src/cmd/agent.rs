@@ -151,7 +151,8 @@ pub async fn run(args: &AgentArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
                 .into(),
         ));
     }
-    init_logging(&settings.log_level);
+    // Held to the end: what is queued is written before the process exits.
+    let _log = init_logging(&settings.log_level);
     // Before the (possibly long) start, so that a signal during it is not lost.
     let shutdown_signal = super::serve::shutdown_signal()?;
 
@@ -237,17 +238,20 @@ async fn release(fanotify: Arc<FanotifyEnforcer>) {
     }
 }
 
-/// Logs to stderr (colours only on a terminal: journald keeps the rest); a second
+/// Logs to stderr through a queue that never blocks (`log_writer`) (colours only on a terminal: journald keeps the rest); a second
 /// initialisation (tests) is ignored.
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str) -> crate::log_writer::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::builder()
         .parse(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_LEVEL));
+    let (log, flush) = crate::log_writer::LossyLog::start(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false)
         .try_init();
+    flush
 }
 
 #[cfg(test)]

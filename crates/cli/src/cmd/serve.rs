@@ -30,7 +30,8 @@ const FLEET_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let settings = config::resolve_serve(args, ctx.env)?;
-    init_logging(&settings.log_level);
+    // Held to the end: what is queued is written before the process exits.
+    let _log = init_logging(&settings.log_level);
     // Listen for signals before the (possibly long) start-up, so that a Ctrl-C during it
     // is neither lost nor fatal.
     let mut shutdown = std::pin::pin!(shutdown_signal()?);
@@ -319,8 +320,8 @@ fn with_demo_roles(mut spec: AccessSpec, demo: bool) -> AccessSpec {
     spec
 }
 
-/// Logs to stderr; a second initialisation (tests) is ignored.
-fn init_logging(filter: &str) {
+/// Logs to stderr through a queue that never blocks (`log_writer`); a second initialisation (tests) is ignored.
+fn init_logging(filter: &str) -> crate::log_writer::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::builder()
         .parse(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_LEVEL));
@@ -331,8 +332,11 @@ fn init_logging(filter: &str) {
     } else {
         filter.add_directive("sqlx::postgres::notice=warn".parse().expect("a valid directive"))
     };
+    let (log, flush) = crate::log_writer::LossyLog::start(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log)
+        .log_internal_errors(false)
         .try_init();
+    flush
 }

@@ -26,12 +26,12 @@ fn start_demo(data_dir: &Path, logs: &Path, port: u16, name: &str) -> ChildGuard
     )
 }
 
-fn read_demo(data_dir: &Path) -> Value {
+pub(crate) fn read_demo(data_dir: &Path) -> Value {
     let text = std::fs::read_to_string(data_dir.join("demo.json")).expect("demo.json exists");
     serde_json::from_str(&text).expect("demo.json is JSON")
 }
 
-async fn token(http: &reqwest::Client, demo: &Value) -> String {
+pub(crate) async fn token(http: &reqwest::Client, demo: &Value) -> String {
     let resp = http
         .post(demo["tokenUrl"].as_str().unwrap())
         .form(&[
@@ -72,7 +72,7 @@ async fn user_token(http: &reqwest::Client, demo: &Value, who: &str) -> String {
     r.json()["access_token"].as_str().unwrap().to_string()
 }
 
-async fn call(
+pub(crate) async fn call(
     http: &reqwest::Client,
     token: &str,
     method: reqwest::Method,
@@ -88,7 +88,7 @@ async fn call(
     Resp::read(req.send().await.unwrap()).await
 }
 
-async fn wait_succeeded(http: &reqwest::Client, token: &str, api: &str, id: &str) -> Value {
+pub(crate) async fn wait_succeeded(http: &reqwest::Client, token: &str, api: &str, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = call(
@@ -114,7 +114,7 @@ async fn wait_succeeded(http: &reqwest::Client, token: &str, api: &str, id: &str
     }
 }
 
-async fn machine_ids(http: &reqwest::Client, token: &str, api: &str) -> Vec<String> {
+pub(crate) async fn machine_ids(http: &reqwest::Client, token: &str, api: &str) -> Vec<String> {
     let r = call(
         http,
         token,

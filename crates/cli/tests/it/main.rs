@@ -30,6 +30,7 @@ mod reload;
 mod replica_faults;
 mod replicas;
 mod secrets_at_rest;
+mod storage_faults;
 mod sign_in;
 mod tenants;
 mod timeouts;

@@ -128,6 +128,12 @@ pub fn start_serve(
     let mut all = vec!["serve"];
     all.extend_from_slice(args);
     let mut child = ChildGuard::spawn(command(&all, env), logs, name);
+    wait_ready(&mut child, limit);
+    child
+}
+
+/// Waits (blocking, at most `limit`) for a `serve` child to print that it is ready.
+pub fn wait_ready(child: &mut ChildGuard, limit: Duration) {
     let deadline = Instant::now() + limit;
     while !child.stdout_text().contains(READY) {
         if let Some(status) = child.exited() {
@@ -144,7 +150,6 @@ pub fn start_serve(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
 }
 
 /// The result of one CLI invocation.

@@ -128,7 +128,7 @@ impl From<appfence_core::Error> for OAuthFailure {
         match e {
             // The store cannot answer now: try again, as any other 503.
             appfence_core::Error::Storage { fault, detail } if fault.is_transient() => {
-                tracing::error!(%fault, %detail, "token endpoint: storage fault");
+                crate::storage_health::global().failed(fault, &detail);
                 OAuthFailure {
                     retry_after: fault.retry_after().map(|d| d.as_secs()),
                     ..Self::new(
@@ -138,7 +138,10 @@ impl From<appfence_core::Error> for OAuthFailure {
                     )
                 }
             }
-            other => OAuthFailure::server_error(other),
+            other => {
+                crate::storage_health::report(&other);
+                OAuthFailure::server_error(other)
+            }
         }
     }
 }

@@ -351,7 +351,13 @@ impl Store for SqliteStore {
             .execute(&self.reader)
             .await
             .map_err(db_err("cannot read the database"))?;
-        Ok(())
+        // A write, since reads keep working on a full or read-only disk.
+        let mut tx = write_tx(&self.writer).await?;
+        sqlx::query("UPDATE store_probe SET checked = checked + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("cannot write the database"))?;
+        commit(tx).await
     }
 
     fn is_shared(&self) -> bool {
