@@ -226,6 +226,7 @@ async fn run_device(
         state,
         persisted,
         unprotected_since,
+        state_fault_since: None,
         shutdown,
         next_heartbeat: Instant::now(),
         check_now: true,
@@ -510,6 +511,8 @@ struct Agent {
     /// Since when the device should be restricted but is not (a re-apply at start
     /// failed); closed into the record once enforcement is back or no longer wanted.
     unprotected_since: Option<Timestamp>,
+    /// Since when the state directory cannot be written, as last seen by a heartbeat.
+    state_fault_since: Option<Timestamp>,
     shutdown: watch::Receiver<bool>,
     next_heartbeat: Instant,
     /// Poll without waiting and converge right away (at start, after a heartbeat showed a
@@ -584,6 +587,10 @@ impl Agent {
     /// One round: heartbeat if due, one long-poll, the commands it returned in order,
     /// then convergence to the newest desired state seen.
     async fn cycle(&mut self) -> Result<(), Interrupt> {
+        // Whether the state directory can be written changed: news for the server now.
+        if self.state.write_fault().is_some() != self.state_fault_since.is_some() {
+            self.next_heartbeat = Instant::now();
+        }
         if Instant::now() >= self.next_heartbeat {
             let desired = self.heartbeat().await?;
             let actual = self.enforcer.is_restricted();
@@ -636,6 +643,7 @@ impl Agent {
     async fn heartbeat(&mut self) -> Result<DesiredState, Interrupt> {
         let mut enforcement = plan::reported_state(self.enforcer.is_restricted(), &self.persisted);
         enforcement.coverage = self.enforcer.coverage();
+        enforcement.state_fault = self.state_fault();
         let req = HeartbeatRequest {
             info: device_info(&self.config, &*self.enforcer),
             enforcement,
@@ -815,6 +823,22 @@ impl Agent {
     /// (durably, before anything is reported, so a restriction that begins here has one);
     /// an unprotected period still open ends here once enforcement is back or no longer
     /// wanted.
+    /// The state directory's write failure, if the last write failed, for the server.
+    fn state_fault(&mut self) -> Option<appfence_proto::agent::StateFault> {
+        let Some((path, error)) = self.state.write_fault() else {
+            self.state_fault_since = None;
+            return None;
+        };
+        let since = *self
+            .state_fault_since
+            .get_or_insert_with(|| self.config.clock.now());
+        Some(appfence_proto::agent::StateFault {
+            path: path.display().to_string(),
+            error,
+            since,
+        })
+    }
+
     async fn persist(&mut self, mut next: EnforcementState) -> Result<(), StateError> {
         let now = self.config.clock.now();
         let enforced = self.enforcer.is_restricted();

@@ -127,11 +127,37 @@ pub enum StateError {
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
+    /// The last write's failure (`path`, error), cleared by the next write that works:
+    /// reported to the server so that a full disk on the device is seen.
+    write_fault: Arc<Mutex<Option<(PathBuf, String)>>>,
 }
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            write_fault: Arc::default(),
+        }
+    }
+
+    /// Why the last write failed, if it did: `(path, error)`.
+    pub fn write_fault(&self) -> Option<(PathBuf, String)> {
+        self.write_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// [`write_json`], remembering its outcome.
+    fn write<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
+        let outcome = write_json(path, value);
+        let mut fault = self.write_fault.lock().unwrap_or_else(|e| e.into_inner());
+        *fault = match &outcome {
+            Ok(()) => None,
+            Err(StateError::Io { source, .. }) => Some((path.to_path_buf(), source.to_string())),
+            Err(other) => Some((path.to_path_buf(), other.to_string())),
+        };
+        outcome
     }
 
     pub fn path(&self) -> &Path {
@@ -178,8 +204,13 @@ impl StateDir {
             .create(&self.root)
             .map_err(|e| io_err("create", e))?;
         let meta = fs::metadata(&self.root).map_err(|e| io_err("inspect", e))?;
-        appfence_core::private_files::check_mode(&self.root, meta.permissions().mode(), true, false)
-            .map_err(StateError::NotPrivate)?;
+        appfence_core::private_files::check_mode(
+            &self.root,
+            meta.permissions().mode(),
+            true,
+            false,
+        )
+        .map_err(StateError::NotPrivate)?;
         self.remove_leftover_temp_files();
         Ok(())
     }
@@ -216,7 +247,7 @@ impl StateDir {
     }
 
     pub fn save_credential(&self, cred: &StoredCredential) -> Result<(), StateError> {
-        write_json(&self.credential_path(), cred)
+        self.write(&self.credential_path(), cred)
     }
 
     /// The enrolment key; `None` if the device never tried to enrol here.
@@ -242,7 +273,7 @@ impl StateDir {
             return Ok(key);
         }
         let key = EnrollmentKey::generate();
-        write_json(&self.enrollment_key_path(), &key)?;
+        self.write(&self.enrollment_key_path(), &key)?;
         Ok(key)
     }
 
@@ -253,7 +284,7 @@ impl StateDir {
 
     /// Records the enforcement state durably: when this returns, it survives a power cut.
     pub fn save_enforcement(&self, state: &EnforcementState) -> Result<(), StateError> {
-        write_json(&self.enforcement_path(), state)
+        self.write(&self.enforcement_path(), state)
     }
 
     /// What can still be read from an enforcement record that does not parse as a
@@ -281,7 +312,7 @@ impl StateDir {
     }
 
     pub fn save_allowlist(&self, allowlist: &AllowlistResponse) -> Result<(), StateError> {
-        write_json(&self.allowlist_path(), allowlist)
+        self.write(&self.allowlist_path(), allowlist)
     }
 
     /// When the agent was last alive while restricted; `None` if never recorded.
@@ -291,7 +322,7 @@ impl StateDir {
 
     /// Records (durably) that the agent is alive and restricted at `now`.
     pub fn save_alive(&self, now: Timestamp) -> Result<(), StateError> {
-        write_json(&self.alive_path(), &AliveStamp { restricted_at: now })
+        self.write(&self.alive_path(), &AliveStamp { restricted_at: now })
     }
 }
 
@@ -303,7 +334,8 @@ struct AliveStamp {
 
 /// Locks of the files being written, one per path, so writers of the same file take
 /// turns. Entries are few (a handful of files per device) and kept.
-static WRITE_LOCKS: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = LazyLock::new(Default::default);
+static WRITE_LOCKS: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> =
+    LazyLock::new(Default::default);
 
 fn write_lock(path: &Path) -> Arc<Mutex<()>> {
     WRITE_LOCKS
@@ -448,7 +480,10 @@ mod tests {
         dir.create().unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         let err = dir.create().unwrap_err().to_string();
-        assert!(err.contains(&format!("chmod 700 '{}'", root.display())), "{err}");
+        assert!(
+            err.contains(&format!("chmod 700 '{}'", root.display())),
+            "{err}"
+        );
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
         dir.create().unwrap();
     }

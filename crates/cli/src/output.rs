@@ -356,12 +356,17 @@ fn enforcement_pairs(e: &MachineEnforcement) -> Vec<(&'static str, String)> {
             .map(|a| format!(", by action {a}"))
             .unwrap_or_default()
     );
+    let state_dir = match &r.state_fault {
+        None => "ok".into(),
+        Some(f) => format!("CANNOT WRITE {} since {}: {}", f.path, f.since, f.error),
+    };
     vec![
         ("restricted", restricted),
         ("mode", mode_name(r.mode).into()),
         ("coverage", coverage),
         ("allowlist version", r.allowlist_version.to_string()),
         ("unprotected", unprotected),
+        ("agent state", state_dir),
         (
             "reported",
             e.last_seen
@@ -491,6 +496,11 @@ mod tests {
                     from: t("2024-10-21T10:00:00Z"),
                     to: t("2024-10-21T11:02:05Z"),
                 }),
+                state_fault: Some(appfence_proto::agent::StateFault {
+                    path: "/var/lib/appfence/alive.json".into(),
+                    error: "No space left on device (os error 28)".into(),
+                    since: t("2024-10-21T11:20:00Z"),
+                }),
             },
             desired: DesiredState {
                 restricted: true,
@@ -506,6 +516,10 @@ mod tests {
         );
         assert!(text.contains("mode               monitor\n"), "{text}");
         assert!(text.contains("coverage           /, /home\n"), "{text}");
+        assert!(
+            text.contains("agent state        CANNOT WRITE /var/lib/appfence/alive.json since 2024-10-21T11:20:00Z: No space left on device (os error 28)\n"),
+            "{text}"
+        );
         assert!(text.contains("unprotected        1h 2m 5s (last: 2024-10-21T10:00:00Z to 2024-10-21T11:02:05Z)\n"), "{text}");
         assert!(
             text.contains(

@@ -113,6 +113,19 @@ pub struct EnforcementState {
     /// The latest such period, if any.
     #[serde(default)]
     pub last_unprotected: Option<UnprotectedPeriod>,
+    /// The agent cannot write its state directory (a full disk, a read-only mount): it
+    /// goes on enforcing what it was told, but a restart would re-apply older state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_fault: Option<StateFault>,
+}
+
+/// Why the agent's last write to its state directory failed, and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateFault {
+    pub path: String,
+    pub error: String,
+    pub since: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

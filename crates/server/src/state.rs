@@ -50,6 +50,11 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
+        crate::storage_health::global().set_location(if store.is_shared() {
+            "the PostgreSQL database".to_string()
+        } else {
+            format!("the database in {}", config.data_dir.display())
+        });
         let keys = KeyRing::open(
             store.as_ref(),
             clock.as_ref(),

@@ -27,6 +27,8 @@ struct Episode {
 #[derive(Default)]
 pub struct StorageHealth {
     episode: Mutex<Option<Episode>>,
+    /// What the store is (the data directory, or PostgreSQL), for the log.
+    location: Mutex<String>,
 }
 
 static PROCESS: std::sync::OnceLock<StorageHealth> = std::sync::OnceLock::new();
@@ -81,9 +83,9 @@ impl StorageHealth {
             }
             _ => {
                 if fault.is_transient() {
-                    tracing::error!(fault = %fault, cause = %detail, "{fault}: requests that need it get 503 until it clears ({})", fault.public_message());
+                    tracing::error!(fault = %fault, store = %self.location(), cause = %detail, "{fault}: requests that need it get 503 until it clears ({})", fault.public_message());
                 } else {
-                    tracing::error!(fault = %fault, cause = %detail, "{fault}: the database is damaged; restore it from a backup (requests that need it get 500)");
+                    tracing::error!(fault = %fault, store = %self.location(), cause = %detail, "{fault}: the database is damaged; restore it from a backup (requests that need it get 500)");
                 }
                 *episode = Some(Episode {
                     fault,
@@ -95,6 +97,15 @@ impl StorageHealth {
                 metrics::gauge!("appfence_storage_fault").set(gauge_value(Some(fault)));
             }
         }
+    }
+
+    /// Names the store in the episode's log lines.
+    pub fn set_location(&self, location: String) {
+        *self.location.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = location;
+    }
+
+    fn location(&self) -> String {
+        self.location.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// A write succeeded: the fault, if any, is over.

@@ -1074,6 +1074,11 @@ pub async fn heartbeat(store: &dyn Store) {
             from: at(10),
             to: at(52),
         }),
+        state_fault: Some(appfence_proto::agent::StateFault {
+            path: "/var/lib/appfence/enforcement.json".into(),
+            error: "No space left on device (os error 28)".into(),
+            since: at(55),
+        }),
     };
     store
         .record_heartbeat(&m.id, &info, &enforcement, at(60))

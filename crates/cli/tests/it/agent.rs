@@ -137,9 +137,14 @@ impl Namespace {
     fn start(dir: &Path) -> Namespace {
         let tmpfs = dir.join("fence");
         std::fs::create_dir(&tmpfs).unwrap();
+        // The agent's state directory on a tmpfs of its own, small enough to fill.
+        let state = dir.join("state");
+        std::fs::create_dir(&state).unwrap();
         let script = format!(
-            "mount -t tmpfs -o size=64m,mode=0755 appfence-e2e {} && exec sleep {NAMESPACE_LIFETIME_SECS}",
-            tmpfs.display()
+            "mount -t tmpfs -o size=64m,mode=0755 appfence-e2e {} && \
+             mount -t tmpfs -o size=2m,mode=0700 appfence-state {} && exec sleep {NAMESPACE_LIFETIME_SECS}",
+            tmpfs.display(),
+            state.display()
         );
         let mut cmd = Command::new("timeout");
         cmd.args(["-s", "KILL", &NAMESPACE_LIFETIME_SECS.to_string()])
@@ -469,6 +474,61 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
         reported["reported"]["unprotectedSeconds"].as_u64().unwrap() >= 1,
         "{reported}"
     );
+
+    // The state directory fills up: the agent goes on enforcing and the server shows
+    // the condition on the machine; once there is space again, it clears.
+    let filler = state_dir.join("filler").display().to_string();
+    {
+        let (ns, filler) = (ns.clone(), filler.clone());
+        off_runtime(move || ns.run(&["sh", "-c", &format!("cat /dev/zero > {filler}")])).await;
+    }
+    let submit_indicator = async |n: u8| {
+        let r = api
+            .post(
+                "/api/indicators",
+                &json!({
+                    "indicatorValue": format!("{n:02x}").repeat(32),
+                    "indicatorType": "FileSha256",
+                    "action": "Allowed",
+                    "title": format!("tool {n}"),
+                    "description": "e2e: a new allowlist for the agent to record",
+                }),
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 201, "indicator: {}", r.text);
+    };
+    submit_indicator(0xc1).await;
+    let reported = wait_async(
+        Duration::from_secs(30),
+        "the full state directory in a heartbeat",
+        async || {
+            let e = enforcement(&api, &machine_id).await;
+            (!e["reported"]["stateFault"].is_null()).then_some(e)
+        },
+    )
+    .await;
+    let fault = &reported["reported"]["stateFault"];
+    assert!(
+        fault["path"].as_str().unwrap().starts_with(&state_dir.display().to_string()),
+        "{reported}"
+    );
+    assert!(fault["error"].as_str().unwrap().contains("No space left"), "{reported}");
+    assert_eq!(reported["reported"]["restricted"], true, "{reported}");
+    assert!(exec(&unknown).await.is_err(), "still enforcing on a full state directory");
+    {
+        let ns = ns.clone();
+        off_runtime(move || ns.run(&["rm", "-f", &filler])).await;
+    }
+    submit_indicator(0xc2).await;
+    wait_async(
+        Duration::from_secs(30),
+        "the state directory's fault to clear",
+        async || {
+            let e = enforcement(&api, &machine_id).await;
+            e["reported"]["stateFault"].is_null().then_some(())
+        },
+    )
+    .await;
 
     // Unrestrict: lifted.
     let r = api.unrestrict(&machine_id, "e2e: lift").await;

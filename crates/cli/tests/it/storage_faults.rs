@@ -478,6 +478,7 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     // Logged once for the episode, and its end; not once per request.
     let log = server.stderr_text();
     assert_eq!(log.matches("storage full: requests that need it get 503").count(), 1, "{log}");
+    assert!(log.contains(&format!("store=the database in {}", ns.path("data").display())), "{log}");
     assert!(log.contains("storage full is over"), "{log}");
 
     // kill -9 and start again: every acknowledged write is there.
