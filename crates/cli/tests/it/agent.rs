@@ -32,39 +32,14 @@ const NOT_ROOT: &str = "not running as root";
 
 /// Why this cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
-    if euid.as_deref() != Some("0") {
+    if !crate::privileged::is_root() {
         return Some(NOT_ROOT.into());
     }
     if !appfence_agent::linux::probe_capabilities().can_restrict_execution {
         return Some("this kernel cannot restrict execution with fanotify".into());
     }
-    for tool in ["unshare", "nsenter", "timeout", "sha256sum"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    let probe = Command::new("unshare")
-        .args(["-m", "-p", "-f", "--mount-proc", "true"])
-        .output();
-    match probe {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "cannot create namespaces: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Some(format!("cannot run unshare: {e}")),
-    }
+    crate::privileged::missing_tool(&["unshare", "nsenter", "timeout", "sha256sum"])
+        .or_else(|| crate::privileged::cannot_unshare(&["-m", "-p", "-f", "--mount-proc"]))
 }
 
 /// The parent pid of `pid`, from `/proc/<pid>/stat`.

@@ -6,6 +6,7 @@
 
 mod harness;
 mod idp;
+mod privileged;
 mod process;
 mod wire;
 

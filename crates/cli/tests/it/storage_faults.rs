@@ -32,33 +32,11 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// Why this cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
-    if euid.as_deref() != Some("0") {
+    if !crate::privileged::is_root() {
         return Some("not running as root (a private tmpfs needs it)".into());
     }
-    for tool in ["unshare", "nsenter", "timeout"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    match Command::new("unshare").args(["-m", "true"]).output() {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "cannot create a mount namespace: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Some(format!("cannot run unshare: {e}")),
-    }
+    crate::privileged::missing_tool(&["unshare", "nsenter", "timeout"])
+        .or_else(|| crate::privileged::cannot_unshare(&["-m"]))
 }
 
 /// `true` when the test should run; prints why not, and fails under `CI=true`.
@@ -373,6 +351,9 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
             &format!("127.0.0.1:{metrics_port}"),
             "--config",
             config.to_str().unwrap(),
+            // Warn early: half the tmpfs.
+            "--disk-free-warning",
+            "50%",
         ],
     );
     let server = {
@@ -421,6 +402,16 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
         }
     })
     .await;
+
+    // The early warning came first (at a sweep, every 5 s), with its metric.
+    within(Duration::from_secs(20), "the free-space warning", async {
+        while !server.stderr_text().contains("the data directory's disk is nearly full") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let m = metrics_text(&http, metrics_port).await;
+    assert_eq!(metric(&m, "appfence_storage_low"), 1.0, "{m}");
 
     // Space comes back: writes succeed again by themselves.
     let full_503s = tally.of(503);
@@ -471,6 +462,17 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     let sweeps = metric(&m, "appfence_sweeps_total{outcome=\"ok\"}");
     within(Duration::from_secs(30), "a sweep after recovery", async {
         while metric(&metrics_text(&http, metrics_port).await, "appfence_sweeps_total{outcome=\"ok\"}") <= sweeps {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    // A sweep reads the free space again (just after its own count: wait for it).
+    within(Duration::from_secs(30), "the free space read again", async {
+        loop {
+            let m = metrics_text(&http, metrics_port).await;
+            if metric(&m, "appfence_storage_free_bytes") > 0.0 && metric(&m, "appfence_storage_low") == 0.0 {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
