@@ -152,6 +152,17 @@ pub struct ServeArgs {
     /// [env: APPFENCE_DISK_FREE_WARNING] [default: the smaller of 5% and 256MiB]
     #[arg(long, value_name = "SIZE|PERCENT|off", value_parser = parse_free_space_warning)]
     pub disk_free_warning: Option<appfence_server::disk_space::FreeSpaceWarning>,
+    /// Serve HTTPS with this certificate (PEM, the chain after it), reloaded on SIGHUP;
+    /// with --tls-key [env: APPFENCE_TLS_CERT]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600) [env: APPFENCE_TLS_KEY]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (only behind a
+    /// TLS-terminating proxy) [env: APPFENCE_INSECURE_HTTP]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_http: Option<bool>,
     /// PostgreSQL for several replicas, postgres://user:password@host:5432/db (prefer
     /// the variable: flags show in the process list) [env: APPFENCE_DATABASE_URL]
     /// [default: SQLite in the data directory]

@@ -46,6 +46,9 @@ pub const ENV_TRUSTED_PROXIES: &str = "APPFENCE_TRUSTED_PROXIES";
 pub const ENV_METRICS_LISTEN: &str = "APPFENCE_METRICS_LISTEN";
 pub const ENV_DATABASE_URL: &str = "APPFENCE_DATABASE_URL";
 pub const ENV_DISK_FREE_WARNING: &str = "APPFENCE_DISK_FREE_WARNING";
+pub const ENV_TLS_CERT: &str = "APPFENCE_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "APPFENCE_TLS_KEY";
+pub const ENV_INSECURE_HTTP: &str = "APPFENCE_INSECURE_HTTP";
 
 pub const DEFAULT_DEMO_DEVICES: u32 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -111,6 +114,11 @@ pub struct FileConfig {
     /// Warn when the data directory's disk has less free space than this.
     #[serde(default, deserialize_with = "de_with::<_, FreeSpaceParser>")]
     pub disk_free_warning: Option<FreeSpaceWarning>,
+    /// HTTPS: the certificate and its key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Plain HTTP off loopback, behind a TLS-terminating proxy.
+    pub insecure_http: Option<bool>,
     /// `postgres://...`: several replicas on one PostgreSQL database.
     #[serde(default, deserialize_with = "de_with::<_, DatabaseUrlParser>")]
     pub database_url: Option<appfence_proto::Secret>,
@@ -431,6 +439,25 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
     )? {
         server.disk_free_warning = v;
     }
+    let path = |s: &str| Ok(PathBuf::from(s));
+    let tls_cert = layer(args.tls_cert.clone(), env, ENV_TLS_CERT, path, file.tls_cert.clone())?;
+    let tls_key = layer(args.tls_key.clone(), env, ENV_TLS_KEY, path, file.tls_key.clone())?;
+    server.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(appfence_tls::server::TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(CliError::Usage(
+                "a TLS certificate needs its key: give --tls-key (APPFENCE_TLS_KEY, tls_key) too".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(CliError::Usage(
+                "a TLS key needs its certificate: give --tls-cert (APPFENCE_TLS_CERT, tls_cert) too".into(),
+            ))
+        }
+    };
+    server.insecure_http =
+        layer(args.insecure_http, env, ENV_INSECURE_HTTP, parse_bool, file.insecure_http)?.unwrap_or(false);
     server.access = file.access.clone();
     if let Some(limits) = &file.rate_limits {
         limits

@@ -58,9 +58,29 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// When the data directory's free space is worth a warning.
     pub disk_free_warning: crate::disk_space::FreeSpaceWarning,
+    /// Serve HTTPS with this certificate and key (reloaded on SIGHUP).
+    pub tls: Option<appfence_tls::server::TlsFiles>,
+    /// Allow plain HTTP on an address other than loopback (a TLS-terminating proxy in
+    /// front); refused otherwise.
+    pub insecure_http: bool,
 }
 
 impl ServerConfig {
+    /// Plain HTTP off loopback sends credentials and commands in clear text: refused
+    /// unless `insecure_http` says a TLS-terminating proxy is in front.
+    pub fn check_transport(&self) -> Result<(), String> {
+        if self.tls.is_some() || self.listen.ip().is_loopback() || self.insecure_http {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to serve plain HTTP on {}, which is not a loopback address: credentials \
+             and commands would cross the network in clear text. Give --tls-cert and \
+             --tls-key (appfence tls init makes a lab certificate), or --insecure-http if a \
+             TLS-terminating proxy is in front",
+            self.listen
+        ))
+    }
+
     /// The key-encryption key file in use.
     pub fn key_file(&self) -> PathBuf {
         self.key_file
@@ -77,9 +97,10 @@ impl ServerConfig {
     }
 
     pub fn public_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
             .trim_end_matches('/')
             .to_string()
     }
@@ -109,6 +130,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             metrics_listen: None,
             disk_free_warning: crate::disk_space::FreeSpaceWarning::Default,
+            tls: None,
+            insecure_http: false,
         }
     }
 }

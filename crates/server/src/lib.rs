@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod disk_space;
 pub mod error;
+pub mod listener;
 pub mod metrics_endpoint;
 pub mod oauth;
 pub mod ratelimit;
@@ -45,9 +46,10 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// The base URL clients use, e.g. `http://127.0.0.1:8080`.
+    /// The base URL clients use, e.g. `http://127.0.0.1:8080` (`https://` with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        let scheme = if self.state.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// Stops accepting requests, lets in-flight ones finish, and waits.
@@ -72,13 +74,29 @@ pub async fn start(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> anyhow_free::Result<RunningServer> {
+    config.check_transport()?;
+    let tls = match &config.tls {
+        Some(files) => {
+            let now = clock.now().to_offset_date_time();
+            let (cert, loaded) = appfence_tls::server::ReloadableCert::load(files.clone(), now, config.allow_group_read)?;
+            tracing::info!(cert = %files.cert.display(), %loaded, "serving HTTPS");
+            Some(Arc::new(cert))
+        }
+        None => {
+            if !config.listen.ip().is_loopback() {
+                tracing::warn!(listen = %config.listen, "serving plain HTTP off loopback (--insecure-http): only behind a TLS-terminating proxy");
+            }
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut config = config;
     if config.public_url.is_none() {
-        config.public_url = Some(format!("http://{local_addr}"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        config.public_url = Some(format!("{scheme}://{local_addr}"));
     }
     let metrics_listen = config.metrics_listen;
     let state = AppState::new(config, store, clock).await?;
@@ -90,14 +108,19 @@ pub async fn start(
     sweeper::spawn(state.clone(), shutdown.subscribe());
     sweeper::spawn_key_refresh(state.clone(), shutdown.subscribe());
     spawn_change_listener(&state, shutdown.subscribe());
-    let app = router::build(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await.map(|_| ());
-            })
-            .await
-    });
+    let app = router::build(state.clone());
+    let stopped = async move {
+        let _ = shutdown_rx.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    let task = match &tls {
+        None => tokio::spawn(serve_on(listener, app, stopped)),
+        Some(cert) => {
+            let config = Arc::new(cert.server_config()?);
+            let listener = listener::TlsListener::start(listener, config).map_err(|e| e.to_string())?;
+            tokio::spawn(serve_on(listener, app, stopped))
+        }
+    };
+    state.set_tls(tls);
     tracing::info!(%local_addr, "appfence control plane listening");
     Ok(RunningServer {
         local_addr,
@@ -106,6 +129,22 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Serves `app` on `listener` until `stopped`, telling handlers each peer's address.
+async fn serve_on<L>(
+    listener: L,
+    app: axum::Router,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    listener::PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    axum::serve(listener, app.into_make_service_with_connect_info::<listener::PeerAddr>())
+        .with_graceful_shutdown(stopped)
+        .await
 }
 
 /// Acts on changes other replicas publish through the store (when it is shared).

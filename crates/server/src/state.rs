@@ -40,6 +40,8 @@ pub struct AppState {
     pub machine_groups: Arc<MachineGroups>,
     /// The data directory's free space, watched by the sweeper.
     pub disk_space: Arc<crate::disk_space::DiskSpace>,
+    /// The certificate served, when serving HTTPS (reloaded on SIGHUP).
+    pub tls: Arc<std::sync::OnceLock<Arc<appfence_tls::server::ReloadableCert>>>,
     /// The last readiness probe: when, and its verdict.
     pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
 }
@@ -92,6 +94,7 @@ impl AppState {
             machine_groups: Arc::new(MachineGroups::default()),
             disk_space: Arc::new(crate::disk_space::DiskSpace::new(config.disk_free_warning)),
             readiness: Arc::default(),
+            tls: Arc::default(),
             external,
             access: Arc::new(AccessHolder::new(policy)),
             limiter,
@@ -104,6 +107,22 @@ impl AppState {
             passwords: Arc::new(PasswordPool::for_this_machine()),
             dispatch: Arc::new(Dispatcher::default()),
         })
+    }
+
+    /// Records the certificate being served (once, at start).
+    pub fn set_tls(&self, cert: Option<Arc<appfence_tls::server::ReloadableCert>>) {
+        if let Some(cert) = cert {
+            let _ = self.tls.set(cert);
+        }
+    }
+
+    /// Reads the certificate and key files again; `Ok(None)` when not serving HTTPS. A
+    /// pair that does not load is refused and the one in force stays.
+    pub fn reload_tls(&self) -> Result<Option<appfence_tls::server::Loaded>, String> {
+        let Some(cert) = self.tls.get() else {
+            return Ok(None);
+        };
+        cert.reload(self.clock.now().to_offset_date_time(), self.config.allow_group_read).map(Some)
     }
 
     pub fn public_url(&self) -> String {

@@ -278,6 +278,17 @@ async fn reload_on_hangup(
     demo: bool,
 ) {
     while hangups.recv().await.is_some() {
+        match state.reload_tls() {
+            Ok(Some(loaded)) => tracing::info!(%loaded, "TLS certificate reloaded"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                "TLS certificate reload refused, the certificate in force stays: {e}"
+            ),
+        }
+        if path.is_none() && state.tls.get().is_some() {
+            // Only the certificate to reload.
+            continue;
+        }
         match reload_access(&state, path.as_deref(), demo).await {
             Ok(s) => tracing::info!(
                 issuers = s.issuers,

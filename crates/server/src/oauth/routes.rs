@@ -69,8 +69,8 @@ impl FromRequest<AppState> for Arrived {
             .map_err(IntoResponse::into_response)?;
         let peer = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+            .get::<ConnectInfo<crate::listener::PeerAddr>>()
+            .map(|c| c.0 .0);
         let (method, headers) = (parts.method.clone(), parts.headers.clone());
         let query = parts.uri.query().map(str::to_string);
         // Through the `Bytes` extractor, so the body limit applies.
