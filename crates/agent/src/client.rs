@@ -88,8 +88,10 @@ impl ClientError {
 
 /// The HTTP client the gateway calls share. One per process is enough: it pools
 /// connections, which matters when a demo fleet runs thousands of devices.
-pub fn http_client() -> Result<reqwest::Client, ClientError> {
+pub fn http_client(tls: &appfence_tls::client::ClientTls) -> Result<reqwest::Client, ClientError> {
+    let config = tls.rustls_config().map_err(ClientError::Transport)?;
     reqwest::Client::builder()
+        .use_preconfigured_tls(config)
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("appfence-agent/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -210,9 +212,8 @@ fn parse_server_url(server_url: &str) -> Result<Url, ClientError> {
         reason: reason.to_string(),
     };
     let url = Url::parse(server_url).map_err(|e| invalid(&e.to_string()))?;
-    if url.scheme() != "http" {
-        // This build of reqwest has no TLS: say so now rather than fail every call later.
-        return Err(invalid("only http:// is supported by this agent build"));
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be https (or http on loopback)"));
     }
     if url.cannot_be_a_base() || url.host_str().is_none() {
         return Err(invalid("the URL needs a host"));
@@ -236,12 +237,12 @@ async fn send<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError
     let resp = req
         .send()
         .await
-        .map_err(|e| ClientError::Transport(error_chain(&e)))?;
+        .map_err(|e| transport(&e))?;
     let status = resp.status().as_u16();
     let body = resp
         .bytes()
         .await
-        .map_err(|e| ClientError::Transport(error_chain(&e)))?;
+        .map_err(|e| transport(&e))?;
     if (200..300).contains(&status) {
         serde_json::from_slice(&body).map_err(|e| ClientError::InvalidResponse {
             status,
@@ -253,6 +254,14 @@ async fn send<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError
 }
 
 /// reqwest's top-level message is vague ("error sending request"); the cause is below.
+/// A call that got no answer; a TLS refusal is said in words a person can act on.
+fn transport(e: &reqwest::Error) -> ClientError {
+    match appfence_tls::client::explain(e) {
+        Some(words) => ClientError::Transport(format!("{e}: {words}")),
+        None => ClientError::Transport(error_chain(e)),
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -284,10 +293,7 @@ mod tests {
 
     #[test]
     fn server_urls_are_checked_up_front() {
-        assert!(matches!(
-            parse_server_url("https://example.test"),
-            Err(ClientError::InvalidUrl { .. })
-        ));
+        assert!(parse_server_url("https://example.test").is_ok());
         assert!(parse_server_url("not a url").is_err());
         assert!(parse_server_url("http://h/?x=1").is_err());
         assert!(GatewayClient::new(reqwest::Client::new(), "ftp://h", "c").is_err());

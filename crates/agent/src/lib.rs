@@ -21,7 +21,7 @@ pub mod state;
 pub use client::{ClientError, GatewayClient};
 pub use enforcer::{EnforceError, EnforcementReport, Enforcer};
 pub use runner::{run, AgentConfig, AgentError};
-pub use simulated::{spawn_fleet, SimTimings, SimulatedEnforcer};
+pub use simulated::{spawn_fleet, spawn_fleet_on, SimTimings, SimulatedEnforcer};
 
 // The loop against a fake gateway, inside the crate: no extra test binary to link.
 #[cfg(test)]

@@ -70,6 +70,9 @@ pub struct AgentConfig {
     /// How long one long-poll may wait for a command.
     pub poll_wait: Duration,
     pub backoff: Backoff,
+    /// How the server is verified (CA file, key pin) and whether plain HTTP off loopback
+    /// is allowed.
+    pub tls: appfence_tls::client::ClientTls,
     /// A shared connection pool (a demo fleet uses one for all devices); `None` builds one.
     pub http: Option<reqwest::Client>,
     /// Source of the `since` timestamps, the alive stamps and the unprotected periods.
@@ -100,6 +103,7 @@ impl AgentConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             poll_wait: DEFAULT_POLL_WAIT,
             backoff: Backoff::default(),
+            tls: Default::default(),
             http: None,
             clock: Arc::new(SystemClock),
             alive_interval: DEFAULT_ALIVE_INTERVAL,
@@ -154,14 +158,26 @@ pub async fn run(
         .await
 }
 
+/// `https://`, or `http://` only where the settings allow it: refused before anything
+/// is sent.
+fn check_server_url(config: &AgentConfig) -> Result<(), AgentError> {
+    config.tls.check_server_url(&config.server_url).map_err(|reason| {
+        AgentError::Config(crate::client::ClientError::InvalidUrl {
+            url: config.server_url.clone(),
+            reason,
+        })
+    })
+}
+
 async fn run_device(
     config: AgentConfig,
     enforcer: Arc<dyn Enforcer>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
+    check_server_url(&config)?;
     let http = match &config.http {
         Some(h) => h.clone(),
-        None => http_client().map_err(AgentError::Config)?,
+        None => http_client(&config.tls).map_err(AgentError::Config)?,
     };
     let state = StateDir::new(&config.state_dir);
     {

@@ -221,13 +221,27 @@ pub fn spawn_fleet(
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<(), AgentError>>> {
     // One pool for the fleet; if it cannot be built each device reports why.
-    let http = match http_client() {
+    let http = match http_client(&Default::default()) {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client for the demo fleet");
             None
         }
     };
+    spawn_fleet_on(http, server_url, enroll_secret, count, state_root, timings, shutdown)
+}
+
+/// [`spawn_fleet`] with the fleet's HTTP client given (e.g. one that trusts the
+/// server's own certificate).
+pub fn spawn_fleet_on(
+    http: Option<reqwest::Client>,
+    server_url: &str,
+    enroll_secret: &str,
+    count: usize,
+    state_root: &Path,
+    timings: SimTimings,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<Result<(), AgentError>>> {
     (1..=count)
         .map(|index| {
             let mut config = device_config(server_url, enroll_secret, index, state_root);

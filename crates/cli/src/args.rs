@@ -75,6 +75,30 @@ pub enum Command {
     /// directly (running servers pick the change up within key_refresh_interval).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// TLS certificates for trying HTTPS: a lab CA and a server certificate.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Write a private CA and a server certificate for these names into a directory,
+    /// and print how to point the server and the agents at them.
+    Init(TlsInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsInitArgs {
+    /// A DNS name or IP address the server is reached by (repeat the flag)
+    #[arg(long = "host", value_name = "NAME", required = true)]
+    pub hosts: Vec<String>,
+    /// The directory to write ca.pem, ca.key, server.pem and server.key into (created
+    /// 0700; existing files are never overwritten)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// How long the server certificate is valid
+    #[arg(long, value_name = "DAYS", default_value_t = 397)]
+    pub days: u32,
 }
 
 /// Settings of `serve`. Each is also read from an `APPFENCE_*` variable and from the
@@ -286,7 +310,8 @@ pub struct UserCreateArgs {
 #[derive(Clone, Debug, Default, Args)]
 #[command(next_help_heading = "Connection")]
 pub struct ConnectArgs {
-    /// Server base URL [env: APPFENCE_SERVER] [default: http://127.0.0.1:8080]
+    /// Server base URL: https://, or http:// on loopback [env: APPFENCE_SERVER]
+    /// [default: http://127.0.0.1:8080]
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Tenant id [env: APPFENCE_TENANT]
@@ -301,6 +326,24 @@ pub struct ConnectArgs {
     /// Token endpoint [env: APPFENCE_TOKEN_URL] [default: SERVER/TENANT/oauth2/v2.0/token]
     #[arg(long, value_name = "URL")]
     pub token_url: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+}
+
+/// How a client verifies the server.
+#[derive(Debug, Default, Clone, Args)]
+pub struct TlsClientArgs {
+    /// Trust only the CA certificates in this PEM file (e.g. from `appfence tls init`)
+    /// [env: APPFENCE_CA_FILE] [default: the system's trusted CAs]
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Also require the server's public key to have this SHA-256 (hex, as `appfence tls
+    /// init` prints it) [env: APPFENCE_SERVER_KEY_SHA256]
+    #[arg(long, value_name = "HEX")]
+    pub server_key_sha256: Option<String>,
+    /// Allow plain http:// to a server that is not on loopback [env: APPFENCE_INSECURE_HTTP]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -472,9 +515,11 @@ pub struct CancelArgs {
 /// flag, then environment, then default.
 #[derive(Debug, Default, Args)]
 pub struct AgentArgs {
-    /// Server base URL (http://) [env: APPFENCE_SERVER]
+    /// Server base URL: https://, or http:// on loopback [env: APPFENCE_SERVER]
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     /// The tenant's enrolment secret, needed until this host is enrolled
     /// (`appfence enroll-secret create`) [env: APPFENCE_ENROLL_SECRET]
     #[arg(long, value_name = "SECRET")]

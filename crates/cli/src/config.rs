@@ -48,7 +48,7 @@ pub const ENV_DATABASE_URL: &str = "APPFENCE_DATABASE_URL";
 pub const ENV_DISK_FREE_WARNING: &str = "APPFENCE_DISK_FREE_WARNING";
 pub const ENV_TLS_CERT: &str = "APPFENCE_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "APPFENCE_TLS_KEY";
-pub const ENV_INSECURE_HTTP: &str = "APPFENCE_INSECURE_HTTP";
+pub use crate::tls_client::ENV_INSECURE_HTTP;
 
 pub const DEFAULT_DEMO_DEVICES: u32 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";

@@ -13,6 +13,7 @@ pub mod error;
 pub mod output;
 pub mod parse;
 pub mod store;
+pub mod tls_client;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -64,6 +65,7 @@ pub async fn run_with(
         }
         Command::EnrollSecret(c) => cmd::enroll_secret::run(c, &mut ctx).await?,
         Command::Keys(c) => cmd::keys::run(c, &mut ctx).await?,
+        Command::Tls(c) => cmd::tls::run(c, &mut ctx)?,
     };
     ctx.out.flush()?;
     Ok(code)

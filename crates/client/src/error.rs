@@ -82,6 +82,9 @@ impl ClientError {
 
     /// Flattens reqwest's error and its causes ("connection refused" is three levels down).
     pub(crate) fn transport(e: reqwest::Error) -> Self {
+        if let Some(words) = appfence_tls::client::explain(&e) {
+            return ClientError::Transport(format!("{e}: {words}"));
+        }
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {

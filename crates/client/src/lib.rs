@@ -48,6 +48,8 @@ pub struct ClientConfig {
     pub client_secret: String,
     /// Token endpoint; defaults to `{server}/{tenant}/oauth2/v2.0/token`.
     pub token_url: Option<String>,
+    /// How the server is verified, and whether plain HTTP off loopback is allowed.
+    pub tls: appfence_tls::client::ClientTls,
 }
 
 impl ClientConfig {
@@ -141,7 +143,12 @@ impl fmt::Debug for MdeClient {
 
 impl MdeClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
+        for url in [&config.server, &config.token_url()] {
+            config.tls.check_server_url(url).map_err(ClientError::Transport)?;
+        }
+        let tls = config.tls.rustls_config().map_err(ClientError::Transport)?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .user_agent(concat!("appfence-client/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))

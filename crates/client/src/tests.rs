@@ -207,6 +207,7 @@ fn client(base: &str, secret: &str) -> MdeClient {
         client_id: "app-1".into(),
         client_secret: secret.into(),
         token_url: None,
+        tls: Default::default(),
     })
     .unwrap()
 }
@@ -397,6 +398,7 @@ fn rejects_bad_urls_and_hides_the_secret() {
         client_id: "c".into(),
         client_secret: "hunter2".into(),
         token_url: None,
+        tls: Default::default(),
     };
     assert!(!format!("{cfg:?}").contains("hunter2"));
     assert_eq!(cfg.token_url(), "ftp://host/t/oauth2/v2.0/token");

@@ -11,6 +11,7 @@
 //!   public key).
 
 pub mod client;
+pub mod lab;
 pub mod server;
 pub mod x509;
 

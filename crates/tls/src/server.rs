@@ -74,6 +74,11 @@ impl ReloadableCert {
         Ok(loaded)
     }
 
+    /// The certificate (chain) and key in force.
+    pub(crate) fn current(&self) -> Arc<CertifiedKey> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn files(&self) -> &TlsFiles {
         &self.files
     }

@@ -49,6 +49,7 @@ pub struct AgentSettings {
     pub decision_deadline: Duration,
     pub answer_on_deadline: DeadlineAnswer,
     pub log_level: String,
+    pub tls: appfence_tls::client::ClientTls,
 }
 
 /// Flag, else environment variable (parsed, the error naming the variable).
@@ -91,6 +92,8 @@ pub fn resolve(args: &AgentArgs, env: &Env) -> Result<AgentSettings, CliError> {
             "the server URL is required: --server URL or {ENV_SERVER}"
         ))
     })?;
+    let tls = crate::tls_client::resolve(&args.tls, env)?;
+    tls.check_server_url(&server).map_err(CliError::Usage)?;
     let enroll_secret = layer(args.enroll_secret.clone(), env, ENV_ENROLL_SECRET, |s| {
         Ok(s.trim().to_string())
     })?;
@@ -124,6 +127,7 @@ pub fn resolve(args: &AgentArgs, env: &Env) -> Result<AgentSettings, CliError> {
     let log_level = layer(args.log_level.clone(), env, ENV_LOG_LEVEL, parse_log_level)?
         .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
     Ok(AgentSettings {
+        tls,
         server,
         enroll_secret,
         state_dir,
@@ -191,6 +195,7 @@ pub async fn run(args: &AgentArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
     let info = host::device_info(enforcer.capabilities(), settings.tags.clone());
     let mut config = AgentConfig::new(&settings.server, &settings.state_dir, hostname, info);
     config.enroll_secret = settings.enroll_secret.clone();
+    config.tls = settings.tls.clone();
     tracing::info!(
         server = %settings.server,
         state_dir = %settings.state_dir.display(),
@@ -269,7 +274,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_environment_and_defaults_fill_the_rest() {
         let env = Env::from_pairs([
-            (ENV_SERVER, "http://env:1"),
+            (ENV_SERVER, "https://env:1"),
             (ENV_ENROLL_SECRET, "from-env"),
             (ENV_ONLY_MOUNTS, "/srv, /data"),
             (ENV_TAGS, "web,prod"),
@@ -280,7 +285,7 @@ mod tests {
                 "appfence",
                 "agent",
                 "--server",
-                "http://flag:2",
+                "https://flag:2",
                 "--only-mount",
                 "/mnt/x",
                 "--decision-deadline",
@@ -289,7 +294,7 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(s.server, "http://flag:2");
+        assert_eq!(s.server, "https://flag:2");
         assert_eq!(s.enroll_secret.as_deref(), Some("from-env"));
         assert_eq!(s.only_mounts, Some(vec![PathBuf::from("/mnt/x")]));
         assert_eq!(s.tags, vec!["web", "prod"]);
@@ -298,7 +303,7 @@ mod tests {
         assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(s.log_level, "info");
 
-        let env = Env::from_pairs([(ENV_SERVER, "http://env:1"), (ENV_STATE_DIR, "/x")]);
+        let env = Env::from_pairs([(ENV_SERVER, "https://env:1"), (ENV_STATE_DIR, "/x")]);
         let s = resolve(&parse(&["appfence", "agent"]), &env).unwrap();
         assert_eq!(s.only_mounts, None, "every filesystem by default");
         assert_eq!(s.answer_on_deadline, DeadlineAnswer::Allow);
@@ -311,7 +316,7 @@ mod tests {
         let none = Env::default();
         let e = resolve(&parse(&["appfence", "agent"]), &none).unwrap_err();
         assert!(matches!(e, CliError::Usage(m) if m.contains("--server")));
-        let bad = Env::from_pairs([(ENV_SERVER, "http://h:1"), (ENV_ON_DEADLINE, "maybe")]);
+        let bad = Env::from_pairs([(ENV_SERVER, "https://h:1"), (ENV_ON_DEADLINE, "maybe")]);
         let e = resolve(&parse(&["appfence", "agent"]), &bad).unwrap_err();
         assert!(matches!(e, CliError::Usage(m) if m.contains(ENV_ON_DEADLINE)));
         assert!(crate::Cli::try_parse_from(["appfence", "agent", "--on-deadline", "x"]).is_err());

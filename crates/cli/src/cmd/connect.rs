@@ -44,6 +44,7 @@ pub fn client_config(args: &ConnectArgs, env: &Env) -> Result<ClientConfig, CliE
             client_id,
             client_secret,
             token_url: pick(&args.token_url, ENV_TOKEN_URL),
+            tls: crate::tls_client::resolve(&args.tls, env)?,
         }),
         _ => Err(CliError::Usage(format!(
             "missing credentials: set {}. `appfence app create` registers an application; \
@@ -121,10 +122,17 @@ mod tests {
             client_id: Some("c".into()),
             client_secret: Some("s".into()),
             token_url: None,
+            tls: Default::default(),
         };
         assert!(matches!(
             client(&args, &Env::default()),
             Err(CliError::Usage(_))
         ));
+        // Plain HTTP off loopback is refused unless asked for.
+        let remote = ConnectArgs { server: Some("http://10.1.2.3:8080".into()), ..args };
+        match client(&remote, &Env::default()) {
+            Err(CliError::Usage(e)) => assert!(e.contains("--insecure-http"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod indicators;
 pub mod keys;
 pub mod machines;
 pub mod serve;
+pub mod tls;
 pub mod user;
 
 use std::io::Write;

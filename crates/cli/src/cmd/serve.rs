@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appfence_agent::{spawn_fleet, AgentError, SimTimings};
+use appfence_agent::{spawn_fleet, spawn_fleet_on, AgentError, SimTimings};
 use appfence_core::SystemClock;
 use appfence_server::access::AccessSpec;
 use appfence_server::demo::{self, DemoInfo};
@@ -132,7 +132,21 @@ impl Serving {
     ) -> Result<(), CliError> {
         let state = self.running.state.clone();
         let mut info = demo::provision(&state).await.map_err(CliError::Failed)?;
-        self.fleet = spawn_fleet(
+        // Over HTTPS, the devices trust exactly this server's certificate.
+        let http = match state.tls.get() {
+            None => None,
+            Some(cert) => Some(
+                reqwest::Client::builder()
+                    .use_preconfigured_tls(appfence_tls::client::own_server_config(cert.clone()))
+                    .build()
+                    .map_err(|e| CliError::Failed(format!("cannot build the demo fleet's HTTP client: {e}")))?,
+            ),
+        };
+        let spawn = |url: &str, secret: &str, n, dir: &std::path::Path, t, rx| match &http {
+            Some(h) => spawn_fleet_on(Some(h.clone()), url, secret, n, dir, t, rx),
+            None => spawn_fleet(url, secret, n, dir, t, rx),
+        };
+        self.fleet = spawn(
             &self.base_url(),
             info.enroll_secret.expose(),
             devices,
@@ -169,7 +183,8 @@ impl Serving {
             IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             _ => {}
         }
-        format!("http://{addr}")
+        let scheme = if self.running.state.tls.get().is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
     }
 
     pub fn public_url(&self) -> String {
