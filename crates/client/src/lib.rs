@@ -9,6 +9,7 @@
 //!     client_id: "client-guid".into(),
 //!     client_secret: "secret".into(),
 //!     token_url: None,
+//!     tls: Default::default(),
 //! })?;
 //! let action = client.restrict("web-01", "Restrict code execution due to alert 1234").await?;
 //! println!("{} is {}", action.id, action.status.as_str());

@@ -29,7 +29,11 @@ pub struct ClientTls {
 
 /// `sha256` as 64 lower-case hex digits (colons and case ignored), or why not.
 pub fn parse_key_pin(sha256: &str) -> Result<String, String> {
-    let hex: String = sha256.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let hex: String = sha256
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hex)
     } else {
@@ -56,13 +60,16 @@ impl ClientTls {
                  credentials and commands would cross the network in clear text. Use \
                  https:// (with --ca-file for a private CA), or --insecure-http"
             )),
-            other => Err(format!("the scheme must be https (or http on loopback), not {other}")),
+            other => Err(format!(
+                "the scheme must be https (or http on loopback), not {other}"
+            )),
         }
     }
 
     /// Whether the server at `url` may be used (see [`ClientTls::check_url`]).
     pub fn check_server_url(&self, url: &str) -> Result<(), String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("invalid server URL {url:?}: {e}"))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| format!("invalid server URL {url:?}: {e}"))?;
         self.check_url(parsed.scheme(), parsed.host_str().unwrap_or(""))
             .map_err(|e| format!("server URL {url}: {e}"))
     }
@@ -105,7 +112,10 @@ impl ClientTls {
                         format!("the CA file {} is not valid PEM: {e}", path.display())
                     })?;
                     roots.add(cert).map_err(|e| {
-                        format!("the CA file {} holds an unusable certificate: {e}", path.display())
+                        format!(
+                            "the CA file {} holds an unusable certificate: {e}",
+                            path.display()
+                        )
                     })?;
                 }
                 if roots.is_empty() {
@@ -147,9 +157,9 @@ impl ServerCertVerifier for Pinned {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self
-            .chain
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let verified =
+            self.chain
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         let got = crate::x509::public_key_sha256(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         if got != self.sha256 {
@@ -189,7 +199,10 @@ impl ServerCertVerifier for Pinned {
 /// exactly the certificate the server presents now, whatever names it holds.
 pub fn own_server_config(cert: Arc<crate::server::ReloadableCert>) -> rustls::ClientConfig {
     let provider = crate::provider();
-    let verifier = Arc::new(OwnServer { cert, provider: provider.clone() });
+    let verifier = Arc::new(OwnServer {
+        cert,
+        provider: provider.clone(),
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(crate::PROTOCOLS)
         .expect("the ring provider supports TLS 1.3 and 1.2")
@@ -216,10 +229,15 @@ impl ServerCertVerifier for OwnServer {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let current = self.cert.current();
-        if current.end_entity_cert().is_ok_and(|own| own.as_ref() == end_entity.as_ref()) {
+        if current
+            .end_entity_cert()
+            .is_ok_and(|own| own.as_ref() == end_entity.as_ref())
+        {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General("not this process's own server certificate".into()))
+            Err(rustls::Error::General(
+                "not this process's own server certificate".into(),
+            ))
         }
     }
 
@@ -229,7 +247,12 @@ impl ServerCertVerifier for OwnServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -238,11 +261,18 @@ impl ServerCertVerifier for OwnServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -322,9 +352,15 @@ mod tests {
             assert!(strict.check_url("http", host).is_ok(), "{host}");
         }
         let e = strict.check_url("http", "10.0.0.5").unwrap_err();
-        assert!(e.contains("not a loopback address") && e.contains("--insecure-http"), "{e}");
+        assert!(
+            e.contains("not a loopback address") && e.contains("--insecure-http"),
+            "{e}"
+        );
         assert!(strict.check_url("ftp", "h").is_err());
-        let lax = ClientTls { insecure_http: true, ..ClientTls::default() };
+        let lax = ClientTls {
+            insecure_http: true,
+            ..ClientTls::default()
+        };
         assert!(lax.check_url("http", "10.0.0.5").is_ok());
     }
 
@@ -340,16 +376,26 @@ mod tests {
     fn a_bad_ca_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
-        let tls = |p: &std::path::Path| ClientTls { ca_file: Some(p.to_path_buf()), ..ClientTls::default() };
+        let tls = |p: &std::path::Path| ClientTls {
+            ca_file: Some(p.to_path_buf()),
+            ..ClientTls::default()
+        };
         let e = tls(&path).rustls_config().unwrap_err();
         assert!(e.contains("cannot read the CA file"), "{e}");
         std::fs::write(&path, "not a certificate\n").unwrap();
         let e = tls(&path).rustls_config().unwrap_err();
         assert!(e.contains("holds no certificate"), "{e}");
-        let lab = crate::lab::generate(&["a.lab".into()], 1, time::OffsetDateTime::now_utc()).unwrap();
+        let lab =
+            crate::lab::generate(&["a.lab".into()], 1, time::OffsetDateTime::now_utc()).unwrap();
         std::fs::write(&path, lab.ca_cert).unwrap();
         assert!(tls(&path).rustls_config().is_ok());
-        let pinned = ClientTls { server_key_sha256: Some("nope".into()), ..tls(&path) };
-        assert!(pinned.rustls_config().unwrap_err().contains("not a SHA-256"));
+        let pinned = ClientTls {
+            server_key_sha256: Some("nope".into()),
+            ..tls(&path)
+        };
+        assert!(pinned
+            .rustls_config()
+            .unwrap_err()
+            .contains("not a SHA-256"));
     }
 }

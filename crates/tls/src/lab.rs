@@ -39,7 +39,10 @@ pub fn generate(hosts: &[String], days: u32, now: OffsetDateTime) -> Result<LabF
     let ca_key = KeyPair::generate().map_err(err("CA key"))?;
     let mut ca = CertificateParams::default();
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, format!("appfence lab CA ({})", hosts[0]));
+    name.push(
+        DnType::CommonName,
+        format!("appfence lab CA ({})", hosts[0]),
+    );
     ca.distinguished_name = name;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -93,7 +96,9 @@ fn is_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -109,8 +114,17 @@ mod tests {
         assert!(lab.server_key.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_eq!(lab.not_after.date().to_string(), "2027-01-06");
         assert_eq!(lab.server_key_sha256.len(), 64);
-        assert!(generate(&[], 30, now).err().unwrap().contains("at least one host"));
-        assert!(generate(&["a.lab".into()], 0, now).err().unwrap().contains("one day"));
-        assert!(generate(&["not a name!".into()], 1, now).err().unwrap().contains("neither"));
+        assert!(generate(&[], 30, now)
+            .err()
+            .unwrap()
+            .contains("at least one host"));
+        assert!(generate(&["a.lab".into()], 0, now)
+            .err()
+            .unwrap()
+            .contains("one day"));
+        assert!(generate(&["not a name!".into()], 1, now)
+            .err()
+            .unwrap()
+            .contains("neither"));
     }
 }

@@ -49,14 +49,23 @@ pub struct ReloadableCert {
 
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 }
 
 impl ReloadableCert {
     /// Loads and checks `files` (at `now`); `allow_group_read` as for the server's other
     /// secret files.
-    pub fn load(files: TlsFiles, now: OffsetDateTime, allow_group_read: bool) -> Result<(Self, Loaded), String> {
+    pub fn load(
+        files: TlsFiles,
+        now: OffsetDateTime,
+        allow_group_read: bool,
+    ) -> Result<(Self, Loaded), String> {
         let (key, loaded) = load_pair(&files, now, allow_group_read)?;
         Ok((
             ReloadableCert {
@@ -76,7 +85,10 @@ impl ReloadableCert {
 
     /// The certificate (chain) and key in force.
     pub(crate) fn current(&self) -> Arc<CertifiedKey> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn files(&self) -> &TlsFiles {
@@ -127,8 +139,8 @@ fn load_pair(
         .key_provider
         .load_private_key(key)
         .map_err(|e| format!("the TLS key {key_path} cannot be used: {e}"))?;
-    let validity = crate::x509::validity(leaf)
-        .map_err(|e| format!("the TLS certificate {cert_path}: {e}"))?;
+    let validity =
+        crate::x509::validity(leaf).map_err(|e| format!("the TLS certificate {cert_path}: {e}"))?;
     if now > validity.not_after {
         return Err(format!(
             "the TLS certificate {cert_path} expired on {}: renew it (appfence tls init makes a lab one)",
@@ -230,30 +242,51 @@ mod tests {
     fn every_bad_input_is_a_clear_error() {
         let p = pair((2025, 1, 1));
         let e = ReloadableCert::load(p.files.clone(), now(), false).unwrap_err();
-        assert!(e.contains("expired on 2025-01-01") && e.contains("cert.pem"), "{e}");
+        assert!(
+            e.contains("expired on 2025-01-01") && e.contains("cert.pem"),
+            "{e}"
+        );
 
         let p = pair((2040, 1, 1));
         let early = time::macros::datetime!(2019-06-01 0:00 UTC);
         let e = ReloadableCert::load(p.files.clone(), early, false).unwrap_err();
         assert!(e.contains("not valid before"), "{e}");
 
-        let missing = TlsFiles { cert: p.files.cert.with_file_name("nope.pem"), key: p.files.key.clone() };
+        let missing = TlsFiles {
+            cert: p.files.cert.with_file_name("nope.pem"),
+            key: p.files.key.clone(),
+        };
         let e = ReloadableCert::load(missing, now(), false).unwrap_err();
-        assert!(e.contains("cannot read the TLS certificate") && e.contains("nope.pem"), "{e}");
+        assert!(
+            e.contains("cannot read the TLS certificate") && e.contains("nope.pem"),
+            "{e}"
+        );
 
-        let swapped = TlsFiles { cert: p.files.key.clone(), key: p.files.cert.clone() };
+        let swapped = TlsFiles {
+            cert: p.files.key.clone(),
+            key: p.files.cert.clone(),
+        };
         let e = ReloadableCert::load(swapped, now(), false).unwrap_err();
         assert!(e.contains("holds no certificate"), "{e}");
 
         let dir = p.files.cert.parent().unwrap();
-        let no_key = TlsFiles { cert: p.files.cert.clone(), key: write(dir, "empty.pem", "hello\n", 0o600) };
+        let no_key = TlsFiles {
+            cert: p.files.cert.clone(),
+            key: write(dir, "empty.pem", "hello\n", 0o600),
+        };
         let e = ReloadableCert::load(no_key, now(), false).unwrap_err();
-        assert!(e.contains("holds no private key") && e.contains("empty.pem"), "{e}");
+        assert!(
+            e.contains("holds no private key") && e.contains("empty.pem"),
+            "{e}"
+        );
 
         std::fs::set_permissions(&p.files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = ReloadableCert::load(p.files.clone(), now(), false).unwrap_err();
         assert!(e.contains("chmod 600"), "{e}");
-        assert!(ReloadableCert::load(p.files.clone(), now(), true).is_err(), "others may never read it");
+        assert!(
+            ReloadableCert::load(p.files.clone(), now(), true).is_err(),
+            "others may never read it"
+        );
         std::fs::set_permissions(&p.files.key, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(ReloadableCert::load(p.files.clone(), now(), true).is_ok());
     }

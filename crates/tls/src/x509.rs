@@ -41,7 +41,10 @@ fn fields(der: &[u8]) -> Result<Fields, String> {
                 let validity = r.next().read_sequence(|r| {
                     let not_before = time_of(r.next())?;
                     let not_after = time_of(r.next())?;
-                    Ok(Validity { not_before, not_after })
+                    Ok(Validity {
+                        not_before,
+                        not_after,
+                    })
                 })?;
                 let _subject = r.next().read_der()?;
                 let spki = r.next().read_der()?;
@@ -84,8 +87,8 @@ mod tests {
         assert_eq!(v.not_before.date().to_string(), "2024-01-02");
         // After 2049, GeneralizedTime.
         assert_eq!(v.not_after.date().to_string(), "2051-03-04");
-        use sha2::Digest;
         use rcgen::PublicKeyData;
+        use sha2::Digest;
         let expected = hex::encode(sha2::Sha256::digest(key.subject_public_key_info()));
         assert_eq!(public_key_sha256(cert.der()).unwrap(), expected);
     }
@@ -94,6 +97,8 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(validity(b"").is_err());
         assert!(validity(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
-        assert!(public_key_sha256(&[0xff; 40]).unwrap_err().contains("not an X.509"));
+        assert!(public_key_sha256(&[0xff; 40])
+            .unwrap_err()
+            .contains("not an X.509"));
     }
 }

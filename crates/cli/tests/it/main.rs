@@ -35,5 +35,6 @@ mod storage_faults;
 mod sign_in;
 mod tenants;
 mod timeouts;
+mod tls;
 mod tokens;
 mod upgrade;
