@@ -103,7 +103,7 @@ pub struct TlsInitArgs {
 
 /// Settings of `serve`. Each is also read from an `APPFENCE_*` variable and from the
 /// config file; precedence: flag, then environment, then file, then default.
-#[derive(Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args)]
 pub struct ServeArgs {
     /// Address to listen on [env: APPFENCE_LISTEN] [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]

@@ -21,6 +21,26 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// Counts the call if it is admitted, and says so.
     async fn acquire(&self, key: &RateKey, now: Timestamp) -> appfence_core::Result<Decision>;
     fn policy(&self) -> RateLimitPolicy;
+    /// New limits (SIGHUP): counts so far stay, the new limits apply to the next call.
+    fn set_policy(&self, policy: RateLimitPolicy);
+}
+
+/// The limits in force, replaceable while calls are counted.
+#[derive(Debug)]
+struct PolicyCell(std::sync::RwLock<RateLimitPolicy>);
+
+impl PolicyCell {
+    fn new(policy: RateLimitPolicy) -> Self {
+        PolicyCell(std::sync::RwLock::new(policy))
+    }
+
+    fn get(&self) -> RateLimitPolicy {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, policy: RateLimitPolicy) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
 }
 
 /// Counters of one key: the start of each window and the calls admitted in it.
@@ -31,14 +51,14 @@ struct Counters {
 }
 
 pub struct MemoryRateLimiter {
-    policy: RateLimitPolicy,
+    policy: PolicyCell,
     counters: Mutex<HashMap<RateKey, Counters>>,
 }
 
 impl MemoryRateLimiter {
     pub fn new(policy: RateLimitPolicy) -> Self {
         MemoryRateLimiter {
-            policy,
+            policy: PolicyCell::new(policy),
             counters: Mutex::new(HashMap::new()),
         }
     }
@@ -47,7 +67,8 @@ impl MemoryRateLimiter {
 #[async_trait::async_trait]
 impl RateLimiter for MemoryRateLimiter {
     async fn acquire(&self, key: &RateKey, now: Timestamp) -> appfence_core::Result<Decision> {
-        let windows = self.policy.windows();
+        let policy = self.policy.get();
+        let windows = policy.windows();
         let mut map = self.counters.lock().expect("rate limiter lock");
         // Forget keys whose hour is over, so the map does not grow without bound.
         if map.len() > 10_000 {
@@ -62,7 +83,7 @@ impl RateLimiter for MemoryRateLimiter {
                 c.counts[i] = 0;
             }
         }
-        let decision = decide(&self.policy, c.counts, now);
+        let decision = decide(&policy, c.counts, now);
         if decision.admitted {
             c.counts[0] += 1;
             c.counts[1] += 1;
@@ -71,7 +92,11 @@ impl RateLimiter for MemoryRateLimiter {
     }
 
     fn policy(&self) -> RateLimitPolicy {
-        self.policy
+        self.policy.get()
+    }
+
+    fn set_policy(&self, policy: RateLimitPolicy) {
+        self.policy.set(policy);
     }
 }
 
@@ -79,12 +104,15 @@ impl RateLimiter for MemoryRateLimiter {
 /// replicas because the store decides and counts under the counters' row locks.
 pub struct StoreRateLimiter {
     store: std::sync::Arc<dyn appfence_store::Store>,
-    policy: RateLimitPolicy,
+    policy: PolicyCell,
 }
 
 impl StoreRateLimiter {
     pub fn new(store: std::sync::Arc<dyn appfence_store::Store>, policy: RateLimitPolicy) -> Self {
-        StoreRateLimiter { store, policy }
+        StoreRateLimiter {
+            store,
+            policy: PolicyCell::new(policy),
+        }
     }
 }
 
@@ -92,11 +120,15 @@ impl StoreRateLimiter {
 impl RateLimiter for StoreRateLimiter {
     async fn acquire(&self, key: &RateKey, now: Timestamp) -> appfence_core::Result<Decision> {
         let key = format!("{}|{}|{}", key.tenant_id, key.caller, key.api);
-        self.store.rate_limit(&key, &self.policy, now).await
+        self.store.rate_limit(&key, &self.policy.get(), now).await
     }
 
     fn policy(&self) -> RateLimitPolicy {
-        self.policy
+        self.policy.get()
+    }
+
+    fn set_policy(&self, policy: RateLimitPolicy) {
+        self.policy.set(policy);
     }
 }
 

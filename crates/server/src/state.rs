@@ -40,6 +40,9 @@ pub struct AppState {
     pub machine_groups: Arc<MachineGroups>,
     /// The data directory's free space, watched by the sweeper.
     pub disk_space: Arc<crate::disk_space::DiskSpace>,
+    /// Enforce or monitor, as sent to agents; reloadable (SIGHUP), so not read from
+    /// `config`.
+    pub agent_mode: Arc<std::sync::RwLock<appfence_proto::agent::EnforcementMode>>,
     /// The certificate served, when serving HTTPS (reloaded on SIGHUP).
     pub tls: Arc<std::sync::OnceLock<Arc<appfence_tls::server::ReloadableCert>>>,
     /// The last readiness probe: when, and its verdict.
@@ -95,6 +98,7 @@ impl AppState {
             disk_space: Arc::new(crate::disk_space::DiskSpace::new(config.disk_free_warning)),
             readiness: Arc::default(),
             tls: Arc::default(),
+            agent_mode: Arc::new(std::sync::RwLock::new(config.agent_mode)),
             external,
             access: Arc::new(AccessHolder::new(policy)),
             limiter,
@@ -107,6 +111,39 @@ impl AppState {
             passwords: Arc::new(PasswordPool::for_this_machine()),
             dispatch: Arc::new(Dispatcher::default()),
         })
+    }
+
+    /// Enforce or monitor, in force now.
+    pub fn agent_mode(&self) -> appfence_proto::agent::EnforcementMode {
+        *self.agent_mode.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the settings that take effect without a restart (SIGHUP): the agents'
+    /// mode (devices waiting on a long-poll hear of a change at once) and the rate
+    /// limits. Says what changed.
+    pub fn reload_runtime(
+        &self,
+        mode: appfence_proto::agent::EnforcementMode,
+        limits: appfence_core::ratelimit::RateLimitPolicy,
+    ) -> Vec<String> {
+        let mut changed = Vec::new();
+        let before = std::mem::replace(
+            &mut *self.agent_mode.write().unwrap_or_else(|e| e.into_inner()),
+            mode,
+        );
+        if before != mode {
+            changed.push(format!("agent_mode {before:?} -> {mode:?}"));
+            self.dispatch.notify_all();
+        }
+        let old = self.limiter.policy();
+        if old != limits {
+            changed.push(format!(
+                "rate limits {}/min {}/h -> {}/min {}/h",
+                old.per_minute, old.per_hour, limits.per_minute, limits.per_hour
+            ));
+            self.limiter.set_policy(limits);
+        }
+        changed
     }
 
     /// Records the certificate being served (once, at start).

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,6 @@ pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
     let mut shutdown = std::pin::pin!(shutdown_signal()?);
     // SIGHUP's default action ends the process: take it over before anything else.
     let hangups = reload_signal()?;
-    let reload_from = settings.config_path.clone();
     let demo = settings.demo;
     let serving = tokio::select! {
         r = start(settings) => r?,
@@ -65,7 +64,8 @@ pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliErr
     let reloader = tokio::spawn(reload_on_hangup(
         hangups,
         serving.state().clone(),
-        reload_from,
+        args.clone(),
+        ctx.env.clone(),
         demo,
     ));
     let result = serving.run_until(shutdown).await;
@@ -284,12 +284,15 @@ fn reload_signal() -> Result<tokio::signal::unix::Signal, CliError> {
     signal(SignalKind::hangup()).map_err(|e| CliError::Failed(format!("cannot handle SIGHUP: {e}")))
 }
 
-/// Re-reads the access settings from the config file on every SIGHUP. A file that does
-/// not parse or validate is refused with its line, and the settings in force stay.
+/// On every SIGHUP: the TLS certificate, then the settings that apply without a
+/// restart, resolved as at start (flags, environment, config file): access (issuers,
+/// roles, device groups), `agent_mode` and the rate limits. Settings that do not
+/// resolve or validate are refused with the reason, and those in force stay.
 async fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
     state: AppState,
-    path: Option<PathBuf>,
+    args: ServeArgs,
+    env: crate::env::Env,
     demo: bool,
 ) {
     while hangups.recv().await.is_some() {
@@ -300,16 +303,13 @@ async fn reload_on_hangup(
                 "TLS certificate reload refused, the certificate in force stays: {e}"
             ),
         }
-        if path.is_none() && state.tls.get().is_some() {
-            // Only the certificate to reload.
-            continue;
-        }
-        match reload_access(&state, path.as_deref(), demo).await {
-            Ok(s) => tracing::info!(
+        match reload_settings(&state, &args, &env, demo).await {
+            Ok((s, changed)) => tracing::info!(
                 issuers = s.issuers,
                 roles = s.roles,
                 device_groups = s.device_groups,
                 machines_regrouped = s.machines_regrouped,
+                changed = %if changed.is_empty() { "nothing else".to_string() } else { changed.join(", ") },
                 "configuration reloaded"
             ),
             Err(e) => tracing::error!(
@@ -319,23 +319,20 @@ async fn reload_on_hangup(
     }
 }
 
-/// Reloads `[[auth.issuers]]`, `[[rbac.roles]]` and `[[device_groups]]` from `path`.
-/// Other settings (listen address, data directory, limits) need a restart.
-pub async fn reload_access(
+/// Resolves the settings again and applies those that need no restart; says what
+/// changed besides access. Listen address, data directory, database and TLS files need
+/// a restart.
+pub async fn reload_settings(
     state: &AppState,
-    path: Option<&Path>,
+    args: &ServeArgs,
+    env: &crate::env::Env,
     demo: bool,
-) -> Result<appfence_server::state::ReloadSummary, String> {
-    let path = path.ok_or("there is no config file to reload (start with --config FILE)")?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let file = config::FileConfig::parse(&text)
-        .map_err(|e| format!("config file {}: {e}", path.display()))?;
-    let spec = with_demo_roles(file.access, demo);
-    state
-        .reload_access(&spec)
-        .await
-        .map_err(|e| format!("config file {}: {e}", path.display()))
+) -> Result<(appfence_server::state::ReloadSummary, Vec<String>), String> {
+    let settings = config::resolve_serve(args, env).map_err(|e| e.to_string())?;
+    let spec = with_demo_roles(settings.server.access.clone(), demo);
+    let summary = state.reload_access(&spec).await?;
+    let changed = state.reload_runtime(settings.server.agent_mode, settings.server.rate_limits);
+    Ok((summary, changed))
 }
 
 /// With `--demo`, the demo analyst's and viewer's roles are part of every access spec.

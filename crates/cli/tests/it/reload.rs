@@ -294,3 +294,75 @@ async fn users_tokens_and_sighup_reloads_good_and_bad() {
         .unwrap();
     assert!(status.success(), "serve exited with {status}");
 }
+
+/// SIGHUP applies `agent_mode` and the rate limits without a restart (devices hear of
+/// the mode at once); a file that does not validate changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_agent_mode_and_the_rate_limits() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::harness::private_tempdir();
+    let cfg = dir.path().join("appfence.toml");
+    let write = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write("agent_mode = \"enforce\"\n[rate_limits]\nper_minute = 5\nper_hour = 1000\n");
+    let port = free_port();
+    let (c, d) = (cfg.display().to_string(), dir.path().join("data").display().to_string());
+    let l = format!("127.0.0.1:{port}");
+    let logs = dir.path().to_path_buf();
+    let child = tokio::task::block_in_place(|| {
+        crate::process::start_serve(
+            &["--demo", "--demo-devices", "1", "--demo-step-delay", "0s", "--config", &c, "--listen", &l, "--data-dir", &d],
+            &[("APPFENCE_LOG_LEVEL", "info")],
+            &logs,
+            "serve",
+            LIMIT,
+        )
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+    let demo = crate::demo::read_demo(&dir.path().join("data"));
+    let token = crate::demo::token(&http, &demo).await;
+    let get = |path: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move { Resp::read(http.get(path).bearer_auth(token).send().await.unwrap()).await }
+    };
+    let machines = format!("{base}/api/machines");
+    for _ in 0..5 {
+        assert_eq!(get(machines.clone()).await.status, 200);
+    }
+    get(machines.clone()).await.assert_error(429, "TooManyRequests");
+
+    write("agent_mode = \"monitor\"\n[rate_limits]\nper_minute = 1000\nper_hour = 1000\n");
+    child.signal("HUP");
+    let log = wait_for_log(&child, "configuration reloaded", 1).await;
+    assert!(log.contains("agent_mode Enforce -> Monitor"), "{log}");
+    assert!(log.contains("rate limits 5/min 1000/h -> 1000/min 1000/h"), "{log}");
+    let list = get(machines.clone()).await;
+    assert_eq!(list.status, 200, "the new limit applies within the same minute: {}", list.text);
+    let id = list.json()["value"][0]["id"].as_str().unwrap().to_string();
+    // The device hears of the mode at once and reports it.
+    let enforcement = format!("{base}/api/machines/{id}/enforcement");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = get(enforcement.clone()).await.json();
+        assert_eq!(e["desired"]["mode"], "monitor", "{e}");
+        if e["reported"]["mode"] == "monitor" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the device kept {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A value that does not validate: refused, nothing changes.
+    write("agent_mode = \"maybe\"\n[rate_limits]\nper_minute = 2\nper_hour = 1000\n");
+    child.signal("HUP");
+    let log = wait_for_log(&child, "configuration reload refused", 1).await;
+    assert!(log.contains("enforce or monitor"), "{log}");
+    for _ in 0..5 {
+        assert_eq!(get(machines.clone()).await.status, 200, "the limits in force stay");
+    }
+    assert_eq!(get(enforcement.clone()).await.json()["desired"]["mode"], "monitor");
+    drop(child);
+}

@@ -52,7 +52,7 @@ pub(crate) async fn desired(
     let version = state.store.allowlist_version(&machine.tenant_id).await?;
     Ok(desired_state(
         last.as_ref(),
-        state.config.agent_mode,
+        state.agent_mode(),
         version,
     ))
 }
