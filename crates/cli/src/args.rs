@@ -11,7 +11,7 @@ use appfence_proto::agent::EnforcementMode;
 use crate::duration::{parse_delay, parse_duration};
 use crate::parse::{
     parse_agent_mode, database_url_arg, parse_demo_devices, parse_free_space_warning, parse_ip,
-    parse_listen, parse_log_level,
+    parse_listen, parse_log_format, parse_log_level,
     parse_optional_period, parse_public_url, parse_refresh_interval,
 };
 
@@ -29,6 +29,14 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -141,6 +149,10 @@ pub struct ServeArgs {
     /// [env: APPFENCE_LOG_LEVEL] [default: info]
     #[arg(long, value_name = "FILTER", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+    /// Log lines as text, or as one JSON object a line (with the request id and the
+    /// error target) [env: APPFENCE_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
     /// What restricted devices do with programs outside the trusted set: enforce (deny
     /// them) or monitor (allow them, report what would have been denied)
     /// [env: APPFENCE_AGENT_MODE] [default: enforce]

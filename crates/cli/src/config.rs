@@ -47,6 +47,7 @@ pub const ENV_METRICS_LISTEN: &str = "APPFENCE_METRICS_LISTEN";
 pub const ENV_DATABASE_URL: &str = "APPFENCE_DATABASE_URL";
 pub const ENV_DISK_FREE_WARNING: &str = "APPFENCE_DISK_FREE_WARNING";
 pub const ENV_TLS_CERT: &str = "APPFENCE_TLS_CERT";
+pub const ENV_LOG_FORMAT: &str = "APPFENCE_LOG_FORMAT";
 pub const ENV_TLS_KEY: &str = "APPFENCE_TLS_KEY";
 pub use crate::tls_client::ENV_INSECURE_HTTP;
 
@@ -68,6 +69,7 @@ pub struct ServeSettings {
     /// again to complete it (→ `Succeeded`).
     pub demo_step_delay: Duration,
     pub log_level: String,
+    pub log_format: crate::args::LogFormat,
     /// The config file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
     /// PostgreSQL instead of SQLite in the data directory.
@@ -97,6 +99,8 @@ pub struct FileConfig {
     pub action_inprogress_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, LogLevelParser>")]
     pub log_level: Option<String>,
+    #[serde(default, deserialize_with = "de_with::<_, LogFormatParser>")]
+    pub log_format: Option<crate::args::LogFormat>,
     #[serde(default, deserialize_with = "de_with::<_, AgentModeParser>")]
     pub agent_mode: Option<EnforcementMode>,
     pub key_file: Option<PathBuf>,
@@ -489,7 +493,16 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         file.log_level,
     )?
     .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
+    let log_format = layer(
+        args.log_format,
+        env,
+        ENV_LOG_FORMAT,
+        crate::parse::parse_log_format,
+        file.log_format,
+    )?
+    .unwrap_or_default();
     Ok(ServeSettings {
+        log_format,
         server,
         demo,
         demo_devices,
@@ -574,6 +587,13 @@ impl StrParser for DatabaseUrlParser {
 }
 struct DelayParser;
 struct FreeSpaceParser;
+struct LogFormatParser;
+impl StrParser for LogFormatParser {
+    type Out = crate::args::LogFormat;
+    fn parse(s: &str) -> Result<crate::args::LogFormat, String> {
+        crate::parse::parse_log_format(s)
+    }
+}
 impl StrParser for FreeSpaceParser {
     type Out = FreeSpaceWarning;
     fn parse(s: &str) -> Result<FreeSpaceWarning, String> {

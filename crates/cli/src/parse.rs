@@ -141,3 +141,12 @@ pub fn parse_database_url(s: &str) -> Result<appfence_proto::Secret, String> {
 pub fn parse_free_space_warning(s: &str) -> Result<appfence_server::disk_space::FreeSpaceWarning, String> {
     s.parse()
 }
+
+/// `--log-format`: `text` or `json`.
+pub fn parse_log_format(s: &str) -> Result<crate::args::LogFormat, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(crate::args::LogFormat::Text),
+        "json" => Ok(crate::args::LogFormat::Json),
+        _ => Err(format!("invalid log format {s:?}; write text or json")),
+    }
+}

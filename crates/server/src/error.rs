@@ -50,7 +50,7 @@ impl IntoResponse for ApiError {
         } else if status.is_server_error() {
             tracing::error!(%target, code = e.code(), error = %e, "request failed");
         } else {
-            tracing::info!(%target, code = e.code(), status = status.as_u16(), message = %e, "request refused");
+            tracing::info!(%target, code = e.code(), status = status.as_u16(), reason = %e, "request refused");
         }
         let body = ErrorBody {
             error: ErrorDetail {

@@ -21,6 +21,7 @@ pub mod router;
 pub mod state;
 pub mod storage_health;
 pub mod sweeper;
+pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;
 

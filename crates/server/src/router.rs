@@ -36,6 +36,7 @@ pub fn build(state: AppState) -> Router {
         .nest("/api/v1.0", api_v1_routes)
         .nest("/agent/v1", agent_gateway::routes())
         .merge(oauth::routes::routes())
+        .route_layer(axum::middleware::from_fn(crate::telemetry::record_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -43,9 +44,16 @@ pub fn build(state: AppState) -> Router {
         // endpoint accepts GET), and no secret is ever logged, at any level.
         .layer(TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<axum::body::Body>| {
-                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                let id = req
+                    .extensions()
+                    .get::<crate::telemetry::RequestId>()
+                    .map(|r| r.0.as_str())
+                    .unwrap_or("");
+                // The path, never the query string (it may carry secrets).
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
             },
         ))
+        .layer(axum::middleware::from_fn(crate::telemetry::assign_request_id))
         .with_state(state)
 }
 
@@ -94,6 +102,7 @@ async fn readiness(axum::extract::State(state): axum::extract::State<AppState>) 
 }
 
 async fn not_found(method: Method, uri: Uri) -> impl IntoResponse {
+    crate::telemetry::unmatched_request(method.as_str(), 404);
     ApiError(Error::NotFound(format!(
         "No route matches {method} {}",
         uri.path()

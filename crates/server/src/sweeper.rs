@@ -30,6 +30,7 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         .time_out_actions(pending_before, in_progress_before, now)
         .await?;
     for action in &timed_out {
+        crate::telemetry::action_changed(action);
         tracing::info!(action = %action.id, machine = %action.machine_id, "action timed out");
         state.announce(Change::Machine(action.machine_id.clone())).await;
     }
@@ -63,6 +64,17 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
 /// While a storage fault lasts, whether writes work again (the store's probe write), so
 /// that its end is noticed without waiting for a request; and, for a store on this
 /// machine, the free space of the data directory.
+/// The fleet gauges (devices seen lately, devices restricted), from the store.
+async fn count_fleet(state: &AppState) {
+    let since = state.clock.now().minus(crate::telemetry::SEEN_WITHIN);
+    match state.store.fleet_summary(since).await {
+        Ok(summary) => crate::telemetry::fleet(summary),
+        Err(e) => {
+            crate::storage_health::report(&e);
+        }
+    }
+}
+
 async fn check_storage(state: &AppState) {
     if crate::storage_health::global().current().is_some() {
         match state.store.check().await {
@@ -155,6 +167,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) {
                         }
                     }
                     check_storage(&state).await;
+                    count_fleet(&state).await;
                 }
                 _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
             }

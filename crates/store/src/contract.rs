@@ -1044,6 +1044,29 @@ pub async fn tenant_isolation(store: &dyn Store) {
     );
 }
 
+/// Seen since a time and restricted, counted over every tenant.
+pub async fn fleet_summary(store: &dyn Store) {
+    let before = store.fleet_summary(at(500)).await.unwrap();
+    let t = new_tenant(store).await;
+    let fresh = new_machine(store, &t, "fresh.corp.example").await;
+    let stale = new_machine(store, &t, "stale.corp.example").await;
+    let restricted = EnforcementState {
+        restricted: true,
+        ..EnforcementState::default()
+    };
+    let info = DeviceInfo::default();
+    store.record_heartbeat(&fresh.id, &info, &restricted, at(600)).await.unwrap();
+    store
+        .record_heartbeat(&stale.id, &info, &EnforcementState::default(), at(400))
+        .await
+        .unwrap();
+    let after = store.fleet_summary(at(500)).await.unwrap();
+    assert_eq!(after.seen, before.seen + 1, "{before:?} -> {after:?}");
+    assert_eq!(after.restricted, before.restricted + 1, "{before:?} -> {after:?}");
+    store.record_heartbeat(&fresh.id, &info, &EnforcementState::default(), at(700)).await.unwrap();
+    assert_eq!(store.fleet_summary(at(500)).await.unwrap().restricted, before.restricted);
+}
+
 pub async fn heartbeat(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m = new_machine(store, &t, "beating.corp.example").await;
@@ -2492,6 +2515,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     machine_lookups(s).await;
     tenant_isolation(s).await;
     heartbeat(s).await;
+    fleet_summary(s).await;
     reenrollment(s).await;
     duplicate_rule(s).await;
     other_types_not_blocked(s).await;

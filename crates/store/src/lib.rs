@@ -34,6 +34,13 @@ use appfence_proto::Timestamp;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// Counts over every tenant's machines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetSummary {
+    pub seen: u64,
+    pub restricted: u64,
+}
+
 /// A change that every server sharing the store must hear about, beyond what it reads
 /// on its own: so that a device long-polling one replica learns of an action created
 /// on another at once.
@@ -233,6 +240,9 @@ pub trait Store: Send + Sync + 'static {
         enforcement: &EnforcementState,
         at: Timestamp,
     ) -> Result<()>;
+    /// Across tenants: machines seen since `since`, and machines whose last report says
+    /// a restriction is in force (for the fleet gauges).
+    async fn fleet_summary(&self, since: Timestamp) -> Result<FleetSummary>;
     /// One page of the tenant's machines within `scope`.
     async fn list_machines(
         &self,

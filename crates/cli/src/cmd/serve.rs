@@ -31,7 +31,7 @@ const FLEET_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(args: &ServeArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let settings = config::resolve_serve(args, ctx.env)?;
     // Held to the end: what is queued is written before the process exits.
-    let _log = init_logging(&settings.log_level);
+    let _log = init_logging(&settings.log_level, settings.log_format);
     // Listen for signals before the (possibly long) start-up, so that a Ctrl-C during it
     // is neither lost nor fatal.
     let mut shutdown = std::pin::pin!(shutdown_signal()?);
@@ -344,7 +344,7 @@ fn with_demo_roles(mut spec: AccessSpec, demo: bool) -> AccessSpec {
 }
 
 /// Logs to stderr through a queue that never blocks (`log_writer`); a second initialisation (tests) is ignored.
-fn init_logging(filter: &str) -> crate::log_writer::FlushOnDrop {
+fn init_logging(filter: &str, format: crate::args::LogFormat) -> crate::log_writer::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::builder()
         .parse(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_LEVEL));
@@ -356,10 +356,19 @@ fn init_logging(filter: &str) -> crate::log_writer::FlushOnDrop {
         filter.add_directive("sqlx::postgres::notice=warn".parse().expect("a valid directive"))
     };
     let (log, flush) = crate::log_writer::LossyLog::start(std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(log)
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        crate::args::LogFormat::Text => builder.try_init(),
+        // One object a line: `fields` (the message, the error `target` GUID), and the
+        // request span's (its `request_id`).
+        crate::args::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
     flush
 }

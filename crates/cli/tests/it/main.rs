@@ -22,6 +22,7 @@ mod golden;
 mod indicators;
 mod lifecycle;
 mod lookups;
+mod observability;
 mod odata;
 mod openapi;
 mod postgres_cli;

@@ -88,6 +88,7 @@ pub async fn commands(
         Duration::from_secs(params.wait_seconds.unwrap_or(30)).min(state.config.long_poll_max);
     let deadline = tokio::time::Instant::now() + wait;
     let notify = state.dispatch.subscribe(&machine.id);
+    let _waiting = crate::telemetry::LongPolling::start();
     let result = async {
         // Register interest before reading, so a change in between is not missed.
         let notified = notify.notified();
@@ -143,7 +144,10 @@ pub async fn ack(
         cancellation_comment: None,
     };
     let (action, applied) = match state.store.transition(&id, &change).await? {
-        TransitionOutcome::Applied(a) => (a, true),
+        TransitionOutcome::Applied(a) => {
+            crate::telemetry::action_delivered(&a, change.at);
+            (a, true)
+        }
         // A repeated acknowledgement (e.g. after an agent restart) is still a go.
         TransitionOutcome::Refused(a) => {
             let go = a.status == ActionStatus::InProgress;
@@ -187,6 +191,7 @@ pub async fn result(
         }
     };
     if applied {
+        crate::telemetry::action_changed(&action);
         tracing::info!(action = %action.id, machine = %machine.id, status = action.status.as_str(), "action completed");
     }
     Ok(Json(ActionUpdateResponse {

@@ -123,6 +123,7 @@ async fn create(
         troubleshoot_info: None,
     };
     state.store.create_action(&action).await?;
+    crate::telemetry::action_created(&action);
     state.announce(Change::Machine(machine.id.clone())).await;
     tracing::info!(action = %action.id, machine = %machine.id, kind = action_type.as_str(), requestor = %action.requestor, "action created");
     let ctx = odata_context(&state, "MachineActions", true);
@@ -252,6 +253,7 @@ pub async fn cancel_action(
     };
     match state.store.transition(&id, &change).await? {
         TransitionOutcome::Applied(action) => {
+            crate::telemetry::action_changed(&action);
             state.announce(Change::Machine(action.machine_id.clone())).await;
             tracing::info!(action = %action.id, requestor = %change.actor, "action cancelled");
             let ctx = odata_context(&state, "MachineActions", true);

@@ -71,6 +71,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         match state.limiter.acquire(&key, state.clock.now()).await {
             Ok(d) if d.admitted => decision = Some(d),
             Ok(d) => {
+                crate::telemetry::rate_limited(api.name());
                 let headers = rate_headers(&state, &d);
                 let mut resp = ApiError(d.into_result().unwrap_err()).into_response();
                 resp.headers_mut().extend(headers);

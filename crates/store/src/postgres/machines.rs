@@ -396,3 +396,21 @@ pub(super) async fn change_tag(
     })
     .await
 }
+
+pub(super) async fn fleet_summary(pool: &PgPool, since: Timestamp) -> Result<crate::FleetSummary> {
+    read(async {
+        let (seen, restricted): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE last_seen >= $1), \
+                    COUNT(*) FILTER (WHERE (enforcement->>'restricted')::boolean) FROM machines",
+        )
+        .bind(since.ticks())
+        .fetch_one(pool)
+        .await
+        .map_err(ctx("cannot count the machines"))?;
+        Ok(crate::FleetSummary {
+            seen: seen.max(0) as u64,
+            restricted: restricted.max(0) as u64,
+        })
+    })
+    .await
+}

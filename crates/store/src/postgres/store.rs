@@ -242,6 +242,10 @@ impl Store for PgStore {
         )
     }
 
+    async fn fleet_summary(&self, since: Timestamp) -> Result<crate::FleetSummary> {
+        guarded!(self, machines::fleet_summary(&self.pool, since))
+    }
+
     async fn list_machines(
         &self,
         tenant_id: &str,

@@ -348,3 +348,18 @@ pub(super) async fn set_groups(
     }
     commit(tx).await
 }
+
+pub(super) async fn fleet_summary(pool: &SqlitePool, since: Timestamp) -> Result<crate::FleetSummary> {
+    let (seen, restricted): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(last_seen >= ?), 0), \
+                COALESCE(SUM(json_extract(enforcement, '$.restricted') = 1), 0) FROM machines",
+    )
+    .bind(since.ticks())
+    .fetch_one(pool)
+    .await
+    .map_err(db_err("cannot count the machines"))?;
+    Ok(crate::FleetSummary {
+        seen: seen.max(0) as u64,
+        restricted: restricted.max(0) as u64,
+    })
+}

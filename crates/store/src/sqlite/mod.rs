@@ -439,6 +439,10 @@ impl Store for SqliteStore {
         machines::record_heartbeat(&self.writer, machine_id, info, enforcement, at).await
     }
 
+    async fn fleet_summary(&self, since: Timestamp) -> Result<crate::FleetSummary> {
+        machines::fleet_summary(&self.reader, since).await
+    }
+
     async fn list_machines(
         &self,
         tenant_id: &str,

@@ -30,6 +30,7 @@ macro_rules! contract_checks {
 }
 
 contract_checks!(
+    fleet_summary,
     tenants_apps_secrets_keys,
     signing_keys,
     sign_in_throttle,
