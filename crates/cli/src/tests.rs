@@ -30,6 +30,7 @@ fn settings(data_dir: &Path, demo: bool) -> ServeSettings {
         demo_devices: 2,
         demo_step_delay: std::time::Duration::from_millis(100),
         log_level: "warn".into(),
+        log_format: Default::default(),
         config_path: None,
         database_url: None,
     }

@@ -25,6 +25,7 @@ mod lookups;
 mod observability;
 mod odata;
 mod openapi;
+mod packaging;
 mod postgres_cli;
 mod ratelimits;
 mod reliability;
