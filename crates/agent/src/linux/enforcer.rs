@@ -18,7 +18,7 @@ use super::dpkg::PackageIndex;
 use super::engine::{Counters, EnforcerStats, Engine, EngineSettings, Shared};
 use super::memfd::{MemfdChange, MemfdSysctl};
 use super::mounts::{discover_local_mounts, MountWatcher};
-use super::rpm::{find_database, is_executable, load_rpm, RpmIndex};
+use super::rpm::{find_database, is_executable, load_rpm_cached, RpmIndex};
 use super::sys::{fanotify_available, kernel_version, raise_open_file_limit, FanotifyGroup};
 use super::trust::{own_executable_sha256, SharedAllowlist, TrustSet};
 use crate::enforcer::{hresult, EnforceError, EnforcementReport, Enforcer};
@@ -481,7 +481,7 @@ fn stop(running: Running, config: &FanotifyConfig) -> Result<String, EnforceErro
 
 /// The dpkg and rpm indexes; either is empty (trusting nothing from it) if its database
 /// is absent or unreadable.
-fn load_packages(config: &FanotifyConfig) -> (PackageIndex, RpmIndex) {
+fn load_packages(config: &FanotifyConfig) -> (PackageIndex, Arc<RpmIndex>) {
     let root = &config.package_db_root;
     let live = Path::new("/");
     let dpkg = match PackageIndex::load_dpkg(root, live) {
@@ -507,14 +507,15 @@ fn load_packages(config: &FanotifyConfig) -> (PackageIndex, RpmIndex) {
                 command = %command.display(),
                 "rpm database without an rpm command: no rpm file is trusted"
             );
-            return RpmIndex::default();
+            return Arc::new(RpmIndex::default());
         }
         let started = std::time::Instant::now();
-        match load_rpm(command, root, &db, live, config.rpm_timeout) {
-            Ok(index) => {
+        match load_rpm_cached(command, root, &db, live, config.rpm_timeout) {
+            Ok((index, cached)) => {
                 tracing::info!(
                     files = index.files(),
                     took = ?started.elapsed(),
+                    unchanged_since_last_load = cached,
                     "rpm database loaded"
                 );
                 index
@@ -525,7 +526,7 @@ fn load_packages(config: &FanotifyConfig) -> (PackageIndex, RpmIndex) {
                     error = %e,
                     "cannot list rpm's files: no rpm file is trusted"
                 );
-                RpmIndex::default()
+                Arc::new(RpmIndex::default())
             }
         }
     });

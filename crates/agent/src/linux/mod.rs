@@ -21,6 +21,8 @@ pub mod host;
 mod memfd;
 mod mounts;
 mod rpm;
+#[cfg(test)]
+mod rpm_real_tests;
 mod sys;
 mod trust;
 

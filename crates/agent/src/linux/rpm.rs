@@ -313,6 +313,65 @@ pub fn load_rpm(
     Ok(index)
 }
 
+/// What identifies the state of rpm's database: its data files (of any backend) with
+/// their size, modification time and inode. A transaction changes one of them; a query
+/// does not (it touches only the lock and shared-memory files, which are left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint(Vec<(&'static str, u64, i64, i64, u64)>);
+
+/// sqlite (with its write-ahead log), Berkeley DB, ndb.
+const DATA_FILES: [&str; 5] = ["rpmdb.sqlite", "rpmdb.sqlite-wal", "Packages", "Packages.db", "Index.db"];
+
+fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let files: Vec<_> = DATA_FILES
+        .iter()
+        .filter_map(|name| {
+            let m = std::fs::metadata(dir.join(name)).ok()?;
+            Some((*name, m.size(), m.mtime(), m.mtime_nsec(), m.ino()))
+        })
+        .collect();
+    (!files.is_empty()).then_some(Fingerprint(files))
+}
+
+/// The last index loaded, with what it was loaded from.
+type Cached = (PathBuf, PathBuf, PathBuf, Fingerprint, std::sync::Arc<RpmIndex>);
+static LAST_LOAD: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+
+/// [`load_rpm`], answered from the last load while rpm's database is unchanged: on a
+/// host with a large database the query takes seconds (see BENCHMARKS.md), and it would
+/// otherwise run at every restriction. `Ok((index, true))` when it came from the cache.
+pub fn load_rpm_cached(
+    command: &Path,
+    root: &Path,
+    db: &Path,
+    system_root: &Path,
+    timeout: Duration,
+) -> io::Result<(std::sync::Arc<RpmIndex>, bool)> {
+    let dir = root.join(db.strip_prefix("/").unwrap_or(db));
+    let before = fingerprint(&dir);
+    if let Some(now) = &before {
+        let last = LAST_LOAD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, r, d, print, index)) = last.as_ref() {
+            if c == command && r == root && d == db && print == now {
+                return Ok((index.clone(), true));
+            }
+        }
+    }
+    let index = std::sync::Arc::new(load_rpm(command, root, db, system_root, timeout)?);
+    // Cached only if the database did not change while it was read.
+    if let Some(print) = before.filter(|b| fingerprint(&dir).as_ref() == Some(b)) {
+        *LAST_LOAD.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+            command.to_path_buf(),
+            root.to_path_buf(),
+            db.to_path_buf(),
+            print,
+            index.clone(),
+        ));
+    }
+    Ok((index, false))
+}
+
 fn query(
     command: &Path,
     root: &Path,

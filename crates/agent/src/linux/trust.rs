@@ -42,7 +42,7 @@ pub type SharedAllowlist = Arc<RwLock<HashSet<Sha256Hash>>>;
 #[derive(Debug)]
 pub struct TrustSet {
     packages: PackageIndex,
-    rpm: RpmIndex,
+    rpm: Arc<RpmIndex>,
     agent_sha256: Option<Sha256Hash>,
     allowlist: SharedAllowlist,
     hash_size_limit: u64,
@@ -51,7 +51,7 @@ pub struct TrustSet {
 impl TrustSet {
     pub fn new(
         packages: PackageIndex,
-        rpm: RpmIndex,
+        rpm: Arc<RpmIndex>,
         agent_sha256: Option<Sha256Hash>,
         allowlist: SharedAllowlist,
         hash_size_limit: u64,
@@ -202,7 +202,7 @@ mod tests {
         allowlist.write().unwrap().insert(sha256(b"allowed"));
         let set = TrustSet::new(
             index,
-            rpm,
+            Arc::new(rpm),
             Some(sha256(b"agent")),
             allowlist.clone(),
             1 << 20,
@@ -249,7 +249,7 @@ mod tests {
         };
         let set = TrustSet::new(
             index,
-            RpmIndex::default(),
+            Arc::new(RpmIndex::default()),
             None,
             Default::default(),
             256 << 20,
