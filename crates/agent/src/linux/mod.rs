@@ -35,3 +35,6 @@ pub use enforcer::{
     denial_event, probe_capabilities, DeadlineAnswer, FanotifyConfig, FanotifyEnforcer,
 };
 pub use engine::EnforcerStats;
+// For the trust-data benchmark: the package indexes as the enforcer loads them.
+pub use dpkg::PackageIndex;
+pub use rpm::{find_database, load_rpm, load_rpm_cached, RpmIndex};
