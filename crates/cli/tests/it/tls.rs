@@ -342,22 +342,7 @@ async fn a_certificate_reload_on_sighup_keeps_a_long_poll() {
     assert!(server.stderr_text().contains("TLS certificate reloaded"), "{}", server.stderr_text());
 
     // The long-poll on the old connection is answered with the command.
-    let token = Resp::read(
-        new_client
-            .post(demo["tokenUrl"].as_str().unwrap())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", demo["clientId"].as_str().unwrap()),
-                ("client_secret", demo["clientSecret"].as_str().unwrap()),
-                ("scope", "https://api.securitycenter.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(token.status, 200, "{}", token.text);
-    let token = token.json()["access_token"].as_str().unwrap().to_string();
+    let token = crate::demo::token(&new_client, &demo).await;
     let restrict = Resp::read(
         new_client
             .post(format!("{base}/api/machines/{machine}/restrictCodeExecution"))
