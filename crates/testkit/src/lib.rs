@@ -278,6 +278,27 @@ impl PgCluster {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Serves TLS with this certificate (PEM) and key from the next start on: written
+    /// as the data directory's `server.crt`/`server.key` (0600, the cluster owner's),
+    /// which `ssl=on` reads. Restarts the postmaster.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        self.stop()?;
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = self.dir.join("data").join(name);
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+            if is_root() {
+                let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path.
+                if unsafe { libc::chown(c.as_ptr(), NOBODY.0, NOBODY.1) } != 0 {
+                    return Err(format!("cannot give {} to nobody", path.display()));
+                }
+            }
+        }
+        self.start()
+    }
+
     /// Starts the postmaster (again) and waits until it accepts connections.
     pub fn start(&self) -> Result<(), String> {
         self.ask(Control::Start)
@@ -354,6 +375,9 @@ fn spawn_postmaster(bin: &Path, dir: &Path, port: u16, durable: bool) -> Result<
         .arg("-k")
         .arg(dir)
         .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"]);
+    if dir.join("data/server.crt").exists() {
+        cmd.args(["-c", "ssl=on"]);
+    }
     if !durable {
         // Tests need no durability from the cluster itself.
         cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);

@@ -325,3 +325,50 @@ async fn an_unreachable_database_is_answered_at_once_and_recovered_from() {
     assert!(!store.outage.is_down());
     store.close().await;
 }
+
+/// `sslmode=verify-full` with the server's CA: the connection is encrypted (as
+/// PostgreSQL itself reports); another CA, or TLS required of a server without it, is
+/// refused with an error that names the problem and not the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_encrypted_and_verified_when_asked() {
+    let Some(cluster) = appfence_testkit::private_postgres_or_skip("PostgreSQL over TLS") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&pem, cert.pem()).unwrap();
+        (rcgen::Issuer::new(params, key), pem)
+    };
+    let (issuer, ca_pem) = ca("db-ca");
+    let (_, other_ca) = ca("other-ca");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let plain = cluster.fresh_database().unwrap();
+    // A server without TLS: requiring it fails.
+    let e = PgStore::open(&format!("{plain}?sslmode=require")).await.unwrap_err().to_string();
+    assert!(e.contains("cannot connect"), "{e}");
+
+    cluster.enable_tls(&cert.pem(), &key.serialize_pem()).unwrap();
+    let verified = format!("{plain}?sslmode=verify-full&sslrootcert={}", ca_pem.display());
+    let store = PgStore::open(&verified).await.expect("a verified TLS connection");
+    let encrypted: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert!(encrypted, "PostgreSQL says the connection is not encrypted");
+    contract::new_tenant(&store).await;
+    store.close().await;
+
+    let wrong = format!("{plain}?sslmode=verify-full&sslrootcert={}", other_ca.display());
+    let e = PgStore::open(&wrong).await.unwrap_err().to_string();
+    assert!(e.contains("cannot connect") && e.to_lowercase().contains("certificate"), "{e}");
+}
