@@ -38,6 +38,9 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request line is longer than the server reads (414).
+    #[error("{0}")]
+    UriTooLong(String),
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -133,7 +136,7 @@ impl Error {
             Error::Forbidden(_) => "Forbidden",
             Error::ResourceNotFound(_) => "ResourceNotFound",
             Error::NotFound(_) => "NotFound",
-            Error::MethodNotAllowed(_) => "BadRequest",
+            Error::MethodNotAllowed(_) | Error::UriTooLong(_) => "BadRequest",
             Error::TooManyRequests { .. } => "TooManyRequests",
             Error::Storage { fault, .. } if fault.is_transient() => "ServiceUnavailable",
             Error::Storage { .. } => "InternalServerError",

@@ -28,6 +28,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::OsPlatformNotSupported(_)
         | Error::ClientVersionNotSupported(_) => StatusCode::BAD_REQUEST,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::UriTooLong(_) => StatusCode::URI_TOO_LONG,
         Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod disk_space;
+pub mod envelope_guard;
 pub mod error;
 pub mod listener;
 pub mod metrics_endpoint;

@@ -40,6 +40,9 @@ pub fn build(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(max_body, crate::envelope_guard::refuse_oversized))
+        // Inside the request span, so that its log lines carry the request id.
+        .layer(axum::middleware::from_fn(crate::envelope_guard::ensure_envelope))
         // The path only: a query string may carry a client secret (the v1 token
         // endpoint accepts GET), and no secret is ever logged, at any level.
         .layer(TraceLayer::new_for_http().make_span_with(

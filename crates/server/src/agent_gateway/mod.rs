@@ -17,6 +17,15 @@ pub use device::Device;
 pub(crate) use handlers::desired;
 pub use reports::{MAX_EVENT_BATCH_BYTES, MAX_PATH_BYTES};
 
+/// The body limit of a request to `path` (the gateway's event batches have their own).
+pub fn body_limit(path: &str, default: usize) -> usize {
+    if path == "/agent/v1/events" {
+        default.max(MAX_EVENT_BATCH_BYTES)
+    } else {
+        default
+    }
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/enroll", post(enroll::enroll))
