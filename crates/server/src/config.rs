@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// When the data directory's free space is worth a warning.
     pub disk_free_warning: crate::disk_space::FreeSpaceWarning,
+    /// Header-read timeout and the cap on open connections.
+    pub connection_limits: crate::connections::ConnectionLimits,
     /// Serve HTTPS with this certificate and key (reloaded on SIGHUP).
     pub tls: Option<appfence_tls::server::TlsFiles>,
     /// Allow plain HTTP on an address other than loopback (a TLS-terminating proxy in
@@ -132,6 +134,7 @@ impl Default for ServerConfig {
             disk_free_warning: crate::disk_space::FreeSpaceWarning::Default,
             tls: None,
             insecure_http: false,
+            connection_limits: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod at_rest;
 pub mod client_address;
 pub mod api;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod dispatch;
 pub mod disk_space;
@@ -77,6 +78,14 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> anyhow_free::Result<RunningServer> {
     config.check_transport()?;
+    let files = connections::raise_open_file_limit();
+    if files > 0 && (files as usize) < config.connection_limits.max_connections + 256 {
+        tracing::warn!(
+            open_files = files,
+            max_connections = config.connection_limits.max_connections,
+            "the open-file limit is below the connection cap: connections beyond it fail to be accepted"
+        );
+    }
     let tls = match &config.tls {
         Some(files) => {
             let now = clock.now().to_offset_date_time();
@@ -111,15 +120,16 @@ pub async fn start(
     sweeper::spawn_key_refresh(state.clone(), shutdown.subscribe());
     spawn_change_listener(&state, shutdown.subscribe());
     let app = router::build(state.clone());
+    let limits = state.config.connection_limits;
     let stopped = async move {
         let _ = shutdown_rx.wait_for(|stop| *stop).await.map(|_| ());
     };
     let task = match &tls {
-        None => tokio::spawn(serve_on(listener, app, stopped)),
+        None => tokio::spawn(connections::serve(listener::PlainListener::new(listener), app, limits, stopped)),
         Some(cert) => {
             let config = Arc::new(cert.server_config()?);
             let listener = listener::TlsListener::start(listener, config).map_err(|e| e.to_string())?;
-            tokio::spawn(serve_on(listener, app, stopped))
+            tokio::spawn(connections::serve(listener, app, limits, stopped))
         }
     };
     state.set_tls(tls);
@@ -131,22 +141,6 @@ pub async fn start(
         shutdown,
         task,
     })
-}
-
-/// Serves `app` on `listener` until `stopped`, telling handlers each peer's address.
-async fn serve_on<L>(
-    listener: L,
-    app: axum::Router,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    listener::PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    axum::serve(listener, app.into_make_service_with_connect_info::<listener::PeerAddr>())
-        .with_graceful_shutdown(stopped)
-        .await
 }
 
 /// Acts on changes other replicas publish through the store (when it is shared).

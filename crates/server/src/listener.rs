@@ -4,15 +4,14 @@
 //! With TLS, TCP connections are accepted at once and each handshake runs in a task of
 //! its own, at most [`MAX_HANDSHAKES`] at a time and each within [`HANDSHAKE_TIMEOUT`]
 //! (a client that connects and says nothing costs one slot for that long, then
-//! nothing); axum takes the finished TLS streams from a channel. Both kinds tell the
-//! router the peer's address as [`PeerAddr`].
+//! nothing); the connection loop (`connections`) takes the finished TLS streams from a
+//! channel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -26,15 +25,66 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
+/// Accepts a TCP connection; an error (out of file descriptors, say) is counted
+/// (`appfence_accept_errors_total`), logged at most once a minute with the count, and
+/// waited out, never spun on.
+pub async fn accept_tcp(tcp: &TcpListener, errors: &AcceptErrors) -> (TcpStream, SocketAddr) {
+    loop {
+        match tcp.accept().await {
+            Ok(c) => return c,
+            Err(e) if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+            ) => {}
+            Err(e) => {
+                errors.record(&e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
+/// The count of accept errors and when they were last logged.
+#[derive(Default)]
+pub struct AcceptErrors {
+    count: std::sync::atomic::AtomicU64,
+    logged: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl AcceptErrors {
+    fn record(&self, e: &std::io::Error) {
+        metrics::counter!("appfence_accept_errors_total").increment(1);
+        let count = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *logged = Some(std::time::Instant::now());
+            tracing::error!(error = %e, errors_so_far = count, "cannot accept connections (out of file descriptors?)");
+        }
+    }
+}
+
+/// Plain TCP, with accept errors handled as [`accept_tcp`] says.
+pub struct PlainListener {
+    tcp: TcpListener,
+    errors: AcceptErrors,
+}
+
+impl PlainListener {
+    pub fn new(tcp: TcpListener) -> Self {
+        PlainListener { tcp, errors: AcceptErrors::default() }
+    }
+}
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        accept_tcp(&self.tcp, &self.errors).await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -58,16 +108,9 @@ impl TlsListener {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let accepting = tokio::spawn(async move {
+            let errors = AcceptErrors::default();
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+                let (stream, peer) = accept_tcp(&tcp, &errors).await;
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     metrics::counter!("appfence_tls_handshakes_total", "outcome" => "refused_busy").increment(1);
                     continue;

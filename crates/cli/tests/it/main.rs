@@ -19,6 +19,7 @@ mod demo;
 mod endpoints;
 mod errors;
 mod golden;
+mod hostile;
 mod indicators;
 mod lifecycle;
 mod lookups;
