@@ -188,6 +188,15 @@ pub struct ServeArgs {
     /// [env: APPFENCE_DISK_FREE_WARNING] [default: the smaller of 5% and 256MiB]
     #[arg(long, value_name = "SIZE|PERCENT|off", value_parser = parse_free_space_warning)]
     pub disk_free_warning: Option<appfence_server::disk_space::FreeSpaceWarning>,
+    /// Most connections open at once; more get a 503 and are closed
+    /// [env: APPFENCE_MAX_CONNECTIONS] [default: 16384]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// A connection that has not sent a whole request head within this is closed (also
+    /// an idle keep-alive connection), e.g. 10s [env: APPFENCE_HEADER_READ_TIMEOUT]
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
     /// Serve HTTPS with this certificate (PEM, the chain after it), reloaded on SIGHUP;
     /// with --tls-key [env: APPFENCE_TLS_CERT]
     #[arg(long, value_name = "FILE", requires = "tls_key")]

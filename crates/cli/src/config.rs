@@ -48,6 +48,8 @@ pub const ENV_DATABASE_URL: &str = "APPFENCE_DATABASE_URL";
 pub const ENV_DISK_FREE_WARNING: &str = "APPFENCE_DISK_FREE_WARNING";
 pub const ENV_TLS_CERT: &str = "APPFENCE_TLS_CERT";
 pub const ENV_LOG_FORMAT: &str = "APPFENCE_LOG_FORMAT";
+pub const ENV_MAX_CONNECTIONS: &str = "APPFENCE_MAX_CONNECTIONS";
+pub const ENV_HEADER_READ_TIMEOUT: &str = "APPFENCE_HEADER_READ_TIMEOUT";
 pub const ENV_TLS_KEY: &str = "APPFENCE_TLS_KEY";
 pub use crate::tls_client::ENV_INSECURE_HTTP;
 
@@ -118,6 +120,9 @@ pub struct FileConfig {
     /// Warn when the data directory's disk has less free space than this.
     #[serde(default, deserialize_with = "de_with::<_, FreeSpaceParser>")]
     pub disk_free_warning: Option<FreeSpaceWarning>,
+    pub max_connections: Option<u32>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub header_read_timeout: Option<Duration>,
     /// HTTPS: the certificate and its key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -462,6 +467,15 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
     };
     server.insecure_http =
         layer(args.insecure_http, env, ENV_INSECURE_HTTP, parse_bool, file.insecure_http)?.unwrap_or(false);
+    if let Some(n) = layer(args.max_connections, env, ENV_MAX_CONNECTIONS, parse_max_connections, file.max_connections)? {
+        if n == 0 {
+            return Err(CliError::Usage("max_connections must be at least 1".into()));
+        }
+        server.connection_limits.max_connections = n as usize;
+    }
+    if let Some(d) = layer(args.header_read_timeout, env, ENV_HEADER_READ_TIMEOUT, parse_duration, file.header_read_timeout)? {
+        server.connection_limits.header_read = d;
+    }
     server.access = file.access.clone();
     if let Some(limits) = &file.rate_limits {
         limits
@@ -544,6 +558,13 @@ fn resolve_data_dir(flag: Option<PathBuf>, env: &Env, file: &FileConfig) -> Path
     flag.or_else(|| env.get(ENV_DATA_DIR).map(PathBuf::from))
         .or_else(|| file.data_dir.clone())
         .unwrap_or_else(|| ServerConfig::default().data_dir)
+}
+
+fn parse_max_connections(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of connections (1 or more)")),
+    }
 }
 
 /// Flag, else environment variable (parsed here, so its error names the variable),
