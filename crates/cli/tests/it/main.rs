@@ -9,12 +9,14 @@ mod idp;
 mod privileged;
 mod process;
 mod wire;
+mod writers;
 
 mod access;
 mod agent;
 mod cancel_races;
 mod cli;
 mod concurrency;
+mod crash;
 mod demo;
 mod endpoints;
 mod errors;

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::demo::{call, machine_ids, read_demo, token, wait_succeeded};
 use crate::harness::{private_tempdir, within};
 use crate::process::{free_port, wait_ready, ChildGuard, BIN};
-use crate::wire::Resp;
+use crate::writers::{indicator_writer, restrict_writer, Tally};
 
 /// The whole namespace dies after this, whatever happens.
 const NAMESPACE_LIFETIME_SECS: u32 = 300;
@@ -192,128 +192,6 @@ fn serve_args(data_dir: &Path, port: u16, extra: &[&str]) -> Vec<String> {
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     args
-}
-
-/// What the writers saw.
-#[derive(Default)]
-struct Tally {
-    statuses: Mutex<BTreeMap<u16, u64>>,
-    unexpected: Mutex<Vec<String>>,
-    indicators: Mutex<Vec<String>>,
-    actions: Mutex<Vec<String>>,
-    /// Writes acknowledged after the disk was freed.
-    since_freed: AtomicU64,
-    freed: AtomicBool,
-}
-
-impl Tally {
-    fn count(&self, status: u16) -> u64 {
-        let mut s = self.statuses.lock().unwrap();
-        *s.entry(status).or_default() += 1;
-        s[&status]
-    }
-
-    fn of(&self, status: u16) -> u64 {
-        self.statuses.lock().unwrap().get(&status).copied().unwrap_or(0)
-    }
-
-    fn unexpected(&self, what: String) {
-        let mut all = self.unexpected.lock().unwrap();
-        // The first few say what went wrong; the count says how often.
-        if all.len() < 5 {
-            all.push(what);
-        } else if all.len() == 5 {
-            all.push("(and more)".into());
-        }
-    }
-
-    /// Checks an answer: a 503 carries the envelope and `Retry-After`; a 500 or a
-    /// dropped connection is a failure. Returns the answer when there was one.
-    async fn check(&self, what: &str, sent: Result<reqwest::Response, reqwest::Error>) -> Option<Resp> {
-        let r = match sent {
-            Err(e) => {
-                self.unexpected(format!("{what}: no answer: {e}"));
-                return None;
-            }
-            Ok(r) => Resp::read(r).await,
-        };
-        self.count(r.status);
-        match r.status {
-            503 => {
-                if r.json()["error"]["code"] != "ServiceUnavailable" || r.header("retry-after").is_none() {
-                    self.unexpected(format!("{what}: 503 without envelope or Retry-After: {}", r.text));
-                }
-            }
-            s if s >= 500 => self.unexpected(format!("{what}: {s}: {}", r.text)),
-            _ => {}
-        }
-        Some(r)
-    }
-}
-
-fn new_hash(n: u64) -> String {
-    format!("{:064x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed)
-}
-
-/// Submits indicators until `stop`.
-async fn indicator_writer(http: reqwest::Client, api: String, token: String, id: u64, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
-    let mut n = id << 32;
-    while !stop.load(Ordering::SeqCst) {
-        n += 1;
-        let sent = http
-            .post(format!("{api}/indicators"))
-            .bearer_auth(&token)
-            .json(&json!({
-                "indicatorValue": new_hash(n),
-                "indicatorType": "FileSha256",
-                "action": "Allowed",
-                "title": format!("tool {n}"),
-                "description": "written while the disk fills",
-            }))
-            .send()
-            .await;
-        let Some(r) = tally.check("submit an indicator", sent).await else { continue };
-        match r.status {
-            200 => {
-                tally.indicators.lock().unwrap().push(r.json()["id"].to_string().trim_matches('"').to_string());
-                if tally.freed.load(Ordering::SeqCst) {
-                    tally.since_freed.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            503 => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => tally.unexpected(format!("submit an indicator: {other}: {}", r.text)),
-        }
-    }
-}
-
-/// Restricts and releases `machine` until `stop`.
-async fn restrict_writer(http: reqwest::Client, api: String, token: String, machine: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
-    let mut restrict = true;
-    while !stop.load(Ordering::SeqCst) {
-        let verb = if restrict { "restrictCodeExecution" } else { "unrestrictCodeExecution" };
-        let sent = http
-            .post(format!("{api}/machines/{machine}/{verb}"))
-            .bearer_auth(&token)
-            .json(&json!({ "Comment": "while the disk fills" }))
-            .send()
-            .await;
-        let Some(r) = tally.check(verb, sent).await else { continue };
-        match r.status {
-            201 => {
-                tally.actions.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_string());
-                if tally.freed.load(Ordering::SeqCst) {
-                    tally.since_freed.fetch_add(1, Ordering::SeqCst);
-                }
-                restrict = !restrict;
-            }
-            // The previous action is still running (or its device is catching up).
-            400 if r.text.contains("ActiveRequestAlreadyExists") => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            503 => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => tally.unexpected(format!("{verb}: {other}: {}", r.text)),
-        }
-    }
 }
 
 /// The value of one sample of `/metrics`, 0 when absent.
