@@ -30,6 +30,7 @@ mod odata;
 mod openapi;
 mod packaging;
 mod postgres_cli;
+mod properties;
 mod ratelimits;
 mod reliability;
 mod reload;

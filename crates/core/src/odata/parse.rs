@@ -2,6 +2,8 @@
 
 mod filter;
 mod lexer;
+#[cfg(test)]
+mod properties;
 
 use super::{Direction, Field, Query, MAX_TOP};
 use crate::Error;
