@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::http_client;
 use crate::enforcer::{EnforceError, EnforcementReport, Enforcer};
 use crate::runner::{run, AgentConfig, AgentError};
 
@@ -220,8 +219,10 @@ pub fn spawn_fleet(
     timings: SimTimings,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<(), AgentError>>> {
-    // One pool for the fleet; if it cannot be built each device reports why.
-    let http = match http_client(&Default::default()) {
+    // One client for the fleet, multiplexing every device's calls on HTTP/2 streams
+    // (so a fleet of thousands holds a few connections, not one per waiting device);
+    // if it cannot be built each device reports why.
+    let http = match fleet_client() {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client for the demo fleet");
@@ -229,6 +230,17 @@ pub fn spawn_fleet(
         }
     };
     spawn_fleet_on(http, server_url, enroll_secret, count, state_root, timings, shutdown)
+}
+
+/// The demo fleet's client: HTTP/2 without negotiation (the fleet talks to its own
+/// server over loopback, which speaks both).
+fn fleet_client() -> Result<reqwest::Client, crate::client::ClientError> {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("appfence-demo-device/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| crate::client::ClientError::Transport(e.to_string()))
 }
 
 /// [`spawn_fleet`] with the fleet's HTTP client given (e.g. one that trusts the
@@ -247,10 +259,20 @@ pub fn spawn_fleet_on(
             let mut config = device_config(server_url, enroll_secret, index, state_root);
             config.http = http.clone();
             let enforcer: Arc<dyn Enforcer> = Arc::new(SimulatedEnforcer::new(timings));
-            tokio::spawn(run(config, enforcer, shutdown.clone()))
+            // A large fleet starts in waves of 200 devices 50 ms apart: thousands of
+            // enrolments at the same instant on one HTTP/2 connection only queue up.
+            let wave = Duration::from_millis(50 * ((index as u64 - 1) / FLEET_WAVE));
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wave).await;
+                run(config, enforcer, shutdown).await
+            })
         })
         .collect()
 }
+
+/// Devices of a fleet that start together.
+const FLEET_WAVE: u64 = 200;
 
 #[cfg(test)]
 mod tests {

@@ -44,6 +44,9 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Concurrent HTTP/2 streams per connection.
+const H2_STREAMS: u32 = 16_384;
+
 /// Minimum time between two log lines about refused connections.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -122,7 +125,12 @@ where
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read);
-            builder.http2().timer(TokioTimer::new());
+            // A client may multiplex many waiting devices on one connection (the demo
+            // fleet does): their long-polls must not queue behind a low stream cap.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(H2_STREAMS);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
             tokio::pin!(conn);
             loop {

@@ -353,7 +353,11 @@ fn init_logging(filter: &str, format: crate::args::LogFormat) -> crate::log_writ
     let filter = if filter.to_string().contains("sqlx") {
         filter
     } else {
-        filter.add_directive("sqlx::postgres::notice=warn".parse().expect("a valid directive"))
+        // Nor is sqlx's "slow acquire" warning, one per request while thousands of
+        // devices enrol at once: the storage-fault episodes say what matters.
+        filter
+            .add_directive("sqlx::postgres::notice=warn".parse().expect("a valid directive"))
+            .add_directive("sqlx::pool::acquire=error".parse().expect("a valid directive"))
     };
     let (log, flush) = crate::log_writer::LossyLog::start(std::io::stderr());
     let builder = tracing_subscriber::fmt()
