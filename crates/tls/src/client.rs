@@ -88,6 +88,7 @@ impl ClientTls {
             Some(pin) => Arc::new(Pinned {
                 chain: webpki,
                 sha256: parse_key_pin(pin)?,
+                signatures: Signatures::of(&provider),
             }),
             None => webpki,
         };
@@ -146,6 +147,44 @@ impl ClientTls {
 struct Pinned {
     chain: Arc<rustls::client::WebPkiServerVerifier>,
     sha256: String,
+    signatures: Signatures,
+}
+
+/// The handshake-signature checks both verifiers share (the provider's algorithms).
+#[derive(Debug)]
+struct Signatures(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl Signatures {
+    fn of(provider: &rustls::crypto::CryptoProvider) -> Self {
+        Signatures(provider.signature_verification_algorithms)
+    }
+}
+
+/// The three signature methods of `ServerCertVerifier`, answered by `self.signatures`.
+macro_rules! signatures_from_provider {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.signatures.0)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.signatures.0)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.signatures.0.supported_schemes()
+        }
+    };
 }
 
 impl ServerCertVerifier for Pinned {
@@ -172,27 +211,7 @@ impl ServerCertVerifier for Pinned {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
+    signatures_from_provider!();
 }
 
 /// For clients inside the server's own process (the demo's simulated devices): trust
@@ -201,7 +220,7 @@ pub fn own_server_config(cert: Arc<crate::server::ReloadableCert>) -> rustls::Cl
     let provider = crate::provider();
     let verifier = Arc::new(OwnServer {
         cert,
-        provider: provider.clone(),
+        signatures: Signatures::of(&provider),
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(crate::PROTOCOLS)
@@ -216,7 +235,7 @@ pub fn own_server_config(cert: Arc<crate::server::ReloadableCert>) -> rustls::Cl
 #[derive(Debug)]
 struct OwnServer {
     cert: Arc<crate::server::ReloadableCert>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for OwnServer {
@@ -241,39 +260,7 @@ impl ServerCertVerifier for OwnServer {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    signatures_from_provider!();
 }
 
 /// A TLS failure somewhere in `err`'s sources, in words a person can act on.
