@@ -253,7 +253,6 @@ async fn send<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError
     }
 }
 
-/// reqwest's top-level message is vague ("error sending request"); the cause is below.
 /// A call that got no answer; a TLS refusal is said in words a person can act on.
 fn transport(e: &reqwest::Error) -> ClientError {
     match appfence_tls::client::explain(e) {
@@ -262,6 +261,7 @@ fn transport(e: &reqwest::Error) -> ClientError {
     }
 }
 
+/// reqwest's top-level message is vague ("error sending request"); the cause is below.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

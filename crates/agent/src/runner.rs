@@ -835,10 +835,6 @@ impl Agent {
         self.next_heartbeat = Instant::now();
     }
 
-    /// Saves `next` as the record. While restricted, an alive stamp is saved with it
-    /// (durably, before anything is reported, so a restriction that begins here has one);
-    /// an unprotected period still open ends here once enforcement is back or no longer
-    /// wanted.
     /// The state directory's write failure, if the last write failed, for the server.
     fn state_fault(&mut self) -> Option<appfence_proto::agent::StateFault> {
         let Some((path, error)) = self.state.write_fault() else {
@@ -855,6 +851,10 @@ impl Agent {
         })
     }
 
+    /// Saves `next` as the record. While restricted, an alive stamp is saved with it
+    /// (durably, before anything is reported, so a restriction that begins here has one);
+    /// an unprotected period still open ends here once enforcement is back or no longer
+    /// wanted.
     async fn persist(&mut self, mut next: EnforcementState) -> Result<(), StateError> {
         let now = self.config.clock.now();
         let enforced = self.enforcer.is_restricted();

@@ -219,17 +219,7 @@ pub fn spawn_fleet(
     timings: SimTimings,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<(), AgentError>>> {
-    // One client for the fleet, multiplexing every device's calls on HTTP/2 streams
-    // (so a fleet of thousands holds a few connections, not one per waiting device);
-    // if it cannot be built each device reports why.
-    let http = match fleet_client() {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the HTTP client for the demo fleet");
-            None
-        }
-    };
-    spawn_fleet_on(http, server_url, enroll_secret, count, state_root, timings, shutdown)
+    spawn_fleet_on(None, server_url, enroll_secret, count, state_root, timings, shutdown)
 }
 
 /// The demo fleet's client: HTTP/2 without negotiation (the fleet talks to its own
@@ -244,7 +234,9 @@ fn fleet_client() -> Result<reqwest::Client, crate::client::ClientError> {
 }
 
 /// [`spawn_fleet`] with the fleet's HTTP client given (e.g. one that trusts the
-/// server's own certificate).
+/// server's own certificate); `None`: one client multiplexing every device's calls on
+/// HTTP/2 streams, so a fleet of thousands holds a few connections, not one per
+/// waiting device.
 pub fn spawn_fleet_on(
     http: Option<reqwest::Client>,
     server_url: &str,
@@ -254,6 +246,14 @@ pub fn spawn_fleet_on(
     timings: SimTimings,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<(), AgentError>>> {
+    // If no client can be built, each device builds its own and reports why it cannot.
+    let http = http.or_else(|| match fleet_client() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client for the demo fleet");
+            None
+        }
+    });
     (1..=count)
         .map(|index| {
             let mut config = device_config(server_url, enroll_secret, index, state_root);

@@ -561,10 +561,9 @@ fn resolve_data_dir(flag: Option<PathBuf>, env: &Env, file: &FileConfig) -> Path
 }
 
 fn parse_max_connections(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<u32>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{s:?} is not a number of connections (1 or more)")),
-    }
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a number of connections (1 or more)"))
 }
 
 /// Flag, else environment variable (parsed here, so its error names the variable),

@@ -7,16 +7,15 @@
 //!   A long-poll is not affected: its head was read; it waits for its own deadline.
 //! - A **cap on open connections**: beyond [`ConnectionLimits::max_connections`] a new
 //!   connection gets a 503 envelope with `Retry-After` and is closed, and the refusal is
-//!   counted (`appfence_connections_refused_total`) and logged at most once a minute.
+//!   counted (`appfence_connections_refused_total`) and logged as [`Occurrences`] says.
 //! - Graceful shutdown: on `stopped`, no new connections; open ones finish their
 //!   requests.
 //!
 //! Each request carries the peer address as `ConnectInfo<PeerAddr>`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::serve::Listener;
@@ -27,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Semaphore};
 
 use crate::listener::PeerAddr;
+use crate::telemetry::Occurrences;
 
 /// Bounds on connections; see the module's documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,9 +46,6 @@ impl Default for ConnectionLimits {
 
 /// Concurrent HTTP/2 streams per connection.
 const H2_STREAMS: u32 = 16_384;
-
-/// Minimum time between two log lines about refused connections.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What a connection over the cap is told before it is closed.
 fn refusal() -> Vec<u8> {
@@ -81,8 +78,7 @@ where
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (close_tx, close_rx) = watch::channel(());
     let (shutdown_tx, _) = watch::channel(false);
-    let refused = Arc::new(AtomicU64::new(0));
-    let mut last_refusal_log: Option<Instant> = None;
+    let refused = Occurrences::default();
     tokio::pin!(stopped);
     loop {
         let (io, peer) = tokio::select! {
@@ -91,9 +87,7 @@ where
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics::counter!("appfence_connections_refused_total").increment(1);
-            let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
-            if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
-                last_refusal_log = Some(Instant::now());
+            if let Some(count) = refused.record() {
                 tracing::warn!(
                     max_connections = limits.max_connections,
                     refused_so_far = count,

@@ -51,8 +51,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// The base URL clients use, e.g. `http://127.0.0.1:8080` (`https://` with TLS).
     pub fn base_url(&self) -> String {
-        let scheme = if self.state.config.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.local_addr)
+        format!("{}://{}", self.state.config.scheme(), self.local_addr)
     }
 
     /// Stops accepting requests, lets in-flight ones finish, and waits.
@@ -78,10 +77,10 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> anyhow_free::Result<RunningServer> {
     config.check_transport()?;
-    let files = connections::raise_open_file_limit();
-    if files > 0 && (files as usize) < config.connection_limits.max_connections + 256 {
+    let open_files = connections::raise_open_file_limit();
+    if open_files > 0 && (open_files as usize) < config.connection_limits.max_connections + 256 {
         tracing::warn!(
-            open_files = files,
+            open_files,
             max_connections = config.connection_limits.max_connections,
             "the open-file limit is below the connection cap: connections beyond it fail to be accepted"
         );
@@ -106,8 +105,7 @@ pub async fn start(
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut config = config;
     if config.public_url.is_none() {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        config.public_url = Some(format!("{scheme}://{local_addr}"));
+        config.public_url = Some(format!("{}://{local_addr}", config.scheme()));
     }
     let metrics_listen = config.metrics_listen;
     let state = AppState::new(config, store, clock).await?;

@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 
+use crate::telemetry::Occurrences;
+
 /// Handshakes in progress at most; connections beyond are closed at once.
 pub const MAX_HANDSHAKES: usize = 1024;
 /// The longest a client may take to complete its handshake.
@@ -26,9 +28,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PeerAddr(pub SocketAddr);
 
 /// Accepts a TCP connection; an error (out of file descriptors, say) is counted
-/// (`appfence_accept_errors_total`), logged at most once a minute with the count, and
-/// waited out, never spun on.
-pub async fn accept_tcp(tcp: &TcpListener, errors: &AcceptErrors) -> (TcpStream, SocketAddr) {
+/// (`appfence_accept_errors_total`), logged as [`Occurrences`] says, and waited out,
+/// never spun on.
+pub async fn accept_tcp(tcp: &TcpListener, errors: &Occurrences) -> (TcpStream, SocketAddr) {
     loop {
         match tcp.accept().await {
             Ok(c) => return c,
@@ -37,28 +39,12 @@ pub async fn accept_tcp(tcp: &TcpListener, errors: &AcceptErrors) -> (TcpStream,
                 std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
             ) => {}
             Err(e) => {
-                errors.record(&e);
+                metrics::counter!("appfence_accept_errors_total").increment(1);
+                if let Some(count) = errors.record() {
+                    tracing::error!(error = %e, errors_so_far = count, "cannot accept connections (out of file descriptors?)");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
-    }
-}
-
-/// The count of accept errors and when they were last logged.
-#[derive(Default)]
-pub struct AcceptErrors {
-    count: std::sync::atomic::AtomicU64,
-    logged: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-impl AcceptErrors {
-    fn record(&self, e: &std::io::Error) {
-        metrics::counter!("appfence_accept_errors_total").increment(1);
-        let count = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
-        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
-            *logged = Some(std::time::Instant::now());
-            tracing::error!(error = %e, errors_so_far = count, "cannot accept connections (out of file descriptors?)");
         }
     }
 }
@@ -66,12 +52,12 @@ impl AcceptErrors {
 /// Plain TCP, with accept errors handled as [`accept_tcp`] says.
 pub struct PlainListener {
     tcp: TcpListener,
-    errors: AcceptErrors,
+    errors: Occurrences,
 }
 
 impl PlainListener {
     pub fn new(tcp: TcpListener) -> Self {
-        PlainListener { tcp, errors: AcceptErrors::default() }
+        PlainListener { tcp, errors: Occurrences::default() }
     }
 }
 
@@ -108,7 +94,7 @@ impl TlsListener {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let accepting = tokio::spawn(async move {
-            let errors = AcceptErrors::default();
+            let errors = Occurrences::default();
             loop {
                 let (stream, peer) = accept_tcp(&tcp, &errors).await;
                 let Ok(slot) = slots.clone().try_acquire_owned() else {

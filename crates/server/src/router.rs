@@ -80,21 +80,15 @@ async fn readiness(axum::extract::State(state): axum::extract::State<AppState>) 
         .as_ref()
         .is_some_and(|(at, _)| at.elapsed() < READINESS_PROBE_EVERY);
     if !fresh {
-        let verdict = match state.store.check().await {
-            Ok(()) => {
-                crate::storage_health::global().recovered();
-                Ok(())
-            }
-            Err(e) => {
-                if !crate::storage_health::report(&e) {
+        let verdict = crate::storage_health::probe(state.store.as_ref())
+            .await
+            .map_err(|e| match &e {
+                Error::Storage { fault, .. } => fault.as_str().to_string(),
+                _ => {
                     tracing::warn!(error = %e, "not ready");
+                    "storage error".to_string()
                 }
-                Err(match &e {
-                    Error::Storage { fault, .. } => fault.as_str().to_string(),
-                    _ => "storage error".to_string(),
-                })
-            }
-        };
+            });
         *last = Some((std::time::Instant::now(), verdict));
     }
     match last.as_ref().map(|(_, v)| v) {

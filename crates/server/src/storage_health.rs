@@ -49,6 +49,21 @@ fn gauge_value(fault: Option<StorageFault>) -> f64 {
     }
 }
 
+/// Tries the store with its probe write: a success ends the episode, a storage fault
+/// is reported. The readiness endpoint and the sweeper both ask this way.
+pub async fn probe(store: &dyn appfence_store::Store) -> Result<(), appfence_core::Error> {
+    match store.check().await {
+        Ok(()) => {
+            global().recovered();
+            Ok(())
+        }
+        Err(e) => {
+            report(&e);
+            Err(e)
+        }
+    }
+}
+
 /// Reports `e` if it is a storage fault; says whether it was.
 pub fn report(e: &appfence_core::Error) -> bool {
     match e {

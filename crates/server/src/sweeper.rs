@@ -61,9 +61,6 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     Ok(timed_out.len())
 }
 
-/// While a storage fault lasts, whether writes work again (the store's probe write), so
-/// that its end is noticed without waiting for a request; and, for a store on this
-/// machine, the free space of the data directory.
 /// The fleet gauges (devices seen lately, devices restricted), from the store.
 async fn count_fleet(state: &AppState) {
     let since = state.clock.now().minus(crate::telemetry::SEEN_WITHIN);
@@ -75,14 +72,12 @@ async fn count_fleet(state: &AppState) {
     }
 }
 
+/// While a storage fault lasts, whether writes work again (the store's probe write), so
+/// that its end is noticed without waiting for a request; and, for a store on this
+/// machine, the free space of the data directory.
 async fn check_storage(state: &AppState) {
     if crate::storage_health::global().current().is_some() {
-        match state.store.check().await {
-            Ok(()) => crate::storage_health::global().recovered(),
-            Err(e) => {
-                crate::storage_health::report(&e);
-            }
-        }
+        let _ = crate::storage_health::probe(state.store.as_ref()).await;
     }
     if !state.store.is_shared() {
         state.disk_space.check(&state.config.data_dir);

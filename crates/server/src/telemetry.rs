@@ -86,6 +86,31 @@ pub fn fleet(summary: appfence_store::FleetSummary) {
     metrics::gauge!("appfence_devices_restricted").set(summary.restricted as f64);
 }
 
+/// Counts occurrences of a recurring problem (refused connections, accept errors) and
+/// says when one is worth a log line: the first, then at most one a minute, each with
+/// the count so far. A flood costs one line a minute, not one per occurrence.
+#[derive(Default)]
+pub struct Occurrences {
+    count: std::sync::atomic::AtomicU64,
+    logged: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Occurrences {
+    const LOG_EVERY: Duration = Duration::from_secs(60);
+
+    /// Counts one; `Some(count so far)` when a log line is due.
+    pub fn record(&self) -> Option<u64> {
+        let count = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= Self::LOG_EVERY) {
+            *logged = Some(Instant::now());
+            Some(count)
+        } else {
+            None
+        }
+    }
+}
+
 /// Held while a device waits on a long-poll.
 pub struct LongPolling(());
 

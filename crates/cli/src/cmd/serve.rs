@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appfence_agent::{spawn_fleet, spawn_fleet_on, AgentError, SimTimings};
+use appfence_agent::{spawn_fleet_on, AgentError, SimTimings};
 use appfence_core::SystemClock;
 use appfence_server::access::AccessSpec;
 use appfence_server::demo::{self, DemoInfo};
@@ -142,11 +142,8 @@ impl Serving {
                     .map_err(|e| CliError::Failed(format!("cannot build the demo fleet's HTTP client: {e}")))?,
             ),
         };
-        let spawn = |url: &str, secret: &str, n, dir: &std::path::Path, t, rx| match &http {
-            Some(h) => spawn_fleet_on(Some(h.clone()), url, secret, n, dir, t, rx),
-            None => spawn_fleet(url, secret, n, dir, t, rx),
-        };
-        self.fleet = spawn(
+        self.fleet = spawn_fleet_on(
+            http,
             &self.base_url(),
             info.enroll_secret.expose(),
             devices,
@@ -183,8 +180,7 @@ impl Serving {
             IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             _ => {}
         }
-        let scheme = if self.running.state.tls.get().is_some() { "https" } else { "http" };
-        format!("{scheme}://{addr}")
+        format!("{}://{addr}", self.running.state.config.scheme())
     }
 
     pub fn public_url(&self) -> String {
