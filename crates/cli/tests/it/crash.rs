@@ -95,13 +95,7 @@ async fn acknowledged_writes_survive_sigkill_round_after_round() {
         .await;
         server.kill();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        stop.store(true, Ordering::SeqCst);
-        within(Duration::from_secs(60), "the writers to stop", async {
-            for w in writers {
-                w.await.unwrap();
-            }
-        })
-        .await;
+        crate::writers::stop_writers(stop, writers).await;
     }
     let unexpected = tally.unexpected.lock().unwrap().clone();
     assert!(unexpected.is_empty(), "{unexpected:?}");

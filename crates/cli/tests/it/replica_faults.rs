@@ -158,16 +158,6 @@ fn start_load(
     (stop, tasks)
 }
 
-async fn stop_load(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
-    stop.store(true, Ordering::SeqCst);
-    within(Duration::from_secs(60), "the writers to stop", async {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    })
-    .await;
-}
-
 /// Every acknowledged action is there, on the device it was created for.
 async fn assert_all_there(api: &Api, acknowledged: &[(String, String)]) {
     for (id, machine) in acknowledged {
@@ -244,7 +234,7 @@ async fn a_replica_killed_under_write_load_loses_nothing_acknowledged() {
     tally.fault.store(true, Ordering::SeqCst);
     doomed.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop_load(stop, tasks).await;
+    crate::writers::stop_writers(stop, tasks).await;
 
     let statuses = tally.statuses.lock().unwrap().clone();
     let unexpected = tally.unexpected.lock().unwrap().clone();
@@ -334,7 +324,7 @@ async fn the_database_stopped_and_restarted_under_load_loses_nothing_acknowledge
         }
     })
     .await;
-    stop_load(stop, tasks).await;
+    crate::writers::stop_writers(stop, tasks).await;
 
     let statuses = tally.statuses.lock().unwrap().clone();
     let unexpected = tally.unexpected.lock().unwrap().clone();

@@ -303,13 +303,7 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     })
     .await;
     let recovered_in = freed_at.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    within(Duration::from_secs(60), "the writers to stop", async {
-        for w in writers {
-            w.await.unwrap();
-        }
-    })
-    .await;
+    crate::writers::stop_writers(stop, writers).await;
     let unexpected = tally.unexpected.lock().unwrap().clone();
     let statuses = tally.statuses.lock().unwrap().clone();
     assert!(unexpected.is_empty(), "{unexpected:?} (statuses {statuses:?})");

@@ -204,3 +204,14 @@ pub(crate) async fn cancel_writer(http: reqwest::Client, api: String, token: Str
         }
     }
 }
+
+/// Tells the writers to stop and waits for them (a minute at most).
+pub(crate) async fn stop_writers(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::SeqCst);
+    crate::harness::within(Duration::from_secs(60), "the writers to stop", async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await;
+}
