@@ -26,7 +26,6 @@ use crate::raw_sqlite::RawSqlite;
 use crate::setup::{pending_restrict, Harness, COMMENT};
 use crate::stats::Sample;
 
-
 #[derive(Default)]
 pub struct Creation {
     pub http: Sample,

@@ -147,8 +147,9 @@ async fn token_checks(h: &Harness, round: Duration) -> Result<Sample, String> {
         let (state, token) = (state.clone(), token.clone());
         async move {
             let policy = TokenPolicy::new(&state.public_url());
-            let principal = verify_access_token(&state.keys.current(), &policy, &token, state.clock.now())
-                .map_err(|e| format!("token check: {e}"))?;
+            let principal =
+                verify_access_token(&state.keys.current(), &policy, &token, state.clock.now())
+                    .map_err(|e| format!("token check: {e}"))?;
             let known = state
                 .tenants
                 .exists(state.store.as_ref(), &principal.tenant_id)

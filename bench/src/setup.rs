@@ -12,10 +12,10 @@ use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::ratelimit::RateLimitPolicy;
 use appfence_core::records::{ActionRecord, EnrollSecret, MachineRecord};
 use appfence_core::{Clock, SystemClock, Tenant};
-use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use appfence_proto::agent::{
     Capabilities, DeviceInfo, EnforcementState, EnrollRequest, EnrollResponse,
 };
+use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use appfence_server::access::AccessSpec;
 use appfence_server::oauth::apps::{create_app, ensure_default_tenant};
 use appfence_server::oauth::secrets::{generate_secret, sha256_hex};

@@ -234,15 +234,9 @@ fn endpoint(base: &Url, segments: &[&str]) -> Url {
 }
 
 async fn send<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| transport(&e))?;
+    let resp = req.send().await.map_err(|e| transport(&e))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| transport(&e))?;
+    let body = resp.bytes().await.map_err(|e| transport(&e))?;
     if (200..300).contains(&status) {
         serde_json::from_slice(&body).map_err(|e| ClientError::InvalidResponse {
             status,

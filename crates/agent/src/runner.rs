@@ -161,12 +161,15 @@ pub async fn run(
 /// `https://`, or `http://` only where the settings allow it: refused before anything
 /// is sent.
 fn check_server_url(config: &AgentConfig) -> Result<(), AgentError> {
-    config.tls.check_server_url(&config.server_url).map_err(|reason| {
-        AgentError::Config(crate::client::ClientError::InvalidUrl {
-            url: config.server_url.clone(),
-            reason,
+    config
+        .tls
+        .check_server_url(&config.server_url)
+        .map_err(|reason| {
+            AgentError::Config(crate::client::ClientError::InvalidUrl {
+                url: config.server_url.clone(),
+                reason,
+            })
         })
-    })
 }
 
 async fn run_device(

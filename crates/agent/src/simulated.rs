@@ -219,7 +219,15 @@ pub fn spawn_fleet(
     timings: SimTimings,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<(), AgentError>>> {
-    spawn_fleet_on(None, server_url, enroll_secret, count, state_root, timings, shutdown)
+    spawn_fleet_on(
+        None,
+        server_url,
+        enroll_secret,
+        count,
+        state_root,
+        timings,
+        shutdown,
+    )
 }
 
 /// The demo fleet's client: HTTP/2 without negotiation (the fleet talks to its own

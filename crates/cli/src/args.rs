@@ -10,9 +10,9 @@ use appfence_proto::agent::EnforcementMode;
 
 use crate::duration::{parse_delay, parse_duration};
 use crate::parse::{
-    parse_agent_mode, database_url_arg, parse_demo_devices, parse_free_space_warning, parse_ip,
-    parse_listen, parse_log_format, parse_log_level,
-    parse_optional_period, parse_public_url, parse_refresh_interval,
+    database_url_arg, parse_agent_mode, parse_demo_devices, parse_free_space_warning, parse_ip,
+    parse_listen, parse_log_format, parse_log_level, parse_optional_period, parse_public_url,
+    parse_refresh_interval,
 };
 
 #[derive(Debug, Parser)]

@@ -22,9 +22,8 @@ use crate::env::{Env, ENV_CREDENTIALS_DIRECTORY};
 use crate::error::CliError;
 use crate::parse::{
     check_demo_devices, parse_agent_mode, parse_bool, parse_database_url, parse_demo_devices,
-    parse_free_space_warning, parse_ip,
-    parse_ip_list, parse_listen, parse_log_level, parse_optional_period, parse_public_url,
-    parse_refresh_interval,
+    parse_free_space_warning, parse_ip, parse_ip_list, parse_listen, parse_log_level,
+    parse_optional_period, parse_public_url, parse_refresh_interval,
 };
 
 pub const ENV_CONFIG: &str = "APPFENCE_CONFIG";
@@ -171,8 +170,16 @@ pub struct SignInThrottleFile {
 impl SignInThrottleFile {
     fn apply(&self, p: &mut appfence_core::sign_in_throttle::ThrottlePolicy) -> Result<(), String> {
         for (name, value, slot) in [
-            ("account_failures", self.account_failures, &mut p.account_failures),
-            ("address_failures", self.address_failures, &mut p.address_failures),
+            (
+                "account_failures",
+                self.account_failures,
+                &mut p.account_failures,
+            ),
+            (
+                "address_failures",
+                self.address_failures,
+                &mut p.address_failures,
+            ),
         ] {
             match value {
                 Some(0) => return Err(format!("sign_in_throttle.{name} must be at least 1")),
@@ -449,31 +456,61 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         server.disk_free_warning = v;
     }
     let path = |s: &str| Ok(PathBuf::from(s));
-    let tls_cert = layer(args.tls_cert.clone(), env, ENV_TLS_CERT, path, file.tls_cert.clone())?;
-    let tls_key = layer(args.tls_key.clone(), env, ENV_TLS_KEY, path, file.tls_key.clone())?;
+    let tls_cert = layer(
+        args.tls_cert.clone(),
+        env,
+        ENV_TLS_CERT,
+        path,
+        file.tls_cert.clone(),
+    )?;
+    let tls_key = layer(
+        args.tls_key.clone(),
+        env,
+        ENV_TLS_KEY,
+        path,
+        file.tls_key.clone(),
+    )?;
     server.tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => Some(appfence_tls::server::TlsFiles { cert, key }),
         (None, None) => None,
         (Some(_), None) => {
             return Err(CliError::Usage(
-                "a TLS certificate needs its key: give --tls-key (APPFENCE_TLS_KEY, tls_key) too".into(),
+                "a TLS certificate needs its key: give --tls-key (APPFENCE_TLS_KEY, tls_key) too"
+                    .into(),
             ))
         }
-        (None, Some(_)) => {
-            return Err(CliError::Usage(
-                "a TLS key needs its certificate: give --tls-cert (APPFENCE_TLS_CERT, tls_cert) too".into(),
-            ))
-        }
+        (None, Some(_)) => return Err(CliError::Usage(
+            "a TLS key needs its certificate: give --tls-cert (APPFENCE_TLS_CERT, tls_cert) too"
+                .into(),
+        )),
     };
-    server.insecure_http =
-        layer(args.insecure_http, env, ENV_INSECURE_HTTP, parse_bool, file.insecure_http)?.unwrap_or(false);
-    if let Some(n) = layer(args.max_connections, env, ENV_MAX_CONNECTIONS, parse_max_connections, file.max_connections)? {
+    server.insecure_http = layer(
+        args.insecure_http,
+        env,
+        ENV_INSECURE_HTTP,
+        parse_bool,
+        file.insecure_http,
+    )?
+    .unwrap_or(false);
+    if let Some(n) = layer(
+        args.max_connections,
+        env,
+        ENV_MAX_CONNECTIONS,
+        parse_max_connections,
+        file.max_connections,
+    )? {
         if n == 0 {
             return Err(CliError::Usage("max_connections must be at least 1".into()));
         }
         server.connection_limits.max_connections = n as usize;
     }
-    if let Some(d) = layer(args.header_read_timeout, env, ENV_HEADER_READ_TIMEOUT, parse_duration, file.header_read_timeout)? {
+    if let Some(d) = layer(
+        args.header_read_timeout,
+        env,
+        ENV_HEADER_READ_TIMEOUT,
+        parse_duration,
+        file.header_read_timeout,
+    )? {
         server.connection_limits.header_read = d;
     }
     server.access = file.access.clone();
@@ -825,13 +862,27 @@ disk_free_warning = "10%"
         assert_eq!(s.server.action_pending_timeout, Duration::from_secs(86_400));
         assert!(s.demo);
         assert_eq!(s.log_level, "warn");
-        assert_eq!(s.server.disk_free_warning, FreeSpaceWarning::Percent(10), "file beats default");
-        let env_size = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap()), (ENV_DISK_FREE_WARNING, "1GiB")]);
+        assert_eq!(
+            s.server.disk_free_warning,
+            FreeSpaceWarning::Percent(10),
+            "file beats default"
+        );
+        let env_size = Env::from_pairs([
+            (ENV_CONFIG, path.to_str().unwrap()),
+            (ENV_DISK_FREE_WARNING, "1GiB"),
+        ]);
         let sized = resolve_serve(&args(), &env_size).unwrap();
-        assert_eq!(sized.server.disk_free_warning, FreeSpaceWarning::Bytes(1 << 30), "env beats file");
+        assert_eq!(
+            sized.server.disk_free_warning,
+            FreeSpaceWarning::Bytes(1 << 30),
+            "env beats file"
+        );
         let env_bad = Env::from_pairs([(ENV_DISK_FREE_WARNING, "lots")]);
         let e = resolve_serve(&args(), &env_bad).unwrap_err().to_string();
-        assert!(e.contains(ENV_DISK_FREE_WARNING) && e.contains("256MiB"), "{e}");
+        assert!(
+            e.contains(ENV_DISK_FREE_WARNING) && e.contains("256MiB"),
+            "{e}"
+        );
 
         // Without the flag, the environment wins over the file.
         let s = resolve_serve(&args(), &env).unwrap();
@@ -877,7 +928,10 @@ disk_free_warning = "10%"
             &args(),
             &Env::from_pairs([(ENV_DATABASE_URL, "mysql://u:pw-s3cret@db/x")]),
         ));
-        assert!(m.starts_with(&format!("invalid {ENV_DATABASE_URL}: ")), "{m}");
+        assert!(
+            m.starts_with(&format!("invalid {ENV_DATABASE_URL}: ")),
+            "{m}"
+        );
         assert!(!m.contains("pw-s3cret"), "{m}");
         // A flag makes a bad variable irrelevant.
         let mut a = args();
@@ -923,10 +977,15 @@ disk_free_warning = "10%"
         let e = FileConfig::parse("demo_devices = \"5\"\n").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         // The line itself is not quoted: it may hold a password.
-        let e = FileConfig::parse("listen = \"127.0.0.1:1\"\ndatabase_url = \"mysql://u:pw-s3cret@h/x\"\n")
-            .unwrap_err();
+        let e = FileConfig::parse(
+            "listen = \"127.0.0.1:1\"\ndatabase_url = \"mysql://u:pw-s3cret@h/x\"\n",
+        )
+        .unwrap_err();
         assert!(e.starts_with("line 2, column 16 (database_url): "), "{e}");
-        assert!(e.contains("mysql://u:***@h/x is not a PostgreSQL URL") && !e.contains("pw-s3cret"), "{e}");
+        assert!(
+            e.contains("mysql://u:***@h/x is not a PostgreSQL URL") && !e.contains("pw-s3cret"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -959,9 +1018,15 @@ disk_free_warning = "10%"
         assert_eq!(c.data_dir, PathBuf::from("/srv/appfence"));
         assert_eq!(c.key_file(), PathBuf::from("/srv/appfence/master.key"));
         let env2 = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap()), (ENV_DATA_DIR, "/e")]);
-        assert_eq!(resolve_offline(&offline(None), &env2).unwrap().0.data_dir, PathBuf::from("/e"));
         assert_eq!(
-            resolve_offline(&offline(Some("/f")), &env2).unwrap().0.data_dir,
+            resolve_offline(&offline(None), &env2).unwrap().0.data_dir,
+            PathBuf::from("/e")
+        );
+        assert_eq!(
+            resolve_offline(&offline(Some("/f")), &env2)
+                .unwrap()
+                .0
+                .data_dir,
             PathBuf::from("/f")
         );
     }
@@ -972,7 +1037,10 @@ disk_free_warning = "10%"
         let env = Env::from_pairs([(ENV_CREDENTIALS_DIRECTORY, creds.path().to_str().unwrap())]);
         // No master.key in the credentials directory: the data directory's.
         let c = resolve_serve(&args(), &env).unwrap();
-        assert_eq!(c.server.key_file(), PathBuf::from("./appfence-data/master.key"));
+        assert_eq!(
+            c.server.key_file(),
+            PathBuf::from("./appfence-data/master.key")
+        );
         std::fs::write(creds.path().join("master.key"), "x").unwrap();
         let c = resolve_serve(&args(), &env).unwrap();
         assert_eq!(c.server.key_file(), creds.path().join("master.key"));
@@ -1006,10 +1074,14 @@ disk_free_warning = "10%"
         assert_eq!(c.sign_in_throttle.account_failures, 5);
         assert_eq!(c.sign_in_throttle.lockout, Duration::from_secs(30));
         let defaults = resolve_serve(&args(), &Env::default()).unwrap().server;
-        assert_eq!(defaults.signing_key_rotation, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(
+            defaults.signing_key_rotation,
+            Some(Duration::from_secs(90 * 86400))
+        );
         let env = Env::from_pairs([(ENV_SIGNING_KEY_ROTATION, "0s")]);
         assert!(usage(resolve_serve(&args(), &env)).contains(ENV_SIGNING_KEY_ROTATION));
-        let (_dir, path) = file_with("[sign_in_throttle]\nlockout = \"2m\"\nmax_lockout = \"1m\"\n");
+        let (_dir, path) =
+            file_with("[sign_in_throttle]\nlockout = \"2m\"\nmax_lockout = \"1m\"\n");
         let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
         assert!(usage(resolve_serve(&args(), &env)).contains("max_lockout"));
     }
@@ -1021,7 +1093,10 @@ disk_free_warning = "10%"
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let env = Env::from_pairs([(ENV_CONFIG, path.to_str().unwrap())]);
         let m = usage(resolve_serve(&args(), &env));
-        assert!(m.contains("chmod 600") && m.contains("appfence.toml"), "{m}");
+        assert!(
+            m.contains("chmod 600") && m.contains("appfence.toml"),
+            "{m}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(usage(resolve_serve(&args(), &env)).contains("--allow-group-read"));
         let mut a = args();

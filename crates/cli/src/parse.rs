@@ -138,7 +138,9 @@ pub fn parse_database_url(s: &str) -> Result<appfence_proto::Secret, String> {
 }
 
 /// `--disk-free-warning`: a size, a percentage or `off`.
-pub fn parse_free_space_warning(s: &str) -> Result<appfence_server::disk_space::FreeSpaceWarning, String> {
+pub fn parse_free_space_warning(
+    s: &str,
+) -> Result<appfence_server::disk_space::FreeSpaceWarning, String> {
     s.parse()
 }
 

@@ -22,7 +22,10 @@ pub enum OpenStore {
 impl OpenStore {
     /// Prepares the data directory (private; it holds the key file even when the
     /// database is PostgreSQL) and opens the store.
-    pub async fn open(config: &ServerConfig, database_url: Option<&Secret>) -> Result<Self, CliError> {
+    pub async fn open(
+        config: &ServerConfig,
+        database_url: Option<&Secret>,
+    ) -> Result<Self, CliError> {
         appfence_server::at_rest::private_paths::prepare_data_dir(
             &config.data_dir,
             config.allow_group_read,

@@ -42,7 +42,10 @@ fn client_env(serving: &Serving) -> Env {
         ("APPFENCE_SERVER", serving.base_url()),
         ("APPFENCE_TENANT", demo.tenant_id.clone()),
         ("APPFENCE_CLIENT_ID", demo.client_id.clone()),
-        ("APPFENCE_CLIENT_SECRET", demo.client_secret.expose().to_string()),
+        (
+            "APPFENCE_CLIENT_SECRET",
+            demo.client_secret.expose().to_string(),
+        ),
     ])
 }
 

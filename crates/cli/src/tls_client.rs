@@ -14,16 +14,19 @@ pub const ENV_INSECURE_HTTP: &str = "APPFENCE_INSECURE_HTTP";
 
 /// The flags, else the variables; a bad value names its flag or variable.
 pub fn resolve(args: &TlsClientArgs, env: &Env) -> Result<ClientTls, CliError> {
-    let ca_file = args
-        .ca_file
-        .clone()
-        .or_else(|| env.get(ENV_CA_FILE).filter(|v| !v.is_empty()).map(Into::into));
+    let ca_file = args.ca_file.clone().or_else(|| {
+        env.get(ENV_CA_FILE)
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    });
     let server_key_sha256 = match (&args.server_key_sha256, env.get(ENV_SERVER_KEY_SHA256)) {
         (Some(flag), _) => Some(
-            parse_key_pin(flag).map_err(|e| CliError::Usage(format!("invalid --server-key-sha256: {e}")))?,
+            parse_key_pin(flag)
+                .map_err(|e| CliError::Usage(format!("invalid --server-key-sha256: {e}")))?,
         ),
         (None, Some(raw)) if !raw.is_empty() => Some(
-            parse_key_pin(raw).map_err(|e| CliError::Usage(format!("invalid {ENV_SERVER_KEY_SHA256}: {e}")))?,
+            parse_key_pin(raw)
+                .map_err(|e| CliError::Usage(format!("invalid {ENV_SERVER_KEY_SHA256}: {e}")))?,
         ),
         _ => None,
     };
@@ -64,7 +67,12 @@ mod tests {
         assert_eq!(t.ca_file.unwrap().to_str(), Some("/flag/ca.pem"));
         assert!(!t.insecure_http);
         let bad = Env::from_pairs([(ENV_SERVER_KEY_SHA256, "xyz")]);
-        let e = resolve(&TlsClientArgs::default(), &bad).unwrap_err().to_string();
-        assert!(e.contains(ENV_SERVER_KEY_SHA256) && e.contains("64 digits"), "{e}");
+        let e = resolve(&TlsClientArgs::default(), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(ENV_SERVER_KEY_SHA256) && e.contains("64 digits"),
+            "{e}"
+        );
     }
 }

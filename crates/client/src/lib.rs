@@ -145,7 +145,10 @@ impl fmt::Debug for MdeClient {
 impl MdeClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
         for url in [&config.server, &config.token_url()] {
-            config.tls.check_server_url(url).map_err(ClientError::Transport)?;
+            config
+                .tls
+                .check_server_url(url)
+                .map_err(ClientError::Transport)?;
         }
         let tls = config.tls.rustls_config().map_err(ClientError::Transport)?;
         let http = reqwest::Client::builder()
@@ -301,11 +304,18 @@ impl MdeClient {
     }
 
     /// `GET /api/machines/findbytag?tag=...&useStartsWithFilter=...`.
-    pub async fn find_machines_by_tag(&self, tag: &str, prefix: bool) -> Result<Collection<Machine>> {
+    pub async fn find_machines_by_tag(
+        &self,
+        tag: &str,
+        prefix: bool,
+    ) -> Result<Collection<Machine>> {
         let url = format!(
             "{}/api/machines/findbytag{}",
             self.base,
-            encode::query(&[("tag", tag.to_string()), ("useStartsWithFilter", prefix.to_string())])
+            encode::query(&[
+                ("tag", tag.to_string()),
+                ("useStartsWithFilter", prefix.to_string())
+            ])
         );
         self.send(Method::GET, &url, None::<&()>).await
     }
@@ -319,7 +329,11 @@ impl MdeClient {
             #[serde(rename = "Action")]
             action: &'a str,
         }
-        let url = format!("{}/api/machines/{}/tags", self.base, encode::encode(machine));
+        let url = format!(
+            "{}/api/machines/{}/tags",
+            self.base,
+            encode::encode(machine)
+        );
         let body = TagBody {
             value: tag,
             action: if add { "Add" } else { "Remove" },

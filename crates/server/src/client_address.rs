@@ -12,7 +12,11 @@ const FORWARDED_FOR: &str = "x-forwarded-for";
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
 /// address of `X-Forwarded-For` that is not itself a trusted proxy. Without a peer (an
 /// in-process call) the unspecified address.
-pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
+pub fn client_ip(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpAddr],
+) -> IpAddr {
     let Some(peer) = peer.map(|p| canonical(p.ip())) else {
         return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     };
@@ -68,9 +72,15 @@ mod tests {
     fn the_peer_is_the_client_unless_it_is_a_trusted_proxy() {
         let peer = Some("192.0.2.7:5000".parse().unwrap());
         // An untrusted peer cannot claim another address.
-        assert_eq!(client_ip(peer, &headers(&["10.9.9.9"]), &[]), ip("192.0.2.7"));
+        assert_eq!(
+            client_ip(peer, &headers(&["10.9.9.9"]), &[]),
+            ip("192.0.2.7")
+        );
         let proxy = [ip("192.0.2.7")];
-        assert_eq!(client_ip(peer, &headers(&["198.51.100.1"]), &proxy), ip("198.51.100.1"));
+        assert_eq!(
+            client_ip(peer, &headers(&["198.51.100.1"]), &proxy),
+            ip("198.51.100.1")
+        );
         // The client's own header is to the left of what the proxy appended.
         assert_eq!(
             client_ip(peer, &headers(&["10.9.9.9, 198.51.100.1"]), &proxy),
@@ -84,7 +94,10 @@ mod tests {
         );
         // No header, or garbage: the proxy itself.
         assert_eq!(client_ip(peer, &headers(&[]), &proxy), ip("192.0.2.7"));
-        assert_eq!(client_ip(peer, &headers(&["not-an-ip"]), &proxy), ip("192.0.2.7"));
+        assert_eq!(
+            client_ip(peer, &headers(&["not-an-ip"]), &proxy),
+            ip("192.0.2.7")
+        );
         assert_eq!(client_ip(None, &headers(&[]), &[]), ip("0.0.0.0"));
         let mapped = Some("[::ffff:192.0.2.9]:1".parse().unwrap());
         assert_eq!(client_ip(mapped, &headers(&[]), &[]), ip("192.0.2.9"));

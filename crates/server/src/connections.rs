@@ -104,10 +104,13 @@ where
             });
             continue;
         };
-        let service = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
-            req.map(axum::body::Body::new)
-        });
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+                req.map(axum::body::Body::new)
+            },
+        );
         let hyper_service = TowerToHyperService::new(service);
         let mut shutdown = shutdown_tx.subscribe();
         let close_rx = close_rx.clone();
@@ -154,19 +157,30 @@ where
 /// Raises the soft limit on open files to the hard one (each connection holds one) and
 /// logs both; returns the limit in force.
 pub fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: a valid pointer to a struct the kernel fills.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return 0;
     }
     let before = limit.rlim_cur;
     if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
         // SAFETY: as above; raising the soft limit up to the hard one needs no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             limit.rlim_cur = limit.rlim_max;
         }
     }
-    tracing::info!(soft_before = before, soft = limit.rlim_cur, hard = limit.rlim_max, "open-file limit");
+    tracing::info!(
+        soft_before = before,
+        soft = limit.rlim_cur,
+        hard = limit.rlim_max,
+        "open-file limit"
+    );
     limit.rlim_cur as u64
 }

@@ -155,7 +155,9 @@ async fn app_and_secret_work(state: &AppState, info: &DemoInfo) -> Result<bool, 
     let app_ok = match &app {
         Some(a) => {
             let secret_ok = match StoredSecret::of(&a.secret_hash) {
-                StoredSecret::Fast(hex) => verify_generated_secret(info.client_secret.expose(), Some(hex)),
+                StoredSecret::Fast(hex) => {
+                    verify_generated_secret(info.client_secret.expose(), Some(hex))
+                }
                 StoredSecret::Legacy(phc) => state
                     .passwords
                     .verify(info.client_secret.expose(), Some(phc))
@@ -165,8 +167,8 @@ async fn app_and_secret_work(state: &AppState, info: &DemoInfo) -> Result<bool, 
             };
             secret_ok
                 && DEMO_APP_ROLES
-                .iter()
-                .all(|r| a.roles.iter().any(|have| have == r))
+                    .iter()
+                    .all(|r| a.roles.iter().any(|have| have == r))
         }
         None => false,
     };
@@ -235,8 +237,8 @@ async fn ensure_user(
             &p.username,
             p.password.expose(),
         )
-            .await
-            .map_err(|e| e.to_string())?;
+        .await
+        .map_err(|e| e.to_string())?;
         if user.is_some_and(|u| u.groups.iter().any(|g| g == group)) {
             return Ok(p.clone());
         }
@@ -315,7 +317,10 @@ fn write_demo_file(path: &Path, info: &DemoInfo) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut json = serde_json::to_vec_pretty(info).map_err(|e| e.to_string())?;
     json.push(b'\n');
     let mut tmp = tempfile::Builder::new()

@@ -48,7 +48,9 @@ impl std::str::FromStr for FreeSpaceWarning {
         if let Some(number) = text.strip_suffix('%') {
             return match number.trim().parse::<u8>() {
                 Ok(p) if (1..=99).contains(&p) => Ok(FreeSpaceWarning::Percent(p)),
-                _ => Err(format!("invalid free-space threshold {s:?}: a percentage is 1% to 99%")),
+                _ => Err(format!(
+                    "invalid free-space threshold {s:?}: a percentage is 1% to 99%"
+                )),
             };
         }
         let digits = text.bytes().take_while(u8::is_ascii_digit).count();
@@ -139,8 +141,14 @@ mod tests {
     fn thresholds() {
         let gib = 1024 * 1024 * 1024;
         // 5% of 1 GiB is under 256 MiB; 5% of 100 GiB is over.
-        assert_eq!(FreeSpaceWarning::Default.threshold(gib), Some(gib / 100 * 5));
-        assert_eq!(FreeSpaceWarning::Default.threshold(100 * gib), Some(DEFAULT_BYTES));
+        assert_eq!(
+            FreeSpaceWarning::Default.threshold(gib),
+            Some(gib / 100 * 5)
+        );
+        assert_eq!(
+            FreeSpaceWarning::Default.threshold(100 * gib),
+            Some(DEFAULT_BYTES)
+        );
         assert_eq!(FreeSpaceWarning::Bytes(7).threshold(gib), Some(7));
         assert_eq!(FreeSpaceWarning::Percent(10).threshold(1000), Some(100));
         assert_eq!(FreeSpaceWarning::Off.threshold(gib), None);

@@ -51,10 +51,14 @@ pub async fn refuse_oversized(
         return next.run(req).await;
     };
     let drained = length <= DRAIN_BYTES && drain(req.into_body()).await;
-    let mut resp = ApiError(Error::PayloadTooLarge("Request body is too large".into())).into_response();
+    let mut resp =
+        ApiError(Error::PayloadTooLarge("Request body is too large".into())).into_response();
     if !drained {
         // The rest of the body is not read: the connection cannot be reused.
-        resp.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
     }
     resp
 }
@@ -79,7 +83,9 @@ async fn drain(body: axum::body::Body) -> bool {
         }
         true
     };
-    tokio::time::timeout(DRAIN_TIME, reading).await.unwrap_or(false)
+    tokio::time::timeout(DRAIN_TIME, reading)
+        .await
+        .unwrap_or(false)
 }
 
 pub async fn ensure_envelope(req: Request, next: Next) -> Response {

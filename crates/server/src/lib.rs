@@ -4,14 +4,14 @@
 
 pub mod access;
 pub mod agent_gateway;
+pub mod api;
 pub mod at_rest;
 pub mod client_address;
-pub mod api;
 pub mod config;
 pub mod connections;
 pub mod demo;
-pub mod dispatch;
 pub mod disk_space;
+pub mod dispatch;
 pub mod envelope_guard;
 pub mod error;
 pub mod listener;
@@ -88,7 +88,11 @@ pub async fn start(
     let tls = match &config.tls {
         Some(files) => {
             let now = clock.now().to_offset_date_time();
-            let (cert, loaded) = appfence_tls::server::ReloadableCert::load(files.clone(), now, config.allow_group_read)?;
+            let (cert, loaded) = appfence_tls::server::ReloadableCert::load(
+                files.clone(),
+                now,
+                config.allow_group_read,
+            )?;
             tracing::info!(cert = %files.cert.display(), %loaded, "serving HTTPS");
             Some(Arc::new(cert))
         }
@@ -123,10 +127,16 @@ pub async fn start(
         let _ = shutdown_rx.wait_for(|stop| *stop).await.map(|_| ());
     };
     let task = match &tls {
-        None => tokio::spawn(connections::serve(listener::PlainListener::new(listener), app, limits, stopped)),
+        None => tokio::spawn(connections::serve(
+            listener::PlainListener::new(listener),
+            app,
+            limits,
+            stopped,
+        )),
         Some(cert) => {
             let config = Arc::new(cert.server_config()?);
-            let listener = listener::TlsListener::start(listener, config).map_err(|e| e.to_string())?;
+            let listener =
+                listener::TlsListener::start(listener, config).map_err(|e| e.to_string())?;
             tokio::spawn(connections::serve(listener, app, limits, stopped))
         }
     };

@@ -34,10 +34,11 @@ pub async fn accept_tcp(tcp: &TcpListener, errors: &Occurrences) -> (TcpStream, 
     loop {
         match tcp.accept().await {
             Ok(c) => return c,
-            Err(e) if matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
-            ) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => {}
             Err(e) => {
                 metrics::counter!("appfence_accept_errors_total").increment(1);
                 if let Some(count) = errors.record() {
@@ -57,7 +58,10 @@ pub struct PlainListener {
 
 impl PlainListener {
     pub fn new(tcp: TcpListener) -> Self {
-        PlainListener { tcp, errors: Occurrences::default() }
+        PlainListener {
+            tcp,
+            errors: Occurrences::default(),
+        }
     }
 }
 
@@ -98,7 +102,8 @@ impl TlsListener {
             loop {
                 let (stream, peer) = accept_tcp(&tcp, &errors).await;
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    metrics::counter!("appfence_tls_handshakes_total", "outcome" => "refused_busy").increment(1);
+                    metrics::counter!("appfence_tls_handshakes_total", "outcome" => "refused_busy")
+                        .increment(1);
                     continue;
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
@@ -106,7 +111,8 @@ impl TlsListener {
                     let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            metrics::counter!("appfence_tls_handshakes_total", "outcome" => "ok").increment(1);
+                            metrics::counter!("appfence_tls_handshakes_total", "outcome" => "ok")
+                                .increment(1);
                             let _ = tx.send((tls, peer)).await;
                         }
                         Ok(Err(e)) => {
@@ -121,7 +127,11 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { ready, local, accepting })
+        Ok(TlsListener {
+            ready,
+            local,
+            accepting,
+        })
     }
 }
 

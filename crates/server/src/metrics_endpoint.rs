@@ -35,7 +35,10 @@ pub fn handle() -> PrometheusHandle {
 }
 
 /// Binds `addr` and serves `GET /metrics` until `shutdown`; returns the bound address.
-pub async fn start(addr: SocketAddr, mut shutdown: watch::Receiver<bool>) -> Result<SocketAddr, String> {
+pub async fn start(
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, String> {
     let handle = handle();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -56,14 +59,23 @@ pub async fn start(addr: SocketAddr, mut shutdown: watch::Receiver<bool>) -> Res
         "/metrics",
         get(move || {
             let text = handle.render();
-            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response() }
+            async move {
+                (
+                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    text,
+                )
+                    .into_response()
+            }
         }),
     );
     tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "the metrics listener failed");
         }
     });

@@ -73,7 +73,9 @@ fn prefix_paths(mut doc: utoipa::openapi::OpenApi, prefix: &str) -> utoipa::open
 /// is unauthenticated, and a flood of it must not become a flood of disk flushes.
 const READINESS_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn readiness(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+async fn readiness(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
     use axum::http::StatusCode;
     let mut last = state.readiness.lock().await;
     let fresh = last
@@ -93,8 +95,14 @@ async fn readiness(axum::extract::State(state): axum::extract::State<AppState>) 
     }
     match last.as_ref().map(|(_, v)| v) {
         Some(Ok(())) => (StatusCode::OK, "ready").into_response(),
-        Some(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: not checked yet").into_response(),
+        Some(Err(why)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not checked yet",
+        )
+            .into_response(),
     }
 }
 

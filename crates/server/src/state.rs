@@ -159,7 +159,11 @@ impl AppState {
         let Some(cert) = self.tls.get() else {
             return Ok(None);
         };
-        cert.reload(self.clock.now().to_offset_date_time(), self.config.allow_group_read).map(Some)
+        cert.reload(
+            self.clock.now().to_offset_date_time(),
+            self.config.allow_group_read,
+        )
+        .map(Some)
     }
 
     pub fn public_url(&self) -> String {

@@ -79,7 +79,10 @@ impl StorageHealth {
     /// A request (or background work) met `fault`; `detail` says where and why.
     pub fn failed(&self, fault: StorageFault, detail: &str) {
         metrics::counter!("appfence_storage_errors_total", "kind" => fault.as_str()).increment(1);
-        let mut episode = self.episode.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut episode = self
+            .episode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match episode.as_mut() {
             Some(e) if e.fault == fault => {
                 e.refused += 1;
@@ -116,16 +119,25 @@ impl StorageHealth {
 
     /// Names the store in the episode's log lines.
     pub fn set_location(&self, location: String) {
-        *self.location.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = location;
+        *self
+            .location
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = location;
     }
 
     fn location(&self) -> String {
-        self.location.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.location
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// A write succeeded: the fault, if any, is over.
     pub fn recovered(&self) {
-        let mut episode = self.episode.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut episode = self
+            .episode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(e) = episode.take() {
             tracing::info!(
                 fault = %e.fault,
@@ -158,12 +170,18 @@ mod tests {
     fn an_episode_begins_once_counts_and_ends() {
         let h = StorageHealth::default();
         assert_eq!(h.current(), None);
-        h.failed(StorageFault::Full, "cannot commit: database or disk is full");
+        h.failed(
+            StorageFault::Full,
+            "cannot commit: database or disk is full",
+        );
         h.failed(StorageFault::Full, "again");
         assert_eq!(h.current(), Some(StorageFault::Full));
         assert_eq!(h.episode.lock().unwrap().as_ref().unwrap().refused, 2);
         // Another kind starts another episode.
-        h.failed(StorageFault::ReadOnly, "attempt to write a readonly database");
+        h.failed(
+            StorageFault::ReadOnly,
+            "attempt to write a readonly database",
+        );
         assert_eq!(h.current(), Some(StorageFault::ReadOnly));
         assert_eq!(h.episode.lock().unwrap().as_ref().unwrap().refused, 1);
         h.recovered();

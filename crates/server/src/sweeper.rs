@@ -32,7 +32,9 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     for action in &timed_out {
         crate::telemetry::action_changed(action);
         tracing::info!(action = %action.id, machine = %action.machine_id, "action timed out");
-        state.announce(Change::Machine(action.machine_id.clone())).await;
+        state
+            .announce(Change::Machine(action.machine_id.clone()))
+            .await;
     }
     let expired = state.store.delete_expired_indicators(now).await?;
     if expired > 0 {
@@ -93,7 +95,11 @@ async fn maintain_signing_keys(state: &AppState) -> appfence_core::Result<()> {
     let timing = state.keys.timing();
     let mut changed = false;
     for key in expired(records, now) {
-        if state.store.retire_signing_key(&key.kid, now, ACTOR_SERVER).await? {
+        if state
+            .store
+            .retire_signing_key(&key.kid, now, ACTOR_SERVER)
+            .await?
+        {
             tracing::info!(kid = %key.kid, "retired a signing key past its last token's expiry");
             changed = true;
         }
@@ -104,8 +110,14 @@ async fn maintain_signing_keys(state: &AppState) -> appfence_core::Result<()> {
         .signing_key_rotation
         .is_some_and(|period| rotation_due(records, now, period));
     if immediate || due {
-        if let Some(key) =
-            keyring::rotate(state.store.as_ref(), state.keys.kek(), timing, now, immediate).await?
+        if let Some(key) = keyring::rotate(
+            state.store.as_ref(),
+            state.keys.kek(),
+            timing,
+            now,
+            immediate,
+        )
+        .await?
         {
             tracing::info!(kid = %key.kid, activates = %key.activates, "rotated the token signing key");
         }

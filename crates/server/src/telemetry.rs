@@ -28,7 +28,9 @@ pub const DURATION_BUCKETS: &[f64] = &[
 
 /// Route layer: counts and times every request that matched a route.
 pub async fn record_request(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
-    let route = matched.map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = matched
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_string();
     let started = Instant::now();
     let resp = next.run(req).await;
@@ -60,7 +62,10 @@ pub fn action_created(action: &ActionRecord) {
 pub fn action_changed(action: &ActionRecord) {
     if matches!(
         action.status,
-        ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Cancelled | ActionStatus::TimeOut
+        ActionStatus::Succeeded
+            | ActionStatus::Failed
+            | ActionStatus::Cancelled
+            | ActionStatus::TimeOut
     ) {
         metrics::counter!(
             "appfence_actions_finished_total",
@@ -100,7 +105,10 @@ impl Occurrences {
 
     /// Counts one; `Some(count so far)` when a log line is due.
     pub fn record(&self) -> Option<u64> {
-        let count = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let count = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
         if logged.is_none_or(|at| at.elapsed() >= Self::LOG_EVERY) {
             *logged = Some(Instant::now());

@@ -39,7 +39,9 @@ pub async fn test_state() -> TestState {
         })
         .await
         .unwrap();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(1_700_000_000)));
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(
+        1_700_000_000,
+    )));
     let config = ServerConfig {
         public_url: Some("https://appfence.test/".into()),
         data_dir: dir.path().to_path_buf(),

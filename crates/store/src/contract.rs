@@ -1055,16 +1055,29 @@ pub async fn fleet_summary(store: &dyn Store) {
         ..EnforcementState::default()
     };
     let info = DeviceInfo::default();
-    store.record_heartbeat(&fresh.id, &info, &restricted, at(600)).await.unwrap();
+    store
+        .record_heartbeat(&fresh.id, &info, &restricted, at(600))
+        .await
+        .unwrap();
     store
         .record_heartbeat(&stale.id, &info, &EnforcementState::default(), at(400))
         .await
         .unwrap();
     let after = store.fleet_summary(at(500)).await.unwrap();
     assert_eq!(after.seen, before.seen + 1, "{before:?} -> {after:?}");
-    assert_eq!(after.restricted, before.restricted + 1, "{before:?} -> {after:?}");
-    store.record_heartbeat(&fresh.id, &info, &EnforcementState::default(), at(700)).await.unwrap();
-    assert_eq!(store.fleet_summary(at(500)).await.unwrap().restricted, before.restricted);
+    assert_eq!(
+        after.restricted,
+        before.restricted + 1,
+        "{before:?} -> {after:?}"
+    );
+    store
+        .record_heartbeat(&fresh.id, &info, &EnforcementState::default(), at(700))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fleet_summary(at(500)).await.unwrap().restricted,
+        before.restricted
+    );
 }
 
 pub async fn heartbeat(store: &dyn Store) {

@@ -200,7 +200,15 @@ impl PgCluster {
         let out = as_owner(&bin.join("initdb"))
             .args(["-D"])
             .arg(&data)
-            .args(["-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"])
+            .args([
+                "-U",
+                USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run initdb: {e}"))?;
@@ -264,7 +272,17 @@ impl PgCluster {
             .find(|p: &PathBuf| p.exists())
             .ok_or("psql is missing")?;
         let out = Command::new(psql)
-            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", USER])
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                USER,
+            ])
             .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql])
             .stdin(Stdio::null())
             .output()
@@ -285,7 +303,8 @@ impl PgCluster {
         self.stop()?;
         for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
             let path = self.dir.join("data").join(name);
-            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| e.to_string())?;
             if is_root() {
@@ -380,10 +399,16 @@ fn spawn_postmaster(bin: &Path, dir: &Path, port: u16, durable: bool) -> Result<
     }
     if !durable {
         // Tests need no durability from the cluster itself.
-        cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        cmd.args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]);
     }
-    cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
     // SAFETY: prctl is async-signal-safe.
@@ -393,7 +418,9 @@ fn spawn_postmaster(bin: &Path, dir: &Path, port: u16, durable: bool) -> Result<
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start postgres: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start postgres: {e}"))?;
     let deadline = Instant::now() + START_LIMIT;
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(bin, port) {

@@ -24,10 +24,19 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { devices: 10_000, singles: 100, burst: 1_000, idle_seconds: 20 };
+    let mut o = Options {
+        devices: 10_000,
+        singles: 100,
+        burst: 1_000,
+        idle_seconds: 20,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut n = || args.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{a} N"));
+        let mut n = || {
+            args.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{a} N"))
+        };
         match a.as_str() {
             "--devices" => o.devices = n() as usize,
             "--singles" => o.singles = n() as usize,
@@ -42,7 +51,11 @@ fn options() -> Options {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -52,7 +65,10 @@ fn cpu_seconds() -> f64 {
     let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
@@ -69,8 +85,13 @@ async fn timings(store: &dyn Store, ids: &[String]) -> (Vec<f64>, Vec<f64>) {
     let (mut delivered, mut succeeded) = (Vec::new(), Vec::new());
     for id in ids {
         let trail = store.audit_trail(id).await.expect("audit trail");
-        let created = trail.iter().find(|r| r.from.is_none()).map(|r| r.at.ticks());
-        let at = |s: appfence_proto::ActionStatus| trail.iter().find(|r| r.to == s).map(|r| r.at.ticks());
+        let created = trail
+            .iter()
+            .find(|r| r.from.is_none())
+            .map(|r| r.at.ticks());
+        let at = |s: appfence_proto::ActionStatus| {
+            trail.iter().find(|r| r.to == s).map(|r| r.at.ticks())
+        };
         if let (Some(c), Some(ack)) = (created, at(appfence_proto::ActionStatus::InProgress)) {
             delivered.push((ack - c) as f64 / 10_000.0);
         }
@@ -88,28 +109,50 @@ async fn main() {
     let o = options();
     let files = appfence_server::connections::raise_open_file_limit();
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("appfence.db")).await.expect("store"));
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("appfence.db"))
+            .await
+            .expect("store"),
+    );
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
-        rate_limits: appfence_core::ratelimit::RateLimitPolicy { per_minute: 1_000_000, per_hour: 1_000_000 },
+        rate_limits: appfence_core::ratelimit::RateLimitPolicy {
+            per_minute: 1_000_000,
+            per_hour: 1_000_000,
+        },
         ..ServerConfig::default()
     };
-    let running = appfence_server::start(config, store.clone(), Arc::new(SystemClock)).await.expect("server");
+    let running = appfence_server::start(config, store.clone(), Arc::new(SystemClock))
+        .await
+        .expect("server");
     let state = running.state.clone();
-    let demo = appfence_server::demo::provision(&state).await.expect("demo tenant");
+    let demo = appfence_server::demo::provision(&state)
+        .await
+        .expect("demo tenant");
     let base = running.base_url();
     let rss_before = rss_kib();
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let _fleet = spawn_fleet(&base, demo.enroll_secret.expose(), o.devices, &dir.path().join("devices"), SimTimings::IMMEDIATE, stop_rx);
+    let _fleet = spawn_fleet(
+        &base,
+        demo.enroll_secret.expose(),
+        o.devices,
+        &dir.path().join("devices"),
+        SimTimings::IMMEDIATE,
+        stop_rx,
+    );
     loop {
         let since = state.clock.now().minus(Duration::from_secs(300));
         let seen = store.fleet_summary(since).await.expect("count").seen as usize;
         if seen >= o.devices {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(900), "only {seen} of {} devices enrolled", o.devices);
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "only {seen} of {} devices enrolled",
+            o.devices
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let enrolled_in = started.elapsed();
@@ -120,7 +163,10 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
     let idle_cpu = (cpu_seconds() - cpu0) / o.idle_seconds as f64;
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(2_000).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(2_000)
+        .build()
+        .unwrap();
     let token: serde_json::Value = http
         .post(&demo.token_url)
         .form(&[
@@ -139,9 +185,13 @@ async fn main() {
     let machines: Vec<String> = {
         let tenant = demo.tenant_id.clone();
         let mut ids = Vec::new();
-        let mut query = appfence_core::odata::Query::<appfence_core::odata::MachineField>::default();
+        let mut query =
+            appfence_core::odata::Query::<appfence_core::odata::MachineField>::default();
         query.top = Some(o.devices.min(10_000) as u32);
-        let page = store.list_machines(&tenant, &appfence_core::rbac::DeviceScope::All, &query).await.unwrap();
+        let page = store
+            .list_machines(&tenant, &appfence_core::rbac::DeviceScope::All, &query)
+            .await
+            .unwrap();
         ids.extend(page.items.into_iter().map(|m| m.id));
         ids
     };
@@ -149,7 +199,9 @@ async fn main() {
         let (http, token, base) = (http.clone(), token.clone(), base.clone());
         async move {
             let r = http
-                .post(format!("{base}/api/machines/{machine}/restrictCodeExecution"))
+                .post(format!(
+                    "{base}/api/machines/{machine}/restrictCodeExecution"
+                ))
                 .bearer_auth(token)
                 .json(&serde_json::json!({ "Comment": "dispatch bench" }))
                 .send()
@@ -184,7 +236,12 @@ async fn main() {
     }
     // A burst on other devices, all at once.
     let burst_ids: Vec<String> = futures::future::join_all(
-        machines.iter().skip(o.singles).take(o.burst).cloned().map(restrict),
+        machines
+            .iter()
+            .skip(o.singles)
+            .take(o.burst)
+            .cloned()
+            .map(restrict),
     )
     .await;
     let burst_ids = wait_final(burst_ids).await;
@@ -203,10 +260,22 @@ async fn main() {
     println!("Dispatch with {} devices connected (open-file limit {files}; enrolled in {enrolled_in:.1?})\n", o.devices);
     println!("| what (ms) | actions | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
-    row("single restrict: created → device acknowledged", &single_delivery);
+    row(
+        "single restrict: created → device acknowledged",
+        &single_delivery,
+    );
     row("single restrict: created → Succeeded", &single_done);
-    row(&format!("burst of {}: created → device acknowledged", burst_ids.len()), &burst_delivery);
-    row(&format!("burst of {}: created → Succeeded", burst_ids.len()), &burst_done);
+    row(
+        &format!(
+            "burst of {}: created → device acknowledged",
+            burst_ids.len()
+        ),
+        &burst_delivery,
+    );
+    row(
+        &format!("burst of {}: created → Succeeded", burst_ids.len()),
+        &burst_done,
+    );
     println!();
     println!(
         "Process memory: {} MiB before the fleet, {} MiB with it: {:.1} KiB per device (server and simulated device together, one process).",
@@ -214,5 +283,10 @@ async fn main() {
         rss_fleet / 1024,
         (rss_fleet.saturating_sub(rss_before)) as f64 / o.devices as f64
     );
-    println!("CPU while {} devices wait and heartbeat: {:.1}% of one core ({} s).", o.devices, idle_cpu * 100.0, o.idle_seconds);
+    println!(
+        "CPU while {} devices wait and heartbeat: {:.1}% of one core ({} s).",
+        o.devices,
+        idle_cpu * 100.0,
+        o.idle_seconds
+    );
 }

@@ -35,7 +35,8 @@ use appfence_proto::Timestamp;
 use appfence_store::{PgStore, Store};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-const USAGE: &str = "pg_bench [--bin APPFENCE] [--quick] [--rounds N] [--per-round N] [--concurrency N]
+const USAGE: &str =
+    "pg_bench [--bin APPFENCE] [--quick] [--rounds N] [--per-round N] [--concurrency N]
   --bin APPFENCE   the release binary to run as replicas (default: next to this one)
   --quick          a smoke run: 2 rounds of 200
   --rounds N       interleaved rounds (default 4)
@@ -89,7 +90,10 @@ impl Options {
             }
         }
         if !o.bin.exists() {
-            return Err(format!("{} is missing: build it first (bench/pg-bench.sh does)", o.bin.display()));
+            return Err(format!(
+                "{} is missing: build it first (bench/pg-bench.sh does)",
+                o.bin.display()
+            ));
         }
         Ok(Some(o))
     }
@@ -110,7 +114,9 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let mut env = Environment::detect(&args);
-    env.command = format!("bench/pg-bench.sh {}", args.join(" ")).trim_end().to_string();
+    env.command = format!("bench/pg-bench.sh {}", args.join(" "))
+        .trim_end()
+        .to_string();
     match tokio::time::timeout(RUN_LIMIT, run(&options)).await {
         Ok(Ok(measured)) => {
             println!("{}", render(&env, &options, &measured));
@@ -135,7 +141,12 @@ enum Way {
     RawNoTrigger,
 }
 
-const WAYS: [Way; 4] = [Way::OneReplica, Way::TwoReplicas, Way::Raw, Way::RawNoTrigger];
+const WAYS: [Way; 4] = [
+    Way::OneReplica,
+    Way::TwoReplicas,
+    Way::Raw,
+    Way::RawNoTrigger,
+];
 
 impl Way {
     fn name(self) -> &'static str {
@@ -188,7 +199,12 @@ struct Measured {
 
 impl Measured {
     fn of(&self, way: Way) -> &Tally {
-        &self.tallies.iter().find(|(w, _)| *w == way).expect("every way is measured").1
+        &self
+            .tallies
+            .iter()
+            .find(|(w, _)| *w == way)
+            .expect("every way is measured")
+            .1
     }
 }
 
@@ -206,12 +222,23 @@ impl Drop for Replica {
 }
 
 impl Replica {
-    fn start(bin: &Path, dir: &Path, name: &str, database_url: &str, public_url: Option<&str>) -> Result<Replica, String> {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        database_url: &str,
+        public_url: Option<&str>,
+    ) -> Result<Replica, String> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         let out = dir.join(format!("{name}.out"));
         let child = Command::new(bin)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--public-url"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--public-url",
+            ])
             .arg(public_url.unwrap_or(&url))
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -221,14 +248,21 @@ impl Replica {
             .env("APPFENCE_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).map_err(|e| e.to_string())?)
-            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).map_err(|e| e.to_string())?)
+            .stderr(
+                std::fs::File::create(dir.join(format!("{name}.err")))
+                    .map_err(|e| e.to_string())?,
+            )
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let mut replica = Replica { child, url };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !std::fs::read_to_string(&out).unwrap_or_default().contains("Press Ctrl-C to stop.") {
+        while !std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("Press Ctrl-C to stop.")
+        {
             if let Ok(Some(status)) = replica.child.try_wait() {
-                let err = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
+                let err =
+                    std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
                 return Err(format!("replica {name} exited with {status}: {err}"));
             }
             if Instant::now() > deadline {
@@ -253,7 +287,11 @@ fn free_port() -> Result<u16, String> {
 /// PostgreSQL backends).
 fn cpu_time(pid: u32) -> Duration {
     let mut total = 0.0f64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let text = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
         total += text
             .lines()
@@ -266,7 +304,10 @@ fn cpu_time(pid: u32) -> Duration {
 
 /// The fields of `/proc/PID/stat` after the command name (which may hold spaces).
 fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect()
+    stat.rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect()
 }
 
 /// The postmaster and its children (the backends, the WAL writer, the checkpointer).
@@ -278,7 +319,11 @@ fn postgres_cpu(postmaster: u32) -> Duration {
         };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // The parent is field 4: 1 after the name.
-        if stat_fields(&stat).get(1).and_then(|p| p.parse::<u32>().ok()) == Some(postmaster) {
+        if stat_fields(&stat)
+            .get(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(postmaster)
+        {
             total += cpu_time(pid);
         }
     }
@@ -291,34 +336,59 @@ async fn run(o: &Options) -> Result<Measured, String> {
     let cluster = tokio::task::spawn_blocking(appfence_testkit::private_durable_cluster)
         .await
         .map_err(|e| e.to_string())??;
-    let postmaster = cluster.postmaster_pid().ok_or("the postmaster's pid is unknown")?;
+    let postmaster = cluster
+        .postmaster_pid()
+        .ok_or("the postmaster's pid is unknown")?;
     let service_url = cluster.fresh_database()?;
     let raw_url = cluster.fresh_database()?;
     let postgres_version = cluster.psql("SHOW server_version")?;
     let settings = cluster.psql("SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')")?;
     eprintln!("PostgreSQL {postgres_version}: {settings}");
 
-    let dir = tempfile::Builder::new().prefix("pg-bench-").tempdir().map_err(|e| e.to_string())?;
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+    let dir = tempfile::Builder::new()
+        .prefix("pg-bench-")
+        .tempdir()
         .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .map_err(|e| e.to_string())?;
     let config = dir.path().join("appfence.toml");
     // Far above what the run makes: the benchmark measures creation, not refusals.
-    std::fs::write(&config, "[rate_limits]\nper_minute = 1000000000\nper_hour = 1000000000\n")
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &config,
+        "[rate_limits]\nper_minute = 1000000000\nper_hour = 1000000000\n",
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(|e| e.to_string())?;
 
     // The application, created as an operator would: the offline command on the database.
     let created = Command::new(&o.bin)
-        .args(["app", "create", "--name", "pg bench", "--role", "Machine.Read.All,Machine.RestrictExecution", "-o", "json", "--data-dir"])
+        .args([
+            "app",
+            "create",
+            "--name",
+            "pg bench",
+            "--role",
+            "Machine.Read.All,Machine.RestrictExecution",
+            "-o",
+            "json",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .env("APPFENCE_DATABASE_URL", &service_url)
         .output()
         .map_err(|e| e.to_string())?;
     if !created.status.success() {
-        return Err(format!("app create failed: {}", String::from_utf8_lossy(&created.stderr)));
+        return Err(format!(
+            "app create failed: {}",
+            String::from_utf8_lossy(&created.stderr)
+        ));
     }
-    let app: serde_json::Value = serde_json::from_slice(&created.stdout).map_err(|e| e.to_string())?;
+    let app: serde_json::Value =
+        serde_json::from_slice(&created.stdout).map_err(|e| e.to_string())?;
     let field = |k: &str| app[k].as_str().unwrap_or_default().to_string();
     let tenant_id = field("tenantId");
 
@@ -330,17 +400,30 @@ async fn run(o: &Options) -> Result<Measured, String> {
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
-    let token = token(&http, &a.url, &tenant_id, &field("clientId"), &field("clientSecret")).await?;
+    let token = token(
+        &http,
+        &a.url,
+        &tenant_id,
+        &field("clientId"),
+        &field("clientSecret"),
+    )
+    .await?;
 
     // Devices: one per action, in both databases.
     let per_way = o.rounds * o.per_round;
     eprintln!("inserting {} devices", 4 * per_way);
-    let service = PgStore::open(&service_url).await.map_err(|e| e.to_string())?;
-    let raw = PgStore::open(&raw_url).await.map_err(|e| e.to_string())?;
-    raw.ensure_tenant(&appfence_core::Tenant { id: tenant_id.clone(), name: "default".into() })
+    let service = PgStore::open(&service_url)
         .await
         .map_err(|e| e.to_string())?;
-    let service_machines = insert_machines(Arc::new(service), &tenant_id, "svc", 2 * per_way).await?;
+    let raw = PgStore::open(&raw_url).await.map_err(|e| e.to_string())?;
+    raw.ensure_tenant(&appfence_core::Tenant {
+        id: tenant_id.clone(),
+        name: "default".into(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let service_machines =
+        insert_machines(Arc::new(service), &tenant_id, "svc", 2 * per_way).await?;
     let raw_machines = insert_machines(Arc::new(raw), &tenant_id, "raw", 2 * per_way).await?;
     let raw_pool = raw_pool(&raw_url, o.concurrency).await?;
     let no_trigger_pool = raw_pool_no_trigger(&raw_url, o.concurrency).await?;
@@ -357,7 +440,8 @@ async fn run(o: &Options) -> Result<Measured, String> {
                 Way::Raw => (&raw_machines, round * o.per_round),
                 Way::RawNoTrigger => (&raw_machines, per_way + round * o.per_round),
             };
-            let slice: Arc<Vec<MachineRecord>> = Arc::new(machines[offset..offset + o.per_round].to_vec());
+            let slice: Arc<Vec<MachineRecord>> =
+                Arc::new(machines[offset..offset + o.per_round].to_vec());
             let cpu_before = Cpu {
                 replicas: replica_pids.iter().map(|p| cpu_time(*p)).sum(),
                 postgres: postgres_cpu(postmaster),
@@ -369,10 +453,20 @@ async fn run(o: &Options) -> Result<Measured, String> {
                         Way::OneReplica => vec![a.url.clone()],
                         _ => vec![a.url.clone(), b.url.clone()],
                     };
-                    create_over_http(&http, Arc::new(bases), &token, slice, body.clone(), o.concurrency).await?
+                    create_over_http(
+                        &http,
+                        Arc::new(bases),
+                        &token,
+                        slice,
+                        body.clone(),
+                        o.concurrency,
+                    )
+                    .await?
                 }
                 Way::Raw => insert_raw(&raw_pool, &tenant_id, slice, o.concurrency).await?,
-                Way::RawNoTrigger => insert_raw(&no_trigger_pool, &tenant_id, slice, o.concurrency).await?,
+                Way::RawNoTrigger => {
+                    insert_raw(&no_trigger_pool, &tenant_id, slice, o.concurrency).await?
+                }
             };
             let cpu = Cpu {
                 replicas: replica_pids.iter().map(|p| cpu_time(*p)).sum(),
@@ -399,7 +493,13 @@ async fn run(o: &Options) -> Result<Measured, String> {
     })
 }
 
-async fn token(http: &reqwest::Client, base: &str, tenant: &str, client_id: &str, secret: &str) -> Result<String, String> {
+async fn token(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    client_id: &str,
+    secret: &str,
+) -> Result<String, String> {
     let r = http
         .post(format!("{base}/{tenant}/oauth2/v2.0/token"))
         .form(&[
@@ -418,14 +518,27 @@ async fn token(http: &reqwest::Client, base: &str, tenant: &str, client_id: &str
         .ok_or_else(|| format!("no token: {v}"))
 }
 
-async fn insert_machines(store: Arc<PgStore>, tenant: &str, prefix: &'static str, n: usize) -> Result<Vec<MachineRecord>, String> {
+async fn insert_machines(
+    store: Arc<PgStore>,
+    tenant: &str,
+    prefix: &'static str,
+    n: usize,
+) -> Result<Vec<MachineRecord>, String> {
     let now = SystemClock.now();
-    let machines: Arc<Vec<MachineRecord>> =
-        Arc::new((0..n).map(|i| machine_record(tenant, prefix, i, now)).collect());
+    let machines: Arc<Vec<MachineRecord>> = Arc::new(
+        (0..n)
+            .map(|i| machine_record(tenant, prefix, i, now))
+            .collect(),
+    );
     let all = machines.clone();
     load::run_count(n, 16, move |i| {
         let (store, machines) = (store.clone(), machines.clone());
-        async move { store.insert_machine(&machines[i]).await.map_err(|e| e.to_string()) }
+        async move {
+            store
+                .insert_machine(&machines[i])
+                .await
+                .map_err(|e| e.to_string())
+        }
     })
     .await?;
     Ok(all.to_vec())
@@ -440,7 +553,11 @@ async fn raw_pool(url: &str, connections: usize) -> Result<PgPool, String> {
 /// superuser may).
 async fn raw_pool_no_trigger(url: &str, connections: usize) -> Result<PgPool, String> {
     let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| e.to_string())?;
-    pool(options.options([("session_replication_role", "replica")]), connections).await
+    pool(
+        options.options([("session_replication_role", "replica")]),
+        connections,
+    )
+    .await
 }
 
 async fn pool(options: PgConnectOptions, connections: usize) -> Result<PgPool, String> {
@@ -462,12 +579,20 @@ async fn create_over_http(
 ) -> Result<Sample, String> {
     let (http, token) = (http.clone(), Arc::new(format!("Bearer {token}")));
     let (sample, _) = load::run_count(machines.len(), concurrency, move |i| {
-        let (http, bases, token, machines, body) =
-            (http.clone(), bases.clone(), token.clone(), machines.clone(), body.clone());
+        let (http, bases, token, machines, body) = (
+            http.clone(),
+            bases.clone(),
+            token.clone(),
+            machines.clone(),
+            body.clone(),
+        );
         async move {
             let base = &bases[i % bases.len()];
             let r = http
-                .post(format!("{base}/api/machines/{}/restrictCodeExecution", machines[i].id))
+                .post(format!(
+                    "{base}/api/machines/{}/restrictCodeExecution",
+                    machines[i].id
+                ))
                 .header("Authorization", token.as_str())
                 .header("Content-Type", "application/json")
                 .body(body.as_str().to_string())
@@ -486,13 +611,24 @@ async fn create_over_http(
     Ok(sample)
 }
 
-async fn insert_raw(pool: &PgPool, tenant: &str, machines: Arc<Vec<MachineRecord>>, concurrency: usize) -> Result<Sample, String> {
+async fn insert_raw(
+    pool: &PgPool,
+    tenant: &str,
+    machines: Arc<Vec<MachineRecord>>,
+    concurrency: usize,
+) -> Result<Sample, String> {
     let (pool, tenant) = (pool.clone(), Arc::new(tenant.to_string()));
     let (sample, _) = load::run_count(machines.len(), concurrency, move |i| {
         let (pool, tenant, machines) = (pool.clone(), tenant.clone(), machines.clone());
         async move {
             let m = &machines[i];
-            let a = pending_restrict(&tenant, "pg bench", &m.id, &m.computer_dns_name, SystemClock.now());
+            let a = pending_restrict(
+                &tenant,
+                "pg bench",
+                &m.id,
+                &m.computer_dns_name,
+                SystemClock.now(),
+            );
             insert_action(&pool, &a).await
         }
     })
@@ -542,7 +678,8 @@ fn render(env: &Environment, o: &Options, m: &Measured) -> String {
     for (way, t) in &m.tallies {
         let s = t.sample.summary();
         let per = |d: Duration| d.as_secs_f64() * 1000.0 / s.count.max(1) as f64;
-        let busy = t.cpu.total().as_secs_f64() / (t.sample.elapsed.as_secs_f64() * env.nproc as f64).max(1e-9);
+        let busy = t.cpu.total().as_secs_f64()
+            / (t.sample.elapsed.as_secs_f64() * env.nproc as f64).max(1e-9);
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.2} | {:.2} | {:.2} | {:.0}% |\n",
             way.name(),

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appfence_server::oauth::password_pool::PasswordPool;
-use appfence_server::oauth::secrets::{generate_secret, hash_generated_secret, verify_generated_secret};
+use appfence_server::oauth::secrets::{
+    generate_secret, hash_generated_secret, verify_generated_secret,
+};
 use serde_json::Value;
 
 const USAGE: &str = "token_bench [--baseline BIN] [--quick] [--rounds N] [--round-secs S]
@@ -58,7 +60,9 @@ impl Options {
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--help" | "-h" => return Ok(None),
-                "--baseline" => o.baseline = Some(it.next().ok_or("--baseline needs a path")?.into()),
+                "--baseline" => {
+                    o.baseline = Some(it.next().ok_or("--baseline needs a path")?.into())
+                }
                 "--quick" => {
                     o.rounds = 2;
                     o.round = Duration::from_secs(1);
@@ -68,11 +72,16 @@ impl Options {
                     o.baseline_wrong_passwords = 10;
                 }
                 "--rounds" => {
-                    o.rounds = it.next().and_then(|n| n.parse().ok()).ok_or("--rounds needs a number")?
+                    o.rounds = it
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .ok_or("--rounds needs a number")?
                 }
                 "--round-secs" => {
                     o.round = Duration::from_secs(
-                        it.next().and_then(|n| n.parse().ok()).ok_or("--round-secs needs a number")?,
+                        it.next()
+                            .and_then(|n| n.parse().ok())
+                            .ok_or("--round-secs needs a number")?,
                     )
                 }
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
@@ -103,8 +112,11 @@ impl Server {
             .prefix("token-bench-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(|e| e.to_string())?;
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| e.to_string())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -129,7 +141,10 @@ impl Server {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !std::fs::read_to_string(&out).unwrap_or_default().contains("Press Ctrl-C to stop.") {
+        while !std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("Press Ctrl-C to stop.")
+        {
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!("{name} server exited with {status}"));
             }
@@ -168,7 +183,12 @@ fn cpu_time(pid: u32) -> Duration {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
@@ -179,12 +199,20 @@ fn token_form<'a>(server: &'a Server, secret: &'a str) -> Vec<(&'static str, Str
         ("grant_type", "client_credentials".into()),
         ("client_id", server.field("clientId")),
         ("client_secret", secret.to_string()),
-        ("scope", "https://api.securitycenter.microsoft.com/.default".into()),
+        (
+            "scope",
+            "https://api.securitycenter.microsoft.com/.default".into(),
+        ),
     ]
 }
 
 /// Closed-loop token requests for `span`: (tokens issued, failures).
-async fn issue_for(http: &reqwest::Client, server: &Server, span: Duration, concurrency: usize) -> (u64, u64) {
+async fn issue_for(
+    http: &reqwest::Client,
+    server: &Server,
+    span: Duration,
+    concurrency: usize,
+) -> (u64, u64) {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + span;
@@ -192,7 +220,13 @@ async fn issue_for(http: &reqwest::Client, server: &Server, span: Duration, conc
     let form = token_form(server, &server.field("clientSecret"));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (http, url, form, ok, failed) = (http.clone(), url.clone(), form.clone(), ok.clone(), failed.clone());
+        let (http, url, form, ok, failed) = (
+            http.clone(),
+            url.clone(),
+            form.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 match http.post(&url).form(&form).send().await {
@@ -248,7 +282,9 @@ struct Flood {
 /// A client whose requests come from 127.x.y.z: many source addresses, as a
 /// distributed attacker would have.
 fn client_from(i: usize) -> reqwest::Client {
-    let ip: IpAddr = format!("127.1.{}.{}", i / 200, 2 + i % 200).parse().unwrap();
+    let ip: IpAddr = format!("127.1.{}.{}", i / 200, 2 + i % 200)
+        .parse()
+        .unwrap();
     reqwest::Client::builder()
         .local_address(ip)
         .pool_max_idle_per_host(4)
@@ -259,7 +295,12 @@ fn client_from(i: usize) -> reqwest::Client {
 
 /// A flood from `addresses` source addresses: with few, the per-address limits refuse
 /// most of it at once; with many (each under the limit), every request is checked.
-async fn flood(server: &Server, wrong_secrets: usize, wrong_passwords: usize, addresses: usize) -> Flood {
+async fn flood(
+    server: &Server,
+    wrong_secrets: usize,
+    wrong_passwords: usize,
+    addresses: usize,
+) -> Flood {
     let pid = server.pid();
     let before = rss_mib(pid);
     let url = server.field("tokenUrl");
@@ -299,7 +340,11 @@ async fn flood(server: &Server, wrong_secrets: usize, wrong_passwords: usize, ad
                         .is_ok_and(|r| r.status() == 200),
                     None => false,
                 };
-                if called { ok += 1 } else { failed += 1 }
+                if called {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
                 // Under MDE's 100 API calls a minute.
                 tokio::time::sleep(Duration::from_millis(700)).await;
             }
@@ -307,13 +352,16 @@ async fn flood(server: &Server, wrong_secrets: usize, wrong_passwords: usize, ad
         })
     };
     let started = Instant::now();
-    let counts = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<u16, u64>::new()));
+    let counts = Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeMap::<u16, u64>::new(),
+    ));
     let workers = 64;
     let clients: Arc<Vec<reqwest::Client>> = Arc::new((0..addresses).map(client_from).collect());
     let mut tasks = Vec::new();
     for w in 0..workers {
         let clients = clients.clone();
-        let (url, v1, client_id, counts) = (url.clone(), v1.clone(), client_id.clone(), counts.clone());
+        let (url, v1, client_id, counts) =
+            (url.clone(), v1.clone(), client_id.clone(), counts.clone());
         let secrets = (w..wrong_secrets).step_by(workers).count();
         let passwords = (w..wrong_passwords).step_by(workers).count();
         tasks.push(tokio::spawn(async move {
@@ -325,9 +373,18 @@ async fn flood(server: &Server, wrong_secrets: usize, wrong_passwords: usize, ad
                         ("grant_type", "client_credentials".to_string()),
                         ("client_id", client_id.clone()),
                         ("client_secret", generate_secret()),
-                        ("scope", "https://api.securitycenter.microsoft.com/.default".into()),
+                        (
+                            "scope",
+                            "https://api.securitycenter.microsoft.com/.default".into(),
+                        ),
                     ];
-                    record(http.post(&url).form(&form).send().await.map_or(0, |r| r.status().as_u16()));
+                    record(
+                        http.post(&url)
+                            .form(&form)
+                            .send()
+                            .await
+                            .map_or(0, |r| r.status().as_u16()),
+                    );
                 }
                 if i < passwords {
                     let form = [
@@ -335,9 +392,18 @@ async fn flood(server: &Server, wrong_secrets: usize, wrong_passwords: usize, ad
                         ("client_id", client_id.clone()),
                         ("username", format!("user{}@demo.appfence.local", i % 50)),
                         ("password", generate_secret()),
-                        ("resource", "https://api.securitycenter.microsoft.com".into()),
+                        (
+                            "resource",
+                            "https://api.securitycenter.microsoft.com".into(),
+                        ),
                     ];
-                    record(http.post(&v1).form(&form).send().await.map_or(0, |r| r.status().as_u16()));
+                    record(
+                        http.post(&v1)
+                            .form(&form)
+                            .send()
+                            .await
+                            .map_or(0, |r| r.status().as_u16()),
+                    );
                 }
             }
         }));
@@ -397,12 +463,17 @@ async fn run(o: &Options) -> Result<String, String> {
     // 2. The checks themselves, in this process.
     eprintln!("measuring one Argon2id verification and one SHA-256 check");
     let pool = PasswordPool::new(1, 4);
-    let phc = pool.hash("correct horse battery staple").await.map_err(|_| "busy")?;
+    let phc = pool
+        .hash("correct horse battery staple")
+        .await
+        .map_err(|_| "busy")?;
     let argon = {
         let n = 20;
         let start = Instant::now();
         for _ in 0..n {
-            pool.verify("correct horse battery staple", Some(&phc)).await.map_err(|_| "busy")?;
+            pool.verify("correct horse battery staple", Some(&phc))
+                .await
+                .map_err(|_| "busy")?;
         }
         start.elapsed() / n
     };
@@ -410,7 +481,10 @@ async fn run(o: &Options) -> Result<String, String> {
     let stored = hash_generated_secret(&secret);
     let hex = stored.trim_start_matches("sha256:").to_string();
     let sha = mean_of(100_000, || {
-        std::hint::black_box(verify_generated_secret(std::hint::black_box(&secret), Some(&hex)));
+        std::hint::black_box(verify_generated_secret(
+            std::hint::black_box(&secret),
+            Some(&hex),
+        ));
     });
 
     // 1. Issuance rate, side by side.
@@ -425,7 +499,10 @@ async fn run(o: &Options) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     // 3. Floods, on fresh servers (the baseline's issuance rounds would swell it first).
-    eprintln!("flooding this build: {} wrong secrets, {} wrong passwords", o.wrong_secrets, o.wrong_passwords);
+    eprintln!(
+        "flooding this build: {} wrong secrets, {} wrong passwords",
+        o.wrong_secrets, o.wrong_passwords
+    );
     let new_flood = flood(&new, o.wrong_secrets, o.wrong_passwords, 64).await;
     eprintln!("flooding this build again from 512 addresses (under every per-address limit)");
     let wide_flood = flood(&new, o.wrong_secrets, o.wrong_passwords, 512).await;
@@ -443,7 +520,11 @@ async fn run(o: &Options) -> Result<String, String> {
     let concurrency = 8;
     let mut results = [Issuance::default(), Issuance::default()];
     for round in 0..o.rounds {
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        let order: Vec<usize> = if round % 2 == 0 {
+            vec![0, 1]
+        } else {
+            vec![1, 0]
+        };
         for i in order {
             let server = match i {
                 0 => &new,
@@ -460,14 +541,21 @@ async fn run(o: &Options) -> Result<String, String> {
             r.cpu += cpu_time(server.pid()).saturating_sub(cpu0);
             r.tokens += ok;
             r.failures += failed;
-            eprintln!("round {round}: {} issued {ok} tokens ({failed} failures)", server.name);
+            eprintln!(
+                "round {round}: {} issued {ok} tokens ({failed} failures)",
+                server.name
+            );
         }
     }
     let [fresh, before] = results;
 
     let host = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     report.push_str(&format!(

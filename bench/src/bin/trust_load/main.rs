@@ -26,7 +26,12 @@ fn main() {
         match a.as_str() {
             "--rpm-root" => rpm_root = args.next().expect("--rpm-root DIR").into(),
             "--rpm-dbpath" => dbpath = args.next().expect("--rpm-dbpath PATH").into(),
-            "--rounds" => rounds = args.next().and_then(|n| n.parse().ok()).expect("--rounds N"),
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--rounds N")
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -56,7 +61,9 @@ fn main() {
         eprintln!("round {round}/{rounds} done");
     }
     let (d, r, c) = (median(dpkg_t), median(rpm_t), median(cached_t));
-    println!("| trust data (median of {rounds} interleaved rounds) | files | load time | vs dpkg |");
+    println!(
+        "| trust data (median of {rounds} interleaved rounds) | files | load time | vs dpkg |"
+    );
     println!("|---|---|---|---|");
     println!("| dpkg, this machine ({dpkg_packages} packages) | {dpkg_files} | {d:.2?} | 1.00× |");
     println!(

@@ -320,7 +320,13 @@ pub fn load_rpm(
 struct Fingerprint(Vec<(&'static str, u64, i64, i64, u64)>);
 
 /// sqlite (with its write-ahead log), Berkeley DB, ndb.
-const DATA_FILES: [&str; 5] = ["rpmdb.sqlite", "rpmdb.sqlite-wal", "Packages", "Packages.db", "Index.db"];
+const DATA_FILES: [&str; 5] = [
+    "rpmdb.sqlite",
+    "rpmdb.sqlite-wal",
+    "Packages",
+    "Packages.db",
+    "Index.db",
+];
 
 fn fingerprint(dir: &Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
@@ -335,7 +341,13 @@ fn fingerprint(dir: &Path) -> Option<Fingerprint> {
 }
 
 /// The last index loaded, with what it was loaded from.
-type Cached = (PathBuf, PathBuf, PathBuf, Fingerprint, std::sync::Arc<RpmIndex>);
+type Cached = (
+    PathBuf,
+    PathBuf,
+    PathBuf,
+    Fingerprint,
+    std::sync::Arc<RpmIndex>,
+);
 static LAST_LOAD: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
 
 /// [`load_rpm`], answered from the last load while rpm's database is unchanged: on a

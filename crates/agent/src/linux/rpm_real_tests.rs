@@ -20,11 +20,17 @@ const RPM: &str = "/usr/bin/rpm";
 const DBPATH: &str = "/var/lib/rpm";
 
 fn rpm_available(test: &str) -> bool {
-    let found = ["rpm", "rpmbuild"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let found = ["rpm", "rpmbuild"].iter().all(|t| {
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: rpm is missing under CI");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: rpm is missing under CI"
+        );
         println!("skipped: {test}: rpm/rpmbuild are not installed");
     }
     found
@@ -66,7 +72,12 @@ fn build_package(work: &Path, name: &str, file: &str, content: &[u8]) -> PathBuf
         .arg(format!("_topdir {}", work.join("top").display()))
         .arg("--define")
         .arg(format!("_rpmdir {}", out.display()))
-        .args(["--define", "_build_id_links none", "--define", "__strip /bin/true"])
+        .args([
+            "--define",
+            "_build_id_links none",
+            "--define",
+            "__strip /bin/true",
+        ])
         .arg(&spec));
     let arch = std::env::consts::ARCH;
     out.join(arch).join(format!("{name}-1.0-1.{arch}.rpm"))
@@ -76,7 +87,14 @@ fn install(root: &Path, package: &Path) {
     run(Command::new(RPM)
         .arg("--root")
         .arg(root)
-        .args(["--dbpath", DBPATH, "-i", "--nodeps", "--nosignature", "--noscripts"])
+        .args([
+            "--dbpath",
+            DBPATH,
+            "-i",
+            "--nodeps",
+            "--nosignature",
+            "--noscripts",
+        ])
         .arg(package));
 }
 
@@ -98,16 +116,33 @@ fn a_real_rpm_database_vouches_for_its_files_and_not_for_changed_copies() {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     std::fs::create_dir(&root).unwrap();
-    run(Command::new(RPM).arg("--root").arg(&root).args(["--dbpath", DBPATH, "--initdb"]));
+    run(Command::new(RPM)
+        .arg("--root")
+        .arg(&root)
+        .args(["--dbpath", DBPATH, "--initdb"]));
     let probe = "/usr/bin/appfence-probe";
     let content = std::fs::read("/bin/true").unwrap();
-    install(&root, &build_package(work.path(), "appfence-probe", probe, &content));
+    install(
+        &root,
+        &build_package(work.path(), "appfence-probe", probe, &content),
+    );
 
     let db = find_database(&root).expect("rpm's database under the root");
-    let (index, cached) = load_rpm_cached(Path::new(RPM), &root, &db, &root, Duration::from_secs(60)).unwrap();
+    let (index, cached) =
+        load_rpm_cached(Path::new(RPM), &root, &db, &root, Duration::from_secs(60)).unwrap();
     assert!(!cached);
-    assert!(index.digests_for(Path::new(probe)).is_some(), "{} files indexed", index.files());
-    let set = TrustSet::new(PackageIndex::default(), index.clone(), None, Default::default(), 1 << 30);
+    assert!(
+        index.digests_for(Path::new(probe)).is_some(),
+        "{} files indexed",
+        index.files()
+    );
+    let set = TrustSet::new(
+        PackageIndex::default(),
+        index.clone(),
+        None,
+        Default::default(),
+        1 << 30,
+    );
     let installed = root.join(probe.trim_start_matches('/'));
     assert_eq!(trusted(&set, &installed, probe), Some(TrustReason::Package));
     // A modified copy at the same path is not what rpm recorded.
@@ -120,13 +155,23 @@ fn a_real_rpm_database_vouches_for_its_files_and_not_for_changed_copies() {
     assert_eq!(trusted(&set, &installed, "/usr/bin/not-from-rpm"), None);
 
     // Unchanged database: the same index, without asking rpm again.
-    let (again, cached) = load_rpm_cached(Path::new(RPM), &root, &db, &root, Duration::from_secs(60)).unwrap();
+    let (again, cached) =
+        load_rpm_cached(Path::new(RPM), &root, &db, &root, Duration::from_secs(60)).unwrap();
     assert!(cached);
     assert!(Arc::ptr_eq(&index, &again));
     // A package installed since: read again, and its file is trusted.
     let second = "/usr/bin/appfence-probe-2";
-    install(&root, &build_package(work.path(), "appfence-probe-two", second, b"#!/bin/sh\nexit 0\n"));
-    let (fresh, cached) = load_rpm_cached(Path::new(RPM), &root, &db, &root, Duration::from_secs(60)).unwrap();
+    install(
+        &root,
+        &build_package(
+            work.path(),
+            "appfence-probe-two",
+            second,
+            b"#!/bin/sh\nexit 0\n",
+        ),
+    );
+    let (fresh, cached) =
+        load_rpm_cached(Path::new(RPM), &root, &db, &root, Duration::from_secs(60)).unwrap();
     assert!(!cached, "the database changed");
     assert!(fresh.digests_for(Path::new(second)).is_some());
     assert!(fresh.digests_for(Path::new(probe)).is_some());

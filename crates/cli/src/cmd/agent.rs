@@ -20,10 +20,10 @@ use tokio::sync::watch;
 use super::Ctx;
 use crate::args::{AgentArgs, OnDeadline};
 use crate::config::DEFAULT_LOG_LEVEL;
-use crate::parse::parse_log_level;
 use crate::duration::parse_duration;
 use crate::env::Env;
 use crate::error::CliError;
+use crate::parse::parse_log_level;
 
 pub const ENV_SERVER: &str = "APPFENCE_SERVER";
 pub const ENV_ENROLL_SECRET: &str = "APPFENCE_ENROLL_SECRET";

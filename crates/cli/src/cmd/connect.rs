@@ -129,7 +129,10 @@ mod tests {
             Err(CliError::Usage(_))
         ));
         // Plain HTTP off loopback is refused unless asked for.
-        let remote = ConnectArgs { server: Some("http://10.1.2.3:8080".into()), ..args };
+        let remote = ConnectArgs {
+            server: Some("http://10.1.2.3:8080".into()),
+            ..args
+        };
         match client(&remote, &Env::default()) {
             Err(CliError::Usage(e)) => assert!(e.contains("--insecure-http"), "{e}"),
             other => panic!("{other:?}"),

@@ -58,10 +58,7 @@ async fn create(args: &EnrollSecretCreateArgs, ctx: &mut Ctx<'_>) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-async fn insert(
-    store: &dyn Store,
-    tenant: Option<&str>,
-) -> Result<CreatedEnrollSecret, CliError> {
+async fn insert(store: &dyn Store, tenant: Option<&str>) -> Result<CreatedEnrollSecret, CliError> {
     let tenant = tenant_or_default(store, tenant).await?;
     let secret = generate_secret();
     store

@@ -15,8 +15,8 @@ use serde::Serialize;
 use super::{open_offline, Ctx};
 use crate::args::{KeysCommand, OfflineArgs, OutputFormat};
 use crate::error::CliError;
-use crate::store::OpenStore;
 use crate::output::{self, Table};
+use crate::store::OpenStore;
 
 /// The actor recorded in the audit log for a retirement from the command line.
 const RETIRE_ACTOR: &str = "appfence keys retire";
@@ -66,8 +66,14 @@ fn table(keys: &[KeyView]) -> String {
     if keys.is_empty() {
         return "No signing keys yet: the server makes one at its first start.\n".into();
     }
-    let mut t = Table::new(vec!["KID", "STATE", "SIGNS FROM (UTC)", "VERIFIES UNTIL (UTC)"]);
-    let time = |t: Option<Timestamp>| t.map_or("-".to_string(), |t| t.to_string()[..19].replace('T', " "));
+    let mut t = Table::new(vec![
+        "KID",
+        "STATE",
+        "SIGNS FROM (UTC)",
+        "VERIFIES UNTIL (UTC)",
+    ]);
+    let time =
+        |t: Option<Timestamp>| t.map_or("-".to_string(), |t| t.to_string()[..19].replace('T', " "));
     for k in keys {
         let until = k.retired.or(k.verify_until);
         t.push(vec![
@@ -140,7 +146,10 @@ async fn rotate(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cl
             let replaced = keys
                 .iter()
                 .filter(|k| k.kid != added.kid && k.retired.is_none())
-                .filter_map(|k| k.verify_until.map(|u| format!("{} verifies until {u}", k.kid)))
+                .filter_map(|k| {
+                    k.verify_until
+                        .map(|u| format!("{} verifies until {u}", k.kid))
+                })
                 .collect::<Vec<_>>();
             let text = format!(
                 "Added signing key {}: published now, signs from {} (once every server has \
@@ -150,7 +159,10 @@ async fn rotate(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cl
                 if replaced.is_empty() {
                     String::new()
                 } else {
-                    format!("Replaced keys keep verifying their tokens: {}.\n", replaced.join("; "))
+                    format!(
+                        "Replaced keys keep verifying their tokens: {}.\n",
+                        replaced.join("; ")
+                    )
                 }
             );
             ctx.out.write_all(text.as_bytes())?;
@@ -162,7 +174,15 @@ async fn rotate(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cl
 async fn retire(offline: &OfflineArgs, kid: &str, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let (store, config, ring) = open_keys(offline, ctx).await?;
     let now = SystemClock.now();
-    let result = keyring::retire(&*store, ring.kek(), ring.timing(), kid.trim(), now, RETIRE_ACTOR).await;
+    let result = keyring::retire(
+        &*store,
+        ring.kek(),
+        ring.timing(),
+        kid.trim(),
+        now,
+        RETIRE_ACTOR,
+    )
+    .await;
     let keys = store.signing_keys().await;
     store.close().await;
     let signing = keys

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use appfence_client::ClientError;
 
 use super::{connect, print_collection, Ctx};
-use crate::args::{EventsArgs, FindArgs, GetArgs, ListArgs, MachinesCommand, OutputFormat, TagArgs};
+use crate::args::{
+    EventsArgs, FindArgs, GetArgs, ListArgs, MachinesCommand, OutputFormat, TagArgs,
+};
 use crate::error::CliError;
 use crate::output;
 
@@ -48,7 +50,11 @@ async fn tag(args: &TagArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let (tag, add) = match (&args.add, &args.remove) {
         (Some(t), None) => (t, true),
         (None, Some(t)) => (t, false),
-        _ => return Err(CliError::Usage("give exactly one of --add or --remove".into())),
+        _ => {
+            return Err(CliError::Usage(
+                "give exactly one of --add or --remove".into(),
+            ))
+        }
     };
     let machine = client.tag_machine(&args.machine, tag, add).await?;
     let text = match ctx.format {

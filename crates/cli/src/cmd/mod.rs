@@ -23,10 +23,10 @@ use appfence_store::Store;
 
 use crate::args::{OfflineArgs, OutputFormat};
 use crate::config::resolve_offline;
-use crate::store::OpenStore;
 use crate::env::Env;
 use crate::error::CliError;
 use crate::output;
+use crate::store::OpenStore;
 
 /// What every command gets: the environment, where to print, and in which format.
 pub struct Ctx<'a> {

@@ -88,16 +88,19 @@ pub struct Serving {
 pub async fn start(mut settings: ServeSettings) -> Result<Serving, CliError> {
     settings.server.access = with_demo_roles(settings.server.access, settings.demo);
     let store = OpenStore::open(&settings.server, settings.database_url.as_ref()).await?;
-    let running =
-        match appfence_server::start(settings.server.clone(), store.shared(), Arc::new(SystemClock))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                store.close().await;
-                return Err(CliError::Failed(e));
-            }
-        };
+    let running = match appfence_server::start(
+        settings.server.clone(),
+        store.shared(),
+        Arc::new(SystemClock),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            store.close().await;
+            return Err(CliError::Failed(e));
+        }
+    };
     let (fleet_stop, fleet_rx) = watch::channel(false);
     let mut serving = Serving {
         running,
@@ -139,7 +142,9 @@ impl Serving {
                 reqwest::Client::builder()
                     .use_preconfigured_tls(appfence_tls::client::own_server_config(cert.clone()))
                     .build()
-                    .map_err(|e| CliError::Failed(format!("cannot build the demo fleet's HTTP client: {e}")))?,
+                    .map_err(|e| {
+                        CliError::Failed(format!("cannot build the demo fleet's HTTP client: {e}"))
+                    })?,
             ),
         };
         self.fleet = spawn_fleet_on(
@@ -352,8 +357,16 @@ fn init_logging(filter: &str, format: crate::args::LogFormat) -> crate::log_writ
         // Nor is sqlx's "slow acquire" warning, one per request while thousands of
         // devices enrol at once: the storage-fault episodes say what matters.
         filter
-            .add_directive("sqlx::postgres::notice=warn".parse().expect("a valid directive"))
-            .add_directive("sqlx::pool::acquire=error".parse().expect("a valid directive"))
+            .add_directive(
+                "sqlx::postgres::notice=warn"
+                    .parse()
+                    .expect("a valid directive"),
+            )
+            .add_directive(
+                "sqlx::pool::acquire=error"
+                    .parse()
+                    .expect("a valid directive"),
+            )
     };
     let (log, flush) = crate::log_writer::LossyLog::start(std::io::stderr());
     let builder = tracing_subscriber::fmt()

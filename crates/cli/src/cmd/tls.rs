@@ -40,8 +40,7 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), CliError> {
 fn init(args: &TlsInitArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     use appfence_core::Clock;
     let now = appfence_core::SystemClock.now().to_offset_date_time();
-    let lab = appfence_tls::lab::generate(&args.hosts, args.days, now)
-        .map_err(CliError::Usage)?;
+    let lab = appfence_tls::lab::generate(&args.hosts, args.days, now).map_err(CliError::Usage)?;
     let dir = &args.out;
     std::fs::DirBuilder::new()
         .recursive(true)

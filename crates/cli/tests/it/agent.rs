@@ -484,12 +484,21 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     .await;
     let fault = &reported["reported"]["stateFault"];
     assert!(
-        fault["path"].as_str().unwrap().starts_with(&state_dir.display().to_string()),
+        fault["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(&state_dir.display().to_string()),
         "{reported}"
     );
-    assert!(fault["error"].as_str().unwrap().contains("No space left"), "{reported}");
+    assert!(
+        fault["error"].as_str().unwrap().contains("No space left"),
+        "{reported}"
+    );
     assert_eq!(reported["reported"]["restricted"], true, "{reported}");
-    assert!(exec(&unknown).await.is_err(), "still enforcing on a full state directory");
+    assert!(
+        exec(&unknown).await.is_err(),
+        "still enforcing on a full state directory"
+    );
     {
         let ns = ns.clone();
         off_runtime(move || ns.run(&["rm", "-f", &filler])).await;

@@ -18,7 +18,13 @@ const START_LIMIT: Duration = Duration::from_secs(90);
 fn start_demo(data_dir: &Path, logs: &Path, port: u16, name: &str) -> ChildGuard {
     let listen = format!("127.0.0.1:{port}");
     start_serve(
-        &["--demo", "--listen", &listen, "--data-dir", data_dir.to_str().unwrap()],
+        &[
+            "--demo",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
         &[("APPFENCE_LOG_LEVEL", "info")],
         logs,
         name,
@@ -88,7 +94,12 @@ pub(crate) async fn call(
     Resp::read(req.send().await.unwrap()).await
 }
 
-pub(crate) async fn wait_succeeded(http: &reqwest::Client, token: &str, api: &str, id: &str) -> Value {
+pub(crate) async fn wait_succeeded(
+    http: &reqwest::Client,
+    token: &str,
+    api: &str,
+    id: &str,
+) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = call(

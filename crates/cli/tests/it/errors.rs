@@ -404,21 +404,57 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
 
     // What the framework refuses before a handler runs gets the envelope too.
     let raw = |method: reqwest::Method, path: String| {
-        let (http, url, token) = (server.http.clone(), server.url(&path), api.token.clone().unwrap_or_default());
-        async move { Resp::read(http.request(method, url).bearer_auth(token).send().await.unwrap()).await }
+        let (http, url, token) = (
+            server.http.clone(),
+            server.url(&path),
+            api.token.clone().unwrap_or_default(),
+        );
+        async move {
+            Resp::read(
+                http.request(method, url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
     };
     let r = raw(reqwest::Method::GET, "/api/machines/%FF".into()).await;
-    c.expect("invalid UTF-8 in a path segment", r, 400, "InvalidInput", None).await;
+    c.expect(
+        "invalid UTF-8 in a path segment",
+        r,
+        400,
+        "InvalidInput",
+        None,
+    )
+    .await;
     let r = raw(reqwest::Method::GET, "/agent/v1/actions/%FF/ack".into()).await;
     assert_eq!(r.status, 405, "{}", r.text);
-    c.expect("a gateway path with the wrong method", r, 405, "BadRequest", None).await;
+    c.expect(
+        "a gateway path with the wrong method",
+        r,
+        405,
+        "BadRequest",
+        None,
+    )
+    .await;
     let long = format!("/api/machines?$top=1&x={}", "a".repeat(20 * 1024));
     let r = raw(reqwest::Method::GET, long).await;
-    c.expect("a request line over 16 KiB", r, 414, "BadRequest", None).await;
+    c.expect("a request line over 16 KiB", r, 414, "BadRequest", None)
+        .await;
     let r = raw(reqwest::Method::DELETE, "/api/machines".into()).await;
-    c.expect("a method the path does not take", r, 405, "BadRequest", None).await;
+    c.expect(
+        "a method the path does not take",
+        r,
+        405,
+        "BadRequest",
+        None,
+    )
+    .await;
     let r = raw(reqwest::Method::GET, "/api/no/such/thing".into()).await;
-    c.expect("an unknown path under /api", r, 404, "NotFound", None).await;
+    c.expect("an unknown path under /api", r, 404, "NotFound", None)
+        .await;
     // The token endpoint with a body over the limit (3 MB, as measured in the issue).
     let r = Resp::read(
         server
@@ -431,7 +467,14 @@ async fn every_error_code_has_the_envelope_and_changes_nothing() {
             .unwrap(),
     )
     .await;
-    c.expect("a token request over the body limit", r, 413, "InvalidRequestBody", Some("Request body is too large")).await;
+    c.expect(
+        "a token request over the body limit",
+        r,
+        413,
+        "InvalidRequestBody",
+        Some("Request body is too large"),
+    )
+    .await;
     // Probes keep their plain answers.
     let r = raw(reqwest::Method::GET, "/healthz".into()).await;
     assert_eq!((r.status, r.text.as_str()), (200, "ok"));

@@ -34,7 +34,9 @@ async fn hold_half_open(addr: &str, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::new();
     for _ in 0..n {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /api/machines HTTP/1.1\r\nHost: appfence\r\n").await.unwrap();
+        s.write_all(b"GET /api/machines HTTP/1.1\r\nHost: appfence\r\n")
+            .await
+            .unwrap();
         held.push(s);
     }
     held
@@ -55,10 +57,20 @@ async fn half_open_connections_are_closed_after_the_header_timeout() {
     let addr = server.base.trim_start_matches("http://").to_string();
     let healthz = || {
         let url = server.url("/healthz");
-        async move { fresh_client().get(url).send().await.map(|r| r.status().as_u16()) }
+        async move {
+            fresh_client()
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
     };
     let mut held = hold_half_open(&addr, 50).await;
-    assert_eq!(healthz().await.unwrap(), 200, "the server answers while they are held");
+    assert_eq!(
+        healthz().await.unwrap(),
+        200,
+        "the server answers while they are held"
+    );
     for s in &mut held {
         assert!(
             until_closed(s, Duration::from_secs(10)).await.is_some(),
@@ -79,7 +91,12 @@ async fn half_open_connections_are_closed_after_the_header_timeout() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json()["commands"], serde_json::json!([]), "answered at its deadline: {}", r.text);
+    assert_eq!(
+        r.json()["commands"],
+        serde_json::json!([]),
+        "answered at its deadline: {}",
+        r.text
+    );
     server.stop().await;
 }
 
@@ -101,17 +118,35 @@ async fn connections_over_the_cap_get_a_503_envelope() {
     let _held = hold_half_open(&addr, CAP).await;
     for _ in 0..10 {
         let mut s = TcpStream::connect(&addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: appfence\r\n\r\n").await.ok();
-        let answer = until_closed(&mut s, Duration::from_secs(10)).await.expect("closed after the answer");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: appfence\r\n\r\n")
+            .await
+            .ok();
+        let answer = until_closed(&mut s, Duration::from_secs(10))
+            .await
+            .expect("closed after the answer");
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        assert!(answer.contains("\"code\":\"ServiceUnavailable\"") && answer.contains("retry-after: 1"), "{answer}");
+        assert!(
+            answer.contains("\"code\":\"ServiceUnavailable\"") && answer.contains("retry-after: 1"),
+            "{answer}"
+        );
     }
     drop(_held);
-    within(Duration::from_secs(10), "service once they are gone", async {
-        while fresh_client().get(server.url("/healthz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
+    within(
+        Duration::from_secs(10),
+        "service once they are gone",
+        async {
+            while fresh_client()
+                .get(server.url("/healthz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+                != Some(200)
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
     .await;
     server.stop().await;
 }

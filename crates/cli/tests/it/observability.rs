@@ -17,8 +17,12 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {l}"));
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {l}"));
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {l}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {l}"));
             (series.to_string(), value)
         })
         .collect()
@@ -37,8 +41,19 @@ async fn metrics_and_json_logs_of_a_restrict() {
     let server = tokio::task::block_in_place(|| {
         start_serve(
             &[
-                "--demo", "--demo-devices", "2", "--demo-step-delay", "0s", "--listen", &l,
-                "--metrics-listen", &m, "--data-dir", &d, "--log-format", "json",
+                "--demo",
+                "--demo-devices",
+                "2",
+                "--demo-step-delay",
+                "0s",
+                "--listen",
+                &l,
+                "--metrics-listen",
+                &m,
+                "--data-dir",
+                &d,
+                "--log-format",
+                "json",
             ],
             &[],
             dir.path(),
@@ -74,7 +89,12 @@ async fn metrics_and_json_logs_of_a_restrict() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
-    let bad = http.get(format!("{api}/machines")).bearer_auth("not-a-token").send().await.unwrap();
+    let bad = http
+        .get(format!("{api}/machines"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
     let request_id = bad.headers()["x-request-id"].to_str().unwrap().to_string();
     let bad = Resp::read(bad).await;
     let target = bad.assert_error(401, "Unauthorized").target;
@@ -104,9 +124,17 @@ async fn metrics_and_json_logs_of_a_restrict() {
         }
     })
     .await;
-    let get = |series: &str| samples.get(series).copied().unwrap_or_else(|| panic!("no {series} in {samples:#?}"));
+    let get = |series: &str| {
+        samples
+            .get(series)
+            .copied()
+            .unwrap_or_else(|| panic!("no {series} in {samples:#?}"))
+    };
     assert_eq!(get("appfence_devices_seen"), 2.0);
-    assert_eq!(get("appfence_actions_created_total{type=\"RestrictCodeExecution\"}"), 1.0);
+    assert_eq!(
+        get("appfence_actions_created_total{type=\"RestrictCodeExecution\"}"),
+        1.0
+    );
     assert_eq!(
         get("appfence_actions_finished_total{type=\"RestrictCodeExecution\",status=\"Succeeded\"}"),
         1.0
@@ -116,9 +144,15 @@ async fn metrics_and_json_logs_of_a_restrict() {
         get("appfence_http_requests_total{route=\"/api/machines/{id}/restrictCodeExecution\",method=\"POST\",status=\"201\"}"),
         1.0
     );
-    assert_eq!(get("appfence_http_requests_total{route=\"/api/machines\",method=\"GET\",status=\"401\"}"), 1.0);
+    assert_eq!(
+        get("appfence_http_requests_total{route=\"/api/machines\",method=\"GET\",status=\"401\"}"),
+        1.0
+    );
     assert!(get("appfence_http_request_duration_seconds_count{route=\"/api/machines\"}") >= 2.0);
-    assert_eq!(get("appfence_token_requests_refused_total{reason=\"invalid_client\"}"), 1.0);
+    assert_eq!(
+        get("appfence_token_requests_refused_total{reason=\"invalid_client\"}"),
+        1.0
+    );
     let polling = get("appfence_devices_long_polling");
     assert!((0.0..=2.0).contains(&polling), "{polling}");
 
@@ -132,7 +166,11 @@ async fn metrics_and_json_logs_of_a_restrict() {
         .iter()
         .find(|l| l["fields"]["target"] == target.as_str())
         .unwrap_or_else(|| panic!("no line with target {target}:\n{log}"));
-    assert_eq!(refusal["span"]["request_id"], request_id.as_str(), "{refusal}");
+    assert_eq!(
+        refusal["span"]["request_id"],
+        request_id.as_str(),
+        "{refusal}"
+    );
     assert_eq!(refusal["fields"]["message"], "request refused", "{refusal}");
     assert_eq!(refusal["span"]["path"], "/api/machines", "{refusal}");
     assert!(!log.contains("not-a-token"), "a credential reached the log");

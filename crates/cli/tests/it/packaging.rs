@@ -19,7 +19,11 @@ fn tool_missing() -> Option<&'static str> {
 
 fn output(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run a packaging tool");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -31,60 +35,129 @@ fn build(out: &Path) -> std::process::Output {
 }
 
 fn file_in_deb(deb: &Path, path: &str) -> String {
-    let tar = Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb).output().unwrap().stdout;
+    let tar = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .output()
+        .unwrap()
+        .stdout;
     let dir = private_tempdir();
     std::fs::write(dir.path().join("p.tar"), tar).unwrap();
-    output(Command::new("tar").arg("-xOf").arg(dir.path().join("p.tar")).arg(format!(".{path}")))
+    output(
+        Command::new("tar")
+            .arg("-xOf")
+            .arg(dir.path().join("p.tar"))
+            .arg(format!(".{path}")),
+    )
 }
 
 #[test]
 fn debian_and_rpm_packages_hold_the_binary_units_and_config() {
     if let Some(tool) = tool_missing() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{tool} is missing under CI");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is missing under CI"
+        );
         println!("skipped: packaging: {tool} is not installed");
         return;
     }
     let dir = private_tempdir();
     let built = build(dir.path());
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let version = env!("CARGO_PKG_VERSION");
-    let arch = output(Command::new("dpkg").arg("--print-architecture")).trim().to_string();
+    let arch = output(Command::new("dpkg").arg("--print-architecture"))
+        .trim()
+        .to_string();
     let deb = |p: &str| dir.path().join(format!("{p}_{version}_{arch}.deb"));
     let rpm = |p: &str| -> PathBuf {
         let m = std::env::consts::ARCH;
         dir.path().join(m).join(format!("{p}-{version}-1.{m}.rpm"))
     };
     let expected: [(&str, &[&str]); 3] = [
-        ("appfence", &["/usr/bin/appfence", "/usr/share/doc/appfence/appfence.txt"]),
+        (
+            "appfence",
+            &["/usr/bin/appfence", "/usr/share/doc/appfence/appfence.txt"],
+        ),
         (
             "appfence-server",
-            &["/lib/systemd/system/appfence-server.service", "/etc/appfence/server.toml", "/usr/lib/sysusers.d/appfence.conf"],
+            &[
+                "/lib/systemd/system/appfence-server.service",
+                "/etc/appfence/server.toml",
+                "/usr/lib/sysusers.d/appfence.conf",
+            ],
         ),
-        ("appfence-agent", &["/lib/systemd/system/appfence-agent.service", "/etc/appfence/agent.env"]),
+        (
+            "appfence-agent",
+            &[
+                "/lib/systemd/system/appfence-agent.service",
+                "/etc/appfence/agent.env",
+            ],
+        ),
     ];
     for (package, files) in expected {
         let deb_list = output(Command::new("dpkg-deb").arg("-c").arg(deb(package)));
         let rpm_list = output(Command::new("rpm").arg("-qlp").arg(rpm(package)));
         for f in files {
-            assert!(deb_list.contains(&format!(".{f}")), "{package}.deb lacks {f}:\n{deb_list}");
-            assert!(rpm_list.lines().any(|l| l == *f), "{package}.rpm lacks {f}:\n{rpm_list}");
+            assert!(
+                deb_list.contains(&format!(".{f}")),
+                "{package}.deb lacks {f}:\n{deb_list}"
+            );
+            assert!(
+                rpm_list.lines().any(|l| l == *f),
+                "{package}.rpm lacks {f}:\n{rpm_list}"
+            );
         }
-        let control = output(Command::new("dpkg-deb").arg("-f").arg(deb(package)).arg("Package").arg("Version"));
-        assert!(control.contains(&format!("Package: {package}")) && control.contains(version), "{control}");
+        let control = output(
+            Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(deb(package))
+                .arg("Package")
+                .arg("Version"),
+        );
+        assert!(
+            control.contains(&format!("Package: {package}")) && control.contains(version),
+            "{control}"
+        );
         if package != "appfence" {
-            let depends = output(Command::new("dpkg-deb").arg("-f").arg(deb(package)).arg("Depends"));
+            let depends = output(
+                Command::new("dpkg-deb")
+                    .arg("-f")
+                    .arg(deb(package))
+                    .arg("Depends"),
+            );
             assert_eq!(depends.trim(), format!("appfence (= {version})"));
-            let requires = output(Command::new("rpm").arg("-qp").arg("--requires").arg(rpm(package)));
-            assert!(requires.contains(&format!("appfence = {version}")), "{requires}");
+            let requires = output(
+                Command::new("rpm")
+                    .arg("-qp")
+                    .arg("--requires")
+                    .arg(rpm(package)),
+            );
+            assert!(
+                requires.contains(&format!("appfence = {version}")),
+                "{requires}"
+            );
         }
     }
     // The packaged binary is the one built, and runs.
     let packaged = file_in_deb(&deb("appfence"), "/usr/share/doc/appfence/appfence.txt");
     assert!(packaged.contains("Usage: appfence"), "{packaged}");
     // The units: the agent runs the packaged binary; the server is hardened.
-    let agent = file_in_deb(&deb("appfence-agent"), "/lib/systemd/system/appfence-agent.service");
-    assert!(agent.contains("ExecStart=/usr/bin/appfence agent"), "{agent}");
-    let server = file_in_deb(&deb("appfence-server"), "/lib/systemd/system/appfence-server.service");
+    let agent = file_in_deb(
+        &deb("appfence-agent"),
+        "/lib/systemd/system/appfence-agent.service",
+    );
+    assert!(
+        agent.contains("ExecStart=/usr/bin/appfence agent"),
+        "{agent}"
+    );
+    let server = file_in_deb(
+        &deb("appfence-server"),
+        "/lib/systemd/system/appfence-server.service",
+    );
     for line in [
         "User=appfence",
         "StateDirectory=appfence",
@@ -101,14 +174,32 @@ fn debian_and_rpm_packages_hold_the_binary_units_and_config() {
     let cfg = dir.path().join("server.toml");
     std::fs::write(&cfg, config).unwrap();
     std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let scripts = output(Command::new("rpm").arg("-qp").arg("--scripts").arg(rpm("appfence-server")));
-    assert!(scripts.contains("systemd-sysusers appfence.conf"), "{scripts}");
+    let scripts = output(
+        Command::new("rpm")
+            .arg("-qp")
+            .arg("--scripts")
+            .arg(rpm("appfence-server")),
+    );
+    assert!(
+        scripts.contains("systemd-sysusers appfence.conf"),
+        "{scripts}"
+    );
     let check = Command::new(BIN)
-        .args(["keys", "list", "--config", cfg.to_str().unwrap(), "--data-dir"])
+        .args([
+            "keys",
+            "list",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
-    assert!(check.status.success(), "the shipped config: {}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "the shipped config: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
@@ -119,20 +210,36 @@ fn a_package_without_its_binary_is_not_built() {
     }
     let dir = private_tempdir();
     let out = Command::new(Path::new(ROOT).join("packaging/build-packages.sh"))
-        .args(["--binary", "/nonexistent/appfence", "--out", dir.path().to_str().unwrap()])
+        .args([
+            "--binary",
+            "/nonexistent/appfence",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no executable binary at /nonexistent/appfence"), "{stderr}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+    assert!(
+        stderr.contains("no executable binary at /nonexistent/appfence"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
 }
 
 /// The server unit's `systemd-analyze security` exposure, as the README states it.
 #[test]
 fn the_server_unit_scores_as_documented() {
     let unit = Path::new(ROOT).join("packaging/appfence-server.service");
-    let Ok(out) = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&unit).output() else {
+    let Ok(out) = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&unit)
+        .output()
+    else {
         println!("skipped: systemd-analyze is not installed");
         return;
     };

@@ -25,7 +25,18 @@ async fn offline_commands_administer_the_postgres_database() {
     let env = [("APPFENCE_DATABASE_URL", url.as_str())];
 
     let app = run(
-        &["app", "create", "--name", "Playbook", "--role", "Machine.Read.All,Machine.RestrictExecution", "--data-dir", &data, "-o", "json"],
+        &[
+            "app",
+            "create",
+            "--name",
+            "Playbook",
+            "--role",
+            "Machine.Read.All,Machine.RestrictExecution",
+            "--data-dir",
+            &data,
+            "-o",
+            "json",
+        ],
         &env,
         LIMIT,
     )
@@ -34,14 +45,33 @@ async fn offline_commands_administer_the_postgres_database() {
     let app = app.json();
     // The flag works as the variable does.
     let user = run_with_stdin(
-        &["user", "create", "--upn", "ana@corp.example", "--password-stdin", "--group", "g-tier2", "--data-dir", &data, "--database-url", &url, "-o", "json"],
+        &[
+            "user",
+            "create",
+            "--upn",
+            "ana@corp.example",
+            "--password-stdin",
+            "--group",
+            "g-tier2",
+            "--data-dir",
+            &data,
+            "--database-url",
+            &url,
+            "-o",
+            "json",
+        ],
         &[],
         &format!("{PASSWORD}\n"),
         LIMIT,
     )
     .await;
     assert_eq!(user.code, Some(0), "{user:?}");
-    let secret = run(&["enroll-secret", "create", "--data-dir", &data, "-o", "json"], &env, LIMIT).await;
+    let secret = run(
+        &["enroll-secret", "create", "--data-dir", &data, "-o", "json"],
+        &env,
+        LIMIT,
+    )
+    .await;
     assert_eq!(secret.code, Some(0), "{secret:?}");
     let secret = secret.json();
     // Nothing went to a SQLite file in the data directory.
@@ -108,9 +138,19 @@ async fn offline_commands_administer_the_postgres_database() {
     server.stop().await;
 
     // The signing key the server made is listed from the database.
-    let keys = run(&["keys", "list", "--data-dir", &data, "-o", "json"], &env, LIMIT).await;
+    let keys = run(
+        &["keys", "list", "--data-dir", &data, "-o", "json"],
+        &env,
+        LIMIT,
+    )
+    .await;
     assert_eq!(keys.code, Some(0), "{keys:?}");
-    assert_eq!(keys.json().as_array().map(Vec::len), Some(1), "{}", keys.stdout);
+    assert_eq!(
+        keys.json().as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        keys.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,10 +173,26 @@ async fn bad_database_urls_stop_serve_with_a_clear_error_and_no_password() {
         ),
     ];
     for (url, says) in cases {
-        let r = run(&["serve", "--data-dir", &data, "--listen", "127.0.0.1:0", "--database-url", &url], &[], LIMIT).await;
+        let r = run(
+            &[
+                "serve",
+                "--data-dir",
+                &data,
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &url,
+            ],
+            &[],
+            LIMIT,
+        )
+        .await;
         assert_ne!(r.code, Some(0), "{r:?}");
         assert!(r.stderr.contains(says), "{url}: {r:?}");
-        assert!(!r.stderr.contains("hunter2hunter2"), "the password is never shown: {r:?}");
+        assert!(
+            !r.stderr.contains("hunter2hunter2"),
+            "the password is never shown: {r:?}"
+        );
         assert!(!r.stderr.contains("panicked"), "{r:?}");
     }
 }

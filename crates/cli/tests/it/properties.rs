@@ -18,7 +18,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)),
         "\\PC{0,40}".prop_map(Value::String),
         "[0-9a-f]{64}".prop_map(Value::String),
     ];
@@ -34,7 +36,10 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// An object with some of `keys` (and maybe others), each of any JSON type.
 fn body(keys: &'static [&'static str]) -> impl Strategy<Value = String> {
     let object = proptest::collection::vec(
-        (proptest::sample::select(keys.to_vec()).prop_map(String::from), json_value()),
+        (
+            proptest::sample::select(keys.to_vec()).prop_map(String::from),
+            json_value(),
+        ),
         0..keys.len() + 2,
     )
     .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<String, Value>>()).to_string());
@@ -65,7 +70,11 @@ fn check(what: &str, r: &Resp, format: Format) -> Result<(), TestCaseError> {
                     r.text
                 );
             }
-            Format::OAuth => prop_assert!(v["error"].is_string(), "{what}: not an OAuth error: {}", r.text),
+            Format::OAuth => prop_assert!(
+                v["error"].is_string(),
+                "{what}: not an OAuth error: {}",
+                r.text
+            ),
         }
     }
     Ok(())
@@ -76,30 +85,90 @@ async fn no_request_body_breaks_an_endpoint() {
     let server = TestServer::start_with(generous_limits, None).await;
     let api = server.api(ALL_ROLES).await;
     let device = server.enroll("prop.corp.example").await;
-    let action = api.restrict(&device.machine_id, "an action to cancel").await;
+    let action = api
+        .restrict(&device.machine_id, "an action to cancel")
+        .await;
     let action = action.json()["id"].as_str().unwrap().to_string();
     let token_url = server.url(&format!("/{}/oauth2/v2.0/token", server.tenant_id));
     let m = device.machine_id.clone();
     let endpoints: Vec<(String, &'static [&'static str], Format, bool)> = vec![
-        (format!("/api/machines/{m}/restrictCodeExecution"), &["Comment", "ExternalId", "Title"], Format::Envelope, false),
-        (format!("/api/machines/{m}/unrestrictCodeExecution"), &["Comment", "ExternalId"], Format::Envelope, false),
-        (format!("/api/machineactions/{action}/cancel"), &["Comment"], Format::Envelope, false),
         (
-            "/api/indicators".into(),
-            &["indicatorValue", "indicatorType", "action", "title", "description", "expirationTime", "severity", "rbacGroupNames"],
+            format!("/api/machines/{m}/restrictCodeExecution"),
+            &["Comment", "ExternalId", "Title"],
             Format::Envelope,
             false,
         ),
-        ("/api/machines/findbytag".into(), &["tag"], Format::Envelope, false),
-        (format!("/api/machines/{m}/tags"), &["Value", "Action"], Format::Envelope, false),
-        ("/agent/v1/enroll".into(), &["enrollSecret", "hostname", "info", "enrollmentKey"], Format::Envelope, true),
-        ("/agent/v1/heartbeat".into(), &["info", "enforcement"], Format::Envelope, true),
-        (format!("/agent/v1/actions/{action}/result"), &["outcome", "errorHResult", "troubleshootInfo"], Format::Envelope, true),
-        ("/agent/v1/events".into(), &["events"], Format::Envelope, true),
+        (
+            format!("/api/machines/{m}/unrestrictCodeExecution"),
+            &["Comment", "ExternalId"],
+            Format::Envelope,
+            false,
+        ),
+        (
+            format!("/api/machineactions/{action}/cancel"),
+            &["Comment"],
+            Format::Envelope,
+            false,
+        ),
+        (
+            "/api/indicators".into(),
+            &[
+                "indicatorValue",
+                "indicatorType",
+                "action",
+                "title",
+                "description",
+                "expirationTime",
+                "severity",
+                "rbacGroupNames",
+            ],
+            Format::Envelope,
+            false,
+        ),
+        (
+            "/api/machines/findbytag".into(),
+            &["tag"],
+            Format::Envelope,
+            false,
+        ),
+        (
+            format!("/api/machines/{m}/tags"),
+            &["Value", "Action"],
+            Format::Envelope,
+            false,
+        ),
+        (
+            "/agent/v1/enroll".into(),
+            &["enrollSecret", "hostname", "info", "enrollmentKey"],
+            Format::Envelope,
+            true,
+        ),
+        (
+            "/agent/v1/heartbeat".into(),
+            &["info", "enforcement"],
+            Format::Envelope,
+            true,
+        ),
+        (
+            format!("/agent/v1/actions/{action}/result"),
+            &["outcome", "errorHResult", "troubleshootInfo"],
+            Format::Envelope,
+            true,
+        ),
+        (
+            "/agent/v1/events".into(),
+            &["events"],
+            Format::Envelope,
+            true,
+        ),
     ];
     let handle = tokio::runtime::Handle::current();
     for (path, keys, format, as_device) in endpoints {
-        let mut runner = TestRunner::new(Config { cases: CASES, failure_persistence: None, ..Config::default() });
+        let mut runner = TestRunner::new(Config {
+            cases: CASES,
+            failure_persistence: None,
+            ..Config::default()
+        });
         let result = runner.run(&body(keys), |text| {
             let r = tokio::task::block_in_place(|| {
                 handle.block_on(async {
@@ -129,16 +198,34 @@ async fn no_request_body_breaks_an_endpoint() {
     // The token endpoint: form bodies of any shape.
     let form = proptest::collection::vec(
         (
-            proptest::sample::select(vec!["grant_type", "client_id", "client_secret", "scope", "resource", "username", "password"]),
+            proptest::sample::select(vec![
+                "grant_type",
+                "client_id",
+                "client_secret",
+                "scope",
+                "resource",
+                "username",
+                "password",
+            ]),
             "\\PC{0,30}",
         ),
         0..8,
     );
-    let mut runner = TestRunner::new(Config { cases: CASES, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let result = runner.run(&form, |pairs| {
         let r = tokio::task::block_in_place(|| {
             handle.block_on(async {
-                let sent = server.http.post(&token_url).form(&pairs).send().await.map_err(|e| e.to_string())?;
+                let sent = server
+                    .http
+                    .post(&token_url)
+                    .form(&pairs)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok::<_, String>(Resp::read(sent).await)
             })
         })

@@ -32,16 +32,30 @@ async fn a_flood_of_wrong_credentials_leaves_memory_and_playbooks_alone() {
     let data = root.path().join("data");
     let listen = format!("127.0.0.1:{}", free_port());
     let server = start_serve(
-        &["--demo", "--demo-devices", "2", "--listen", &listen, "--data-dir", data.to_str().unwrap()],
+        &[
+            "--demo",
+            "--demo-devices",
+            "2",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         &[("APPFENCE_LOG_LEVEL", "warn")],
         root.path(),
         "serve",
         Duration::from_secs(90),
     );
     let pid = server.id();
-    let demo: Value = serde_json::from_str(&std::fs::read_to_string(data.join("demo.json")).unwrap()).unwrap();
+    let demo: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("demo.json")).unwrap()).unwrap();
     let field = |k: &str| demo[k].as_str().unwrap().to_string();
-    let (token_url, api, client_id, secret) = (field("tokenUrl"), field("apiBaseUrl"), field("clientId"), field("clientSecret"));
+    let (token_url, api, client_id, secret) = (
+        field("tokenUrl"),
+        field("apiBaseUrl"),
+        field("clientId"),
+        field("clientSecret"),
+    );
     let v1 = token_url.replace("/v2.0/token", "/token");
     let scope = "https://api.securitycenter.microsoft.com/.default".to_string();
 
@@ -54,14 +68,29 @@ async fn a_flood_of_wrong_credentials_leaves_memory_and_playbooks_alone() {
         ("scope", scope.clone()),
     ];
     for _ in 0..20 {
-        assert_eq!(playbook_http.post(&token_url).form(&good).send().await.unwrap().status(), 200);
+        assert_eq!(
+            playbook_http
+                .post(&token_url)
+                .form(&good)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_mib(pid);
 
     let stop = Arc::new(AtomicBool::new(false));
     let playbook = {
-        let (stop, http, good, token_url, api) = (stop.clone(), playbook_http.clone(), good.clone(), token_url.clone(), api.clone());
+        let (stop, http, good, token_url, api) = (
+            stop.clone(),
+            playbook_http.clone(),
+            good.clone(),
+            token_url.clone(),
+            api.clone(),
+        );
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(Ordering::SeqCst) {
@@ -104,9 +133,19 @@ async fn a_flood_of_wrong_credentials_leaves_memory_and_playbooks_alone() {
     let (wrong_secrets, wrong_passwords) = (10_000usize, 1_000usize);
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let source: IpAddr = format!("127.0.{}.{}", 1 + w / 200, 2 + w % 200).parse().unwrap();
-        let http = reqwest::Client::builder().local_address(source).build().unwrap();
-        let (token_url, v1, client_id, scope) = (token_url.clone(), v1.clone(), client_id.clone(), scope.clone());
+        let source: IpAddr = format!("127.0.{}.{}", 1 + w / 200, 2 + w % 200)
+            .parse()
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .local_address(source)
+            .build()
+            .unwrap();
+        let (token_url, v1, client_id, scope) = (
+            token_url.clone(),
+            v1.clone(),
+            client_id.clone(),
+            scope.clone(),
+        );
         let secrets = (w..wrong_secrets).step_by(workers).count();
         let passwords = (w..wrong_passwords).step_by(workers).count();
         tasks.push(tokio::spawn(async move {
@@ -116,10 +155,21 @@ async fn a_flood_of_wrong_credentials_leaves_memory_and_playbooks_alone() {
                     let form = [
                         ("grant_type", "client_credentials".to_string()),
                         ("client_id", client_id.clone()),
-                        ("client_secret", format!("wrong-{w}-{i}-0000000000000000000000000000")),
+                        (
+                            "client_secret",
+                            format!("wrong-{w}-{i}-0000000000000000000000000000"),
+                        ),
                         ("scope", scope.clone()),
                     ];
-                    statuses.push(http.post(&token_url).form(&form).send().await.unwrap().status().as_u16());
+                    statuses.push(
+                        http.post(&token_url)
+                            .form(&form)
+                            .send()
+                            .await
+                            .unwrap()
+                            .status()
+                            .as_u16(),
+                    );
                 }
                 if i < passwords {
                     let form = [
@@ -127,9 +177,20 @@ async fn a_flood_of_wrong_credentials_leaves_memory_and_playbooks_alone() {
                         ("client_id", client_id.clone()),
                         ("username", format!("user{}@demo.appfence.local", i % 20)),
                         ("password", format!("wrong password {w} {i}")),
-                        ("resource", "https://api.securitycenter.microsoft.com".to_string()),
+                        (
+                            "resource",
+                            "https://api.securitycenter.microsoft.com".to_string(),
+                        ),
                     ];
-                    statuses.push(http.post(&v1).form(&form).send().await.unwrap().status().as_u16());
+                    statuses.push(
+                        http.post(&v1)
+                            .form(&form)
+                            .send()
+                            .await
+                            .unwrap()
+                            .status()
+                            .as_u16(),
+                    );
                 }
             }
             statuses
@@ -154,13 +215,22 @@ async fn a_flood_of_wrong_credentials_leaves_memory_and_playbooks_alone() {
     println!(
         "flood answers {statuses:?}; RSS before {before:.0} MiB, peak {peak:.0} MiB, after {after:.0} MiB; playbook {ok} ok"
     );
-    assert_eq!(statuses.values().sum::<u32>() as usize, wrong_secrets + wrong_passwords);
+    assert_eq!(
+        statuses.values().sum::<u32>() as usize,
+        wrong_secrets + wrong_passwords
+    );
     assert!(
         statuses.keys().all(|s| [400, 401, 429].contains(s)),
         "every wrong credential is refused with an OAuth error: {statuses:?}"
     );
-    assert!(statuses.get(&429).is_some_and(|n| *n > 0), "the per-address limits engaged: {statuses:?}");
-    assert!(failed.is_empty(), "the playbook failed during the flood: {failed:?}");
+    assert!(
+        statuses.get(&429).is_some_and(|n| *n > 0),
+        "the per-address limits engaged: {statuses:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "the playbook failed during the flood: {failed:?}"
+    );
     assert!(ok >= 3, "the playbook kept working: {ok} calls");
     assert!(
         after - before < 64.0,

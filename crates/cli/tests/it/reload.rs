@@ -308,12 +308,27 @@ async fn sighup_reloads_the_agent_mode_and_the_rate_limits() {
     };
     write("agent_mode = \"enforce\"\n[rate_limits]\nper_minute = 5\nper_hour = 1000\n");
     let port = free_port();
-    let (c, d) = (cfg.display().to_string(), dir.path().join("data").display().to_string());
+    let (c, d) = (
+        cfg.display().to_string(),
+        dir.path().join("data").display().to_string(),
+    );
     let l = format!("127.0.0.1:{port}");
     let logs = dir.path().to_path_buf();
     let child = tokio::task::block_in_place(|| {
         crate::process::start_serve(
-            &["--demo", "--demo-devices", "1", "--demo-step-delay", "0s", "--config", &c, "--listen", &l, "--data-dir", &d],
+            &[
+                "--demo",
+                "--demo-devices",
+                "1",
+                "--demo-step-delay",
+                "0s",
+                "--config",
+                &c,
+                "--listen",
+                &l,
+                "--data-dir",
+                &d,
+            ],
             &[("APPFENCE_LOG_LEVEL", "info")],
             &logs,
             "serve",
@@ -332,15 +347,24 @@ async fn sighup_reloads_the_agent_mode_and_the_rate_limits() {
     for _ in 0..5 {
         assert_eq!(get(machines.clone()).await.status, 200);
     }
-    get(machines.clone()).await.assert_error(429, "TooManyRequests");
+    get(machines.clone())
+        .await
+        .assert_error(429, "TooManyRequests");
 
     write("agent_mode = \"monitor\"\n[rate_limits]\nper_minute = 1000\nper_hour = 1000\n");
     child.signal("HUP");
     let log = wait_for_log(&child, "configuration reloaded", 1).await;
     assert!(log.contains("agent_mode Enforce -> Monitor"), "{log}");
-    assert!(log.contains("rate limits 5/min 1000/h -> 1000/min 1000/h"), "{log}");
+    assert!(
+        log.contains("rate limits 5/min 1000/h -> 1000/min 1000/h"),
+        "{log}"
+    );
     let list = get(machines.clone()).await;
-    assert_eq!(list.status, 200, "the new limit applies within the same minute: {}", list.text);
+    assert_eq!(
+        list.status, 200,
+        "the new limit applies within the same minute: {}",
+        list.text
+    );
     let id = list.json()["value"][0]["id"].as_str().unwrap().to_string();
     // The device hears of the mode at once and reports it.
     let enforcement = format!("{base}/api/machines/{id}/enforcement");
@@ -351,7 +375,10 @@ async fn sighup_reloads_the_agent_mode_and_the_rate_limits() {
         if e["reported"]["mode"] == "monitor" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the device kept {e}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the device kept {e}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -361,8 +388,15 @@ async fn sighup_reloads_the_agent_mode_and_the_rate_limits() {
     let log = wait_for_log(&child, "configuration reload refused", 1).await;
     assert!(log.contains("enforce or monitor"), "{log}");
     for _ in 0..5 {
-        assert_eq!(get(machines.clone()).await.status, 200, "the limits in force stay");
+        assert_eq!(
+            get(machines.clone()).await.status,
+            200,
+            "the limits in force stay"
+        );
     }
-    assert_eq!(get(enforcement.clone()).await.json()["desired"]["mode"], "monitor");
+    assert_eq!(
+        get(enforcement.clone()).await.json()["desired"]["mode"],
+        "monitor"
+    );
     drop(child);
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{generous_limits, private_tempdir, within, Api, Device, TestServer, ALL_ROLES};
+use crate::harness::{
+    generous_limits, private_tempdir, within, Api, Device, TestServer, ALL_ROLES,
+};
 use crate::process::{self, ChildGuard};
 use crate::wire::Resp;
 
@@ -47,7 +49,13 @@ impl Tally {
 /// the device is free again), and again, until `stop`. A 503 must carry the MDE
 /// envelope and `Retry-After`; every other answer but 201, 200 and "already in
 /// progress" is unexpected.
-async fn writer(apis: Vec<Api>, device: Device, start: usize, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+async fn writer(
+    apis: Vec<Api>,
+    device: Device,
+    start: usize,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
     let mut turn = start;
     while !stop.load(Ordering::SeqCst) {
         let api = &apis[turn % apis.len()];
@@ -78,7 +86,9 @@ async fn writer(apis: Vec<Api>, device: Device, start: usize, tally: Arc<Tally>,
             201 => {
                 let id = resp.json()["id"].as_str().unwrap().to_string();
                 if tally.fault.load(Ordering::SeqCst) {
-                    tally.acknowledged_since_fault.fetch_add(1, Ordering::SeqCst);
+                    tally
+                        .acknowledged_since_fault
+                        .fetch_add(1, Ordering::SeqCst);
                 }
                 tally
                     .acknowledged
@@ -93,8 +103,13 @@ async fn writer(apis: Vec<Api>, device: Device, start: usize, tally: Arc<Tally>,
             }
             503 => {
                 let v = resp.json();
-                if v["error"]["code"] != "ServiceUnavailable" || resp.header("retry-after").is_none() {
-                    tally.unexpected(format!("503 without the envelope or Retry-After: {}", resp.text));
+                if v["error"]["code"] != "ServiceUnavailable"
+                    || resp.header("retry-after").is_none()
+                {
+                    tally.unexpected(format!(
+                        "503 without the envelope or Retry-After: {}",
+                        resp.text
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -108,7 +123,10 @@ async fn cancel_somewhere(apis: &[Api], from: usize, id: &str) {
     for k in 0..apis.len() * 3 {
         let api = &apis[(from + k) % apis.len()];
         let sent = api
-            .request(reqwest::Method::POST, &format!("/api/machineactions/{id}/cancel"))
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/machineactions/{id}/cancel"),
+            )
             .json(&json!({ "Comment": "done" }))
             .send()
             .await;
@@ -122,9 +140,8 @@ async fn cancel_somewhere(apis: &[Api], from: usize, id: &str) {
 }
 
 async fn free_device(apis: &[Api], from: usize, machine_id: &str) {
-    let path = format!(
-        "/api/machineactions?$filter=machineId eq '{machine_id}' and status eq 'Pending'"
-    );
+    let path =
+        format!("/api/machineactions?$filter=machineId eq '{machine_id}' and status eq 'Pending'");
     for k in 0..apis.len() {
         let api = &apis[(from + k) % apis.len()];
         if let Ok(r) = api.request(reqwest::Method::GET, &path).send().await {
@@ -152,7 +169,13 @@ fn start_load(
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            tokio::spawn(writer(apis.to_vec(), d.clone(), i, tally.clone(), stop.clone()))
+            tokio::spawn(writer(
+                apis.to_vec(),
+                d.clone(),
+                i,
+                tally.clone(),
+                stop.clone(),
+            ))
         })
         .collect();
     (stop, tasks)
@@ -162,14 +185,25 @@ fn start_load(
 async fn assert_all_there(api: &Api, acknowledged: &[(String, String)]) {
     for (id, machine) in acknowledged {
         let r = api.get(&format!("/api/machineactions/{id}")).await;
-        assert_eq!(r.status, 200, "acknowledged action {id} is lost: {}", r.text);
+        assert_eq!(
+            r.status, 200,
+            "acknowledged action {id} is lost: {}",
+            r.text
+        );
         assert_eq!(r.json()["machineId"], machine.as_str());
     }
 }
 
 /// `appfence serve` on PostgreSQL as a separate process, sharing `data_dir` (its key
 /// file) and the issuer URL with the other replicas.
-async fn spawn_replica(url: &str, data_dir: &std::path::Path, config: &std::path::Path, public_url: &str, logs: &std::path::Path, name: &str) -> (ChildGuard, String) {
+async fn spawn_replica(
+    url: &str,
+    data_dir: &std::path::Path,
+    config: &std::path::Path,
+    public_url: &str,
+    logs: &std::path::Path,
+    name: &str,
+) -> (ChildGuard, String) {
     let port = process::free_port();
     let listen = format!("127.0.0.1:{port}");
     let args: Vec<String> = vec![
@@ -212,16 +246,36 @@ async fn a_replica_killed_under_write_load_loses_nothing_acknowledged() {
         .mode(0o600)
         .open(&config)
         .unwrap();
-    std::io::Write::write_all(&mut file, b"[rate_limits]\nper_minute = 100000\nper_hour = 100000\n")
-        .unwrap();
-    let (mut doomed, doomed_url) =
-        spawn_replica(&url, dir.path(), &config, &public_url, logs.path(), "doomed").await;
-    let (survivor, survivor_url) =
-        spawn_replica(&url, dir.path(), &config, &public_url, logs.path(), "survivor").await;
+    std::io::Write::write_all(
+        &mut file,
+        b"[rate_limits]\nper_minute = 100000\nper_hour = 100000\n",
+    )
+    .unwrap();
+    let (mut doomed, doomed_url) = spawn_replica(
+        &url,
+        dir.path(),
+        &config,
+        &public_url,
+        logs.path(),
+        "doomed",
+    )
+    .await;
+    let (survivor, survivor_url) = spawn_replica(
+        &url,
+        dir.path(),
+        &config,
+        &public_url,
+        logs.path(),
+        "survivor",
+    )
+    .await;
 
     let app = first.app(ALL_ROLES).await;
     let token = first.token(&app).await;
-    let on = |base: &str| Api { base: base.to_string(), ..first.anonymous().with_token(&token) };
+    let on = |base: &str| Api {
+        base: base.to_string(),
+        ..first.anonymous().with_token(&token)
+    };
     let apis = vec![on(&first.base), on(&doomed_url), on(&survivor_url)];
     let mut devices = Vec::new();
     for i in 0..16 {
@@ -238,7 +292,10 @@ async fn a_replica_killed_under_write_load_loses_nothing_acknowledged() {
 
     let statuses = tally.statuses.lock().unwrap().clone();
     let unexpected = tally.unexpected.lock().unwrap().clone();
-    assert!(unexpected.is_empty(), "{unexpected:?} (statuses {statuses:?})");
+    assert!(
+        unexpected.is_empty(),
+        "{unexpected:?} (statuses {statuses:?})"
+    );
     assert!(
         tally.acknowledged_since_fault.load(Ordering::SeqCst) > 0,
         "the other replicas go on serving: {statuses:?}"
@@ -246,7 +303,10 @@ async fn a_replica_killed_under_write_load_loses_nothing_acknowledged() {
     let acknowledged = tally.acknowledged();
     assert_all_there(&apis[2], &acknowledged).await;
     assert_all_there(&apis[0], &acknowledged).await;
-    println!("killed a replica under load: statuses {statuses:?}, {} acknowledged", acknowledged.len());
+    println!(
+        "killed a replica under load: statuses {statuses:?}, {} acknowledged",
+        acknowledged.len()
+    );
 
     survivor.terminate();
     drop(survivor);
@@ -302,11 +362,23 @@ async fn the_database_stopped_and_restarted_under_load_loses_nothing_acknowledge
     cluster.stop().unwrap();
     tally.fault.store(true, Ordering::SeqCst);
     // While it is down: 503s (counted and checked by the writers), nothing hangs.
-    within(Duration::from_secs(30), "503s while the database is down", async {
-        while tally.statuses.lock().unwrap().get(&503).copied().unwrap_or(0) < 10 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    within(
+        Duration::from_secs(30),
+        "503s while the database is down",
+        async {
+            while tally
+                .statuses
+                .lock()
+                .unwrap()
+                .get(&503)
+                .copied()
+                .unwrap_or(0)
+                < 10
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
     .await;
     let waited = within(Duration::from_secs(30), "the long-poll to end", waiting)
         .await
@@ -318,17 +390,24 @@ async fn the_database_stopped_and_restarted_under_load_loses_nothing_acknowledge
 
     cluster.start().unwrap();
     let before = tally.acknowledged_since_fault.load(Ordering::SeqCst);
-    within(Duration::from_secs(60), "service after the database is back", async {
-        while tally.acknowledged_since_fault.load(Ordering::SeqCst) < before + 20 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    within(
+        Duration::from_secs(60),
+        "service after the database is back",
+        async {
+            while tally.acknowledged_since_fault.load(Ordering::SeqCst) < before + 20 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
     .await;
     crate::writers::stop_writers(stop, tasks).await;
 
     let statuses = tally.statuses.lock().unwrap().clone();
     let unexpected = tally.unexpected.lock().unwrap().clone();
-    assert!(unexpected.is_empty(), "{unexpected:?} (statuses {statuses:?})");
+    assert!(
+        unexpected.is_empty(),
+        "{unexpected:?} (statuses {statuses:?})"
+    );
     let acknowledged = tally.acknowledged();
     assert_all_there(&apis[0], &acknowledged).await;
     assert_all_there(&apis[1], &acknowledged).await;
@@ -337,7 +416,10 @@ async fn the_database_stopped_and_restarted_under_load_loses_nothing_acknowledge
         let r = s.http.get(s.url("/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
-    println!("restarted the database under load: statuses {statuses:?}, {} acknowledged", acknowledged.len());
+    println!(
+        "restarted the database under load: statuses {statuses:?}, {} acknowledged",
+        acknowledged.len()
+    );
     second.stop().await;
     first.stop().await;
 }

@@ -75,7 +75,9 @@ async fn one_restrict_wins_across_three_replicas() {
     let responses = within(
         Duration::from_secs(120),
         "300 restricts",
-        stream::iter(calls).buffer_unordered(100).collect::<Vec<_>>(),
+        stream::iter(calls)
+            .buffer_unordered(100)
+            .collect::<Vec<_>>(),
     )
     .await;
     let mut created = Vec::new();
@@ -153,7 +155,10 @@ async fn rate_limits_hold_exactly_across_replicas() {
         );
         assert_eq!(r.header("retry-after"), Some("59"), "{:?}", r.headers);
     }
-    assert_eq!(accepted, 100, "exactly MDE's 100 calls a minute, over all replicas");
+    assert_eq!(
+        accepted, 100,
+        "exactly MDE's 100 calls a minute, over all replicas"
+    );
 
     // Another API of the same caller has its own count, on every replica.
     for api in &apis {
@@ -299,18 +304,25 @@ async fn a_replica_is_ready_only_while_its_database_answers() {
     assert_eq!(alive.status(), 200, "alive without its database");
     // The verdict is cached for a second (an unauthenticated flood of /readyz must not
     // be one of database probes): the next probe sees the database gone.
-    let not_ready = within(Duration::from_secs(30), "readiness without a database", async {
-        loop {
-            let r = http.get(server.url("/readyz")).send().await.unwrap();
-            if r.status() != 200 {
-                break r;
+    let not_ready = within(
+        Duration::from_secs(30),
+        "readiness without a database",
+        async {
+            loop {
+                let r = http.get(server.url("/readyz")).send().await.unwrap();
+                if r.status() != 200 {
+                    break r;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(not_ready.status(), 503);
-    assert_eq!(not_ready.text().await.unwrap(), "not ready: storage unreachable");
+    assert_eq!(
+        not_ready.text().await.unwrap(),
+        "not ready: storage unreachable"
+    );
 
     cluster.start().unwrap();
     within(Duration::from_secs(60), "ready again", async {
@@ -343,7 +355,10 @@ async fn a_device_regrouped_through_one_replica_is_regrouped_on_all() {
     let device = a.enroll("box.corp.example").await;
     let created = analyst.restrict(&device.machine_id, "contain").await;
     assert_eq!(created.status, 201, "{}", created.text);
-    let action = format!("/api/machineactions/{}", created.json()["id"].as_str().unwrap());
+    let action = format!(
+        "/api/machineactions/{}",
+        created.json()["id"].as_str().unwrap()
+    );
     // Ungrouped: the viewer sees the action (and A remembers the device's group).
     assert_eq!(viewer.get(&action).await.status, 200);
 
@@ -356,18 +371,26 @@ async fn a_device_regrouped_through_one_replica_is_regrouped_on_all() {
         )
         .await;
     assert_eq!(tagged.status, 200, "{}", tagged.text);
-    within(Duration::from_secs(20), "A to forget the device's old group", async {
-        loop {
-            let r = viewer.get(&action).await;
-            if r.status == 403 {
-                let e = r.assert_error(403, "Forbidden");
-                assert!(e.message.contains("device group 'Quarantine'"), "{}", e.message);
-                break;
+    within(
+        Duration::from_secs(20),
+        "A to forget the device's old group",
+        async {
+            loop {
+                let r = viewer.get(&action).await;
+                if r.status == 403 {
+                    let e = r.assert_error(403, "Forbidden");
+                    assert!(
+                        e.message.contains("device group 'Quarantine'"),
+                        "{}",
+                        e.message
+                    );
+                    break;
+                }
+                assert_eq!(r.status, 200, "{}", r.text);
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert_eq!(r.status, 200, "{}", r.text);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+        },
+    )
     .await;
     stop_all(servers).await;
 }

@@ -25,7 +25,9 @@ const MDE: &str = "https://api.securitycenter.microsoft.com";
 
 /// Whether this test runs as root (needed to act as another user).
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Every path under `dir` (itself included) with its permission bits.
@@ -47,7 +49,10 @@ fn modes(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
 /// Directories `0700`, files `0600`, everywhere under `dir`.
 fn assert_private(dir: &Path, when: &str) {
     let all = modes(dir);
-    assert!(all.len() > 3, "{when}: the data directory is nearly empty: {all:?}");
+    assert!(
+        all.len() > 3,
+        "{when}: the data directory is nearly empty: {all:?}"
+    );
     for (path, mode, is_dir) in all {
         let want = if is_dir { 0o700 } else { 0o600 };
         assert_eq!(mode, want, "{when}: {} has mode {mode:o}", path.display());
@@ -77,7 +82,17 @@ fn read_demo(data: &Path) -> Value {
 }
 
 fn demo_args<'a>(data: &'a str, listen: &'a str) -> Vec<&'a str> {
-    vec!["--demo", "--demo-devices", "2", "--demo-step-delay", "0s", "--listen", listen, "--data-dir", data]
+    vec![
+        "--demo",
+        "--demo-devices",
+        "2",
+        "--demo-step-delay",
+        "0s",
+        "--listen",
+        listen,
+        "--data-dir",
+        data,
+    ]
 }
 
 /// The payload of a JWT as JSON.
@@ -138,8 +153,17 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
     let listen = format!("127.0.0.1:{}", free_port());
     let http = http_client();
     // Debug logs from every crate: no secret may show up in them.
-    let env = [("APPFENCE_LOG_LEVEL", "debug"), ("APPFENCE_KEY_REFRESH_INTERVAL", "1s")];
-    let mut server = start_serve(&demo_args(&data_s, &listen), &env, &logs, "first", START_LIMIT);
+    let env = [
+        ("APPFENCE_LOG_LEVEL", "debug"),
+        ("APPFENCE_KEY_REFRESH_INTERVAL", "1s"),
+    ];
+    let mut server = start_serve(
+        &demo_args(&data_s, &listen),
+        &env,
+        &logs,
+        "first",
+        START_LIMIT,
+    );
     assert_private(&data, "after the first start");
 
     // A restrict, and a token asked for with GET and the secret in the query string.
@@ -158,7 +182,10 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let v1 = demo["tokenUrl"].as_str().unwrap().replace("/v2.0/token", "/token");
+    let v1 = demo["tokenUrl"]
+        .as_str()
+        .unwrap()
+        .replace("/v2.0/token", "/token");
     let query = serde_urlencoded_pairs(&[
         ("grant_type", "client_credentials"),
         ("client_id", demo["clientId"].as_str().unwrap()),
@@ -185,14 +212,25 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
     assert_eq!(r.status, 200, "{}", r.text);
 
     // A rotation by the operator while the server runs.
-    let rotated = run(&["keys", "rotate", "--data-dir", &data_s], &[("APPFENCE_KEY_REFRESH_INTERVAL", "1s")], Duration::from_secs(30)).await;
+    let rotated = run(
+        &["keys", "rotate", "--data-dir", &data_s],
+        &[("APPFENCE_KEY_REFRESH_INTERVAL", "1s")],
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(rotated.code, Some(0), "{rotated:?}");
     assert!(rotated.stdout.contains("Added signing key"), "{rotated:?}");
     assert_private(&data, "after a restrict and a key rotation");
 
     server.terminate();
     server.wait(Duration::from_secs(30));
-    let mut server = start_serve(&demo_args(&data_s, &listen), &env, &logs, "second", START_LIMIT);
+    let mut server = start_serve(
+        &demo_args(&data_s, &listen),
+        &env,
+        &logs,
+        "second",
+        START_LIMIT,
+    );
     assert_private(&data, "after a restart");
     server.terminate();
     server.wait(Duration::from_secs(30));
@@ -204,7 +242,10 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
         std::fs::read_to_string(logs.join("first.err")).unwrap(),
         std::fs::read_to_string(logs.join("second.err")).unwrap()
     );
-    assert!(log.lines().count() > 50, "the debug log is suspiciously short");
+    assert!(
+        log.lines().count() > 50,
+        "the debug log is suspiciously short"
+    );
     let mut secrets = vec![
         demo["clientSecret"].as_str().unwrap().to_string(),
         demo["enrollSecret"].as_str().unwrap().to_string(),
@@ -219,9 +260,17 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
             secrets.push(v["credential"].as_str().unwrap().to_string());
         }
     }
-    assert!(secrets.len() >= 7, "device credentials were found: {}", secrets.len());
+    assert!(
+        secrets.len() >= 7,
+        "device credentials were found: {}",
+        secrets.len()
+    );
     for s in &secrets {
-        assert!(!log.contains(s.as_str()), "a secret is in the debug log: {}...", &s[..8]);
+        assert!(
+            !log.contains(s.as_str()),
+            "a secret is in the debug log: {}...",
+            &s[..8]
+        );
     }
 
     // An unprivileged local user can neither read nor copy the database.
@@ -233,7 +282,10 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
                 .output()
                 .expect("setpriv runs");
             assert!(!out.status.success(), "nobody read {file}");
-            assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+                "{out:?}"
+            );
         }
     } else {
         println!("skipped: the check as another user needs root");
@@ -249,37 +301,66 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
         }
     }
     // Its contents: the public keys and the sealed private keys.
-    let store = SqliteStore::open(&copy_dir.join("appfence.db")).await.unwrap();
+    let store = SqliteStore::open(&copy_dir.join("appfence.db"))
+        .await
+        .unwrap();
     let keys = store.signing_keys().await.unwrap();
     store.close().await;
     assert!(keys.len() >= 2, "the rotation added a key: {keys:?}");
 
     // The real keys, opened with the real key file, are in no file of either directory.
-    let kek = KeyEncryptionKey::read(&data.join("master.key"), false).unwrap().unwrap();
+    let kek = KeyEncryptionKey::read(&data.join("master.key"), false)
+        .unwrap()
+        .unwrap();
     for key in keys.iter().filter(|k| k.retired.is_none()) {
         let sealed = key.sealed_private_key.as_ref().expect("sealed");
         let seed = kek
-            .unseal(format!("appfence signing key {}", key.kid).as_bytes(), sealed)
+            .unseal(
+                format!("appfence signing key {}", key.kid).as_bytes(),
+                sealed,
+            )
             .unwrap();
-        assert!(found_in_files(&data, &seed).is_empty(), "{}: plain key on disk", key.kid);
+        assert!(
+            found_in_files(&data, &seed).is_empty(),
+            "{}: plain key on disk",
+            key.kid
+        );
         assert!(found_in_files(&copy_dir, &seed).is_empty());
     }
 
     // Forging from the copy: every 32 bytes of every stored key as the seed, under
     // every kid: all refused. (The server is started again on the original.)
-    let server = start_serve(&demo_args(&data_s, &listen), &env, &logs, "third", START_LIMIT);
+    let server = start_serve(
+        &demo_args(&data_s, &listen),
+        &env,
+        &logs,
+        "third",
+        START_LIMIT,
+    );
     let demo = read_demo(&data);
     let real = token(&http, &demo).await;
     assert_eq!(get_status(&http, &api, &real).await, 200);
     let mut claims = claims(&real);
-    claims["roles"] = serde_json::json!(["Machine.RestrictExecution", "Ti.ReadWrite.All", "Machine.Read.All"]);
+    claims["roles"] = serde_json::json!([
+        "Machine.RestrictExecution",
+        "Ti.ReadWrite.All",
+        "Machine.Read.All"
+    ]);
     let mut attempts = 0;
     for key in &keys {
-        let blobs = [key.sealed_private_key.clone().unwrap_or_default(), key.public_key.clone()];
+        let blobs = [
+            key.sealed_private_key.clone().unwrap_or_default(),
+            key.public_key.clone(),
+        ];
         for blob in blobs.iter().filter(|b| b.len() >= 32) {
             for seed in blob.windows(32) {
                 let forged = forge(seed, &key.kid, &claims);
-                assert_eq!(get_status(&http, &api, &forged).await, 401, "forged with {}", key.kid);
+                assert_eq!(
+                    get_status(&http, &api, &forged).await,
+                    401,
+                    "forged with {}",
+                    key.kid
+                );
                 attempts += 1;
             }
         }
@@ -291,19 +372,34 @@ async fn a_demo_data_directory_is_private_and_a_copy_of_it_forges_nothing() {
     // new key.
     let copy_s = copy_dir.to_str().unwrap();
     let listen2 = format!("127.0.0.1:{}", free_port());
-    let refused = run(&["serve", "--data-dir", copy_s, "--listen", &listen2], &[], Duration::from_secs(60)).await;
+    let refused = run(
+        &["serve", "--data-dir", copy_s, "--listen", &listen2],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
-        refused.stderr.contains("does not exist, but the database holds signing keys sealed"),
+        refused
+            .stderr
+            .contains("does not exist, but the database holds signing keys sealed"),
         "{refused:?}"
     );
     assert!(!copy_dir.join("master.key").exists(), "no key was made up");
 
     // A data directory others can read is refused, naming the fix.
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let refused = run(&["serve", "--data-dir", &data_s, "--listen", &listen2], &[], Duration::from_secs(60)).await;
+    let refused = run(
+        &["serve", "--data-dir", &data_s, "--listen", &listen2],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(refused.code, Some(1), "{refused:?}");
-    assert!(refused.stderr.contains(&format!("chmod 700 '{data_s}'")), "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!("chmod 700 '{data_s}'")),
+        "{refused:?}"
+    );
 }
 
 /// `a=b&c=d`, form-encoded.
@@ -313,7 +409,9 @@ fn serde_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
         let enc: String = v
             .bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect();
@@ -333,7 +431,13 @@ async fn keys_rotate_while_a_playbook_polls_then_retire() {
     let data_s = data.to_str().unwrap().to_string();
     let listen = format!("127.0.0.1:{}", free_port());
     let env = [("APPFENCE_KEY_REFRESH_INTERVAL", "1s")];
-    let _server: ChildGuard = start_serve(&demo_args(&data_s, &listen), &env, root.path(), "serve", START_LIMIT);
+    let _server: ChildGuard = start_serve(
+        &demo_args(&data_s, &listen),
+        &env,
+        root.path(),
+        "serve",
+        START_LIMIT,
+    );
     let http = http_client();
     let demo = read_demo(&data);
     let api = demo["apiBaseUrl"].as_str().unwrap().to_string();
@@ -344,7 +448,8 @@ async fn keys_rotate_while_a_playbook_polls_then_retire() {
     let poller = {
         let (http, demo, api, stop) = (http.clone(), demo.clone(), api.clone(), stop.clone());
         tokio::spawn(async move {
-            let (mut calls, mut failures, mut kids) = (0u32, Vec::new(), std::collections::BTreeSet::new());
+            let (mut calls, mut failures, mut kids) =
+                (0u32, Vec::new(), std::collections::BTreeSet::new());
             let mut tok = token(&http, &demo).await;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 if calls % 5 == 0 {
@@ -362,7 +467,12 @@ async fn keys_rotate_while_a_playbook_polls_then_retire() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rotated = run(&["keys", "rotate", "--data-dir", &data_s, "-o", "json"], &env, Duration::from_secs(30)).await;
+    let rotated = run(
+        &["keys", "rotate", "--data-dir", &data_s, "-o", "json"],
+        &env,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(rotated.code, Some(0), "{rotated:?}");
     let new_kid = rotated.json()["kid"].as_str().unwrap().to_string();
     assert_ne!(new_kid, old_kid);
@@ -374,48 +484,102 @@ async fn keys_rotate_while_a_playbook_polls_then_retire() {
         if kid(&t) == new_kid {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "new tokens never carried {new_kid}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new tokens never carried {new_kid}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (calls, failures, kids) = poller.await.unwrap();
-    assert!(failures.is_empty(), "{} of {calls} calls failed: {failures:?}", failures.len());
-    assert!(kids.contains(&old_kid) && kids.contains(&new_kid), "{kids:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        kids.contains(&old_kid) && kids.contains(&new_kid),
+        "{kids:?}"
+    );
     // The old token still works (it has most of its hour to go).
     assert_eq!(get_status(&http, &api, &first).await, 200);
     let jwks: Value = http
-        .get(format!("{}/discovery/v2.0/keys", api.trim_end_matches("/api")))
+        .get(format!(
+            "{}/discovery/v2.0/keys",
+            api.trim_end_matches("/api")
+        ))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let published: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    let published: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
     assert_eq!(published, [new_kid.as_str(), old_kid.as_str()]);
 
     // Retired by hand (compromised): refused within the refresh interval.
-    let retired = run(&["keys", "retire", &old_kid, "--data-dir", &data_s], &env, Duration::from_secs(30)).await;
+    let retired = run(
+        &["keys", "retire", &old_kid, "--data-dir", &data_s],
+        &env,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(retired.code, Some(0), "{retired:?}");
     let start = tokio::time::Instant::now();
     while get_status(&http, &api, &first).await == 200 {
-        assert!(start.elapsed() < Duration::from_secs(5), "the retired key still verifies");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the retired key still verifies"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("a retired key's token was refused after {:?}", start.elapsed());
-    let listed = run(&["keys", "list", "--data-dir", &data_s, "-o", "json"], &env, Duration::from_secs(30)).await;
+    println!(
+        "a retired key's token was refused after {:?}",
+        start.elapsed()
+    );
+    let listed = run(
+        &["keys", "list", "--data-dir", &data_s, "-o", "json"],
+        &env,
+        Duration::from_secs(30),
+    )
+    .await;
     let states: Vec<(String, String)> = listed
         .json()
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| (k["kid"].as_str().unwrap().to_string(), k["state"].as_str().unwrap().to_string()))
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().to_string(),
+                k["state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(states.contains(&(old_kid.clone(), "Retired".into())), "{states:?}");
-    assert!(states.contains(&(new_kid.clone(), "Signing".into())), "{states:?}");
-    let again = run(&["keys", "retire", &old_kid, "--data-dir", &data_s], &env, Duration::from_secs(30)).await;
-    assert_eq!(again.code, Some(2), "a second retirement is a usage error: {again:?}");
+    assert!(
+        states.contains(&(old_kid.clone(), "Retired".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&(new_kid.clone(), "Signing".into())),
+        "{states:?}"
+    );
+    let again = run(
+        &["keys", "retire", &old_kid, "--data-dir", &data_s],
+        &env,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        again.code,
+        Some(2),
+        "a second retirement is a usage error: {again:?}"
+    );
 }
 
 /// Two servers on one database and key file, as replicas: a key rotated on one is
@@ -433,7 +597,10 @@ async fn a_retired_key_is_refused_by_every_replica() {
     let b = a.replica(refresh).await;
     let app = a.app(&[crate::harness::ROLE_READ]).await;
     let status = |server: &crate::harness::TestServer, token: String| {
-        let req = server.http.get(server.url("/api/machines")).bearer_auth(token);
+        let req = server
+            .http
+            .get(server.url("/api/machines"))
+            .bearer_auth(token);
         async move { req.send().await.unwrap().status().as_u16() }
     };
     let old = a.token(&app).await;
@@ -443,31 +610,50 @@ async fn a_retired_key_is_refused_by_every_replica() {
 
     // A rotation that takes over at once (what `keys retire` does for a signing key).
     let state = &a.state;
-    let added = keyring::rotate(state.store.as_ref(), state.keys.kek(), state.keys.timing(), state.clock.now(), true)
-        .await
-        .unwrap()
-        .expect("the rotation wins");
+    let added = keyring::rotate(
+        state.store.as_ref(),
+        state.keys.kek(),
+        state.keys.timing(),
+        state.clock.now(),
+        true,
+    )
+    .await
+    .unwrap()
+    .expect("the rotation wins");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let new = loop {
         let t = a.token(&app).await;
         if kid(&t) == added.kid {
             break t;
         }
-        assert!(tokio::time::Instant::now() < deadline, "replica A never signed with the new key");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica A never signed with the new key"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // B has not necessarily re-read the keys yet: an unknown kid makes it look.
     assert_eq!(status(&b, new.clone()).await, 200);
 
-    let retired = keyring::retire(state.store.as_ref(), state.keys.kek(), state.keys.timing(), &old_kid, state.clock.now(), "test")
-        .await
-        .unwrap()
-        .expect("retired");
+    let retired = keyring::retire(
+        state.store.as_ref(),
+        state.keys.kek(),
+        state.keys.timing(),
+        &old_kid,
+        state.clock.now(),
+        "test",
+    )
+    .await
+    .unwrap()
+    .expect("retired");
     assert_eq!(retired.replacement, None, "the old key no longer signed");
     for (name, server) in [("A", &a), ("B", &b)] {
         let start = tokio::time::Instant::now();
         while status(server, old.clone()).await == 200 {
-            assert!(start.elapsed() < Duration::from_secs(3), "replica {name} still accepts a retired key");
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "replica {name} still accepts a retired key"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(status(server, new.clone()).await, 200, "replica {name}");
@@ -493,15 +679,28 @@ async fn the_signing_key_rotates_on_schedule() {
     let old = server.token(&app).await;
     let old_kid = kid(&old);
     clock.advance(Duration::from_secs(90 * 24 * 3600 - 60));
-    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
-    assert_eq!(server.state.store.signing_keys().await.unwrap().len(), 1, "not due yet");
+    appfence_server::sweeper::sweep_once(&server.state)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.state.store.signing_keys().await.unwrap().len(),
+        1,
+        "not due yet"
+    );
     clock.advance(Duration::from_secs(60));
-    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
-    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
+    appfence_server::sweeper::sweep_once(&server.state)
+        .await
+        .unwrap();
+    appfence_server::sweeper::sweep_once(&server.state)
+        .await
+        .unwrap();
     let keys = server.state.store.signing_keys().await.unwrap();
     assert_eq!(keys.len(), 2, "one rotation, however many sweeps");
     let now = clock.now();
-    assert!(matches!(state_at(&keys[0], &keys, now), KeyState::Next { .. }));
+    assert!(matches!(
+        state_at(&keys[0], &keys, now),
+        KeyState::Next { .. }
+    ));
     assert_eq!(state_at(&keys[1], &keys, now), KeyState::Signing);
     // After the lead (two refresh intervals), new tokens carry the new key.
     clock.advance(server.state.config.key_refresh_interval * 2);
@@ -516,10 +715,20 @@ async fn the_signing_key_rotates_on_schedule() {
     assert_eq!(kid(&late_old), old_kid);
     clock.set(keys[0].activates.plus(Duration::from_secs(3500)));
     let api = server.anonymous();
-    assert_eq!(api.with_token(&late_old).get("/api/machines").await.status, 200);
+    assert_eq!(
+        api.with_token(&late_old).get("/api/machines").await.status,
+        200
+    );
     // ...and the old key is retired once its last token has expired.
-    clock.set(keys[1].verify_until.expect("an end").plus(Duration::from_secs(1)));
-    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
+    clock.set(
+        keys[1]
+            .verify_until
+            .expect("an end")
+            .plus(Duration::from_secs(1)),
+    );
+    appfence_server::sweeper::sweep_once(&server.state)
+        .await
+        .unwrap();
     let keys = server.state.store.signing_keys().await.unwrap();
     let retired = keys.iter().find(|k| k.kid == old_kid).unwrap();
     assert!(retired.retired.is_some() && retired.sealed_private_key.is_none());

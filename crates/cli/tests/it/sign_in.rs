@@ -50,7 +50,12 @@ async fn password_grant(
     .await
 }
 
-async fn client_credentials(server: &TestServer, http: &reqwest::Client, app: &App, secret: &str) -> Resp {
+async fn client_credentials(
+    server: &TestServer,
+    http: &reqwest::Client,
+    app: &App,
+    secret: &str,
+) -> Resp {
     Resp::read(
         http.post(server.url(&format!("/{}/oauth2/v2.0/token", app.tenant_id)))
             .form(&[
@@ -69,7 +74,10 @@ async fn client_credentials(server: &TestServer, http: &reqwest::Client, app: &A
 fn assert_wrong_password(r: &Resp) {
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.json()["error"], "invalid_grant");
-    assert_eq!(r.json()["error_description"], "The user name or password is incorrect");
+    assert_eq!(
+        r.json()["error_description"],
+        "The user name or password is incorrect"
+    );
 }
 
 /// Locked, with Entra's code and the seconds left.
@@ -80,7 +88,10 @@ fn assert_locked(r: &Resp, seconds: u64) {
     assert_eq!(v["error_codes"], serde_json::json!([50053]));
     let d = v["error_description"].as_str().unwrap();
     assert!(d.starts_with("AADSTS50053: The account is locked"), "{d}");
-    assert!(d.contains(&format!("Try again in {seconds} seconds")), "{d}");
+    assert!(
+        d.contains(&format!("Try again in {seconds} seconds")),
+        "{d}"
+    );
     assert_eq!(r.header("retry-after"), Some(seconds.to_string().as_str()));
 }
 
@@ -107,18 +118,40 @@ async fn ten_wrong_passwords_lock_the_account_for_a_minute_then_two() {
     let clock = Arc::new(ManualClock::starting_now());
     let (server, app) = setup(Some(clock.clone())).await;
     let http = server.http.clone();
-    let seq_before = server.state.store.audit_events(0, 100_000).await.unwrap().len();
+    let seq_before = server
+        .state
+        .store
+        .audit_events(0, 100_000)
+        .await
+        .unwrap()
+        .len();
 
     for _ in 0..9 {
         assert_wrong_password(&password_grant(&server, &http, &app, ANA, "wrong password!!").await);
     }
     // The tenth locks; from then on even the right password is refused.
-    assert_locked(&password_grant(&server, &http, &app, ANA, "wrong password!!").await, 60);
+    assert_locked(
+        &password_grant(&server, &http, &app, ANA, "wrong password!!").await,
+        60,
+    );
     clock.advance(Duration::from_secs(20));
-    assert_locked(&password_grant(&server, &http, &app, "Ana@Corp.Example", PASSWORD).await, 40);
+    assert_locked(
+        &password_grant(&server, &http, &app, "Ana@Corp.Example", PASSWORD).await,
+        40,
+    );
     // Nobody else is locked: another user, and the application's own tokens.
-    assert_eq!(password_grant(&server, &http, &app, "bo@corp.example", PASSWORD).await.status, 200);
-    assert_eq!(client_credentials(&server, &http, &app, &app.secret).await.status, 200);
+    assert_eq!(
+        password_grant(&server, &http, &app, "bo@corp.example", PASSWORD)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        client_credentials(&server, &http, &app, &app.secret)
+            .await
+            .status,
+        200
+    );
 
     // A minute after the lock, the right password works again.
     clock.advance(Duration::from_secs(40));
@@ -126,8 +159,11 @@ async fn ten_wrong_passwords_lock_the_account_for_a_minute_then_two() {
     assert_eq!(ok.status, 200, "{}", ok.text);
 
     // The end of the lockout is in the audit log, after the sweep.
-    appfence_server::sweeper::sweep_once(&server.state).await.unwrap();
-    let events: Vec<(String, String)> = server.state.store.audit_events(0, 100_000).await.unwrap()[seq_before..]
+    appfence_server::sweeper::sweep_once(&server.state)
+        .await
+        .unwrap();
+    let events: Vec<(String, String)> = server.state.store.audit_events(0, 100_000).await.unwrap()
+        [seq_before..]
         .iter()
         .map(|(_, e)| (e.event.clone(), e.subject.clone()))
         .collect();
@@ -144,23 +180,42 @@ async fn ten_wrong_passwords_lock_the_account_for_a_minute_then_two() {
     for _ in 0..9 {
         assert_wrong_password(&password_grant(&server, &http, &app, ANA, "nope nope nope").await);
     }
-    assert_locked(&password_grant(&server, &http, &app, ANA, "nope nope nope").await, 60);
+    assert_locked(
+        &password_grant(&server, &http, &app, ANA, "nope nope nope").await,
+        60,
+    );
     // Ten more right after it ends, without a success: two minutes.
     clock.advance(Duration::from_secs(60));
     for _ in 0..9 {
         assert_wrong_password(&password_grant(&server, &http, &app, ANA, "nope nope nope").await);
     }
-    assert_locked(&password_grant(&server, &http, &app, ANA, "nope nope nope").await, 120);
+    assert_locked(
+        &password_grant(&server, &http, &app, ANA, "nope nope nope").await,
+        120,
+    );
     clock.advance(Duration::from_secs(119));
-    assert_locked(&password_grant(&server, &http, &app, ANA, PASSWORD).await, 1);
+    assert_locked(
+        &password_grant(&server, &http, &app, ANA, PASSWORD).await,
+        1,
+    );
     clock.advance(Duration::from_secs(1));
-    assert_eq!(password_grant(&server, &http, &app, ANA, PASSWORD).await.status, 200);
+    assert_eq!(
+        password_grant(&server, &http, &app, ANA, PASSWORD)
+            .await
+            .status,
+        200
+    );
 
     // An unknown user is counted like a known one: a lock tells nothing about who exists.
     for _ in 0..9 {
-        assert_wrong_password(&password_grant(&server, &http, &app, "ghost@corp.example", "x-x-x-x-x-x").await);
+        assert_wrong_password(
+            &password_grant(&server, &http, &app, "ghost@corp.example", "x-x-x-x-x-x").await,
+        );
     }
-    assert_locked(&password_grant(&server, &http, &app, "ghost@corp.example", "x-x-x-x-x-x").await, 60);
+    assert_locked(
+        &password_grant(&server, &http, &app, "ghost@corp.example", "x-x-x-x-x-x").await,
+        60,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,22 +225,58 @@ async fn user_unlock_ends_a_lockout_at_once() {
     for _ in 0..10 {
         password_grant(&server, &http, &app, ANA, "wrong password!!").await;
     }
-    assert_eq!(password_grant(&server, &http, &app, ANA, PASSWORD).await.json()["error_codes"][0], 50053);
+    assert_eq!(
+        password_grant(&server, &http, &app, ANA, PASSWORD)
+            .await
+            .json()["error_codes"][0],
+        50053
+    );
     let data_dir = server.data_dir.to_str().unwrap().to_string();
-    let unlocked = run(&["user", "unlock", "--upn", "ANA@corp.example", "--data-dir", &data_dir], &[], Duration::from_secs(30)).await;
+    let unlocked = run(
+        &[
+            "user",
+            "unlock",
+            "--upn",
+            "ANA@corp.example",
+            "--data-dir",
+            &data_dir,
+        ],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(unlocked.code, Some(0), "{unlocked:?}");
-    assert!(unlocked.stdout.contains("Unlocked ana@corp.example"), "{unlocked:?}");
-    assert_eq!(password_grant(&server, &http, &app, ANA, PASSWORD).await.status, 200);
-    let again = run(&["user", "unlock", "--upn", ANA, "--data-dir", &data_dir], &[], Duration::from_secs(30)).await;
+    assert!(
+        unlocked.stdout.contains("Unlocked ana@corp.example"),
+        "{unlocked:?}"
+    );
+    assert_eq!(
+        password_grant(&server, &http, &app, ANA, PASSWORD)
+            .await
+            .status,
+        200
+    );
+    let again = run(
+        &["user", "unlock", "--upn", ANA, "--data-dir", &data_dir],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(again.stdout.contains("was not locked"), "{again:?}");
     let events = server.state.store.audit_events(0, 1000).await.unwrap();
-    assert!(events.iter().any(|(_, e)| e.event == "AccountUnlocked" && e.actor == "appfence user unlock"));
+    assert!(events
+        .iter()
+        .any(|(_, e)| e.event == "AccountUnlocked" && e.actor == "appfence user unlock"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_that_keeps_failing_is_throttled_and_others_are_not() {
     let clock = Arc::new(ManualClock::starting_now());
-    let server = TestServer::start_with(|c| c.sign_in_throttle.address_failures = 5, Some(clock.clone())).await;
+    let server = TestServer::start_with(
+        |c| c.sign_in_throttle.address_failures = 5,
+        Some(clock.clone()),
+    )
+    .await;
     let app = server.app(&[ROLE_READ]).await;
     let attacker = client_from("127.0.0.2");
     let playbook = client_from("127.0.0.1");
@@ -203,23 +294,48 @@ async fn an_address_that_keeps_failing_is_throttled_and_others_are_not() {
         assert!((1..=60).contains(&retry), "{retry}");
     }
     // Wrong passwords from there are refused the same way, without any check.
-    assert_eq!(password_grant(&server, &attacker, &app, "x@y", "zzzzzzzzzzzz").await.status, 429);
+    assert_eq!(
+        password_grant(&server, &attacker, &app, "x@y", "zzzzzzzzzzzz")
+            .await
+            .status,
+        429
+    );
     // The playbook, from another address, is not affected.
     let ok = client_credentials(&server, &playbook, &app, &app.secret).await;
     assert_eq!(ok.status, 200, "{}", ok.text);
     clock.advance(Duration::from_secs(60));
-    assert_eq!(client_credentials(&server, &attacker, &app, &app.secret).await.status, 200);
+    assert_eq!(
+        client_credentials(&server, &attacker, &app, &app.secret)
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_secrets_are_stored_in_the_fast_form() {
     let server = TestServer::start().await;
     let app = server.app(&[ROLE_READ]).await;
-    let stored = server.state.store.app(&app.tenant_id, &app.client_id).await.unwrap().unwrap();
-    assert!(stored.secret_hash.starts_with("sha256:"), "{}", stored.secret_hash);
+    let stored = server
+        .state
+        .store
+        .app(&app.tenant_id, &app.client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.secret_hash.starts_with("sha256:"),
+        "{}",
+        stored.secret_hash
+    );
     assert!(!stored.secret_hash.contains(&app.secret));
     let http = server.http.clone();
-    assert_eq!(client_credentials(&server, &http, &app, &app.secret).await.status, 200);
+    assert_eq!(
+        client_credentials(&server, &http, &app, &app.secret)
+            .await
+            .status,
+        200
+    );
     let wrong = client_credentials(&server, &http, &app, &format!("{}x", app.secret)).await;
     assert_eq!(wrong.status, 401, "{}", wrong.text);
     let v: Value = wrong.json();
@@ -229,7 +345,11 @@ async fn client_secrets_are_stored_in_the_fast_form() {
 /// Lockouts and refusals are counted on the metrics listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lockouts_and_refusals_are_metrics() {
-    let server = TestServer::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap()), None).await;
+    let server = TestServer::start_with(
+        |c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap()),
+        None,
+    )
+    .await;
     let app = server.app(&[ROLE_READ]).await;
     create_user(
         server.state.store.as_ref(),
@@ -241,7 +361,10 @@ async fn lockouts_and_refusals_are_metrics() {
     )
     .await
     .unwrap();
-    let metrics_url = format!("http://{}/metrics", server.metrics_addr.expect("metrics listen"));
+    let metrics_url = format!(
+        "http://{}/metrics",
+        server.metrics_addr.expect("metrics listen")
+    );
     let scrape = || {
         let http = server.http.clone();
         let url = metrics_url.clone();
@@ -266,6 +389,12 @@ async fn lockouts_and_refusals_are_metrics() {
     }
     let (lockouts_after, refused_after) = scrape().await;
     // Other tests in this process count too: at least this test's.
-    assert!(lockouts_after >= lockouts + 1.0, "{lockouts} -> {lockouts_after}");
-    assert!(refused_after >= refused + 9.0, "{refused} -> {refused_after}");
+    assert!(
+        lockouts_after >= lockouts + 1.0,
+        "{lockouts} -> {lockouts_after}"
+    );
+    assert!(
+        refused_after >= refused + 9.0,
+        "{refused} -> {refused_after}"
+    );
 }

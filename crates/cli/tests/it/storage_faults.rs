@@ -71,7 +71,9 @@ fn child_of(pid: u32) -> Option<u32> {
             continue;
         };
         let stat = std::fs::read_to_string(format!("/proc/{candidate}/stat")).unwrap_or_default();
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let parent = stat[close + 2..].split_whitespace().nth(1);
         if parent == Some(pid.to_string().as_str()) {
             return Some(candidate);
@@ -96,10 +98,20 @@ impl Namespace {
                 at.display()
             ));
         }
-        script.push_str(&format!("echo mounted\nexec sleep {NAMESPACE_LIFETIME_SECS}\n"));
+        script.push_str(&format!(
+            "echo mounted\nexec sleep {NAMESPACE_LIFETIME_SECS}\n"
+        ));
         let mut cmd = Command::new("timeout");
         cmd.args(["-s", "KILL", &NAMESPACE_LIFETIME_SECS.to_string()])
-            .args(["unshare", "-m", "--propagation", "private", "sh", "-c", &script])
+            .args([
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdin(Stdio::null());
         let holder = ChildGuard::spawn(cmd, &logs, "namespace");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -112,7 +124,13 @@ impl Namespace {
             std::thread::sleep(Duration::from_millis(20));
         }
         let holder_pid = child_of(holder.id()).expect("the namespace's holder");
-        Namespace { holder, holder_pid, base, logs, _dir: dir }
+        Namespace {
+            holder,
+            holder_pid,
+            base,
+            logs,
+            _dir: dir,
+        }
     }
 
     /// `name` as the servers inside see it.
@@ -122,7 +140,8 @@ impl Namespace {
 
     /// `name` as this test reaches it, from outside the namespace.
     fn reach(&self, name: &str) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root", self.holder_pid)).join(self.path(name).strip_prefix("/").unwrap())
+        PathBuf::from(format!("/proc/{}/root", self.holder_pid))
+            .join(self.path(name).strip_prefix("/").unwrap())
     }
 
     /// `appfence serve ARGS` inside the namespace, its stderr to `stderr_inside` (a file
@@ -172,7 +191,9 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &self.holder_pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.holder_pid.to_string()])
+            .status();
         self.holder.kill();
     }
 }
@@ -202,7 +223,13 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 async fn metrics_text(http: &reqwest::Client, port: u16) -> String {
-    http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap()
+    http.get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn readiness(http: &reqwest::Client, base: &str) -> (u16, String) {
@@ -215,11 +242,17 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     if !can_run("full data disk") {
         return;
     }
-    let ns = tokio::task::spawn_blocking(|| Namespace::start(&[("data", "24m")])).await.unwrap();
+    let ns = tokio::task::spawn_blocking(|| Namespace::start(&[("data", "24m")]))
+        .await
+        .unwrap();
     let (port, metrics_port) = (free_port(), free_port());
     // Generous limits: the writers test the disk, not MDE's 100 calls a minute.
     let config = ns.logs.join("appfence.toml");
-    std::fs::write(&config, "[rate_limits]\nper_minute = 1000000\nper_hour = 1000000\n").unwrap();
+    std::fs::write(
+        &config,
+        "[rate_limits]\nper_minute = 1000000\nper_hour = 1000000\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let args = serve_args(
         &ns.path("data"),
@@ -240,7 +273,10 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     };
     let base = format!("http://127.0.0.1:{port}");
     let api = format!("{base}/api");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let demo = read_demo(&ns.reach("data"));
     let token = token(&http, &demo).await;
     let machines = machine_ids(&http, &token, &api).await;
@@ -250,13 +286,31 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for id in 0..3 {
-        writers.push(tokio::spawn(indicator_writer(http.clone(), api.clone(), token.clone(), id, tally.clone(), stop.clone())));
+        writers.push(tokio::spawn(indicator_writer(
+            http.clone(),
+            api.clone(),
+            token.clone(),
+            id,
+            tally.clone(),
+            stop.clone(),
+        )));
     }
     for machine in &machines[..2] {
-        writers.push(tokio::spawn(restrict_writer(http.clone(), api.clone(), token.clone(), machine.clone(), tally.clone(), stop.clone())));
+        writers.push(tokio::spawn(restrict_writer(
+            http.clone(),
+            api.clone(),
+            token.clone(),
+            machine.clone(),
+            tally.clone(),
+            stop.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(tally.of(200) + tally.of(201) > 0, "writes succeed before: {:?}", tally.statuses.lock().unwrap());
+    assert!(
+        tally.of(200) + tally.of(201) > 0,
+        "writes succeed before: {:?}",
+        tally.statuses.lock().unwrap()
+    );
 
     // The disk fills under the writers: 503s with Retry-After, never a 500 or a lost
     // connection; reads go on; readiness says why.
@@ -267,23 +321,37 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
         }
     })
     .await;
-    let read = call(&http, &token, reqwest::Method::GET, &format!("{api}/machines"), None).await;
+    let read = call(
+        &http,
+        &token,
+        reqwest::Method::GET,
+        &format!("{api}/machines"),
+        None,
+    )
+    .await;
     assert_eq!(read.status, 200, "reads go on: {}", read.text);
-    within(Duration::from_secs(20), "readiness to say the storage is full", async {
-        loop {
-            let (status, text) = readiness(&http, &base).await;
-            if status == 503 {
-                assert_eq!(text, "not ready: storage full");
-                break;
+    within(
+        Duration::from_secs(20),
+        "readiness to say the storage is full",
+        async {
+            loop {
+                let (status, text) = readiness(&http, &base).await;
+                if status == 503 {
+                    assert_eq!(text, "not ready: storage full");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
+        },
+    )
     .await;
 
     // The early warning came first (at a sweep, every 5 s), with its metric.
     within(Duration::from_secs(20), "the free-space warning", async {
-        while !server.stderr_text().contains("the data directory's disk is nearly full") {
+        while !server
+            .stderr_text()
+            .contains("the data directory's disk is nearly full")
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -296,17 +364,24 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     ns.free("data");
     let freed_at = Instant::now();
     tally.freed.store(true, Ordering::SeqCst);
-    within(Duration::from_secs(30), "writes to succeed after space is freed", async {
-        while tally.since_freed.load(Ordering::SeqCst) < 10 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    within(
+        Duration::from_secs(30),
+        "writes to succeed after space is freed",
+        async {
+            while tally.since_freed.load(Ordering::SeqCst) < 10 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
     .await;
     let recovered_in = freed_at.elapsed();
     crate::writers::stop_writers(stop, writers).await;
     let unexpected = tally.unexpected.lock().unwrap().clone();
     let statuses = tally.statuses.lock().unwrap().clone();
-    assert!(unexpected.is_empty(), "{unexpected:?} (statuses {statuses:?})");
+    assert!(
+        unexpected.is_empty(),
+        "{unexpected:?} (statuses {statuses:?})"
+    );
 
     // An action created now completes on its (simulated) device.
     let r = call(
@@ -321,38 +396,67 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     let id = r.json()["id"].as_str().unwrap().to_string();
     wait_succeeded(&http, &token, &api, &id).await;
     tally.actions.lock().unwrap().push(id);
-    within(Duration::from_secs(20), "readiness to be ready again", async {
-        while readiness(&http, &base).await.0 != 200 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
+    within(
+        Duration::from_secs(20),
+        "readiness to be ready again",
+        async {
+            while readiness(&http, &base).await.0 != 200 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        },
+    )
     .await;
     // Storage errors were counted by kind; the sweeper runs again.
     let m = metrics_text(&http, metrics_port).await;
-    assert!(metric(&m, "appfence_storage_errors_total{kind=\"storage full\"}") >= full_503s as f64 * 0.5, "{m}");
+    assert!(
+        metric(&m, "appfence_storage_errors_total{kind=\"storage full\"}")
+            >= full_503s as f64 * 0.5,
+        "{m}"
+    );
     assert_eq!(metric(&m, "appfence_storage_fault"), 0.0, "{m}");
     let sweeps = metric(&m, "appfence_sweeps_total{outcome=\"ok\"}");
     within(Duration::from_secs(30), "a sweep after recovery", async {
-        while metric(&metrics_text(&http, metrics_port).await, "appfence_sweeps_total{outcome=\"ok\"}") <= sweeps {
+        while metric(
+            &metrics_text(&http, metrics_port).await,
+            "appfence_sweeps_total{outcome=\"ok\"}",
+        ) <= sweeps
+        {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
     .await;
     // A sweep reads the free space again (just after its own count: wait for it).
-    within(Duration::from_secs(30), "the free space read again", async {
-        loop {
-            let m = metrics_text(&http, metrics_port).await;
-            if metric(&m, "appfence_storage_free_bytes") > 0.0 && metric(&m, "appfence_storage_low") == 0.0 {
-                break;
+    within(
+        Duration::from_secs(30),
+        "the free space read again",
+        async {
+            loop {
+                let m = metrics_text(&http, metrics_port).await;
+                if metric(&m, "appfence_storage_free_bytes") > 0.0
+                    && metric(&m, "appfence_storage_low") == 0.0
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
+        },
+    )
     .await;
     // Logged once for the episode, and its end; not once per request.
     let log = server.stderr_text();
-    assert_eq!(log.matches("storage full: requests that need it get 503").count(), 1, "{log}");
-    assert!(log.contains(&format!("store=the database in {}", ns.path("data").display())), "{log}");
+    assert_eq!(
+        log.matches("storage full: requests that need it get 503")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "store=the database in {}",
+            ns.path("data").display()
+        )),
+        "{log}"
+    );
     assert!(log.contains("storage full is over"), "{log}");
 
     // kill -9 and start again: every acknowledged write is there.
@@ -361,7 +465,14 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
     let _server = tokio::task::block_in_place(|| ns.serve(&args, None, "serve-again"));
     let indicators = tally.indicators.lock().unwrap().clone();
     let actions = tally.actions.lock().unwrap().clone();
-    let listed = call(&http, &token, reqwest::Method::GET, &format!("{api}/indicators"), None).await;
+    let listed = call(
+        &http,
+        &token,
+        reqwest::Method::GET,
+        &format!("{api}/indicators"),
+        None,
+    )
+    .await;
     assert_eq!(listed.status, 200, "{}", listed.text);
     let present: std::collections::HashSet<String> = listed.json()["value"]
         .as_array()
@@ -373,8 +484,19 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
         assert!(present.contains(id), "acknowledged indicator {id} is lost");
     }
     for id in &actions {
-        let r = call(&http, &token, reqwest::Method::GET, &format!("{api}/machineactions/{id}"), None).await;
-        assert_eq!(r.status, 200, "acknowledged action {id} is lost: {}", r.text);
+        let r = call(
+            &http,
+            &token,
+            reqwest::Method::GET,
+            &format!("{api}/machineactions/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            r.status, 200,
+            "acknowledged action {id} is lost: {}",
+            r.text
+        );
     }
     println!(
         "full data disk: filled {filled} bytes; statuses {statuses:?}; writes succeeded again \
@@ -389,7 +511,9 @@ async fn a_full_log_disk_never_costs_an_answer() {
     if !can_run("full log disk") {
         return;
     }
-    let ns = tokio::task::spawn_blocking(|| Namespace::start(&[("data", "24m"), ("log", "1m")])).await.unwrap();
+    let ns = tokio::task::spawn_blocking(|| Namespace::start(&[("data", "24m"), ("log", "1m")]))
+        .await
+        .unwrap();
     let port = free_port();
     let args = serve_args(&ns.path("data"), port, &["--log-level", "debug"]);
     let log_file = ns.path("log").join("serve.err");
@@ -398,7 +522,10 @@ async fn a_full_log_disk_never_costs_an_answer() {
         tokio::task::block_in_place(|| ns.serve(&args, Some(&log_file), "serve"))
     };
     let api = format!("http://127.0.0.1:{port}/api");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let demo = read_demo(&ns.reach("data"));
     let token = token(&http, &demo).await;
     tokio::task::block_in_place(|| ns.fill("log"));
@@ -408,8 +535,16 @@ async fn a_full_log_disk_never_costs_an_answer() {
         .map(|i| {
             let (http, api, token) = (http.clone(), api.clone(), token.clone());
             tokio::spawn(async move {
-                let bearer = if i % 2 == 0 { token } else { "not-a-token".to_string() };
-                http.get(format!("{api}/machines")).bearer_auth(bearer).send().await.map(|r| r.status().as_u16())
+                let bearer = if i % 2 == 0 {
+                    token
+                } else {
+                    "not-a-token".to_string()
+                };
+                http.get(format!("{api}/machines"))
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
             })
         })
         .collect();
@@ -425,16 +560,24 @@ async fn a_full_log_disk_never_costs_an_answer() {
     // Space for the log again: the server says it lost lines.
     ns.free("log");
     let reach_log = ns.reach("log").join("serve.err");
-    within(Duration::from_secs(20), "the log to say lines were lost", async {
-        loop {
-            let _ = http.get(format!("{api}/machines")).bearer_auth("not-a-token").send().await;
-            let text = std::fs::read_to_string(&reach_log).unwrap_or_default();
-            if text.contains("log line(s) were lost") {
-                break;
+    within(
+        Duration::from_secs(20),
+        "the log to say lines were lost",
+        async {
+            loop {
+                let _ = http
+                    .get(format!("{api}/machines"))
+                    .bearer_auth("not-a-token")
+                    .send()
+                    .await;
+                let text = std::fs::read_to_string(&reach_log).unwrap_or_default();
+                if text.contains("log line(s) were lost") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
+        },
+    )
     .await;
     println!("full log disk: answers {answers:?}");
 }

@@ -268,9 +268,7 @@ fn enc(s: &str) -> String {
 /// the server's key file, as the server does).
 async fn mint(server: &TestServer, claims: &Value) -> String {
     let keys = server.state.keys.current();
-    let (kid, key) = keys
-        .signer(server.state.clock.now())
-        .expect("a key signs");
+    let (kid, key) = keys.signer(server.state.clock.now()).expect("a key signs");
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(kid.to_string());
     jsonwebtoken::encode(&header, claims, key).unwrap()

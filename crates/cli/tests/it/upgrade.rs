@@ -24,7 +24,10 @@ async fn plain_key(db: &Path) -> (String, Vec<u8>) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let out = (row.get::<String, _>("kid"), row.get::<Vec<u8>, _>("private_key"));
+    let out = (
+        row.get::<String, _>("kid"),
+        row.get::<Vec<u8>, _>("private_key"),
+    );
     pool.close().await;
     out
 }
@@ -49,18 +52,25 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
     let db = dir.path().join("appfence.db");
     std::fs::copy(Path::new(FIXTURE).join("appfence.db"), &db).unwrap();
     std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let demo: Value =
-        serde_json::from_str(&std::fs::read_to_string(Path::new(FIXTURE).join("demo.json")).unwrap()).unwrap();
+    let demo: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(FIXTURE).join("demo.json")).unwrap(),
+    )
+    .unwrap();
     let (kid, seed) = plain_key(&db).await;
     assert_eq!(seed.len(), 32);
     let before = std::fs::read(&db).unwrap();
-    assert!(before.windows(32).any(|w| w == seed.as_slice()), "the fixture holds the plain key");
+    assert!(
+        before.windows(32).any(|w| w == seed.as_slice()),
+        "the fixture holds the plain key"
+    );
 
     let server = TestServer::start_in(dir.path(), |_| {}, None).await;
 
     // The plain key is gone from every file of the data directory, and from the schema.
     every_file_holds_no(dir.path(), &seed);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await
+        .unwrap();
     let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('signing_keys')")
         .fetch_all(&pool)
         .await
@@ -69,7 +79,10 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
         .map(|r| r.get::<String, _>("name"))
         .collect();
     assert!(!columns.contains(&"private_key".to_string()), "{columns:?}");
-    assert!(columns.contains(&"sealed_private_key".to_string()), "{columns:?}");
+    assert!(
+        columns.contains(&"sealed_private_key".to_string()),
+        "{columns:?}"
+    );
     let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys_unsealed")
         .fetch_one(&pool)
         .await
@@ -81,7 +94,9 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
     assert_eq!(keys[0].kid, kid);
     assert!(keys[0].sealed_private_key.is_some());
     let events = server.state.store.audit_events(0, 100).await.unwrap();
-    assert!(events.iter().any(|(_, e)| e.event == SIGNING_KEYS_SEALED && e.subject == kid));
+    assert!(events
+        .iter()
+        .any(|(_, e)| e.event == SIGNING_KEYS_SEALED && e.subject == kid));
 
     // The old key still signs and verifies (tokens issued before the upgrade keep
     // working): the server's tokens carry its kid, and the claims of one, signed in this
@@ -92,19 +107,33 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
     let header_of = |t: &str| -> Value {
         use base64::Engine;
         let part = t.split('.').next().unwrap();
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
     };
     assert_eq!(header_of(&issued)["kid"], kid.as_str());
     let claims: Value = {
         use base64::Engine;
         let part = issued.split('.').nth(1).unwrap();
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
     };
-    let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
     der.extend_from_slice(&seed);
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(kid.clone());
-    let old_token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap();
+    let old_token =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap();
     let r = Resp::read(
         server
             .http
@@ -119,8 +148,18 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
 
     // The demo application's secret was stored as Argon2id: accepted, then re-stored.
     let client_id = demo["clientId"].as_str().unwrap();
-    let legacy = server.state.store.app(tenant, client_id).await.unwrap().unwrap();
-    assert!(legacy.secret_hash.starts_with("$argon2id$"), "{}", legacy.secret_hash);
+    let legacy = server
+        .state
+        .store
+        .app(tenant, client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        legacy.secret_hash.starts_with("$argon2id$"),
+        "{}",
+        legacy.secret_hash
+    );
     let ask = |secret: String| {
         let http = server.http.clone();
         let url = server.url(&format!("/{tenant}/oauth2/v2.0/token"));
@@ -141,13 +180,39 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
         }
     };
     let secret = demo["clientSecret"].as_str().unwrap().to_string();
-    assert_eq!(ask(format!("{secret}x")).await.status, 401, "a wrong secret changes nothing");
-    assert!(server.state.store.app(tenant, client_id).await.unwrap().unwrap().secret_hash.starts_with("$argon2id$"));
+    assert_eq!(
+        ask(format!("{secret}x")).await.status,
+        401,
+        "a wrong secret changes nothing"
+    );
+    assert!(server
+        .state
+        .store
+        .app(tenant, client_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .secret_hash
+        .starts_with("$argon2id$"));
     let first = ask(secret.clone()).await;
     assert_eq!(first.status, 200, "{}", first.text);
-    let restored = server.state.store.app(tenant, client_id).await.unwrap().unwrap();
-    assert!(restored.secret_hash.starts_with("sha256:"), "{}", restored.secret_hash);
-    assert_eq!(ask(secret.clone()).await.status, 200, "the fast form verifies");
+    let restored = server
+        .state
+        .store
+        .app(tenant, client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        restored.secret_hash.starts_with("sha256:"),
+        "{}",
+        restored.secret_hash
+    );
+    assert_eq!(
+        ask(secret.clone()).await.status,
+        200,
+        "the fast form verifies"
+    );
     assert_eq!(ask(format!("{secret}x")).await.status, 401);
     server.stop().await;
 }

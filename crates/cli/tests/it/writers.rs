@@ -37,7 +37,12 @@ impl Tally {
     }
 
     pub fn of(&self, status: u16) -> u64 {
-        self.statuses.lock().unwrap().get(&status).copied().unwrap_or(0)
+        self.statuses
+            .lock()
+            .unwrap()
+            .get(&status)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn unexpected(&self, what: String) {
@@ -52,7 +57,11 @@ impl Tally {
 
     /// Checks an answer: a 503 carries the envelope and `Retry-After`; a 500 or a
     /// dropped connection is a failure. Returns the answer when there was one.
-    pub async fn check(&self, what: &str, sent: Result<reqwest::Response, reqwest::Error>) -> Option<Resp> {
+    pub async fn check(
+        &self,
+        what: &str,
+        sent: Result<reqwest::Response, reqwest::Error>,
+    ) -> Option<Resp> {
         let r = match sent {
             Err(e) => {
                 if self.server_may_die.load(Ordering::SeqCst) {
@@ -68,8 +77,13 @@ impl Tally {
         self.count(r.status);
         match r.status {
             503 => {
-                if r.json()["error"]["code"] != "ServiceUnavailable" || r.header("retry-after").is_none() {
-                    self.unexpected(format!("{what}: 503 without envelope or Retry-After: {}", r.text));
+                if r.json()["error"]["code"] != "ServiceUnavailable"
+                    || r.header("retry-after").is_none()
+                {
+                    self.unexpected(format!(
+                        "{what}: 503 without envelope or Retry-After: {}",
+                        r.text
+                    ));
                 }
             }
             s if s >= 500 => self.unexpected(format!("{what}: {s}: {}", r.text)),
@@ -84,7 +98,14 @@ fn new_hash(n: u64) -> String {
 }
 
 /// Submits indicators until `stop`.
-pub(crate) async fn indicator_writer(http: reqwest::Client, api: String, token: String, id: u64, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+pub(crate) async fn indicator_writer(
+    http: reqwest::Client,
+    api: String,
+    token: String,
+    id: u64,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
     let mut n = id << 32;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
@@ -100,10 +121,16 @@ pub(crate) async fn indicator_writer(http: reqwest::Client, api: String, token: 
             }))
             .send()
             .await;
-        let Some(r) = tally.check("submit an indicator", sent).await else { continue };
+        let Some(r) = tally.check("submit an indicator", sent).await else {
+            continue;
+        };
         match r.status {
             200 => {
-                tally.indicators.lock().unwrap().push(r.json()["id"].to_string().trim_matches('"').to_string());
+                tally
+                    .indicators
+                    .lock()
+                    .unwrap()
+                    .push(r.json()["id"].to_string().trim_matches('"').to_string());
                 if tally.freed.load(Ordering::SeqCst) {
                     tally.since_freed.fetch_add(1, Ordering::SeqCst);
                 }
@@ -115,20 +142,37 @@ pub(crate) async fn indicator_writer(http: reqwest::Client, api: String, token: 
 }
 
 /// Restricts and releases `machine` until `stop`.
-pub(crate) async fn restrict_writer(http: reqwest::Client, api: String, token: String, machine: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+pub(crate) async fn restrict_writer(
+    http: reqwest::Client,
+    api: String,
+    token: String,
+    machine: String,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
     let mut restrict = true;
     while !stop.load(Ordering::SeqCst) {
-        let verb = if restrict { "restrictCodeExecution" } else { "unrestrictCodeExecution" };
+        let verb = if restrict {
+            "restrictCodeExecution"
+        } else {
+            "unrestrictCodeExecution"
+        };
         let sent = http
             .post(format!("{api}/machines/{machine}/{verb}"))
             .bearer_auth(&token)
             .json(&json!({ "Comment": "under a fault" }))
             .send()
             .await;
-        let Some(r) = tally.check(verb, sent).await else { continue };
+        let Some(r) = tally.check(verb, sent).await else {
+            continue;
+        };
         match r.status {
             201 => {
-                tally.actions.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_string());
+                tally
+                    .actions
+                    .lock()
+                    .unwrap()
+                    .push(r.json()["id"].as_str().unwrap().to_string());
                 if tally.freed.load(Ordering::SeqCst) {
                     tally.since_freed.fetch_add(1, Ordering::SeqCst);
                 }
@@ -144,10 +188,16 @@ pub(crate) async fn restrict_writer(http: reqwest::Client, api: String, token: S
     }
 }
 
-
 /// Restricts `machine` and cancels the action at once, until `stop`; records each
 /// acknowledged cancellation.
-pub(crate) async fn cancel_writer(http: reqwest::Client, api: String, token: String, machine: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+pub(crate) async fn cancel_writer(
+    http: reqwest::Client,
+    api: String,
+    token: String,
+    machine: String,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::SeqCst) {
         let sent = http
             .post(format!("{api}/machines/{machine}/restrictCodeExecution"))
@@ -155,7 +205,9 @@ pub(crate) async fn cancel_writer(http: reqwest::Client, api: String, token: Str
             .json(&json!({ "Comment": "to be cancelled" }))
             .send()
             .await;
-        let Some(r) = tally.check("restrict to cancel", sent).await else { continue };
+        let Some(r) = tally.check("restrict to cancel", sent).await else {
+            continue;
+        };
         let id = match r.status {
             201 => r.json()["id"].as_str().unwrap().to_string(),
             400 if r.text.contains("ActiveRequestAlreadyExists") => {
@@ -194,7 +246,9 @@ pub(crate) async fn cancel_writer(http: reqwest::Client, api: String, token: Str
             .json(&json!({ "Comment": "cancelled under a fault" }))
             .send()
             .await;
-        let Some(r) = tally.check("cancel", sent).await else { continue };
+        let Some(r) = tally.check("cancel", sent).await else {
+            continue;
+        };
         match r.status {
             200 => tally.cancelled.lock().unwrap().push(id),
             // It completed first.

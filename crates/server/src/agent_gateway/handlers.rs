@@ -50,11 +50,7 @@ pub(crate) async fn desired(
         .last_succeeded_restrict_family(&machine.id)
         .await?;
     let version = state.store.allowlist_version(&machine.tenant_id).await?;
-    Ok(desired_state(
-        last.as_ref(),
-        state.agent_mode(),
-        version,
-    ))
+    Ok(desired_state(last.as_ref(), state.agent_mode(), version))
 }
 
 pub async fn heartbeat(

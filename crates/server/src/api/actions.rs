@@ -11,10 +11,10 @@ use axum::http::StatusCode;
 
 use super::body::{cancel_comment, ActionRequest, JsonObject};
 use super::{odata_context, query};
-use appfence_store::Change;
 use crate::oauth::extract::Authenticated;
 use crate::response::OData;
 use crate::{ApiError, AppState};
+use appfence_store::Change;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -254,7 +254,9 @@ pub async fn cancel_action(
     match state.store.transition(&id, &change).await? {
         TransitionOutcome::Applied(action) => {
             crate::telemetry::action_changed(&action);
-            state.announce(Change::Machine(action.machine_id.clone())).await;
+            state
+                .announce(Change::Machine(action.machine_id.clone()))
+                .await;
             tracing::info!(action = %action.id, requestor = %change.actor, "action cancelled");
             let ctx = odata_context(&state, "MachineActions", true);
             Ok(OData(StatusCode::OK, action.to_wire(Some(ctx))))

@@ -22,7 +22,11 @@ pub fn api_of(method: &Method, route: &str, path: &str) -> Option<Api> {
         .or_else(|| route.strip_prefix("/api"))
         .unwrap_or(route);
     if method == Method::GET && route == "/machines/{id}" {
-        let segment = path.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
+        let segment = path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if segment.starts_with("findbyip(") || segment.starts_with("findbyip%28") {
             return Some(Api::FindMachinesByIp);
         }
@@ -106,16 +110,31 @@ mod tests {
     #[test]
     fn routes_map_to_apis_under_both_prefixes() {
         assert_eq!(
-            api_of(&Method::POST, "/api/machines/{id}/restrictCodeExecution", "/api/machines/{id}/restrictCodeExecution"),
+            api_of(
+                &Method::POST,
+                "/api/machines/{id}/restrictCodeExecution",
+                "/api/machines/{id}/restrictCodeExecution"
+            ),
             Some(Api::RestrictCodeExecution)
         );
         assert_eq!(
-            api_of(&Method::GET, "/api/v1.0/machineactions", "/api/v1.0/machineactions"),
+            api_of(
+                &Method::GET,
+                "/api/v1.0/machineactions",
+                "/api/v1.0/machineactions"
+            ),
             Some(Api::ListMachineActions)
         );
-        assert_eq!(api_of(&Method::GET, "/api/openapi.json", "/api/openapi.json"), None);
         assert_eq!(
-            api_of(&Method::DELETE, "/api/v1.0/indicators/{id}", "/api/v1.0/indicators/{id}"),
+            api_of(&Method::GET, "/api/openapi.json", "/api/openapi.json"),
+            None
+        );
+        assert_eq!(
+            api_of(
+                &Method::DELETE,
+                "/api/v1.0/indicators/{id}",
+                "/api/v1.0/indicators/{id}"
+            ),
             Some(Api::DeleteIndicator)
         );
         assert_eq!(
@@ -123,23 +142,43 @@ mod tests {
             Some(Api::SubmitIndicator)
         );
         assert_eq!(
-            api_of(&Method::GET, "/api/machines/{id}/events", "/api/machines/{id}/events"),
+            api_of(
+                &Method::GET,
+                "/api/machines/{id}/events",
+                "/api/machines/{id}/events"
+            ),
             Some(Api::ListMachineEvents)
         );
-        assert_eq!(api_of(&Method::DELETE, "/api/machines/{id}", "/api/machines/{id}"), None);
+        assert_eq!(
+            api_of(&Method::DELETE, "/api/machines/{id}", "/api/machines/{id}"),
+            None
+        );
         // The lookups by IP come as a machine id but are APIs of their own.
         let by_ip = "/api/machines/findbyip(ip='10.0.0.1',timestamp=2024-01-01T00:00:00Z)";
-        assert_eq!(api_of(&Method::GET, "/api/machines/{id}", by_ip), Some(Api::FindMachinesByIp));
+        assert_eq!(
+            api_of(&Method::GET, "/api/machines/{id}", by_ip),
+            Some(Api::FindMachinesByIp)
+        );
         let find = "/api/v1.0/machines/find(timestamp=2024-01-01T00:00:00Z,key='10.0.0.1')";
-        assert_eq!(api_of(&Method::GET, "/api/v1.0/machines/{id}", find), Some(Api::FindMachineByIp));
+        assert_eq!(
+            api_of(&Method::GET, "/api/v1.0/machines/{id}", find),
+            Some(Api::FindMachineByIp)
+        );
         let encoded = "/api/machines/findbyip%28ip=%2710.0.0.1%27%29";
-        assert_eq!(api_of(&Method::GET, "/api/machines/{id}", encoded), Some(Api::FindMachinesByIp));
+        assert_eq!(
+            api_of(&Method::GET, "/api/machines/{id}", encoded),
+            Some(Api::FindMachinesByIp)
+        );
         assert_eq!(
             api_of(&Method::GET, "/api/machines/{id}", "/api/machines/srv-01"),
             Some(Api::GetMachine)
         );
         assert_eq!(
-            api_of(&Method::POST, "/api/machines/AddOrRemoveTagForMultipleMachines", ""),
+            api_of(
+                &Method::POST,
+                "/api/machines/AddOrRemoveTagForMultipleMachines",
+                ""
+            ),
             Some(Api::TagMachines)
         );
     }

@@ -14,10 +14,10 @@ use axum::http::StatusCode;
 use super::body::JsonObject;
 use super::indicator_body::IndicatorRequest;
 use super::{odata_context, query};
-use appfence_store::Change;
 use crate::oauth::extract::Authenticated;
 use crate::response::OData;
 use crate::{ApiError, AppState};
+use appfence_store::Change;
 
 const ENTITY_SET: &str = "Indicators";
 
@@ -65,7 +65,9 @@ pub async fn submit_indicator(
         .await?;
     tracing::info!(indicator = stored.id, value = %stored.indicator_value, by = %submission.submitter_name, "indicator submitted");
     // Waiting agents answer at once with the new allowlist version.
-    state.announce(Change::Tenant(principal.tenant_id.clone())).await;
+    state
+        .announce(Change::Tenant(principal.tenant_id.clone()))
+        .await;
     let ctx = odata_context(&state, ENTITY_SET, true);
     Ok(OData(StatusCode::OK, stored.to_wire(Some(ctx))))
 }
@@ -178,7 +180,9 @@ pub async fn delete_indicator(
         return Err(Error::indicator_not_found(&number.to_string()).into());
     }
     tracing::info!(indicator = number, by = %principal.requestor(), "indicator deleted");
-    state.announce(Change::Tenant(principal.tenant_id.clone())).await;
+    state
+        .announce(Change::Tenant(principal.tenant_id.clone()))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -87,7 +87,9 @@ fn tag_query(raw: Option<&str>) -> Result<(String, bool), Error> {
                 })
             }
             "tag" | "useStartsWithFilter" => {
-                return Err(Error::InvalidInput(format!("The parameter {k} is given twice")))
+                return Err(Error::InvalidInput(format!(
+                    "The parameter {k} is given twice"
+                )))
             }
             other => {
                 return Err(Error::InvalidInput(format!(

@@ -220,7 +220,9 @@ fn machine_ids(body: &Map<String, Value>) -> Result<Vec<String>, Error> {
     let mut ids: Vec<String> = Vec::with_capacity(list.len());
     for v in list {
         let id = v.as_str().ok_or_else(|| {
-            Error::InvalidRequestBody("Request body is incorrect: MachineIds must be strings".into())
+            Error::InvalidRequestBody(
+                "Request body is incorrect: MachineIds must be strings".into(),
+            )
         })?;
         match MachineRef::parse(&id.trim().to_ascii_lowercase()) {
             Ok(MachineRef::Id(id)) => {
@@ -250,7 +252,9 @@ mod tests {
     #[test]
     fn tag_bodies_are_read_strictly() {
         assert_eq!(
-            tag_change(&body(serde_json::json!({"Value": " soar ", "Action": "add"}))),
+            tag_change(&body(
+                serde_json::json!({"Value": " soar ", "Action": "add"})
+            )),
             Ok(("soar".into(), true))
         );
         assert_eq!(
@@ -265,7 +269,8 @@ mod tests {
             tag_change(&body(serde_json::json!({"Value": "x"}))),
             Err(Error::MissingRequiredParameter("Action".into()))
         );
-        let e = tag_change(&body(serde_json::json!({"Value": "x", "Action": "Toggle"}))).unwrap_err();
+        let e =
+            tag_change(&body(serde_json::json!({"Value": "x", "Action": "Toggle"}))).unwrap_err();
         assert!(e.to_string().contains("'Add' or 'Remove'"), "{e}");
         assert!(tag_change(&body(serde_json::json!({"Value": 3, "Action": "Add"}))).is_err());
         let long = "t".repeat(201);
@@ -276,7 +281,9 @@ mod tests {
     fn machine_ids_are_bounded_and_checked() {
         let id = "0a3250e0693a109f1affc9217be9459028aa8426";
         assert_eq!(
-            machine_ids(&body(serde_json::json!({"MachineIds": [id, id.to_uppercase()]}))),
+            machine_ids(&body(
+                serde_json::json!({"MachineIds": [id, id.to_uppercase()]})
+            )),
             Ok(vec![id.to_string()])
         );
         let many: Vec<String> = (0..501).map(|i| format!("{i:040x}")).collect();

@@ -87,9 +87,10 @@ impl KeyEncryptionKey {
                 path.display()
             )
         })?;
-        let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(encoded).map_err(|_| {
-            format!("the key file {} is damaged (not base64url)", path.display())
-        })?);
+        let bytes =
+            Zeroizing::new(URL_SAFE_NO_PAD.decode(encoded).map_err(|_| {
+                format!("the key file {} is damaged (not base64url)", path.display())
+            })?);
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             format!(
                 "the key file {} is damaged (it must hold 32 bytes)",
@@ -106,7 +107,8 @@ impl KeyEncryptionKey {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
         let line = Zeroizing::new(format!("{FILE_PREFIX}{}\n", URL_SAFE_NO_PAD.encode(key)));
-        let fail = |e: std::io::Error| format!("cannot create the key file {}: {e}", path.display());
+        let fail =
+            |e: std::io::Error| format!("cannot create the key file {}: {e}", path.display());
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -204,9 +206,10 @@ mod tests {
         let kek = KeyEncryptionKey::ephemeral();
         let sealed = kek.seal(b"kid-1", b"the private key");
         assert_eq!(sealed.len(), 1 + 24 + 15 + 16);
-        assert!(!sealed
-            .windows(15)
-            .any(|w| w == b"the private key"), "no plain bytes");
+        assert!(
+            !sealed.windows(15).any(|w| w == b"the private key"),
+            "no plain bytes"
+        );
         assert_eq!(
             kek.unseal(b"kid-1", &sealed).unwrap().as_slice(),
             b"the private key"
@@ -218,7 +221,10 @@ mod tests {
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(kek.unseal(b"kid-1", &flipped), Err(UnsealError::Rejected));
-        assert_eq!(kek.unseal(b"kid-1", &sealed[..20]), Err(UnsealError::Malformed));
+        assert_eq!(
+            kek.unseal(b"kid-1", &sealed[..20]),
+            Err(UnsealError::Malformed)
+        );
         // Random nonces: the same value seals differently each time.
         assert_ne!(kek.seal(b"k", b"v"), kek.seal(b"k", b"v"));
     }

@@ -19,7 +19,11 @@ pub const SECRET_FILES: &[&str] = &[
 ];
 
 /// Refuses `path` (already stat'ed as `meta`) if others can reach it.
-pub fn check_private(path: &Path, meta: &std::fs::Metadata, allow_group_read: bool) -> Result<(), String> {
+pub fn check_private(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    allow_group_read: bool,
+) -> Result<(), String> {
     check_mode(path, meta.mode(), meta.is_dir(), allow_group_read)
 }
 
@@ -45,7 +49,10 @@ pub fn prepare_data_dir(dir: &Path, allow_group_read: bool) -> Result<(), String
     let meta = std::fs::metadata(dir)
         .map_err(|e| format!("cannot read the data directory {}: {e}", dir.display()))?;
     if !meta.is_dir() {
-        return Err(format!("the data directory {} is not a directory", dir.display()));
+        return Err(format!(
+            "the data directory {} is not a directory",
+            dir.display()
+        ));
     }
     check_private(dir, &meta, allow_group_read)?;
     for name in SECRET_FILES {
@@ -80,7 +87,10 @@ mod tests {
         prepare_data_dir(&dir, false).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let err = prepare_data_dir(&dir, false).unwrap_err();
-        assert!(err.contains(&format!("chmod 700 '{}'", dir.display())), "{err}");
+        assert!(
+            err.contains(&format!("chmod 700 '{}'", dir.display())),
+            "{err}"
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
         assert!(prepare_data_dir(&dir, false).is_err());
         prepare_data_dir(&dir, true).unwrap();
@@ -89,7 +99,10 @@ mod tests {
         std::fs::write(&db, b"").unwrap();
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = prepare_data_dir(&dir, true).unwrap_err();
-        assert!(err.contains("appfence.db-wal") && err.contains("other users"), "{err}");
+        assert!(
+            err.contains("appfence.db-wal") && err.contains("other users"),
+            "{err}"
+        );
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
         prepare_data_dir(&dir, true).unwrap();
         // Files appfence does not own are not its business.

@@ -121,7 +121,10 @@ mod tests {
         );
         assert_eq!(app.created, Timestamp::from_unix_seconds(1_700_000_000));
         let StoredSecret::Fast(hex) = StoredSecret::of(&app.secret_hash) else {
-            panic!("a new secret is stored in the fast form: {}", app.secret_hash)
+            panic!(
+                "a new secret is stored in the fast form: {}",
+                app.secret_hash
+            )
         };
         assert!(verify_generated_secret(&secret, Some(hex)));
         let stored = store

@@ -97,7 +97,12 @@ async fn verify_own(
     let unknown = super::claims::read_header(token)?
         .kid
         .is_some_and(|kid| !keys.knows(&kid));
-    if unknown && state.keys.refresh_for_unknown_kid(state.store.as_ref(), now).await? {
+    if unknown
+        && state
+            .keys
+            .refresh_for_unknown_kid(state.store.as_ref(), now)
+            .await?
+    {
         state.verified_tokens.clear();
         return verify_token(&state.keys.current(), policy, token, now);
     }
@@ -128,8 +133,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
 mod tests {
     use super::*;
     use crate::oauth::audience::TokenVersion;
-    use crate::test_support::{test_state, TENANT};
     use crate::oauth::tokens::issue_app_token;
+    use crate::test_support::{test_state, TENANT};
     use appfence_core::authz::Caller;
     use appfence_core::{AppRegistration, Tenant};
     use axum::http::{HeaderValue, Request};

@@ -20,7 +20,7 @@ use appfence_core::{Clock, Error};
 use appfence_proto::Timestamp;
 use appfence_store::Store;
 
-use super::keys::{kid_of, generate_signing_key, seal_seed, KeyMaterial, ALGORITHM};
+use super::keys::{generate_signing_key, kid_of, seal_seed, KeyMaterial, ALGORITHM};
 use crate::at_rest::KeyEncryptionKey;
 
 /// How often a token with an unknown `kid` may make this replica re-read the keys.
@@ -75,8 +75,8 @@ impl KeyRing {
                 .await
                 .map_err(|e| format!("cannot read the signing keys: {e}"))?;
         }
-        let material =
-            KeyMaterial::open(keys, &kek).map_err(|e| format!("cannot open the signing keys: {e}"))?;
+        let material = KeyMaterial::open(keys, &kek)
+            .map_err(|e| format!("cannot open the signing keys: {e}"))?;
         Ok(KeyRing {
             kek,
             timing,
@@ -176,7 +176,10 @@ async fn seal_plain_keys(
     let mut sealed = Vec::with_capacity(plain.len());
     for p in &plain {
         let key = keys.iter().find(|k| k.kid == p.kid).ok_or_else(|| {
-            format!("the unsealed signing key {} has no public part in the store", p.kid)
+            format!(
+                "the unsealed signing key {} has no public part in the store",
+                p.kid
+            )
         })?;
         let seed: [u8; 32] = p
             .private_key
@@ -186,7 +189,10 @@ async fn seal_plain_keys(
         let public = ed25519_dalek::SigningKey::from_bytes(&seed)
             .verifying_key()
             .to_bytes();
-        if key.algorithm != ALGORITHM || public.as_slice() != key.public_key || kid_of(&public) != key.kid {
+        if key.algorithm != ALGORITHM
+            || public.as_slice() != key.public_key
+            || kid_of(&public) != key.kid
+        {
             return Err(format!(
                 "the unsealed signing key {} does not match its public key",
                 p.kid

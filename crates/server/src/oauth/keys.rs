@@ -46,7 +46,10 @@ pub struct KeyMaterial {
 impl std::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyMaterial")
-            .field("kids", &self.records.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.records.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -91,7 +94,10 @@ impl KeyMaterial {
                 .verifying_key()
                 .to_bytes();
             if derived != public {
-                return Err(corrupt(key, "the private key does not match the public key"));
+                return Err(corrupt(
+                    key,
+                    "the private key does not match the public key",
+                ));
             }
             let mut der = Zeroizing::new(Vec::with_capacity(PKCS8_ED25519_PREFIX.len() + 32));
             der.extend_from_slice(&PKCS8_ED25519_PREFIX);
@@ -302,7 +308,10 @@ mod tests {
             sub: "s".into(),
             exp: 4_000_000_000,
         };
-        (kid.to_string(), jsonwebtoken::encode(&header, &claims, key).unwrap())
+        (
+            kid.to_string(),
+            jsonwebtoken::encode(&header, &claims, key).unwrap(),
+        )
     }
 
     fn verify(
@@ -339,7 +348,10 @@ mod tests {
         let other = KeyEncryptionKey::ephemeral();
         let err = KeyMaterial::open(vec![key.clone()], &other).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains(kek.id()) && text.contains(other.id()), "{text}");
+        assert!(
+            text.contains(kek.id()) && text.contains(other.id()),
+            "{text}"
+        );
         // Same id, changed bytes: damaged.
         let mut tampered = key.clone();
         tampered.sealed_private_key.as_mut().unwrap()[30] ^= 1;
@@ -371,7 +383,10 @@ mod tests {
         assert_eq!(after.signer(t(19)).unwrap().0, old.kid, "not active yet");
         assert_eq!(after.signer(t(20)).unwrap().0, new.kid);
         assert!(verify(&after, &old_kid, &old_token, t(99)).is_ok());
-        assert!(verify(&after, &old_kid, &old_token, t(100)).is_err(), "expired key");
+        assert!(
+            verify(&after, &old_kid, &old_token, t(100)).is_err(),
+            "expired key"
+        );
         let kids = |n| {
             after
                 .jwks(t(n))
@@ -380,7 +395,11 @@ mod tests {
                 .map(|k| k.kid)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(kids(15), [new.kid.clone(), old.kid.clone()], "published ahead");
+        assert_eq!(
+            kids(15),
+            [new.kid.clone(), old.kid.clone()],
+            "published ahead"
+        );
         assert_eq!(kids(100), [new.kid.clone()], "exactly the keys that verify");
     }
 

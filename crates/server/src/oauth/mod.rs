@@ -30,6 +30,5 @@ pub mod tokens;
 pub mod users;
 pub mod verify;
 
-
 pub use extract::Authenticated;
 pub use tokens::{issue_app_token, TokenVersion};

@@ -98,7 +98,9 @@ impl PasswordPool {
     /// One worker per core (at most 4: 76 MiB), and a queue of four jobs per worker
     /// (about 0.2 s of waiting at most).
     pub fn for_this_machine() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+        let cores = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4);
         Self::new(cores, cores * 4)
     }
 
@@ -114,7 +116,10 @@ impl PasswordPool {
     /// Whether `password` matches the PHC string `phc`; with `None`, checks against a
     /// dummy (the same work) and answers false.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, Busy> {
-        match self.submit(password, Work::Verify(phc.map(str::to_string))).await? {
+        match self
+            .submit(password, Work::Verify(phc.map(str::to_string)))
+            .await?
+        {
             Outcome::Verified(ok) => Ok(ok),
             Outcome::Hashed(_) => Ok(false),
         }
@@ -163,7 +168,8 @@ fn work(rx: &Mutex<Receiver<Job>>) {
                 let against = match phc {
                     Some(p) => p.as_str(),
                     None => {
-                        dummy = DUMMY.get_or_init(|| hash_with(&mut memory, "appfence dummy password"));
+                        dummy =
+                            DUMMY.get_or_init(|| hash_with(&mut memory, "appfence dummy password"));
                         dummy.as_str()
                     }
                 };
@@ -190,8 +196,11 @@ fn prefault(memory: &mut [Block]) {
     let mut noise = [0u8; SALT_LEN];
     OsRng.fill_bytes(&mut noise);
     // One Argon2id pass over the whole memory touches every block.
-    let _ = Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
-        .fill_memory(&noise, &noise, &mut *memory);
+    let _ = Argon2::new(Algorithm::Argon2id, Version::V0x13, params()).fill_memory(
+        &noise,
+        &noise,
+        &mut *memory,
+    );
 }
 
 fn hash_with(memory: &mut [Block], password: &str) -> String {
@@ -259,8 +268,14 @@ mod tests {
         let pool = PasswordPool::new(1, 4);
         let phc = pool.hash("correct horse battery").await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(pool.verify("correct horse battery", Some(&phc)).await.unwrap());
-        assert!(!pool.verify("correct horse battery!", Some(&phc)).await.unwrap());
+        assert!(pool
+            .verify("correct horse battery", Some(&phc))
+            .await
+            .unwrap());
+        assert!(!pool
+            .verify("correct horse battery!", Some(&phc))
+            .await
+            .unwrap());
         let parsed = PasswordHash::new(&phc).unwrap();
         assert!(Argon2::default()
             .verify_password(b"correct horse battery", &parsed)
@@ -286,7 +301,12 @@ mod tests {
         let pool = PasswordPool::new(1, 4);
         assert!(!pool.verify("", None).await.unwrap());
         assert!(!pool.verify("appfence dummy password", None).await.unwrap());
-        for bad in ["", "not a phc", "sha256:00", "$argon2id$v=19$m=999999999,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"] {
+        for bad in [
+            "",
+            "not a phc",
+            "sha256:00",
+            "$argon2id$v=19$m=999999999,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+        ] {
             assert!(!pool.verify("x", Some(bad)).await.unwrap(), "{bad}");
         }
     }
@@ -298,7 +318,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let (pool, phc) = (pool.clone(), phc.clone());
-            tasks.push(tokio::spawn(async move { pool.verify("pw-pw-pw-pw-pw", Some(&phc)).await }));
+            tasks.push(tokio::spawn(async move {
+                pool.verify("pw-pw-pw-pw-pw", Some(&phc)).await
+            }));
         }
         let mut busy = 0;
         let mut verified = 0;
@@ -310,7 +332,10 @@ mod tests {
             }
         }
         // One runs, one waits: the other six are refused at once.
-        assert!(verified >= 1 && busy >= 1, "verified {verified}, busy {busy}");
+        assert!(
+            verified >= 1 && busy >= 1,
+            "verified {verified}, busy {busy}"
+        );
         assert_eq!(verified + busy, 8);
         assert_eq!(pool.memory_bytes(), 19 * 1024 * 1024);
     }

@@ -478,7 +478,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.grant, password_grant("u", "p"));
-        assert_eq!(r.client.client_secret.as_ref().map(|s| s.expose()), Some("s"));
+        assert_eq!(
+            r.client.client_secret.as_ref().map(|s| s.expose()),
+            Some("s")
+        );
         assert_eq!(r.audience, MDE);
         // Or with HTTP Basic client authentication.
         let header = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("c:s"))).unwrap();

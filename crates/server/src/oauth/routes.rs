@@ -285,8 +285,8 @@ async fn tenant_jwks(
 mod tests {
     use super::*;
     use crate::oauth::apps::create_app;
-    use crate::test_support::{test_state, TestState, TENANT};
     use crate::oauth::verify::verify_access_token;
+    use crate::test_support::{test_state, TestState, TENANT};
     use appfence_core::authz::ROLE_RESTRICT;
     use appfence_core::AppRegistration;
     use axum::body::Body;
@@ -393,7 +393,8 @@ mod tests {
             assert_eq!(body["ext_expires_in"], serde_json::json!(3599));
             let token = body["access_token"].as_str().unwrap();
             let policy = TokenPolicy::new(&state.public_url());
-            let p = verify_access_token(&state.keys.current(), &policy, token, state.clock.now()).unwrap();
+            let p = verify_access_token(&state.keys.current(), &policy, token, state.clock.now())
+                .unwrap();
             assert_eq!(p.tenant_id, TENANT);
             assert_eq!(p.roles, vec![ROLE_RESTRICT.to_string()]);
             let claims: serde_json::Value = serde_json::from_slice(
@@ -694,7 +695,8 @@ mod tests {
             let token = json["access_token"].as_str().unwrap();
             let policy = TokenPolicy::new(&s.state.public_url());
             let p =
-                verify_access_token(&s.state.keys.current(), &policy, token, s.state.clock.now()).unwrap();
+                verify_access_token(&s.state.keys.current(), &policy, token, s.state.clock.now())
+                    .unwrap();
             assert_eq!(p.tenant_id, TENANT);
             assert!(p.is_user());
             assert_eq!(p.requestor(), ANA);

@@ -92,7 +92,10 @@ struct Failures<'a> {
 impl Failures<'_> {
     /// Counts a failure from the address (and the account); returns when the account
     /// got locked by it.
-    async fn count(&self, account: Option<&SignInAccount>) -> Result<Option<Timestamp>, OAuthFailure> {
+    async fn count(
+        &self,
+        account: Option<&SignInAccount>,
+    ) -> Result<Option<Timestamp>, OAuthFailure> {
         let outcome = self
             .state
             .store
@@ -168,12 +171,21 @@ async fn authenticate_client(
 async fn restore_fast(state: &AppState, app: &AppRegistration, legacy: &str, secret: &str) {
     match state
         .store
-        .replace_app_secret_hash(&app.tenant_id, &app.client_id, legacy, &hash_generated_secret(secret))
+        .replace_app_secret_hash(
+            &app.tenant_id,
+            &app.client_id,
+            legacy,
+            &hash_generated_secret(secret),
+        )
         .await
     {
-        Ok(true) => tracing::info!(client_id = %app.client_id, "client secret hash re-stored in the fast form"),
+        Ok(true) => {
+            tracing::info!(client_id = %app.client_id, "client secret hash re-stored in the fast form")
+        }
         Ok(false) => {}
-        Err(e) => tracing::warn!(client_id = %app.client_id, error = %e, "cannot re-store a client secret hash"),
+        Err(e) => {
+            tracing::warn!(client_id = %app.client_id, error = %e, "cannot re-store a client secret hash")
+        }
     }
 }
 
@@ -191,7 +203,10 @@ async fn authenticate_user(
     let policy = &state.config.sign_in_throttle;
     if let Verdict::Locked(until) = policy.account_verdict(counter, failures.now) {
         refused("account_locked");
-        return Err(OAuthFailure::account_locked(seconds_until(failures.now, until)));
+        return Err(OAuthFailure::account_locked(seconds_until(
+            failures.now,
+            until,
+        )));
     }
     let user = state.store.user(&tenant.id, &account.name).await?;
     let matches = state
@@ -220,11 +235,16 @@ async fn authenticate_user(
             match locked {
                 Some(until) => {
                     refused("account_locked");
-                    Err(OAuthFailure::account_locked(seconds_until(failures.now, until)))
+                    Err(OAuthFailure::account_locked(seconds_until(
+                        failures.now,
+                        until,
+                    )))
                 }
                 None => {
                     refused("invalid_grant");
-                    Err(OAuthFailure::invalid_grant("The user name or password is incorrect"))
+                    Err(OAuthFailure::invalid_grant(
+                        "The user name or password is incorrect",
+                    ))
                 }
             }
         }

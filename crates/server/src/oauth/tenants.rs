@@ -112,7 +112,10 @@ mod tests {
         assert!(cache.exists(store, "t-2").await.unwrap());
         // With the store closed, only the cache can answer.
         sqlite.close().await;
-        assert!(cache.exists(store, "t-1").await.unwrap(), "answered from the cache");
+        assert!(
+            cache.exists(store, "t-1").await.unwrap(),
+            "answered from the cache"
+        );
         assert!(cache.exists(store, "t-3").await.is_err());
     }
 }

@@ -154,7 +154,11 @@ pub(crate) fn user_token_claims(
 
 /// Signs `claims` with the key that signs at `now`: header
 /// `{"typ":"JWT","alg":"EdDSA","kid":...}`.
-pub fn sign(keys: &KeyMaterial, claims: &AccessTokenClaims, now: Timestamp) -> Result<String, Error> {
+pub fn sign(
+    keys: &KeyMaterial,
+    claims: &AccessTokenClaims,
+    now: Timestamp,
+) -> Result<String, Error> {
     let (kid, key) = keys
         .signer(now)
         .ok_or_else(|| Error::internal("no signing key can sign now"))?;
@@ -295,8 +299,7 @@ mod tests {
 
     #[test]
     fn signed_tokens_carry_the_kid_and_eddsa() {
-        let keys =
-            crate::oauth::keys::KeyMaterial::for_tests();
+        let keys = crate::oauth::keys::KeyMaterial::for_tests();
         let claims = app_token_claims(
             &TokenPolicy::new("http://x"),
             &app(),
@@ -398,8 +401,7 @@ mod tests {
     fn a_signed_user_token_verifies_into_a_user_principal() {
         use crate::oauth::verify::verify_access_token;
         use appfence_core::authz::{Caller, DELEGATED_SCOPES};
-        let keys =
-            crate::oauth::keys::KeyMaterial::for_tests();
+        let keys = crate::oauth::keys::KeyMaterial::for_tests();
         let policy = TokenPolicy::new("https://appfence.example");
         for version in [TokenVersion::V1, TokenVersion::V2] {
             let claims = user_token_claims(

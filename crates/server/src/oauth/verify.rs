@@ -241,7 +241,12 @@ mod tests {
     #[test]
     fn expiry_and_not_before_use_the_given_time_without_leeway() {
         let k = keys();
-        let token = sign(&k, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
+        let token = sign(
+            &k,
+            &claims(TokenVersion::V1),
+            Timestamp::from_unix_seconds(1),
+        )
+        .unwrap();
         let p = policy();
         assert!(verify_access_token(&k, &p, &token, at(T0)).is_ok());
         assert!(verify_access_token(
@@ -304,7 +309,12 @@ mod tests {
         let token = sign(&k, &c, Timestamp::from_unix_seconds(1)).unwrap();
         assert!(message(verify_access_token(&k, &policy(), &token, at(T0 + 1))).contains("issuer"));
         // Tokens of another server (another public URL) are refused.
-        let token = sign(&k, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
+        let token = sign(
+            &k,
+            &claims(TokenVersion::V1),
+            Timestamp::from_unix_seconds(1),
+        )
+        .unwrap();
         let other = TokenPolicy::new("https://other.example");
         assert!(message(verify_access_token(&k, &other, &token, at(T0 + 1))).contains("issuer"));
     }
@@ -312,7 +322,12 @@ mod tests {
     #[test]
     fn a_tampered_or_foreign_signature_is_refused() {
         let k = keys();
-        let token = sign(&k, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
+        let token = sign(
+            &k,
+            &claims(TokenVersion::V1),
+            Timestamp::from_unix_seconds(1),
+        )
+        .unwrap();
         // Change the body (more roles) and keep the signature.
         let mut c = claims(TokenVersion::V1);
         c.roles.push("Machine.ReadWrite.All".into());
@@ -329,7 +344,12 @@ mod tests {
         );
         // Same kid, different key.
         let impostor = crate::oauth::keys::KeyMaterial::for_tests_named(Some(k.signing_kid()));
-        let token = sign(&impostor, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
+        let token = sign(
+            &impostor,
+            &claims(TokenVersion::V1),
+            Timestamp::from_unix_seconds(1),
+        )
+        .unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             "The token's signature is invalid"
@@ -365,7 +385,9 @@ mod tests {
     fn hs256_signed_with_the_public_key_is_refused() {
         // The classic key-confusion attack: HMAC keyed with the (public) verification key.
         let k = keys();
-        let public = URL_SAFE_NO_PAD.decode(&k.jwks(Timestamp::from_unix_seconds(1)).keys[0].x).unwrap();
+        let public = URL_SAFE_NO_PAD
+            .decode(&k.jwks(Timestamp::from_unix_seconds(1)).keys[0].x)
+            .unwrap();
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(k.signing_kid().into());
         let token = jsonwebtoken::encode(
@@ -384,7 +406,12 @@ mod tests {
     fn unknown_or_missing_kid_is_refused() {
         let k = keys();
         let other = keys();
-        let token = sign(&other, &claims(TokenVersion::V1), Timestamp::from_unix_seconds(1)).unwrap();
+        let token = sign(
+            &other,
+            &claims(TokenVersion::V1),
+            Timestamp::from_unix_seconds(1),
+        )
+        .unwrap();
         assert_eq!(
             message(verify_access_token(&k, &policy(), &token, at(T0 + 1))),
             format!(

@@ -338,7 +338,9 @@ async fn connections_are_encrypted_and_verified_when_asked() {
     let ca = |name: &str| {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).unwrap();
         let pem = dir.path().join(format!("{name}.pem"));
@@ -354,21 +356,38 @@ async fn connections_are_encrypted_and_verified_when_asked() {
         .unwrap();
     let plain = cluster.fresh_database().unwrap();
     // A server without TLS: requiring it fails.
-    let e = PgStore::open(&format!("{plain}?sslmode=require")).await.unwrap_err().to_string();
+    let e = PgStore::open(&format!("{plain}?sslmode=require"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot connect"), "{e}");
 
-    cluster.enable_tls(&cert.pem(), &key.serialize_pem()).unwrap();
-    let verified = format!("{plain}?sslmode=verify-full&sslrootcert={}", ca_pem.display());
-    let store = PgStore::open(&verified).await.expect("a verified TLS connection");
-    let encrypted: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(&store.pool)
-        .await
+    cluster
+        .enable_tls(&cert.pem(), &key.serialize_pem())
         .unwrap();
+    let verified = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        ca_pem.display()
+    );
+    let store = PgStore::open(&verified)
+        .await
+        .expect("a verified TLS connection");
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
     assert!(encrypted, "PostgreSQL says the connection is not encrypted");
     contract::new_tenant(&store).await;
     store.close().await;
 
-    let wrong = format!("{plain}?sslmode=verify-full&sslrootcert={}", other_ca.display());
+    let wrong = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    );
     let e = PgStore::open(&wrong).await.unwrap_err().to_string();
-    assert!(e.contains("cannot connect") && e.to_lowercase().contains("certificate"), "{e}");
+    assert!(
+        e.contains("cannot connect") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
 }

@@ -349,7 +349,10 @@ pub(super) async fn set_groups(
     commit(tx).await
 }
 
-pub(super) async fn fleet_summary(pool: &SqlitePool, since: Timestamp) -> Result<crate::FleetSummary> {
+pub(super) async fn fleet_summary(
+    pool: &SqlitePool,
+    since: Timestamp,
+) -> Result<crate::FleetSummary> {
     let (seen, restricted): (i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(last_seen >= ?), 0), \
                 COALESCE(SUM(json_extract(enforcement, '$.restricted') = 1), 0) FROM machines",
