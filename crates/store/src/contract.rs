@@ -1381,6 +1381,59 @@ pub async fn duplicate_rule_under_concurrency(store: Arc<dyn Store>) {
     assert_eq!(store.audit_trail(&winners[0]).await.unwrap().len(), 1);
 }
 
+/// Many devices at once, several callers each (the load group commit batches): on every
+/// device exactly one creation wins, each winner is listed with its creation audited,
+/// and no refused creation left a row behind.
+pub async fn concurrent_creations_on_many_devices(store: Arc<dyn Store>) {
+    const DEVICES: usize = 40;
+    const PER_DEVICE: usize = 5;
+    let t = new_tenant(store.as_ref()).await;
+    let mut machines = Vec::new();
+    for d in 0..DEVICES {
+        machines.push(new_machine(store.as_ref(), &t, &format!("many-{d}.corp.example")).await);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(DEVICES * PER_DEVICE));
+    let tasks: Vec<_> = (0..DEVICES * PER_DEVICE)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let m = machines[i % DEVICES].clone();
+            let a = action_record(&m, RestrictCodeExecution, at(i as i64));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (m.id.clone(), store.create_action(&a).await.map(|()| a.id))
+            })
+        })
+        .collect();
+    let mut winners: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut duplicates = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            (machine, Ok(id)) => winners.entry(machine).or_default().push(id),
+            (_, Err(Error::ActiveRequestAlreadyExists)) => duplicates += 1,
+            (_, Err(e)) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), DEVICES, "every device has its winner");
+    assert!(winners.values().all(|w| w.len() == 1), "{winners:?}");
+    assert_eq!(duplicates, DEVICES * (PER_DEVICE - 1));
+    for (machine, ids_won) in &winners {
+        assert_eq!(&ids(&store.open_actions(machine).await.unwrap()), ids_won);
+        assert_eq!(store.audit_trail(&ids_won[0]).await.unwrap().len(), 1);
+    }
+    let listed = store
+        .list_actions(
+            &t.id,
+            &DeviceScope::All,
+            &Query {
+                count: true,
+                ..Query::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.total, Some(DEVICES as u64));
+}
+
 pub async fn transition_rules(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m = new_machine(store, &t, "life.corp.example").await;

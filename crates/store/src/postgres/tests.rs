@@ -64,6 +64,14 @@ async fn duplicate_rule_under_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_creations_on_many_devices() {
+    let Some(store) = fresh("concurrent_creations_on_many_devices").await else {
+        return;
+    };
+    contract::concurrent_creations_on_many_devices(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_cancel_and_complete() {
     let Some(store) = fresh("concurrent_cancel_and_complete").await else {
         return;

@@ -8,7 +8,7 @@ use appfence_core::records::{
 };
 use appfence_core::{Error, Result};
 use appfence_proto::{ActionStatus, Timestamp};
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnection, SqliteExecutor, SqlitePool};
 
 use super::list::{self, Collection};
 use super::rows::{self, ACTION_COLUMNS, AUDIT_COLUMNS};
@@ -46,16 +46,24 @@ const COLLECTION: Collection<ActionField> = Collection {
     device_group: "(SELECT m.rbac_group_id FROM machines m WHERE m.id = actions.machine_id)",
 };
 
-pub(super) async fn create(writer: &SqlitePool, a: &ActionRecord) -> Result<()> {
+/// Refuses a new action that is not `Pending`: creation is where every action starts.
+pub(super) fn check_new(a: &ActionRecord) -> Result<()> {
     if a.status != ActionStatus::Pending {
         return Err(Error::Internal(format!(
             "a new action must be Pending, not {}",
             a.status.as_str()
         )));
     }
-    // One autocommit statement; the trigger `actions_audit_creation` appends the
-    // creation to the audit trail atomically with it.
-    let inserted = sqlx::query(&format!(
+    Ok(())
+}
+
+/// The `INSERT` of a new action. The trigger `actions_audit_creation` appends the
+/// creation to the audit trail atomically with it.
+pub(super) async fn insert<'e>(
+    conn: impl SqliteExecutor<'e>,
+    a: &ActionRecord,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(&format!(
         "INSERT INTO actions ({ACTION_COLUMNS}) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
@@ -77,14 +85,17 @@ pub(super) async fn create(writer: &SqlitePool, a: &ActionRecord) -> Result<()> 
     .bind(&a.external_id)
     .bind(&a.request_source)
     .bind(&a.troubleshoot_info)
-    .execute(writer)
-    .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(e) if violates_unique(&e, ONE_OPEN_RESTRICT_FAMILY) => {
-            Err(Error::ActiveRequestAlreadyExists)
-        }
-        Err(e) => Err(db_err("cannot insert a machine action")(e)),
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// What a failed [`insert`] means to the caller: the duplicate rule, or a database error.
+pub(super) fn insert_failed(e: sqlx::Error) -> Error {
+    if violates_unique(&e, ONE_OPEN_RESTRICT_FAMILY) {
+        Error::ActiveRequestAlreadyExists
+    } else {
+        db_err("cannot insert a machine action")(e)
     }
 }
 

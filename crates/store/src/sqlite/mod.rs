@@ -12,6 +12,7 @@ mod addresses;
 mod audit_log;
 mod credentials;
 mod events;
+mod group_commit;
 mod indicators;
 mod list;
 mod machines;
@@ -62,6 +63,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     recent: Arc<action_cache::ActionCache>,
+    creations: group_commit::CreationQueue,
 }
 
 impl SqliteStore {
@@ -110,6 +112,7 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error("cannot open the database", path, &e))?;
         Ok(SqliteStore {
+            creations: group_commit::CreationQueue::start(writer.clone()),
             writer,
             reader,
             recent: Arc::default(),
@@ -206,8 +209,13 @@ fn classify_code(code: i32) -> Option<StorageFault> {
 /// that failed can leave sqlx believing the connection is still inside one (SQLite
 /// rolls back by itself on SQLITE_FULL or an I/O error, so sqlx's own ROLLBACK fails
 /// and its depth stays up), and every later `BEGIN` on it would fail: such a
-/// connection is closed instead, and the pool opens a fresh one. The ping goes through
-/// the connection's queue, so the rollback of a dropped transaction has run by then.
+/// connection is closed instead, and the pool opens a fresh one.
+///
+/// Only a connection that looks inside a transaction costs a round trip: the ping goes
+/// through the connection's queue, so the rollback a dropped transaction queued has run
+/// (and lowered the depth) by the time it answers. The depth only rises through an
+/// awaited `BEGIN`, so a connection at depth 0 is known to be outside one without
+/// asking: the common case, every committed write, goes back to the pool at once.
 fn reusable(
     conn: &mut sqlx::SqliteConnection,
     _: sqlx::pool::PoolConnectionMetadata,
@@ -216,6 +224,9 @@ fn reusable(
 > {
     Box::pin(async move {
         use sqlx::Connection;
+        if !conn.is_in_transaction() {
+            return Ok(true);
+        }
         conn.ping().await?;
         Ok(!conn.is_in_transaction())
     })
@@ -495,7 +506,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_action(&self, action: &ActionRecord) -> Result<()> {
-        actions::create(&self.writer, action).await?;
+        self.creations.create(action).await?;
         self.recent.written(action);
         Ok(())
     }

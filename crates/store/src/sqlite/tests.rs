@@ -64,6 +64,12 @@ async fn duplicate_rule_under_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_creations_on_many_devices() {
+    let (_dir, store) = fresh().await;
+    contract::concurrent_creations_on_many_devices(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_under_concurrency() {
     let (_dir, store) = fresh().await;
     contract::rate_limits_under_concurrency(store).await;
