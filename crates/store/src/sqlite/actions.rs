@@ -130,15 +130,24 @@ pub(super) async fn transition(
     change: &StatusChange,
 ) -> Result<TransitionOutcome> {
     let mut tx = write_tx(writer).await?;
-    let current = select_for_update(&mut tx, action_id)
-        .await?
-        .ok_or_else(|| Error::action_not_found(action_id))?;
-    let outcome = match apply(&mut tx, &current, change, None).await? {
-        Some(updated) => TransitionOutcome::Applied(updated),
-        None => TransitionOutcome::Refused(current),
-    };
+    let outcome = transition_on(&mut tx, action_id, change).await?;
     commit(tx).await?;
     Ok(outcome)
+}
+
+/// A transition inside the caller's transaction (or savepoint).
+pub(super) async fn transition_on(
+    conn: &mut SqliteConnection,
+    action_id: &str,
+    change: &StatusChange,
+) -> Result<TransitionOutcome> {
+    let current = select_for_update(conn, action_id)
+        .await?
+        .ok_or_else(|| Error::action_not_found(action_id))?;
+    Ok(match apply(conn, &current, change, None).await? {
+        Some(updated) => TransitionOutcome::Applied(updated),
+        None => TransitionOutcome::Refused(current),
+    })
 }
 
 /// An extra condition the row must still meet for a change to apply, e.g. that a

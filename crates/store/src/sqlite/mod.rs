@@ -63,7 +63,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     recent: Arc<action_cache::ActionCache>,
-    creations: group_commit::CreationQueue,
+    lifecycle: group_commit::WriteQueue,
 }
 
 impl SqliteStore {
@@ -112,7 +112,7 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error("cannot open the database", path, &e))?;
         Ok(SqliteStore {
-            creations: group_commit::CreationQueue::start(writer.clone()),
+            lifecycle: group_commit::WriteQueue::start(writer.clone()),
             writer,
             reader,
             recent: Arc::default(),
@@ -506,7 +506,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_action(&self, action: &ActionRecord) -> Result<()> {
-        self.creations.create(action).await?;
+        self.lifecycle.create(action).await?;
         self.recent.written(action);
         Ok(())
     }
@@ -532,7 +532,7 @@ impl Store for SqliteStore {
         action_id: &str,
         change: &StatusChange,
     ) -> Result<TransitionOutcome> {
-        let outcome = actions::transition(&self.writer, action_id, change).await?;
+        let outcome = self.lifecycle.transition(action_id, change).await?;
         if let TransitionOutcome::Applied(a) = &outcome {
             self.recent.written(a);
         }
