@@ -223,7 +223,7 @@ pub fn spawn_fleet(
         None,
         server_url,
         enroll_secret,
-        count,
+        1..=count,
         state_root,
         timings,
         shutdown,
@@ -244,12 +244,13 @@ fn fleet_client() -> Result<reqwest::Client, crate::client::ClientError> {
 /// [`spawn_fleet`] with the fleet's HTTP client given (e.g. one that trusts the
 /// server's own certificate); `None`: one client multiplexing every device's calls on
 /// HTTP/2 streams, so a fleet of thousands holds a few connections, not one per
-/// waiting device.
+/// waiting device. `devices` numbers them (`demo-linux-{n}`): fleets that run side by
+/// side (e.g. on two replicas) need numbers of their own.
 pub fn spawn_fleet_on(
     http: Option<reqwest::Client>,
     server_url: &str,
     enroll_secret: &str,
-    count: usize,
+    devices: std::ops::RangeInclusive<usize>,
     state_root: &Path,
     timings: SimTimings,
     shutdown: watch::Receiver<bool>,
@@ -262,14 +263,15 @@ pub fn spawn_fleet_on(
             None
         }
     });
-    (1..=count)
+    let first = *devices.start();
+    devices
         .map(|index| {
             let mut config = device_config(server_url, enroll_secret, index, state_root);
             config.http = http.clone();
             let enforcer: Arc<dyn Enforcer> = Arc::new(SimulatedEnforcer::new(timings));
             // A large fleet starts in waves of 200 devices 50 ms apart: thousands of
             // enrolments at the same instant on one HTTP/2 connection only queue up.
-            let wave = Duration::from_millis(50 * ((index as u64 - 1) / FLEET_WAVE));
+            let wave = Duration::from_millis(50 * ((index - first) as u64 / FLEET_WAVE));
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(wave).await;

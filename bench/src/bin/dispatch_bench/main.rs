@@ -4,23 +4,31 @@
 //! the delivery time is from its creation to the device's acknowledgement, both as the
 //! server recorded them (the action's audit trail), and the completion time is to
 //! `Succeeded`. Also the process's memory per device and its CPU while the fleet only
-//! waits and heartbeats. Prints a Markdown table.
+//! waits and heartbeats, the server apart from the simulated devices (which run in
+//! child processes of this program). Prints a Markdown table.
 //!
-//! Usage: dispatch_bench [--devices 10000] [--singles 100] [--burst 1000] [--idle-seconds 20]
+//! With `--postgres`: two replicas (in this process, each with its own store handle) on
+//! one database of a private, durable PostgreSQL cluster; half the devices hold their
+//! long-polls on each replica, and every action is created on the replica its device
+//! is *not* connected to, so each delivery crosses replicas through PostgreSQL's
+//! change notifications.
+//!
+//! Usage: dispatch_bench [--devices 10000] [--singles 100] [--burst 1000] [--idle-seconds 20] [--postgres]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appfence_agent::{spawn_fleet, SimTimings};
+use appfence_agent::{spawn_fleet_on, SimTimings};
 use appfence_core::SystemClock;
 use appfence_server::ServerConfig;
-use appfence_store::{SqliteStore, Store};
+use appfence_store::{PgStore, SqliteStore, Store};
 
 struct Options {
     devices: usize,
     singles: usize,
     burst: usize,
     idle_seconds: u64,
+    postgres: bool,
 }
 
 fn options() -> Options {
@@ -29,6 +37,7 @@ fn options() -> Options {
         singles: 100,
         burst: 1_000,
         idle_seconds: 20,
+        postgres: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -42,14 +51,16 @@ fn options() -> Options {
             "--singles" => o.singles = n() as usize,
             "--burst" => o.burst = n() as usize,
             "--idle-seconds" => o.idle_seconds = n(),
+            "--postgres" => o.postgres = true,
             other => panic!("unknown argument {other}"),
         }
     }
     o
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Resident memory of a process (`self` or a pid), in KiB.
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -59,9 +70,9 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// User plus system CPU time of this process, in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// User plus system CPU time of a process (`self` or a pid), in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
@@ -104,16 +115,72 @@ async fn timings(store: &dyn Store, ids: &[String]) -> (Vec<f64>, Vec<f64>) {
     (delivered, succeeded)
 }
 
+/// Waits until `count` devices have been seen, within 15 minutes.
+async fn wait_enrolled(
+    store: &dyn Store,
+    state: &appfence_server::AppState,
+    count: usize,
+    started: Instant,
+) {
+    loop {
+        let since = state.clock.now().minus(Duration::from_secs(300));
+        let seen = store.fleet_summary(since).await.expect("count").seen as usize;
+        if seen >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "only {seen} of {count} devices enrolled"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The ids of every device of the tenant.
+async fn all_machines(store: &dyn Store, tenant: &str) -> Vec<String> {
+    let mut query = appfence_core::odata::Query::<appfence_core::odata::MachineField>::default();
+    query.top = Some(appfence_core::odata::MAX_TOP);
+    let mut ids = Vec::new();
+    loop {
+        let page = store
+            .list_machines(tenant, &appfence_core::rbac::DeviceScope::All, &query)
+            .await
+            .expect("machines");
+        ids.extend(page.items.into_iter().map(|m| m.id));
+        if !page.more {
+            return ids;
+        }
+        query.skip += appfence_core::odata::MAX_TOP;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--fleet-child") {
+        return fleet_child(&args[1..]).await;
+    }
     let o = options();
     let files = appfence_server::connections::raise_open_file_limit();
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("appfence.db"))
-            .await
-            .expect("store"),
-    );
+    // Kept alive for the run: the cluster stops when it is dropped.
+    let mut _cluster = None;
+    let stores: Vec<Arc<dyn Store>> = if o.postgres {
+        let cluster = appfence_testkit::private_durable_cluster().expect("PostgreSQL cluster");
+        let url = cluster.fresh_database().expect("database");
+        _cluster = Some(cluster);
+        let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+        for _ in 0..2 {
+            stores.push(Arc::new(PgStore::open(&url).await.expect("store")));
+        }
+        stores
+    } else {
+        vec![Arc::new(
+            SqliteStore::open(&dir.path().join("appfence.db"))
+                .await
+                .expect("store"),
+        )]
+    };
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
@@ -123,45 +190,60 @@ async fn main() {
         },
         ..ServerConfig::default()
     };
-    let running = appfence_server::start(config, store.clone(), Arc::new(SystemClock))
-        .await
-        .expect("server");
-    let state = running.state.clone();
+    let mut replicas: Vec<appfence_server::RunningServer> = Vec::new();
+    for store in &stores {
+        // Replicas are one service: one public URL, so one token issuer.
+        let config = ServerConfig {
+            public_url: replicas.first().map(|r| r.base_url()),
+            ..config.clone()
+        };
+        replicas.push(
+            appfence_server::start(config, store.clone(), Arc::new(SystemClock))
+                .await
+                .expect("server"),
+        );
+    }
+    let store = stores[0].clone();
+    let state = replicas[0].state.clone();
     let demo = appfence_server::demo::provision(&state)
         .await
         .expect("demo tenant");
-    let base = running.base_url();
-    let rss_before = rss_kib();
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let bases: Vec<String> = replicas.iter().map(|r| r.base_url()).collect();
+    let rss_before = rss_kib("self");
     let started = Instant::now();
-    let _fleet = spawn_fleet(
-        &base,
-        demo.enroll_secret.expose(),
-        o.devices,
-        &dir.path().join("devices"),
-        SimTimings::IMMEDIATE,
-        stop_rx,
-    );
-    loop {
-        let since = state.clock.now().minus(Duration::from_secs(300));
-        let seen = store.fleet_summary(since).await.expect("count").seen as usize;
-        if seen >= o.devices {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "only {seen} of {} devices enrolled",
-            o.devices
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // The devices of each replica, in the order they were enrolled there.
+    let mut fleets = Vec::new();
+    let mut on_replica: Vec<Vec<String>> = Vec::new();
+    let per_replica = o.devices.div_ceil(replicas.len());
+    for (r, base) in bases.iter().enumerate() {
+        let count = per_replica.min(o.devices - r * per_replica);
+        fleets.push(FleetProcess::spawn(
+            base,
+            demo.enroll_secret.expose(),
+            r * per_replica + 1,
+            count,
+            &dir.path().join(format!("devices-{r}")),
+        ));
+        let enrolled_before: usize = on_replica.iter().map(Vec::len).sum();
+        wait_enrolled(store.as_ref(), &state, enrolled_before + count, started).await;
+        let known: std::collections::HashSet<&String> = on_replica.iter().flatten().collect();
+        let mine: Vec<String> = all_machines(store.as_ref(), &demo.tenant_id)
+            .await
+            .into_iter()
+            .filter(|m| !known.contains(m))
+            .collect();
+        on_replica.push(mine);
     }
     let enrolled_in = started.elapsed();
     // Let every device settle into its long-poll.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_fleet = rss_kib();
-    let cpu0 = cpu_seconds();
+    let rss_fleet = rss_kib("self");
+    let rss_devices: u64 = fleets.iter().map(|f| rss_kib(&f.pid())).sum();
+    let devices_cpu = || fleets.iter().map(|f| cpu_seconds(&f.pid())).sum::<f64>();
+    let (cpu0, devices_cpu0) = (cpu_seconds("self"), devices_cpu());
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
-    let idle_cpu = (cpu_seconds() - cpu0) / o.idle_seconds as f64;
+    let idle_cpu = (cpu_seconds("self") - cpu0) / o.idle_seconds as f64;
+    let idle_devices_cpu = (devices_cpu() - devices_cpu0) / o.idle_seconds as f64;
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(2_000)
@@ -182,21 +264,18 @@ async fn main() {
         .await
         .unwrap();
     let token = token["access_token"].as_str().unwrap().to_string();
-    let machines: Vec<String> = {
-        let tenant = demo.tenant_id.clone();
-        let mut ids = Vec::new();
-        let mut query =
-            appfence_core::odata::Query::<appfence_core::odata::MachineField>::default();
-        query.top = Some(o.devices.min(10_000) as u32);
-        let page = store
-            .list_machines(&tenant, &appfence_core::rbac::DeviceScope::All, &query)
-            .await
-            .unwrap();
-        ids.extend(page.items.into_iter().map(|m| m.id));
-        ids
-    };
-    let restrict = |machine: String| {
-        let (http, token, base) = (http.clone(), token.clone(), base.clone());
+    // Every device with the replica its actions are created on: the other one, when
+    // there are two. Interleaved, so the singles and the burst cross both ways.
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for i in 0..per_replica {
+        for (r, devices) in on_replica.iter().enumerate() {
+            if let Some(machine) = devices.get(i) {
+                targets.push((machine.clone(), bases[(r + 1) % bases.len()].clone()));
+            }
+        }
+    }
+    let restrict = |(machine, base): (String, String)| {
+        let (http, token) = (http.clone(), token.clone());
         async move {
             let r = http
                 .post(format!(
@@ -207,8 +286,9 @@ async fn main() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 201);
+            let status = r.status();
             let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(status, 201, "restrict {machine} on {base}: {v}");
             v["id"].as_str().unwrap().to_string()
         }
     };
@@ -230,13 +310,13 @@ async fn main() {
     };
     // One at a time, each waited for.
     let mut singles = Vec::new();
-    for machine in machines.iter().take(o.singles) {
-        let id = restrict(machine.clone()).await;
+    for target in targets.iter().take(o.singles) {
+        let id = restrict(target.clone()).await;
         singles.extend(wait_final(vec![id]).await);
     }
     // A burst on other devices, all at once.
     let burst_ids: Vec<String> = futures::future::join_all(
-        machines
+        targets
             .iter()
             .skip(o.singles)
             .take(o.burst)
@@ -257,7 +337,15 @@ async fn main() {
             v.last().copied().unwrap_or(f64::NAN)
         )
     };
-    println!("Dispatch with {} devices connected (open-file limit {files}; enrolled in {enrolled_in:.1?})\n", o.devices);
+    let bed = if o.postgres {
+        format!(
+            "two replicas on PostgreSQL, {} devices on each, every action created on the other replica",
+            per_replica
+        )
+    } else {
+        "one server on SQLite".to_string()
+    };
+    println!("Dispatch with {} devices connected, {bed} (open-file limit {files}; enrolled in {enrolled_in:.1?})\n", o.devices);
     println!("| what (ms) | actions | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
     row(
@@ -278,15 +366,87 @@ async fn main() {
     );
     println!();
     println!(
-        "Process memory: {} MiB before the fleet, {} MiB with it: {:.1} KiB per device (server and simulated device together, one process).",
+        "Server memory: {} MiB before the fleet, {} MiB with it: **{:.1} KiB per waiting device** ({}the simulated devices run in separate processes: {} MiB, {:.1} KiB each).",
         rss_before / 1024,
         rss_fleet / 1024,
-        (rss_fleet.saturating_sub(rss_before)) as f64 / o.devices as f64
+        (rss_fleet.saturating_sub(rss_before)) as f64 / o.devices as f64,
+        if o.postgres { "both replicas; PostgreSQL's own memory not included; " } else { "" },
+        rss_devices / 1024,
+        rss_devices as f64 / o.devices as f64,
     );
     println!(
-        "CPU while {} devices wait and heartbeat: {:.1}% of one core ({} s).",
+        "CPU while {} devices wait and heartbeat: server {:.1}% of one core, simulated devices {:.1}% ({} s).",
         o.devices,
         idle_cpu * 100.0,
+        idle_devices_cpu * 100.0,
         o.idle_seconds
     );
+    drop(fleets);
+}
+
+/// Simulated devices in a child process (this program with `--fleet-child`), so that
+/// the server's memory and CPU are measured apart from theirs. Killed when dropped; the
+/// child also ends when its stdin closes, should this process die first.
+struct FleetProcess(std::process::Child);
+
+impl FleetProcess {
+    fn spawn(
+        base: &str,
+        secret: &str,
+        first: usize,
+        count: usize,
+        state: &std::path::Path,
+    ) -> FleetProcess {
+        let child = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .arg("--fleet-child")
+            .arg(base)
+            .arg(first.to_string())
+            .arg(count.to_string())
+            .arg(state)
+            .env("APPFENCE_BENCH_ENROLL_SECRET", secret)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("fleet process");
+        FleetProcess(child)
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for FleetProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The child's side of [`FleetProcess`]: `--fleet-child BASE FIRST COUNT STATE_DIR`
+/// (devices numbered from FIRST), the enrolment secret in the environment (not on a
+/// command line others can read).
+async fn fleet_child(args: &[String]) {
+    let [base, first, count, state] = args else {
+        panic!("--fleet-child BASE FIRST COUNT STATE_DIR");
+    };
+    let first: usize = first.parse().expect("first");
+    let count: usize = count.parse().expect("count");
+    appfence_server::connections::raise_open_file_limit();
+    let secret = std::env::var("APPFENCE_BENCH_ENROLL_SECRET").expect("enrolment secret");
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let _fleet = spawn_fleet_on(
+        None,
+        base,
+        &secret,
+        first..=first + count - 1,
+        std::path::Path::new(state),
+        SimTimings::IMMEDIATE,
+        stop_rx,
+    );
+    // Until the parent closes stdin (it kills this process first, normally).
+    let _ = tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let _ = std::io::stdin().read(&mut [0u8; 1]);
+    })
+    .await;
 }

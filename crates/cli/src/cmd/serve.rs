@@ -151,7 +151,7 @@ impl Serving {
             http,
             &self.base_url(),
             info.enroll_secret.expose(),
-            devices,
+            1..=devices,
             &state.config.data_dir.join("demo-devices"),
             SimTimings {
                 ack_delay: step_delay,
