@@ -4,8 +4,8 @@
 use appfence_core::records::MachineRecord;
 use appfence_core::Result;
 use appfence_proto::Timestamp;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Sqlite, Transaction};
 
 use super::db_err;
 use super::rows::{self, MACHINE_COLUMNS};
@@ -13,7 +13,7 @@ use crate::addresses::{canonical, stretch, Stretch};
 
 /// Records that `machine_id` reports `ips` at `at`, inside the caller's transaction.
 pub(super) async fn record(
-    tx: &mut Transaction<'static, Sqlite>,
+    conn: &mut SqliteConnection,
     machine_id: &str,
     tenant_id: &str,
     ips: &[String],
@@ -28,7 +28,7 @@ pub(super) async fn record(
         )
         .bind(machine_id)
         .bind(&ip)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await
         .map_err(db_err("cannot read a machine's addresses"))?;
         match stretch(last, at) {
@@ -42,7 +42,7 @@ pub(super) async fn record(
                 .bind(machine_id)
                 .bind(&ip)
                 .bind(last)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(db_err("cannot record a machine's address"))?;
             }
@@ -56,7 +56,7 @@ pub(super) async fn record(
                 .bind(&ip)
                 .bind(at.ticks())
                 .bind(at.ticks())
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(db_err("cannot record a machine's address"))?;
             }

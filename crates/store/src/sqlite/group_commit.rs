@@ -1,7 +1,8 @@
-//! Group commit for the writes of the action lifecycle: creations and status changes.
-//! SQLite makes a commit durable with an fsync of its log, and with one writer those
-//! fsyncs come one after another: that, not the statements, bounds how many actions a
-//! second can be created, acknowledged or completed. Writes that arrive while the writer
+//! Group commit for the writes that come at fleet rate: action creations, status
+//! changes and heartbeats. SQLite makes a commit durable with an fsync of its log, and
+//! with one writer those fsyncs come one after another: that, not the statements,
+//! bounds how many actions a second can be created, acknowledged or completed (and
+//! 10,000 devices heartbeating every 30 s are 333 commits a second by themselves). Writes that arrive while the writer
 //! is busy wait in a queue; the next time it is free, one task takes everything queued
 //! (up to [`MAX_BATCH`]) and applies it in one transaction, so one fsync makes the whole
 //! batch durable. Each caller is answered only after its batch has committed, and with
@@ -12,8 +13,8 @@
 //!   constraint (its default `ABORT` resolution) and keeps the transaction, so the one
 //!   creation refused by `actions_one_open_restrict_family` gets "already in progress"
 //!   while the rest of its batch commits;
-//! - a status change is several statements, run inside a savepoint of its own, rolled
-//!   back alone when it fails.
+//! - a status change or a heartbeat is several statements, run inside a savepoint of
+//!   its own, rolled back alone when it fails.
 //!
 //! A storage fault (a full disk, an I/O error) can end the transaction by itself, so it
 //! fails the whole batch and every caller in it gets that error: nothing is reported
@@ -22,11 +23,13 @@
 
 use appfence_core::records::{ActionRecord, StatusChange, TransitionOutcome};
 use appfence_core::{Error, Result, StorageFault};
+use appfence_proto::agent::{DeviceInfo, EnforcementState};
+use appfence_proto::Timestamp;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{actions, commit, write_tx};
+use super::{actions, commit, machines, write_tx};
 
 /// The most writes committed together. A batch holds the write lock while it runs
 /// (tens of microseconds a row), so this bounds how long other writes wait.
@@ -44,11 +47,20 @@ enum Write {
         action_id: String,
         change: StatusChange,
     },
+    Heartbeat(Box<Heartbeat>),
+}
+
+struct Heartbeat {
+    machine_id: String,
+    info: DeviceInfo,
+    enforcement: EnforcementState,
+    at: Timestamp,
 }
 
 enum Written {
     Created,
     Transitioned(TransitionOutcome),
+    HeartbeatRecorded,
 }
 
 struct Queued {
@@ -75,9 +87,7 @@ impl WriteQueue {
         actions::check_new(action)?;
         match self.submit(Write::Create(action.clone())).await? {
             Written::Created => Ok(()),
-            Written::Transitioned(_) => {
-                Err(Error::Internal("a creation answered as a change".into()))
-            }
+            _ => Err(mismatch("a creation")),
         }
     }
 
@@ -93,7 +103,27 @@ impl WriteQueue {
         };
         match self.submit(write).await? {
             Written::Transitioned(outcome) => Ok(outcome),
-            Written::Created => Err(Error::Internal("a change answered as a creation".into())),
+            _ => Err(mismatch("a status change")),
+        }
+    }
+
+    /// Records a device's heartbeat, answering once it is durable.
+    pub(super) async fn record_heartbeat(
+        &self,
+        machine_id: &str,
+        info: &DeviceInfo,
+        enforcement: &EnforcementState,
+        at: Timestamp,
+    ) -> Result<()> {
+        let write = Write::Heartbeat(Box::new(Heartbeat {
+            machine_id: machine_id.to_string(),
+            info: info.clone(),
+            enforcement: enforcement.clone(),
+            at,
+        }));
+        match self.submit(write).await? {
+            Written::HeartbeatRecorded => Ok(()),
+            _ => Err(mismatch("a heartbeat")),
         }
     }
 
@@ -105,6 +135,12 @@ impl WriteQueue {
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
+}
+
+fn mismatch(what: &str) -> Error {
+    Error::Internal(format!(
+        "{what} was answered with the outcome of another write"
+    ))
 }
 
 fn stopped() -> Error {
@@ -139,6 +175,11 @@ async fn write_alone(writer: &SqlitePool, write: &Write) -> Result<Written> {
         Write::Transition { action_id, change } => actions::transition(writer, action_id, change)
             .await
             .map(Written::Transitioned),
+        Write::Heartbeat(h) => {
+            machines::record_heartbeat(writer, &h.machine_id, &h.info, &h.enforcement, h.at)
+                .await
+                .map(|()| Written::HeartbeatRecorded)
+        }
     }
 }
 
@@ -155,9 +196,7 @@ async fn write_together(writer: &SqlitePool, batch: &[Queued]) -> Result<Vec<Res
                 // Dropping the transaction rolls back whatever is left of it.
                 Err(e) => return Err(actions::insert_failed(e)),
             },
-            Write::Transition { action_id, change } => {
-                transition_in_savepoint(&mut tx, action_id, change).await?
-            }
+            several => in_savepoint(&mut tx, several).await?,
         };
         outcomes.push(outcome);
     }
@@ -165,24 +204,40 @@ async fn write_together(writer: &SqlitePool, batch: &[Queued]) -> Result<Vec<Res
     Ok(outcomes)
 }
 
-/// A status change inside its own savepoint: `Ok(outcome)` for the caller, `Err` for a
-/// fault that must fail the whole batch.
-async fn transition_in_savepoint(
-    conn: &mut SqliteConnection,
-    action_id: &str,
-    change: &StatusChange,
-) -> Result<Result<Written>> {
+/// A write of several statements inside its own savepoint: `Ok(outcome)` for the
+/// caller, `Err` for a fault that must fail the whole batch.
+async fn in_savepoint(conn: &mut SqliteConnection, write: &Write) -> Result<Result<Written>> {
     let mut savepoint = conn
         .begin()
         .await
         .map_err(super::db_err("cannot begin a savepoint"))?;
-    match actions::transition_on(&mut savepoint, action_id, change).await {
-        Ok(outcome) => {
+    let written = match write {
+        Write::Create(action) => actions::insert(&mut *savepoint, action)
+            .await
+            .map(|()| Written::Created)
+            .map_err(actions::insert_failed),
+        Write::Transition { action_id, change } => {
+            actions::transition_on(&mut savepoint, action_id, change)
+                .await
+                .map(Written::Transitioned)
+        }
+        Write::Heartbeat(h) => machines::record_heartbeat_on(
+            &mut savepoint,
+            &h.machine_id,
+            &h.info,
+            &h.enforcement,
+            h.at,
+        )
+        .await
+        .map(|()| Written::HeartbeatRecorded),
+    };
+    match written {
+        Ok(written) => {
             savepoint
                 .commit()
                 .await
                 .map_err(super::db_err("cannot release a savepoint"))?;
-            Ok(Ok(Written::Transitioned(outcome)))
+            Ok(Ok(written))
         }
         Err(e @ Error::Storage { .. }) => Err(e),
         Err(e) => {
@@ -214,6 +269,7 @@ mod tests {
     use crate::contract::{action_record, at, change, new_action, new_machine, new_tenant};
     use crate::sqlite::SqliteStore;
     use crate::Store;
+    use appfence_core::MachineRef;
 
     fn queued(write: Write) -> Queued {
         Queued {
@@ -306,6 +362,8 @@ mod tests {
                 action_id: earlier.id.clone(),
                 change: change(Succeeded, at(6), "agent"),
             }),
+            queued(heartbeat(&m.id, at(7))),
+            queued(heartbeat("0000000000000000000000000000000000000000", at(8))),
         ];
         let outcomes = write_together(&store.writer, &batch).await.unwrap();
         assert!(matches!(outcomes[0], Ok(Written::Created)));
@@ -326,6 +384,15 @@ mod tests {
         assert!(
             matches!(&outcomes[4], Ok(Written::Transitioned(TransitionOutcome::Applied(a))) if a.status == Succeeded)
         );
+        assert!(matches!(outcomes[5], Ok(Written::HeartbeatRecorded)));
+        assert!(
+            matches!(
+                &outcomes[6],
+                Err(Error::ResourceNotFound(_) | Error::NotFound(_))
+            ),
+            "{:?}",
+            outcomes[6].as_ref().err()
+        );
         store.close().await;
 
         let reopened = SqliteStore::open(&path).await.unwrap();
@@ -337,6 +404,21 @@ mod tests {
             let to: Vec<_> = trail.iter().map(|r| r.to).collect();
             assert_eq!(to, statuses, "{id}");
         }
+        let seen = reopened
+            .machine(&t.id, &MachineRef::Id(m.id.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.last_seen, Some(at(7)));
+    }
+
+    fn heartbeat(machine_id: &str, at: Timestamp) -> Write {
+        Write::Heartbeat(Box::new(Heartbeat {
+            machine_id: machine_id.into(),
+            info: DeviceInfo::default(),
+            enforcement: EnforcementState::default(),
+            at,
+        }))
     }
 
     /// Through the queue: callers answered with what happened to their own creation,

@@ -7,7 +7,7 @@ use appfence_core::records::{GroupAssignment, MachineRecord};
 use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
@@ -213,6 +213,18 @@ pub(super) async fn record_heartbeat(
     at: Timestamp,
 ) -> Result<()> {
     let mut tx = write_tx(writer).await?;
+    record_heartbeat_on(&mut tx, machine_id, info, enforcement, at).await?;
+    commit(tx).await
+}
+
+/// A heartbeat inside the caller's transaction (or savepoint).
+pub(super) async fn record_heartbeat_on(
+    conn: &mut SqliteConnection,
+    machine_id: &str,
+    info: &DeviceInfo,
+    enforcement: &EnforcementState,
+    at: Timestamp,
+) -> Result<()> {
     let tenant_id: Option<String> = sqlx::query_scalar(
         "UPDATE machines SET os_platform = ?, os_version = ?, kernel_version = ?, \
              os_architecture = ?, agent_version = ?, ip_addresses = ?, last_ip_address = ?, \
@@ -230,14 +242,13 @@ pub(super) async fn record_heartbeat(
     .bind(to_json(enforcement)?)
     .bind(at.ticks())
     .bind(machine_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db_err("cannot record a heartbeat"))?;
     let Some(tenant_id) = tenant_id else {
         return Err(Error::machine_not_found(machine_id));
     };
-    addresses::record(&mut tx, machine_id, &tenant_id, &info.ip_addresses, at).await?;
-    commit(tx).await
+    addresses::record(conn, machine_id, &tenant_id, &info.ip_addresses, at).await
 }
 
 /// The tenant's machines with a tag equal to `tag` (or, with `prefix`, starting with

@@ -63,7 +63,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     recent: Arc<action_cache::ActionCache>,
-    lifecycle: group_commit::WriteQueue,
+    fleet_writes: group_commit::WriteQueue,
 }
 
 impl SqliteStore {
@@ -112,7 +112,7 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error("cannot open the database", path, &e))?;
         Ok(SqliteStore {
-            lifecycle: group_commit::WriteQueue::start(writer.clone()),
+            fleet_writes: group_commit::WriteQueue::start(writer.clone()),
             writer,
             reader,
             recent: Arc::default(),
@@ -447,7 +447,9 @@ impl Store for SqliteStore {
         enforcement: &EnforcementState,
         at: Timestamp,
     ) -> Result<()> {
-        machines::record_heartbeat(&self.writer, machine_id, info, enforcement, at).await
+        self.fleet_writes
+            .record_heartbeat(machine_id, info, enforcement, at)
+            .await
     }
 
     async fn fleet_summary(&self, since: Timestamp) -> Result<crate::FleetSummary> {
@@ -506,7 +508,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_action(&self, action: &ActionRecord) -> Result<()> {
-        self.lifecycle.create(action).await?;
+        self.fleet_writes.create(action).await?;
         self.recent.written(action);
         Ok(())
     }
@@ -532,7 +534,7 @@ impl Store for SqliteStore {
         action_id: &str,
         change: &StatusChange,
     ) -> Result<TransitionOutcome> {
-        let outcome = self.lifecycle.transition(action_id, change).await?;
+        let outcome = self.fleet_writes.transition(action_id, change).await?;
         if let TransitionOutcome::Applied(a) = &outcome {
             self.recent.written(a);
         }
