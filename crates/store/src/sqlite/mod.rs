@@ -557,6 +557,16 @@ impl Store for SqliteStore {
         actions::audit_trail(&self.reader, action_id).await
     }
 
+    async fn delete_old_actions(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        let ids = actions::delete_old(&self.writer, before, limit).await?;
+        self.recent.removed(&ids);
+        Ok(ids.len() as u64)
+    }
+
+    async fn delete_old_denials(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        events::delete_old(&self.writer, before, limit).await
+    }
+
     async fn submit_indicator(
         &self,
         submission: &IndicatorSubmission,
