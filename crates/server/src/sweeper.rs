@@ -45,6 +45,7 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     }
     maintain_signing_keys(state).await?;
     apply_retention(state, now).await?;
+    state.store.refresh_statistics().await?;
     // Rate-limit windows that are over (the longest is an hour).
     state
         .store

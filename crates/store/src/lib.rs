@@ -329,6 +329,12 @@ pub trait Store: Send + Sync + 'static {
     /// transaction; open actions are never deleted, and the audit trail stays. Returns
     /// how many were deleted (fewer than `limit`: none older remain).
     async fn delete_old_actions(&self, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Refreshes the query planner's statistics where the data changed a lot (SQLite's
+    /// `PRAGMA optimize`; PostgreSQL's autovacuum does this by itself). Cheap when
+    /// nothing changed; the sweeper calls it.
+    async fn refresh_statistics(&self) -> Result<()> {
+        Ok(())
+    }
     /// Retention: deletes at most `limit` denial events received before `before`,
     /// oldest first, in one short transaction; returns how many.
     async fn delete_old_denials(&self, before: Timestamp, limit: u32) -> Result<u64>;

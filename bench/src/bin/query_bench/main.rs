@@ -303,6 +303,35 @@ impl Dialect {
     }
 }
 
+/// Runs the fill's statements: SQLite in a transaction each, PostgreSQL without waiting
+/// for each commit's flush (the data is the benchmark's, not a client's).
+enum Filler {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Filler {
+    async fn exec(&self, sql: String) -> Result<(), String> {
+        let fail = |e: sqlx::Error| format!("{e}: {}", &sql[..sql.len().min(300)]);
+        match self {
+            Filler::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+                sqlx::raw_sql(&sql).execute(&mut *tx).await.map_err(fail)?;
+                tx.commit().await.map_err(|e| e.to_string())
+            }
+            Filler::Postgres(pool) => {
+                let mut c = pool.acquire().await.map_err(|e| e.to_string())?;
+                sqlx::raw_sql("SET synchronous_commit = off")
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(&sql).execute(&mut *c).await.map_err(fail)?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// What the data looks like, for the shapes to ask about.
 struct Data {
     actions: i64,
@@ -328,7 +357,7 @@ async fn fill(
     store: &dyn Store,
     tenant: &str,
     o: &Options,
-    exec: &(dyn Fn(String) -> futures::future::BoxFuture<'static, Result<(), String>> + Sync),
+    filler: &Filler,
 ) -> Result<Data, String> {
     let d = Dialect { engine };
     let now = SystemClock.now();
@@ -338,8 +367,9 @@ async fn fill(
         .await
         .map_err(|e| format!("cannot insert the template machine: {e}"))?;
     let m = o.machines;
-    exec(format!(
-        "INSERT INTO machines (id, tenant_id, aad_device_id, computer_dns_name, first_seen, \
+    filler
+        .exec(format!(
+            "INSERT INTO machines (id, tenant_id, aad_device_id, computer_dns_name, first_seen, \
              last_seen, os_platform, os_version, kernel_version, os_architecture, agent_version, \
              last_ip_address, ip_addresses, health_status, onboarding_status, machine_tags, \
              rbac_group_id, rbac_group_name, risk_score, exposure_level, device_value, \
@@ -351,11 +381,11 @@ async fn fill(
              t.machine_tags, t.rbac_group_id, t.rbac_group_name, t.risk_score, \
              t.exposure_level, t.device_value, t.capabilities, t.enforcement, 'cred-' || i, NULL \
          FROM n, machines t WHERE t.id = '{tid}'",
-        series = d.series(1, m),
-        mid = d.machine_id("i"),
-        tid = template.id,
-    ))
-    .await?;
+            series = d.series(1, m),
+            mid = d.machine_id("i"),
+            tid = template.id,
+        ))
+        .await?;
 
     let span = 170 * DAY_TICKS;
     let data = Data {
@@ -371,8 +401,9 @@ async fn fill(
         let started = Instant::now();
         // h: status and timing; r: requestor; y: type. Machines go round robin, so the
         // newest `m` actions are on distinct machines (at most one open restrict each).
-        exec(format!(
-            "INSERT INTO actions (id, tenant_id, action_type, title, requestor, \
+        filler
+            .exec(format!(
+                "INSERT INTO actions (id, tenant_id, action_type, title, requestor, \
                  requestor_comment, status, machine_id, computer_dns_name, created, last_update, \
                  cancellation_requestor, cancellation_comment, cancellation_time, \
                  error_h_result, external_id, request_source, troubleshoot_info) \
@@ -401,14 +432,14 @@ async fn fill(
                            (i * 31) % 100 AS y, (i % {m}) + 1 AS m, \
                            {start} + i * {step} - ((i * 104729) % 1000) * 10000 AS c \
                          FROM n) AS a) AS b",
-            series = d.series(lo, hi),
-            aid = d.action_id("i"),
-            mid = d.machine_id("m"),
-            open_from = n - m,
-            start = data.start,
-            step = data.step,
-        ))
-        .await?;
+                series = d.series(lo, hi),
+                aid = d.action_id("i"),
+                mid = d.machine_id("m"),
+                open_from = n - m,
+                start = data.start,
+                step = data.step,
+            ))
+            .await?;
         eprintln!(
             "  actions {lo}..={hi} in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -818,22 +849,8 @@ async fn run_engine(o: &Options, engine: Engine) -> Result<String, String> {
                 .connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            let exec = move |sql: String| {
-                let pool = pool.clone();
-                Box::pin(async move {
-                    let mut c = pool.acquire().await.map_err(|e| e.to_string())?;
-                    sqlx::query("SET synchronous_commit = off")
-                        .execute(&mut *c)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    sqlx::raw_sql(&sql)
-                        .execute(&mut *c)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| format!("{e}: {}", &sql[..sql.len().min(300)]))
-                }) as futures::future::BoxFuture<'static, Result<(), String>>
-            };
-            let data = fill(engine, &store, &tenant, o, &exec).await?;
+            let filler = Filler::Postgres(pool);
+            let data = fill(engine, &store, &tenant, o, &filler).await?;
             store.close().await;
             // What autovacuum would do in time: statistics and the visibility map.
             let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url)
@@ -858,18 +875,8 @@ async fn run_engine(o: &Options, engine: Engine) -> Result<String, String> {
                 .connect_with(options)
                 .await
                 .map_err(|e| e.to_string())?;
-            let exec = move |sql: String| {
-                let pool = pool.clone();
-                Box::pin(async move {
-                    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-                    sqlx::raw_sql(&sql)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| format!("{e}: {}", &sql[..sql.len().min(300)]))?;
-                    tx.commit().await.map_err(|e| e.to_string())
-                }) as futures::future::BoxFuture<'static, Result<(), String>>
-            };
-            let data = fill(engine, &store, &tenant, o, &exec).await?;
+            let filler = Filler::Sqlite(pool);
+            let data = fill(engine, &store, &tenant, o, &filler).await?;
             store.close().await;
             data
         }
