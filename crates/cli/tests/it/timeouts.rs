@@ -202,7 +202,6 @@ async fn retention_removes_old_final_actions_and_keeps_their_audit_trail() {
     let api = server.api(ALL_ROLES).await;
     let old_dev = server.enroll("retention-old").await;
     let open_dev = server.enroll("retention-open").await;
-    let new_dev = server.enroll("retention-new").await;
 
     let old = api.restrict(&old_dev.machine_id, "old").await.json();
     let old_id = old["id"].as_str().unwrap().to_string();
@@ -211,18 +210,25 @@ async fn retention_removes_old_final_actions_and_keeps_their_audit_trail() {
     let open_id = open["id"].as_str().unwrap().to_string();
 
     clock.advance(100 * DAY);
-    let newer = api.restrict(&new_dev.machine_id, "newer").await.json();
+    // Tokens last an hour: a fresh one on the new day.
+    let api = server.api(ALL_ROLES).await;
+    let new_dev = server.enroll("retention-new").await;
+    let newer = api.restrict(&new_dev.machine_id, "newer").await;
+    assert_eq!(newer.status, 201, "{}", newer.text);
+    let newer = newer.json();
     let newer_id = newer["id"].as_str().unwrap().to_string();
     assert_eq!(api.cancel(&newer_id, "done").await.status, 200);
 
     // 179 days after the old action ended: still kept.
     clock.advance(79 * DAY);
     sweep_once(&server.state).await.unwrap();
+    let api = server.api(ALL_ROLES).await;
     assert_eq!(api.action(&old_id).await["status"], "Cancelled");
 
     // 181 days: gone; the newer final one and the open one stay.
     clock.advance(2 * DAY);
     sweep_once(&server.state).await.unwrap();
+    let api = server.api(ALL_ROLES).await;
     let r = api.get(&format!("/api/machineactions/{old_id}")).await;
     assert_eq!(r.status, 404, "{}", r.text);
     assert!(r.json()["error"]["code"].is_string(), "{}", r.text);
