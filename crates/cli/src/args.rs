@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// to complete it (Succeeded), e.g. 1s, 0s [env: APPFENCE_DEMO_STEP_DELAY] [default: 1s]
     #[arg(long, value_name = "DURATION", value_parser = parse_delay)]
     pub demo_step_delay: Option<Duration>,
+    /// Final actions (Succeeded, Failed, TimeOut, Cancelled) and denial events older than
+    /// this are deleted, e.g. 180d, or off; the audit trail of deleted actions stays
+    /// [env: APPFENCE_RETENTION] [default: 180d, as MDE]
+    #[arg(long, value_name = "PERIOD", value_parser = parse_optional_period)]
+    pub retention: Option<Option<Duration>>,
     /// Pending actions older than this time out, e.g. 3d [env: APPFENCE_ACTION_PENDING_TIMEOUT] [default: 3d]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub action_pending_timeout: Option<Duration>,

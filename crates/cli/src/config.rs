@@ -40,6 +40,7 @@ pub const ENV_AGENT_MODE: &str = "APPFENCE_AGENT_MODE";
 pub const ENV_KEY_FILE: &str = "APPFENCE_KEY_FILE";
 pub const ENV_ALLOW_GROUP_READ: &str = "APPFENCE_ALLOW_GROUP_READ";
 pub const ENV_SIGNING_KEY_ROTATION: &str = "APPFENCE_SIGNING_KEY_ROTATION";
+pub const ENV_RETENTION: &str = "APPFENCE_RETENTION";
 pub const ENV_KEY_REFRESH_INTERVAL: &str = "APPFENCE_KEY_REFRESH_INTERVAL";
 pub const ENV_TRUSTED_PROXIES: &str = "APPFENCE_TRUSTED_PROXIES";
 pub const ENV_METRICS_LISTEN: &str = "APPFENCE_METRICS_LISTEN";
@@ -94,6 +95,8 @@ pub struct FileConfig {
     pub demo_devices: Option<u32>,
     #[serde(default, deserialize_with = "de_with::<_, DelayParser>")]
     pub demo_step_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "de_with::<_, PeriodParser>")]
+    pub retention: Option<Option<Duration>>,
     #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
     pub action_pending_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
@@ -403,6 +406,15 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         parse_public_url,
         file.public_url,
     )?;
+    if let Some(v) = layer(
+        args.retention,
+        env,
+        ENV_RETENTION,
+        parse_optional_period,
+        file.retention,
+    )? {
+        server.retention = v;
+    }
     if let Some(v) = layer(
         args.action_pending_timeout,
         env,

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 /// The key-encryption key file in the data directory, unless configured elsewhere.
 pub const DEFAULT_KEY_FILE: &str = "master.key";
+/// Final actions and denial events are kept 180 days, as MDE keeps its data.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(180 * 24 * 60 * 60);
 /// Signing keys are replaced every 90 days.
 pub const DEFAULT_SIGNING_KEY_ROTATION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
@@ -22,6 +24,10 @@ pub struct ServerConfig {
     pub action_pending_timeout: Duration,
     /// `InProgress` actions without an update for this long become `TimeOut`.
     pub action_inprogress_timeout: Duration,
+    /// Final actions (`Succeeded`, `Failed`, `TimeOut`, `Cancelled`) last updated, and
+    /// denial events received, longer ago than this are deleted by the sweeper (`None`:
+    /// kept for ever). MDE keeps 180 days. The audit trail of a deleted action stays.
+    pub retention: Option<Duration>,
     /// How often the sweeper looks for stale actions.
     pub sweep_interval: Duration,
     /// Lifetime of access tokens issued by the built-in authorization server.
@@ -124,6 +130,7 @@ impl Default for ServerConfig {
             public_url: None,
             action_pending_timeout: Duration::from_secs(3 * 24 * 3600),
             action_inprogress_timeout: Duration::from_secs(10 * 60),
+            retention: Some(DEFAULT_RETENTION),
             sweep_interval: Duration::from_secs(5),
             token_lifetime: Duration::from_secs(3599),
             long_poll_max: Duration::from_secs(60),

@@ -6,7 +6,9 @@
 //!   allowlist version agents compare with theirs; rotates the signing key on its
 //!   schedule and retires keys that verify nothing any more (the store makes each of
 //!   these happen once, whichever replica comes first); records the end of sign-in
-//!   lockouts;
+//!   lockouts; removes final actions and denial events older than the retention
+//!   (`retention`, MDE's 180 days by default) in bounded batches, the audit trail of
+//!   removed actions staying;
 //! - the key refresh: re-reads the signing keys every `key_refresh_interval`.
 //!
 //! Time comes from the injected clock; the intervals at which they look are real time.
@@ -42,6 +44,8 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         state.announce(Change::Everything).await;
     }
     maintain_signing_keys(state).await?;
+    apply_retention(state, now).await?;
+    state.store.refresh_statistics().await?;
     // Rate-limit windows that are over (the longest is an hour).
     state
         .store
@@ -61,6 +65,61 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         metrics::counter!("appfence_sign_in_lockout_ends_total").increment(1);
     }
     Ok(timed_out.len())
+}
+
+/// Rows deleted per retention statement: each is a short transaction, so the API's
+/// writes wait at most one batch.
+pub const RETENTION_BATCH: u32 = 1_000;
+/// Batches per sweep: a large backlog (retention turned on over years of data) is worked
+/// off over successive sweeps rather than in one long one.
+const RETENTION_BATCHES_PER_SWEEP: u32 = 50;
+
+/// Retention: deletes final actions and denial events older than `config.retention`,
+/// a bounded batch at a time, yielding between batches. Returns how many actions and
+/// events went.
+pub async fn apply_retention(
+    state: &AppState,
+    now: appfence_proto::Timestamp,
+) -> appfence_core::Result<(u64, u64)> {
+    let Some(retention) = state.config.retention else {
+        return Ok((0, 0));
+    };
+    let before = now.minus(retention);
+    let (mut actions, mut events) = (0u64, 0u64);
+    for _ in 0..RETENTION_BATCHES_PER_SWEEP {
+        let n = state
+            .store
+            .delete_old_actions(before, RETENTION_BATCH)
+            .await?;
+        actions += n;
+        if n < u64::from(RETENTION_BATCH) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..RETENTION_BATCHES_PER_SWEEP {
+        let n = state
+            .store
+            .delete_old_denials(before, RETENTION_BATCH)
+            .await?;
+        events += n;
+        if n < u64::from(RETENTION_BATCH) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    if actions > 0 || events > 0 {
+        tracing::info!(
+            actions,
+            events,
+            "retention: old final actions and denial events deleted"
+        );
+        metrics::counter!("appfence_retention_deleted_total", "kind" => "actions")
+            .increment(actions);
+        metrics::counter!("appfence_retention_deleted_total", "kind" => "denial_events")
+            .increment(events);
+    }
+    Ok((actions, events))
 }
 
 /// The fleet gauges (devices seen lately, devices restricted), from the store.

@@ -2567,6 +2567,197 @@ pub async fn denial_events(store: &dyn Store) {
     assert_eq!(list(DeviceScope::All, on(&web)).await.total, Some(3));
 }
 
+/// Following the continuation (`Page::last_key` into `Query::after`) page by page gives
+/// every row exactly once, in the order of one big page, for every orderable field of
+/// the actions in both directions (ties, nulls and mixed case included), under a filter,
+/// and with the default order; `$count` stays the total.
+pub async fn keyset_pages(store: &dyn Store) {
+    use appfence_core::odata::KeyValue;
+    let t = new_tenant(store).await;
+    let ms = [
+        new_machine(store, &t, "keyset-b.corp.example").await,
+        new_machine(store, &t, "Keyset-A.corp.example").await,
+        new_machine(store, &t, "keyset-c.corp.example").await,
+    ];
+    let requestors = ["app3", "APP3", "Bob@contoso.com", "alice@contoso.com"];
+    for i in 0..23i64 {
+        let m = &ms[(i % 3) as usize];
+        let kind = [RunAntiVirusScan, Isolate, CollectInvestigationPackage][(i % 3) as usize];
+        // Many ties in creation time; a third without an externalId.
+        let mut a = action_record(m, kind, at(i / 4));
+        a.requestor = requestors[(i % 4) as usize].into();
+        a.external_id = (i % 3 != 0).then(|| format!("ext-{}", i % 5));
+        store.create_action(&a).await.unwrap();
+        if i % 4 == 1 {
+            must_apply(store, &a.id, change(Cancelled, at(100 + i % 2), "someone")).await;
+        }
+    }
+    let fields = [
+        ActionField::Id,
+        ActionField::Status,
+        ActionField::MachineId,
+        ActionField::Type,
+        ActionField::Requestor,
+        ActionField::CreationDateTimeUtc,
+        ActionField::LastUpdateDateTimeUtc,
+        ActionField::ComputerDnsName,
+        ActionField::ExternalId,
+    ];
+    let mut orders: Vec<Vec<(ActionField, Direction)>> = vec![vec![]];
+    for f in fields {
+        orders.push(vec![(f, Direction::Asc)]);
+        orders.push(vec![(f, Direction::Desc)]);
+    }
+    orders.push(vec![
+        (ActionField::Requestor, Direction::Desc),
+        (ActionField::ExternalId, Direction::Asc),
+    ]);
+    let filters = [
+        None,
+        Some(cmp(ActionField::Status, CmpOp::Ne, text("Cancelled"))),
+    ];
+    for order in &orders {
+        for filter in &filters {
+            let whole = store
+                .list_actions(
+                    &t.id,
+                    &DeviceScope::All,
+                    &Query {
+                        filter: filter.clone(),
+                        order_by: order.clone(),
+                        top: Some(1000),
+                        ..Query::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(!whole.more && whole.last_key.is_none());
+            let mut walked: Vec<String> = Vec::new();
+            let mut after: Option<Vec<KeyValue>> = None;
+            loop {
+                let page = store
+                    .list_actions(
+                        &t.id,
+                        &DeviceScope::All,
+                        &Query {
+                            filter: filter.clone(),
+                            order_by: order.clone(),
+                            top: Some(4),
+                            count: true,
+                            after: after.clone(),
+                            ..Query::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(page.total, Some(whole.items.len() as u64), "{order:?}");
+                walked.extend(ids(&page.items));
+                assert!(walked.len() <= whole.items.len(), "{order:?}: {walked:?}");
+                if !page.more {
+                    assert_eq!(page.last_key, None);
+                    break;
+                }
+                after = Some(page.last_key.expect("a page with more has a last key"));
+            }
+            assert_eq!(walked, ids(&whole.items), "{order:?} {filter:?}");
+        }
+    }
+    // A continuation that does not fit the order is refused, not run.
+    let wrong = Query::<ActionField> {
+        order_by: vec![(ActionField::Requestor, Direction::Asc)],
+        after: Some(vec![KeyValue::Int(1), KeyValue::Int(2)]),
+        ..Query::default()
+    };
+    let refused = store.list_actions(&t.id, &DeviceScope::All, &wrong).await;
+    assert!(matches!(refused, Err(Error::OData(_))), "{refused:?}");
+}
+
+/// Retention: final actions last updated before the cut-off go, in bounded batches;
+/// newer final actions and open ones (however old) stay; the audit trail of a deleted
+/// action stays readable. Denial events received before the cut-off go.
+pub async fn retention(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let mut ms = Vec::new();
+    for i in 0..6 {
+        ms.push(new_machine(store, &t, &format!("retention-{i}.example")).await);
+    }
+    let cut = at(1000);
+    let old_done = new_action(store, &ms[0], RestrictCodeExecution, at(100)).await;
+    must_apply(store, &old_done.id, change(InProgress, at(150), "agent")).await;
+    must_apply(store, &old_done.id, change(Succeeded, at(200), "agent")).await;
+    let old_cancelled = new_action(store, &ms[1], RunAntiVirusScan, at(100)).await;
+    must_apply(
+        store,
+        &old_cancelled.id,
+        change(Cancelled, at(999), "someone"),
+    )
+    .await;
+    // Created long ago, final only recently: kept.
+    let recent_done = new_action(store, &ms[2], RestrictCodeExecution, at(100)).await;
+    must_apply(store, &recent_done.id, change(Failed, at(1000), "agent")).await;
+    // Open actions are never deleted, however old.
+    let old_pending = new_action(store, &ms[3], RestrictCodeExecution, at(10)).await;
+    let old_running = new_action(store, &ms[4], RunAntiVirusScan, at(10)).await;
+    must_apply(store, &old_running.id, change(InProgress, at(20), "agent")).await;
+    let new_done = new_action(store, &ms[5], Isolate, at(5000)).await;
+    must_apply(store, &new_done.id, change(Succeeded, at(5001), "agent")).await;
+
+    // Bounded: one row per call, then the rest (other checks' old actions included).
+    assert_eq!(store.delete_old_actions(cut, 1).await.unwrap(), 1);
+    while store.delete_old_actions(cut, 100).await.unwrap() == 100 {}
+    assert_eq!(store.delete_old_actions(cut, 100).await.unwrap(), 0);
+
+    for gone in [&old_done, &old_cancelled] {
+        assert_eq!(store.action(&t.id, &gone.id).await.unwrap(), None);
+    }
+    for kept in [&recent_done, &old_pending, &old_running, &new_done] {
+        assert!(
+            store.action(&t.id, &kept.id).await.unwrap().is_some(),
+            "{}",
+            kept.id
+        );
+    }
+    let listed = store
+        .list_actions(&t.id, &DeviceScope::All, &Query::default())
+        .await
+        .unwrap();
+    let mut listed = ids(&listed.items);
+    listed.sort();
+    let mut want = ids(&[recent_done.clone(), old_pending, old_running, new_done]);
+    want.sort();
+    assert_eq!(listed, want);
+    // The audit trail outlives the action, whole.
+    let trail = store.audit_trail(&old_done.id).await.unwrap();
+    let steps: Vec<(Option<ActionStatus>, ActionStatus)> =
+        trail.iter().map(|r| (r.from, r.to)).collect();
+    assert_eq!(
+        steps,
+        [
+            (None, Pending),
+            (Some(Pending), InProgress),
+            (Some(InProgress), Succeeded)
+        ]
+    );
+    assert_eq!(store.audit_trail(&old_cancelled.id).await.unwrap().len(), 2);
+
+    // Denial events by arrival.
+    store
+        .record_denials(&ms[0], &[denial(1, "/tmp/old")], at(500))
+        .await
+        .unwrap();
+    store
+        .record_denials(&ms[0], &[denial(2, "/tmp/new")], at(1500))
+        .await
+        .unwrap();
+    while store.delete_old_denials(cut, 100).await.unwrap() == 100 {}
+    let events = store
+        .list_denials(&t.id, &DeviceScope::All, &Query::default())
+        .await
+        .unwrap();
+    let paths: Vec<&str> = events.items.iter().map(|e| e.event.path.as_str()).collect();
+    assert_eq!(paths, ["/tmp/new"]);
+}
+
 pub async fn run_all(store: Arc<dyn Store>) {
     let s = store.as_ref();
     tenants_apps_secrets_keys(s).await;
@@ -2598,4 +2789,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     users(s).await;
     indicators(s).await;
     denial_events(s).await;
+    keyset_pages(s).await;
+    // Last: it deletes every old final action of the store, the other checks' too.
+    retention(s).await;
 }

@@ -321,8 +321,23 @@ pub trait Store: Send + Sync + 'static {
         in_progress_before: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<ActionRecord>>;
-    /// The audit trail of one action, oldest first.
+    /// The audit trail of one action, oldest first. It outlives the action: an action
+    /// deleted by retention keeps its trail.
     async fn audit_trail(&self, action_id: &str) -> Result<Vec<AuditRecord>>;
+    /// Retention: deletes at most `limit` final actions (`Succeeded`, `Failed`,
+    /// `TimeOut`, `Cancelled`) last updated before `before`, oldest first, in one short
+    /// transaction; open actions are never deleted, and the audit trail stays. Returns
+    /// how many were deleted (fewer than `limit`: none older remain).
+    async fn delete_old_actions(&self, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Refreshes the query planner's statistics where the data changed a lot (SQLite's
+    /// `PRAGMA optimize`; PostgreSQL's autovacuum does this by itself). Cheap when
+    /// nothing changed; the sweeper calls it.
+    async fn refresh_statistics(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Retention: deletes at most `limit` denial events received before `before`,
+    /// oldest first, in one short transaction; returns how many.
+    async fn delete_old_denials(&self, before: Timestamp, limit: u32) -> Result<u64>;
 
     // --- indicators and the allowlist ---
 

@@ -2,7 +2,7 @@
 //! [`SqlFragment::binds`]; the SQL text holds only column names (from code, via the
 //! caller's `column` mapping), operators and placeholders.
 
-use appfence_core::odata::{CmpOp, Direction, Expr, Field, Value};
+use appfence_core::odata::{CmpOp, Direction, Expr, Field, KeyValue, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -68,15 +68,17 @@ pub fn filter_sql<F: Field>(
 /// ORDER BY list (without the keywords), e.g. `created DESC NULLS LAST, seq ASC NULLS FIRST`;
 /// callers append their own tie-breaker. Nulls sort as the smallest value, as OData
 /// specifies (SQLite's default, Postgres's opposite, hence explicit). Case-insensitive
-/// text sorts by `lower(col)`, which both dialects understand.
-pub fn order_sql<F: Field>(order: &[(F, Direction)], column: impl Fn(F) -> Column) -> String {
+/// text sorts by `col COLLATE NOCASE` in SQLite and `lower(col)` in Postgres: the same
+/// order (both fold ASCII only), each what that dialect's indexes serve.
+pub fn order_sql<F: Field>(
+    order: &[(F, Direction)],
+    column: impl Fn(F) -> Column,
+    dialect: Dialect,
+) -> String {
     order
         .iter()
         .map(|&(field, dir)| {
-            let key = match column(field) {
-                Column::NoCaseText(c) => format!("lower({c})"),
-                Column::Text(c) | Column::Int(c) | Column::JsonTextArray(c) => c.to_string(),
-            };
+            let key = key_expr(column(field), dialect);
             match dir {
                 Direction::Asc => format!("{key} ASC NULLS FIRST"),
                 Direction::Desc => format!("{key} DESC NULLS LAST"),
@@ -84,6 +86,108 @@ pub fn order_sql<F: Field>(order: &[(F, Direction)], column: impl Fn(F) -> Colum
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What a column sorts and compares by.
+fn key_expr(col: Column, dialect: Dialect) -> String {
+    match (col, dialect) {
+        (Column::NoCaseText(c), Dialect::Sqlite) => format!("{c} COLLATE NOCASE"),
+        (Column::NoCaseText(c), Dialect::Postgres) => format!("lower({c})"),
+        (Column::Text(c) | Column::Int(c) | Column::JsonTextArray(c), _) => c.to_string(),
+    }
+}
+
+/// One key of a page's order: a column, its direction, and whether it holds nulls
+/// (which sort first ascending and last descending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SortKey {
+    pub col: Column,
+    pub dir: Direction,
+    pub nullable: bool,
+}
+
+impl SortKey {
+    /// The column as stored (what a continuation records).
+    pub fn raw(&self) -> &'static str {
+        match self.col {
+            Column::Text(c) | Column::NoCaseText(c) | Column::Int(c) | Column::JsonTextArray(c) => {
+                c
+            }
+        }
+    }
+}
+
+/// The keys of a requested order followed by the tie-break; `nullable` names the
+/// columns that may hold NULL.
+pub fn sort_keys<F: Field>(
+    order: &[(F, Direction)],
+    column: impl Fn(F) -> Column,
+    nullable: &[&str],
+    tiebreak: SortKey,
+) -> Vec<SortKey> {
+    let mut keys: Vec<SortKey> = order
+        .iter()
+        .map(|&(field, dir)| {
+            let col = column(field);
+            let mut key = SortKey {
+                col,
+                dir,
+                nullable: false,
+            };
+            key.nullable = nullable.contains(&key.raw());
+            key
+        })
+        .collect();
+    keys.push(tiebreak);
+    keys
+}
+
+/// The condition "the row sorts strictly after the row whose key is `values`" under
+/// `keys` (a keyset continuation), with a leading bound on the first key that an index
+/// on it can range over. `Err` says why `values` cannot be a key of this order (wrong
+/// count or kind).
+pub fn after_sql(
+    keys: &[SortKey],
+    values: &[KeyValue],
+    dialect: Dialect,
+    first_placeholder: usize,
+) -> Result<SqlFragment, String> {
+    if keys.len() != values.len() {
+        return Err(format!(
+            "it holds {} sort keys where this query has {}",
+            values.len(),
+            keys.len()
+        ));
+    }
+    for (k, v) in keys.iter().zip(values) {
+        let fits = match (k.col, v) {
+            (_, KeyValue::Null) => k.nullable,
+            (Column::Int(_), KeyValue::Int(_)) => true,
+            (Column::Text(_) | Column::NoCaseText(_), KeyValue::Text(_)) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(format!("its value for {} does not fit", k.raw()));
+        }
+    }
+    let mut w = Writer {
+        dialect,
+        next: first_placeholder,
+        sql: String::new(),
+        binds: Vec::new(),
+    };
+    // The bound: at or after the first key's value.
+    let first = &keys[0];
+    let bound = w.key_bound(first, &values[0]);
+    let rest = w.after_from(keys, values);
+    let sql = match bound {
+        Some(b) => format!("({b} AND {rest})"),
+        None => rest,
+    };
+    Ok(SqlFragment {
+        sql,
+        binds: w.binds,
+    })
 }
 
 /// A value compared with an integer column: integers and timestamps as they are, a
@@ -116,6 +220,55 @@ impl Writer {
                 p
             }
         }
+    }
+
+    fn bind_key(&mut self, k: &SortKey, v: &KeyValue) -> String {
+        let p = match v {
+            KeyValue::Int(i) => self.bind(Bind::Int(*i)),
+            KeyValue::Text(t) => self.bind(Bind::Text(t.clone())),
+            KeyValue::Null => "NULL".to_string(),
+        };
+        match (k.col, self.dialect) {
+            (Column::NoCaseText(_), Dialect::Postgres) => format!("lower({p})"),
+            _ => p,
+        }
+    }
+
+    /// `key` at or after `v` (`None`: no bound helps).
+    fn key_bound(&mut self, k: &SortKey, v: &KeyValue) -> Option<String> {
+        let e = key_expr(k.col, self.dialect);
+        match (k.dir, v) {
+            (Direction::Asc, KeyValue::Null) => None,
+            (Direction::Asc, v) => Some(format!("{e} >= {}", self.bind_key(k, v))),
+            (Direction::Desc, KeyValue::Null) => Some(format!("{} IS NULL", k.raw())),
+            (Direction::Desc, _) if k.nullable => None,
+            (Direction::Desc, v) => Some(format!("{e} <= {}", self.bind_key(k, v))),
+        }
+    }
+
+    /// Strictly after `values` under `keys`: after on the first key, or equal on it and
+    /// after on the rest.
+    fn after_from(&mut self, keys: &[SortKey], values: &[KeyValue]) -> String {
+        let (k, v) = (&keys[0], &values[0]);
+        let e = key_expr(k.col, self.dialect);
+        let strictly = match (k.dir, v) {
+            (Direction::Asc, KeyValue::Null) => format!("{} IS NOT NULL", k.raw()),
+            (Direction::Asc, v) => format!("{e} > {}", self.bind_key(k, v)),
+            (Direction::Desc, KeyValue::Null) => "1 = 0".to_string(),
+            (Direction::Desc, v) if k.nullable => {
+                format!("({e} < {} OR {} IS NULL)", self.bind_key(k, v), k.raw())
+            }
+            (Direction::Desc, v) => format!("{e} < {}", self.bind_key(k, v)),
+        };
+        if keys.len() == 1 {
+            return format!("({strictly})");
+        }
+        let equal = match v {
+            KeyValue::Null => format!("{} IS NULL", k.raw()),
+            v => format!("{e} = {}", self.bind_key(k, v)),
+        };
+        let rest = self.after_from(&keys[1..], &values[1..]);
+        format!("({strictly} OR ({equal} AND {rest}))")
     }
 
     fn bind_value(&mut self, v: &Value) -> String {
@@ -527,10 +680,14 @@ mod tests {
             (M::Id, Direction::Asc),
         ];
         assert_eq!(
-            order_sql(&order, col),
+            order_sql(&order, col, Dialect::Postgres),
             "last_seen DESC NULLS LAST, lower(dns) ASC NULLS FIRST, id ASC NULLS FIRST"
         );
-        assert_eq!(order_sql::<M>(&[], col), "");
+        assert_eq!(
+            order_sql(&order, col, Dialect::Sqlite),
+            "last_seen DESC NULLS LAST, dns COLLATE NOCASE ASC NULLS FIRST, id ASC NULLS FIRST"
+        );
+        assert_eq!(order_sql::<M>(&[], col, Dialect::Sqlite), "");
     }
 
     /// Runs translated filters against a real SQLite to prove the SQL is valid and picks
@@ -645,6 +802,7 @@ mod tests {
                 (M::ComputerDnsName, Direction::Desc),
             ],
             col,
+            Dialect::Sqlite,
         );
         let ids: Vec<String> =
             sqlx::query_scalar(&format!("SELECT id FROM m ORDER BY {order}, id"))
@@ -652,5 +810,102 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(ids, ["A", "c", "d", "a", "b"]);
+
+        // Keyset continuation: walking one row at a time after the previous row's key
+        // visits every row once, in the full listing's order, for every order shape
+        // (nulls first ascending, last descending, case-insensitive text, two keys).
+        let tiebreak = SortKey {
+            col: Column::Text("id"),
+            dir: Direction::Asc,
+            nullable: false,
+        };
+        let nullable = ["dns", "last_seen"];
+        let orders: &[&[(M, Direction)]] = &[
+            &[(M::LastSeen, Direction::Asc)],
+            &[(M::LastSeen, Direction::Desc)],
+            &[(M::ComputerDnsName, Direction::Asc)],
+            &[(M::ComputerDnsName, Direction::Desc)],
+            &[
+                (M::RbacGroupId, Direction::Desc),
+                (M::LastSeen, Direction::Asc),
+            ],
+            &[
+                (M::RbacGroupId, Direction::Asc),
+                (M::ComputerDnsName, Direction::Desc),
+            ],
+            &[],
+        ];
+        for order in orders {
+            let keys = sort_keys(order, col, &nullable, tiebreak);
+            let by = format!(
+                "{}{}id ASC",
+                order_sql(order, col, Dialect::Sqlite),
+                if order.is_empty() { "" } else { ", " }
+            );
+            let picks: Vec<String> = keys.iter().map(|k| k.raw().to_string()).collect();
+            let all: Vec<String> = sqlx::query_scalar(&format!("SELECT id FROM m ORDER BY {by}"))
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+            let mut walked = Vec::new();
+            let mut after: Option<Vec<KeyValue>> = None;
+            loop {
+                let (cond, binds) = match &after {
+                    None => ("1 = 1".to_string(), Vec::new()),
+                    Some(v) => {
+                        let f = after_sql(&keys, v, Dialect::Sqlite, 1).unwrap();
+                        (f.sql, f.binds)
+                    }
+                };
+                let text = format!(
+                    "SELECT id, {} FROM m WHERE {cond} ORDER BY {by} LIMIT 1",
+                    picks.join(", ")
+                );
+                let mut q = sqlx::query(&text);
+                for b in &binds {
+                    q = match b {
+                        Bind::Text(s) => q.bind(s.clone()),
+                        Bind::Int(i) => q.bind(*i),
+                    };
+                }
+                let Some(row) = q.fetch_optional(&mut db).await.unwrap() else {
+                    break;
+                };
+                use sqlx::Row;
+                walked.push(row.get::<String, _>(0));
+                let key = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| match k.col {
+                        Column::Int(_) => row
+                            .get::<Option<i64>, _>(i + 1)
+                            .map_or(KeyValue::Null, KeyValue::Int),
+                        _ => row
+                            .get::<Option<String>, _>(i + 1)
+                            .map_or(KeyValue::Null, KeyValue::Text),
+                    })
+                    .collect();
+                after = Some(key);
+                assert!(walked.len() <= all.len(), "{order:?}: {walked:?}");
+            }
+            assert_eq!(walked, all, "{order:?}");
+        }
+        // A key of the wrong shape is refused, not run.
+        let keys = sort_keys(&[(M::LastSeen, Direction::Asc)], col, &nullable, tiebreak);
+        assert!(after_sql(&keys, &[KeyValue::Int(1)], Dialect::Sqlite, 1).is_err());
+        assert!(after_sql(
+            &keys,
+            &[KeyValue::Text("x".into()), KeyValue::Text("a".into())],
+            Dialect::Sqlite,
+            1
+        )
+        .is_err());
+        assert!(after_sql(
+            &keys,
+            &[KeyValue::Int(1), KeyValue::Null],
+            Dialect::Sqlite,
+            1
+        )
+        .is_err());
     }
 }

@@ -181,3 +181,71 @@ async fn the_background_sweeper_uses_the_injected_clock() {
     }
     server.stop().await;
 }
+
+/// Retention on the injected clock, over HTTP: a final action last updated more than
+/// `retention` ago is gone (404 in the envelope) after a sweep, a newer final one and an
+/// open one (however old) stay, and the deleted action's audit trail stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_old_final_actions_and_keeps_their_audit_trail() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let clock = Arc::new(ManualClock::starting_now());
+    let server = TestServer::start_with(
+        |c| {
+            c.sweep_interval = Duration::from_secs(3600);
+            // Nothing times out in this test: only retention acts.
+            c.action_pending_timeout = 1000 * DAY;
+            c.retention = Some(180 * DAY);
+        },
+        Some(clock.clone()),
+    )
+    .await;
+    let api = server.api(ALL_ROLES).await;
+    let old_dev = server.enroll("retention-old").await;
+    let open_dev = server.enroll("retention-open").await;
+
+    let old = api.restrict(&old_dev.machine_id, "old").await.json();
+    let old_id = old["id"].as_str().unwrap().to_string();
+    assert_eq!(api.cancel(&old_id, "done").await.status, 200);
+    let open = api.restrict(&open_dev.machine_id, "open").await.json();
+    let open_id = open["id"].as_str().unwrap().to_string();
+
+    clock.advance(100 * DAY);
+    // Tokens last an hour: a fresh one on the new day.
+    let api = server.api(ALL_ROLES).await;
+    let new_dev = server.enroll("retention-new").await;
+    let newer = api.restrict(&new_dev.machine_id, "newer").await;
+    assert_eq!(newer.status, 201, "{}", newer.text);
+    let newer = newer.json();
+    let newer_id = newer["id"].as_str().unwrap().to_string();
+    assert_eq!(api.cancel(&newer_id, "done").await.status, 200);
+
+    // 179 days after the old action ended: still kept.
+    clock.advance(79 * DAY);
+    sweep_once(&server.state).await.unwrap();
+    let api = server.api(ALL_ROLES).await;
+    assert_eq!(api.action(&old_id).await["status"], "Cancelled");
+
+    // 181 days: gone; the newer final one and the open one stay.
+    clock.advance(2 * DAY);
+    sweep_once(&server.state).await.unwrap();
+    let api = server.api(ALL_ROLES).await;
+    let r = api.get(&format!("/api/machineactions/{old_id}")).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(r.json()["error"]["code"].is_string(), "{}", r.text);
+    assert_eq!(api.action(&newer_id).await["status"], "Cancelled");
+    assert_eq!(api.action(&open_id).await["status"], "Pending");
+    let listed = api.get("/api/machineactions").await.json();
+    let ids: Vec<&str> = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&old_id.as_str()), "{ids:?}");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    // The audit trail of the deleted action: creation and cancellation, as written.
+    let trail = server.state.store.audit_trail(&old_id).await.unwrap();
+    let steps: Vec<ActionStatus> = trail.iter().map(|r| r.to).collect();
+    assert_eq!(steps, [ActionStatus::Pending, ActionStatus::Cancelled]);
+    server.stop().await;
+}

@@ -108,6 +108,20 @@ pub struct Query<F> {
     pub order_by: Vec<(F, Direction)>,
     /// `$count=true`: answer with `@odata.count`.
     pub count: bool,
+    /// Keyset continuation (from the `$skiptoken` of an `@odata.nextLink`): the sort key
+    /// of the last row of the previous page, the tie-break last. The page starts right
+    /// after that row (then `skip` applies), so following next links never reads the
+    /// rows before the page again.
+    pub after: Option<Vec<KeyValue>>,
+}
+
+/// One value of a row's sort key (an order field or the tie-break).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum KeyValue {
+    Null,
+    Int(i64),
+    Text(String),
 }
 
 impl<F> Default for Query<F> {
@@ -118,6 +132,7 @@ impl<F> Default for Query<F> {
             skip: 0,
             order_by: Vec::new(),
             count: false,
+            after: None,
         }
     }
 }
@@ -130,4 +145,7 @@ pub struct Page<T> {
     pub total: Option<u64>,
     /// More results remain after this page.
     pub more: bool,
+    /// The sort key of the last item (order fields, then the tie-break), when more
+    /// results remain: where the next page starts.
+    pub last_key: Option<Vec<KeyValue>>,
 }

@@ -205,7 +205,6 @@ pub async fn list_actions(
         &uri,
         "MachineActions",
         &pairs,
-        q.skip,
         page,
         |a| a.to_wire(None),
     ))

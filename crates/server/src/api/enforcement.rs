@@ -82,7 +82,6 @@ pub async fn list_machine_events(
         &uri,
         "MachineEvents",
         &pairs,
-        q.skip,
         page,
         |e| e.to_wire(),
     ))

@@ -107,7 +107,6 @@ pub async fn list_indicators(
         &uri,
         ENTITY_SET,
         &pairs,
-        q.skip,
         page,
         |i| i.to_wire(None),
     ))

@@ -48,7 +48,6 @@ pub async fn list_machines(
         &uri,
         "Machines",
         &pairs,
-        q.skip,
         page,
         |m| m.to_wire(None),
     ))

@@ -79,12 +79,11 @@ pub(crate) fn collection<T, W>(
     uri: &axum::http::Uri,
     entity_set: &str,
     pairs: &[(String, String)],
-    skip: u32,
     page: appfence_core::odata::Page<T>,
     wire: impl Fn(&T) -> W,
 ) -> crate::response::OData<appfence_proto::Collection<W>> {
     let base = format!("{}{}", state.public_url(), uri.path());
-    let next = query::next_page_link(&base, pairs, skip, &page);
+    let next = query::next_page_link(&base, pairs, &page);
     crate::response::OData(
         axum::http::StatusCode::OK,
         appfence_proto::Collection {

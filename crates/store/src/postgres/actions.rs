@@ -15,8 +15,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::list::{self, Collection};
 use super::{begin, commit, ctx, read, retry, violates, Fail, PgResult};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
 use crate::rows::{self, ACTION_COLUMNS, AUDIT_COLUMNS};
+use appfence_core::odata::Direction;
 
 /// The partial unique index of the duplicate rule.
 const ONE_OPEN_RESTRICT_FAMILY: &str = "actions_one_open_restrict_family";
@@ -43,7 +44,25 @@ const COLLECTION: Collection<ActionField> = Collection {
     columns: ACTION_COLUMNS,
     column,
     default_order: "created DESC, seq DESC",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("created"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Int("seq"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+    ],
     tiebreak: "seq DESC",
+    tiebreak_key: SortKey {
+        col: Column::Int("seq"),
+        dir: Direction::Desc,
+        nullable: false,
+    },
+    nullable: &["external_id"],
     what: "cannot list machine actions",
     device_group: "(SELECT m.rbac_group_id FROM machines m WHERE m.id = actions.machine_id)",
 };
@@ -313,6 +332,28 @@ pub(super) async fn audit_trail(pool: &PgPool, action_id: &str) -> Result<Vec<Au
         .await
         .map_err(ctx("cannot read the audit trail"))?;
         Ok(found.iter().map(rows::audit).collect::<Result<Vec<_>>>()?)
+    })
+    .await
+}
+
+/// Deletes at most `limit` final actions last updated before `before`, oldest first, in
+/// one short statement; their audit rows stay. Returns the ids deleted.
+pub(super) async fn delete_old(
+    pool: &PgPool,
+    before: Timestamp,
+    limit: u32,
+) -> Result<Vec<String>> {
+    retry(|| async {
+        sqlx::query_scalar(
+            "DELETE FROM actions WHERE seq IN \
+             (SELECT seq FROM actions WHERE status IN ('Succeeded', 'Failed', 'TimeOut', 'Cancelled') \
+              AND last_update < $1 ORDER BY last_update LIMIT $2) RETURNING id",
+        )
+        .bind(before.ticks())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(ctx("cannot delete old machine actions"))
     })
     .await
 }

@@ -11,8 +11,9 @@ use sqlx::postgres::PgPool;
 
 use super::list::{self, Collection};
 use super::{begin, commit, ctx, retry};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
 use crate::rows::{self, kind_name, EVENT_COLUMNS};
+use appfence_core::odata::Direction;
 
 fn column(f: EventField) -> Column {
     match f {
@@ -33,7 +34,25 @@ const COLLECTION: Collection<EventField> = Collection {
     columns: EVENT_COLUMNS,
     column,
     default_order: "time DESC, seq DESC",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("time"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Int("seq"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+    ],
     tiebreak: "seq DESC",
+    tiebreak_key: SortKey {
+        col: Column::Int("seq"),
+        dir: Direction::Desc,
+        nullable: false,
+    },
+    nullable: &["sha256", "uid", "parent"],
     what: "cannot list denial events",
     device_group: "rbac_group_id",
 };
@@ -92,4 +111,22 @@ pub(super) async fn list(
     query: &Query<EventField>,
 ) -> Result<Page<DenialRecord>> {
     list::page(pool, &COLLECTION, tenant_id, scope, query, rows::denial).await
+}
+
+/// Deletes at most `limit` denial events received before `before`, oldest first, in one
+/// short statement. Returns how many.
+pub(super) async fn delete_old(pool: &PgPool, before: Timestamp, limit: u32) -> Result<u64> {
+    super::retry(|| async {
+        let done = sqlx::query(
+            "DELETE FROM denial_events WHERE seq IN \
+             (SELECT seq FROM denial_events WHERE received < $1 ORDER BY received LIMIT $2)",
+        )
+        .bind(before.ticks())
+        .bind(i64::from(limit))
+        .execute(pool)
+        .await
+        .map_err(super::ctx("cannot delete old denial events"))?;
+        Ok(done.rows_affected())
+    })
+    .await
 }

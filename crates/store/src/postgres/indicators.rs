@@ -16,8 +16,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::list::{self, Collection};
 use super::{begin, commit, ctx, read, retry, Fail, PgResult};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
 use crate::rows::{self, INDICATOR_COLUMNS};
+use appfence_core::odata::Direction;
 
 fn column(f: IndicatorField) -> Column {
     match f {
@@ -41,7 +42,25 @@ const COLLECTION: Collection<IndicatorField> = Collection {
     columns: INDICATOR_COLUMNS,
     column,
     default_order: "created DESC, id DESC",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("created"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Int("id"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+    ],
     tiebreak: "id DESC",
+    tiebreak_key: SortKey {
+        col: Column::Int("id"),
+        dir: Direction::Desc,
+        nullable: false,
+    },
+    nullable: &["application", "expiration_time"],
     what: "cannot list indicators",
     device_group: "0",
 };

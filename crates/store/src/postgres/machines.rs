@@ -13,9 +13,10 @@ use subtle::ConstantTimeEq;
 
 use super::list::{self, Collection};
 use super::{addresses, begin, commit, ctx, read, retry, violates, Fail, PgResult};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
 use crate::rows::{self, to_json};
 use crate::GroupOf;
+use appfence_core::odata::Direction;
 
 pub(super) const MACHINE_COLUMNS: &str = "id, tenant_id, aad_device_id, computer_dns_name, \
      first_seen, last_seen, os_platform, os_version, kernel_version, os_architecture, \
@@ -50,7 +51,30 @@ const COLLECTION: Collection<MachineField> = Collection {
     columns: MACHINE_COLUMNS,
     column,
     default_order: "first_seen DESC, computer_dns_name, id",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("first_seen"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Text("computer_dns_name"),
+            dir: Direction::Asc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Text("id"),
+            dir: Direction::Asc,
+            nullable: false,
+        },
+    ],
     tiebreak: "id",
+    tiebreak_key: SortKey {
+        col: Column::Text("id"),
+        dir: Direction::Asc,
+        nullable: false,
+    },
+    nullable: &["last_seen", "last_ip_address"],
     what: "cannot list machines",
     device_group: "rbac_group_id",
 };

@@ -361,6 +361,18 @@ impl Store for PgStore {
         guarded!(self, actions::audit_trail(&self.pool, action_id))
     }
 
+    async fn delete_old_actions(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        guarded!(self, async {
+            actions::delete_old(&self.pool, before, limit)
+                .await
+                .map(|ids| ids.len() as u64)
+        })
+    }
+
+    async fn delete_old_denials(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        guarded!(self, events::delete_old(&self.pool, before, limit))
+    }
+
     async fn submit_indicator(
         &self,
         submission: &IndicatorSubmission,

@@ -52,6 +52,14 @@ impl ActionCache {
         }
         map.insert(action.id.clone(), action.clone());
     }
+
+    /// Forgets actions that were deleted (retention: final ones, never written again).
+    pub(super) fn removed(&self, ids: &[String]) {
+        let mut map = self.by_id.lock().expect("action cache lock");
+        for id in ids {
+            map.remove(id);
+        }
+    }
 }
 
 #[cfg(test)]

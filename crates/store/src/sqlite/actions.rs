@@ -13,7 +13,8 @@ use sqlx::sqlite::{SqliteConnection, SqliteExecutor, SqlitePool};
 use super::list::{self, Collection};
 use super::rows::{self, ACTION_COLUMNS, AUDIT_COLUMNS};
 use super::{commit, db_err, violates_unique, write_tx};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
+use appfence_core::odata::Direction;
 
 /// The columns of the partial unique index `actions_one_open_restrict_family`, as
 /// SQLite names them when the index refuses a row.
@@ -41,7 +42,25 @@ const COLLECTION: Collection<ActionField> = Collection {
     columns: ACTION_COLUMNS,
     column,
     default_order: "created DESC, seq DESC",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("created"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Int("seq"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+    ],
     tiebreak: "seq DESC",
+    tiebreak_key: SortKey {
+        col: Column::Int("seq"),
+        dir: Direction::Desc,
+        nullable: false,
+    },
+    nullable: &["external_id"],
     what: "machine actions",
     device_group: "(SELECT m.rbac_group_id FROM machines m WHERE m.id = actions.machine_id)",
 };
@@ -346,4 +365,24 @@ pub(super) async fn audit_trail(reader: &SqlitePool, action_id: &str) -> Result<
     .await
     .map_err(db_err("cannot read the audit trail"))?;
     found.iter().map(rows::audit).collect()
+}
+
+/// Deletes at most `limit` final actions last updated before `before`, oldest first, in
+/// one short statement (the partial index `actions_final_by_last_update` finds them);
+/// their audit rows stay. Returns the ids deleted.
+pub(super) async fn delete_old(
+    writer: &SqlitePool,
+    before: Timestamp,
+    limit: u32,
+) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "DELETE FROM actions WHERE seq IN \
+         (SELECT seq FROM actions WHERE status IN ('Succeeded', 'Failed', 'TimeOut', 'Cancelled') \
+          AND last_update < ? ORDER BY last_update LIMIT ?) RETURNING id",
+    )
+    .bind(before.ticks())
+    .bind(i64::from(limit))
+    .fetch_all(writer)
+    .await
+    .map_err(db_err("cannot delete old machine actions"))
 }

@@ -12,7 +12,8 @@ use sqlx::sqlite::SqlitePool;
 use super::list::{self, Collection};
 use super::rows::{self, EVENT_COLUMNS};
 use super::{commit, db_err, write_tx};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
+use appfence_core::odata::Direction;
 
 fn column(f: EventField) -> Column {
     match f {
@@ -33,7 +34,25 @@ const COLLECTION: Collection<EventField> = Collection {
     columns: EVENT_COLUMNS,
     column,
     default_order: "time DESC, seq DESC",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("time"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Int("seq"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+    ],
     tiebreak: "seq DESC",
+    tiebreak_key: SortKey {
+        col: Column::Int("seq"),
+        dir: Direction::Desc,
+        nullable: false,
+    },
+    nullable: &["sha256", "uid", "parent"],
     what: "denial events",
     device_group: "rbac_group_id",
 };
@@ -91,4 +110,19 @@ pub(super) async fn list(
     query: &Query<EventField>,
 ) -> Result<Page<DenialRecord>> {
     list::page(reader, &COLLECTION, tenant_id, scope, query, rows::denial).await
+}
+
+/// Deletes at most `limit` denial events received before `before`, oldest first, in one
+/// short statement. Returns how many.
+pub(super) async fn delete_old(writer: &SqlitePool, before: Timestamp, limit: u32) -> Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM denial_events WHERE seq IN \
+         (SELECT seq FROM denial_events WHERE received < ? ORDER BY received LIMIT ?)",
+    )
+    .bind(before.ticks())
+    .bind(i64::from(limit))
+    .execute(writer)
+    .await
+    .map_err(db_err("cannot delete old denial events"))?;
+    Ok(done.rows_affected())
 }

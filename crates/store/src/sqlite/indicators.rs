@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use super::list::{self, Collection};
 use super::rows::{self, INDICATOR_COLUMNS};
 use super::{commit, db_err, write_tx};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
+use appfence_core::odata::Direction;
 
 fn column(f: IndicatorField) -> Column {
     match f {
@@ -39,7 +40,25 @@ const COLLECTION: Collection<IndicatorField> = Collection {
     columns: INDICATOR_COLUMNS,
     column,
     default_order: "created DESC, id DESC",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("created"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Int("id"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+    ],
     tiebreak: "id DESC",
+    tiebreak_key: SortKey {
+        col: Column::Int("id"),
+        dir: Direction::Desc,
+        nullable: false,
+    },
+    nullable: &["application", "expiration_time"],
     what: "indicators",
     // Indicators apply to the whole tenant; callers always pass `DeviceScope::All`.
     device_group: "0",

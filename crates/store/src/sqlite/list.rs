@@ -2,14 +2,16 @@
 //! `odata_sql` (every value bound), `$skip`/`$top` as bound LIMIT/OFFSET, and the count
 //! read in the same snapshot as the page.
 
-use appfence_core::odata::{Field, Page, Query, MAX_TOP};
+use appfence_core::odata::{Field, KeyValue, Page, Query, MAX_TOP};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::Result;
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow};
 use sqlx::Sqlite;
 
 use super::db_err;
-use crate::odata_sql::{filter_sql, order_sql, Bind, Column, Dialect};
+use crate::odata_sql::{
+    after_sql, filter_sql, order_sql, sort_keys, Bind, Column, Dialect, SortKey,
+};
 
 /// How one collection is stored.
 pub(super) struct Collection<F> {
@@ -18,8 +20,14 @@ pub(super) struct Collection<F> {
     pub column: fn(F) -> Column,
     /// `ORDER BY` when the query names no order: newest first.
     pub default_order: &'static str,
+    /// The keys of `default_order`, the tie-break last (for keyset continuations).
+    pub default_keys: &'static [SortKey],
     /// Appended to a requested order so that pages never overlap or skip rows.
     pub tiebreak: &'static str,
+    /// `tiebreak` as a key.
+    pub tiebreak_key: SortKey,
+    /// The orderable columns that may hold NULL.
+    pub nullable: &'static [&'static str],
     /// Names the collection in error messages.
     pub what: &'static str,
     /// The SQL expression giving a row's device group (`rbacGroupId`), for callers that
@@ -73,14 +81,42 @@ pub(super) async fn page<F: Field, T>(
         }
         None => &[][..],
     };
-    let order = if query.order_by.is_empty() {
-        c.default_order.to_string()
+    let (order, keys) = if query.order_by.is_empty() {
+        (c.default_order.to_string(), c.default_keys.to_vec())
     } else {
-        format!("{}, {}", order_sql(&query.order_by, c.column), c.tiebreak)
+        (
+            format!(
+                "{}, {}",
+                order_sql(&query.order_by, c.column, Dialect::Sqlite),
+                c.tiebreak
+            ),
+            sort_keys(&query.order_by, c.column, c.nullable, c.tiebreak_key),
+        )
     };
+    // A continuation: only rows after the previous page's last one (the count ignores it).
+    let after = query
+        .after
+        .as_ref()
+        .map(|values| after_sql(&keys, values, Dialect::Sqlite, 0))
+        .transpose()
+        .map_err(|why| {
+            appfence_core::Error::OData(format!(
+                "The $skiptoken is not valid for this query: {why}"
+            ))
+        })?;
+    let page_condition = match &after {
+        Some(a) => format!("{condition} AND {}", a.sql),
+        None => condition.clone(),
+    };
+    let after_binds = after.as_ref().map_or(&[][..], |a| a.binds.as_slice());
+    let key_columns: String = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!(", {} AS appfence_key_{i}", k.raw()))
+        .collect();
     let top = query.top.unwrap_or(MAX_TOP);
     let page_sql = format!(
-        "SELECT {} FROM {} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
+        "SELECT {}{key_columns} FROM {} WHERE {page_condition} ORDER BY {order} LIMIT ? OFFSET ?",
         c.columns, c.table,
     );
 
@@ -90,13 +126,24 @@ pub(super) async fn page<F: Field, T>(
         .await
         .map_err(db_err("cannot begin a read"))?;
     // One row beyond the page tells whether more remain.
-    let rows = bind_all(sqlx::query(&page_sql).bind(tenant_id), groups, binds)
+    let mut q = bind_all(sqlx::query(&page_sql).bind(tenant_id), groups, binds);
+    for b in after_binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.as_str()),
+            Bind::Int(i) => q.bind(*i),
+        };
+    }
+    let rows = q
         .bind(i64::from(top) + 1)
         .bind(i64::from(query.skip))
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| with_what(e, "cannot list", c.what))?;
     let more = rows.len() > top as usize;
+    let last_key = match rows.get(top as usize) {
+        Some(_) if top > 0 => Some(row_key(&rows[top as usize - 1], &keys, c.what)?),
+        _ => None,
+    };
     let items = rows
         .iter()
         .take(top as usize)
@@ -115,7 +162,32 @@ pub(super) async fn page<F: Field, T>(
         None
     };
     tx.rollback().await.map_err(db_err("cannot end a read"))?;
-    Ok(Page { items, total, more })
+    Ok(Page {
+        items,
+        total,
+        more,
+        last_key,
+    })
+}
+
+/// The sort key of a row, from the `appfence_key_N` columns the page selects.
+fn row_key(row: &SqliteRow, keys: &[SortKey], what: &str) -> Result<Vec<KeyValue>> {
+    use sqlx::Row;
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let name = format!("appfence_key_{i}");
+            let value = match k.col {
+                Column::Int(_) => row
+                    .try_get::<Option<i64>, _>(name.as_str())
+                    .map(|v| v.map_or(KeyValue::Null, KeyValue::Int)),
+                _ => row
+                    .try_get::<Option<String>, _>(name.as_str())
+                    .map(|v| v.map_or(KeyValue::Null, KeyValue::Text)),
+            };
+            value.map_err(|e| with_what(e, "cannot read the sort key of", what))
+        })
+        .collect()
 }
 
 /// [`db_err`] for a context that names the collection.

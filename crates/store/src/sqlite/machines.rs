@@ -15,8 +15,9 @@ use super::addresses;
 use super::list::{self, Collection};
 use super::rows::{self, to_json, MACHINE_COLUMNS};
 use super::{commit, db_err, violates_unique, write_tx};
-use crate::odata_sql::Column;
+use crate::odata_sql::{Column, SortKey};
 use crate::GroupOf;
+use appfence_core::odata::Direction;
 
 /// The unique constraint on a DNS name within a tenant, as SQLite names it.
 const DNS_NAME_IN_TENANT: &str = "machines.tenant_id, machines.computer_dns_name";
@@ -47,7 +48,30 @@ const COLLECTION: Collection<MachineField> = Collection {
     columns: MACHINE_COLUMNS,
     column,
     default_order: "first_seen DESC, computer_dns_name, id",
+    default_keys: &[
+        SortKey {
+            col: Column::Int("first_seen"),
+            dir: Direction::Desc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Text("computer_dns_name"),
+            dir: Direction::Asc,
+            nullable: false,
+        },
+        SortKey {
+            col: Column::Text("id"),
+            dir: Direction::Asc,
+            nullable: false,
+        },
+    ],
     tiebreak: "id",
+    tiebreak_key: SortKey {
+        col: Column::Text("id"),
+        dir: Direction::Asc,
+        nullable: false,
+    },
+    nullable: &["last_seen", "last_ip_address"],
     what: "machines",
     device_group: "rbac_group_id",
 };

@@ -104,6 +104,10 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
+        // Statistics for the query planner (which index serves a filter): gathered now
+        // for tables that never had them or changed much, and by `optimize` as the data
+        // grows. Without them SQLite cannot tell a selective index from an ordered one.
+        optimize(&writer).await?;
         // WAL mode is a property of the file, already set by the writer above.
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -124,6 +128,17 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// `PRAGMA optimize` with a bounded analysis (a sample of each index), so that it
+/// stays quick on a large database: refreshes the planner's statistics of tables that
+/// changed a lot since they were gathered, and does nothing otherwise.
+async fn optimize(writer: &SqlitePool) -> Result<()> {
+    sqlx::raw_sql("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;")
+        .execute(writer)
+        .await
+        .map_err(db_err("cannot refresh the query planner's statistics"))?;
+    Ok(())
 }
 
 /// Why the database cannot be opened at start, with the kind of fault first when it is
@@ -568,6 +583,20 @@ impl Store for SqliteStore {
 
     async fn audit_trail(&self, action_id: &str) -> Result<Vec<AuditRecord>> {
         actions::audit_trail(&self.reader, action_id).await
+    }
+
+    async fn delete_old_actions(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        let ids = actions::delete_old(&self.writer, before, limit).await?;
+        self.recent.removed(&ids);
+        Ok(ids.len() as u64)
+    }
+
+    async fn delete_old_denials(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        events::delete_old(&self.writer, before, limit).await
+    }
+
+    async fn refresh_statistics(&self) -> Result<()> {
+        optimize(&self.writer).await
     }
 
     async fn submit_indicator(

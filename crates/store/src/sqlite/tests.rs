@@ -55,6 +55,8 @@ contract_checks!(
     users,
     indicators,
     denial_events,
+    keyset_pages,
+    retention,
 );
 
 #[tokio::test(flavor = "multi_thread")]
