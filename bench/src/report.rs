@@ -11,8 +11,12 @@ use crate::access::Access;
 use crate::args::Options;
 use crate::stats::{Sample, Summary};
 
-/// Both ratios must reach this share of their baseline.
+/// A GET must reach this share of `/healthz`'s rate.
 pub const TARGET: f64 = 0.50;
+/// Creation over HTTP must reach this share of the raw autocommit insert: with group
+/// commit one fsync serves a whole batch, so creation must beat one fsync per insert
+/// (issue 13; it was 50% when every creation was its own commit).
+pub const CREATION_TARGET: f64 = 1.00;
 /// The API gate may take at most this share of a GET.
 pub const GATE_TARGET: f64 = 0.10;
 
@@ -165,12 +169,11 @@ pub fn render(env: &Environment, o: &Options, f: &Figures) -> String {
     let _ = writeln!(s, "\n| ratio | measured | target | verdict |");
     let _ = writeln!(s, "|---|---:|---:|---|");
     let ratio = |a: &Sample, b: &Sample| a.per_second() / b.per_second();
-    let target = format!("≥ {:.0}%", TARGET * 100.0);
     for (name, r, t) in [
         (
             "action creation / raw insert",
             ratio(f.create_http, f.raw_insert),
-            Some(TARGET),
+            Some(CREATION_TARGET),
         ),
         (
             "GET machine action / GET /healthz",
@@ -199,9 +202,11 @@ pub fn render(env: &Environment, o: &Options, f: &Figures) -> String {
         ),
     ] {
         let (target, verdict) = match t {
-            Some(t) if r >= t => (target.as_str(), "met"),
-            Some(_) => (target.as_str(), "**missed**"),
-            None => ("", ""),
+            Some(t) => (
+                format!("≥ {:.0}%", t * 100.0),
+                if r >= t { "met" } else { "**missed**" },
+            ),
+            None => (String::new(), ""),
         };
         // One decimal: 49.6% must not read as a met 50%.
         let _ = writeln!(s, "| {name} | {:.1}% | {target} | {verdict} |", r * 100.0);
@@ -416,7 +421,7 @@ mod tests {
         assert!(text.contains("abc1234"));
         assert!(text.contains("| 600 | 600 | 20.00 | 20.00 |"), "{text}");
         assert!(
-            text.contains("| action creation / raw insert | 60.0% | ≥ 50% | met |"),
+            text.contains("| action creation / raw insert | 60.0% | ≥ 100% | **missed** |"),
             "{text}"
         );
         assert!(
