@@ -364,6 +364,16 @@ impl From<ClientError> for Interrupt {
     }
 }
 
+/// The time to the next heartbeat: the interval, less a random tenth of it at most.
+/// Devices that started together (a fleet enrolled at once, hosts rebooted together)
+/// would otherwise heartbeat together for good, each storm a burst of writes that
+/// delays the actions behind it; never later than the interval, so the server's view
+/// of "last seen" is as fresh as configured.
+fn jittered(interval: Duration) -> Duration {
+    use rand::Rng;
+    interval.mul_f64(1.0 - rand::thread_rng().gen_range(0.0..0.1))
+}
+
 /// The long-poll's wait: up to the next heartbeat, in whole seconds as the protocol
 /// counts them, rounded *up* and at least one, so that the last second before a heartbeat
 /// is not spent polling in a tight loop with `waitSeconds=0`.
@@ -669,7 +679,7 @@ impl Agent {
         };
         let resp = until_stopped(&mut self.shutdown, self.client.heartbeat(&req)).await??;
         debug!(desired = ?resp.desired, "heartbeat");
-        self.next_heartbeat = Instant::now() + self.config.heartbeat_interval;
+        self.next_heartbeat = Instant::now() + jittered(self.config.heartbeat_interval);
         Ok(resp.desired)
     }
 
@@ -898,6 +908,18 @@ mod tests {
         assert_eq!(poll_wait(s(30), Duration::from_millis(200)), s(1));
         assert_eq!(poll_wait(s(30), Duration::ZERO), s(1));
         assert_eq!(poll_wait(Duration::ZERO, s(30)), s(1));
+    }
+
+    #[test]
+    fn heartbeats_spread_within_the_last_tenth_of_the_interval() {
+        let interval = Duration::from_secs(30);
+        let waits: Vec<Duration> = (0..1000).map(|_| jittered(interval)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w <= interval && *w > interval.mul_f64(0.9)));
+        // Spread out, not one value: a fleet started together drifts apart.
+        let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*max - *min > Duration::from_secs(2), "{min:?}..{max:?}");
     }
 
     #[test]
