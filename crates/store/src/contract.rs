@@ -1334,6 +1334,19 @@ pub async fn other_types_not_blocked(store: &dyn Store) {
 }
 
 /// 200 simultaneous creates for one idle device: exactly one wins.
+/// How many actions the tenant has (`$count=true`).
+async fn action_count(store: &dyn Store, tenant_id: &str) -> u64 {
+    let query = Query {
+        count: true,
+        ..Query::default()
+    };
+    let page = store
+        .list_actions(tenant_id, &DeviceScope::All, &query)
+        .await
+        .unwrap();
+    page.total.expect("a count was asked for")
+}
+
 pub async fn duplicate_rule_under_concurrency(store: Arc<dyn Store>) {
     const CALLERS: usize = 200;
     let t = new_tenant(store.as_ref()).await;
@@ -1366,18 +1379,7 @@ pub async fn duplicate_rule_under_concurrency(store: Arc<dyn Store>) {
     }
     assert_eq!((winners.len(), duplicates), (1, CALLERS - 1));
     assert_eq!(ids(&store.open_actions(&m.id).await.unwrap()), winners);
-    let listed = store
-        .list_actions(
-            &t.id,
-            &DeviceScope::All,
-            &Query {
-                count: true,
-                ..Query::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(listed.total, Some(1));
+    assert_eq!(action_count(store.as_ref(), &t.id).await, 1);
     assert_eq!(store.audit_trail(&winners[0]).await.unwrap().len(), 1);
 }
 
@@ -1420,18 +1422,7 @@ pub async fn concurrent_creations_on_many_devices(store: Arc<dyn Store>) {
         assert_eq!(&ids(&store.open_actions(machine).await.unwrap()), ids_won);
         assert_eq!(store.audit_trail(&ids_won[0]).await.unwrap().len(), 1);
     }
-    let listed = store
-        .list_actions(
-            &t.id,
-            &DeviceScope::All,
-            &Query {
-                count: true,
-                ..Query::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(listed.total, Some(DEVICES as u64));
+    assert_eq!(action_count(store.as_ref(), &t.id).await, DEVICES as u64);
 }
 
 pub async fn transition_rules(store: &dyn Store) {
