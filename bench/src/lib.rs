@@ -7,6 +7,7 @@ pub mod args;
 pub mod creation;
 pub mod idp;
 pub mod load;
+pub mod proc_cpu;
 pub mod raw_sqlite;
 pub mod reads;
 pub mod report;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appfence_agent::{spawn_fleet_on, SimTimings};
+use appfence_bench::proc_cpu::{postgres_cpu, process_cpu_time};
 use appfence_core::SystemClock;
 use appfence_server::ServerConfig;
 use appfence_store::{PgStore, SqliteStore, Store};
@@ -70,18 +71,9 @@ fn rss_kib(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User plus system CPU time of a process (`self` or a pid), in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+/// CPU seconds a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    process_cpu_time(pid).as_secs_f64()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -246,11 +238,19 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_fleet = rss_kib("self");
     let rss_devices: u64 = fleets.iter().map(|f| rss_kib(&f.pid())).sum();
-    let devices_cpu = || fleets.iter().map(|f| cpu_seconds(&f.pid())).sum::<f64>();
-    let (cpu0, devices_cpu0) = (cpu_seconds("self"), devices_cpu());
+    let devices_cpu = || fleets.iter().map(|f| cpu_seconds(f.0.id())).sum::<f64>();
+    // PostgreSQL's processes, when it is the store: the other half of a heartbeat's cost.
+    let postmaster = _cluster.as_ref().and_then(|c| c.postmaster_pid());
+    let database_cpu = || postmaster.map_or(0.0, |p| postgres_cpu(p).as_secs_f64());
+    let (cpu0, devices_cpu0, database_cpu0) = (
+        cpu_seconds(std::process::id()),
+        devices_cpu(),
+        database_cpu(),
+    );
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
-    let idle_cpu = (cpu_seconds("self") - cpu0) / o.idle_seconds as f64;
+    let idle_cpu = (cpu_seconds(std::process::id()) - cpu0) / o.idle_seconds as f64;
     let idle_devices_cpu = (devices_cpu() - devices_cpu0) / o.idle_seconds as f64;
+    let idle_database_cpu = (database_cpu() - database_cpu0) / o.idle_seconds as f64;
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(2_000)
@@ -324,7 +324,11 @@ async fn main() {
     // A burst on other devices, all at once: its wall time and the CPU it took tell
     // whether the burst is bound by the machine's two cores.
     let burst_started = Instant::now();
-    let (burst_cpu0, burst_devices_cpu0) = (cpu_seconds("self"), devices_cpu());
+    let (burst_cpu0, burst_devices_cpu0, burst_database_cpu0) = (
+        cpu_seconds(std::process::id()),
+        devices_cpu(),
+        database_cpu(),
+    );
     let burst_ids: Vec<String> = futures::future::join_all(
         targets
             .iter()
@@ -337,12 +341,13 @@ async fn main() {
     let burst_created = burst_started.elapsed();
     let burst_ids = wait_final(burst_ids).await;
     let burst_wall = burst_started.elapsed();
-    let burst_cpu = cpu_seconds("self") - burst_cpu0;
+    let burst_cpu = cpu_seconds(std::process::id()) - burst_cpu0;
     let burst_devices_cpu = devices_cpu() - burst_devices_cpu0;
+    let burst_database_cpu = database_cpu() - burst_database_cpu0;
     // The same idle measurement with part of the fleet now restricted.
-    let (cpu1, devices_cpu1) = (cpu_seconds("self"), devices_cpu());
+    let (cpu1, devices_cpu1) = (cpu_seconds(std::process::id()), devices_cpu());
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
-    let restricted_cpu = (cpu_seconds("self") - cpu1) / o.idle_seconds as f64;
+    let restricted_cpu = (cpu_seconds(std::process::id()) - cpu1) / o.idle_seconds as f64;
     let restricted_devices_cpu = (devices_cpu() - devices_cpu1) / o.idle_seconds as f64;
 
     let (single_delivery, single_done) = timings(store.as_ref(), &singles).await;
@@ -394,9 +399,14 @@ async fn main() {
         rss_devices as f64 / o.devices as f64,
     );
     println!(
-        "CPU while {} devices wait and heartbeat: server {:.1}% of one core, simulated devices {:.1}% ({} s).",
+        "CPU while {} devices wait and heartbeat: server {:.1}% of one core{}, simulated devices {:.1}% ({} s).",
         o.devices,
         idle_cpu * 100.0,
+        if o.postgres {
+            format!(", PostgreSQL {:.1}%", idle_database_cpu * 100.0)
+        } else {
+            String::new()
+        },
         idle_devices_cpu * 100.0,
         o.idle_seconds
     );
@@ -408,13 +418,15 @@ async fn main() {
         o.idle_seconds
     );
     println!(
-        "Burst: all {} created (201 received) in {:.0} ms, all Succeeded in {:.0} ms; CPU meanwhile: server and load generator {:.2} s, simulated devices {:.2} s: {:.0}% of the machine's {} cores.",
+        "Burst: all {} created (201 received) in {:.0} ms, all Succeeded in {:.0} ms; CPU meanwhile: server and load generator {:.2} s, simulated devices {:.2} s, PostgreSQL {:.2} s: {:.0}% of the machine's {} cores.",
         burst_ids.len(),
         burst_created.as_secs_f64() * 1000.0,
         burst_wall.as_secs_f64() * 1000.0,
         burst_cpu,
         burst_devices_cpu,
-        100.0 * (burst_cpu + burst_devices_cpu) / (burst_wall.as_secs_f64() * cores()),
+        burst_database_cpu,
+        100.0 * (burst_cpu + burst_devices_cpu + burst_database_cpu)
+            / (burst_wall.as_secs_f64() * cores()),
         cores()
     );
     drop(fleets);

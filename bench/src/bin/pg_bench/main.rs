@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appfence_bench::load;
+use appfence_bench::proc_cpu::{cpu_time, postgres_cpu};
 use appfence_bench::report::Environment;
 use appfence_bench::setup::{machine_record, pending_restrict, COMMENT};
 use appfence_bench::stats::Sample;
@@ -279,55 +280,6 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| e.to_string())
-}
-
-/// CPU time a process has used: the run time of each of its threads
-/// (`se.sum_exec_runtime` in `/proc/PID/task/TID/sched`, in milliseconds with nanosecond
-/// digits; `stat`'s clock ticks are too coarse for short work spread over many
-/// PostgreSQL backends).
-fn cpu_time(pid: u32) -> Duration {
-    let mut total = 0.0f64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let text = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
-        total += text
-            .lines()
-            .find_map(|l| l.strip_prefix("se.sum_exec_runtime"))
-            .and_then(|v| v.trim().trim_start_matches(':').trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-    }
-    Duration::from_secs_f64(total / 1000.0)
-}
-
-/// The fields of `/proc/PID/stat` after the command name (which may hold spaces).
-fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect()
-}
-
-/// The postmaster and its children (the backends, the WAL writer, the checkpointer).
-fn postgres_cpu(postmaster: u32) -> Duration {
-    let mut total = cpu_time(postmaster);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The parent is field 4: 1 after the name.
-        if stat_fields(&stat)
-            .get(1)
-            .and_then(|p| p.parse::<u32>().ok())
-            == Some(postmaster)
-        {
-            total += cpu_time(pid);
-        }
-    }
-    total
 }
 
 async fn run(o: &Options) -> Result<Measured, String> {
