@@ -1425,6 +1425,87 @@ pub async fn concurrent_creations_on_many_devices(store: Arc<dyn Store>) {
     assert_eq!(action_count(store.as_ref(), &t.id).await, DEVICES as u64);
 }
 
+/// A fleet heartbeating at once (the load the stores batch): every device's row and
+/// address history take its own heartbeat (one of a device's two, whole), and a
+/// heartbeat for a device that does not exist is refused alone.
+pub async fn concurrent_heartbeats(store: Arc<dyn Store>) {
+    const DEVICES: usize = 60;
+    let t = new_tenant(store.as_ref()).await;
+    let mut machines = Vec::new();
+    for d in 0..DEVICES {
+        machines.push(new_machine(store.as_ref(), &t, &format!("beat-{d}.corp.example")).await);
+    }
+    let info = |d: usize, version: &str| DeviceInfo {
+        os_platform: "Linux".into(),
+        os_version: "24.04".into(),
+        agent_version: version.into(),
+        ip_addresses: vec![format!("10.1.{}.{}", d / 200, d % 200 + 1)],
+        ..DeviceInfo::default()
+    };
+    let mut calls: Vec<(Option<usize>, String, DeviceInfo, Timestamp)> = Vec::new();
+    for (d, m) in machines.iter().enumerate() {
+        calls.push((Some(d), m.id.clone(), info(d, "1.0.0"), at(100)));
+        // Every third device heartbeats twice; the later one must be what is kept.
+        if d % 3 == 0 {
+            calls.push((Some(d), m.id.clone(), info(d, "1.0.1"), at(101)));
+        }
+    }
+    calls.push((None, "0".repeat(40), info(999, "1.0.0"), at(100)));
+    let barrier = Arc::new(tokio::sync::Barrier::new(calls.len()));
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|(device, id, info, when)| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let enforcement = EnforcementState::default();
+                (
+                    device,
+                    store.record_heartbeat(&id, &info, &enforcement, when).await,
+                )
+            })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.expect("task") {
+            (Some(_), outcome) => outcome.expect("a device's heartbeat"),
+            (None, outcome) => assert!(
+                matches!(
+                    outcome,
+                    Err(Error::ResourceNotFound(_) | Error::NotFound(_))
+                ),
+                "{outcome:?}"
+            ),
+        }
+    }
+    for (d, m) in machines.iter().enumerate() {
+        let got = store
+            .machine(&t.id, &MachineRef::Id(m.id.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        // Two heartbeats of one device at once: either may land last, but the row holds
+        // one of them whole, never fields of both.
+        let version = got.agent_version.clone();
+        let seen = match version.as_str() {
+            "1.0.1" if d % 3 == 0 => at(101),
+            "1.0.0" => at(100),
+            other => panic!("device {d}: agent version {other}"),
+        };
+        assert_eq!(got.last_seen, Some(seen), "device {d}");
+        let ip = &info(d, &version).ip_addresses[0];
+        let by_ip = store
+            .machines_seen_with_ip(&t.id, ip, at(99), at(102))
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&by_ip), vec![m.id.clone()], "device {d} by {ip}");
+    }
+}
+
+fn ids_of(machines: &[MachineRecord]) -> Vec<String> {
+    machines.iter().map(|m| m.id.clone()).collect()
+}
+
 pub async fn transition_rules(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m = new_machine(store, &t, "life.corp.example").await;

@@ -16,6 +16,7 @@ mod addresses;
 mod audit_log;
 mod credentials;
 mod events;
+mod heartbeats;
 mod indicators;
 mod list;
 mod machines;
@@ -54,6 +55,7 @@ pub struct PgStore {
     pool: PgPool,
     changes: notify::Changes,
     outage: std::sync::Arc<outage::Outage>,
+    heartbeats: heartbeats::HeartbeatQueue,
 }
 
 impl PgStore {
@@ -107,6 +109,7 @@ impl PgStore {
         })?;
         let changes = notify::Changes::start(pool.clone());
         Ok(PgStore {
+            heartbeats: heartbeats::HeartbeatQueue::start(pool.clone()),
             pool,
             changes,
             outage: Default::default(),

@@ -238,7 +238,7 @@ impl Store for PgStore {
     ) -> Result<()> {
         guarded!(
             self,
-            machines::record_heartbeat(&self.pool, machine_id, info, enforcement, at)
+            self.heartbeats.record(machine_id, info, enforcement, at)
         )
     }
 

@@ -10,7 +10,7 @@ use super::PgStore;
 use crate::contract;
 
 /// A store on a fresh database; `None` (skipped) where PostgreSQL cannot run.
-async fn fresh(test: &str) -> Option<Arc<PgStore>> {
+pub(super) async fn fresh(test: &str) -> Option<Arc<PgStore>> {
     let cluster = postgres_or_skip(test)?;
     let url = cluster.fresh_database().expect("a fresh database");
     Some(Arc::new(PgStore::open(&url).await.expect("open the store")))
@@ -63,6 +63,14 @@ async fn duplicate_rule_under_concurrency() {
         return;
     };
     contract::duplicate_rule_under_concurrency(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_heartbeats() {
+    let Some(store) = fresh("concurrent_heartbeats").await else {
+        return;
+    };
+    contract::concurrent_heartbeats(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -66,6 +66,12 @@ async fn duplicate_rule_under_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_heartbeats() {
+    let (_dir, store) = fresh().await;
+    contract::concurrent_heartbeats(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_creations_on_many_devices() {
     let (_dir, store) = fresh().await;
     contract::concurrent_creations_on_many_devices(store).await;
