@@ -268,6 +268,26 @@ pub fn after_sql(
         sql: String::new(),
         binds: Vec::new(),
     };
+    // PostgreSQL: where every key has one direction and none holds NULL, "after" is one
+    // row-value comparison, which a B-tree index on the keys (in that order) seeks to
+    // exactly, instead of ranging over the first key only.
+    let one_direction = keys.iter().all(|k| k.dir == keys[0].dir && !k.nullable);
+    if dialect == Dialect::Postgres && keys.len() > 1 && one_direction {
+        let left: Vec<String> = keys.iter().map(|k| key_expr(k.col, dialect)).collect();
+        let right: Vec<String> = keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| w.bind_key(k, v))
+            .collect();
+        let op = match keys[0].dir {
+            Direction::Asc => ">",
+            Direction::Desc => "<",
+        };
+        return Ok(SqlFragment {
+            sql: format!("(({}) {op} ({}))", left.join(", "), right.join(", ")),
+            binds: w.binds,
+        });
+    }
     // The bound: at or after the first key's value.
     let first = &keys[0];
     let bound = w.key_bound(first, &values[0]);
@@ -606,6 +626,55 @@ mod tests {
                 assert_eq!(with(f, d), sql(f, d), "{f}");
             }
         }
+    }
+
+    #[test]
+    fn continuations_in_one_direction_are_one_row_comparison_in_postgres() {
+        let key = |col, dir| SortKey {
+            col,
+            dir,
+            nullable: false,
+        };
+        let keys = [
+            key(Column::NoCaseText("dns"), Direction::Desc),
+            key(Column::Int("seq"), Direction::Desc),
+        ];
+        let values = [KeyValue::Text("a".into()), KeyValue::Int(7)];
+        let frag = after_sql(&keys, &values, Dialect::Postgres, 3).unwrap();
+        assert_eq!(frag.sql, "((lower(dns), seq) < (lower($3), $4))");
+        assert_eq!(frag.binds, vec![text("a"), Bind::Int(7)]);
+        let asc = [
+            key(Column::Int("grp"), Direction::Asc),
+            key(Column::Int("seq"), Direction::Asc),
+        ];
+        let frag = after_sql(
+            &asc,
+            &[KeyValue::Int(1), KeyValue::Int(2)],
+            Dialect::Postgres,
+            1,
+        );
+        assert_eq!(frag.unwrap().sql, "((grp, seq) > ($1, $2))");
+        // Mixed directions, a nullable key, or SQLite: the expanded form.
+        let mixed = [keys[0], key(Column::Int("seq"), Direction::Asc)];
+        assert!(!after_sql(&mixed, &values, Dialect::Postgres, 1)
+            .unwrap()
+            .sql
+            .starts_with("(("));
+        let nullable = [
+            SortKey {
+                nullable: true,
+                ..keys[0]
+            },
+            keys[1],
+        ];
+        assert!(!after_sql(&nullable, &values, Dialect::Postgres, 1)
+            .unwrap()
+            .sql
+            .contains(") < ("));
+        assert!(!after_sql(&keys, &values, Dialect::Sqlite, 1)
+            .unwrap()
+            .sql
+            .contains(") < ("));
     }
 
     #[test]
