@@ -2744,6 +2744,151 @@ pub async fn keyset_pages(store: &dyn Store) {
     assert!(matches!(refused, Err(Error::OData(_))), "{refused:?}");
 }
 
+/// Filters from which the store derives conditions for its indexes (an upper bound on
+/// the last update bounds the creation time; an equality on the external id uses a
+/// partial index; a requestor's actions come from an index in the default order):
+/// the same rows as the filter alone, in the same order, over pages too. A status change
+/// dated before the action's creation (a clock set back) does not move the last update
+/// before the creation, which the derived bound relies on.
+pub async fn implied_filters(store: &dyn Store) {
+    use appfence_core::odata::KeyValue;
+    let t = new_tenant(store).await;
+    let ms = [
+        new_machine(store, &t, "implied-a.corp.example").await,
+        new_machine(store, &t, "implied-b.corp.example").await,
+    ];
+    let requestors = ["app3", "Bob@contoso.com", "APP3"];
+    for i in 0..18i64 {
+        let mut a = action_record(&ms[(i % 2) as usize], RunAntiVirusScan, at(i / 2));
+        a.requestor = requestors[(i % 3) as usize].into();
+        a.external_id = (i % 3 != 0).then(|| format!("ext-{}", i % 4));
+        store.create_action(&a).await.unwrap();
+        if i % 3 != 2 {
+            // Final at various times after the creation; two of them "before" it.
+            let when = if i % 7 == 0 {
+                at(i / 2)
+            } else {
+                at(i / 2 + 1 + i % 5)
+            };
+            let when = if i == 7 || i == 16 {
+                Timestamp::from_ticks(at(i / 2).ticks() - 3)
+            } else {
+                when
+            };
+            let done = must_apply(store, &a.id, change(Cancelled, when, "someone")).await;
+            assert!(done.last_update >= done.created, "{done:?}");
+        }
+    }
+    let list = |filter: Option<Expr<ActionField>>, top: u32, after: Option<Vec<KeyValue>>| {
+        let tenant = t.id.clone();
+        async move {
+            store
+                .list_actions(
+                    &tenant,
+                    &DeviceScope::All,
+                    &Query {
+                        filter,
+                        top: Some(top),
+                        after,
+                        count: true,
+                        ..Query::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let everything = list(None, 1000, None).await.items;
+    assert_eq!(everything.len(), 18);
+    assert!(everything.iter().all(|a| a.last_update >= a.created));
+    let last_update = |op: CmpOp, x: i64| {
+        cmp(
+            ActionField::LastUpdateDateTimeUtc,
+            op,
+            Value::Timestamp(at(x)),
+        )
+    };
+    let mut cases: Vec<(Expr<ActionField>, Box<dyn Fn(&ActionRecord) -> bool>)> = Vec::new();
+    for x in [0, 1, 3, 5, 8, 9, 12, 20] {
+        let bound = at(x);
+        cases.push((
+            last_update(CmpOp::Lt, x),
+            Box::new(move |a| a.last_update < bound),
+        ));
+        cases.push((
+            last_update(CmpOp::Le, x),
+            Box::new(move |a| a.last_update <= bound),
+        ));
+        cases.push((
+            last_update(CmpOp::Eq, x),
+            Box::new(move |a| a.last_update == bound),
+        ));
+        cases.push((
+            and(
+                cmp(ActionField::Status, CmpOp::Eq, text("Cancelled")),
+                last_update(CmpOp::Lt, x),
+            ),
+            Box::new(move |a| a.status == Cancelled && a.last_update < bound),
+        ));
+        // Under OR nothing is derived: rows created after the bound still match.
+        cases.push((
+            Expr::Or(
+                Box::new(last_update(CmpOp::Lt, x)),
+                Box::new(cmp(
+                    ActionField::Requestor,
+                    CmpOp::Eq,
+                    text("bob@contoso.com"),
+                )),
+            ),
+            Box::new(move |a| a.last_update < bound || a.requestor == "Bob@contoso.com"),
+        ));
+    }
+    for e in 0..5 {
+        let want = format!("ext-{e}");
+        cases.push((
+            cmp(ActionField::ExternalId, CmpOp::Eq, text(&want)),
+            Box::new(move |a| a.external_id.as_deref() == Some(want.as_str())),
+        ));
+    }
+    cases.push((
+        cmp(ActionField::ExternalId, CmpOp::Eq, Value::Null),
+        Box::new(|a| a.external_id.is_none()),
+    ));
+    cases.push((
+        cmp(ActionField::Requestor, CmpOp::Eq, text("app3")),
+        Box::new(|a| a.requestor.eq_ignore_ascii_case("app3")),
+    ));
+    cases.push((
+        and(
+            cmp(ActionField::Requestor, CmpOp::Eq, text("BOB@contoso.com")),
+            cmp(ActionField::Status, CmpOp::Eq, text("Pending")),
+        ),
+        Box::new(|a| a.requestor == "Bob@contoso.com" && a.status == Pending),
+    ));
+    for (filter, keep) in &cases {
+        let want: Vec<String> = everything
+            .iter()
+            .filter(|a| keep(a))
+            .map(|a| a.id.clone())
+            .collect();
+        let whole = list(Some(filter.clone()), 1000, None).await;
+        assert_eq!(ids(&whole.items), want, "{filter:?}");
+        assert_eq!(whole.total, Some(want.len() as u64), "{filter:?}");
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let page = list(Some(filter.clone()), 2, after).await;
+            walked.extend(ids(&page.items));
+            assert!(walked.len() <= want.len(), "{filter:?}");
+            match page.last_key {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(walked, want, "{filter:?}: pages");
+    }
+}
+
 /// Retention: final actions last updated before the cut-off go, in bounded batches;
 /// newer final actions and open ones (however old) stay; the audit trail of a deleted
 /// action stays readable. Denial events received before the cut-off go.
@@ -2862,6 +3007,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     indicators(s).await;
     denial_events(s).await;
     keyset_pages(s).await;
+    implied_filters(s).await;
     // Last: it deletes every old final action of the store, the other checks' too.
     retention(s).await;
 }

@@ -65,6 +65,98 @@ pub fn filter_sql<F: Field>(
     }
 }
 
+/// What every stored row of a collection guarantees beyond its schema, from which a
+/// filter implies further conditions that an index can start from. The conditions
+/// never change which rows match (each is implied by a conjunct the filter requires).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Implied {
+    /// `upper >= lower` on every row, both integers and NOT NULL (an action's last
+    /// update is never before its creation): `upper < x` implies `lower < x`, and
+    /// `upper <= x` or `upper = x` implies `lower <= x`.
+    AtLeast {
+        upper: &'static str,
+        lower: &'static str,
+    },
+    /// An equality with a value on this column implies `col IS NOT NULL`, which a partial
+    /// index `WHERE col IS NOT NULL` needs to be seen as usable.
+    NotNullWhenEqual(&'static str),
+}
+
+/// [`filter_sql`] and, ANDed to it, every condition that `implied` derives from the
+/// filter's top-level conjuncts (only those: a comparison under `OR` or `NOT` implies
+/// nothing about every matching row).
+pub fn filter_with_implied<F: Field>(
+    expr: &Expr<F>,
+    column: impl Fn(F) -> Column,
+    implied: &[Implied],
+    dialect: Dialect,
+    first_placeholder: usize,
+) -> SqlFragment {
+    let mut w = Writer {
+        dialect,
+        next: first_placeholder,
+        sql: String::new(),
+        binds: Vec::new(),
+    };
+    w.expr(expr, &column);
+    let mut extra = Vec::new();
+    if !implied.is_empty() {
+        let mut conjuncts = Vec::new();
+        top_level_conjuncts(expr, &mut conjuncts);
+        for c in conjuncts {
+            let Expr::Compare { field, op, value } = c else {
+                continue;
+            };
+            let col = column(*field);
+            for rule in implied {
+                match (*rule, col) {
+                    (Implied::AtLeast { upper, lower }, Column::Int(c)) if c == upper => {
+                        let cmp = match op {
+                            CmpOp::Lt => "<",
+                            CmpOp::Le | CmpOp::Eq => "<=",
+                            _ => continue,
+                        };
+                        match int_value(value) {
+                            Some(v @ (Value::Integer(_) | Value::Timestamp(_))) => {
+                                let p = w.bind_value(&v);
+                                extra.push(format!("({lower} {cmp} {p})"));
+                            }
+                            _ => {}
+                        }
+                    }
+                    (
+                        Implied::NotNullWhenEqual(n),
+                        Column::Text(c) | Column::NoCaseText(c) | Column::Int(c),
+                    ) if c == n && *op == CmpOp::Eq && *value != Value::Null => {
+                        extra.push(format!("({c} IS NOT NULL)"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let sql = if extra.is_empty() {
+        w.sql
+    } else {
+        format!("({} AND {})", w.sql, extra.join(" AND "))
+    };
+    SqlFragment {
+        sql,
+        binds: w.binds,
+    }
+}
+
+/// The operands of the top-level `AND`s of `e` (`e` itself if it is no `AND`).
+fn top_level_conjuncts<'e, F>(e: &'e Expr<F>, out: &mut Vec<&'e Expr<F>>) {
+    match e {
+        Expr::And(a, b) => {
+            top_level_conjuncts(a, out);
+            top_level_conjuncts(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
 /// ORDER BY list (without the keywords), e.g. `created DESC NULLS LAST, seq ASC NULLS FIRST`;
 /// callers append their own tie-breaker. Nulls sort as the smallest value, as OData
 /// specifies (SQLite's default, Postgres's opposite, hence explicit). Case-insensitive
@@ -176,6 +268,26 @@ pub fn after_sql(
         sql: String::new(),
         binds: Vec::new(),
     };
+    // PostgreSQL: where every key has one direction and none holds NULL, "after" is one
+    // row-value comparison, which a B-tree index on the keys (in that order) seeks to
+    // exactly, instead of ranging over the first key only.
+    let one_direction = keys.iter().all(|k| k.dir == keys[0].dir && !k.nullable);
+    if dialect == Dialect::Postgres && keys.len() > 1 && one_direction {
+        let left: Vec<String> = keys.iter().map(|k| key_expr(k.col, dialect)).collect();
+        let right: Vec<String> = keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| w.bind_key(k, v))
+            .collect();
+        let op = match keys[0].dir {
+            Direction::Asc => ">",
+            Direction::Desc => "<",
+        };
+        return Ok(SqlFragment {
+            sql: format!("(({}) {op} ({}))", left.join(", "), right.join(", ")),
+            binds: w.binds,
+        });
+    }
     // The bound: at or after the first key's value.
     let first = &keys[0];
     let bound = w.key_bound(first, &values[0]);
@@ -467,6 +579,102 @@ mod tests {
 
     fn text(s: &str) -> Bind {
         Bind::Text(s.to_string())
+    }
+
+    #[test]
+    fn implied_conditions_come_only_from_top_level_conjuncts() {
+        // As if lastSeen >= rbacGroupId held on every row, and dns had a partial index.
+        let implied = [
+            Implied::AtLeast {
+                upper: "last_seen",
+                lower: "grp",
+            },
+            Implied::NotNullWhenEqual("dns"),
+        ];
+        let with = |f: &str, d| filter_with_implied(&parse(f), col, &implied, d, 1);
+        let frag = with("lastSeen lt 2024-01-01T00:00:00Z", Dialect::Postgres);
+        assert_eq!(frag.sql, "((last_seen < $1) AND (grp < $2))");
+        assert_eq!(frag.binds[0], frag.binds[1]);
+        let frag = with(
+            "id eq 'a' and (lastSeen le 2024-01-01T00:00:00Z and computerDnsName eq 'X')",
+            Dialect::Sqlite,
+        );
+        assert_eq!(
+            frag.sql,
+            "(((id = ?) AND ((last_seen <= ?) AND (dns = ? COLLATE NOCASE))) \
+             AND (grp <= ?) AND (dns IS NOT NULL))"
+        );
+        assert_eq!(frag.binds.len(), 4);
+        assert_eq!(frag.binds[1], frag.binds[3]);
+        assert_eq!(
+            with("lastSeen eq 2024-01-01T00:00:00Z", Dialect::Sqlite).sql,
+            "((last_seen = ?) AND (grp <= ?))"
+        );
+        // Nothing is implied under OR or NOT, by a lower bound, or by a comparison with null.
+        for f in [
+            "lastSeen lt 2024-01-01T00:00:00Z or id eq 'a'",
+            "not (lastSeen lt 2024-01-01T00:00:00Z)",
+            "lastSeen gt 2024-01-01T00:00:00Z",
+            "lastSeen ge 2024-01-01T00:00:00Z",
+            "lastSeen ne 2024-01-01T00:00:00Z",
+            "lastSeen eq null",
+            "computerDnsName eq null",
+            "computerDnsName ne 'x'",
+            "computerDnsName eq 'x' or id eq 'a'",
+        ] {
+            for d in [Dialect::Sqlite, Dialect::Postgres] {
+                assert_eq!(with(f, d), sql(f, d), "{f}");
+            }
+        }
+    }
+
+    #[test]
+    fn continuations_in_one_direction_are_one_row_comparison_in_postgres() {
+        let key = |col, dir| SortKey {
+            col,
+            dir,
+            nullable: false,
+        };
+        let keys = [
+            key(Column::NoCaseText("dns"), Direction::Desc),
+            key(Column::Int("seq"), Direction::Desc),
+        ];
+        let values = [KeyValue::Text("a".into()), KeyValue::Int(7)];
+        let frag = after_sql(&keys, &values, Dialect::Postgres, 3).unwrap();
+        assert_eq!(frag.sql, "((lower(dns), seq) < (lower($3), $4))");
+        assert_eq!(frag.binds, vec![text("a"), Bind::Int(7)]);
+        let asc = [
+            key(Column::Int("grp"), Direction::Asc),
+            key(Column::Int("seq"), Direction::Asc),
+        ];
+        let frag = after_sql(
+            &asc,
+            &[KeyValue::Int(1), KeyValue::Int(2)],
+            Dialect::Postgres,
+            1,
+        );
+        assert_eq!(frag.unwrap().sql, "((grp, seq) > ($1, $2))");
+        // Mixed directions, a nullable key, or SQLite: the expanded form.
+        let mixed = [keys[0], key(Column::Int("seq"), Direction::Asc)];
+        assert!(!after_sql(&mixed, &values, Dialect::Postgres, 1)
+            .unwrap()
+            .sql
+            .starts_with("(("));
+        let nullable = [
+            SortKey {
+                nullable: true,
+                ..keys[0]
+            },
+            keys[1],
+        ];
+        assert!(!after_sql(&nullable, &values, Dialect::Postgres, 1)
+            .unwrap()
+            .sql
+            .contains(") < ("));
+        assert!(!after_sql(&keys, &values, Dialect::Sqlite, 1)
+            .unwrap()
+            .sql
+            .contains(") < ("));
     }
 
     #[test]

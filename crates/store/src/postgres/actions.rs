@@ -15,7 +15,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::list::{self, Collection};
 use super::{begin, commit, ctx, read, retry, violates, Fail, PgResult};
-use crate::odata_sql::{Column, SortKey};
+use crate::odata_sql::{Column, Implied, SortKey};
 use crate::rows::{self, ACTION_COLUMNS, AUDIT_COLUMNS};
 use appfence_core::odata::Direction;
 
@@ -63,6 +63,16 @@ const COLLECTION: Collection<ActionField> = Collection {
         nullable: false,
     },
     nullable: &["external_id"],
+    // An action's last update is never before its creation (`apply` keeps it so),
+    // so a bound on it bounds the creation time the default order starts from; and
+    // an equality on `external_id` may use its partial index (migration 0012).
+    implied: &[
+        Implied::AtLeast {
+            upper: "last_update",
+            lower: "created",
+        },
+        Implied::NotNullWhenEqual("external_id"),
+    ],
     what: "cannot list machine actions",
     device_group: "(SELECT m.rbac_group_id FROM machines m WHERE m.id = actions.machine_id)",
 };
@@ -187,7 +197,7 @@ async fn apply(
         None => String::new(),
     };
     let sql = format!(
-        "UPDATE actions SET status = $1, last_update = $2, \
+        "UPDATE actions SET status = $1, last_update = GREATEST($2, created), \
              error_h_result = COALESCE($3, error_h_result), \
              troubleshoot_info = COALESCE($4, troubleshoot_info), \
              cancellation_requestor = COALESCE($5, cancellation_requestor), \

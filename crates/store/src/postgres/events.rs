@@ -53,6 +53,7 @@ const COLLECTION: Collection<EventField> = Collection {
         nullable: false,
     },
     nullable: &["sha256", "uid", "parent"],
+    implied: &[],
     what: "cannot list denial events",
     device_group: "rbac_group_id",
 };

@@ -61,6 +61,7 @@ const COLLECTION: Collection<IndicatorField> = Collection {
         nullable: false,
     },
     nullable: &["application", "expiration_time"],
+    implied: &[],
     what: "cannot list indicators",
     device_group: "0",
 };

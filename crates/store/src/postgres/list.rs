@@ -10,7 +10,7 @@ use sqlx::Postgres;
 
 use super::{ctx, read, Fail};
 use crate::odata_sql::{
-    after_sql, filter_sql, order_sql, sort_keys, Bind, Column, Dialect, SortKey,
+    after_sql, filter_with_implied, order_sql, sort_keys, Bind, Column, Dialect, Implied, SortKey,
 };
 
 /// How one collection is stored.
@@ -27,6 +27,8 @@ pub(super) struct Collection<F> {
     pub tiebreak_key: SortKey,
     /// The orderable columns that may hold NULL.
     pub nullable: &'static [&'static str],
+    /// What the rows guarantee, from which a filter implies conditions an index can use.
+    pub implied: &'static [Implied],
     pub what: &'static str,
     pub device_group: &'static str,
 }
@@ -69,7 +71,7 @@ pub(super) async fn page<F: Field, T>(
     let filter = query
         .filter
         .as_ref()
-        .map(|e| filter_sql(e, c.column, Dialect::Postgres, next));
+        .map(|e| filter_with_implied(e, c.column, c.implied, Dialect::Postgres, next));
     let binds = match &filter {
         Some(f) => {
             condition.push_str(&format!(" AND ({})", f.sql));

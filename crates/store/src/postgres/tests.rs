@@ -54,6 +54,7 @@ contract_checks!(
     indicators,
     denial_events,
     keyset_pages,
+    implied_filters,
     retention,
 );
 

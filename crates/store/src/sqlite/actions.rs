@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteExecutor, SqlitePool};
 use super::list::{self, Collection};
 use super::rows::{self, ACTION_COLUMNS, AUDIT_COLUMNS};
 use super::{commit, db_err, violates_unique, write_tx};
-use crate::odata_sql::{Column, SortKey};
+use crate::odata_sql::{Column, Implied, SortKey};
 use appfence_core::odata::Direction;
 
 /// The columns of the partial unique index `actions_one_open_restrict_family`, as
@@ -61,6 +61,16 @@ const COLLECTION: Collection<ActionField> = Collection {
         nullable: false,
     },
     nullable: &["external_id"],
+    // An action's last update is never before its creation (`apply` keeps it so),
+    // so a bound on it bounds the creation time the default order starts from; and
+    // an equality on `external_id` may use its partial index (migration 0012).
+    implied: &[
+        Implied::AtLeast {
+            upper: "last_update",
+            lower: "created",
+        },
+        Implied::NotNullWhenEqual("external_id"),
+    ],
     what: "machine actions",
     device_group: "(SELECT m.rbac_group_id FROM machines m WHERE m.id = actions.machine_id)",
 };
@@ -207,7 +217,7 @@ async fn apply(
     // The status condition makes this a compare-and-set: correct even without the
     // write lock (e.g. on a database with weaker transaction isolation).
     let sql = format!(
-        "UPDATE actions SET status = ?, last_update = ?, \
+        "UPDATE actions SET status = ?, last_update = MAX(?, created), \
              error_h_result = COALESCE(?, error_h_result), \
              troubleshoot_info = COALESCE(?, troubleshoot_info), \
              cancellation_requestor = COALESCE(?, cancellation_requestor), \

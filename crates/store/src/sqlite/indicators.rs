@@ -59,6 +59,7 @@ const COLLECTION: Collection<IndicatorField> = Collection {
         nullable: false,
     },
     nullable: &["application", "expiration_time"],
+    implied: &[],
     what: "indicators",
     // Indicators apply to the whole tenant; callers always pass `DeviceScope::All`.
     device_group: "0",

@@ -10,7 +10,7 @@ use sqlx::Sqlite;
 
 use super::db_err;
 use crate::odata_sql::{
-    after_sql, filter_sql, order_sql, sort_keys, Bind, Column, Dialect, SortKey,
+    after_sql, filter_with_implied, order_sql, sort_keys, Bind, Column, Dialect, Implied, SortKey,
 };
 
 /// How one collection is stored.
@@ -28,6 +28,8 @@ pub(super) struct Collection<F> {
     pub tiebreak_key: SortKey,
     /// The orderable columns that may hold NULL.
     pub nullable: &'static [&'static str],
+    /// What the rows guarantee, from which a filter implies conditions an index can use.
+    pub implied: &'static [Implied],
     /// Names the collection in error messages.
     pub what: &'static str,
     /// The SQL expression giving a row's device group (`rbacGroupId`), for callers that
@@ -73,7 +75,7 @@ pub(super) async fn page<F: Field, T>(
     let filter = query
         .filter
         .as_ref()
-        .map(|e| filter_sql(e, c.column, Dialect::Sqlite, 2 + groups.len()));
+        .map(|e| filter_with_implied(e, c.column, c.implied, Dialect::Sqlite, 2 + groups.len()));
     let binds = match &filter {
         Some(f) => {
             condition.push_str(&format!(" AND ({})", f.sql));

@@ -72,6 +72,7 @@ const COLLECTION: Collection<MachineField> = Collection {
         nullable: false,
     },
     nullable: &["last_seen", "last_ip_address"],
+    implied: &[],
     what: "machines",
     device_group: "rbac_group_id",
 };

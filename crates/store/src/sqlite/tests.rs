@@ -56,6 +56,7 @@ contract_checks!(
     indicators,
     denial_events,
     keyset_pages,
+    implied_filters,
     retention,
 );
 
