@@ -11,5 +11,6 @@ pub mod proc_cpu;
 pub mod raw_sqlite;
 pub mod reads;
 pub mod report;
+pub mod served;
 pub mod setup;
 pub mod stats;

@@ -323,6 +323,14 @@ async fn main() {
     }
     // A burst on other devices, all at once: its wall time and the CPU it took tell
     // whether the burst is bound by the machine's two cores.
+    // Which statements take PostgreSQL's time in the burst (when the cluster has
+    // pg_stat_statements): counted from here.
+    let statements = _cluster.as_ref().map(|c| {
+        c.psql(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+        )
+        .map(|_| c)
+    });
     let burst_started = Instant::now();
     let (burst_cpu0, burst_devices_cpu0, burst_database_cpu0) = (
         cpu_seconds(std::process::id()),
@@ -344,6 +352,17 @@ async fn main() {
     let burst_cpu = cpu_seconds(std::process::id()) - burst_cpu0;
     let burst_devices_cpu = devices_cpu() - burst_devices_cpu0;
     let burst_database_cpu = database_cpu() - burst_database_cpu0;
+    let top_statements = match statements {
+        Some(Ok(cluster)) => cluster
+            .psql(
+                "SELECT round(total_exec_time)::text || ' | ' || calls || ' | `' || \
+                 left(regexp_replace(query, '\\s+', ' ', 'g'), 110) || '`' \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8",
+            )
+            .unwrap_or_else(|e| format!("(cannot read pg_stat_statements: {e})")),
+        Some(Err(e)) => format!("(pg_stat_statements is not available: {e})"),
+        None => String::new(),
+    };
     // The same idle measurement with part of the fleet now restricted.
     let (cpu1, devices_cpu1) = (cpu_seconds(std::process::id()), devices_cpu());
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
@@ -429,6 +448,13 @@ async fn main() {
             / (burst_wall.as_secs_f64() * cores()),
         cores()
     );
+    if !top_statements.is_empty() {
+        println!("\nPostgreSQL's statements during the burst, by total time:\n");
+        println!("| total ms | calls | statement |\n|---:|---:|---|");
+        for line in top_statements.lines() {
+            println!("| {line} |");
+        }
+    }
     drop(fleets);
 }
 

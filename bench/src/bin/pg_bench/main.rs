@@ -20,14 +20,15 @@
 //!
 //! `bench/pg-bench.sh [--quick] [--rounds N] [--per-round N] [--concurrency N]`
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appfence_bench::load;
 use appfence_bench::proc_cpu::{cpu_time, postgres_cpu};
 use appfence_bench::report::Environment;
+use appfence_bench::served::Serve;
 use appfence_bench::setup::{machine_record, pending_restrict, COMMENT};
 use appfence_bench::stats::Sample;
 use appfence_core::records::{ActionRecord, MachineRecord};
@@ -209,79 +210,6 @@ impl Measured {
     }
 }
 
-/// An `appfence serve` process on the database.
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Replica {
-    fn start(
-        bin: &Path,
-        dir: &Path,
-        name: &str,
-        database_url: &str,
-        public_url: Option<&str>,
-    ) -> Result<Replica, String> {
-        let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let out = dir.join(format!("{name}.out"));
-        let child = Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--public-url",
-            ])
-            .arg(public_url.unwrap_or(&url))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(dir.join("appfence.toml"))
-            .env("APPFENCE_DATABASE_URL", database_url)
-            .env("APPFENCE_LOG_LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).map_err(|e| e.to_string())?)
-            .stderr(
-                std::fs::File::create(dir.join(format!("{name}.err")))
-                    .map_err(|e| e.to_string())?,
-            )
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut replica = Replica { child, url };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .contains("Press Ctrl-C to stop.")
-        {
-            if let Ok(Some(status)) = replica.child.try_wait() {
-                let err =
-                    std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
-                return Err(format!("replica {name} exited with {status}: {err}"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("replica {name} did not start"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(replica)
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
 async fn run(o: &Options) -> Result<Measured, String> {
     let started = Instant::now();
     eprintln!("starting a durable PostgreSQL cluster");
@@ -344,8 +272,19 @@ async fn run(o: &Options) -> Result<Measured, String> {
     let field = |k: &str| app[k].as_str().unwrap_or_default().to_string();
     let tenant_id = field("tenantId");
 
-    let a = Replica::start(&o.bin, dir.path(), "a", &service_url, None)?;
-    let b = Replica::start(&o.bin, dir.path(), "b", &service_url, Some(&a.url))?;
+    let replica = |name, public_url| {
+        Serve {
+            bin: &o.bin,
+            dir: dir.path(),
+            name,
+            database_url: Some(&service_url),
+            public_url,
+            ready_within: Duration::from_secs(120),
+        }
+        .start()
+    };
+    let a = replica("a", None)?;
+    let b = replica("b", Some(&a.url))?;
     let replica_pids = [a.child.id(), b.child.id()];
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency * 2)

@@ -22,10 +22,11 @@
 //! `bench/query-bench.sh [--quick] [--actions N] [--machines N] [--reps N] [--engine sqlite|postgres|both]`
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use appfence_bench::report::Environment;
+use appfence_bench::served::Serve;
 use appfence_bench::setup::machine_record;
 use appfence_core::{Clock, SystemClock};
 use appfence_store::{PgStore, SqliteStore, Store};
@@ -174,73 +175,15 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// An `appfence serve` process.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
-fn appfence(bin: &Path, dir: &Path, database_url: Option<&str>) -> Command {
+/// The `appfence` binary with the store chosen: the embedded one, or `database_url`.
+fn appfence(bin: &Path, database_url: Option<&str>) -> Command {
     let mut c = Command::new(bin);
     c.env("APPFENCE_LOG_LEVEL", "warn");
-    let _ = dir;
     match database_url {
         Some(url) => c.env("APPFENCE_DATABASE_URL", url),
         None => c.env_remove("APPFENCE_DATABASE_URL"),
     };
     c
-}
-
-fn serve(bin: &Path, dir: &Path, database_url: Option<&str>) -> Result<Server, String> {
-    let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
-    let out = dir.join("serve.out");
-    let err = dir.join("serve.err");
-    let child = appfence(bin, dir, database_url)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(dir.join("appfence.toml"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).map_err(|e| e.to_string())?)
-        .stderr(std::fs::File::create(&err).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let mut server = Server { child, url };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !std::fs::read_to_string(&out)
-        .unwrap_or_default()
-        .contains("Press Ctrl-C to stop.")
-    {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            let e = std::fs::read_to_string(&err).unwrap_or_default();
-            return Err(format!("appfence serve exited with {status}: {e}"));
-        }
-        if Instant::now() > deadline {
-            return Err("appfence serve did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(server)
 }
 
 async fn token(
@@ -813,7 +756,7 @@ async fn run_engine(o: &Options, engine: Engine) -> Result<String, String> {
     };
 
     // The application, created as an operator would (this also migrates the store).
-    let created = appfence(&o.bin, dir.path(), database_url.as_deref())
+    let created = appfence(&o.bin, database_url.as_deref())
         .args([
             "app",
             "create",
@@ -884,7 +827,15 @@ async fn run_engine(o: &Options, engine: Engine) -> Result<String, String> {
     let fill_secs = started.elapsed().as_secs_f64();
     eprintln!("filled in {fill_secs:.1} s");
 
-    let server = serve(&o.bin, dir.path(), database_url.as_deref())?;
+    let server = Serve {
+        bin: &o.bin,
+        dir: dir.path(),
+        name: "serve",
+        database_url: database_url.as_deref(),
+        public_url: None,
+        ready_within: Duration::from_secs(300),
+    }
+    .start()?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

@@ -21,6 +21,12 @@ const CHANNEL: &str = "appfence_changes";
 
 /// Most distinct changes waiting to be sent; past that they become one `Everything`.
 const OUTBOX_LIMIT: usize = 10_000;
+/// Changes received and not yet taken by a subscriber. A subscriber that falls further
+/// behind must treat it as `Everything` and wake every waiting device, each of which
+/// then reads the store again: with 1,024, a burst of 1,000 restricts (3,000 changes)
+/// did that twice on each replica, 20,000 reads for 1,000 actions
+/// (`dispatch_bench --postgres`, pg_stat_statements).
+const RECEIVED_BUFFER: usize = 16_384;
 
 #[derive(Clone, Debug)]
 pub(super) struct Changes {
@@ -31,7 +37,7 @@ pub(super) struct Changes {
 
 impl Changes {
     pub(super) fn start(pool: PgPool) -> Changes {
-        let (sender, _) = broadcast::channel(1024);
+        let (sender, _) = broadcast::channel(RECEIVED_BUFFER);
         let outbox = Arc::new(Outbox::default());
         let listener = tokio::spawn(listen(pool.clone(), sender.clone())).abort_handle();
         let publisher = tokio::spawn(publish_loop(pool, outbox.clone())).abort_handle();
