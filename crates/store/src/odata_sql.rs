@@ -209,8 +209,39 @@ impl SortKey {
     }
 }
 
-/// The keys of a requested order followed by the tie-break; `nullable` names the
-/// columns that may hold NULL.
+/// A requested order in SQL: its fields, then the tie-break, which runs in the
+/// direction of the last field. So one index per field (`tenant, field, tie-break`)
+/// serves both directions, forwards or backwards, and an insert maintains one index
+/// per orderable field, not two.
+pub fn order_by_sql<F: Field>(
+    order: &[(F, Direction)],
+    column: impl Fn(F) -> Column,
+    tiebreak: SortKey,
+    dialect: Dialect,
+) -> String {
+    let tiebreak = following(order, tiebreak);
+    let dir = match tiebreak.dir {
+        Direction::Asc => "ASC",
+        Direction::Desc => "DESC",
+    };
+    format!(
+        "{}, {} {dir}",
+        order_sql(order, column, dialect),
+        key_expr(tiebreak.col, dialect)
+    )
+}
+
+/// The tie-break in the direction of the order's last field.
+fn following<F: Field>(order: &[(F, Direction)], tiebreak: SortKey) -> SortKey {
+    SortKey {
+        dir: order.last().map_or(tiebreak.dir, |&(_, dir)| dir),
+        ..tiebreak
+    }
+}
+
+/// The keys of a requested order followed by the tie-break (in the direction of the
+/// last field, as [`order_by_sql`] sorts); `nullable` names the columns that may hold
+/// NULL.
 pub fn sort_keys<F: Field>(
     order: &[(F, Direction)],
     column: impl Fn(F) -> Column,
@@ -230,7 +261,7 @@ pub fn sort_keys<F: Field>(
             key
         })
         .collect();
-    keys.push(tiebreak);
+    keys.push(following(order, tiebreak));
     keys
 }
 
@@ -1045,11 +1076,11 @@ mod tests {
         ];
         for order in orders {
             let keys = sort_keys(order, col, &nullable, tiebreak);
-            let by = format!(
-                "{}{}id ASC",
-                order_sql(order, col, Dialect::Sqlite),
-                if order.is_empty() { "" } else { ", " }
-            );
+            let by = if order.is_empty() {
+                "id ASC".to_string()
+            } else {
+                order_by_sql(order, col, tiebreak, Dialect::Sqlite)
+            };
             let picks: Vec<String> = keys.iter().map(|k| k.raw().to_string()).collect();
             let all: Vec<String> = sqlx::query_scalar(&format!("SELECT id FROM m ORDER BY {by}"))
                 .fetch_all(&mut db)

@@ -54,7 +54,6 @@ const COLLECTION: Collection<IndicatorField> = Collection {
             nullable: false,
         },
     ],
-    tiebreak: "id DESC",
     tiebreak_key: SortKey {
         col: Column::Int("id"),
         dir: Direction::Desc,

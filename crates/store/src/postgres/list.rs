@@ -10,7 +10,8 @@ use sqlx::Postgres;
 
 use super::{ctx, read, Fail};
 use crate::odata_sql::{
-    after_sql, filter_with_implied, order_sql, sort_keys, Bind, Column, Dialect, Implied, SortKey,
+    after_sql, filter_with_implied, order_by_sql, sort_keys, Bind, Column, Dialect, Implied,
+    SortKey,
 };
 
 /// How one collection is stored.
@@ -22,8 +23,8 @@ pub(super) struct Collection<F> {
     pub default_order: &'static str,
     /// The keys of `default_order`, the tie-break last (for keyset continuations).
     pub default_keys: &'static [SortKey],
-    pub tiebreak: &'static str,
-    /// `tiebreak` as a key.
+    /// Appended to a requested order, in the direction of its last field, so that
+    /// pages never overlap or skip rows.
     pub tiebreak_key: SortKey,
     /// The orderable columns that may hold NULL.
     pub nullable: &'static [&'static str],
@@ -83,11 +84,7 @@ pub(super) async fn page<F: Field, T>(
         (c.default_order.to_string(), c.default_keys.to_vec())
     } else {
         (
-            format!(
-                "{}, {}",
-                order_sql(&query.order_by, c.column, Dialect::Postgres),
-                c.tiebreak
-            ),
+            order_by_sql(&query.order_by, c.column, c.tiebreak_key, Dialect::Postgres),
             sort_keys(&query.order_by, c.column, c.nullable, c.tiebreak_key),
         )
     };

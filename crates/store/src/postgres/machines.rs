@@ -68,7 +68,6 @@ const COLLECTION: Collection<MachineField> = Collection {
             nullable: false,
         },
     ],
-    tiebreak: "id",
     tiebreak_key: SortKey {
         col: Column::Text("id"),
         dir: Direction::Asc,

@@ -54,7 +54,6 @@ const COLLECTION: Collection<ActionField> = Collection {
             nullable: false,
         },
     ],
-    tiebreak: "seq DESC",
     tiebreak_key: SortKey {
         col: Column::Int("seq"),
         dir: Direction::Desc,

@@ -46,7 +46,6 @@ const COLLECTION: Collection<EventField> = Collection {
             nullable: false,
         },
     ],
-    tiebreak: "seq DESC",
     tiebreak_key: SortKey {
         col: Column::Int("seq"),
         dir: Direction::Desc,
