@@ -5,6 +5,7 @@
 pub mod access;
 pub mod args;
 pub mod creation;
+pub mod harness;
 pub mod idp;
 pub mod load;
 pub mod proc_cpu;

@@ -25,6 +25,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use appfence_bench::harness;
 use appfence_bench::load;
 use appfence_bench::proc_cpu::{cpu_time, postgres_cpu};
 use appfence_bench::report::Environment;
@@ -103,36 +104,19 @@ impl Options {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match Options::parse(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return std::process::ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
+    let (options, args) = match harness::options(USAGE, Options::parse) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
     let mut env = Environment::detect(&args);
     env.command = format!("bench/pg-bench.sh {}", args.join(" "))
         .trim_end()
         .to_string();
-    match tokio::time::timeout(RUN_LIMIT, run(&options)).await {
-        Ok(Ok(measured)) => {
-            println!("{}", render(&env, &options, &measured));
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(Err(e)) => {
-            eprintln!("benchmark failed: {e}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("benchmark stopped: it ran longer than {RUN_LIMIT:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let run = async {
+        let measured = run(&options).await?;
+        Ok(render(&env, &options, &measured))
+    };
+    harness::report_within("benchmark", RUN_LIMIT, run).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

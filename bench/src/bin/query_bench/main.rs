@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use appfence_bench::harness;
 use appfence_bench::report::Environment;
 use appfence_bench::served::Serve;
 use appfence_bench::setup::machine_record;
@@ -130,49 +131,26 @@ impl Options {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match Options::parse(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return std::process::ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
+    let (options, args) = match harness::options(USAGE, Options::parse) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
     let mut env = Environment::detect(&args);
     env.command = format!("bench/query-bench.sh {}", args.join(" "))
         .trim_end()
         .to_string();
     let run = async {
-        let mut reports = Vec::new();
+        let mut report = format!(
+            "Command: `{}`\nDate: {}; commit {}; {} CPUs ({})\n\n",
+            env.command, env.date_utc, env.commit, env.nproc, env.cpu
+        );
         for engine in &options.engines {
-            reports.push(run_engine(&options, *engine).await?);
+            report.push_str(&run_engine(&options, *engine).await?);
+            report.push('\n');
         }
-        Ok::<_, String>(reports)
+        Ok(report)
     };
-    match tokio::time::timeout(RUN_LIMIT, run).await {
-        Ok(Ok(reports)) => {
-            println!(
-                "Command: `{}`\nDate: {}; commit {}; {} CPUs ({})\n",
-                env.command, env.date_utc, env.commit, env.nproc, env.cpu
-            );
-            for r in reports {
-                println!("{r}");
-            }
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(Err(e)) => {
-            eprintln!("benchmark failed: {e}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("benchmark stopped: it ran longer than {RUN_LIMIT:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    harness::report_within("benchmark", RUN_LIMIT, run).await
 }
 
 /// The `appfence` binary with the store chosen: the embedded one, or `database_url`.

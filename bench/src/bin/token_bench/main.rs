@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use appfence_bench::harness;
 use appfence_server::oauth::password_pool::PasswordPool;
 use appfence_server::oauth::secrets::{
     generate_secret, hash_generated_secret, verify_generated_secret,
@@ -624,30 +625,9 @@ async fn run(o: &Options) -> Result<String, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match Options::parse(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return std::process::ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
+    let (options, _) = match harness::options(USAGE, Options::parse) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
-    match tokio::time::timeout(RUN_LIMIT, run(&options)).await {
-        Ok(Ok(report)) => {
-            println!("{report}");
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(Err(e)) => {
-            eprintln!("token_bench failed: {e}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("token_bench stopped: it ran longer than {RUN_LIMIT:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    harness::report_within("token_bench", RUN_LIMIT, run(&options)).await
 }
