@@ -47,6 +47,8 @@ pub struct AppState {
     pub tls: Arc<std::sync::OnceLock<Arc<appfence_tls::server::ReloadableCert>>>,
     /// The last readiness probe: when, and its verdict.
     pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
+    /// When the sweeper last refreshed the store's planner statistics (injected clock).
+    pub statistics_refreshed: Arc<std::sync::Mutex<Option<appfence_proto::Timestamp>>>,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ impl AppState {
             machine_groups: Arc::new(MachineGroups::default()),
             disk_space: Arc::new(crate::disk_space::DiskSpace::new(config.disk_free_warning)),
             readiness: Arc::default(),
+            statistics_refreshed: Arc::default(),
             tls: Arc::default(),
             agent_mode: Arc::new(std::sync::RwLock::new(config.agent_mode)),
             external,

@@ -22,6 +22,26 @@ use appfence_store::Change;
 use crate::oauth::keyring;
 use crate::AppState;
 
+/// How often the store's planner statistics are refreshed. They follow the data's
+/// shape, which changes slowly, and refreshing them takes SQLite's single writer (it was
+/// every sweep, every 5 s, and a suspect in the waits of a burst; BENCHMARKS.md).
+const STATISTICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether the statistics are due at `now` (the first sweep refreshes them); records
+/// `now` when they are.
+fn statistics_due(
+    last: &mut Option<appfence_proto::Timestamp>,
+    now: appfence_proto::Timestamp,
+) -> bool {
+    match *last {
+        Some(at) if now.minus(STATISTICS_INTERVAL) < at => false,
+        _ => {
+            *last = Some(now);
+            true
+        }
+    }
+}
+
 /// Runs one sweep now; returns how many actions timed out.
 pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     let now = state.clock.now();
@@ -45,7 +65,16 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     }
     maintain_signing_keys(state).await?;
     apply_retention(state, now).await?;
-    state.store.refresh_statistics().await?;
+    let refresh = statistics_due(
+        &mut state
+            .statistics_refreshed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+        now,
+    );
+    if refresh {
+        state.store.refresh_statistics().await?;
+    }
     // Rate-limit windows that are over (the longest is an hour).
     state
         .store
@@ -239,4 +268,23 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use appfence_proto::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn statistics_are_refreshed_at_the_first_sweep_then_hourly() {
+        let at = |s: i64| Timestamp::from_ticks(s * 10_000_000);
+        let mut last = None;
+        assert!(statistics_due(&mut last, at(1_000)));
+        assert!(!statistics_due(&mut last, at(1_005)));
+        assert!(!statistics_due(&mut last, at(1_000 + 3_599)));
+        assert!(statistics_due(&mut last, at(1_000 + 3_600)));
+        assert_eq!(last, Some(at(4_600)));
+        assert!(!statistics_due(&mut last, at(4_601)));
+    }
 }
