@@ -35,6 +35,16 @@ impl Environment {
             command.push_str(" -- ");
             command.push_str(&args.join(" "));
         }
+        Environment::with_command(command)
+    }
+
+    /// The environment of a benchmark started by a script (`bench/pg-bench.sh ARGS`).
+    pub fn run_by(script: &str, args: &[String]) -> Environment {
+        let command = format!("{script} {}", args.join(" "));
+        Environment::with_command(command.trim_end().to_string())
+    }
+
+    fn with_command(command: String) -> Environment {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

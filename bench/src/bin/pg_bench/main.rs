@@ -108,10 +108,7 @@ async fn main() -> std::process::ExitCode {
         Ok(parsed) => parsed,
         Err(code) => return code,
     };
-    let mut env = Environment::detect(&args);
-    env.command = format!("bench/pg-bench.sh {}", args.join(" "))
-        .trim_end()
-        .to_string();
+    let env = Environment::run_by("bench/pg-bench.sh", &args);
     let run = async {
         let measured = run(&options).await?;
         Ok(render(&env, &options, &measured))

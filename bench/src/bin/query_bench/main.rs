@@ -135,10 +135,7 @@ async fn main() -> std::process::ExitCode {
         Ok(parsed) => parsed,
         Err(code) => return code,
     };
-    let mut env = Environment::detect(&args);
-    env.command = format!("bench/query-bench.sh {}", args.join(" "))
-        .trim_end()
-        .to_string();
+    let env = Environment::run_by("bench/query-bench.sh", &args);
     let run = async {
         let mut report = format!(
             "Command: `{}`\nDate: {}; commit {}; {} CPUs ({})\n\n",
