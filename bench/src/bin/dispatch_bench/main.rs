@@ -163,11 +163,11 @@ async fn main() {
     let files = appfence_server::connections::raise_open_file_limit();
     let dir = tempfile::tempdir().expect("temp dir");
     // Kept alive for the run: the cluster stops when it is dropped.
-    let mut _cluster = None;
-    let stores: Vec<Arc<dyn Store>> = if o.postgres {
-        let cluster = appfence_testkit::private_durable_cluster().expect("PostgreSQL cluster");
+    let cluster = o
+        .postgres
+        .then(|| appfence_testkit::private_durable_cluster().expect("PostgreSQL cluster"));
+    let stores: Vec<Arc<dyn Store>> = if let Some(cluster) = &cluster {
         let url = cluster.fresh_database().expect("database");
-        _cluster = Some(cluster);
         let mut stores: Vec<Arc<dyn Store>> = Vec::new();
         for _ in 0..2 {
             stores.push(Arc::new(PgStore::open(&url).await.expect("store")));
@@ -240,7 +240,7 @@ async fn main() {
     let rss_devices: u64 = fleets.iter().map(|f| rss_kib(&f.pid())).sum();
     let devices_cpu = || fleets.iter().map(|f| cpu_seconds(f.0.id())).sum::<f64>();
     // PostgreSQL's processes, when it is the store: the other half of a heartbeat's cost.
-    let postmaster = _cluster.as_ref().and_then(|c| c.postmaster_pid());
+    let postmaster = cluster.as_ref().and_then(|c| c.postmaster_pid());
     let database_cpu = || postmaster.map_or(0.0, |p| postgres_cpu(p).as_secs_f64());
     let (cpu0, devices_cpu0, database_cpu0) = (
         cpu_seconds(std::process::id()),
@@ -325,7 +325,7 @@ async fn main() {
     // whether the burst is bound by the machine's two cores.
     // Which statements take PostgreSQL's time in the burst (when the cluster has
     // pg_stat_statements): counted from here.
-    let statements = _cluster.as_ref().map(|c| {
+    let statements = cluster.as_ref().map(|c| {
         c.psql(
             "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
         )
