@@ -7,6 +7,8 @@ pub mod agent_gateway;
 pub mod api;
 pub mod at_rest;
 pub mod client_address;
+pub mod commands;
+pub mod console;
 pub mod config;
 pub mod connections;
 pub mod demo;

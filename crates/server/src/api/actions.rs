@@ -1,11 +1,9 @@
 //! Machine actions: restrict, unrestrict, get, list, cancel.
 
 use appfence_core::authz::{Api, Principal};
-use appfence_core::ids::{new_guid, parse_guid, truncate};
 use appfence_core::odata::ActionField;
-use appfence_core::records::{ActionRecord, StatusChange, TransitionOutcome};
-use appfence_core::{Error, MachineRef};
-use appfence_proto::{ActionStatus, ActionType, Collection, ErrorBody, MachineAction};
+use appfence_core::Error;
+use appfence_proto::{ActionType, Collection, ErrorBody, MachineAction};
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::StatusCode;
 
@@ -13,8 +11,7 @@ use super::body::{cancel_comment, ActionRequest, JsonObject};
 use super::{odata_context, query};
 use crate::oauth::extract::Authenticated;
 use crate::response::OData;
-use crate::{ApiError, AppState};
-use appfence_store::Change;
+use crate::{commands, ApiError, AppState};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -91,53 +88,12 @@ async fn create(
         ActionType::RestrictCodeExecution => Api::RestrictCodeExecution,
         _ => Api::UnrestrictCodeExecution,
     };
-    let scope = state.authorize(&principal, api)?;
+    // Permission before the body: a caller without it learns nothing from validation.
+    state.authorize(&principal, api)?;
     let request = ActionRequest::from_body(body)?;
-    let machine_ref = MachineRef::parse(&machine)?;
-    let machine = state
-        .store
-        .machine(&principal.tenant_id, &machine_ref)
-        .await?
-        .ok_or_else(|| Error::machine_not_found(&truncate(&machine, 80)))?;
-    scope.check_device(&machine)?;
-    appfence_core::capability::check_can_restrict(&machine, &state.config.min_agent_version)?;
-    let now = state.clock.now();
-    let action = ActionRecord {
-        tenant_id: principal.tenant_id.clone(),
-        id: new_guid(),
-        action_type,
-        title: request.title,
-        requestor: principal.requestor().to_string(),
-        requestor_comment: request.comment,
-        status: ActionStatus::Pending,
-        machine_id: machine.id.clone(),
-        computer_dns_name: machine.computer_dns_name.clone(),
-        created: now,
-        last_update: now,
-        cancellation_requestor: None,
-        cancellation_comment: None,
-        cancellation_time: None,
-        error_h_result: 0,
-        external_id: request.external_id,
-        request_source: "PublicApi".into(),
-        troubleshoot_info: None,
-    };
-    state.store.create_action(&action).await?;
-    crate::telemetry::action_created(&action);
-    state.announce(Change::Machine(machine.id.clone())).await;
-    tracing::info!(action = %action.id, machine = %machine.id, kind = action_type.as_str(), requestor = %action.requestor, "action created");
+    let action = commands::create_action(&state, &principal, &machine, request, action_type).await?;
     let ctx = odata_context(&state, "MachineActions", true);
     Ok(OData(StatusCode::CREATED, action.to_wire(Some(ctx))))
-}
-
-/// An action id from the path: a GUID, else `InvalidInput`.
-fn action_id(raw: &str) -> Result<String, Error> {
-    parse_guid(raw).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "MachineAction id '{}' is not a GUID",
-            truncate(raw, 80)
-        ))
-    })
 }
 
 #[utoipa::path(
@@ -160,7 +116,7 @@ pub async fn get_action(
     Path(id): Path<String>,
 ) -> ApiResult<OData<MachineAction>> {
     let scope = state.authorize(&principal, Api::GetMachineAction)?;
-    let id = action_id(&id)?;
+    let id = commands::action_id(&id)?;
     let action = state
         .store
         .action(&principal.tenant_id, &id)
@@ -231,40 +187,9 @@ pub async fn cancel_action(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<OData<MachineAction>> {
-    let scope = state.authorize(&principal, Api::CancelMachineAction)?;
-    let id = action_id(&id)?;
+    state.authorize(&principal, Api::CancelMachineAction)?;
     let comment = cancel_comment(body)?;
-    // Tenant scoping: an action of another tenant is "not found".
-    let action = state
-        .store
-        .action(&principal.tenant_id, &id)
-        .await?
-        .ok_or_else(|| Error::action_not_found(&id))?;
-    state.check_action_device(&scope, &action).await?;
-    let change = StatusChange {
-        to: ActionStatus::Cancelled,
-        at: state.clock.now(),
-        actor: principal.requestor().to_string(),
-        reason: Some("cancelled through the API".into()),
-        error_h_result: None,
-        troubleshoot_info: None,
-        cancellation_comment: comment,
-    };
-    match state.store.transition(&id, &change).await? {
-        TransitionOutcome::Applied(action) => {
-            crate::telemetry::action_changed(&action);
-            state
-                .announce(Change::Machine(action.machine_id.clone()))
-                .await;
-            tracing::info!(action = %action.id, requestor = %change.actor, "action cancelled");
-            let ctx = odata_context(&state, "MachineActions", true);
-            Ok(OData(StatusCode::OK, action.to_wire(Some(ctx))))
-        }
-        TransitionOutcome::Refused(current) => Err(Error::ActionAlreadyFinal(format!(
-            "MachineAction {} is already {} and cannot be cancelled",
-            current.id,
-            current.status.as_str()
-        ))
-        .into()),
-    }
+    let action = commands::cancel_action(&state, &principal, &id, comment, "the API").await?;
+    let ctx = odata_context(&state, "MachineActions", true);
+    Ok(OData(StatusCode::OK, action.to_wire(Some(ctx))))
 }

@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::oauth::extract::{authenticate, Authenticated};
-use crate::ratelimit::RateKey;
 use crate::{ApiError, AppState};
 
 /// Which API a matched route is (the prefix `/api` or `/api/v1.0` aside). `path` is
@@ -67,15 +66,9 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     };
     let mut decision = None;
     if let Some(api) = api_of(req.method(), &route, req.uri().path()) {
-        let key = RateKey {
-            tenant_id: principal.tenant_id.clone(),
-            caller: principal.caller_key(),
-            api: api.name(),
-        };
-        match state.limiter.acquire(&key, state.clock.now()).await {
+        match crate::commands::admit(&state, &principal, api).await {
             Ok(d) if d.admitted => decision = Some(d),
             Ok(d) => {
-                crate::telemetry::rate_limited(api.name());
                 let headers = rate_headers(&state, &d);
                 let mut resp = ApiError(d.into_result().unwrap_err()).into_response();
                 resp.headers_mut().extend(headers);

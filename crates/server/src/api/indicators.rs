@@ -3,10 +3,7 @@
 //! which restricted devices let run. Indicators are tenant-wide, not device-group scoped.
 
 use appfence_core::authz::{Api, IndicatorScope};
-use appfence_core::ids::truncate;
 use appfence_core::odata::{CmpOp, Expr, IndicatorField, Query, Value};
-use appfence_core::records::IndicatorSubmission;
-use appfence_core::Error;
 use appfence_proto::{Collection, ErrorBody, Indicator, Timestamp};
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -16,8 +13,7 @@ use super::indicator_body::IndicatorRequest;
 use super::{odata_context, query};
 use crate::oauth::extract::Authenticated;
 use crate::response::OData;
-use crate::{ApiError, AppState};
-use appfence_store::Change;
+use crate::{commands, ApiError, AppState};
 
 const ENTITY_SET: &str = "Indicators";
 
@@ -40,34 +36,8 @@ pub async fn submit_indicator(
     JsonObject(body): JsonObject,
 ) -> Result<OData<Indicator>, ApiError> {
     state.authorize(&principal, Api::SubmitIndicator)?;
-    let now = state.clock.now();
-    let request = IndicatorRequest::from_body(body, now)?;
-    let submission = IndicatorSubmission {
-        tenant_id: principal.tenant_id.clone(),
-        indicator_value: request.indicator_value,
-        indicator_type: request.indicator_type,
-        action: request.action,
-        application: request.application,
-        title: request.title,
-        description: request.description,
-        recommended_actions: request.recommended_actions,
-        severity: request.severity,
-        expiration_time: request.expiration_time,
-        generate_alert: request.generate_alert,
-        submitted_by: principal.indicator_creator().to_string(),
-        submitter_name: principal.requestor().to_string(),
-        source_type: principal.source_type().to_string(),
-        at: now,
-    };
-    let stored = state
-        .store
-        .submit_indicator(&submission, &principal.indicator_scope())
-        .await?;
-    tracing::info!(indicator = stored.id, value = %stored.indicator_value, by = %submission.submitter_name, "indicator submitted");
-    // Waiting agents answer at once with the new allowlist version.
-    state
-        .announce(Change::Tenant(principal.tenant_id.clone()))
-        .await;
+    let request = IndicatorRequest::from_body(body, state.clock.now())?;
+    let stored = commands::submit_indicator(&state, &principal, request).await?;
     let ctx = odata_context(&state, ENTITY_SET, true);
     Ok(OData(StatusCode::OK, stored.to_wire(Some(ctx))))
 }
@@ -165,23 +135,8 @@ pub async fn delete_indicator(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.authorize(&principal, Api::DeleteIndicator)?;
-    let number: i64 = id.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "Indicator id '{}' is not a number",
-            truncate(&id, 80)
-        ))
-    })?;
-    let deleted = state
-        .store
-        .delete_indicator(&principal.tenant_id, number, &principal.indicator_scope())
-        .await?;
-    if !deleted {
-        return Err(Error::indicator_not_found(&number.to_string()).into());
-    }
-    tracing::info!(indicator = number, by = %principal.requestor(), "indicator deleted");
-    state
-        .announce(Change::Tenant(principal.tenant_id.clone()))
-        .await;
+    let number = commands::indicator_id(&id)?;
+    commands::delete_indicator(&state, &principal, number).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,204 @@
+//! The state-changing operations a caller can perform, whichever door it came through:
+//! the public API (JSON, bearer token) and the web console (forms, session cookie)
+//! both call these, so that permissions, device groups, rate limits, validation and
+//! notifications are the same for both.
+
+use appfence_core::authz::{Api, Principal};
+use appfence_core::ids::{new_guid, parse_guid, truncate};
+use appfence_core::ratelimit::Decision;
+use appfence_core::records::{
+    ActionRecord, IndicatorRecord, IndicatorSubmission, StatusChange, TransitionOutcome,
+};
+use appfence_core::{Error, MachineRef};
+use appfence_proto::{ActionStatus, ActionType};
+use appfence_store::Change;
+
+use crate::api::{ActionRequest, IndicatorRequest};
+use crate::ratelimit::RateKey;
+use crate::AppState;
+
+/// Counts one call of `api` against the caller's rate limit; `TooManyRequests` when the
+/// quota is spent. The API's gate calls it for every API request; the console for the
+/// calls it makes on a user's behalf (the same key, so the two share one quota).
+pub async fn admit(state: &AppState, principal: &Principal, api: Api) -> Result<Decision, Error> {
+    let key = RateKey {
+        tenant_id: principal.tenant_id.clone(),
+        caller: principal.caller_key(),
+        api: api.name(),
+    };
+    let decision = state.limiter.acquire(&key, state.clock.now()).await?;
+    if !decision.admitted {
+        crate::telemetry::rate_limited(api.name());
+    }
+    Ok(decision)
+}
+
+/// Restricts or unrestricts a machine (`id`, `aadDeviceId` or `computerDnsName`).
+pub async fn create_action(
+    state: &AppState,
+    principal: &Principal,
+    machine: &str,
+    request: ActionRequest,
+    action_type: ActionType,
+) -> Result<ActionRecord, Error> {
+    let api = match action_type {
+        ActionType::RestrictCodeExecution => Api::RestrictCodeExecution,
+        _ => Api::UnrestrictCodeExecution,
+    };
+    let scope = state.authorize(principal, api)?;
+    let machine_ref = MachineRef::parse(machine)?;
+    let machine = state
+        .store
+        .machine(&principal.tenant_id, &machine_ref)
+        .await?
+        .ok_or_else(|| Error::machine_not_found(&truncate(machine, 80)))?;
+    scope.check_device(&machine)?;
+    appfence_core::capability::check_can_restrict(&machine, &state.config.min_agent_version)?;
+    let now = state.clock.now();
+    let action = ActionRecord {
+        tenant_id: principal.tenant_id.clone(),
+        id: new_guid(),
+        action_type,
+        title: request.title,
+        requestor: principal.requestor().to_string(),
+        requestor_comment: request.comment,
+        status: ActionStatus::Pending,
+        machine_id: machine.id.clone(),
+        computer_dns_name: machine.computer_dns_name.clone(),
+        created: now,
+        last_update: now,
+        cancellation_requestor: None,
+        cancellation_comment: None,
+        cancellation_time: None,
+        error_h_result: 0,
+        external_id: request.external_id,
+        request_source: "PublicApi".into(),
+        troubleshoot_info: None,
+    };
+    state.store.create_action(&action).await?;
+    crate::telemetry::action_created(&action);
+    state.announce(Change::Machine(machine.id.clone())).await;
+    tracing::info!(action = %action.id, machine = %machine.id, kind = action_type.as_str(), requestor = %action.requestor, "action created");
+    Ok(action)
+}
+
+/// An action id from a path: a GUID, else `InvalidInput`.
+pub fn action_id(raw: &str) -> Result<String, Error> {
+    parse_guid(raw).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "MachineAction id '{}' is not a GUID",
+            truncate(raw, 80)
+        ))
+    })
+}
+
+/// Cancels a `Pending` or `InProgress` action; `ActionAlreadyFinal` otherwise.
+pub async fn cancel_action(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    comment: Option<String>,
+    through: &str,
+) -> Result<ActionRecord, Error> {
+    let scope = state.authorize(principal, Api::CancelMachineAction)?;
+    let id = action_id(id)?;
+    // Tenant scoping: an action of another tenant is "not found".
+    let action = state
+        .store
+        .action(&principal.tenant_id, &id)
+        .await?
+        .ok_or_else(|| Error::action_not_found(&id))?;
+    state.check_action_device(&scope, &action).await?;
+    let change = StatusChange {
+        to: ActionStatus::Cancelled,
+        at: state.clock.now(),
+        actor: principal.requestor().to_string(),
+        reason: Some(format!("cancelled through {through}")),
+        error_h_result: None,
+        troubleshoot_info: None,
+        cancellation_comment: comment,
+    };
+    match state.store.transition(&id, &change).await? {
+        TransitionOutcome::Applied(action) => {
+            crate::telemetry::action_changed(&action);
+            state
+                .announce(Change::Machine(action.machine_id.clone()))
+                .await;
+            tracing::info!(action = %action.id, requestor = %change.actor, "action cancelled");
+            Ok(action)
+        }
+        TransitionOutcome::Refused(current) => Err(Error::ActionAlreadyFinal(format!(
+            "MachineAction {} is already {} and cannot be cancelled",
+            current.id,
+            current.status.as_str()
+        ))),
+    }
+}
+
+/// Creates an indicator, or updates the one with the same value and type.
+pub async fn submit_indicator(
+    state: &AppState,
+    principal: &Principal,
+    request: IndicatorRequest,
+) -> Result<IndicatorRecord, Error> {
+    state.authorize(principal, Api::SubmitIndicator)?;
+    let now = state.clock.now();
+    let submission = IndicatorSubmission {
+        tenant_id: principal.tenant_id.clone(),
+        indicator_value: request.indicator_value,
+        indicator_type: request.indicator_type,
+        action: request.action,
+        application: request.application,
+        title: request.title,
+        description: request.description,
+        recommended_actions: request.recommended_actions,
+        severity: request.severity,
+        expiration_time: request.expiration_time,
+        generate_alert: request.generate_alert,
+        submitted_by: principal.indicator_creator().to_string(),
+        submitter_name: principal.requestor().to_string(),
+        source_type: principal.source_type().to_string(),
+        at: now,
+    };
+    let stored = state
+        .store
+        .submit_indicator(&submission, &principal.indicator_scope())
+        .await?;
+    tracing::info!(indicator = stored.id, value = %stored.indicator_value, by = %submission.submitter_name, "indicator submitted");
+    // Waiting agents answer at once with the new allowlist version.
+    state
+        .announce(Change::Tenant(principal.tenant_id.clone()))
+        .await;
+    Ok(stored)
+}
+
+/// An indicator id from a path: a positive number, else `InvalidInput`.
+pub fn indicator_id(raw: &str) -> Result<i64, Error> {
+    raw.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "Indicator id '{}' is not a number",
+            truncate(raw, 80)
+        ))
+    })
+}
+
+/// Deletes an indicator; `ResourceNotFound` when there is none the caller may delete.
+pub async fn delete_indicator(
+    state: &AppState,
+    principal: &Principal,
+    number: i64,
+) -> Result<(), Error> {
+    state.authorize(principal, Api::DeleteIndicator)?;
+    let deleted = state
+        .store
+        .delete_indicator(&principal.tenant_id, number, &principal.indicator_scope())
+        .await?;
+    if !deleted {
+        return Err(Error::indicator_not_found(&number.to_string()));
+    }
+    tracing::info!(indicator = number, by = %principal.requestor(), "indicator deleted");
+    state
+        .announce(Change::Tenant(principal.tenant_id.clone()))
+        .await;
+    Ok(())
+}
