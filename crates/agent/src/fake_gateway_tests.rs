@@ -579,6 +579,7 @@ async fn an_action_cancelled_before_the_ack_is_never_applied() {
     let (fake, url) = start_fake().await;
     let tmp = tempfile::tempdir().unwrap();
     let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings {
+        denial_when_restricted: false,
         ack_delay: Duration::from_millis(400),
         complete_delay: Duration::ZERO,
     }));
@@ -603,6 +604,7 @@ async fn an_action_cancelled_while_applying_is_rolled_back() {
     let (fake, url) = start_fake().await;
     let tmp = tempfile::tempdir().unwrap();
     let enforcer = Recording::new(SimTimings {
+        denial_when_restricted: false,
         ack_delay: Duration::ZERO,
         complete_delay: Duration::from_millis(300),
     });

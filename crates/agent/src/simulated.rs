@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use appfence_proto::agent::{Capabilities, Command, DenialEvent, DeviceInfo, EnforcementMode};
+use appfence_proto::agent::{
+    Capabilities, Command, DenialEvent, DenialKind, DeviceInfo, EnforcementMode,
+};
 use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,6 +22,10 @@ use crate::runner::{run, AgentConfig, AgentError};
 pub struct SimTimings {
     pub ack_delay: Duration,
     pub complete_delay: Duration,
+    /// Like a compromised host, the device tries to run an unknown program right after
+    /// it is restricted, and reports that denial (unless the program's hash is on the
+    /// allowlist): the demo shows the whole loop, denial and "allow this file" included.
+    pub denial_when_restricted: bool,
 }
 
 impl Default for SimTimings {
@@ -27,6 +33,7 @@ impl Default for SimTimings {
         SimTimings {
             ack_delay: Duration::from_secs(1),
             complete_delay: Duration::from_secs(1),
+            denial_when_restricted: false,
         }
     }
 }
@@ -36,6 +43,7 @@ impl SimTimings {
     pub const IMMEDIATE: SimTimings = SimTimings {
         ack_delay: Duration::ZERO,
         complete_delay: Duration::ZERO,
+        denial_when_restricted: false,
     };
 }
 
@@ -99,6 +107,29 @@ impl SimulatedEnforcer {
         *lock(&self.failure) = error;
     }
 
+    /// The demo's compromised program: stopped (or, in monitor mode, seen) unless the
+    /// allowlist lets it run.
+    fn deny_unknown_program(&self) {
+        let sha256 = demo_program_sha256();
+        if lock(&self.allowlist).iter().any(|a| *a == sha256) {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        self.push_denial(DenialEvent {
+            time: appfence_proto::Timestamp::from_unix_seconds(now),
+            path: DEMO_PROGRAM.to_string(),
+            sha256: Some(sha256),
+            pid: 4242,
+            uid: Some(1000),
+            parent: Some("/usr/bin/bash".to_string()),
+            kind: DenialKind::Exec,
+            monitor: self.mode() == EnforcementMode::Monitor,
+        });
+    }
+
     /// How many times `apply` was called, successful or not.
     pub fn apply_count(&self) -> u64 {
         self.applies.load(Ordering::SeqCst)
@@ -114,7 +145,10 @@ impl Enforcer for SimulatedEnforcer {
         if let Some(e) = failure {
             return Err(e);
         }
-        self.restricted.store(restricted, Ordering::SeqCst);
+        let was = self.restricted.swap(restricted, Ordering::SeqCst);
+        if restricted && !was && self.timings.denial_when_restricted {
+            self.deny_unknown_program();
+        }
         Ok(EnforcementReport { detail: None })
     }
 
@@ -156,6 +190,15 @@ impl Enforcer for SimulatedEnforcer {
             Vec::new()
         }
     }
+}
+
+/// The program a demo device tries to run once restricted.
+pub const DEMO_PROGRAM: &str = "/tmp/.cache/kworker-update";
+
+/// Its SHA-256 (of a fixed text: the program is imaginary).
+pub fn demo_program_sha256() -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b"appfence demo: an unknown program"))
 }
 
 /// Short name of simulated device `index` (1-based): `demo-linux-01`; also its state
@@ -323,6 +366,7 @@ mod tests {
     #[tokio::test]
     async fn simulated_enforcer_paces_ack_and_completion() {
         let e = SimulatedEnforcer::new(SimTimings {
+            denial_when_restricted: false,
             ack_delay: Duration::from_millis(60),
             complete_delay: Duration::from_millis(80),
         });
@@ -338,5 +382,31 @@ mod tests {
         let t = std::time::Instant::now();
         e.apply(true).await.unwrap();
         assert!(t.elapsed() >= Duration::from_millis(80));
+    }
+
+    #[tokio::test]
+    async fn a_demo_device_reports_its_unknown_program_once_restricted_unless_allowed() {
+        let demo = SimTimings {
+            denial_when_restricted: true,
+            ..SimTimings::IMMEDIATE
+        };
+        let e = SimulatedEnforcer::new(demo);
+        e.apply(true).await.unwrap();
+        let denied = e.drain_denials();
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        assert_eq!(denied[0].path, DEMO_PROGRAM);
+        assert_eq!(denied[0].sha256.as_deref(), Some(demo_program_sha256().as_str()));
+        assert!(!denied[0].monitor);
+        e.apply(true).await.unwrap();
+        assert_eq!(e.pending_denials(), 0, "only when it becomes restricted");
+
+        let allowed = SimulatedEnforcer::new(demo);
+        allowed.set_allowlist(&[demo_program_sha256()]).await;
+        allowed.apply(true).await.unwrap();
+        assert_eq!(allowed.pending_denials(), 0, "an allowed program runs");
+
+        let plain = SimulatedEnforcer::new(SimTimings::IMMEDIATE);
+        plain.apply(true).await.unwrap();
+        assert_eq!(plain.pending_denials(), 0, "only demo devices do this");
     }
 }

@@ -354,7 +354,13 @@ impl DemoInfo {
             .map(String::as_str)
             .unwrap_or("<machine id>");
         format!(
-            r#"appfence demo is ready. Credentials are in demo.json. Try the whole loop:
+            r#"appfence demo is ready. Credentials are in demo.json.
+
+Web console: {server}/console
+  analyst (may restrict, unrestrict, allow files): {analyst}  password: {analyst_password}
+  viewer (may only read):                          {viewer}  password: {viewer_password}
+
+Or try the whole loop over the API:
 
   # 1. get a token (client credentials, v2 endpoint)
   TOKEN=$(curl -s -X POST '{token_url}' \
@@ -403,6 +409,8 @@ Or with the CLI:  APPFENCE_SERVER={server} APPFENCE_TENANT={tenant} APPFENCE_CLI
             user_token_url = self.user_token_url(),
             analyst = self.analyst.username,
             analyst_password = self.analyst.password.expose(),
+            viewer = self.viewer.username,
+            viewer_password = self.viewer.password.expose(),
         )
     }
 }

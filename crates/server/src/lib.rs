@@ -26,6 +26,7 @@ pub mod state;
 pub mod storage_health;
 pub mod sweeper;
 pub mod telemetry;
+pub mod watchers;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -125,8 +126,10 @@ pub async fn start(
     spawn_change_listener(&state, shutdown.subscribe());
     let app = router::build(state.clone());
     let limits = state.config.connection_limits;
+    let watchers = state.watchers.clone();
     let stopped = async move {
         let _ = shutdown_rx.wait_for(|stop| *stop).await.map(|_| ());
+        watchers.stop();
     };
     let task = match &tls {
         None => tokio::spawn(connections::serve(

@@ -47,6 +47,8 @@ pub struct AppState {
     pub tls: Arc<std::sync::OnceLock<Arc<appfence_tls::server::ReloadableCert>>>,
     /// The last readiness probe: when, and its verdict.
     pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
+    /// The console's live views, told of every change.
+    pub watchers: Arc<crate::watchers::Watchers>,
     /// When the sweeper last refreshed the store's planner statistics (injected clock).
     pub statistics_refreshed: Arc<std::sync::Mutex<Option<appfence_proto::Timestamp>>>,
 }
@@ -100,6 +102,7 @@ impl AppState {
             disk_space: Arc::new(crate::disk_space::DiskSpace::new(config.disk_free_warning)),
             readiness: Arc::default(),
             statistics_refreshed: Arc::default(),
+            watchers: Arc::default(),
             tls: Arc::default(),
             agent_mode: Arc::new(std::sync::RwLock::new(config.agent_mode)),
             external,
@@ -230,8 +233,10 @@ impl AppState {
 
     /// Acts on a change, whichever replica made it.
     pub fn apply_change(&self, change: &Change) {
+        self.watchers.tell(change);
         match change {
             Change::Machine(id) => self.dispatch.notify(id),
+            Change::Observed(_) => {}
             Change::Tenant(_) => self.dispatch.notify_all(),
             Change::Groups => self.machine_groups.clear(),
             Change::Everything => {

@@ -48,6 +48,10 @@ pub struct FleetSummary {
 pub enum Change {
     /// Something for this device (an action created, changed or timed out).
     Machine(String),
+    /// Something people watch changed on this device, which the device itself need not
+    /// hear about (it reported it): an action's status, its enforcement state, its
+    /// denials. Wakes only the web console's live views.
+    Observed(String),
     /// Something for every device of the tenant (the allowlist changed).
     Tenant(String),
     /// Device groups were re-evaluated (a reload, a tag change): cached groups go.
@@ -61,6 +65,7 @@ impl Change {
     pub fn payload(&self) -> String {
         match self {
             Change::Machine(id) => format!("machine:{id}"),
+            Change::Observed(id) => format!("observed:{id}"),
             Change::Tenant(id) => format!("tenant:{id}"),
             Change::Groups => "groups".into(),
             Change::Everything => "everything".into(),
@@ -70,6 +75,7 @@ impl Change {
     pub fn parse(payload: &str) -> Option<Change> {
         match payload.split_once(':') {
             Some(("machine", id)) => Some(Change::Machine(id.to_string())),
+            Some(("observed", id)) => Some(Change::Observed(id.to_string())),
             Some(("tenant", id)) => Some(Change::Tenant(id.to_string())),
             None if payload == "groups" => Some(Change::Groups),
             None if payload == "everything" => Some(Change::Everything),

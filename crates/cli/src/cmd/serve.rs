@@ -156,6 +156,7 @@ impl Serving {
             SimTimings {
                 ack_delay: step_delay,
                 complete_delay: step_delay,
+                denial_when_restricted: true,
             },
             fleet_rx,
         );

@@ -541,6 +541,7 @@ async fn a_playbook_resolves_tags_restricts_and_finds_a_device_from_the_cli() {
     let fleet_dir = crate::harness::private_tempdir();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let timings = SimTimings {
+        denial_when_restricted: false,
         ack_delay: Duration::from_millis(50),
         complete_delay: Duration::from_millis(50),
     };

@@ -16,6 +16,7 @@ mod agent;
 mod cancel_races;
 mod cli;
 mod concurrency;
+mod console;
 mod crash;
 mod demo;
 mod endpoints;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::Device;
 use crate::{ApiError, AppState};
+use appfence_store::Change;
 
 /// JSON body of the agent protocol; malformed bodies get the error envelope.
 pub struct AgentJson<T>(pub T);
@@ -62,6 +63,9 @@ pub async fn heartbeat(
         .store
         .record_heartbeat(&machine.id, &req.info, &req.enforcement, state.clock.now())
         .await?;
+    if machine.enforcement != req.enforcement {
+        state.announce(Change::Observed(machine.id.clone())).await;
+    }
     Ok(Json(HeartbeatResponse {
         desired: desired(&state, &machine).await?,
     }))
@@ -142,6 +146,7 @@ pub async fn ack(
     let (action, applied) = match state.store.transition(&id, &change).await? {
         TransitionOutcome::Applied(a) => {
             crate::telemetry::action_delivered(&a, change.at);
+            state.announce(Change::Observed(machine.id.clone())).await;
             (a, true)
         }
         // A repeated acknowledgement (e.g. after an agent restart) is still a go.
@@ -187,6 +192,7 @@ pub async fn result(
         }
     };
     if applied {
+        state.announce(Change::Observed(machine.id.clone())).await;
         crate::telemetry::action_changed(&action);
         tracing::info!(action = %action.id, machine = %machine.id, status = action.status.as_str(), "action completed");
     }

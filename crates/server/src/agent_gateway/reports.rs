@@ -43,6 +43,9 @@ pub async fn events(
         .record_denials(&machine, &events, state.clock.now())
         .await?;
     if !events.is_empty() {
+        state
+            .announce(appfence_store::Change::Observed(machine.id.clone()))
+            .await;
         tracing::info!(machine = %machine.id, count = events.len(), "denial events received");
     }
     Ok(Json(EventBatchResponse {

@@ -1,0 +1,101 @@
+//! The web console: server-rendered pages under `/console` for analysts who do not
+//! script. It calls the same operations as the API ([`crate::commands`]) as the signed-in
+//! user, so portal permissions, device groups and rate limits are the API's. Pages work
+//! without JavaScript; a small script makes the action views live (server-sent events).
+
+mod actions;
+mod allowlist;
+mod assets;
+mod device;
+mod devices;
+mod layout;
+mod live;
+mod session;
+mod sign_in;
+mod words;
+
+use std::net::SocketAddr;
+
+use appfence_core::Error;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::html;
+
+use crate::AppState;
+pub use live::LIVE_STREAM_LIMIT;
+pub use session::{SESSION_IDLE, SESSION_LIFETIME};
+
+pub fn routes() -> Router<AppState> {
+    let console = Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/devices") }))
+        .route("/console/", get(|| async { Redirect::to("/console/devices") }))
+        .route("/console/sign-in", get(sign_in::form).post(sign_in::submit))
+        .route("/console/sign-out", post(sign_in::sign_out))
+        .route("/console/devices", get(devices::list))
+        .route("/console/devices/{id}", get(device::show))
+        .route("/console/devices/{id}/restrict", post(device::restrict))
+        .route("/console/devices/{id}/unrestrict", post(device::unrestrict))
+        .route("/console/actions", get(actions::center))
+        .route("/console/actions/{id}/cancel", post(actions::cancel))
+        .route("/console/allowlist", get(allowlist::list).post(allowlist::add))
+        .route("/console/allowlist/{id}/delete", post(allowlist::delete))
+        .route("/console/live/actions", get(live::actions))
+        .route("/console/live/devices/{id}", get(live::device))
+        .route("/console/assets/{name}", get(assets::serve))
+        .fallback(|| async { layout::not_found() })
+        .layer(axum::middleware::from_fn(layout::security_headers));
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/console") }))
+        .merge(console)
+}
+
+/// The peer's address (absent for an in-process call).
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<crate::listener::PeerAddr>>()
+                .map(|c| c.0 .0),
+        ))
+    }
+}
+
+pub(crate) fn status_of(e: &Error) -> StatusCode {
+    crate::error::status_of(e)
+}
+
+/// A page saying what went wrong, with the status the API would answer.
+pub(crate) fn error_page(viewer: Option<&session::Viewer>, e: &Error) -> Response {
+    let status = status_of(e);
+    if status.is_server_error() {
+        tracing::error!(error = %e, "console request failed");
+    } else {
+        tracing::info!(error = %e, status = status.as_u16(), "console request refused");
+    }
+    let title = match status {
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+        s if s.is_server_error() => "Server error",
+        _ => "Cannot do that",
+    };
+    layout::respond(
+        status,
+        layout::page(
+            title,
+            viewer,
+            layout::Section::None,
+            Some(&layout::Notice::Error(words::in_words(e))),
+            html! { h1 { (title) } p { a href="/console/devices" { "Back to the devices" } } },
+        ),
+    )
+}

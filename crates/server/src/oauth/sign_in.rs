@@ -81,6 +81,48 @@ pub async fn sign_in(
     Ok(SignedIn { app, user })
 }
 
+/// A person signing in to the web console with a local user's name and password: the
+/// same address limit, account lockout and failure counting as the password grant, with
+/// no client (the console is the server's own).
+pub async fn sign_in_person(
+    state: &AppState,
+    tenant: &Tenant,
+    address: IpAddr,
+    credentials: &UserCredentials,
+) -> Result<UserRecord, OAuthFailure> {
+    let now = state.clock.now();
+    let addr_key = address_key(address);
+    let account = SignInAccount::new(&tenant.id, &credentials.username);
+    let counters = state
+        .store
+        .sign_in_throttle(&[addr_key.clone(), account.key()])
+        .await?;
+    let counter = |key: &str| counters.iter().find(|r| r.key == key);
+    if let Verdict::Throttled(until) = state
+        .config
+        .sign_in_throttle
+        .address_verdict(counter(&addr_key), now)
+    {
+        refused("address_throttled");
+        return Err(OAuthFailure::address_throttled(seconds_until(now, until)));
+    }
+    let failures = Failures {
+        state,
+        address,
+        addr_key: &addr_key,
+        now,
+    };
+    authenticate_user(
+        state,
+        tenant,
+        credentials,
+        &account,
+        counter(&account.key()),
+        &failures,
+    )
+    .await
+}
+
 /// Counts failures for one request.
 struct Failures<'a> {
     state: &'a AppState,
