@@ -148,6 +148,44 @@ pub struct UserRecord {
     pub created: Timestamp,
 }
 
+/// A signed-in session of the web console. The cookie carries a random secret; only its
+/// SHA-256 is stored, so a copy of the database signs nobody in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// Hex SHA-256 of the cookie secret; the primary key. The secret is 256-bit random,
+    /// so a fast hash suffices (as for enrolment secrets).
+    pub id_sha256: String,
+    pub tenant_id: String,
+    /// The user's `oid`: a local user's `UserRecord::object_id`, else the external
+    /// issuer's `oid` (or `sub`).
+    pub user_object_id: String,
+    pub upn: String,
+    /// The user's groups at sign-in, mapped to portal roles and device groups.
+    pub groups: Vec<String>,
+    /// `local` for the built-in issuer, else the external issuer's URL.
+    pub issuer: String,
+    pub created: Timestamp,
+    pub last_seen: Timestamp,
+    /// Absolute expiry, however active the session.
+    pub expires: Timestamp,
+}
+
+impl ConsoleSession {
+    /// Whether the session is over at `now`: at or past its absolute expiry, or unused
+    /// for `idle` (`last_seen + idle <= now`). The store's
+    /// `prune_console_sessions` deletes exactly these, in SQL.
+    pub fn is_over(&self, now: Timestamp, idle: std::time::Duration) -> bool {
+        self.expires <= now || self.last_seen <= Self::idle_cutoff(now, idle)
+    }
+
+    /// The latest `last_seen` that is idle at `now`: `now - idle`, in ticks, without
+    /// overflow (an idle time beyond the range of timestamps never ends a session).
+    pub fn idle_cutoff(now: Timestamp, idle: std::time::Duration) -> Timestamp {
+        let idle = i64::try_from(idle.as_nanos() / 100).unwrap_or(i64::MAX);
+        Timestamp::from_ticks(now.ticks().saturating_sub(idle))
+    }
+}
+
 impl MachineRecord {
     pub fn to_wire(&self, odata_context: Option<String>) -> Machine {
         Machine {

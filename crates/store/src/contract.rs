@@ -17,9 +17,9 @@ use appfence_core::odata::{
 };
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, EnrollSecret, GroupAssignment, IndicatorSubmission,
-    MachineRecord, SigningKey, StatusChange, Tenant, TransitionOutcome, UserRecord,
-    MAX_EVENTS_PER_MACHINE,
+    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, EnrollSecret, GroupAssignment,
+    IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant, TransitionOutcome,
+    UserRecord, MAX_EVENTS_PER_MACHINE,
 };
 use appfence_core::{Error, MachineRef};
 use appfence_proto::agent::{Capabilities, DenialEvent, DenialKind, DeviceInfo, EnforcementState};
@@ -2358,6 +2358,247 @@ pub async fn users(store: &dyn Store) {
         .unwrap();
 }
 
+/// A session of the web console, signed in at `created` for eight hours.
+pub fn console_session(
+    tenant_id: &str,
+    user_object_id: &str,
+    created: Timestamp,
+) -> ConsoleSession {
+    ConsoleSession {
+        id_sha256: random_sha256(),
+        tenant_id: tenant_id.to_string(),
+        user_object_id: user_object_id.to_string(),
+        upn: "ana@example.com".into(),
+        groups: vec!["g-analysts".into(), "g-2".into()],
+        issuer: "local".into(),
+        created,
+        last_seen: created,
+        expires: created.plus(std::time::Duration::from_secs(8 * 3600)),
+    }
+}
+
+/// Sessions of the web console: stored whole, found by their hash only, touched,
+/// deleted one by one or by user (within a tenant), counted per user.
+pub async fn console_sessions(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let (ana, bo) = (new_guid(), new_guid());
+    let s = ConsoleSession {
+        upn: "Ana@Example.com".into(),
+        groups: vec!["g-analysts".into(), "g-2".into(), "Gruppe ü".into()],
+        issuer: "https://login.example.com/contoso/v2.0".into(),
+        last_seen: at(10),
+        expires: at(3600),
+        ..console_session(&t.id, &ana, at(0))
+    };
+    store.insert_console_session(&s).await.unwrap();
+    assert_eq!(
+        store.console_session(&s.id_sha256).await.unwrap(),
+        Some(s.clone())
+    );
+    // Only the exact hash finds it.
+    assert_eq!(store.console_session(&random_sha256()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .console_session(&s.id_sha256.to_uppercase())
+            .await
+            .unwrap(),
+        None
+    );
+    // A second session with the same hash is refused and replaces nothing.
+    let same_hash = ConsoleSession {
+        id_sha256: s.id_sha256.clone(),
+        ..console_session(&other.id, &bo, at(5))
+    };
+    assert!(store.insert_console_session(&same_hash).await.is_err());
+    assert_eq!(
+        store.console_session(&s.id_sha256).await.unwrap(),
+        Some(s.clone())
+    );
+    // No groups is an empty list, not an error.
+    let no_groups = ConsoleSession {
+        groups: Vec::new(),
+        ..console_session(&t.id, &bo, at(1))
+    };
+    store.insert_console_session(&no_groups).await.unwrap();
+    assert_eq!(
+        store.console_session(&no_groups.id_sha256).await.unwrap(),
+        Some(no_groups.clone())
+    );
+
+    // A touch moves last_seen and nothing else; never back; false for no session.
+    assert!(store
+        .touch_console_session(&s.id_sha256, at(20))
+        .await
+        .unwrap());
+    let touched = ConsoleSession {
+        last_seen: at(20),
+        ..s.clone()
+    };
+    assert_eq!(
+        store.console_session(&s.id_sha256).await.unwrap(),
+        Some(touched.clone())
+    );
+    assert!(store
+        .touch_console_session(&s.id_sha256, at(15))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.console_session(&s.id_sha256).await.unwrap(),
+        Some(touched.clone())
+    );
+    assert!(!store
+        .touch_console_session(&random_sha256(), at(20))
+        .await
+        .unwrap());
+    // An expired session is still returned (and touched): the caller decides.
+    assert!(store
+        .touch_console_session(&s.id_sha256, at(4000))
+        .await
+        .unwrap());
+    let over = store.console_session(&s.id_sha256).await.unwrap().unwrap();
+    assert_eq!(over.last_seen, at(4000));
+    assert!(over.is_over(at(4000), std::time::Duration::from_secs(600)));
+
+    // Counted per user within a tenant: the same oid in another tenant is another user.
+    for i in 0..2 {
+        store
+            .insert_console_session(&console_session(&t.id, &ana, at(100 + i)))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_console_session(&console_session(&other.id, &ana, at(100)))
+        .await
+        .unwrap();
+    let count = |tenant: &str, user: &str| {
+        let (tenant, user) = (tenant.to_string(), user.to_string());
+        async move {
+            store
+                .count_console_sessions_of_user(&tenant, &user)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(&t.id, &ana).await, 3);
+    assert_eq!(count(&t.id, &bo).await, 1);
+    assert_eq!(count(&other.id, &ana).await, 1);
+    assert_eq!(count(&other.id, &bo).await, 0);
+    assert_eq!(count(&t.id, &new_guid()).await, 0);
+
+    // Sign-out: true once, then false.
+    assert!(store.delete_console_session(&s.id_sha256).await.unwrap());
+    assert!(!store.delete_console_session(&s.id_sha256).await.unwrap());
+    assert_eq!(store.console_session(&s.id_sha256).await.unwrap(), None);
+    assert_eq!(count(&t.id, &ana).await, 2);
+
+    // A user's sessions go, in that tenant only; another user's stay.
+    assert_eq!(
+        store
+            .delete_console_sessions_of_user(&t.id, &ana)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .delete_console_sessions_of_user(&t.id, &ana)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(count(&t.id, &ana).await, 0);
+    assert_eq!(count(&other.id, &ana).await, 1);
+    assert_eq!(
+        store.console_session(&no_groups.id_sha256).await.unwrap(),
+        Some(no_groups.clone())
+    );
+    for (tenant, user, n) in [(&t.id, &bo, 1), (&other.id, &ana, 1)] {
+        assert_eq!(
+            store
+                .delete_console_sessions_of_user(tenant, user)
+                .await
+                .unwrap(),
+            n
+        );
+    }
+}
+
+/// The sweeper's pruning: a session is over at its absolute expiry, or `idle` after
+/// its last use, both boundaries included, exactly as `ConsoleSession::is_over` says.
+/// Needs a store without other sessions (prune is store-wide; no other check makes any).
+pub async fn prune_console_sessions(store: &dyn Store) {
+    use std::time::Duration;
+    let t = new_tenant(store).await;
+    let user = new_guid();
+    let idle = Duration::from_secs(600);
+    let now = at(10_000);
+    let tick = Duration::from_nanos(100);
+    let session = |last_seen: Timestamp, expires: Timestamp| ConsoleSession {
+        last_seen,
+        expires,
+        ..console_session(&t.id, &user, at(0))
+    };
+    let far = at(100_000);
+    // (session, over at `now`)
+    let cases = [
+        // Absolute expiry, however recently used.
+        (session(now, now), true),
+        (session(now, now.plus(tick)), false),
+        (session(now, at(1)), true),
+        // Idle: last used `idle` ago exactly, or less by one tick.
+        (session(now.minus(idle), far), true),
+        (session(now.minus(idle).plus(tick), far), false),
+        (session(at(0), far), true),
+        // Used after `now` (another replica's clock ahead): not idle.
+        (session(now.plus(idle), far), false),
+    ];
+    for (s, over) in &cases {
+        assert_eq!(s.is_over(now, idle), *over, "{s:?}");
+        store.insert_console_session(s).await.unwrap();
+    }
+    let n_over = cases.iter().filter(|(_, over)| *over).count() as u64;
+    // Before `now`, only what was over then.
+    assert_eq!(
+        store
+            .prune_console_sessions(at(1), Duration::from_secs(100_000))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.prune_console_sessions(now, idle).await.unwrap(),
+        n_over - 1
+    );
+    assert_eq!(store.prune_console_sessions(now, idle).await.unwrap(), 0);
+    for (s, over) in &cases {
+        let found = store.console_session(&s.id_sha256).await.unwrap();
+        assert_eq!(found.is_none(), *over, "{s:?}");
+    }
+    assert_eq!(
+        store
+            .count_console_sessions_of_user(&t.id, &user)
+            .await
+            .unwrap(),
+        cases.len() as u64 - n_over
+    );
+    // An idle time beyond the range of timestamps ends nothing by itself (no overflow).
+    assert_eq!(
+        store
+            .prune_console_sessions(now.plus(tick), Duration::MAX)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_console_sessions_of_user(&t.id, &user)
+            .await
+            .unwrap(),
+        2
+    );
+}
+
 pub fn submission(tenant_id: &str, value: &str, by: &str, at: Timestamp) -> IndicatorSubmission {
     IndicatorSubmission {
         tenant_id: tenant_id.to_string(),
@@ -3004,6 +3245,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     last_succeeded_restrict_family(s).await;
     device_group_scopes(s).await;
     users(s).await;
+    console_sessions(s).await;
+    prune_console_sessions(s).await;
     indicators(s).await;
     denial_events(s).await;
     keyset_pages(s).await;

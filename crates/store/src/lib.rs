@@ -20,9 +20,9 @@ use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
-    IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey, SigningKey,
-    StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
+    GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey,
+    SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
 };
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
@@ -180,6 +180,41 @@ pub trait Store: Send + Sync + 'static {
         policy: &ThrottlePolicy,
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>>;
+
+    // --- sessions of the web console (signed-in analysts), shared by every replica ---
+
+    /// Stores a new session. Fails if one with the same `id_sha256` exists: a session
+    /// is never replaced.
+    async fn insert_console_session(&self, session: &ConsoleSession) -> Result<()>;
+    /// The session whose cookie secret has this SHA-256, even if it is over: the caller
+    /// compares with its clock (`ConsoleSession::is_over`).
+    async fn console_session(&self, id_sha256: &str) -> Result<Option<ConsoleSession>>;
+    /// Records a use of the session at `at`: `last_seen` becomes `at`, unless it is
+    /// later already (it never moves back). False if there is no such session.
+    async fn touch_console_session(&self, id_sha256: &str, at: Timestamp) -> Result<bool>;
+    /// Sign-out. False if there was no such session.
+    async fn delete_console_session(&self, id_sha256: &str) -> Result<bool>;
+    /// Deletes every session of the user (say, when it is disabled); returns how many.
+    async fn delete_console_sessions_of_user(
+        &self,
+        tenant_id: &str,
+        user_object_id: &str,
+    ) -> Result<u64>;
+    /// How many sessions the user holds, those over but not yet pruned included: the
+    /// caller bounds it, so sign-ins cannot fill the store.
+    async fn count_console_sessions_of_user(
+        &self,
+        tenant_id: &str,
+        user_object_id: &str,
+    ) -> Result<u64>;
+    /// Deletes the sessions over at `now`: `expires <= now`, or unused for `idle`
+    /// (`last_seen + idle <= now`), as `ConsoleSession::is_over`. Returns how many; the
+    /// sweeper calls it.
+    async fn prune_console_sessions(
+        &self,
+        now: Timestamp,
+        idle: std::time::Duration,
+    ) -> Result<u64>;
 
     // --- replicas ---
 

@@ -5,8 +5,8 @@
 
 use appfence_core::audit::AuditEvent;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, IndicatorRecord,
-    MachineRecord, SigningKey, Tenant, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
+    IndicatorRecord, MachineRecord, SigningKey, Tenant, UserRecord,
 };
 use appfence_core::sign_in_throttle::ThrottleRecord;
 use appfence_core::{Error, Result};
@@ -134,6 +134,20 @@ pub(crate) fn user<R: RowGet>(row: &R) -> Result<UserRecord> {
         password_hash: row.text("password_hash")?,
         groups: json(row, "groups")?,
         created: timestamp(row, "created")?,
+    })
+}
+
+pub(crate) fn console_session<R: RowGet>(row: &R) -> Result<ConsoleSession> {
+    Ok(ConsoleSession {
+        id_sha256: row.text("id_sha256")?,
+        tenant_id: row.text("tenant_id")?,
+        user_object_id: row.text("user_object_id")?,
+        upn: row.text("upn")?,
+        groups: json(row, "groups")?,
+        issuer: row.text("issuer")?,
+        created: timestamp(row, "created")?,
+        last_seen: timestamp(row, "last_seen")?,
+        expires: timestamp(row, "expires")?,
     })
 }
 

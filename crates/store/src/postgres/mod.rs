@@ -14,6 +14,7 @@
 mod actions;
 mod addresses;
 mod audit_log;
+mod console_sessions;
 mod credentials;
 mod events;
 mod heartbeats;

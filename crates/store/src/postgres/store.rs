@@ -6,9 +6,9 @@ use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
-    IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey, SigningKey,
-    StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
+    GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey,
+    SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
 };
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
@@ -19,8 +19,8 @@ use appfence_proto::Timestamp;
 
 use super::outage::guarded;
 use super::{
-    actions, addresses, audit_log, credentials, events, indicators, machines, rate_windows,
-    signing_keys, throttle, PgStore,
+    actions, addresses, audit_log, console_sessions, credentials, events, indicators, machines,
+    rate_windows, signing_keys, throttle, PgStore,
 };
 use crate::{Change, GroupOf, Store};
 
@@ -142,6 +142,52 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>> {
         guarded!(self, throttle::sweep(&self.pool, policy, now))
+    }
+
+    async fn insert_console_session(&self, session: &ConsoleSession) -> Result<()> {
+        guarded!(self, console_sessions::insert(&self.pool, session))
+    }
+
+    async fn console_session(&self, id_sha256: &str) -> Result<Option<ConsoleSession>> {
+        guarded!(self, console_sessions::get(&self.pool, id_sha256))
+    }
+
+    async fn touch_console_session(&self, id_sha256: &str, at: Timestamp) -> Result<bool> {
+        guarded!(self, console_sessions::touch(&self.pool, id_sha256, at))
+    }
+
+    async fn delete_console_session(&self, id_sha256: &str) -> Result<bool> {
+        guarded!(self, console_sessions::delete(&self.pool, id_sha256))
+    }
+
+    async fn delete_console_sessions_of_user(
+        &self,
+        tenant_id: &str,
+        user_object_id: &str,
+    ) -> Result<u64> {
+        guarded!(
+            self,
+            console_sessions::delete_of_user(&self.pool, tenant_id, user_object_id)
+        )
+    }
+
+    async fn count_console_sessions_of_user(
+        &self,
+        tenant_id: &str,
+        user_object_id: &str,
+    ) -> Result<u64> {
+        guarded!(
+            self,
+            console_sessions::count_of_user(&self.pool, tenant_id, user_object_id)
+        )
+    }
+
+    async fn prune_console_sessions(
+        &self,
+        now: Timestamp,
+        idle: std::time::Duration,
+    ) -> Result<u64> {
+        guarded!(self, console_sessions::prune(&self.pool, now, idle))
     }
 
     async fn check(&self) -> Result<()> {

@@ -51,6 +51,8 @@ contract_checks!(
     last_succeeded_restrict_family,
     device_group_scopes,
     users,
+    console_sessions,
+    prune_console_sessions,
     indicators,
     denial_events,
     keyset_pages,

@@ -10,6 +10,7 @@ mod action_cache;
 mod actions;
 mod addresses;
 mod audit_log;
+mod console_sessions;
 mod credentials;
 mod events;
 mod group_commit;
@@ -33,9 +34,9 @@ use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, DenialRecord, EnrollSecret, GroupAssignment,
-    IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey, SigningKey,
-    StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
+    GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey,
+    SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
 };
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
@@ -370,6 +371,42 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>> {
         throttle::sweep(&self.writer, policy, now).await
+    }
+
+    async fn insert_console_session(&self, session: &ConsoleSession) -> Result<()> {
+        console_sessions::insert(&self.writer, session).await
+    }
+
+    async fn console_session(&self, id_sha256: &str) -> Result<Option<ConsoleSession>> {
+        console_sessions::get(&self.reader, id_sha256).await
+    }
+
+    async fn touch_console_session(&self, id_sha256: &str, at: Timestamp) -> Result<bool> {
+        console_sessions::touch(&self.writer, id_sha256, at).await
+    }
+
+    async fn delete_console_session(&self, id_sha256: &str) -> Result<bool> {
+        console_sessions::delete(&self.writer, id_sha256).await
+    }
+
+    async fn delete_console_sessions_of_user(
+        &self,
+        tenant_id: &str,
+        user_object_id: &str,
+    ) -> Result<u64> {
+        console_sessions::delete_of_user(&self.writer, tenant_id, user_object_id).await
+    }
+
+    async fn count_console_sessions_of_user(
+        &self,
+        tenant_id: &str,
+        user_object_id: &str,
+    ) -> Result<u64> {
+        console_sessions::count_of_user(&self.reader, tenant_id, user_object_id).await
+    }
+
+    async fn prune_console_sessions(&self, now: Timestamp, idle: Duration) -> Result<u64> {
+        console_sessions::prune(&self.writer, now, idle).await
     }
 
     async fn check(&self) -> Result<()> {
