@@ -395,7 +395,10 @@ mod tests {
         let denied = e.drain_denials();
         assert_eq!(denied.len(), 1, "{denied:?}");
         assert_eq!(denied[0].path, DEMO_PROGRAM);
-        assert_eq!(denied[0].sha256.as_deref(), Some(demo_program_sha256().as_str()));
+        assert_eq!(
+            denied[0].sha256.as_deref(),
+            Some(demo_program_sha256().as_str())
+        );
         assert!(!denied[0].monitor);
         e.apply(true).await.unwrap();
         assert_eq!(e.pending_denials(), 0, "only when it becomes restricted");

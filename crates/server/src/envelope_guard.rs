@@ -96,7 +96,9 @@ pub async fn ensure_envelope(req: Request, next: Next) -> Response {
         )))
         .into_response();
     }
-    let probes = matches!(req.uri().path(), "/healthz" | "/readyz");
+    // The probes' plain text and the console's own HTML pages stay as they are.
+    let probes = matches!(req.uri().path(), "/healthz" | "/readyz")
+        || req.uri().path().starts_with("/console/");
     let resp = next.run(req).await;
     let status = resp.status();
     if probes || !(status.is_client_error() || status.is_server_error()) || is_json(&resp) {

@@ -8,9 +8,9 @@ pub mod api;
 pub mod at_rest;
 pub mod client_address;
 pub mod commands;
-pub mod console;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod demo;
 pub mod disk_space;
 pub mod dispatch;
@@ -26,9 +26,9 @@ pub mod state;
 pub mod storage_health;
 pub mod sweeper;
 pub mod telemetry;
-pub mod watchers;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod watchers;
 
 pub use config::ServerConfig;
 pub use error::ApiError;

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
 
-use crate::{agent_gateway, api, oauth, ApiError, AppState};
+use crate::{agent_gateway, api, console, oauth, ApiError, AppState};
 
 pub fn build(state: AppState) -> Router {
     let (api_routes, openapi) = api::router().split_for_parts();
@@ -36,6 +36,7 @@ pub fn build(state: AppState) -> Router {
         .nest("/api/v1.0", api_v1_routes)
         .nest("/agent/v1", agent_gateway::routes())
         .merge(oauth::routes::routes())
+        .merge(console::routes())
         .route_layer(axum::middleware::from_fn(crate::telemetry::record_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -106,12 +107,16 @@ async fn readiness(
     }
 }
 
-async fn not_found(method: Method, uri: Uri) -> impl IntoResponse {
+async fn not_found(method: Method, uri: Uri) -> axum::response::Response {
     crate::telemetry::unmatched_request(method.as_str(), 404);
+    if uri.path().starts_with("/console/") {
+        return console::not_found();
+    }
     ApiError(Error::NotFound(format!(
         "No route matches {method} {}",
         uri.path()
     )))
+    .into_response()
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {

@@ -80,6 +80,12 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         .store
         .prune_rate_windows(now.minus(std::time::Duration::from_secs(3600)))
         .await?;
+    // Console sessions that expired or went idle (they are refused already; this
+    // keeps the table to the open ones).
+    state
+        .store
+        .prune_console_sessions(now, crate::console::SESSION_IDLE)
+        .await?;
     // MDE looks devices up by address for the last 30 days: older history goes.
     state
         .store

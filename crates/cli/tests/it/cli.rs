@@ -20,6 +20,7 @@ async fn cli_commands_against_the_real_server() {
     let fleet_dir = crate::harness::private_tempdir();
     let (stop, stop_rx) = watch::channel(false);
     let timings = SimTimings {
+        denial_when_restricted: false,
         ack_delay: Duration::from_millis(50),
         complete_delay: Duration::from_millis(50),
     };

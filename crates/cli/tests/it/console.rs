@@ -29,7 +29,11 @@ pub(crate) fn spec() -> AccessSpec {
         roles: vec![
             role(
                 "Analysts",
-                &["View data", "Active remediation actions", "Manage security settings"],
+                &[
+                    "View data",
+                    "Active remediation actions",
+                    "Manage security settings",
+                ],
                 "g-analysts",
             ),
             role("Viewers", &["View data"], "g-viewers"),
@@ -82,7 +86,10 @@ impl Page {
     /// The value of the first hidden input named `name`.
     pub fn hidden(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
-        let at = self.body.find(&marker).unwrap_or_else(|| panic!("no {name} in {}", self.body));
+        let at = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body));
         let rest = &self.body[at + marker.len()..];
         rest[..rest.find('"').unwrap()].to_string()
     }
@@ -110,7 +117,11 @@ impl Browser {
     }
 
     async fn read(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let req = if self.cookies.is_empty() { req } else { req.header("cookie", self.cookie_header()) };
+        let req = if self.cookies.is_empty() {
+            req
+        } else {
+            req.header("cookie", self.cookie_header())
+        };
         let resp = req.send().await.expect("console request");
         for set in resp.headers().get_all("set-cookie") {
             let set = set.to_str().unwrap();
@@ -145,7 +156,12 @@ impl Browser {
         let csrf = form.hidden("csrf");
         self.post(
             "/console/sign-in",
-            &[("username", user), ("password", password), ("csrf", &csrf), ("next", "/console/actions")],
+            &[
+                ("username", user),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/console/actions"),
+            ],
         )
         .await
     }
@@ -172,25 +188,37 @@ impl Browser {
 }
 
 /// The data of the next `replace` event whose data contains `needle` (bounded wait).
-pub(crate) async fn event_with(stream: &mut reqwest::Response, buffer: &mut String, needle: &str) -> String {
-    within(Duration::from_secs(20), &format!("a live event with {needle}"), async {
-        loop {
-            while let Some(end) = buffer.find("\n\n") {
-                let event: String = buffer.drain(..end + 2).collect();
-                let data: String = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                if event.contains("event: replace") && data.contains(needle) {
-                    return data;
+pub(crate) async fn event_with(
+    stream: &mut reqwest::Response,
+    buffer: &mut String,
+    needle: &str,
+) -> String {
+    within(
+        Duration::from_secs(20),
+        &format!("a live event with {needle}"),
+        async {
+            loop {
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    let data: String = event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    if event.contains("event: replace") && data.contains(needle) {
+                        return data;
+                    }
                 }
+                let chunk = stream
+                    .chunk()
+                    .await
+                    .unwrap()
+                    .expect("the stream stays open");
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
             }
-            let chunk = stream.chunk().await.unwrap().expect("the stream stays open");
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -209,47 +237,96 @@ async fn an_analyst_signs_in_restricts_follows_the_device_live_and_signs_out() {
     // A wrong password: refused in words, the name kept, no session.
     let r = b.sign_in(ANALYST, "not the password at all").await;
     assert_eq!(r.status, 401, "{}", r.body);
-    assert!(r.body.contains("The user name or password is incorrect"), "{}", r.body);
-    assert!(r.body.contains(&format!("value=\"{ANALYST}\"")), "the name stays filled in");
+    assert!(
+        r.body.contains("The user name or password is incorrect"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(&format!("value=\"{ANALYST}\"")),
+        "the name stays filled in"
+    );
     assert!(!b.has_cookie("appfence-session"));
 
     let r = b.sign_in(ANALYST, PASSWORD).await;
-    assert_eq!((r.status, r.location()), (303, "/console/actions"), "{}", r.body);
-    let set = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).find(|c| c.starts_with("appfence-session=")).unwrap();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"), "{set}");
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/console/actions"),
+        "{}",
+        r.body
+    );
+    let set = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("appfence-session="))
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"),
+        "{set}"
+    );
     assert!(!set.contains("Secure"), "plain HTTP on loopback: {set}");
 
     let r = b.get("/console/devices").await;
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("web-01.corp.local") && r.body.contains(ANALYST), "{}", r.body);
+    assert!(
+        r.body.contains("web-01.corp.local") && r.body.contains(ANALYST),
+        "{}",
+        r.body
+    );
     let path = format!("/console/devices/{}", device.machine_id);
     let page = b.get(&path).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Restrict app execution") && page.body.contains("Not restricted"));
     let csrf = page.hidden("csrf");
-    let mut live = b.live(&format!("/console/live/devices/{}", device.machine_id)).await;
+    let mut live = b
+        .live(&format!("/console/live/devices/{}", device.machine_id))
+        .await;
     let mut buf = String::new();
     event_with(&mut live, &mut buf, "No action is open").await;
 
     // The comment is required; what was typed is kept when a submit fails.
-    let r = b.post(&format!("{path}/restrict"), &[("csrf", &csrf), ("comment", "  ")]).await;
+    let r = b
+        .post(
+            &format!("{path}/restrict"),
+            &[("csrf", &csrf), ("comment", "  ")],
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("A comment is required"), "{}", r.body);
     assert!(server.stored_actions(&server.tenant_id).await.is_empty());
 
-    let r = b.post(&format!("{path}/restrict"), &[("csrf", &csrf), ("comment", "alert 1234: miner")]).await;
+    let r = b
+        .post(
+            &format!("{path}/restrict"),
+            &[("csrf", &csrf), ("comment", "alert 1234: miner")],
+        )
+        .await;
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(r.location().starts_with(&path), "{}", r.location());
     let actions = server.stored_actions(&server.tenant_id).await;
     assert_eq!(actions.len(), 1);
-    assert_eq!(actions[0].requestor, ANALYST, "the console records the user's UPN");
+    assert_eq!(
+        actions[0].requestor, ANALYST,
+        "the console records the user's UPN"
+    );
     assert_eq!(actions[0].requestor_comment, "alert 1234: miner");
     let id = actions[0].id.clone();
 
     // Asked again while it is open: refused in words, the comment kept.
-    let r = b.post(&format!("{path}/restrict"), &[("csrf", &csrf), ("comment", "again please")]).await;
+    let r = b
+        .post(
+            &format!("{path}/restrict"),
+            &[("csrf", &csrf), ("comment", "again please")],
+        )
+        .await;
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("Action is already in progress"), "{}", r.body);
+    assert!(
+        r.body.contains("Action is already in progress"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("again please"));
     assert_eq!(server.stored_actions(&server.tenant_id).await.len(), 1);
 
@@ -266,22 +343,41 @@ async fn an_analyst_signs_in_restricts_follows_the_device_live_and_signs_out() {
     event_with(&mut live, &mut buf, "Restricted").await;
 
     // Without the CSRF token: refused, nothing created.
-    let r = b.post(&format!("{path}/unrestrict"), &[("comment", "clean")]).await;
+    let r = b
+        .post(&format!("{path}/unrestrict"), &[("comment", "clean")])
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("CSRF"), "{}", r.body);
-    let r = b.post(&format!("{path}/unrestrict"), &[("csrf", "0".repeat(64).as_str()), ("comment", "clean")]).await;
+    let r = b
+        .post(
+            &format!("{path}/unrestrict"),
+            &[("csrf", "0".repeat(64).as_str()), ("comment", "clean")],
+        )
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(server.stored_actions(&server.tenant_id).await.len(), 1);
 
-    let r = b.post(&format!("{path}/unrestrict"), &[("csrf", &csrf), ("comment", "clean")]).await;
+    let r = b
+        .post(
+            &format!("{path}/unrestrict"),
+            &[("csrf", &csrf), ("comment", "clean")],
+        )
+        .await;
     assert_eq!(r.status, 303, "{}", r.body);
     let center = b.get("/console/actions?type=UnrestrictCodeExecution").await;
-    assert!(center.body.contains("Remove app restriction") && !center.body.contains("alert 1234"), "{}", center.body);
+    assert!(
+        center.body.contains("Remove app restriction") && !center.body.contains("alert 1234"),
+        "{}",
+        center.body
+    );
 
     // Signing out ends the session on the server: the old cookie opens nothing.
     let stolen = b.cookies.clone();
     let r = b.post("/console/sign-out", &[("csrf", &csrf)]).await;
-    assert_eq!((r.status, r.location()), (303, "/console/sign-in?signed_out=1"));
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/console/sign-in?signed_out=1")
+    );
     let mut replay = Browser::new(&server.base);
     replay.cookies = stolen;
     let r = replay.get("/console/devices").await;
@@ -297,16 +393,34 @@ async fn a_viewer_sees_no_controls_and_a_forged_post_is_refused() {
     let page = b.get(&path).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("web-01.corp.local"));
-    assert!(!page.body.contains("/restrict\""), "no restrict form for a viewer");
+    assert!(
+        !page.body.contains("/restrict\""),
+        "no restrict form for a viewer"
+    );
     assert!(!page.body.contains("Remove app restriction"));
     let csrf = page.hidden("csrf");
     // The form a viewer never saw, forged with the viewer's own valid token.
-    let r = b.post(&format!("{path}/restrict"), &[("csrf", &csrf), ("comment", "forged")]).await;
+    let r = b
+        .post(
+            &format!("{path}/restrict"),
+            &[("csrf", &csrf), ("comment", "forged")],
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("not allowed"), "{}", r.body);
     assert!(server.stored_actions(&server.tenant_id).await.is_empty());
     // No allowlist changes either.
-    let r = b.post("/console/allowlist", &[("csrf", &csrf), ("sha256", &"a".repeat(64)), ("title", "t"), ("description", "d")]).await;
+    let r = b
+        .post(
+            "/console/allowlist",
+            &[
+                ("csrf", &csrf),
+                ("sha256", &"a".repeat(64)),
+                ("title", "t"),
+                ("description", "d"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
 }
 
@@ -323,31 +437,90 @@ async fn a_denial_becomes_an_allowlist_entry_from_the_device_page() {
     assert_eq!(r.status, 200, "{}", r.text);
     let mut b = Browser::new(&server.base);
     assert_eq!(b.sign_in(ANALYST, PASSWORD).await.status, 303);
-    let page = b.get(&format!("/console/devices/{}", device.machine_id)).await;
+    let page = b
+        .get(&format!("/console/devices/{}", device.machine_id))
+        .await;
     assert!(page.body.contains("/opt/tool/bin/tool") && page.body.contains(&sha));
-    let allow = format!("/console/allowlist?sha256={sha}&amp;title=Allow%20tool");
+    let allow = format!("/console/allowlist?sha256={sha}&amp;title=Allow+tool");
     assert!(page.body.contains(&allow), "{}", page.body);
 
-    let form = b.get(&format!("/console/allowlist?sha256={sha}&title=Allow%20tool")).await;
-    assert!(form.body.contains(&format!("value=\"{sha}\"")), "pre-filled");
+    let form = b
+        .get(&format!(
+            "/console/allowlist?sha256={sha}&title=Allow%20tool"
+        ))
+        .await;
+    assert!(
+        form.body.contains(&format!("value=\"{sha}\"")),
+        "pre-filled"
+    );
     let csrf = form.hidden("csrf");
     // Bad input: refused in words, everything typed kept.
-    let r = b.post("/console/allowlist", &[("csrf", &csrf), ("sha256", "xyz"), ("title", "Allow tool"), ("description", "vendor tool")]).await;
+    let r = b
+        .post(
+            "/console/allowlist",
+            &[
+                ("csrf", &csrf),
+                ("sha256", "xyz"),
+                ("title", "Allow tool"),
+                ("description", "vendor tool"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("vendor tool") && r.body.contains("value=\"xyz\""));
-    let r = b.post("/console/allowlist", &[("csrf", &csrf), ("sha256", &sha), ("title", "Allow tool"), ("description", "")]).await;
+    let r = b
+        .post(
+            "/console/allowlist",
+            &[
+                ("csrf", &csrf),
+                ("sha256", &sha),
+                ("title", "Allow tool"),
+                ("description", ""),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("The description is required"), "{}", r.body);
 
-    let r = b.post("/console/allowlist", &[("csrf", &csrf), ("sha256", &sha), ("title", "Allow tool"), ("description", "vendor tool"), ("expires", "2099-01-31")]).await;
-    assert_eq!((r.status, r.location()), (303, "/console/allowlist?done=added"), "{}", r.body);
+    let r = b
+        .post(
+            "/console/allowlist",
+            &[
+                ("csrf", &csrf),
+                ("sha256", &sha),
+                ("title", "Allow tool"),
+                ("description", "vendor tool"),
+                ("expires", "2099-01-31"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/console/allowlist?done=added"),
+        "{}",
+        r.body
+    );
     assert_eq!(device.allowlist().await["sha256"], json!([sha]));
     let list = b.get("/console/allowlist").await;
-    assert!(list.body.contains("Allow tool") && list.body.contains("2099-01-31 00:00:00 UTC") && list.body.contains(ANALYST));
+    assert!(
+        list.body.contains("Allow tool")
+            && list.body.contains("2099-01-31 00:00:00 UTC")
+            && list.body.contains(ANALYST),
+        "{}",
+        list.body
+    );
     let marker = "action=\"/console/allowlist/";
     let at = list.body.find(marker).unwrap() + marker.len();
-    let id: String = list.body[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
-    let r = b.post(&format!("/console/allowlist/{id}/delete"), &[("csrf", &csrf)]).await;
+    let id: String = list.body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let r = b
+        .post(
+            &format!("/console/allowlist/{id}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
     assert_eq!(r.status, 303);
     assert_eq!(device.allowlist().await["sha256"], json!([]));
 }
@@ -358,7 +531,12 @@ async fn console_answers_are_locked_down_and_assets_cached() {
     let mut b = Browser::new(&server.base);
     let page = b.get("/console/sign-in").await;
     let csp = page.headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert_eq!(page.headers["x-frame-options"], "DENY");
     assert_eq!(page.headers["referrer-policy"], "same-origin");
     assert_eq!(page.headers["cache-control"], "no-store");
@@ -376,13 +554,21 @@ async fn console_answers_are_locked_down_and_assets_cached() {
             .to_string();
         let asset = b.get(&href).await;
         assert_eq!(asset.status, 200);
-        assert_eq!(asset.headers["cache-control"], "public, max-age=31536000, immutable");
+        assert_eq!(
+            asset.headers["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
     }
     let missing = b.get("/console/assets/console.000000000000.css").await;
     assert_eq!(missing.status, 404);
-    assert!(missing.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(missing.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     // A page of someone else's site as "next" is not followed.
-    let r = b.get("/console/sign-in?next=https%3A%2F%2Fevil.example%2F").await;
+    let r = b
+        .get("/console/sign-in?next=https%3A%2F%2Fevil.example%2F")
+        .await;
     assert!(!r.body.contains("evil.example"));
 }
 
@@ -396,20 +582,36 @@ async fn failed_console_sign_ins_lock_the_account_like_the_token_endpoint() {
         None,
     )
     .await;
-    create_user(server.state.store.as_ref(), server.state.clock.as_ref(), &server.tenant_id, ANALYST, PASSWORD, &["g-analysts".into()])
-        .await
-        .unwrap();
+    create_user(
+        server.state.store.as_ref(),
+        server.state.clock.as_ref(),
+        &server.tenant_id,
+        ANALYST,
+        PASSWORD,
+        &["g-analysts".into()],
+    )
+    .await
+    .unwrap();
     let mut b = Browser::new(&server.base);
     for _ in 0..3 {
         b.sign_in(ANALYST, "wrong wrong wrong").await;
     }
     let r = b.sign_in(ANALYST, PASSWORD).await;
-    assert_eq!(r.status, 429, "even the right password waits out the lockout: {}", r.body);
+    assert_eq!(
+        r.status, 429,
+        "even the right password waits out the lockout: {}",
+        r.body
+    );
     assert!(r.body.contains("The account is locked"), "{}", r.body);
     assert!(!b.has_cookie("appfence-session"));
     // Without the form's cookie the POST is refused (login CSRF).
     let mut other = Browser::new(&server.base);
-    let r = other.post("/console/sign-in", &[("username", ANALYST), ("password", PASSWORD), ("csrf", "x")]).await;
+    let r = other
+        .post(
+            "/console/sign-in",
+            &[("username", ANALYST), ("password", PASSWORD), ("csrf", "x")],
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
 }
 
@@ -421,10 +623,16 @@ async fn a_session_opened_on_one_replica_works_and_ends_on_another() {
     assert_eq!(on_a.sign_in(ANALYST, PASSWORD).await.status, 303);
     let mut on_b = Browser::new(&b_server.base);
     on_b.cookies = on_a.cookies.clone();
-    let page = on_b.get(&format!("/console/devices/{}", device.machine_id)).await;
+    let page = on_b
+        .get(&format!("/console/devices/{}", device.machine_id))
+        .await;
     assert_eq!(page.status, 200, "the other replica knows the session");
     let csrf = page.hidden("csrf");
     let r = on_b.post("/console/sign-out", &[("csrf", &csrf)]).await;
     assert_eq!(r.status, 303);
-    assert_eq!(on_a.get("/console/devices").await.status, 303, "signed out everywhere");
+    assert_eq!(
+        on_a.get("/console/devices").await.status,
+        303,
+        "signed out everywhere"
+    );
 }

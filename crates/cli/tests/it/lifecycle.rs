@@ -66,6 +66,7 @@ async fn restrict_and_unrestrict_with_simulated_devices() {
     let fleet_dir = crate::harness::private_tempdir();
     let (stop, stop_rx) = watch::channel(false);
     let timings = SimTimings {
+        denial_when_restricted: false,
         ack_delay: Duration::from_millis(50),
         complete_delay: Duration::from_millis(50),
     };

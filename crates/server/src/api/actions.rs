@@ -91,7 +91,8 @@ async fn create(
     // Permission before the body: a caller without it learns nothing from validation.
     state.authorize(&principal, api)?;
     let request = ActionRequest::from_body(body)?;
-    let action = commands::create_action(&state, &principal, &machine, request, action_type).await?;
+    let action =
+        commands::create_action(&state, &principal, &machine, request, action_type).await?;
     let ctx = odata_context(&state, "MachineActions", true);
     Ok(OData(StatusCode::CREATED, action.to_wire(Some(ctx))))
 }

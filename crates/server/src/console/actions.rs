@@ -45,23 +45,45 @@ impl ActionFilters {
             let status = ActionStatus::ALL
                 .into_iter()
                 .find(|s| s.as_str() == self.status)
-                .ok_or_else(|| Error::InvalidInput(format!("Unknown status '{}'", appfence_core::ids::truncate(&self.status, 40))))?;
-            parts.push(Expr::Compare { field: ActionField::Status, op: CmpOp::Eq, value: Value::String(status.as_str().into()) });
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "Unknown status '{}'",
+                        appfence_core::ids::truncate(&self.status, 40)
+                    ))
+                })?;
+            parts.push(Expr::Compare {
+                field: ActionField::Status,
+                op: CmpOp::Eq,
+                value: Value::String(status.as_str().into()),
+            });
         }
         if !self.kind.is_empty() {
-            parts.push(Expr::Compare { field: ActionField::Type, op: CmpOp::Eq, value: text(&self.kind) });
+            parts.push(Expr::Compare {
+                field: ActionField::Type,
+                op: CmpOp::Eq,
+                value: text(&self.kind),
+            });
         }
         if !self.device.trim().is_empty() {
-            parts.push(Expr::StartsWith { field: ActionField::ComputerDnsName, prefix: self.device.trim().to_lowercase() });
+            parts.push(Expr::StartsWith {
+                field: ActionField::ComputerDnsName,
+                prefix: self.device.trim().to_lowercase(),
+            });
         }
         if !self.requestor.trim().is_empty() {
-            parts.push(Expr::Compare { field: ActionField::Requestor, op: CmpOp::Eq, value: text(&self.requestor) });
+            parts.push(Expr::Compare {
+                field: ActionField::Requestor,
+                op: CmpOp::Eq,
+                value: text(&self.requestor),
+            });
         }
         if let Ok(hours) = self.since.trim().parse::<u64>() {
             parts.push(Expr::Compare {
                 field: ActionField::CreationDateTimeUtc,
                 op: CmpOp::Ge,
-                value: Value::Timestamp(now.minus(std::time::Duration::from_secs(hours.min(24 * 366) * 3600))),
+                value: Value::Timestamp(
+                    now.minus(std::time::Duration::from_secs(hours.min(24 * 366) * 3600)),
+                ),
             });
         }
         Ok(OData {
@@ -94,7 +116,11 @@ impl ActionFilters {
 }
 
 /// The rows of the action center for `filters`, as the viewer may see them.
-pub(super) async fn rows(state: &AppState, viewer: &Viewer, filters: &ActionFilters) -> Result<(Markup, bool), Error> {
+pub(super) async fn rows(
+    state: &AppState,
+    viewer: &Viewer,
+    filters: &ActionFilters,
+) -> Result<(Markup, bool), Error> {
     let scope = state.authorize(&viewer.principal, Api::ListMachineActions)?;
     let query = filters.query(state.clock.now())?;
     let found = state
@@ -177,7 +203,10 @@ pub async fn center(
             }
         }
     };
-    respond(StatusCode::OK, page("Action center", Some(&viewer), Section::Actions, None, body))
+    respond(
+        StatusCode::OK,
+        page("Action center", Some(&viewer), Section::Actions, None, body),
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -198,13 +227,17 @@ pub async fn cancel(
     let outcome = async {
         viewer.check_csrf(&form.csrf)?;
         state.authorize(&viewer.principal, Api::CancelMachineAction)?;
-        commands::admit(&state, &viewer.principal, Api::CancelMachineAction).await?.into_result()?;
+        commands::admit(&state, &viewer.principal, Api::CancelMachineAction)
+            .await?
+            .into_result()?;
         let comment = Some(form.comment.trim().to_string()).filter(|c| !c.is_empty());
         commands::cancel_action(&state, &viewer.principal, &id, comment, "the console").await
     }
     .await;
     match outcome {
-        Ok(action) => Redirect::to(&format!("/console/devices/{}", action.machine_id)).into_response(),
+        Ok(action) => {
+            Redirect::to(&format!("/console/devices/{}", action.machine_id)).into_response()
+        }
         Err(e) => super::error_page(Some(&viewer), &e),
     }
 }

@@ -52,25 +52,48 @@ pub async fn list(
     render(&state, &viewer, StatusCode::OK, notice, &draft).await
 }
 
-async fn render(state: &AppState, viewer: &Viewer, status: StatusCode, notice: Option<Notice>, draft: &Draft) -> Response {
+async fn render(
+    state: &AppState,
+    viewer: &Viewer,
+    status: StatusCode,
+    notice: Option<Notice>,
+    draft: &Draft,
+) -> Response {
     if let Err(e) = state.authorize(&viewer.principal, Api::ListIndicators) {
         return super::error_page(Some(viewer), &e);
     }
     let now = state.clock.now();
     let allowed = Expr::And(
-        Box::new(Expr::Compare { field: IndicatorField::IndicatorType, op: CmpOp::Eq, value: Value::String("FileSha256".into()) }),
-        Box::new(Expr::Compare { field: IndicatorField::Action, op: CmpOp::Eq, value: Value::String("Allowed".into()) }),
+        Box::new(Expr::Compare {
+            field: IndicatorField::IndicatorType,
+            op: CmpOp::Eq,
+            value: Value::String("FileSha256".into()),
+        }),
+        Box::new(Expr::Compare {
+            field: IndicatorField::Action,
+            op: CmpOp::Eq,
+            value: Value::String("Allowed".into()),
+        }),
     );
     let found = match state
         .store
-        .list_indicators(&viewer.principal.tenant_id, &OData { filter: Some(allowed), top: Some(SHOWN), ..Default::default() })
+        .list_indicators(
+            &viewer.principal.tenant_id,
+            &OData {
+                filter: Some(allowed),
+                top: Some(SHOWN),
+                ..Default::default()
+            },
+        )
         .await
     {
         Ok(p) => p,
         Err(e) => return super::error_page(Some(viewer), &e),
     };
     let active: Vec<&IndicatorRecord> = found.items.iter().filter(|i| i.is_active(now)).collect();
-    let can_change = state.authorize(&viewer.principal, Api::SubmitIndicator).is_ok();
+    let can_change = state
+        .authorize(&viewer.principal, Api::SubmitIndicator)
+        .is_ok();
     let body = html! {
         h1 { "Allowlist" }
         p.muted { "Files allowed to run on restricted devices, by SHA-256, in addition to the files of installed packages." }
@@ -116,7 +139,16 @@ async fn render(state: &AppState, viewer: &Viewer, status: StatusCode, notice: O
             }
         }
     };
-    respond(status, page("Allowlist", Some(viewer), Section::Allowlist, notice.as_ref(), body))
+    respond(
+        status,
+        page(
+            "Allowlist",
+            Some(viewer),
+            Section::Allowlist,
+            notice.as_ref(),
+            body,
+        ),
+    )
 }
 
 /// The expiry as the API takes it: a date means its start (UTC).
@@ -155,7 +187,9 @@ pub async fn add(
     let outcome = async {
         viewer.check_csrf(&draft.csrf)?;
         state.authorize(&viewer.principal, Api::SubmitIndicator)?;
-        commands::admit(&state, &viewer.principal, Api::SubmitIndicator).await?.into_result()?;
+        commands::admit(&state, &viewer.principal, Api::SubmitIndicator)
+            .await?
+            .into_result()?;
         let mut body = serde_json::Map::new();
         body.insert("indicatorValue".into(), draft.sha256.trim().into());
         body.insert("indicatorType".into(), "FileSha256".into());
@@ -174,7 +208,14 @@ pub async fn add(
         Err(e @ Error::Forbidden(_)) => super::error_page(Some(&viewer), &e),
         Err(e) => {
             let status = super::status_of(&e);
-            render(&state, &viewer, status, Some(Notice::Error(words(&e))), &draft).await
+            render(
+                &state,
+                &viewer,
+                status,
+                Some(Notice::Error(words(&e))),
+                &draft,
+            )
+            .await
         }
     }
 }
@@ -195,7 +236,9 @@ pub async fn delete(
     let outcome = async {
         viewer.check_csrf(&csrf)?;
         state.authorize(&viewer.principal, Api::DeleteIndicator)?;
-        commands::admit(&state, &viewer.principal, Api::DeleteIndicator).await?.into_result()?;
+        commands::admit(&state, &viewer.principal, Api::DeleteIndicator)
+            .await?
+            .into_result()?;
         let number = commands::indicator_id(&id)?;
         commands::delete_indicator(&state, &viewer.principal, number).await
     }

@@ -4,8 +4,8 @@
 
 use appfence_core::authz::Api;
 use appfence_core::odata::{ActionField, CmpOp, EventField, Expr, Query as OData, Value};
-use appfence_core::records::{ActionRecord, DenialRecord, MachineRecord};
 use appfence_core::rbac::DeviceScope;
+use appfence_core::records::{ActionRecord, DenialRecord, MachineRecord};
 use appfence_core::{Error, MachineRef};
 use appfence_proto::agent::DesiredState;
 use appfence_proto::ActionType;
@@ -16,7 +16,9 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::devices::{enforcement_badge, health_badge};
-use super::layout::{badge, duration, page, respond, status_badge, time, time_opt, Notice, Section};
+use super::layout::{
+    badge, duration, page, respond, status_badge, time, time_opt, Notice, Section,
+};
 use super::session::{form_urlencoded, Viewer};
 use crate::api::ActionRequest;
 use crate::{commands, AppState};
@@ -27,7 +29,11 @@ const ACTIONS_SHOWN: u32 = 25;
 const DENIALS_SHOWN: u32 = 50;
 
 /// The machine `id`, if the viewer may read it.
-pub(super) async fn visible(state: &AppState, viewer: &Viewer, id: &str) -> Result<MachineRecord, Error> {
+pub(super) async fn visible(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<MachineRecord, Error> {
     let scope = state.authorize(&viewer.principal, Api::GetMachine)?;
     let machine = state
         .store
@@ -57,7 +63,11 @@ impl Regions {
     }
 }
 
-pub(super) async fn regions(state: &AppState, viewer: &Viewer, machine: &MachineRecord) -> Result<Regions, Error> {
+pub(super) async fn regions(
+    state: &AppState,
+    viewer: &Viewer,
+    machine: &MachineRecord,
+) -> Result<Regions, Error> {
     let desired = crate::agent_gateway::desired(state, machine).await?;
     let open = state.store.open_actions(&machine.id).await?;
     let on_machine = Expr::Compare {
@@ -70,7 +80,11 @@ pub(super) async fn regions(state: &AppState, viewer: &Viewer, machine: &Machine
         .list_actions(
             &viewer.principal.tenant_id,
             &DeviceScope::All,
-            &OData { filter: Some(on_machine), top: Some(ACTIONS_SHOWN), ..Default::default() },
+            &OData {
+                filter: Some(on_machine),
+                top: Some(ACTIONS_SHOWN),
+                ..Default::default()
+            },
         )
         .await?;
     let mut trails = Vec::with_capacity(actions.items.len());
@@ -93,8 +107,12 @@ pub(super) async fn regions(state: &AppState, viewer: &Viewer, machine: &Machine
             },
         )
         .await?;
-    let can_cancel = state.authorize(&viewer.principal, Api::CancelMachineAction).is_ok();
-    let can_allow = state.authorize(&viewer.principal, Api::SubmitIndicator).is_ok();
+    let can_cancel = state
+        .authorize(&viewer.principal, Api::CancelMachineAction)
+        .is_ok();
+    let can_allow = state
+        .authorize(&viewer.principal, Api::SubmitIndicator)
+        .is_ok();
     Ok(Regions {
         state: state_region(machine, &desired),
         open: open_region(&open, can_cancel.then_some(viewer.csrf.as_str())),
@@ -247,7 +265,15 @@ pub async fn show(
     let notice = q.ok().and_then(|q| q.0.requested).map(|_| {
         Notice::Ok("Request sent. Its status below follows the device as it works.".into())
     });
-    render(&state, &viewer, &id, StatusCode::OK, notice, Draft::default()).await
+    render(
+        &state,
+        &viewer,
+        &id,
+        StatusCode::OK,
+        notice,
+        Draft::default(),
+    )
+    .await
 }
 
 async fn render(
@@ -266,7 +292,9 @@ async fn render(
         Ok(r) => r,
         Err(e) => return super::error_page(Some(viewer), &e),
     };
-    let can_restrict = state.authorize(&viewer.principal, Api::RestrictCodeExecution).is_ok();
+    let can_restrict = state
+        .authorize(&viewer.principal, Api::RestrictCodeExecution)
+        .is_ok();
     let m = &machine;
     let body = html! {
         p { a href="/console/devices" { "← Devices" } }
@@ -331,7 +359,16 @@ async fn render(
             }
         }
     };
-    respond(status, page(&m.computer_dns_name, Some(viewer), Section::Devices, notice.as_ref(), body))
+    respond(
+        status,
+        page(
+            &m.computer_dns_name,
+            Some(viewer),
+            Section::Devices,
+            notice.as_ref(),
+            body,
+        ),
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -375,7 +412,9 @@ async fn act(
     let outcome = async {
         viewer.check_csrf(&form.csrf)?;
         state.authorize(&viewer.principal, api)?;
-        commands::admit(&state, &viewer.principal, api).await?.into_result()?;
+        commands::admit(&state, &viewer.principal, api)
+            .await?
+            .into_result()?;
         let mut body = serde_json::Map::new();
         body.insert("Comment".into(), form.comment.clone().into());
         let request = ActionRequest::from_body(Some(body))?;
@@ -383,7 +422,11 @@ async fn act(
     }
     .await;
     match outcome {
-        Ok(action) => Redirect::to(&format!("/console/devices/{}?requested={}", action.machine_id, action.id)).into_response(),
+        Ok(action) => Redirect::to(&format!(
+            "/console/devices/{}?requested={}",
+            action.machine_id, action.id
+        ))
+        .into_response(),
         Err(e) if matches!(e, Error::Forbidden(_)) => super::error_page(Some(&viewer), &e),
         Err(e) => {
             let mut draft = Draft::default();
@@ -392,7 +435,15 @@ async fn act(
                 _ => draft.unrestrict = form.comment,
             }
             let status = super::status_of(&e);
-            render(&state, &viewer, &id, status, Some(Notice::Error(super::words::in_words(&e))), draft).await
+            render(
+                &state,
+                &viewer,
+                &id,
+                status,
+                Some(Notice::Error(super::words::in_words(&e))),
+                draft,
+            )
+            .await
         }
     }
 }

@@ -59,22 +59,39 @@ impl DeviceFilters {
             });
         }
         if !self.os.trim().is_empty() {
-            parts.push(Expr::Compare { field: MachineField::OsPlatform, op: CmpOp::Eq, value: text(&self.os) });
+            parts.push(Expr::Compare {
+                field: MachineField::OsPlatform,
+                op: CmpOp::Eq,
+                value: text(&self.os),
+            });
         }
         if let Ok(id) = self.group.trim().parse::<i64>() {
-            parts.push(Expr::Compare { field: MachineField::RbacGroupId, op: CmpOp::Eq, value: Value::Integer(id) });
+            parts.push(Expr::Compare {
+                field: MachineField::RbacGroupId,
+                op: CmpOp::Eq,
+                value: Value::Integer(id),
+            });
         }
         if !self.tag.trim().is_empty() {
-            parts.push(Expr::Contains { field: MachineField::MachineTags, value: self.tag.trim().to_string() });
+            parts.push(Expr::Contains {
+                field: MachineField::MachineTags,
+                value: self.tag.trim().to_string(),
+            });
         }
         if !self.health.trim().is_empty() {
-            parts.push(Expr::Compare { field: MachineField::HealthStatus, op: CmpOp::Eq, value: text(&self.health) });
+            parts.push(Expr::Compare {
+                field: MachineField::HealthStatus,
+                op: CmpOp::Eq,
+                value: text(&self.health),
+            });
         }
         if let Ok(hours) = self.seen.trim().parse::<u64>() {
             parts.push(Expr::Compare {
                 field: MachineField::LastSeen,
                 op: CmpOp::Ge,
-                value: Value::Timestamp(viewer_now.minus(std::time::Duration::from_secs(hours * 3600))),
+                value: Value::Timestamp(
+                    viewer_now.minus(std::time::Duration::from_secs(hours * 3600)),
+                ),
             });
         }
         OData {
@@ -184,7 +201,10 @@ pub async fn list(
             }
         }
     };
-    respond(StatusCode::OK, page("Devices", Some(&viewer), Section::Devices, None, body))
+    respond(
+        StatusCode::OK,
+        page("Devices", Some(&viewer), Section::Devices, None, body),
+    )
 }
 
 /// The device's reported enforcement, in words and colour.

@@ -148,7 +148,11 @@ pub fn not_found() -> Response {
 /// pages never cached (they show who is signed in and what they may see).
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+    add_security_headers(resp.headers_mut());
+    resp
+}
+
+pub fn add_security_headers(h: &mut axum::http::HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -167,5 +171,4 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    resp
 }

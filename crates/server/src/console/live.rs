@@ -56,7 +56,9 @@ impl View {
             }
             View::Device(id) => {
                 let machine = super::device::visible(state, viewer, id).await?;
-                Ok(super::device::regions(state, viewer, &machine).await?.as_json())
+                Ok(super::device::regions(state, viewer, &machine)
+                    .await?
+                    .as_json())
             }
         }
     }
@@ -91,7 +93,11 @@ async fn open(state: AppState, viewer: Viewer, headers: &HeaderMap, view: View) 
     };
     let Ok(permit) = SLOTS.clone().try_acquire_owned() else {
         metrics::counter!("appfence_console_live_refused_total").increment(1);
-        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, "Too many live views; this page is not live").into_response();
+        let mut resp = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many live views; this page is not live",
+        )
+            .into_response();
         // EventSource gives up on a 503: no retry storm.
         resp.headers_mut().insert(header::RETRY_AFTER, 60.into());
         return resp;
@@ -169,7 +175,10 @@ impl Feed {
                         return None;
                     }
                     // Signed out, expired or deleted since: the stream ends.
-                    let viewer = session::load(&self.state, &self.secret).await.ok().flatten()?;
+                    let viewer = session::load(&self.state, &self.secret)
+                        .await
+                        .ok()
+                        .flatten()?;
                     match self.view.render(&self.state, &viewer).await {
                         Ok(r) => r,
                         Err(e) => {

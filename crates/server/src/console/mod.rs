@@ -31,8 +31,14 @@ pub use session::{SESSION_IDLE, SESSION_LIFETIME};
 
 pub fn routes() -> Router<AppState> {
     let console = Router::new()
-        .route("/console", get(|| async { Redirect::to("/console/devices") }))
-        .route("/console/", get(|| async { Redirect::to("/console/devices") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/devices") }),
+        )
+        .route(
+            "/console/",
+            get(|| async { Redirect::to("/console/devices") }),
+        )
         .route("/console/sign-in", get(sign_in::form).post(sign_in::submit))
         .route("/console/sign-out", post(sign_in::sign_out))
         .route("/console/devices", get(devices::list))
@@ -41,16 +47,25 @@ pub fn routes() -> Router<AppState> {
         .route("/console/devices/{id}/unrestrict", post(device::unrestrict))
         .route("/console/actions", get(actions::center))
         .route("/console/actions/{id}/cancel", post(actions::cancel))
-        .route("/console/allowlist", get(allowlist::list).post(allowlist::add))
+        .route(
+            "/console/allowlist",
+            get(allowlist::list).post(allowlist::add),
+        )
         .route("/console/allowlist/{id}/delete", post(allowlist::delete))
         .route("/console/live/actions", get(live::actions))
         .route("/console/live/devices/{id}", get(live::device))
         .route("/console/assets/{name}", get(assets::serve))
-        .fallback(|| async { layout::not_found() })
         .layer(axum::middleware::from_fn(layout::security_headers));
     Router::new()
         .route("/", get(|| async { Redirect::to("/console") }))
         .merge(console)
+}
+
+/// The answer to an unknown console path: an HTML page, with the console's headers.
+pub fn not_found() -> Response {
+    let mut resp = layout::not_found();
+    layout::add_security_headers(resp.headers_mut());
+    resp
 }
 
 /// The peer's address (absent for an in-process call).

@@ -62,7 +62,12 @@ pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 }
 
 /// A `Set-Cookie` value: `HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` over HTTPS.
-pub(super) fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+pub(super) fn set_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
     let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if secure(state) {
         c.push_str("; Secure");
@@ -122,10 +127,7 @@ impl IntoResponse for SignInFirst {
             // A live stream cannot follow a redirect to a form.
             return (StatusCode::UNAUTHORIZED, "Sign in first").into_response();
         }
-        let target = format!(
-            "/console/sign-in?next={}",
-            form_urlencoded(&self.next)
-        );
+        let target = format!("/console/sign-in?next={}", form_urlencoded(&self.next));
         Redirect::to(&target).into_response()
     }
 }
@@ -144,8 +146,14 @@ impl FromRequestParts<AppState> for Viewer {
         let path = parts.uri.path();
         let refuse = || {
             SignInFirst {
-                next: if parts.method == axum::http::Method::GET && !path.starts_with("/console/live") {
-                    parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default()
+                next: if parts.method == axum::http::Method::GET
+                    && !path.starts_with("/console/live")
+                {
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default()
                 } else {
                     "/console/devices".to_string()
                 },
@@ -171,7 +179,7 @@ pub async fn load(state: &AppState, secret: &str) -> Result<Option<Viewer>, Erro
         return Ok(None);
     };
     let now = state.clock.now();
-    if now >= session.expires || now >= session.last_seen.plus(SESSION_IDLE) {
+    if session.is_over(now, SESSION_IDLE) {
         return Ok(None);
     }
     let groups = if session.issuer == LOCAL_ISSUER {

@@ -85,7 +85,12 @@ async fn render(
         _ => (random_token(), true),
     };
     let tenants = state.store.tenants().await.unwrap_or_default();
-    let markup = sign_in_page(&csrf_of(&form_secret), tenants.len() > 1, notice.as_ref(), draft);
+    let markup = sign_in_page(
+        &csrf_of(&form_secret),
+        tenants.len() > 1,
+        notice.as_ref(),
+        draft,
+    );
     let mut resp = respond(status, markup);
     if fresh {
         resp.headers_mut().append(
@@ -96,7 +101,12 @@ async fn render(
     resp
 }
 
-fn sign_in_page(csrf: &str, ask_tenant: bool, notice: Option<&Notice>, draft: &SignInForm) -> Markup {
+fn sign_in_page(
+    csrf: &str,
+    ask_tenant: bool,
+    notice: Option<&Notice>,
+    draft: &SignInForm,
+) -> Markup {
     page(
         "Sign in",
         None,
@@ -134,8 +144,16 @@ pub async fn submit(
 ) -> Response {
     let Ok(Form(mut form)) = form else {
         let draft = SignInForm::default();
-        let notice = Notice::Error("The sign-in form could not be read; please fill it in again.".into());
-        return render(&state, &headers, StatusCode::BAD_REQUEST, Some(notice), &draft).await;
+        let notice =
+            Notice::Error("The sign-in form could not be read; please fill it in again.".into());
+        return render(
+            &state,
+            &headers,
+            StatusCode::BAD_REQUEST,
+            Some(notice),
+            &draft,
+        )
+        .await;
     };
     let password = std::mem::take(&mut form.password);
     form.next = safe_next(&form.next).to_string();
@@ -145,7 +163,8 @@ pub async fn submit(
         if expected.as_deref() != Some(form.csrf.as_str()) {
             return Err(fail(
                 StatusCode::FORBIDDEN,
-                "The sign-in form expired or did not come from this console. Please sign in again.".into(),
+                "The sign-in form expired or did not come from this console. Please sign in again."
+                    .into(),
             ));
         }
         let tenant = resolve_tenant(&state, &form.tenant)
@@ -159,7 +178,8 @@ pub async fn submit(
         let user = crate::oauth::sign_in::sign_in_person(&state, &tenant, address, &credentials)
             .await
             .map_err(|f| {
-                let status = if f.status == StatusCode::TOO_MANY_REQUESTS || f.retry_after.is_some() {
+                let status = if f.status == StatusCode::TOO_MANY_REQUESTS || f.retry_after.is_some()
+                {
                     StatusCode::TOO_MANY_REQUESTS
                 } else {
                     StatusCode::UNAUTHORIZED
@@ -194,7 +214,14 @@ pub async fn submit(
             resp
         }
         Err((status, message)) => {
-            render(&state, &headers, status, Some(Notice::Error(message)), &form).await
+            render(
+                &state,
+                &headers,
+                status,
+                Some(Notice::Error(message)),
+                &form,
+            )
+            .await
         }
     }
 }
