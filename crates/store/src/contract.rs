@@ -1989,7 +1989,8 @@ pub async fn list_machines(store: &dyn Store) {
     };
     let web1 = mk("web-1.corp.example", 10, &["prod", "web"], 5, "22.04");
     let web2 = mk("web-2.corp.example", 30, &["prod"], 0, "24.04");
-    let db = mk("db-1.corp.example", 20, &[], 5, "24.04");
+    let mut db = mk("db-1.corp.example", 20, &[], 5, "24.04");
+    db.enforcement.restricted = true;
     // Same first_seen as web2: the name decides.
     let app = mk("app-1.corp.example", 30, &["production"], 0, "22.04");
     for m in [&web1, &web2, &db, &app] {
@@ -2089,6 +2090,23 @@ pub async fn list_machines(store: &dyn Store) {
 
     let p = list(filter(cmp(MachineField::LastSeen, CmpOp::Eq, Value::Null))).await;
     assert_eq!(p.items.len(), 4, "no heartbeat yet: lastSeen is null");
+
+    // The console's filter on the agent's report (inside the enforcement JSON).
+    let p = list(filter(cmp(
+        MachineField::Restricted,
+        CmpOp::Eq,
+        Value::Integer(1),
+    )))
+    .await;
+    assert_eq!(p.items, vec![db.clone()]);
+    let p = list(filter(cmp(
+        MachineField::Restricted,
+        CmpOp::Eq,
+        Value::Integer(0),
+    )))
+    .await;
+    assert_eq!(p.items.len(), 3);
+    assert!(!p.items.contains(&db));
 
     let p = list(Query {
         order_by: vec![(MachineField::ComputerDnsName, Direction::Asc)],

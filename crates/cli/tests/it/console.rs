@@ -341,6 +341,17 @@ async fn an_analyst_signs_in_restricts_follows_the_device_live_and_signs_out() {
         .heartbeat(json!({ "restricted": true, "since": "2026-12-07T10:00:00Z", "appliedActionId": id, "mode": "enforce", "coverage": ["/"] }))
         .await;
     event_with(&mut live, &mut buf, "Restricted").await;
+    // The devices page finds it among the restricted ones only.
+    assert!(b
+        .get("/console/devices?restricted=yes")
+        .await
+        .body
+        .contains("web-01.corp.local"));
+    assert!(!b
+        .get("/console/devices?restricted=no")
+        .await
+        .body
+        .contains("web-01.corp.local"));
 
     // Without the CSRF token: refused, nothing created.
     let r = b

@@ -99,6 +99,9 @@ pub enum MachineField {
     ExposureLevel,
     DeviceValue,
     AgentVersion,
+    /// Whether the agent reports the device restricted (1) or not (0). Not an MDE field:
+    /// the parser never produces it (it is not in `all()`); the console filters on it.
+    Restricted,
 }
 
 impl Field for MachineField {
@@ -144,6 +147,7 @@ impl Field for MachineField {
             MachineField::ExposureLevel => "exposureLevel",
             MachineField::DeviceValue => "deviceValue",
             MachineField::AgentVersion => "agentVersion",
+            MachineField::Restricted => "restricted",
         }
     }
 
@@ -151,7 +155,7 @@ impl Field for MachineField {
         match self {
             MachineField::LastSeen | MachineField::FirstSeen => FieldType::Timestamp,
             MachineField::MachineTags => FieldType::StringCollection,
-            MachineField::RbacGroupId => FieldType::Integer,
+            MachineField::RbacGroupId | MachineField::Restricted => FieldType::Integer,
             _ => FieldType::String,
         }
     }

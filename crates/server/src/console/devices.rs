@@ -31,6 +31,9 @@ pub struct DeviceFilters {
     tag: String,
     #[serde(default)]
     health: String,
+    /// "yes", "no" or "" (either), as the agent reports.
+    #[serde(default)]
+    restricted: String,
     /// Seen within this many hours ("" for any time).
     #[serde(default)]
     seen: String,
@@ -85,6 +88,17 @@ impl DeviceFilters {
                 value: text(&self.health),
             });
         }
+        if let Some(flag) = match self.restricted.as_str() {
+            "yes" => Some(1),
+            "no" => Some(0),
+            _ => None,
+        } {
+            parts.push(Expr::Compare {
+                field: MachineField::Restricted,
+                op: CmpOp::Eq,
+                value: Value::Integer(flag),
+            });
+        }
         if let Ok(hours) = self.seen.trim().parse::<u64>() {
             parts.push(Expr::Compare {
                 field: MachineField::LastSeen,
@@ -111,6 +125,7 @@ impl DeviceFilters {
             ("group", &self.group),
             ("tag", &self.tag),
             ("health", &self.health),
+            ("restricted", &self.restricted),
             ("seen", &self.seen),
         ];
         let mut url = String::from("/console/devices?");
@@ -171,6 +186,11 @@ pub async fn list(
             label { "Health" select name="health" {
                 option value="" { "Any" }
                 @for h in ["Active", "Inactive"] { option value=(h) selected[filters.health == h] { (h) } }
+            } }
+            label { "Restricted" select name="restricted" {
+                option value="" { "Either" }
+                option value="yes" selected[filters.restricted == "yes"] { "Restricted" }
+                option value="no" selected[filters.restricted == "no"] { "Not restricted" }
             } }
             label { "Last seen" select name="seen" {
                 option value="" { "Any time" }

@@ -43,6 +43,8 @@ fn column(f: MachineField) -> Column {
         MachineField::ExposureLevel => Column::Text("exposure_level"),
         MachineField::DeviceValue => Column::Text("device_value"),
         MachineField::AgentVersion => Column::Text("agent_version"),
+        // The agent's report, inside the enforcement JSON (a console filter).
+        MachineField::Restricted => Column::Int("(enforcement->>'restricted')::boolean::int::int8"),
     }
 }
 

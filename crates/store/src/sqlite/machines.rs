@@ -40,6 +40,8 @@ fn column(f: MachineField) -> Column {
         MachineField::ExposureLevel => Column::Text("exposure_level"),
         MachineField::DeviceValue => Column::Text("device_value"),
         MachineField::AgentVersion => Column::Text("agent_version"),
+        // The agent's report, inside the enforcement JSON (a console filter).
+        MachineField::Restricted => Column::Int("json_extract(enforcement, '$.restricted')"),
     }
 }
 
