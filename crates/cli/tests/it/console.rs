@@ -647,3 +647,29 @@ async fn a_session_opened_on_one_replica_works_and_ends_on_another() {
         "signed out everywhere"
     );
 }
+
+#[tokio::test]
+async fn an_open_live_view_does_not_hold_up_a_shutdown() {
+    let (server, device) = console_server().await;
+    let mut b = Browser::new(&server.base);
+    assert_eq!(b.sign_in(ANALYST, PASSWORD).await.status, 303);
+    let mut live = b
+        .live(&format!("/console/live/devices/{}", device.machine_id))
+        .await;
+    let mut buf = String::new();
+    event_with(&mut live, &mut buf, "No action is open").await;
+    let mut center = b.live("/console/live/actions").await;
+    let mut buf2 = String::new();
+    event_with(&mut center, &mut buf2, "action-rows").await;
+    within(
+        Duration::from_secs(20),
+        "a graceful stop with live views open",
+        server.stop(),
+    )
+    .await;
+    // The streams ended with the server.
+    within(Duration::from_secs(10), "the stream's end", async {
+        while let Ok(Some(_)) = live.chunk().await {}
+    })
+    .await;
+}

@@ -1,6 +1,6 @@
 //! Server-sent events for the console's live regions. A stream sends the regions it
 //! shows at once (so nothing that changed while the page loaded is missed), then again
-//! whenever a change concerns them, at most about four times a second and only when
+//! whenever a change concerns them, at most about twice a second and only when
 //! they look different. It re-checks the session each time (a signed-out or expired
 //! session ends it), ends after [`STREAM_LIFETIME`] (the browser reconnects), and ends
 //! when the server stops. At most [`LIVE_STREAM_LIMIT`] run at once per replica;
@@ -26,7 +26,7 @@ use crate::AppState;
 pub const LIVE_STREAM_LIMIT: usize = 512;
 const STREAM_LIFETIME: Duration = Duration::from_secs(300);
 /// Changes within this much time are rendered once.
-const COALESCE: Duration = Duration::from_millis(250);
+const COALESCE: Duration = Duration::from_millis(500);
 
 static SLOTS: std::sync::LazyLock<Arc<Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(Semaphore::new(LIVE_STREAM_LIMIT)));
