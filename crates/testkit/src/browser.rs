@@ -65,6 +65,10 @@ struct Binaries {
 /// A [`Browser`] for `test`, or `None` after printing `skipped: {test}: {why}` when
 /// Chromium or chromedriver is not installed; under `CI=true` a missing browser fails
 /// the test instead. A browser that is installed but does not start always fails it.
+///
+/// Call it from the test's own task (not from `spawn_blocking`): the driver is killed
+/// when the thread that started it ends (`PR_SET_PDEATHSIG`), so that it dies with a
+/// test process that is killed.
 pub async fn browser_or_skip(test: &str) -> Option<Browser> {
     let bins = match binaries() {
         Ok(b) => b,
@@ -167,11 +171,13 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// Kills every process (ours excepted) whose command line mentions `dir`: the Chromium
-/// processes of a profile, including those outside the driver's process group (the
-/// crash handler starts a session of its own).
+/// Kills every process (ours excepted) whose command line names a path under `dir`:
+/// the Chromium processes of a profile, including those outside the driver's process
+/// group (the crash handler starts a session of its own).
 fn kill_processes_using(dir: &Path) {
-    let needle = dir.as_os_str().as_encoded_bytes();
+    // With the slash, `...-1/` is not a prefix of another browser's `...-10/`.
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -186,7 +192,10 @@ fn kill_processes_using(dir: &Path) {
         let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
-        if cmdline.windows(needle.len()).any(|w| w == needle) {
+        if cmdline
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+        {
             // SAFETY: sending a signal.
             unsafe {
                 libc::kill(pid as i32, libc::SIGKILL);
@@ -251,9 +260,12 @@ fn chromium_args(profile: &Path) -> Vec<String> {
         "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,\
          AutofillServerCommunication,CertificateTransparencyComponentUpdater"
             .into(),
-        // Loopback only: other names resolve to nothing, other addresses go to a proxy
+        // Loopback only: other names resolve to nothing (the rules apply to address
+        // literals too, hence the loopback ones excluded), other addresses go to a proxy
         // that is not there (loopback bypasses proxies).
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost".into(),
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, \
+         EXCLUDE [::1]"
+            .into(),
         "--proxy-server=http://127.0.0.1:9".into(),
     ]
 }
@@ -784,6 +796,55 @@ mod tests {
         assert!(screenshot_dir().ends_with("browser-screenshots"));
     }
 
+    /// Serves one HTTP response with `body` on a loopback port; its URL.
+    fn serve_once(body: &'static str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/page", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            // Chromium may open a spare connection first; answer each until the page.
+            for stream in listener.incoming().take(4) {
+                let Ok(mut stream) = stream else { return };
+                stream.set_read_timeout(Some(COMMAND_LIMIT)).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let mut request = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    request.push_str(&line);
+                    line.clear();
+                }
+                if request.is_empty() {
+                    continue;
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if request.starts_with("GET /page ") {
+                    return;
+                }
+            }
+        });
+        url
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_browser_reaches_loopback_and_nothing_else() {
+        let Some(browser) = browser_or_skip("testkit_browser_network").await else {
+            return;
+        };
+        let url = serve_once("<title>loop</title><p id=x>from loopback</p>");
+        browser.goto(&url).await;
+        assert_eq!(browser.text_of("#x").await, "from loopback");
+        assert_eq!(browser.current_url().await, url);
+        // Another name is never looked up or fetched.
+        let far = limited("open", browser.client().goto("http://appfence.invalid/")).await;
+        assert!(far.is_err(), "{far:?}");
+        browser.quit().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_browser_renders_a_page_and_ends_with_its_processes() {
         let Some(browser) = browser_or_skip("testkit_browser").await else {
@@ -805,24 +866,64 @@ mod tests {
         let shot = browser.screenshot("testkit_browser").await;
         let png = std::fs::read(&shot).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{}", shot.display());
+        let group = browser.driver.id();
         drop(browser);
+        assert_ended(&dir, group);
+    }
+
+    /// The browser's directory is gone and no process of it runs: none names the
+    /// directory, none is in the driver's process group (zombies waiting for init to
+    /// reap them do not run).
+    fn assert_ended(dir: &Path, group: u32) {
         assert!(!dir.exists(), "{} removed", dir.display());
+        let needle = format!("{}/", dir.display());
         // Killed processes take a moment to go.
-        let needle = dir.to_string_lossy().into_owned();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left: Vec<String> = std::fs::read_dir("/proc")
                 .unwrap()
                 .flatten()
-                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .filter(|c| c.contains(&needle))
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|stat| {
+                    // pid (comm) state ppid pgrp ...
+                    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+                    let fields: Vec<&str> = rest.split(' ').collect();
+                    fields.first().is_some_and(|s| *s != "Z")
+                        && fields.get(2) == Some(&group.to_string().as_str())
+                })
+                .chain(
+                    std::fs::read_dir("/proc")
+                        .unwrap()
+                        .flatten()
+                        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                        .filter(|c| c.contains(&needle)),
+                )
                 .collect();
             if left.is_empty() {
-                break;
+                return;
             }
             assert!(Instant::now() < deadline, "left running: {left:?}");
             std::thread::sleep(POLL);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_test_that_panics_leaves_nothing_running() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let test = tokio::spawn(async move {
+            let Some(browser) = browser_or_skip("testkit_browser_panic").await else {
+                return;
+            };
+            browser.goto("data:text/html,<p>about to fail</p>").await;
+            let _ = tx.send((browser.dir.clone(), browser.driver.id()));
+            panic!("a failing browser test");
+        });
+        let outcome = test.await;
+        let Ok((dir, group)) = rx.await else {
+            return; // skipped
+        };
+        assert!(outcome.unwrap_err().is_panic());
+        assert_ended(&dir, group);
     }
 }
