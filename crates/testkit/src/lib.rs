@@ -11,6 +11,15 @@
 //!
 //! Where PostgreSQL cannot be had, [`postgres_or_skip`] prints `skipped: <why>` and the
 //! test returns; with `CI=true` it fails instead.
+//!
+//! With the `browser` feature, [`browser`] gives tests headless Chromium (Debian's
+//! `chromium` and `chromium-driver`) over WebDriver, under the same rule:
+//! [`browser_or_skip`].
+
+#[cfg(feature = "browser")]
+pub mod browser;
+#[cfg(feature = "browser")]
+pub use browser::{browser_or_skip, Browser};
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use appfence_agent::{spawn_fleet, SimTimings};
 use appfence_server::demo::{self, DemoInfo};
-use appfence_testkit::browser::Browser;
+use appfence_testkit::Browser;
 use tokio::sync::watch;
 
 use crate::harness::{private_tempdir, TestServer};
