@@ -30,7 +30,9 @@ struct Demo {
 impl Demo {
     async fn start(devices: usize) -> Demo {
         let server = TestServer::start_with(|c| c.access.roles = demo::demo_roles(), None).await;
-        let mut info = demo::provision(&server.state).await.expect("demo provisioned");
+        let mut info = demo::provision(&server.state)
+            .await
+            .expect("demo provisioned");
         let (stop_fleet, stopped) = watch::channel(false);
         let dir = private_tempdir();
         let step = Duration::from_millis(300);
@@ -65,28 +67,37 @@ impl Demo {
 
 async fn sign_in(b: &Browser, demo: &Demo, user: &str, password: &str) {
     b.goto(&demo.server.url("/console")).await;
-    b.wait_for_url(|u| u.contains("/console/sign-in"), WAIT).await;
+    b.wait_for_url(|u| u.contains("/console/sign-in"), WAIT)
+        .await;
     b.fill("#username", user).await;
     b.fill("#password", password).await;
-    b.click("form[action='/console/sign-in'] button[type=submit]").await;
+    b.click("form[action='/console/sign-in'] button[type=submit]")
+        .await;
 }
 
 /// Marks the document, to tell later whether the page was reloaded.
 async fn mark_document(b: &Browser) {
-    b.execute("window.appfenceTestMark = 'same document'; return true;", vec![])
-        .await;
+    b.execute(
+        "window.appfenceTestMark = 'same document'; return true;",
+        vec![],
+    )
+    .await;
 }
 
 async fn same_document(b: &Browser) -> bool {
-    b.execute("return window.appfenceTestMark === 'same document';", vec![])
-        .await
-        .as_bool()
-        .unwrap_or(false)
+    b.execute(
+        "return window.appfenceTestMark === 'same document';",
+        vec![],
+    )
+    .await
+    .as_bool()
+    .unwrap_or(false)
 }
 
 /// The live stream says it is connected.
 async fn wait_live(b: &Browser) {
-    b.wait_for("[data-live-status]", |t| t.starts_with("Live"), WAIT).await;
+    b.wait_for("[data-live-status]", |t| t.starts_with("Live"), WAIT)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,44 +112,75 @@ async fn an_analyst_restricts_allows_a_denied_file_and_unrestricts_in_the_browse
 
     // A wrong password: refused, in words.
     sign_in(&b, &demo, &analyst, "not the right password").await;
-    b.wait_for_text(".notice.error", "The user name or password is incorrect").await;
+    b.wait_for_text(".notice.error", "The user name or password is incorrect")
+        .await;
     assert!(b.cookie("appfence-session").await.is_none());
     b.screenshot("console-sign-in-refused").await;
 
     sign_in(&b, &demo, &analyst, &password).await;
-    b.wait_for_url(|u| u.ends_with("/console/devices"), WAIT).await;
-    b.wait_for_text("#device-rows", "demo-linux-03.appfence.local").await;
+    b.wait_for_url(|u| u.ends_with("/console/devices"), WAIT)
+        .await;
+    b.wait_for_text("#device-rows", "demo-linux-03.appfence.local")
+        .await;
     assert_eq!(b.text_of("[data-testid=signed-in-as]").await, analyst);
     b.screenshot("devices").await;
 
     // Restrict, with the required comment; the page follows the device without a reload.
-    b.click(&format!("#device-rows a[href='/console/devices/{machine}']")).await;
+    b.click(&format!(
+        "#device-rows a[href='/console/devices/{machine}']"
+    ))
+    .await;
     b.wait_for_text("h1", "demo-linux-01.appfence.local").await;
-    b.fill("#restrict-comment", "Alert 1234: unknown miner").await;
+    b.fill("#restrict-comment", "Alert 1234: unknown miner")
+        .await;
     b.click("#restrict").await;
     b.wait_for_text(".notice.ok", "Request sent").await;
     mark_document(&b).await;
     wait_live(&b).await;
-    b.wait_for_text("#device-actions tr:first-child [data-testid=action-status]", "Succeeded").await;
-    b.wait_for_text("[data-testid=reported-state]", "Restricted").await;
-    b.wait_for_text("#device-denials", appfence_agent::simulated::DEMO_PROGRAM).await;
-    assert!(same_document(&b).await, "the status changed without a reload");
-    assert!(b.text_of("#device-actions").await.contains("Alert 1234: unknown miner"));
+    b.wait_for_text(
+        "#device-actions tr:first-child [data-testid=action-status]",
+        "Succeeded",
+    )
+    .await;
+    b.wait_for_text("[data-testid=reported-state]", "Restricted")
+        .await;
+    b.wait_for_text("#device-denials", appfence_agent::simulated::DEMO_PROGRAM)
+        .await;
+    assert!(
+        same_document(&b).await,
+        "the status changed without a reload"
+    );
+    assert!(b
+        .text_of("#device-actions")
+        .await
+        .contains("Alert 1234: unknown miner"));
     b.screenshot("device").await;
+    b.execute(
+        "document.getElementById('h-actions').scrollIntoView(); return true;",
+        vec![],
+    )
+    .await;
+    b.screenshot("device-history").await;
 
     // The denied program, allowed from the device page.
     b.click("#device-denials a.button").await;
-    b.wait_for_url(|u| u.contains("/console/allowlist?sha256="), WAIT).await;
+    b.wait_for_url(|u| u.contains("/console/allowlist?sha256="), WAIT)
+        .await;
     let sha = appfence_agent::simulated::demo_program_sha256();
-    assert_eq!(b.attr("#sha256", "value").await.as_deref(), Some(sha.as_str()));
-    b.fill("#description", "vendor updater, checked by the analyst").await;
+    assert_eq!(
+        b.attr("#sha256", "value").await.as_deref(),
+        Some(sha.as_str())
+    );
+    b.fill("#description", "vendor updater, checked by the analyst")
+        .await;
     b.click("#add").await;
     b.wait_for_text(".notice.ok", "Added").await;
     b.wait_for_text("#allowlist-rows", &sha).await;
     b.screenshot("allowlist").await;
 
     // A POST without its CSRF token is refused, and nothing is created.
-    b.goto(&demo.server.url(&format!("/console/devices/{machine}"))).await;
+    b.goto(&demo.server.url(&format!("/console/devices/{machine}")))
+        .await;
     b.execute(
         "document.querySelector('form[action$=\"/unrestrict\"] input[name=csrf]').remove(); return true;",
         vec![],
@@ -153,17 +195,27 @@ async fn an_analyst_restricts_allows_a_denied_file_and_unrestricts_in_the_browse
             .filter(|a| a.action_type == appfence_proto::ActionType::UnrestrictCodeExecution)
             .count()
     };
-    assert_eq!(unrestricts(&demo.server.stored_actions(&demo.info.tenant_id).await), 0);
+    assert_eq!(
+        unrestricts(&demo.server.stored_actions(&demo.info.tenant_id).await),
+        0
+    );
 
     // Lift the restriction.
-    b.goto(&demo.server.url(&format!("/console/devices/{machine}"))).await;
+    b.goto(&demo.server.url(&format!("/console/devices/{machine}")))
+        .await;
     b.fill("#unrestrict-comment", "Device is clean").await;
     b.click("#unrestrict").await;
     b.wait_for_text(".notice.ok", "Request sent").await;
     mark_document(&b).await;
-    b.wait_for_text("#device-actions tr:first-child", "Remove app restriction").await;
-    b.wait_for_text("#device-actions tr:first-child [data-testid=action-status]", "Succeeded").await;
-    b.wait_for_text("[data-testid=reported-state]", "Not restricted").await;
+    b.wait_for_text("#device-actions tr:first-child", "Remove app restriction")
+        .await;
+    b.wait_for_text(
+        "#device-actions tr:first-child [data-testid=action-status]",
+        "Succeeded",
+    )
+    .await;
+    b.wait_for_text("[data-testid=reported-state]", "Not restricted")
+        .await;
     assert!(same_document(&b).await);
 
     // The action center follows an action a playbook makes through the API.
@@ -171,10 +223,20 @@ async fn an_analyst_restricts_allows_a_denied_file_and_unrestricts_in_the_browse
     wait_live(&b).await;
     mark_document(&b).await;
     let api = demo.server.api(&["Machine.RestrictExecution"]).await;
-    let r = api.restrict(&demo.info.machines[1], "SOAR playbook 42").await;
+    let r = api
+        .restrict(&demo.info.machines[1], "SOAR playbook 42")
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    b.wait_for_text("#action-rows tr:first-child", "demo-linux-02.appfence.local").await;
-    b.wait_for_text("#action-rows tr:first-child [data-testid=action-status]", "Succeeded").await;
+    b.wait_for_text(
+        "#action-rows tr:first-child",
+        "demo-linux-02.appfence.local",
+    )
+    .await;
+    b.wait_for_text(
+        "#action-rows tr:first-child [data-testid=action-status]",
+        "Succeeded",
+    )
+    .await;
     assert!(same_document(&b).await);
     b.screenshot("actions").await;
 
@@ -193,9 +255,17 @@ async fn a_viewer_has_no_restrict_control_and_a_forged_post_is_refused_in_the_br
     };
     let demo = Demo::start(1).await;
     let machine = demo.info.machines[0].clone();
-    sign_in(&b, &demo, &demo.info.viewer.username, demo.info.viewer.password.expose()).await;
-    b.wait_for_url(|u| u.ends_with("/console/devices"), WAIT).await;
-    b.goto(&demo.server.url(&format!("/console/devices/{machine}"))).await;
+    sign_in(
+        &b,
+        &demo,
+        &demo.info.viewer.username,
+        demo.info.viewer.password.expose(),
+    )
+    .await;
+    b.wait_for_url(|u| u.ends_with("/console/devices"), WAIT)
+        .await;
+    b.goto(&demo.server.url(&format!("/console/devices/{machine}")))
+        .await;
     b.wait_for_text("h1", "demo-linux-01.appfence.local").await;
     assert!(!b.exists("#restrict").await && !b.exists("#unrestrict").await);
     assert!(!b.source().await.contains("Restrict app execution"));
@@ -213,7 +283,11 @@ async fn a_viewer_has_no_restrict_control_and_a_forged_post_is_refused_in_the_br
     .await;
     b.wait_for_text("h1", "Not allowed").await;
     assert!(b.text_of(".notice.error").await.contains("not allowed"));
-    assert!(demo.server.stored_actions(&demo.info.tenant_id).await.is_empty());
+    assert!(demo
+        .server
+        .stored_actions(&demo.info.tenant_id)
+        .await
+        .is_empty());
     b.screenshot("viewer-forged-post-refused").await;
 
     b.quit().await;
