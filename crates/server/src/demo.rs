@@ -358,7 +358,7 @@ impl DemoInfo {
 
 Web console: {server}/console
   analyst (may restrict, unrestrict, allow files): {analyst}  password: {analyst_password}
-  viewer (may only read):                          {viewer}  password: {viewer_password}
+  viewer (may only read):                          {viewer}  (password in demo.json)
 
 Or try the whole loop over the API:
 
@@ -410,7 +410,6 @@ Or with the CLI:  APPFENCE_SERVER={server} APPFENCE_TENANT={tenant} APPFENCE_CLI
             analyst = self.analyst.username,
             analyst_password = self.analyst.password.expose(),
             viewer = self.viewer.username,
-            viewer_password = self.viewer.password.expose(),
         )
     }
 }
@@ -520,6 +519,16 @@ mod tests {
         assert!(text.contains(&format!("username='{}'", info.analyst.username)));
         assert!(text.contains(&format!("password='{}'", info.analyst.password.expose())));
         assert!(!text.contains(info.viewer.password.expose()));
+        // The web console, with the analyst's sign-in.
+        assert!(
+            text.contains("Web console: http://127.0.0.1:8080/console\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "{}  password: {}",
+            info.analyst.username,
+            info.analyst.password.expose()
+        )));
     }
 
     #[test]

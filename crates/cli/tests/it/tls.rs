@@ -556,3 +556,80 @@ async fn a_certificate_reload_on_sighup_keeps_a_long_poll() {
     assert_eq!(r.status(), 200);
     drop(server);
 }
+
+/// Over HTTPS the console's cookies are `Secure`, and the session's carries the
+/// `__Host-` prefix (whole origin, no Domain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_cookies_are_secure_over_https() {
+    let certs = private_tempdir();
+    let lab = tls_init(certs.path()).await;
+    let ca = PathBuf::from(lab["caCert"].as_str().unwrap());
+    let tls = files(certs.path());
+    let server = TestServer::start_with(
+        move |c| {
+            c.tls = Some(tls);
+            c.access = crate::console::spec();
+        },
+        None,
+    )
+    .await;
+    appfence_server::oauth::users::create_user(
+        server.state.store.as_ref(),
+        server.state.clock.as_ref(),
+        &server.tenant_id,
+        crate::console::ANALYST,
+        crate::console::PASSWORD,
+        &["g-analysts".to_string()],
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            ClientTls {
+                ca_file: Some(ca),
+                ..ClientTls::default()
+            }
+            .rustls_config()
+            .unwrap(),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = http
+        .get(server.url("/console/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    let form_cookie = form.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(form_cookie.contains("; Secure"), "{form_cookie}");
+    let pair = form_cookie.split(';').next().unwrap().to_string();
+    let body = form.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let at = body.find(marker).unwrap() + marker.len();
+    let csrf = &body[at..at + 64];
+    let signed_in = http
+        .post(server.url("/console/sign-in"))
+        .header("cookie", pair)
+        .form(&[
+            ("username", crate::console::ANALYST),
+            ("password", crate::console::PASSWORD),
+            ("csrf", csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-appfence-session="))
+        .expect("the session cookie has the __Host- prefix");
+    assert!(
+        session.contains("; Secure") && session.contains("HttpOnly") && session.contains("Path=/"),
+        "{session}"
+    );
+    assert!(!session.contains("Domain"), "{session}");
+    server.stop().await;
+}

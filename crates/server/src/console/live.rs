@@ -117,9 +117,15 @@ async fn open(state: AppState, viewer: Viewer, headers: &HeaderMap, view: View) 
         first: Some(first),
         _permit: permit,
     };
-    Sse::new(stream(feed))
+    let mut resp = Sse::new(stream(feed))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+        .into_response();
+    // A buffering reverse proxy (nginx) passes the events on as they come.
+    resp.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    resp
 }
 
 fn session_secret(state: &AppState, headers: &HeaderMap) -> Option<String> {
