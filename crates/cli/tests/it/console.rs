@@ -673,3 +673,62 @@ async fn an_open_live_view_does_not_hold_up_a_shutdown() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_session() {
+    let server = TestServer::start_with(
+        |c| {
+            c.access = spec();
+            c.rate_limits = appfence_core::ratelimit::RateLimitPolicy {
+                per_minute: 3,
+                per_hour: 100,
+            };
+        },
+        None,
+    )
+    .await;
+    create_user(server.state.store.as_ref(), server.state.clock.as_ref(), &server.tenant_id, ANALYST, PASSWORD, &["g-analysts".into()])
+        .await
+        .unwrap();
+    let mut b = Browser::new(&server.base);
+    assert_eq!(b.sign_in(ANALYST, PASSWORD).await.status, 303);
+    for _ in 0..3 {
+        assert_eq!(b.get("/console/devices").await.status, 200);
+    }
+    let r = b.get("/console/devices").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("Too many requests of this kind"), "{}", r.body);
+    // Another page reads another API, with its own quota.
+    assert_eq!(b.get("/console/actions").await.status, 200);
+
+    let mut open = Vec::new();
+    for _ in 0..appfence_server::console::LIVE_STREAMS_PER_SESSION {
+        open.push(b.live("/console/live/actions").await);
+    }
+    let refused = b
+        .http
+        .get(format!("{}/console/live/actions", server.base))
+        .header("cookie", b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503, "one session cannot take every live stream");
+    drop(open);
+    // Given back when the streams end.
+    within(Duration::from_secs(20), "a live slot freed", async {
+        loop {
+            let r = b
+                .http
+                .get(format!("{}/console/live/actions", server.base))
+                .header("cookie", b.cookie_header())
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}

@@ -154,6 +154,9 @@ pub async fn center(
     filters: Result<Query<ActionFilters>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let filters = filters.map(|Query(f)| f).unwrap_or_default();
+    if let Err(e) = super::admit_view(&state, &viewer, Api::ListMachineActions).await {
+        return super::error_page(Some(&viewer), &e);
+    }
     let (rows, more) = match rows(&state, &viewer, &filters).await {
         Ok(r) => r,
         Err(e) => return super::error_page(Some(&viewer), &e),

@@ -44,6 +44,9 @@ pub async fn list(
     draft: Result<Query<Draft>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let draft = draft.map(|Query(d)| d).unwrap_or_default();
+    if let Err(e) = super::admit_view(&state, &viewer, Api::ListIndicators).await {
+        return super::error_page(Some(&viewer), &e);
+    }
     let notice = match draft.done.as_str() {
         "added" => Some(Notice::Ok("Added. Restricted devices fetch the new allowlist within a second or two.".into())),
         "deleted" => Some(Notice::Ok("Deleted. Restricted devices stop letting that file run once they fetch the new allowlist.".into())),

@@ -262,6 +262,9 @@ pub async fn show(
     Path(id): Path<String>,
     q: Result<axum::extract::Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(e) = super::admit_view(&state, &viewer, Api::GetMachine).await {
+        return super::error_page(Some(&viewer), &e);
+    }
     let notice = q.ok().and_then(|q| q.0.requested).map(|_| {
         Notice::Ok("Request sent. Its status below follows the device as it works.".into())
     });

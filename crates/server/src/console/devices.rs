@@ -147,6 +147,9 @@ pub async fn list(
         Ok(s) => s,
         Err(e) => return super::error_page(Some(&viewer), &e),
     };
+    if let Err(e) = super::admit_view(&state, &viewer, Api::ListMachines).await {
+        return super::error_page(Some(&viewer), &e);
+    }
     let query = filters.query(state.clock.now());
     let page_no = filters.page.unwrap_or(1).max(1);
     let found = match state

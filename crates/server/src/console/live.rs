@@ -3,8 +3,8 @@
 //! whenever a change concerns them, at most about twice a second and only when
 //! they look different. It re-checks the session each time (a signed-out or expired
 //! session ends it), ends after [`STREAM_LIFETIME`] (the browser reconnects), and ends
-//! when the server stops. At most [`LIVE_STREAM_LIMIT`] run at once per replica;
-//! beyond that a page simply is not live.
+//! when the server stops. At most [`LIVE_STREAM_LIMIT`] run at once per replica, and
+//! [`LIVE_STREAMS_PER_SESSION`] per session; beyond that a page simply is not live.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,12 +24,45 @@ use crate::watchers::Seen;
 use crate::AppState;
 
 pub const LIVE_STREAM_LIMIT: usize = 512;
+/// Live streams one session may hold (a few tabs), so that one user cannot take them all.
+pub const LIVE_STREAMS_PER_SESSION: usize = 8;
 const STREAM_LIFETIME: Duration = Duration::from_secs(300);
 /// Changes within this much time are rendered once.
 const COALESCE: Duration = Duration::from_millis(500);
 
 static SLOTS: std::sync::LazyLock<Arc<Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(Semaphore::new(LIVE_STREAM_LIMIT)));
+
+/// Open streams per session.
+static PER_SESSION: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// One session's hold on a stream, given back when the stream ends.
+struct SessionSlot(String);
+
+impl SessionSlot {
+    fn take(session: &str) -> Option<SessionSlot> {
+        let mut open = PER_SESSION.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(session.to_string()).or_default();
+        if *n >= LIVE_STREAMS_PER_SESSION {
+            return None;
+        }
+        *n += 1;
+        Some(SessionSlot(session.to_string()))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut open = PER_SESSION.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.0);
+            }
+        }
+    }
+}
 
 /// What a stream shows.
 enum View {
@@ -91,7 +124,7 @@ async fn open(state: AppState, viewer: Viewer, headers: &HeaderMap, view: View) 
         Ok(v) => v,
         Err(e) => return (super::status_of(&e), super::words::in_words(&e)).into_response(),
     };
-    let Ok(permit) = SLOTS.clone().try_acquire_owned() else {
+    let (Some(session_slot), Ok(permit)) = (SessionSlot::take(viewer.session_id()), SLOTS.clone().try_acquire_owned()) else {
         metrics::counter!("appfence_console_live_refused_total").increment(1);
         let mut resp = (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -116,6 +149,7 @@ async fn open(state: AppState, viewer: Viewer, headers: &HeaderMap, view: View) 
         last: None,
         first: Some(first),
         _permit: permit,
+        _session_slot: session_slot,
     };
     let mut resp = Sse::new(stream(feed))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -148,6 +182,7 @@ struct Feed {
     last: Option<String>,
     first: Option<serde_json::Value>,
     _permit: OwnedSemaphorePermit,
+    _session_slot: SessionSlot,
 }
 
 impl Feed {

@@ -26,7 +26,7 @@ use axum::Router;
 use maud::html;
 
 use crate::AppState;
-pub use live::LIVE_STREAM_LIMIT;
+pub use live::{LIVE_STREAMS_PER_SESSION, LIVE_STREAM_LIMIT};
 pub use session::{SESSION_IDLE, SESSION_LIFETIME};
 
 pub fn routes() -> Router<AppState> {
@@ -82,6 +82,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
                 .map(|c| c.0 .0),
         ))
     }
+}
+
+/// Counts a page view against the viewer's rate limit for the API it reads, as the
+/// same read through the API would be (a person never nears MDE's limits; a script
+/// driving the console does).
+pub(crate) async fn admit_view(
+    state: &AppState,
+    viewer: &session::Viewer,
+    api: appfence_core::authz::Api,
+) -> Result<(), Error> {
+    crate::commands::admit(state, &viewer.principal, api)
+        .await?
+        .into_result()
+        .map(drop)
 }
 
 pub(crate) fn status_of(e: &Error) -> StatusCode {

@@ -101,6 +101,11 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// The session's id (the SHA-256 of its secret).
+    pub fn session_id(&self) -> &str {
+        &self.session_sha256
+    }
+
     /// `Forbidden` unless `presented` is this session's CSRF token.
     pub fn check_csrf(&self, presented: &str) -> Result<(), Error> {
         if bool::from(presented.as_bytes().ct_eq(self.csrf.as_bytes())) {
