@@ -17,6 +17,7 @@ mod cancel_races;
 mod cli;
 mod concurrency;
 mod console;
+mod console_oidc;
 mod crash;
 mod demo;
 mod endpoints;
