@@ -67,6 +67,7 @@ impl Idp {
                 audiences: vec![AUDIENCE.into()],
                 jwks_uri: Some(self.jwks_uri.clone()),
                 tenant: None,
+                console: None,
             }],
             roles: vec![RoleSpec {
                 line: None,

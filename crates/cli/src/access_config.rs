@@ -2,8 +2,13 @@
 //! `[[device_groups]]`, read into the server's [`AccessSpec`] with the line of each
 //! entry, so that a refusal (here or when the server resolves tenants) names the line.
 
+use std::path::{Path, PathBuf};
+
 use appfence_core::rbac::DeviceRule;
-use appfence_server::access::{AccessSpec, DeviceGroupSpec, IssuerSpec, RoleSpec};
+use appfence_proto::Secret;
+use appfence_server::access::{
+    AccessSpec, ConsoleClientSpec, DeviceGroupSpec, IssuerSpec, RoleSpec,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -21,6 +26,78 @@ pub struct IssuerFile {
     pub audiences: Vec<String>,
     pub jwks_uri: Option<String>,
     pub tenant: Option<String>,
+    /// Console sign-in through this issuer: the console's client id there.
+    pub console_client_id: Option<String>,
+    /// A confidential client's secret, in the file or (better) in a file of its own.
+    pub console_client_secret: Option<Secret>,
+    pub console_client_secret_file: Option<PathBuf>,
+    /// The sign-in button's label.
+    pub display_name: Option<String>,
+    pub console_scopes: Option<String>,
+}
+
+impl IssuerFile {
+    /// The console client, if one is declared; the secret file is read here, so a
+    /// reload reads it again.
+    fn console(&self) -> Result<Option<ConsoleClientSpec>, String> {
+        let Some(client_id) = &self.console_client_id else {
+            let stray = [
+                (
+                    "console_client_secret",
+                    self.console_client_secret.is_some(),
+                ),
+                (
+                    "console_client_secret_file",
+                    self.console_client_secret_file.is_some(),
+                ),
+                ("display_name", self.display_name.is_some()),
+                ("console_scopes", self.console_scopes.is_some()),
+            ];
+            return match stray.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(format!(
+                    "{key} is only for console sign-in, which needs console_client_id"
+                )),
+                None => Ok(None),
+            };
+        };
+        let client_secret = match (
+            &self.console_client_secret,
+            &self.console_client_secret_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "give console_client_secret or console_client_secret_file, not both".into(),
+                )
+            }
+            (Some(secret), None) => Some(secret.clone()),
+            (None, Some(path)) => Some(read_secret_file(path)?),
+            (None, None) => None,
+        };
+        Ok(Some(ConsoleClientSpec {
+            client_id: client_id.clone(),
+            client_secret,
+            display_name: self.display_name.clone(),
+            scopes: self.console_scopes.clone(),
+        }))
+    }
+}
+
+/// The secret in `path`, without the line break editors add.
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read console_client_secret_file {}: {e}",
+            path.display()
+        )
+    })?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.trim().is_empty() {
+        return Err(format!(
+            "console_client_secret_file {} is empty",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(secret))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,15 +186,24 @@ pub fn access_spec(
         .iter()
         .map(|i| {
             let (span, i) = (i.span(), i.get_ref());
-            IssuerSpec {
-                line: line(span),
+            let at = line(span);
+            let console = i.console().map_err(|e| {
+                format!(
+                    "line {}: issuer '{}': {e}",
+                    at.unwrap_or_default(),
+                    i.issuer
+                )
+            })?;
+            Ok(IssuerSpec {
+                line: at,
                 issuer: i.issuer.clone(),
                 audiences: i.audiences.clone(),
                 jwks_uri: i.jwks_uri.clone(),
                 tenant: i.tenant.clone(),
-            }
+                console,
+            })
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     let roles = rbac
         .map(|r| r.roles.as_slice())
         .unwrap_or_default()
@@ -234,5 +320,132 @@ tenant = "t"
         );
         let bad_match = TEXT.replace("{ tag = \"prod\" }", "{ label = \"prod\" }");
         assert!(FileConfig::parse(&bad_match).unwrap_err().contains("label"));
+    }
+
+    const CONSOLE: &str = r#"listen = "127.0.0.1:9000"
+
+[[auth.issuers]]
+issuer = "https://login.example/t/v2.0"
+audiences = ["api://appfence"]
+console_client_id = "console-app"
+console_client_secret = "s3cret"
+display_name = "Contoso"
+console_scopes = "openid profile"
+
+[[auth.issuers]]
+issuer = "https://idp.example/realms/corp"
+audiences = ["api://appfence"]
+"#;
+
+    #[test]
+    fn console_sign_in_settings_are_read_per_issuer() {
+        let spec = FileConfig::parse(CONSOLE).unwrap().access;
+        let console = spec.issuers[0].console.as_ref().unwrap();
+        assert_eq!(console.client_id, "console-app");
+        assert_eq!(console.client_secret.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(console.display_name.as_deref(), Some("Contoso"));
+        assert_eq!(console.scopes.as_deref(), Some("openid profile"));
+        assert!(spec.issuers[1].console.is_none(), "API tokens only");
+        // The secret never shows in a debug rendering of the spec.
+        assert!(!format!("{spec:?}").contains("s3cret"));
+
+        // A secret file: read at load, without its line break.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.secret");
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        let text = CONSOLE.replace(
+            r#"console_client_secret = "s3cret""#,
+            &format!("console_client_secret_file = {:?}", path.to_str().unwrap()),
+        );
+        let spec = FileConfig::parse(&text).unwrap().access;
+        let console = spec.issuers[0].console.as_ref().unwrap();
+        assert_eq!(
+            console.client_secret.as_ref().unwrap().expose(),
+            "from-a-file"
+        );
+        // A public client: no secret; the defaults come later.
+        let public = CONSOLE
+            .replace("console_client_secret = \"s3cret\"\n", "")
+            .replace("display_name = \"Contoso\"\n", "")
+            .replace("console_scopes = \"openid profile\"\n", "");
+        let spec = FileConfig::parse(&public).unwrap().access;
+        let console = spec.issuers[0].console.as_ref().unwrap();
+        assert_eq!(
+            (
+                &console.client_secret,
+                &console.display_name,
+                &console.scopes
+            ),
+            (&None, &None, &None)
+        );
+    }
+
+    #[test]
+    fn bad_console_settings_name_the_line() {
+        let issuer = "line 3: issuer 'https://login.example/t/v2.0'";
+        let no_client = CONSOLE.replace("console_client_id = \"console-app\"\n", "");
+        assert_eq!(
+            FileConfig::parse(&no_client).unwrap_err(),
+            format!("{issuer}: console_client_secret is only for console sign-in, which needs console_client_id")
+        );
+        let both = CONSOLE.replace(
+            "display_name",
+            "console_client_secret_file = \"/nonexistent\"\ndisplay_name",
+        );
+        assert_eq!(
+            FileConfig::parse(&both).unwrap_err(),
+            format!("{issuer}: give console_client_secret or console_client_secret_file, not both")
+        );
+        let missing = CONSOLE.replace(
+            r#"console_client_secret = "s3cret""#,
+            r#"console_client_secret_file = "/nonexistent/console.secret""#,
+        );
+        let err = FileConfig::parse(&missing).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "{issuer}: cannot read console_client_secret_file /nonexistent/console.secret: "
+            )),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let text = CONSOLE.replace(
+            r#"console_client_secret = "s3cret""#,
+            &format!("console_client_secret_file = {:?}", empty.to_str().unwrap()),
+        );
+        assert!(FileConfig::parse(&text).unwrap_err().ends_with("is empty"));
+        // Values the server checks when it resolves the spec, also with the line.
+        let tenants = [appfence_core::Tenant {
+            id: "t".into(),
+            name: "t".into(),
+        }];
+        let resolve = |text: &str| {
+            appfence_server::access::resolve(&FileConfig::parse(text).unwrap().access, &tenants)
+        };
+        let policy = resolve(CONSOLE).unwrap();
+        assert_eq!(
+            policy.issuers[0].console.as_ref().unwrap().display_name,
+            "Contoso"
+        );
+        assert_eq!(
+            resolve(&CONSOLE.replace("\"openid profile\"", "\"profile email\"")).unwrap_err(),
+            format!("{issuer}: console_scopes must include openid (OpenID Connect sign-in)")
+        );
+        assert_eq!(
+            resolve(&CONSOLE.replace("\"console-app\"", "\" \"")).unwrap_err(),
+            format!("{issuer}: console_client_id must not be empty")
+        );
+        assert_eq!(
+            resolve(&CONSOLE.replace("\"Contoso\"", "\"\"")).unwrap_err(),
+            format!("{issuer}: display_name must not be empty")
+        );
+        // A typo in a key is refused with its line.
+        let typo = CONSOLE.replace("console_scopes", "console_scope");
+        let err = FileConfig::parse(&typo).unwrap_err();
+        assert!(
+            err.contains("line 9") && err.contains("console_scope"),
+            "{err}"
+        );
     }
 }

@@ -52,6 +52,7 @@ fn spec(idp: &Idp) -> AccessSpec {
             audiences: vec![AUDIENCE.into()],
             jwks_uri: None,
             tenant: None,
+            console: None,
         }],
         roles: vec![
             role(

@@ -362,6 +362,7 @@ async fn users_need_the_scope_and_manage_security_settings_and_events_follow_dev
             audiences: vec![AUDIENCE.into()],
             jwks_uri: None,
             tenant: None,
+            console: None,
         }],
         roles: vec![
             role(

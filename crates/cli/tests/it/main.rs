@@ -19,6 +19,7 @@ mod cli;
 mod concurrency;
 mod console;
 mod console_browser;
+mod console_oidc;
 mod crash;
 mod demo;
 mod endpoints;

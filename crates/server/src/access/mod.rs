@@ -13,7 +13,10 @@ use appfence_core::records::{GroupAssignment, Tenant};
 use appfence_core::{Error, MachineRecord};
 use appfence_store::Store;
 
-pub use spec::{AccessSpec, DeviceGroupSpec, IssuerConfig, IssuerSpec, RoleSpec};
+pub use spec::{
+    AccessSpec, ConsoleClient, ConsoleClientSpec, DeviceGroupSpec, IssuerConfig, IssuerSpec,
+    RoleSpec, DEFAULT_CONSOLE_SCOPES,
+};
 
 /// The resolved policy: RBAC per tenant and the external issuers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,6 +96,51 @@ pub fn check_url(what: &str, url: &str) -> Result<(), String> {
     }
 }
 
+/// The console client of `issuer`, checked, with the defaults applied.
+fn console_client(issuer: &str, c: &ConsoleClientSpec) -> Result<ConsoleClient, String> {
+    let client_id = c.client_id.trim();
+    if client_id.is_empty() {
+        return Err(format!(
+            "issuer '{issuer}': console_client_id must not be empty"
+        ));
+    }
+    if c.client_secret
+        .as_ref()
+        .is_some_and(|s| s.expose().trim().is_empty())
+    {
+        return Err(format!(
+            "issuer '{issuer}': console_client_secret must not be empty"
+        ));
+    }
+    let display_name = match &c.display_name {
+        Some(name) if name.trim().is_empty() => {
+            return Err(format!("issuer '{issuer}': display_name must not be empty"))
+        }
+        Some(name) => name.trim().to_string(),
+        None => reqwest::Url::parse(issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| issuer.to_string()),
+    };
+    let scopes = c
+        .scopes
+        .as_deref()
+        .unwrap_or(DEFAULT_CONSOLE_SCOPES)
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    if !scopes.contains(&"openid") {
+        return Err(format!(
+            "issuer '{issuer}': console_scopes must include openid (OpenID Connect sign-in)"
+        ));
+    }
+    Ok(ConsoleClient {
+        client_id: client_id.to_string(),
+        client_secret: c.client_secret.clone(),
+        display_name,
+        scopes: scopes.join(" "),
+    })
+}
+
 /// Checks a spec and resolves its tenants. The error names the config line.
 pub fn resolve(spec: &AccessSpec, tenants: &[Tenant]) -> Result<AccessPolicy, String> {
     let mut issuers = Vec::new();
@@ -116,11 +164,16 @@ pub fn resolve(spec: &AccessSpec, tenants: &[Tenant]) -> Result<AccessPolicy, St
                 format!("issuer '{}' is declared twice", i.issuer),
             ));
         }
+        let console = match &i.console {
+            Some(c) => Some(console_client(&i.issuer, c).map_err(|e| at_line(i.line, e))?),
+            None => None,
+        };
         issuers.push(IssuerConfig {
             issuer: i.issuer.clone(),
             audiences: i.audiences.clone(),
             jwks_uri: i.jwks_uri.clone(),
             tenant_id: tenant_of(i.tenant.as_deref(), tenants, i.line)?,
+            console,
         });
     }
 

@@ -3,6 +3,7 @@
 //! file line it came from, so that a refusal can name it.
 
 use appfence_core::rbac::DeviceRule;
+use appfence_proto::Secret;
 
 /// Everything reloadable on SIGHUP.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,7 +25,25 @@ pub struct IssuerSpec {
     pub jwks_uri: Option<String>,
     /// The appfence tenant these tokens act on; defaults to the only tenant.
     pub tenant: Option<String>,
+    /// Sign-in to the web console through this issuer (authorization code flow).
+    pub console: Option<ConsoleClientSpec>,
 }
+
+/// The console's client at an external issuer, as declared (`console_client_id`...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleClientSpec {
+    pub client_id: String,
+    /// A confidential client's secret (the file's content when read from
+    /// `console_client_secret_file`); `None` for a public client (PKCE only).
+    pub client_secret: Option<Secret>,
+    /// The sign-in button's label; defaults to the issuer's host.
+    pub display_name: Option<String>,
+    /// Space-separated; defaults to [`DEFAULT_CONSOLE_SCOPES`]. Must hold `openid`.
+    pub scopes: Option<String>,
+}
+
+/// The scopes the console asks for unless configured.
+pub const DEFAULT_CONSOLE_SCOPES: &str = "openid profile email";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleSpec {
@@ -54,4 +73,14 @@ pub struct IssuerConfig {
     pub audiences: Vec<String>,
     pub jwks_uri: Option<String>,
     pub tenant_id: String,
+    pub console: Option<ConsoleClient>,
+}
+
+/// The console's client at an issuer, checked, with its defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleClient {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub display_name: String,
+    pub scopes: String,
 }

@@ -37,6 +37,7 @@ fn issuer(line: usize, url: &str) -> IssuerSpec {
         audiences: vec!["api://appfence".into()],
         jwks_uri: None,
         tenant: None,
+        console: None,
     }
 }
 
@@ -184,4 +185,87 @@ fn machine_groups_forget_on_clear_and_refuse_answers_read_before_it() {
     assert_eq!(groups.get("m1"), None, "a stale answer is not kept");
     groups.remember(groups.generation(), "m1", (0, None));
     assert_eq!(groups.get("m1"), Some((0, None)));
+}
+
+#[test]
+fn console_clients_get_their_defaults_and_are_checked() {
+    let t = [tenant("t1")];
+    let with = |console: ConsoleClientSpec| AccessSpec {
+        issuers: vec![IssuerSpec {
+            console: Some(console),
+            ..issuer(4, "https://login.example:8443/tid/v2.0")
+        }],
+        ..AccessSpec::default()
+    };
+    let client = ConsoleClientSpec {
+        client_id: " console-app ".into(),
+        client_secret: None,
+        display_name: None,
+        scopes: None,
+    };
+    let policy = resolve(&with(client.clone()), &t).unwrap();
+    assert_eq!(
+        policy.issuers[0].console,
+        Some(ConsoleClient {
+            client_id: "console-app".into(),
+            client_secret: None,
+            display_name: "login.example".into(),
+            scopes: DEFAULT_CONSOLE_SCOPES.into(),
+        })
+    );
+    // Without a console client, the issuer serves API tokens only.
+    let api_only = resolve(
+        &AccessSpec {
+            issuers: vec![issuer(1, "https://idp.example")],
+            ..AccessSpec::default()
+        },
+        &t,
+    )
+    .unwrap();
+    assert_eq!(api_only.issuers[0].console, None);
+
+    let refused = |c: ConsoleClientSpec| resolve(&with(c), &t).unwrap_err();
+    let at = "line 4: issuer 'https://login.example:8443/tid/v2.0'";
+    assert_eq!(
+        refused(ConsoleClientSpec {
+            client_id: "".into(),
+            ..client.clone()
+        }),
+        format!("{at}: console_client_id must not be empty")
+    );
+    assert_eq!(
+        refused(ConsoleClientSpec {
+            client_secret: Some(" ".into()),
+            ..client.clone()
+        }),
+        format!("{at}: console_client_secret must not be empty")
+    );
+    assert_eq!(
+        refused(ConsoleClientSpec {
+            display_name: Some("".into()),
+            ..client.clone()
+        }),
+        format!("{at}: display_name must not be empty")
+    );
+    assert_eq!(
+        refused(ConsoleClientSpec {
+            scopes: Some("profile openid_extra".into()),
+            ..client.clone()
+        }),
+        format!("{at}: console_scopes must include openid (OpenID Connect sign-in)")
+    );
+    let named = resolve(
+        &with(ConsoleClientSpec {
+            display_name: Some(" Contoso ".into()),
+            scopes: Some("openid  groups".into()),
+            ..client
+        }),
+        &t,
+    )
+    .unwrap();
+    let console = named.issuers[0].console.as_ref().unwrap();
+    assert_eq!(
+        (console.display_name.as_str(), console.scopes.as_str()),
+        ("Contoso", "openid groups")
+    );
 }

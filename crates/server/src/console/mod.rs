@@ -8,6 +8,7 @@ mod allowlist;
 mod assets;
 mod device;
 mod devices;
+mod external;
 mod layout;
 mod live;
 mod session;
@@ -40,6 +41,8 @@ pub fn routes() -> Router<AppState> {
             get(|| async { Redirect::to("/console/devices") }),
         )
         .route("/console/sign-in", get(sign_in::form).post(sign_in::submit))
+        .route("/console/sign-in/external/{n}", get(external::start))
+        .route("/console/sign-in/callback", get(external::callback))
         .route("/console/sign-out", post(sign_in::sign_out))
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{id}", get(device::show))

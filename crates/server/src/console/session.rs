@@ -2,7 +2,9 @@
 //! the store keeps only its SHA-256 with the user, so that every replica knows the
 //! session and signing out (or an expiry, idle or absolute) ends it everywhere. A
 //! local user's account is read again on every request: a deleted user is signed out,
-//! and changed groups apply at once.
+//! and changed groups apply at once. An external user (signed in through an issuer of
+//! the config) keeps the groups of their ID token for the session's life, as long as
+//! the config still offers that issuer for console sign-in.
 //!
 //! Every state-changing form carries a CSRF token derived from the session secret (a
 //! one-way hash of it, so the page never shows the secret itself).
@@ -193,6 +195,15 @@ pub async fn load(state: &AppState, secret: &str) -> Result<Option<Viewer>, Erro
             _ => return Ok(None),
         }
     } else {
+        // An external user's groups are those of their ID token at sign-in (the session
+        // ends within SESSION_LIFETIME); the issuer must still offer console sign-in
+        // for that tenant, so that removing it from the config ends its sessions.
+        let still_offered = state.access.current().issuers.iter().any(|i| {
+            i.issuer == session.issuer && i.tenant_id == session.tenant_id && i.console.is_some()
+        });
+        if !still_offered {
+            return Ok(None);
+        }
         session.groups.clone()
     };
     if now >= session.last_seen.plus(TOUCH_EVERY) {

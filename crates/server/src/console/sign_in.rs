@@ -41,8 +41,18 @@ pub struct SignInForm {
     next: String,
 }
 
+impl SignInForm {
+    /// An empty form returning to `next` (made safe).
+    pub(super) fn returning_to(next: &str) -> Self {
+        SignInForm {
+            next: safe_next(next).to_string(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Where to go after signing in: a console page only (never another site).
-fn safe_next(next: &str) -> &str {
+pub(super) fn safe_next(next: &str) -> &str {
     let ok = next.starts_with("/console/")
         && !next.starts_with("/console/live")
         && !next.contains("//")
@@ -73,7 +83,7 @@ pub async fn form(
 }
 
 /// The sign-in page; sets the form cookie when the browser has none.
-async fn render(
+pub(super) async fn render(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
@@ -85,9 +95,18 @@ async fn render(
         _ => (random_token(), true),
     };
     let tenants = state.store.tenants().await.unwrap_or_default();
+    let external: Vec<(usize, String)> = state
+        .access
+        .current()
+        .issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(n, i)| i.console.as_ref().map(|c| (n, c.display_name.clone())))
+        .collect();
     let markup = sign_in_page(
         &csrf_of(&form_secret),
         tenants.len() > 1,
+        &external,
         notice.as_ref(),
         draft,
     );
@@ -104,9 +123,11 @@ async fn render(
 fn sign_in_page(
     csrf: &str,
     ask_tenant: bool,
+    external: &[(usize, String)],
     notice: Option<&Notice>,
     draft: &SignInForm,
 ) -> Markup {
+    let next = session::form_urlencoded(&draft.next);
     page(
         "Sign in",
         None,
@@ -116,6 +137,18 @@ fn sign_in_page(
             div.signin {
                 h1 { "Sign in to appfence" }
                 @if let Some(n) = notice { (super::layout::notice_box(n)) }
+                @if !external.is_empty() {
+                    // Links, not forms: the answer redirects to the identity provider,
+                    // which the CSP's form-action would refuse to follow.
+                    div.panel.external {
+                        @for (n, name) in external {
+                            a.button href={"/console/sign-in/external/" (n) "?next=" (next)} {
+                                "Sign in with " (name)
+                            }
+                        }
+                    }
+                    p.or { "or with a local account" }
+                }
                 div.panel {
                     form method="post" action="/console/sign-in" {
                         input type="hidden" name="csrf" value=(csrf);

@@ -84,6 +84,11 @@ pub(crate) struct PresentedClaims {
     pub upn: Option<String>,
     pub preferred_username: Option<String>,
     pub groups: Option<Vec<String>>,
+    /// ID tokens (console sign-in) only: the subject, the e-mail address and the
+    /// nonce of the authentication request.
+    pub sub: Option<String>,
+    pub email: Option<String>,
+    pub nonce: Option<String>,
 }
 
 /// A NumericDate in 100 ns ticks, comparable with the clock without rounding (a float

@@ -123,6 +123,39 @@ pub async fn sign_in_person(
     .await
 }
 
+/// A person's sign-in to the web console through an external issuer, before anything
+/// is checked: refused while the address is throttled, like a password sign-in.
+pub async fn check_address(state: &AppState, address: IpAddr) -> Result<(), OAuthFailure> {
+    let now = state.clock.now();
+    let addr_key = address_key(address);
+    let counters = state
+        .store
+        .sign_in_throttle(std::slice::from_ref(&addr_key))
+        .await?;
+    let counter = counters.iter().find(|r| r.key == addr_key);
+    if let Verdict::Throttled(until) = state.config.sign_in_throttle.address_verdict(counter, now) {
+        refused("address_throttled");
+        return Err(OAuthFailure::address_throttled(seconds_until(now, until)));
+    }
+    Ok(())
+}
+
+/// Counts a failed external sign-in (a forged or stale answer, a refused code or ID
+/// token) against the address, as a wrong password is. No account: the person is not
+/// known until the ID token verifies.
+pub async fn count_address_failure(state: &AppState, address: IpAddr) -> Result<(), OAuthFailure> {
+    let addr_key = address_key(address);
+    Failures {
+        state,
+        address,
+        addr_key: &addr_key,
+        now: state.clock.now(),
+    }
+    .count(None)
+    .await
+    .map(|_| ())
+}
+
 /// Counts failures for one request.
 struct Failures<'a> {
     state: &'a AppState,

@@ -61,22 +61,66 @@ pub fn discovery_url(issuer: &str) -> String {
 struct Discovery {
     issuer: Option<String>,
     jwks_uri: Option<String>,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    token_endpoint_auth_methods_supported: Option<Vec<String>>,
 }
 
-/// The `jwks_uri` announced by `issuer`'s discovery document, which must name the
-/// same issuer (OpenID Connect Discovery 1.0 §4.3).
-pub async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
+/// `issuer`'s discovery document, which must name the same issuer (OpenID Connect
+/// Discovery 1.0 §4.3), and its URL.
+async fn discover(http: &reqwest::Client, issuer: &str) -> Result<(Discovery, String), String> {
     let url = discovery_url(issuer);
     let doc: Discovery = fetch_json(http, &url).await?;
     match doc.issuer.as_deref() {
-        Some(announced) if announced == issuer => {}
-        Some(announced) => {
-            return Err(format!(
-                "the discovery document {url} names issuer '{announced}', not '{issuer}'"
-            ))
-        }
-        None => return Err(format!("the discovery document {url} has no issuer")),
+        Some(announced) if announced == issuer => Ok((doc, url)),
+        Some(announced) => Err(format!(
+            "the discovery document {url} names issuer '{announced}', not '{issuer}'"
+        )),
+        None => Err(format!("the discovery document {url} has no issuer")),
     }
+}
+
+/// Where a browser signs in and where its code is redeemed, as `issuer` announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// A client secret goes in HTTP Basic (`client_secret_basic`, the default of
+    /// OpenID Connect), unless the issuer announces only `client_secret_post`.
+    pub secret_in_basic: bool,
+}
+
+/// The authorization and token endpoints announced by `issuer`'s discovery document.
+pub async fn discover_endpoints(http: &reqwest::Client, issuer: &str) -> Result<Endpoints, String> {
+    let (doc, url) = discover(http, issuer).await?;
+    let authorization_endpoint = doc
+        .authorization_endpoint
+        .ok_or_else(|| format!("the discovery document {url} has no authorization_endpoint"))?;
+    check_url(
+        "the discovered authorization_endpoint",
+        &authorization_endpoint,
+    )?;
+    let token_endpoint = doc
+        .token_endpoint
+        .ok_or_else(|| format!("the discovery document {url} has no token_endpoint"))?;
+    check_url("the discovered token_endpoint", &token_endpoint)?;
+    let secret_in_basic = match &doc.token_endpoint_auth_methods_supported {
+        Some(methods) => {
+            methods.iter().any(|m| m == "client_secret_basic")
+                || !methods.iter().any(|m| m == "client_secret_post")
+        }
+        None => true,
+    };
+    Ok(Endpoints {
+        authorization_endpoint,
+        token_endpoint,
+        secret_in_basic,
+    })
+}
+
+/// The `jwks_uri` announced by `issuer`'s discovery document.
+pub async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    let (doc, url) = discover(http, issuer).await?;
     let jwks_uri = doc
         .jwks_uri
         .ok_or_else(|| format!("the discovery document {url} has no jwks_uri"))?;
@@ -91,31 +135,49 @@ pub async fn fetch_json<T: DeserializeOwned>(
     url: &str,
 ) -> Result<T, String> {
     check_url("URL", url)?;
-    let body = tokio::time::timeout(FETCH_TIMEOUT, fetch_body(http, url))
+    let body = fetch_body(http, url).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("{url} did not return the expected JSON: {e}"))
+}
+
+async fn fetch_body(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let request = http
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json");
+    let (status, body) = send_bounded(request, url).await?;
+    if !status.is_success() {
+        return Err(format!("{url} answered HTTP {}", status.as_u16()));
+    }
+    Ok(body)
+}
+
+/// Sends `request` to `url` and reads the answer's status and body, within
+/// [`FETCH_TIMEOUT`] and [`MAX_DOCUMENT_BYTES`], whatever the status.
+pub async fn send_bounded(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    tokio::time::timeout(FETCH_TIMEOUT, read_bounded(request, url))
         .await
         .map_err(|_| {
             format!(
                 "{url} did not answer within {} seconds",
                 FETCH_TIMEOUT.as_secs()
             )
-        })??;
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("{url} did not return the expected JSON: {e}"))
+        })?
 }
 
-async fn fetch_body(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut response = http
-        .get(url)
-        .header(reqwest::header::ACCEPT, "application/json")
+async fn read_bounded(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    let mut response = request
         .send()
         .await
         .map_err(|e| format!("{url} could not be reached: {}", root_cause(&e)))?;
     // The client may follow redirects; where it ended up must obey the same rule.
     check_url("the redirected URL", response.url().as_str())?;
     let status = response.status();
-    if !status.is_success() {
-        return Err(format!("{url} answered HTTP {}", status.as_u16()));
-    }
     if response
         .content_length()
         .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
@@ -133,7 +195,7 @@ async fn fetch_body(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok((status, body))
 }
 
 fn too_large(url: &str) -> String {

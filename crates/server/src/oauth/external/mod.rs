@@ -5,11 +5,14 @@
 //! - [`fetch`]: the discovery document and the JWKS, over https.
 //! - [`keys`]: JWKs as verification keys; the algorithm allow-list.
 //! - [`cache`]: the keys of one issuer, fetched lazily and refetched sparingly.
+//! - [`code_flow`]: the web console's sign-in through an issuer (authorization code
+//!   flow): its endpoints, redeeming a code, and the ID token.
 //!
 //! Only the keys the issuer publishes at its configured (or discovered) `jwks_uri`
 //! are used: the header's `jku`, `x5u` and `jwk` are never followed.
 
 mod cache;
+mod code_flow;
 mod fetch;
 mod keys;
 
@@ -29,13 +32,20 @@ use super::verify::{check_validity, VerifiedToken, MAX_TOKEN_BYTES};
 use crate::access::spec::IssuerConfig;
 
 pub use self::cache::{MAX_KEY_AGE, REFETCH_INTERVAL};
-pub use self::fetch::{check_url, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES};
+pub(crate) use self::code_flow::describe;
+pub use self::code_flow::{CodeRedemption, ExternalUser, RedeemError, ENDPOINTS_MAX_AGE};
+pub use self::fetch::{check_url, Endpoints, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES};
 
 /// The configured external issuers and their cached keys.
 pub struct ExternalIssuers {
     http: reqwest::Client,
+    /// For token endpoints: never follows a redirect (a code, a verifier and maybe a
+    /// client secret are in the body).
+    token_http: reqwest::Client,
     clock: Arc<dyn Clock>,
     issuers: RwLock<HashMap<String, Arc<Issuer>>>,
+    /// Discovered authorization and token endpoints, by issuer, with when.
+    endpoints: RwLock<HashMap<String, (Endpoints, Timestamp)>>,
 }
 
 struct Issuer {
@@ -45,10 +55,18 @@ struct Issuer {
 
 impl ExternalIssuers {
     pub fn new(http: reqwest::Client, clock: Arc<dyn Clock>) -> Self {
+        let token_http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            // Fails only when the TLS backend cannot start, which `http` needed too.
+            .unwrap_or_else(|_| http.clone());
         ExternalIssuers {
             http,
+            token_http,
             clock,
             issuers: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(HashMap::new()),
         }
     }
 
@@ -65,6 +83,10 @@ impl ExternalIssuers {
                 .unwrap_or_else(|| Arc::new(KeyCache::new(config.jwks_uri.clone())));
             current.insert(config.issuer.clone(), Arc::new(Issuer { config, keys }));
         }
+        self.endpoints
+            .write()
+            .expect("external endpoints lock")
+            .clear();
     }
 
     /// Whether `iss` is a configured external issuer (exact match).
@@ -85,10 +107,16 @@ impl ExternalIssuers {
     /// (without leeway), audience and issuer. The principal acts on the issuer's
     /// configured tenant; a `tid` claim is the issuer's own and is not consulted.
     pub async fn verify(&self, token: &str, iss: &str) -> Result<VerifiedToken, Error> {
+        let issuer = self.issuer(iss).ok_or_else(|| issuer_not_accepted(iss))?;
+        let claims = self.signed_claims(token, &issuer).await?;
+        check_claims(claims, &issuer.config, self.clock.now())
+    }
+
+    /// The claims of `token` once its algorithm, key and signature are checked.
+    async fn signed_claims(&self, token: &str, issuer: &Issuer) -> Result<PresentedClaims, Error> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(refuse("The token is too large"));
         }
-        let issuer = self.issuer(iss).ok_or_else(|| issuer_not_accepted(iss))?;
         let header = read_header(token)?;
         let alg_text = header
             .alg
@@ -104,13 +132,12 @@ impl ExternalIssuers {
             clock: self.clock.as_ref(),
             issuer: &issuer.config.issuer,
         };
-        let claims = issuer
+        issuer
             .keys
             .with_key(&fetcher, header.kid.as_deref(), alg, |key| {
                 verify_signature(token, key, alg)
             })
-            .await?;
-        check_claims(claims, &issuer.config, self.clock.now())
+            .await
     }
 }
 

@@ -170,6 +170,7 @@ impl Idp {
             audiences: vec![AUDIENCE.into()],
             jwks_uri: Some(format!("{}/keys", self.base)),
             tenant_id: TENANT.into(),
+            console: None,
         }
     }
 }
