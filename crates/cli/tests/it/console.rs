@@ -44,21 +44,38 @@ pub(crate) fn spec() -> AccessSpec {
 
 /// A server with an analyst and a viewer, and one enrolled device.
 pub(crate) async fn console_server() -> (TestServer, Device) {
-    let server = TestServer::start_with(|c| c.access = spec(), None).await;
-    for (upn, group) in [(ANALYST, "g-analysts"), (VIEWER, "g-viewers")] {
-        create_user(
-            server.state.store.as_ref(),
-            server.state.clock.as_ref(),
-            &server.tenant_id,
-            upn,
-            PASSWORD,
-            &[group.to_string()],
-        )
-        .await
-        .unwrap();
-    }
+    let server = analyst_server(|_| {}).await;
+    add_user(&server, VIEWER, "g-viewers").await;
     let device = server.enroll("web-01.corp.local").await;
     (server, device)
+}
+
+/// A server with the console's roles and the analyst, `tweak`ed.
+async fn analyst_server(tweak: impl FnOnce(&mut appfence_server::ServerConfig)) -> TestServer {
+    let server = TestServer::start_with(
+        |c| {
+            c.access = spec();
+            tweak(c);
+        },
+        None,
+    )
+    .await;
+    add_user(&server, ANALYST, "g-analysts").await;
+    server
+}
+
+/// A local user with `PASSWORD`, in `group`.
+pub(crate) async fn add_user(server: &TestServer, upn: &str, group: &str) {
+    create_user(
+        server.state.store.as_ref(),
+        server.state.clock.as_ref(),
+        &server.tenant_id,
+        upn,
+        PASSWORD,
+        &[group.to_string()],
+    )
+    .await
+    .unwrap();
 }
 
 /// A browser without JavaScript: keeps its cookies, never follows redirects (the tests
@@ -585,24 +602,7 @@ async fn console_answers_are_locked_down_and_assets_cached() {
 
 #[tokio::test]
 async fn failed_console_sign_ins_lock_the_account_like_the_token_endpoint() {
-    let server = TestServer::start_with(
-        |c| {
-            c.access = spec();
-            c.sign_in_throttle.account_failures = 3;
-        },
-        None,
-    )
-    .await;
-    create_user(
-        server.state.store.as_ref(),
-        server.state.clock.as_ref(),
-        &server.tenant_id,
-        ANALYST,
-        PASSWORD,
-        &["g-analysts".into()],
-    )
-    .await
-    .unwrap();
+    let server = analyst_server(|c| c.sign_in_throttle.account_failures = 3).await;
     let mut b = Browser::new(&server.base);
     for _ in 0..3 {
         b.sign_in(ANALYST, "wrong wrong wrong").await;
@@ -676,20 +676,13 @@ async fn an_open_live_view_does_not_hold_up_a_shutdown() {
 
 #[tokio::test]
 async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_session() {
-    let server = TestServer::start_with(
-        |c| {
-            c.access = spec();
-            c.rate_limits = appfence_core::ratelimit::RateLimitPolicy {
-                per_minute: 3,
-                per_hour: 100,
-            };
-        },
-        None,
-    )
+    let server = analyst_server(|c| {
+        c.rate_limits = appfence_core::ratelimit::RateLimitPolicy {
+            per_minute: 3,
+            per_hour: 100,
+        }
+    })
     .await;
-    create_user(server.state.store.as_ref(), server.state.clock.as_ref(), &server.tenant_id, ANALYST, PASSWORD, &["g-analysts".into()])
-        .await
-        .unwrap();
     let mut b = Browser::new(&server.base);
     assert_eq!(b.sign_in(ANALYST, PASSWORD).await.status, 303);
     for _ in 0..3 {
@@ -697,7 +690,11 @@ async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_
     }
     let r = b.get("/console/devices").await;
     assert_eq!(r.status, 429, "{}", r.body);
-    assert!(r.body.contains("Too many requests of this kind"), "{}", r.body);
+    assert!(
+        r.body.contains("Too many requests of this kind"),
+        "{}",
+        r.body
+    );
     // Another page reads another API, with its own quota.
     assert_eq!(b.get("/console/actions").await.status, 200);
 
@@ -712,7 +709,11 @@ async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 503, "one session cannot take every live stream");
+    assert_eq!(
+        refused.status(),
+        503,
+        "one session cannot take every live stream"
+    );
     drop(open);
     // Given back when the streams end.
     within(Duration::from_secs(20), "a live slot freed", async {

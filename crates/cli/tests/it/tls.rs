@@ -573,16 +573,7 @@ async fn console_cookies_are_secure_over_https() {
         None,
     )
     .await;
-    appfence_server::oauth::users::create_user(
-        server.state.store.as_ref(),
-        server.state.clock.as_ref(),
-        &server.tenant_id,
-        crate::console::ANALYST,
-        crate::console::PASSWORD,
-        &["g-analysts".to_string()],
-    )
-    .await
-    .unwrap();
+    crate::console::add_user(&server, crate::console::ANALYST, "g-analysts").await;
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(
             ClientTls {

@@ -42,21 +42,12 @@ pub async fn sign_in(
     request: &TokenRequest,
 ) -> Result<SignedIn, OAuthFailure> {
     let now = state.clock.now();
-    let policy = &state.config.sign_in_throttle;
-    let addr_key = address_key(address);
     let account = match &request.grant {
         Grant::Password(c) => Some(SignInAccount::new(&tenant.id, &c.username)),
         Grant::ClientCredentials => None,
     };
-    let mut keys = vec![addr_key.clone()];
-    keys.extend(account.as_ref().map(SignInAccount::key));
-    let counters = state.store.sign_in_throttle(&keys).await?;
+    let (addr_key, counters) = admitted_address(state, address, account.as_ref(), now).await?;
     let counter = |key: &str| counters.iter().find(|r| r.key == key);
-
-    if let Verdict::Throttled(until) = policy.address_verdict(counter(&addr_key), now) {
-        refused("address_throttled");
-        return Err(OAuthFailure::address_throttled(seconds_until(now, until)));
-    }
     let failures = Failures {
         state,
         address,
@@ -91,21 +82,9 @@ pub async fn sign_in_person(
     credentials: &UserCredentials,
 ) -> Result<UserRecord, OAuthFailure> {
     let now = state.clock.now();
-    let addr_key = address_key(address);
     let account = SignInAccount::new(&tenant.id, &credentials.username);
-    let counters = state
-        .store
-        .sign_in_throttle(&[addr_key.clone(), account.key()])
-        .await?;
+    let (addr_key, counters) = admitted_address(state, address, Some(&account), now).await?;
     let counter = |key: &str| counters.iter().find(|r| r.key == key);
-    if let Verdict::Throttled(until) = state
-        .config
-        .sign_in_throttle
-        .address_verdict(counter(&addr_key), now)
-    {
-        refused("address_throttled");
-        return Err(OAuthFailure::address_throttled(seconds_until(now, until)));
-    }
     let failures = Failures {
         state,
         address,
@@ -126,18 +105,9 @@ pub async fn sign_in_person(
 /// A person's sign-in to the web console through an external issuer, before anything
 /// is checked: refused while the address is throttled, like a password sign-in.
 pub async fn check_address(state: &AppState, address: IpAddr) -> Result<(), OAuthFailure> {
-    let now = state.clock.now();
-    let addr_key = address_key(address);
-    let counters = state
-        .store
-        .sign_in_throttle(std::slice::from_ref(&addr_key))
-        .await?;
-    let counter = counters.iter().find(|r| r.key == addr_key);
-    if let Verdict::Throttled(until) = state.config.sign_in_throttle.address_verdict(counter, now) {
-        refused("address_throttled");
-        return Err(OAuthFailure::address_throttled(seconds_until(now, until)));
-    }
-    Ok(())
+    admitted_address(state, address, None, state.clock.now())
+        .await
+        .map(drop)
 }
 
 /// Counts a failed external sign-in (a forged or stale answer, a refused code or ID
@@ -154,6 +124,26 @@ pub async fn count_address_failure(state: &AppState, address: IpAddr) -> Result<
     .count(None)
     .await
     .map(|_| ())
+}
+
+/// The address's throttle key and the failure counters of it (and of `account`);
+/// refused while the address is throttled.
+async fn admitted_address(
+    state: &AppState,
+    address: IpAddr,
+    account: Option<&SignInAccount>,
+    now: Timestamp,
+) -> Result<(String, Vec<ThrottleRecord>), OAuthFailure> {
+    let addr_key = address_key(address);
+    let mut keys = vec![addr_key.clone()];
+    keys.extend(account.map(SignInAccount::key));
+    let counters = state.store.sign_in_throttle(&keys).await?;
+    let counter = counters.iter().find(|r| r.key == addr_key);
+    if let Verdict::Throttled(until) = state.config.sign_in_throttle.address_verdict(counter, now) {
+        refused("address_throttled");
+        return Err(OAuthFailure::address_throttled(seconds_until(now, until)));
+    }
+    Ok((addr_key, counters))
 }
 
 /// Counts failures for one request.
