@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -49,6 +51,25 @@ fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// The peer's address (absent for an in-process call).
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer_of(parts)))
+    }
+}
+
+/// The peer of a request's connection, if it has one.
+pub fn peer_of(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<crate::listener::PeerAddr>>()
+        .map(|c| c.0 .0)
 }
 
 #[cfg(test)]

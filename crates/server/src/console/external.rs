@@ -260,7 +260,7 @@ impl Failure {
 /// `GET /console/sign-in/callback`: the issuer's answer.
 pub async fn callback(
     State(state): State<AppState>,
-    super::Peer(peer): super::Peer,
+    crate::client_address::Peer(peer): crate::client_address::Peer,
     headers: HeaderMap,
     query: Result<Query<CallbackQuery>, QueryRejection>,
 ) -> Response {

@@ -15,11 +15,7 @@ mod session;
 mod sign_in;
 mod words;
 
-use std::net::SocketAddr;
-
 use appfence_core::Error;
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
@@ -69,22 +65,6 @@ pub fn not_found() -> Response {
     let mut resp = layout::not_found();
     layout::add_security_headers(resp.headers_mut());
     resp
-}
-
-/// The peer's address (absent for an in-process call).
-pub struct Peer(pub Option<SocketAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
-            parts
-                .extensions
-                .get::<ConnectInfo<crate::listener::PeerAddr>>()
-                .map(|c| c.0 .0),
-        ))
-    }
 }
 
 /// Counts a page view against the viewer's rate limit for the API it reads, as the

@@ -171,7 +171,7 @@ fn sign_in_page(
 
 pub async fn submit(
     State(state): State<AppState>,
-    super::Peer(peer): super::Peer,
+    crate::client_address::Peer(peer): crate::client_address::Peer,
     headers: HeaderMap,
     form: Result<Form<SignInForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {

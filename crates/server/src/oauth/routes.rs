@@ -8,7 +8,7 @@ use appfence_proto::oauth::TokenResponse;
 use axum::body::Bytes;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,10 +67,7 @@ impl FromRequest<AppState> for Arrived {
         let Path(tenant) = Path::<String>::from_request_parts(&mut parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<crate::listener::PeerAddr>>()
-            .map(|c| c.0 .0);
+        let peer = crate::client_address::peer_of(&parts);
         let (method, headers) = (parts.method.clone(), parts.headers.clone());
         let query = parts.uri.query().map(str::to_string);
         // Through the `Bytes` extractor, so the body limit applies.
