@@ -733,3 +733,66 @@ async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_user_sees_only_the_devices_of_their_device_groups() {
+    let server = analyst_server(|c| {
+        c.access.device_groups = vec![appfence_server::access::DeviceGroupSpec {
+            line: None,
+            name: "Quarantine".into(),
+            rank: 1,
+            id: None,
+            rule: appfence_core::rbac::DeviceRule::Tag("quarantine".into()),
+            user_groups: vec!["g-quarantine".into()],
+            tenant: None,
+        }];
+    })
+    .await;
+    let open = server.enroll("open-01.corp.local").await;
+    let quarantined = server
+        .enroll_with(
+            &server.tenant_id.clone(),
+            "isolated-01.corp.local",
+            crate::harness::DeviceOpts {
+                tags: vec!["quarantine".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut b = Browser::new(&server.base);
+    assert_eq!(b.sign_in(ANALYST, PASSWORD).await.status, 303);
+    let list = b.get("/console/devices").await;
+    assert!(list.body.contains("open-01.corp.local"), "{}", list.body);
+    assert!(
+        !list.body.contains("isolated-01"),
+        "another group's device is not listed"
+    );
+    assert!(list.body.contains("1 device<"), "{}", list.body);
+    let page = b
+        .get(&format!("/console/devices/{}", open.machine_id))
+        .await;
+    let csrf = page.hidden("csrf");
+    let path = format!("/console/devices/{}", quarantined.machine_id);
+    let r = b.get(&path).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("device group"), "{}", r.body);
+    let r = b
+        .post(
+            &format!("{path}/restrict"),
+            &[("csrf", &csrf), ("comment", "not mine")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(server.stored_actions(&server.tenant_id).await.is_empty());
+    let live = b
+        .http
+        .get(format!(
+            "{}/console/live/devices/{}",
+            server.base, quarantined.machine_id
+        ))
+        .header("cookie", b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 403, "no live view of it either");
+}
