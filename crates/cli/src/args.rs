@@ -233,8 +233,16 @@ pub struct AppCreateArgs {
     pub name: String,
     /// Application permission, e.g. Machine.RestrictExecution, Machine.Read.All
     /// (repeat the flag or separate with commas).
-    #[arg(long = "role", value_name = "ROLE", required = true, num_args = 1.., value_delimiter = ',')]
+    #[arg(long = "role", value_name = "ROLE", required_unless_present = "public", num_args = 1.., value_delimiter = ',')]
     pub roles: Vec<String>,
+    /// A public client (a native app or script that cannot keep a secret): it signs
+    /// people in with the authorization code + PKCE or device code flow, no secret.
+    #[arg(long)]
+    pub public: bool,
+    /// A redirect URI of the authorization code flow (repeat the flag); loopback URIs
+    /// (http://127.0.0.1/..., http://[::1]/..., http://localhost/...) match any port.
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    pub redirect_uris: Vec<String>,
     #[command(flatten)]
     pub offline: OfflineArgs,
 }

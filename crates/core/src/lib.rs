@@ -6,6 +6,7 @@ pub mod authz;
 pub mod capability;
 pub mod clock;
 pub mod error;
+pub mod grants;
 pub mod ids;
 pub mod indicators;
 pub mod machine_lookup;

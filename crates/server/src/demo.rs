@@ -51,6 +51,14 @@ pub struct DemoInfo {
     /// May only read (group [`DEMO_VIEWERS_GROUP`]).
     #[serde(default)]
     pub viewer: DemoUser,
+    /// The public client for `appfence login` (browser or `--device-code`): the
+    /// built-in CLI client, the same in every tenant.
+    #[serde(default = "cli_client_id")]
+    pub public_client_id: String,
+}
+
+fn cli_client_id() -> String {
+    crate::oauth::flows::CLI_CLIENT_ID.to_string()
 }
 
 /// Credentials of a demo user, for the token endpoint's password grant.
@@ -214,6 +222,7 @@ async fn create(state: &AppState) -> Result<DemoInfo, String> {
         machines: Vec::new(),
         analyst: DemoUser::default(),
         viewer: DemoUser::default(),
+        public_client_id: cli_client_id(),
     })
 }
 

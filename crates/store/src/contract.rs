@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use appfence_core::authz::IndicatorScope;
+use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::odata::{
     ActionField, CmpOp, Direction, EventField, Expr, IndicatorField, MachineField, Page, Query,
@@ -3265,10 +3266,206 @@ pub async fn run_all(store: Arc<dyn Store>) {
     users(s).await;
     console_sessions(s).await;
     prune_console_sessions(s).await;
+    oauth_grants(s).await;
     indicators(s).await;
     denial_events(s).await;
     keyset_pages(s).await;
     implied_filters(s).await;
     // Last: it deletes every old final action of the store, the other checks' too.
     retention(s).await;
+}
+
+// ---------------------------------------------------------------- sign-in grants
+
+fn grant(tenant: &Tenant, kind: &str, family: &str, status: &str, at_s: i64) -> OAuthGrant {
+    OAuthGrant {
+        id_sha256: random_sha256(),
+        kind: kind.into(),
+        tenant_id: tenant.id.clone(),
+        client_id: new_guid(),
+        family: family.into(),
+        user_code_sha256: None,
+        user_object_id: Some(new_guid()),
+        upn: Some("ana@example.com".into()),
+        status: status.into(),
+        detail: r#"{"scopes":["openid"]}"#.into(),
+        created: at(at_s),
+        expires: at(at_s + 60),
+        last_poll: None,
+    }
+}
+
+/// Codes, device codes and refresh tokens: stored and read back exactly, one use wins
+/// (compare and set), a family revoked together, polls recorded once, expired ones
+/// pruned; client registrations created and replaced.
+pub async fn oauth_grants(store: &dyn Store) {
+    use appfence_core::grants::{kind, status};
+    let t = new_tenant(store).await;
+    let family = new_guid();
+    let code = grant(&t, kind::CODE, &family, status::ACTIVE, 0);
+    store.insert_oauth_grant(&code).await.unwrap();
+    assert_eq!(
+        store.oauth_grant(&code.id_sha256).await.unwrap(),
+        Some(code.clone())
+    );
+    assert_eq!(store.oauth_grant(&random_sha256()).await.unwrap(), None);
+    assert!(
+        store.insert_oauth_grant(&code).await.is_err(),
+        "never replaced"
+    );
+    // One redemption wins.
+    assert!(store
+        .set_oauth_grant_status(&code.id_sha256, status::ACTIVE, status::USED, None)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_oauth_grant_status(&code.id_sha256, status::ACTIVE, status::USED, None)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_oauth_grant_status(&random_sha256(), status::ACTIVE, status::USED, None)
+        .await
+        .unwrap());
+
+    // A device code: found by its user code, approved with its user, polled.
+    let device = OAuthGrant {
+        user_code_sha256: Some(random_sha256()),
+        user_object_id: None,
+        upn: None,
+        ..grant(&t, kind::DEVICE, &new_guid(), status::PENDING, 1)
+    };
+    store.insert_oauth_grant(&device).await.unwrap();
+    let same_user_code = OAuthGrant {
+        id_sha256: random_sha256(),
+        ..device.clone()
+    };
+    assert!(
+        store.insert_oauth_grant(&same_user_code).await.is_err(),
+        "user codes are unique"
+    );
+    assert_eq!(
+        store
+            .oauth_grant_by_user_code(device.user_code_sha256.as_deref().unwrap())
+            .await
+            .unwrap(),
+        Some(device.clone())
+    );
+    assert_eq!(
+        store
+            .oauth_grant_by_user_code(&random_sha256())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store
+        .record_oauth_poll(&device.id_sha256, None, at(2))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .record_oauth_poll(&device.id_sha256, None, at(3))
+            .await
+            .unwrap(),
+        "another poll came first"
+    );
+    assert!(store
+        .record_oauth_poll(&device.id_sha256, Some(at(2)), at(7))
+        .await
+        .unwrap());
+    assert!(store
+        .set_oauth_grant_status(
+            &device.id_sha256,
+            status::PENDING,
+            status::APPROVED,
+            Some(("oid-1", "bo@example.com"))
+        )
+        .await
+        .unwrap());
+    let approved = store.oauth_grant(&device.id_sha256).await.unwrap().unwrap();
+    assert_eq!(approved.status, status::APPROVED);
+    assert_eq!(approved.user_object_id.as_deref(), Some("oid-1"));
+    assert_eq!(approved.upn.as_deref(), Some("bo@example.com"));
+    assert_eq!(approved.last_poll, Some(at(7)));
+
+    // A family: revoked together, others untouched.
+    let r1 = grant(&t, kind::REFRESH, &family, status::USED, 2);
+    let r2 = OAuthGrant {
+        expires: at(10_000),
+        ..grant(&t, kind::REFRESH, &family, status::ACTIVE, 3)
+    };
+    let other = grant(&t, kind::REFRESH, &new_guid(), status::ACTIVE, 3);
+    for g in [&r1, &r2, &other] {
+        store.insert_oauth_grant(g).await.unwrap();
+    }
+    assert_eq!(store.revoke_oauth_family(&family).await.unwrap(), 3);
+    assert_eq!(store.revoke_oauth_family(&family).await.unwrap(), 0);
+    for g in [&code, &r1, &r2] {
+        assert_eq!(
+            store
+                .oauth_grant(&g.id_sha256)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            status::REVOKED
+        );
+    }
+    assert_eq!(
+        store
+            .oauth_grant(&other.id_sha256)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        status::ACTIVE
+    );
+
+    // Pruning: only what expired.
+    assert!(store.prune_oauth_grants(at(70)).await.unwrap() >= 4);
+    assert_eq!(store.oauth_grant(&code.id_sha256).await.unwrap(), None);
+    assert!(store.oauth_grant(&r2.id_sha256).await.unwrap().is_some());
+
+    // Client registrations.
+    let client = ClientRegistration {
+        tenant_id: t.id.clone(),
+        client_id: new_guid(),
+        public: true,
+        redirect_uris: vec!["http://127.0.0.1/callback".into()],
+    };
+    assert_eq!(
+        store
+            .client_registration(&t.id, &client.client_id)
+            .await
+            .unwrap(),
+        None
+    );
+    store.upsert_client_registration(&client).await.unwrap();
+    assert_eq!(
+        store
+            .client_registration(&t.id, &client.client_id)
+            .await
+            .unwrap(),
+        Some(client.clone())
+    );
+    let changed = ClientRegistration {
+        public: false,
+        redirect_uris: vec![],
+        ..client.clone()
+    };
+    store.upsert_client_registration(&changed).await.unwrap();
+    assert_eq!(
+        store
+            .client_registration(&t.id, &client.client_id)
+            .await
+            .unwrap(),
+        Some(changed)
+    );
+    let other_tenant = new_tenant(store).await;
+    assert_eq!(
+        store
+            .client_registration(&other_tenant.id, &client.client_id)
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -9,6 +9,7 @@
 mod addresses;
 #[doc(hidden)]
 pub mod contract;
+mod grant_rows;
 pub mod odata_sql;
 pub mod postgres;
 mod rows;
@@ -16,6 +17,7 @@ pub mod sqlite;
 
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
+use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
@@ -215,6 +217,45 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         idle: std::time::Duration,
     ) -> Result<u64>;
+
+    // --- sign-in without passwords: codes, device codes, refresh tokens ---
+
+    /// Stores a new grant. Fails if one with the same hash (or, for a device code, the
+    /// same user code hash) exists.
+    async fn insert_oauth_grant(&self, grant: &OAuthGrant) -> Result<()>;
+    /// The grant whose secret has this SHA-256, whatever its status or expiry.
+    async fn oauth_grant(&self, id_sha256: &str) -> Result<Option<OAuthGrant>>;
+    /// The device code whose user code has this SHA-256.
+    async fn oauth_grant_by_user_code(&self, user_code_sha256: &str) -> Result<Option<OAuthGrant>>;
+    /// Moves the grant from status `from` to `to` (and records its user, if given), in
+    /// one conditional statement. False, changing nothing, if its status is not `from`
+    /// (another request used it first) or there is no such grant.
+    async fn set_oauth_grant_status(
+        &self,
+        id_sha256: &str,
+        from: &str,
+        to: &str,
+        user: Option<(&str, &str)>,
+    ) -> Result<bool>;
+    /// Records a device code poll at `at` if the last one is still `previous`. False
+    /// if another poll came in between (or there is no such grant).
+    async fn record_oauth_poll(
+        &self,
+        id_sha256: &str,
+        previous: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Revokes every grant of the family; returns how many changed.
+    async fn revoke_oauth_family(&self, family: &str) -> Result<u64>;
+    /// Deletes the grants expired at `before`; returns how many.
+    async fn prune_oauth_grants(&self, before: Timestamp) -> Result<u64>;
+    /// Creates or replaces an application's client registration.
+    async fn upsert_client_registration(&self, registration: &ClientRegistration) -> Result<()>;
+    async fn client_registration(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<ClientRegistration>>;
 
     // --- replicas ---
 

@@ -28,6 +28,11 @@ pub struct CreatedApp {
     pub client_secret: String,
     pub display_name: String,
     pub roles: Vec<String>,
+    /// A public client (no secret is used) and its redirect URIs.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
 }
 
 const SECRET_WARNING: &str =
@@ -53,7 +58,14 @@ async fn create(args: &AppCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, Cli
                 output::details(&[
                     ("tenant id", created.tenant_id.clone()),
                     ("client id", created.client_id.clone()),
-                    ("client secret", created.client_secret.clone()),
+                    (
+                        "client secret",
+                        if created.public {
+                            "(none: a public client)".to_string()
+                        } else {
+                            created.client_secret.clone()
+                        },
+                    ),
                     ("roles", created.roles.join(", ")),
                 ]),
                 created.tenant_id,
@@ -73,14 +85,54 @@ async fn register(store: &dyn Store, args: &AppCreateArgs) -> Result<CreatedApp,
             Error::BadRequest(m) => CliError::Usage(m),
             other => failed(other),
         })?;
+    if args.public || !args.redirect_uris.is_empty() {
+        register_client(store, &app, args).await?;
+    }
     Ok(CreatedApp {
         tenant_id: tenant.id,
         tenant_name: tenant.name,
         client_id: app.client_id,
-        client_secret,
+        // A public client never uses a secret: none is shown.
+        client_secret: if args.public {
+            String::new()
+        } else {
+            client_secret
+        },
         display_name: app.display_name,
         roles: app.roles,
+        public: args.public,
+        redirect_uris: args.redirect_uris.clone(),
     })
+}
+
+/// Records the application as a public client and/or its redirect URIs.
+async fn register_client(
+    store: &dyn Store,
+    app: &appfence_core::AppRegistration,
+    args: &AppCreateArgs,
+) -> Result<(), CliError> {
+    for uri in &args.redirect_uris {
+        let ok = uri.starts_with("https://")
+            || uri.starts_with("http://127.0.0.1")
+            || uri.starts_with("http://[::1]")
+            || uri.starts_with("http://localhost")
+            || (!uri.starts_with("http://") && uri.contains(":/"));
+        if !ok || uri.contains('#') {
+            return Err(CliError::Usage(format!(
+                "The redirect URI {uri:?} is not accepted: use https://, a loopback http:// \
+                 URI (127.0.0.1, [::1], localhost), or a private-use scheme; no fragment"
+            )));
+        }
+    }
+    store
+        .upsert_client_registration(&appfence_core::grants::ClientRegistration {
+            tenant_id: app.tenant_id.clone(),
+            client_id: app.client_id.clone(),
+            public: args.public,
+            redirect_uris: args.redirect_uris.clone(),
+        })
+        .await
+        .map_err(failed)
 }
 
 fn failed(e: Error) -> CliError {

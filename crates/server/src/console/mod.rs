@@ -7,6 +7,7 @@ mod actions;
 mod allowlist;
 mod assets;
 mod device;
+mod device_login;
 mod devices;
 mod external;
 mod layout;
@@ -24,7 +25,7 @@ use maud::html;
 
 use crate::AppState;
 pub use live::{LIVE_STREAMS_PER_SESSION, LIVE_STREAM_LIMIT};
-pub use session::{SESSION_IDLE, SESSION_LIFETIME};
+pub use session::{from_headers as signed_in, Viewer, SESSION_IDLE, SESSION_LIFETIME};
 
 pub fn routes() -> Router<AppState> {
     let console = Router::new()
@@ -40,6 +41,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-in/external/{n}", get(external::start))
         .route("/console/sign-in/callback", get(external::callback))
         .route("/console/sign-out", post(sign_in::sign_out))
+        .route(
+            "/console/device",
+            get(device_login::form).post(device_login::submit),
+        )
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{id}", get(device::show))
         .route("/console/devices/{id}/restrict", post(device::restrict))
@@ -110,4 +115,9 @@ pub(crate) fn error_page(viewer: Option<&session::Viewer>, e: &Error) -> Respons
             html! { h1 { (title) } p { a href="/console/devices" { "Back to the devices" } } },
         ),
     )
+}
+
+#[cfg(test)]
+pub(crate) fn safe_next_for_tests(next: &str) -> &str {
+    sign_in::safe_next(next)
 }

@@ -99,6 +99,8 @@ pub struct Viewer {
     pub upn: String,
     /// Put in every state-changing form; checked by [`Viewer::check_csrf`].
     pub csrf: String,
+    /// A local user of the built-in issuer (not one of an external issuer).
+    pub local: bool,
     session_sha256: String,
 }
 
@@ -179,6 +181,14 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
+/// The viewer of the request's session cookie, if it names an open session.
+pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, Error> {
+    match cookie(headers, cookie_name(state)) {
+        Some(secret) => load(state, secret).await,
+        None => Ok(None),
+    }
+}
+
 /// The viewer of session `secret`, if it is open.
 pub async fn load(state: &AppState, secret: &str) -> Result<Option<Viewer>, Error> {
     let hash = sha256_hex(secret);
@@ -219,6 +229,7 @@ pub async fn load(state: &AppState, secret: &str) -> Result<Option<Viewer>, Erro
         ),
         upn: session.upn,
         csrf: csrf_of(secret),
+        local: session.issuer == LOCAL_ISSUER,
         session_sha256: hash,
     }))
 }

@@ -51,10 +51,12 @@ impl SignInForm {
     }
 }
 
-/// Where to go after signing in: a console page only (never another site).
+/// Where to go after signing in: a console page, or this server's authorization
+/// endpoint (`/{tenant}/oauth2/v2.0/authorize?...`, v1 too) when a sign-in flow sent the
+/// browser here; never another site.
 pub(super) fn safe_next(next: &str) -> &str {
-    let ok = next.starts_with("/console/")
-        && !next.starts_with("/console/live")
+    let ok = (next.starts_with("/console/") && !next.starts_with("/console/live")
+        || is_authorize_url(next))
         && !next.contains("//")
         && !next.contains('\\')
         && next.len() < 2048;
@@ -63,6 +65,45 @@ pub(super) fn safe_next(next: &str) -> &str {
     } else {
         "/console/devices"
     }
+}
+
+/// `/{tenant}/oauth2/v2.0/authorize?...` or `/{tenant}/oauth2/authorize?...`.
+pub(super) fn is_authorize_url(next: &str) -> bool {
+    let Some((path, _query)) = next.split_once('?') else {
+        return false;
+    };
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let Some((tenant, endpoint)) = rest.split_once('/') else {
+        return false;
+    };
+    !tenant.is_empty()
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && (endpoint == "oauth2/v2.0/authorize" || endpoint == "oauth2/authorize")
+}
+
+/// Going on to `next` after a sign-in. The authorization endpoint redirects to the
+/// client's redirect URI (another origin), which the console's CSP `form-action 'self'`
+/// would refuse to follow after a form's POST: a page that continues there instead.
+pub(super) fn continue_to(next: &str) -> Response {
+    if !is_authorize_url(next) {
+        return Redirect::to(next).into_response();
+    }
+    let markup = html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content={"0;url=" (next)};
+                title { "Signed in · appfence" }
+            }
+            body { p { "Signed in. " a href=(next) { "Continue" } } }
+        }
+    };
+    respond(StatusCode::OK, markup)
 }
 
 pub async fn form(
@@ -242,7 +283,7 @@ pub async fn submit(
     .await;
     match outcome {
         Ok(cookie) => {
-            let mut resp = Redirect::to(&form.next).into_response();
+            let mut resp = continue_to(&form.next);
             resp.headers_mut().append(header::SET_COOKIE, cookie);
             resp
         }

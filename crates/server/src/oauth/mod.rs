@@ -9,6 +9,8 @@
 //! - [`tokens`]: minting tokens; [`verify`]: checking them.
 //! - [`request`], [`failure`], [`routes`]: the token, discovery and JWKS endpoints.
 //! - [`extract`]: the `Authenticated` extractor of API handlers.
+//! - [`flows`]: sign-in without passwords (authorization code + PKCE, device code,
+//!   refresh tokens).
 //! - [`tenants`]: tenant lookups by path segment, and the cache of known tenants.
 
 pub mod apps;
@@ -17,6 +19,7 @@ pub mod claims;
 pub mod external;
 pub mod extract;
 pub mod failure;
+pub mod flows;
 pub mod keyring;
 pub mod keys;
 pub mod password_pool;

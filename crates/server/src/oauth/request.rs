@@ -124,13 +124,13 @@ fn required(params: &HashMap<String, String>, name: &str) -> Result<String, OAut
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum SecretRequired {
+pub(crate) enum SecretRequired {
     Yes,
     No,
 }
 
 /// The client's id and secret, from HTTP Basic or from the body (not both).
-fn client_auth(
+pub(crate) fn client_auth(
     params: &HashMap<String, String>,
     authorization: Option<&HeaderValue>,
     secret: SecretRequired,

@@ -34,6 +34,22 @@ pub fn routes() -> Router<AppState> {
         // Some clients send the v1 request as a GET with a form body.
         .route("/{tenant}/oauth2/token", get(token_v1).post(token_v1))
         .route("/{tenant}/oauth2/v2.0/token", get(token_v2).post(token_v2))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(super::flows::authorize::authorize_v2),
+        )
+        .route(
+            "/{tenant}/oauth2/authorize",
+            get(super::flows::authorize::authorize_v1),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            axum::routing::post(super::flows::device::devicecode_v2),
+        )
+        .route(
+            "/{tenant}/oauth2/devicecode",
+            axum::routing::post(super::flows::device::devicecode_v1),
+        )
         .route("/.well-known/openid-configuration", get(discovery_default))
         .route(
             "/{tenant}/.well-known/openid-configuration",
@@ -118,6 +134,15 @@ async fn issue(
     // compatibility case, so that secrets in POST URLs are not encouraged.
     let query = if method == Method::GET { query } else { None };
     let params = parse_params(&body, query.as_deref())?;
+    if super::flows::grants::handles(params.get("grant_type").map(String::as_str)) {
+        let address = client_ip(peer, &headers, &state.config.trusted_proxies);
+        let authorization = headers.get(AUTHORIZATION);
+        let resp =
+            super::flows::grants::redeem(state, &tenant, &params, authorization, version, address)
+                .await?;
+        state.tenants.remember(&tenant.id);
+        return Ok(resp);
+    }
     let policy = TokenPolicy::new(&state.public_url());
     let request = token_request(&params, headers.get(AUTHORIZATION), version, &policy)?;
     let address = client_ip(peer, &headers, &state.config.trusted_proxies);
@@ -156,18 +181,36 @@ async fn tenant_of(state: &AppState, segment: &str) -> Result<Tenant, OAuthFailu
         })
 }
 
-/// The OpenID Provider metadata (OpenID Connect Discovery 1.0 §3) of one tenant.
+/// The OpenID Provider metadata (OpenID Connect Discovery 1.0 §3, RFC 8414 §2) of one
+/// tenant, with the fields Entra ID publishes that apply. It lists only what is served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenIdConfiguration {
     pub issuer: String,
+    pub authorization_endpoint: String,
     pub token_endpoint: String,
+    pub device_authorization_endpoint: String,
     pub jwks_uri: String,
+    pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
+    pub subject_types_supported: Vec<String>,
     pub id_token_signing_alg_values_supported: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub grant_types_supported: Vec<String>,
     pub claims_supported: Vec<String>,
+    pub request_uri_parameter_supported: bool,
     pub tenant_id: String,
 }
+
+/// The grant types the token endpoints answer.
+pub const GRANT_TYPES: [&str; 5] = [
+    "authorization_code",
+    "refresh_token",
+    "urn:ietf:params:oauth:grant-type:device_code",
+    "client_credentials",
+    "password",
+];
 
 /// The discovery document of `tenant_id` for the v1 or v2 endpoints, with the same
 /// paths as Entra ID.
@@ -179,26 +222,40 @@ pub fn openid_configuration(
     let policy = TokenPolicy::new(public_url);
     let base = policy.public_url();
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let (token_endpoint, jwks_uri) = match version {
-        TokenVersion::V1 => (
-            format!("{base}/{tenant_id}/oauth2/token"),
-            format!("{base}/discovery/keys"),
-        ),
-        TokenVersion::V2 => (
-            format!("{base}/{tenant_id}/oauth2/v2.0/token"),
-            format!("{base}/{tenant_id}/discovery/v2.0/keys"),
-        ),
-    };
+    let (authorization_endpoint, token_endpoint, device_authorization_endpoint, jwks_uri) =
+        match version {
+            TokenVersion::V1 => (
+                format!("{base}/{tenant_id}/oauth2/authorize"),
+                format!("{base}/{tenant_id}/oauth2/token"),
+                format!("{base}/{tenant_id}/oauth2/devicecode"),
+                format!("{base}/discovery/keys"),
+            ),
+            TokenVersion::V2 => (
+                format!("{base}/{tenant_id}/oauth2/v2.0/authorize"),
+                format!("{base}/{tenant_id}/oauth2/v2.0/token"),
+                format!("{base}/{tenant_id}/oauth2/v2.0/devicecode"),
+                format!("{base}/{tenant_id}/discovery/v2.0/keys"),
+            ),
+        };
     OpenIdConfiguration {
         issuer: policy.issuer(tenant_id, version),
+        authorization_endpoint,
         token_endpoint,
+        device_authorization_endpoint,
         jwks_uri,
+        response_types_supported: strings(&["code"]),
+        response_modes_supported: strings(&["query"]),
+        // `sub` is the user's `oid`, the same for every client.
+        subject_types_supported: strings(&["public"]),
         id_token_signing_alg_values_supported: strings(&[ALGORITHM]),
+        scopes_supported: strings(&super::flows::OIDC_SCOPES),
+        code_challenge_methods_supported: strings(&["S256"]),
         token_endpoint_auth_methods_supported: strings(&[
             "client_secret_post",
             "client_secret_basic",
+            "none",
         ]),
-        grant_types_supported: strings(&["client_credentials", "password"]),
+        grant_types_supported: strings(&GRANT_TYPES),
         claims_supported: strings(&[
             "aud",
             "iss",
@@ -210,15 +267,19 @@ pub fn openid_configuration(
             "appid",
             "groups",
             "idtyp",
+            "nonce",
             "oid",
+            "preferred_username",
             "roles",
             "scp",
+            "sub",
             "tid",
             "unique_name",
             "upn",
             "ver",
             "jti",
         ]),
+        request_uri_parameter_supported: false,
         tenant_id: tenant_id.to_string(),
     }
 }
@@ -425,7 +486,7 @@ mod tests {
             ),
             (
                 format!("/{TENANT}/oauth2/token"),
-                format!("grant_type=authorization_code&client_id={id}&client_secret={secret}&resource={MDE}"),
+                format!("grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&client_id={id}&client_secret={secret}&resource={MDE}"),
                 400,
                 "unsupported_grant_type",
             ),
@@ -514,7 +575,27 @@ mod tests {
             );
             assert_eq!(
                 json["grant_types_supported"],
-                serde_json::json!(["client_credentials", "password"])
+                serde_json::json!(GRANT_TYPES)
+            );
+            assert_eq!(
+                json["authorization_endpoint"],
+                format!("{base}/{TENANT}/oauth2/v2.0/authorize")
+            );
+            assert_eq!(
+                json["device_authorization_endpoint"],
+                format!("{base}/{TENANT}/oauth2/v2.0/devicecode")
+            );
+            assert_eq!(
+                json["response_types_supported"],
+                serde_json::json!(["code"])
+            );
+            assert_eq!(
+                json["subject_types_supported"],
+                serde_json::json!(["public"])
+            );
+            assert_eq!(
+                json["code_challenge_methods_supported"],
+                serde_json::json!(["S256"])
             );
         }
         let (_, _, json) = call(
@@ -526,6 +607,14 @@ mod tests {
         assert_eq!(
             json["token_endpoint"],
             format!("{base}/{TENANT}/oauth2/token")
+        );
+        assert_eq!(
+            json["authorization_endpoint"],
+            format!("{base}/{TENANT}/oauth2/authorize")
+        );
+        assert_eq!(
+            json["grant_types_supported"],
+            serde_json::json!(GRANT_TYPES)
         );
         let (s, _, json) = call(
             &router,

@@ -22,6 +22,7 @@ mod indicators;
 mod list;
 mod machines;
 mod notify;
+mod oauth_grants;
 mod outage;
 mod rate_windows;
 mod signing_keys;

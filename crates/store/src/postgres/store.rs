@@ -2,6 +2,7 @@
 
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
+use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
@@ -20,7 +21,7 @@ use appfence_proto::Timestamp;
 use super::outage::guarded;
 use super::{
     actions, addresses, audit_log, console_sessions, credentials, events, indicators, machines,
-    rate_windows, signing_keys, throttle, PgStore,
+    oauth_grants, rate_windows, signing_keys, throttle, PgStore,
 };
 use crate::{Change, GroupOf, Store};
 
@@ -142,6 +143,66 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>> {
         guarded!(self, throttle::sweep(&self.pool, policy, now))
+    }
+
+    async fn insert_oauth_grant(&self, grant: &OAuthGrant) -> Result<()> {
+        guarded!(self, oauth_grants::insert(&self.pool, grant))
+    }
+
+    async fn oauth_grant(&self, id_sha256: &str) -> Result<Option<OAuthGrant>> {
+        guarded!(self, oauth_grants::get(&self.pool, "id_sha256", id_sha256))
+    }
+
+    async fn oauth_grant_by_user_code(&self, user_code_sha256: &str) -> Result<Option<OAuthGrant>> {
+        guarded!(
+            self,
+            oauth_grants::get(&self.pool, "user_code_sha256", user_code_sha256)
+        )
+    }
+
+    async fn set_oauth_grant_status(
+        &self,
+        id_sha256: &str,
+        from: &str,
+        to: &str,
+        user: Option<(&str, &str)>,
+    ) -> Result<bool> {
+        guarded!(
+            self,
+            oauth_grants::set_status(&self.pool, id_sha256, from, to, user)
+        )
+    }
+
+    async fn record_oauth_poll(
+        &self,
+        id_sha256: &str,
+        previous: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<bool> {
+        guarded!(
+            self,
+            oauth_grants::poll(&self.pool, id_sha256, previous, at)
+        )
+    }
+
+    async fn revoke_oauth_family(&self, family: &str) -> Result<u64> {
+        guarded!(self, oauth_grants::revoke_family(&self.pool, family))
+    }
+
+    async fn prune_oauth_grants(&self, before: Timestamp) -> Result<u64> {
+        guarded!(self, oauth_grants::prune(&self.pool, before))
+    }
+
+    async fn upsert_client_registration(&self, registration: &ClientRegistration) -> Result<()> {
+        guarded!(self, oauth_grants::upsert_client(&self.pool, registration))
+    }
+
+    async fn client_registration(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<ClientRegistration>> {
+        guarded!(self, oauth_grants::client(&self.pool, tenant_id, client_id))
     }
 
     async fn insert_console_session(&self, session: &ConsoleSession) -> Result<()> {

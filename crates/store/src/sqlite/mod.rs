@@ -17,6 +17,7 @@ mod group_commit;
 mod indicators;
 mod list;
 mod machines;
+mod oauth_grants;
 mod rate_windows;
 mod rows;
 mod signing_keys;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
+use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
@@ -371,6 +373,57 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<SignInAccount>> {
         throttle::sweep(&self.writer, policy, now).await
+    }
+
+    async fn insert_oauth_grant(&self, grant: &OAuthGrant) -> Result<()> {
+        oauth_grants::insert(&self.writer, grant).await
+    }
+
+    async fn oauth_grant(&self, id_sha256: &str) -> Result<Option<OAuthGrant>> {
+        oauth_grants::get(&self.reader, "id_sha256", id_sha256).await
+    }
+
+    async fn oauth_grant_by_user_code(&self, user_code_sha256: &str) -> Result<Option<OAuthGrant>> {
+        oauth_grants::get(&self.reader, "user_code_sha256", user_code_sha256).await
+    }
+
+    async fn set_oauth_grant_status(
+        &self,
+        id_sha256: &str,
+        from: &str,
+        to: &str,
+        user: Option<(&str, &str)>,
+    ) -> Result<bool> {
+        oauth_grants::set_status(&self.writer, id_sha256, from, to, user).await
+    }
+
+    async fn record_oauth_poll(
+        &self,
+        id_sha256: &str,
+        previous: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<bool> {
+        oauth_grants::poll(&self.writer, id_sha256, previous, at).await
+    }
+
+    async fn revoke_oauth_family(&self, family: &str) -> Result<u64> {
+        oauth_grants::revoke_family(&self.writer, family).await
+    }
+
+    async fn prune_oauth_grants(&self, before: Timestamp) -> Result<u64> {
+        oauth_grants::prune(&self.writer, before).await
+    }
+
+    async fn upsert_client_registration(&self, registration: &ClientRegistration) -> Result<()> {
+        oauth_grants::upsert_client(&self.writer, registration).await
+    }
+
+    async fn client_registration(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<ClientRegistration>> {
+        oauth_grants::client(&self.reader, tenant_id, client_id).await
     }
 
     async fn insert_console_session(&self, session: &ConsoleSession) -> Result<()> {

@@ -55,6 +55,7 @@ contract_checks!(
     users,
     console_sessions,
     prune_console_sessions,
+    oauth_grants,
     indicators,
     denial_events,
     keyset_pages,
