@@ -68,7 +68,7 @@ pub async fn form(viewer: Viewer, Query(q): Query<DeviceQuery>) -> Response {
 pub async fn submit(
     State(state): State<AppState>,
     viewer: Viewer,
-    super::Peer(peer): super::Peer,
+    crate::client_address::Peer(peer): crate::client_address::Peer,
     headers: HeaderMap,
     form: Result<Form<DeviceForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
