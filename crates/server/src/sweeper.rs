@@ -86,6 +86,12 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
         .store
         .prune_console_sessions(now, crate::console::SESSION_IDLE)
         .await?;
+    // Sign-in grants (codes, device codes, refresh tokens) a day after they expired:
+    // the day keeps a replayed code recognised (and its family revoked) meanwhile.
+    state
+        .store
+        .prune_oauth_grants(now.minus(std::time::Duration::from_secs(24 * 3600)))
+        .await?;
     // MDE looks devices up by address for the last 30 days: older history goes.
     state
         .store

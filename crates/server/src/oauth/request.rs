@@ -104,7 +104,9 @@ pub fn token_request(
         }
         other => {
             return Err(OAuthFailure::unsupported_grant_type(format!(
-                "The grant type '{}' is not supported; use 'client_credentials' or 'password'",
+                "The grant type '{}' is not supported; use 'client_credentials', 'password', \
+                 'authorization_code', 'refresh_token' or \
+                 'urn:ietf:params:oauth:grant-type:device_code'",
                 truncate(other, 100)
             )))
         }
@@ -327,12 +329,14 @@ mod tests {
         );
         assert_eq!(
             failure(v1(&format!(
-                "grant_type=authorization_code&client_id=c&client_secret=s&resource={MDE}"
+                "grant_type=jwt-bearer&client_id=c&client_secret=s&resource={MDE}"
             ))),
             (
                 400,
                 "unsupported_grant_type",
-                "The grant type 'authorization_code' is not supported; use 'client_credentials' or 'password'"
+                "The grant type 'jwt-bearer' is not supported; use 'client_credentials', \
+                 'password', 'authorization_code', 'refresh_token' or \
+                 'urn:ietf:params:oauth:grant-type:device_code'"
                     .into()
             )
         );
