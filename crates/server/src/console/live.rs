@@ -34,8 +34,9 @@ static SLOTS: std::sync::LazyLock<Arc<Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(Semaphore::new(LIVE_STREAM_LIMIT)));
 
 /// Open streams per session.
-static PER_SESSION: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
-    std::sync::LazyLock::new(Default::default);
+static PER_SESSION: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, usize>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// One session's hold on a stream, given back when the stream ends.
 struct SessionSlot(String);
@@ -124,7 +125,10 @@ async fn open(state: AppState, viewer: Viewer, headers: &HeaderMap, view: View) 
         Ok(v) => v,
         Err(e) => return (super::status_of(&e), super::words::in_words(&e)).into_response(),
     };
-    let (Some(session_slot), Ok(permit)) = (SessionSlot::take(viewer.session_id()), SLOTS.clone().try_acquire_owned()) else {
+    let (Some(session_slot), Ok(permit)) = (
+        SessionSlot::take(viewer.session_id()),
+        SLOTS.clone().try_acquire_owned(),
+    ) else {
         metrics::counter!("appfence_console_live_refused_total").increment(1);
         let mut resp = (
             StatusCode::SERVICE_UNAVAILABLE,

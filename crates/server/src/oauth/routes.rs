@@ -423,8 +423,8 @@ mod tests {
             (
                 format!("/{TENANT}/oauth2/token"),
                 format!("grant_type=client_credentials&client_id=00000000-0000-0000-0000-000000000000&client_secret={secret}&resource={MDE}"),
-                401,
-                "invalid_client",
+                400,
+                "unauthorized_client",
             ),
             (
                 format!("/{TENANT}/oauth2/token"),
@@ -741,8 +741,8 @@ mod tests {
             ),
             (
                 format!("resource={MDE}&client_id=00000000-0000-0000-0000-000000000000&grant_type=password&username={ANA}&password={password}"),
-                401,
-                "invalid_client",
+                400,
+                "unauthorized_client",
                 None,
             ),
             (
