@@ -687,9 +687,16 @@ async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_
         None,
     )
     .await;
-    create_user(server.state.store.as_ref(), server.state.clock.as_ref(), &server.tenant_id, ANALYST, PASSWORD, &["g-analysts".into()])
-        .await
-        .unwrap();
+    create_user(
+        server.state.store.as_ref(),
+        server.state.clock.as_ref(),
+        &server.tenant_id,
+        ANALYST,
+        PASSWORD,
+        &["g-analysts".into()],
+    )
+    .await
+    .unwrap();
     let mut b = Browser::new(&server.base);
     assert_eq!(b.sign_in(ANALYST, PASSWORD).await.status, 303);
     for _ in 0..3 {
@@ -697,7 +704,11 @@ async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_
     }
     let r = b.get("/console/devices").await;
     assert_eq!(r.status, 429, "{}", r.body);
-    assert!(r.body.contains("Too many requests of this kind"), "{}", r.body);
+    assert!(
+        r.body.contains("Too many requests of this kind"),
+        "{}",
+        r.body
+    );
     // Another page reads another API, with its own quota.
     assert_eq!(b.get("/console/actions").await.status, 200);
 
@@ -712,7 +723,11 @@ async fn page_views_count_against_the_rate_limit_and_live_views_are_bounded_per_
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 503, "one session cannot take every live stream");
+    assert_eq!(
+        refused.status(),
+        503,
+        "one session cannot take every live stream"
+    );
     drop(open);
     // Given back when the streams end.
     within(Duration::from_secs(20), "a live slot freed", async {

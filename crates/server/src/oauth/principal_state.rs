@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use appfence_core::authz::{Caller, Principal};
 use appfence_core::ids::truncate;
+use appfence_core::records::{AppRegistration, UserRecord};
 use appfence_core::Error;
 use appfence_proto::Timestamp;
 use appfence_store::Store;
@@ -99,6 +100,51 @@ impl PrincipalStates {
         }
     }
 
+    /// Records that `app` (and `user`) were read from the store at `now` and may act:
+    /// the token endpoint, which has just checked them, tells the cache, so a token it
+    /// issues works on this replica at once even after a refusal was remembered.
+    pub fn remember_active(
+        &self,
+        app: &AppRegistration,
+        user: Option<&UserRecord>,
+        now: Timestamp,
+    ) {
+        let mut fresh = vec![(
+            Key::App {
+                tenant_id: app.tenant_id.clone(),
+                client_id: app.client_id.clone(),
+            },
+            State::Active { groups: None },
+        )];
+        if let Some(user) = user {
+            fresh.push((
+                Key::User {
+                    tenant_id: user.tenant_id.clone(),
+                    object_id: user.object_id.clone(),
+                },
+                State::Active {
+                    groups: Some(user.groups.clone()),
+                },
+            ));
+        }
+        let mut entries = self.lock();
+        for (key, state) in fresh {
+            if entries.len() >= CAPACITY {
+                entries.retain(|_, e| fresh_at(e.read_at, now));
+                if entries.len() >= CAPACITY {
+                    entries.clear();
+                }
+            }
+            entries.insert(
+                key,
+                Entry {
+                    state,
+                    read_at: now,
+                },
+            );
+        }
+    }
+
     /// Forgets every answer (tests; a store known to have changed).
     pub fn clear(&self) {
         self.lock().clear();
@@ -110,7 +156,7 @@ impl PrincipalStates {
 
     async fn state(&self, store: &dyn Store, key: Key, now: Timestamp) -> Result<State, Error> {
         if let Some(entry) = self.lock().get(&key) {
-            if fresh(entry.read_at, now) {
+            if fresh_at(entry.read_at, now) {
                 return Ok(entry.state.clone());
             }
         }
@@ -119,7 +165,7 @@ impl PrincipalStates {
         let state = read(store, &key).await?;
         let mut entries = self.lock();
         if entries.len() >= CAPACITY {
-            entries.retain(|_, e| fresh(e.read_at, now));
+            entries.retain(|_, e| fresh_at(e.read_at, now));
             if entries.len() >= CAPACITY {
                 entries.clear();
             }
@@ -137,7 +183,7 @@ impl PrincipalStates {
 
 /// Whether an answer read at `read_at` may still be used at `now`. A clock that went
 /// back does not make an answer trusted for longer than the bound.
-fn fresh(read_at: Timestamp, now: Timestamp) -> bool {
+fn fresh_at(read_at: Timestamp, now: Timestamp) -> bool {
     now >= read_at && now < read_at.plus(STATE_TTL)
 }
 
@@ -180,7 +226,6 @@ async fn read(store: &dyn Store, key: &Key) -> Result<State, Error> {
 mod tests {
     use super::*;
     use crate::test_support::sqlite_store;
-    use appfence_core::records::{AppRegistration, UserRecord};
     use appfence_core::Tenant;
 
     const T: &str = "0b5f7a31-8d2c-4c3e-9a55-1e2d3c4b5a69";
@@ -300,10 +345,28 @@ mod tests {
                 .unwrap_err(),
             Error::Unauthorized("The token's application 'c-1' no longer exists".into())
         );
+        // The token endpoint's word replaces a remembered refusal.
+        let recreated = AppRegistration {
+            client_id: "c-1".into(),
+            ..app.clone()
+        };
+        store.insert_app(&recreated, None).await.unwrap();
+        assert!(states
+            .check(store, &as_app, "c-1", much_later)
+            .await
+            .is_err());
+        states.remember_active(&recreated, None, much_later);
+        assert!(states
+            .check(store, &as_app, "c-1", much_later)
+            .await
+            .is_ok());
         // A clock that goes back does not extend an answer.
         states.clear();
         let _ = states.check(store, &as_app, "c-1", much_later).await;
-        assert!(!fresh(much_later, much_later.minus(Duration::from_secs(1))));
+        assert!(!fresh_at(
+            much_later,
+            much_later.minus(Duration::from_secs(1))
+        ));
     }
 
     #[tokio::test]
