@@ -10,7 +10,7 @@ use std::time::Duration;
 use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT};
 use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::ratelimit::RateLimitPolicy;
-use appfence_core::records::{ActionRecord, EnrollSecret, MachineRecord};
+use appfence_core::records::{ActionRecord, MachineRecord};
 use appfence_core::{Clock, SystemClock, Tenant};
 use appfence_proto::agent::{
     Capabilities, DeviceInfo, EnforcementState, EnrollRequest, EnrollResponse,
@@ -18,7 +18,7 @@ use appfence_proto::agent::{
 use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use appfence_server::access::AccessSpec;
 use appfence_server::oauth::apps::{create_app, ensure_default_tenant};
-use appfence_server::oauth::secrets::{generate_secret, sha256_hex};
+use appfence_server::oauth::secrets::sha256_hex;
 use appfence_server::{RunningServer, ServerConfig};
 use appfence_store::{SqliteStore, Store};
 use reqwest::StatusCode;
@@ -94,15 +94,16 @@ impl Harness {
         )
         .await
         .map_err(|e| format!("cannot register the application: {e}"))?;
-        let enroll_secret = generate_secret();
-        store
-            .insert_enroll_secret(&EnrollSecret {
-                tenant_id: tenant.id.clone(),
-                secret_sha256: sha256_hex(&enroll_secret),
-                created: clock.now(),
-            })
-            .await
-            .map_err(|e| format!("cannot store the enrolment secret: {e}"))?;
+        let (_, enroll_secret) = appfence_server::agent_gateway::enroll::create_enroll_secret(
+            dyn_store.as_ref(),
+            clock.as_ref(),
+            &tenant.id,
+            None,
+            None,
+            "bench",
+        )
+        .await
+        .map_err(|e| format!("cannot store the enrolment secret: {e}"))?;
 
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency.max(1))

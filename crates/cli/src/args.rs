@@ -222,8 +222,22 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
-    /// Register an application and print its client id and secret (shown once).
+    /// Register an application and print its client id and first secret (shown once).
     Create(AppCreateArgs),
+    /// List the tenant's applications: client id, name, state, roles, secrets.
+    List(OfflineOnlyArgs),
+    /// Show an application and its secrets' ids, hints and expiry (never a secret).
+    Show(AppRefArgs),
+    /// Disable an application: its token requests are refused at once, its tokens
+    /// within 30 s on every server.
+    Disable(AppRefArgs),
+    /// Enable a disabled application again.
+    Enable(AppRefArgs),
+    /// Delete an application and its secrets: as disable, for good.
+    Delete(AppRefArgs),
+    /// Add or remove client secrets (rotation: add, switch, remove the old one).
+    #[command(subcommand)]
+    Secret(AppSecretCommand),
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +257,60 @@ pub struct AppCreateArgs {
     /// (http://127.0.0.1/..., http://[::1]/..., http://localhost/...) match any port.
     #[arg(long = "redirect-uri", value_name = "URI")]
     pub redirect_uris: Vec<String>,
+    /// How long the first secret works, e.g. 90d (at most 730d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "180d")]
+    pub expires: Duration,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+/// Commands that take only where the data is.
+#[derive(Debug, Args)]
+pub struct OfflineOnlyArgs {
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AppRefArgs {
+    /// The application's client id, or its display name if no other application of
+    /// the tenant has it.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppSecretCommand {
+    /// Add a client secret and print it and its id (shown once); the others keep
+    /// working.
+    Add(AppSecretAddArgs),
+    /// Remove a client secret by its id: it gets no token any more (tokens it already
+    /// got work until they expire; disable the app to stop those).
+    Remove(AppSecretRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppSecretAddArgs {
+    /// The application's client id or display name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// How long the secret works, e.g. 90d (at most 730d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "180d")]
+    pub expires: Duration,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AppSecretRemoveArgs {
+    /// The application's client id or display name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// The secret's id, as `app show` lists it.
+    #[arg(value_name = "SECRET_ID")]
+    pub secret_id: String,
     #[command(flatten)]
     pub offline: OfflineArgs,
 }
@@ -310,6 +378,56 @@ pub enum UserCommand {
     Create(UserCreateArgs),
     /// End a user's sign-in lockout now (after too many wrong passwords).
     Unlock(UserUnlockArgs),
+    /// List the tenant's users: UPN, object id, state, groups.
+    List(OfflineOnlyArgs),
+    /// Disable a user: sign-ins are refused at once, console sessions end, tokens are
+    /// refused within 30 s on every server.
+    Disable(UserRefArgs),
+    /// Enable a disabled user again.
+    Enable(UserRefArgs),
+    /// Delete a user: as disable, for good (the UPN can be created again, as another
+    /// user).
+    Delete(UserRefArgs),
+    /// Give a user a new password, read from standard input; their console sessions
+    /// end.
+    SetPassword(UserSetPasswordArgs),
+    /// Replace a user's groups (which decide their roles and device groups); their
+    /// console sessions end and their tokens carry the new groups within 30 s.
+    SetGroups(UserSetGroupsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserRefArgs {
+    /// User principal name, e.g. ana@example.com (any case).
+    #[arg(value_name = "UPN")]
+    pub upn: String,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserSetPasswordArgs {
+    /// User principal name, e.g. ana@example.com (any case).
+    #[arg(value_name = "UPN")]
+    pub upn: String,
+    /// Read the password (at least 12 characters) from the first line of standard input.
+    /// Required: a password given as an argument would show in the process list.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserSetGroupsArgs {
+    /// User principal name, e.g. ana@example.com (any case).
+    #[arg(value_name = "UPN")]
+    pub upn: String,
+    /// The user's groups from now on (repeat the flag or separate with commas).
+    #[arg(long = "group", value_name = "GROUP", required = true, num_args = 1.., value_delimiter = ',')]
+    pub groups: Vec<String>,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -595,10 +713,38 @@ pub enum OnDeadline {
 pub enum EnrollSecretCommand {
     /// Create an enrolment secret and print it (shown once).
     Create(EnrollSecretCreateArgs),
+    /// List the tenant's enrolment secrets: id, created, expires, uses, revoked.
+    List(OfflineOnlyArgs),
+    /// Revoke an enrolment secret: it enrols no device any more (enrolled devices keep
+    /// their own credentials).
+    Revoke(EnrollSecretRevokeArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct EnrollSecretCreateArgs {
+    /// How long it enrols devices, e.g. 7d, or never
+    #[arg(long, value_name = "PERIOD|never", value_parser = parse_lifetime, default_value = "30d")]
+    pub expires: Lifetime,
+    /// How many devices it may enrol [default: any number]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uses: Option<u32>,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+/// How long something stays valid; `None`: for ever (`never`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetime(pub Option<Duration>);
+
+fn parse_lifetime(s: &str) -> Result<Lifetime, String> {
+    parse_optional_period(s).map(Lifetime)
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollSecretRevokeArgs {
+    /// The secret's id, as `enroll-secret list` shows it.
+    #[arg(value_name = "ID")]
+    pub id: String,
     #[command(flatten)]
     pub offline: OfflineArgs,
 }
@@ -611,6 +757,75 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_lifecycle_commands_with_their_defaults() {
+        let day = Duration::from_secs(86_400);
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().command;
+        let Command::App(AppCommand::Create(a)) =
+            parse(&["appfence", "app", "create", "--name", "n", "--role", "r"])
+        else {
+            panic!("not app create")
+        };
+        assert_eq!(a.expires, 180 * day);
+        let Command::App(AppCommand::Secret(AppSecretCommand::Add(a))) = parse(&[
+            "appfence",
+            "app",
+            "secret",
+            "add",
+            "SOAR",
+            "--expires",
+            "90d",
+        ]) else {
+            panic!("not app secret add")
+        };
+        assert_eq!((a.app.as_str(), a.expires), ("SOAR", 90 * day));
+        let Command::App(AppCommand::Secret(AppSecretCommand::Remove(a))) =
+            parse(&["appfence", "app", "secret", "remove", "SOAR", "id-1"])
+        else {
+            panic!("not app secret remove")
+        };
+        assert_eq!(a.secret_id, "id-1");
+        let Command::EnrollSecret(EnrollSecretCommand::Create(a)) =
+            parse(&["appfence", "enroll-secret", "create"])
+        else {
+            panic!("not enroll-secret create")
+        };
+        assert_eq!((a.expires, a.max_uses), (Lifetime(Some(30 * day)), None));
+        let Command::EnrollSecret(EnrollSecretCommand::Create(a)) = parse(&[
+            "appfence",
+            "enroll-secret",
+            "create",
+            "--expires",
+            "never",
+            "--max-uses",
+            "3",
+        ]) else {
+            panic!("not enroll-secret create")
+        };
+        assert_eq!((a.expires, a.max_uses), (Lifetime(None), Some(3)));
+        let Command::User(UserCommand::SetGroups(a)) =
+            parse(&["appfence", "user", "set-groups", "ana@x", "--group", "a,b"])
+        else {
+            panic!("not user set-groups")
+        };
+        assert_eq!(a.groups, ["a", "b"]);
+        for bad in [
+            &["appfence", "enroll-secret", "create", "--max-uses", "0"][..],
+            &["appfence", "user", "set-password", "ana@x"],
+            &[
+                "appfence",
+                "app",
+                "secret",
+                "add",
+                "SOAR",
+                "--expires",
+                "0s",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -26,3 +26,19 @@ pub const ACCOUNT_UNLOCKED: &str = "AccountUnlocked";
 pub const SIGNING_KEY_ADDED: &str = "SigningKeyAdded";
 pub const SIGNING_KEY_RETIRED: &str = "SigningKeyRetired";
 pub const SIGNING_KEYS_SEALED: &str = "SigningKeysSealed";
+
+// The lifecycle of credentials (subject: the client id, the UPN, the secret's id).
+pub const APP_CREATED: &str = "AppCreated";
+pub const APP_SECRET_ADDED: &str = "AppSecretAdded";
+pub const APP_SECRET_REMOVED: &str = "AppSecretRemoved";
+pub const APP_DISABLED: &str = "AppDisabled";
+pub const APP_ENABLED: &str = "AppEnabled";
+pub const APP_DELETED: &str = "AppDeleted";
+pub const USER_CREATED: &str = "UserCreated";
+pub const USER_DISABLED: &str = "UserDisabled";
+pub const USER_ENABLED: &str = "UserEnabled";
+pub const USER_DELETED: &str = "UserDeleted";
+pub const USER_PASSWORD_CHANGED: &str = "UserPasswordChanged";
+pub const USER_GROUPS_CHANGED: &str = "UserGroupsChanged";
+pub const ENROLL_SECRET_CREATED: &str = "EnrollSecretCreated";
+pub const ENROLL_SECRET_REVOKED: &str = "EnrollSecretRevoked";

@@ -14,27 +14,90 @@ pub struct Tenant {
     pub name: String,
 }
 
-/// An OAuth client (application registration) of one tenant.
+/// An OAuth client (application registration) of one tenant. Its secrets are
+/// [`AppSecret`]s, kept apart: an application may hold several at once (rotation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppRegistration {
     pub tenant_id: String,
     /// A GUID.
     pub client_id: String,
     pub display_name: String,
-    /// PHC string of a slow hash (Argon2id); the secret itself is never stored.
-    pub secret_hash: String,
     /// Application permissions, e.g. `Machine.RestrictExecution`.
     pub roles: Vec<String>,
     pub created: Timestamp,
+    /// Since when the application is disabled: it gets no token, and its tokens are
+    /// refused. `None` while enabled.
+    pub disabled: Option<Timestamp>,
+}
+
+/// One client secret of an application (Entra's `passwordCredential`). The secret
+/// itself is never stored: `sha256:<hex>` for generated secrets, or the Argon2id PHC
+/// string of an earlier version (re-stored in the fast form at its first use).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppSecret {
+    /// A GUID (Entra's `keyId`): what `app secret remove` names.
+    pub id: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub secret_hash: String,
+    /// The secret's first characters (Entra's `hint`), to tell secrets apart; `None`
+    /// for secrets from before secrets had ids (migrated).
+    pub hint: Option<String>,
+    pub created: Timestamp,
+    /// When the secret stops working; `None`: never (secrets migrated from a version
+    /// without expiry).
+    pub expires: Option<Timestamp>,
+}
+
+impl AppSecret {
+    /// Whether the secret is expired at `now` (at or past `expires`).
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
 }
 
 /// A credential that lets agents enrol devices into a tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnrollSecret {
+    /// A GUID: what `enroll-secret revoke` names.
+    pub id: String,
     pub tenant_id: String,
     /// SHA-256 (hex) of the secret: secrets are 256-bit random, so a fast hash suffices.
     pub secret_sha256: String,
     pub created: Timestamp,
+    /// When it stops enrolling devices; `None`: never.
+    pub expires: Option<Timestamp>,
+    /// How many devices it may enrol; `None`: any number.
+    pub max_uses: Option<u32>,
+    /// How many devices it enrolled (enrolling a known device again is not counted).
+    pub uses: u32,
+    /// When it was revoked; a revoked secret enrols nothing.
+    pub revoked: Option<Timestamp>,
+}
+
+/// Why an enrolment secret enrols nothing (more) at a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnrollSecretRefusal {
+    Revoked,
+    Expired,
+    UsedUp,
+}
+
+impl EnrollSecret {
+    /// Whether it may enrol one more device at `now`, else why not (revoked first,
+    /// then expired, then used up).
+    pub fn usable(&self, now: Timestamp) -> Result<(), EnrollSecretRefusal> {
+        if self.revoked.is_some() {
+            return Err(EnrollSecretRefusal::Revoked);
+        }
+        if self.expires.is_some_and(|e| e <= now) {
+            return Err(EnrollSecretRefusal::Expired);
+        }
+        if self.max_uses.is_some_and(|m| self.uses >= m) {
+            return Err(EnrollSecretRefusal::UsedUp);
+        }
+        Ok(())
+    }
 }
 
 /// A signing key of the built-in authorization server, as the store keeps it: the
@@ -146,6 +209,9 @@ pub struct UserRecord {
     /// Group ids, matched against `[[rbac.roles]]` and `[[device_groups]]` user groups.
     pub groups: Vec<String>,
     pub created: Timestamp,
+    /// Since when the user is disabled: no sign-in, and their tokens are refused.
+    /// `None` while enabled.
+    pub disabled: Option<Timestamp>,
 }
 
 /// A signed-in session of the web console. The cookie carries a random secret; only its

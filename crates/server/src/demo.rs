@@ -7,14 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use appfence_core::audit::ACTOR_SERVER;
 use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT, ROLE_TI_READ_WRITE_ALL};
 use appfence_core::odata::Query;
 use appfence_core::rbac::Permission;
-use appfence_core::records::EnrollSecret;
 use appfence_proto::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::access::RoleSpec;
+use crate::agent_gateway::enroll::create_enroll_secret;
 use crate::oauth::apps::{create_app, ensure_default_tenant};
 use crate::oauth::secrets::{generate_secret, sha256_hex, verify_generated_secret, StoredSecret};
 use crate::oauth::users::{authenticate_user, create_user};
@@ -161,30 +162,37 @@ async fn app_and_secret_work(state: &AppState, info: &DemoInfo) -> Result<bool, 
         .await
         .map_err(|e| e.to_string())?;
     let app_ok = match &app {
-        Some(a) => {
-            let secret_ok = match StoredSecret::of(&a.secret_hash) {
-                StoredSecret::Fast(hex) => {
-                    verify_generated_secret(info.client_secret.expose(), Some(hex))
-                }
-                StoredSecret::Legacy(phc) => state
-                    .passwords
-                    .verify(info.client_secret.expose(), Some(phc))
-                    .await
-                    .map_err(|_| "every password check is busy".to_string())?,
-                StoredSecret::Unknown => false,
-            };
+        Some(a) if a.disabled.is_none() => {
+            let secrets = store
+                .app_secrets(&a.tenant_id, &a.client_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut secret_ok = false;
+            for stored in secrets.iter().filter(|s| !s.is_expired(state.clock.now())) {
+                secret_ok |= match StoredSecret::of(&stored.secret_hash) {
+                    StoredSecret::Fast(hex) => {
+                        verify_generated_secret(info.client_secret.expose(), Some(hex))
+                    }
+                    StoredSecret::Legacy(phc) => state
+                        .passwords
+                        .verify(info.client_secret.expose(), Some(phc))
+                        .await
+                        .map_err(|_| "every password check is busy".to_string())?,
+                    StoredSecret::Unknown => false,
+                };
+            }
             secret_ok
                 && DEMO_APP_ROLES
                     .iter()
                     .all(|r| a.roles.iter().any(|have| have == r))
         }
-        None => false,
+        _ => false,
     };
     let secret_ok = store
         .enroll_secret(&sha256_hex(info.enroll_secret.expose()))
         .await
         .map_err(|e| e.to_string())?
-        .is_some();
+        .is_some_and(|s| s.usable(state.clock.now()).is_ok());
     Ok(app_ok && secret_ok)
 }
 
@@ -203,15 +211,17 @@ async fn create(state: &AppState) -> Result<DemoInfo, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let enroll_secret = generate_secret();
-    store
-        .insert_enroll_secret(&EnrollSecret {
-            tenant_id: tenant.id.clone(),
-            secret_sha256: sha256_hex(&enroll_secret),
-            created: state.clock.now(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    // The demo's devices enrol with it at every start: no expiry, no limit.
+    let (_, enroll_secret) = create_enroll_secret(
+        store,
+        state.clock.as_ref(),
+        &tenant.id,
+        None,
+        None,
+        ACTOR_SERVER,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(DemoInfo {
         tenant_id: tenant.id,
         client_id: app.client_id,

@@ -12,6 +12,7 @@ use crate::dispatch::Dispatcher;
 use crate::oauth::external::{ExternalIssuers, FETCH_TIMEOUT};
 use crate::oauth::keyring::KeyRing;
 use crate::oauth::password_pool::PasswordPool;
+use crate::oauth::principal_state::PrincipalStates;
 use crate::oauth::tenants::TenantCache;
 use crate::oauth::token_cache::TokenCache;
 use crate::ratelimit::{MemoryRateLimiter, RateLimiter, StoreRateLimiter};
@@ -28,6 +29,9 @@ pub struct AppState {
     pub verified_tokens: Arc<TokenCache>,
     /// Tenant ids known to exist.
     pub tenants: Arc<TenantCache>,
+    /// Whether the applications and users of this server's tokens may still act,
+    /// re-read from the store within `principal_state::STATE_TTL`.
+    pub principals: Arc<PrincipalStates>,
     /// Argon2id for passwords, bounded.
     pub passwords: Arc<PasswordPool>,
     pub dispatch: Arc<Dispatcher>,
@@ -114,6 +118,7 @@ impl AppState {
             keys: Arc::new(keys),
             verified_tokens: Arc::default(),
             tenants: Arc::default(),
+            principals: Arc::default(),
             passwords: Arc::new(PasswordPool::for_this_machine()),
             dispatch: Arc::new(Dispatcher::default()),
         })

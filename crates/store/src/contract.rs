@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::ids::{new_guid, new_machine_id};
@@ -18,9 +19,9 @@ use appfence_core::odata::{
 };
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, EnrollSecret, GroupAssignment,
-    IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant, TransitionOutcome,
-    UserRecord, MAX_EVENTS_PER_MACHINE,
+    ActionRecord, AppRegistration, AppSecret, AuditRecord, ConsoleSession, EnrollSecret,
+    GroupAssignment, IndicatorSubmission, MachineRecord, SigningKey, StatusChange, Tenant,
+    TransitionOutcome, UserRecord, MAX_EVENTS_PER_MACHINE,
 };
 use appfence_core::{Error, MachineRef};
 use appfence_proto::agent::{Capabilities, DenialEvent, DenialKind, DeviceInfo, EnforcementState};
@@ -196,27 +197,50 @@ pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
         tenant_id: t.id.clone(),
         client_id: new_guid(),
         display_name: "SOAR connector".into(),
-        secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         roles: vec![
             "Machine.RestrictExecution".into(),
             "Machine.Read.All".into(),
         ],
         created: at(1),
+        disabled: None,
     };
-    store.insert_app(&app).await.unwrap();
+    let first = app_secret(
+        &app,
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        at(1),
+        None,
+    );
+    store.insert_app(&app, Some(&first)).await.unwrap();
     assert_eq!(
         store.app(&t.id, &app.client_id).await.unwrap(),
         Some(app.clone())
     );
+    assert_eq!(
+        store.app_secrets(&t.id, &app.client_id).await.unwrap(),
+        vec![first.clone()]
+    );
     let other = new_tenant(store).await;
     assert_eq!(store.app(&other.id, &app.client_id).await.unwrap(), None);
     assert_eq!(store.app(&t.id, &new_guid()).await.unwrap(), None);
-
-    let secret = EnrollSecret {
-        tenant_id: t.id.clone(),
-        secret_sha256: new_machine_id(),
-        created: at(2),
+    assert!(store
+        .app_secrets(&other.id, &app.client_id)
+        .await
+        .unwrap()
+        .is_empty());
+    // A public client has no secret.
+    let public = AppRegistration {
+        client_id: new_guid(),
+        display_name: "Public".into(),
+        ..app.clone()
     };
+    store.insert_app(&public, None).await.unwrap();
+    assert!(store
+        .app_secrets(&t.id, &public.client_id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let secret = enroll_secret(&t.id, at(2));
     store.insert_enroll_secret(&secret).await.unwrap();
     assert_eq!(
         store.enroll_secret(&secret.secret_sha256).await.unwrap(),
@@ -231,26 +255,602 @@ pub async fn tenants_apps_secrets_keys(store: &dyn Store) {
         .await
         .unwrap());
     assert!(store
-        .replace_app_secret_hash(&t.id, &app.client_id, &app.secret_hash, fast)
+        .replace_app_secret_hash(&t.id, &app.client_id, &first.secret_hash, fast)
         .await
         .unwrap());
     assert!(!store
-        .replace_app_secret_hash(&t.id, &app.client_id, &app.secret_hash, "sha256:1111")
+        .replace_app_secret_hash(&t.id, &app.client_id, &first.secret_hash, "sha256:1111")
         .await
         .unwrap());
     assert_eq!(
-        store
-            .app(&t.id, &app.client_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .secret_hash,
-        fast
+        store.app_secrets(&t.id, &app.client_id).await.unwrap(),
+        vec![AppSecret {
+            secret_hash: fast.into(),
+            ..first
+        }]
     );
     assert!(!store
         .replace_app_secret_hash(&other.id, &app.client_id, fast, "x")
         .await
         .unwrap());
+}
+
+/// A secret of `app` with this hash, created at `created`.
+pub fn app_secret(
+    app: &AppRegistration,
+    hash: &str,
+    created: Timestamp,
+    expires: Option<Timestamp>,
+) -> AppSecret {
+    AppSecret {
+        id: new_guid(),
+        tenant_id: app.tenant_id.clone(),
+        client_id: app.client_id.clone(),
+        secret_hash: hash.to_string(),
+        hint: Some("abc".into()),
+        created,
+        expires,
+    }
+}
+
+/// A new enrolment secret of the tenant: no expiry, no limit, unused.
+pub fn enroll_secret(tenant_id: &str, created: Timestamp) -> EnrollSecret {
+    EnrollSecret {
+        id: new_guid(),
+        tenant_id: tenant_id.to_string(),
+        secret_sha256: random_sha256(),
+        created,
+        expires: None,
+        max_uses: None,
+        uses: 0,
+        revoked: None,
+    }
+}
+
+/// The audit events of `tenant_id` appended after sequence number `after`.
+async fn tenant_events(store: &dyn Store, tenant_id: &str, after: i64) -> Vec<AuditEvent> {
+    store
+        .audit_events(after, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.tenant_id.as_deref() == Some(tenant_id))
+        .collect()
+}
+
+/// The last sequence number of the audit log.
+async fn audit_end(store: &dyn Store) -> i64 {
+    store
+        .audit_events(0, u32::MAX)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |(s, _)| *s)
+}
+
+/// Applications: listed by name within their tenant, several secrets each (a bound on
+/// how many), secrets removed one by one, disabled and enabled (audited once per
+/// change), deleted with their secrets; every change audited with its actor.
+pub async fn app_lifecycle(store: &dyn Store) {
+    use appfence_core::audit::*;
+    let start = audit_end(store).await;
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let app = |name: &str, tenant: &Tenant| AppRegistration {
+        tenant_id: tenant.id.clone(),
+        client_id: new_guid(),
+        display_name: name.into(),
+        roles: vec!["Machine.Read.All".into()],
+        created: at(1),
+        disabled: None,
+    };
+    let soar = app("SOAR", &t);
+    let backup = app("Backup", &t);
+    let elsewhere = app("Elsewhere", &other);
+    let first = app_secret(&soar, "sha256:01", at(1), Some(at(100)));
+    store.insert_app(&soar, Some(&first)).await.unwrap();
+    store.insert_app(&backup, None).await.unwrap();
+    store.insert_app(&elsewhere, None).await.unwrap();
+    assert_eq!(
+        store.apps(&t.id).await.unwrap(),
+        vec![backup.clone(), soar.clone()],
+        "by display name, only the tenant's"
+    );
+
+    // A second secret (rotation), then up to the bound.
+    let second = app_secret(&soar, "sha256:02", at(2), None);
+    store.add_app_secret(&second, 3, "cli:ana").await.unwrap();
+    assert_eq!(
+        store.app_secrets(&t.id, &soar.client_id).await.unwrap(),
+        vec![first.clone(), second.clone()],
+        "oldest first"
+    );
+    store
+        .add_app_secret(&app_secret(&soar, "sha256:03", at(3), None), 3, "cli:ana")
+        .await
+        .unwrap();
+    match store
+        .add_app_secret(&app_secret(&soar, "sha256:04", at(4), None), 3, "cli:ana")
+        .await
+    {
+        Err(Error::BadRequest(m)) => assert!(m.contains("already has 3 secrets"), "{m}"),
+        other => panic!("expected BadRequest, got {other:?}"),
+    }
+    // No such application (in this tenant).
+    let mut stray = app_secret(&elsewhere, "sha256:05", at(4), None);
+    stray.tenant_id = t.id.clone();
+    assert!(matches!(
+        store.add_app_secret(&stray, 3, "cli:ana").await,
+        Err(Error::ResourceNotFound(_))
+    ));
+    assert_eq!(
+        store
+            .app_secrets(&t.id, &soar.client_id)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Removing: only the application's own secret, once.
+    assert!(!store
+        .remove_app_secret(&t.id, &backup.client_id, &first.id, "cli:ana", at(5))
+        .await
+        .unwrap());
+    assert!(store
+        .remove_app_secret(&t.id, &soar.client_id, &first.id, "cli:ana", at(5))
+        .await
+        .unwrap());
+    assert!(!store
+        .remove_app_secret(&t.id, &soar.client_id, &first.id, "cli:ana", at(5))
+        .await
+        .unwrap());
+    let left = store.app_secrets(&t.id, &soar.client_id).await.unwrap();
+    assert_eq!(left.len(), 2);
+    assert_eq!(left[0], second);
+
+    // Disable twice, enable twice: two events.
+    let disabled = store
+        .set_app_disabled(&t.id, &soar.client_id, true, "cli:ana", at(6))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(disabled.disabled, Some(at(6)));
+    let again = store
+        .set_app_disabled(&t.id, &soar.client_id, true, "cli:ana", at(7))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.disabled, Some(at(6)), "disabled since the first time");
+    assert_eq!(
+        store
+            .app(&t.id, &soar.client_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled,
+        Some(at(6))
+    );
+    let enabled = store
+        .set_app_disabled(&t.id, &soar.client_id, false, "cli:bo", at(8))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(enabled.disabled, None);
+    assert_eq!(
+        store
+            .set_app_disabled(&t.id, &soar.client_id, false, "cli:bo", at(9))
+            .await
+            .unwrap(),
+        Some(enabled)
+    );
+    assert_eq!(
+        store
+            .set_app_disabled(&other.id, &soar.client_id, true, "cli:bo", at(9))
+            .await
+            .unwrap(),
+        None,
+        "another tenant's application"
+    );
+
+    // Deleting: the application and its secrets, once.
+    assert!(!store
+        .delete_app(&other.id, &soar.client_id, "cli:bo", at(10))
+        .await
+        .unwrap());
+    assert!(store
+        .delete_app(&t.id, &soar.client_id, "cli:bo", at(10))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_app(&t.id, &soar.client_id, "cli:bo", at(10))
+        .await
+        .unwrap());
+    assert_eq!(store.app(&t.id, &soar.client_id).await.unwrap(), None);
+    assert!(store
+        .app_secrets(&t.id, &soar.client_id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.apps(&t.id).await.unwrap(), vec![backup.clone()]);
+    assert_eq!(store.apps(&other.id).await.unwrap(), vec![elsewhere]);
+
+    let events = tenant_events(store, &t.id, start).await;
+    let summary: Vec<(&str, &str, &str, Timestamp)> = events
+        .iter()
+        .map(|e| (e.event.as_str(), e.subject.as_str(), e.actor.as_str(), e.at))
+        .collect();
+    let c = soar.client_id.as_str();
+    assert_eq!(
+        summary,
+        vec![
+            (APP_SECRET_ADDED, c, "cli:ana", at(2)),
+            (APP_SECRET_ADDED, c, "cli:ana", at(3)),
+            (APP_SECRET_REMOVED, c, "cli:ana", at(5)),
+            (APP_DISABLED, c, "cli:ana", at(6)),
+            (APP_ENABLED, c, "cli:bo", at(8)),
+            (APP_DELETED, c, "cli:bo", at(10)),
+        ]
+    );
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some(format!("secret {}, never expires", second.id).as_str())
+    );
+    assert_eq!(
+        events[2].detail.as_deref(),
+        Some(format!("secret {}", first.id).as_str())
+    );
+}
+
+/// Users: found by object id, listed by UPN, disabled and enabled (disabling ends
+/// their console sessions), given a new password or new groups (ending their
+/// sessions), deleted with their sessions; every change audited.
+pub async fn user_lifecycle(store: &dyn Store) {
+    use appfence_core::audit::*;
+    let start = audit_end(store).await;
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let user = |upn: &str, tenant: &Tenant| UserRecord {
+        tenant_id: tenant.id.clone(),
+        object_id: new_guid(),
+        upn: upn.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        groups: vec!["g-analysts".into()],
+        created: at(1),
+        disabled: None,
+    };
+    let ana = user("ana@example.com", &t);
+    let bo = user("bo@example.com", &t);
+    let cy = user("cy@example.com", &other);
+    for u in [&bo, &ana, &cy] {
+        store.insert_user(u).await.unwrap();
+    }
+    assert_eq!(
+        store.users(&t.id).await.unwrap(),
+        vec![ana.clone(), bo.clone()]
+    );
+    assert_eq!(
+        store
+            .user_by_object_id(&t.id, &ana.object_id)
+            .await
+            .unwrap(),
+        Some(ana.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_object_id(&other.id, &ana.object_id)
+            .await
+            .unwrap(),
+        None
+    );
+    let session = |u: &UserRecord| console_session(&u.tenant_id, &u.object_id, at(1));
+    async fn sessions_of(store: &dyn Store, u: &UserRecord) -> appfence_core::Result<u64> {
+        store
+            .count_console_sessions_of_user(&u.tenant_id, &u.object_id)
+            .await
+    }
+    for u in [&ana, &ana, &bo] {
+        store.insert_console_session(&session(u)).await.unwrap();
+    }
+    assert_eq!(sessions_of(store, &ana).await.unwrap(), 2);
+
+    // Disabling ends the sessions; a second time changes nothing.
+    let disabled = store
+        .set_user_disabled(&t.id, "ANA@example.com", true, "cli:root", at(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(disabled.disabled, Some(at(2)));
+    assert_eq!(sessions_of(store, &ana).await.unwrap(), 0);
+    assert_eq!(sessions_of(store, &bo).await.unwrap(), 1);
+    let again = store
+        .set_user_disabled(&t.id, "ana@example.com", true, "cli:root", at(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.disabled, Some(at(2)));
+    assert_eq!(
+        store
+            .user_by_object_id(&t.id, &ana.object_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled,
+        Some(at(2))
+    );
+    assert_eq!(
+        store
+            .set_user_disabled(&other.id, "ana@example.com", true, "cli:root", at(3))
+            .await
+            .unwrap(),
+        None
+    );
+    let enabled = store
+        .set_user_disabled(&t.id, "ana@example.com", false, "cli:root", at(4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(enabled.disabled, None);
+    assert_eq!(
+        store.user(&t.id, "ana@example.com").await.unwrap(),
+        Some(ana.clone())
+    );
+
+    // A new password, new groups: each ends the sessions.
+    store.insert_console_session(&session(&ana)).await.unwrap();
+    assert!(store
+        .set_user_password(&t.id, "ana@example.com", "$argon2id$new", "cli:root", at(5))
+        .await
+        .unwrap());
+    assert!(!store
+        .set_user_password(
+            &t.id,
+            "nobody@example.com",
+            "$argon2id$new",
+            "cli:root",
+            at(5)
+        )
+        .await
+        .unwrap());
+    assert_eq!(sessions_of(store, &ana).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .user(&t.id, "ana@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$new"
+    );
+    store.insert_console_session(&session(&ana)).await.unwrap();
+    let groups = vec!["g-viewers".to_string(), "g-servers".to_string()];
+    let regrouped = store
+        .set_user_groups(&t.id, "ana@example.com", &groups, "cli:root", at(6))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(regrouped.groups, groups);
+    assert_eq!(
+        store
+            .user(&t.id, "ana@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .groups,
+        groups
+    );
+    assert_eq!(sessions_of(store, &ana).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .set_user_groups(&t.id, "nobody@example.com", &groups, "cli:root", at(6))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Deleting: the user and their sessions, once; the UPN is free again.
+    store.insert_console_session(&session(&bo)).await.unwrap();
+    assert!(store
+        .delete_user(&t.id, "BO@example.com", "cli:root", at(7))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_user(&t.id, "bo@example.com", "cli:root", at(7))
+        .await
+        .unwrap());
+    assert_eq!(sessions_of(store, &bo).await.unwrap(), 0);
+    assert_eq!(store.user(&t.id, "bo@example.com").await.unwrap(), None);
+    assert_eq!(
+        store.user_by_object_id(&t.id, &bo.object_id).await.unwrap(),
+        None
+    );
+    store
+        .insert_user(&UserRecord {
+            object_id: new_guid(),
+            ..bo.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.users(&other.id).await.unwrap(), vec![cy]);
+
+    let events = tenant_events(store, &t.id, start).await;
+    let summary: Vec<(&str, &str, Timestamp)> = events
+        .iter()
+        .map(|e| (e.event.as_str(), e.subject.as_str(), e.at))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (USER_DISABLED, "ana@example.com", at(2)),
+            (USER_ENABLED, "ana@example.com", at(4)),
+            (USER_PASSWORD_CHANGED, "ana@example.com", at(5)),
+            (USER_GROUPS_CHANGED, "ana@example.com", at(6)),
+            (USER_DELETED, "bo@example.com", at(7)),
+        ]
+    );
+    assert!(events.iter().all(|e| e.actor == "cli:root"));
+    assert_eq!(
+        events[3].detail.as_deref(),
+        Some(
+            format!(
+                "oid {}; groups [g-analysts] -> [g-viewers, g-servers]",
+                ana.object_id
+            )
+            .as_str()
+        )
+    );
+}
+
+/// Enrolment secrets: listed per tenant, revoked once (audited), and used only while
+/// usable: not revoked, not expired, below their maximum; a use can be given back.
+pub async fn enroll_secret_lifecycle(store: &dyn Store) {
+    use appfence_core::audit::ENROLL_SECRET_REVOKED;
+    let start = audit_end(store).await;
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let open = enroll_secret(&t.id, at(1));
+    let limited = EnrollSecret {
+        max_uses: Some(2),
+        ..enroll_secret(&t.id, at(2))
+    };
+    let expiring = EnrollSecret {
+        expires: Some(at(10)),
+        ..enroll_secret(&t.id, at(3))
+    };
+    let theirs = enroll_secret(&other.id, at(1));
+    for s in [&expiring, &open, &limited, &theirs] {
+        store.insert_enroll_secret(s).await.unwrap();
+    }
+    assert_eq!(
+        store.enroll_secrets(&t.id).await.unwrap(),
+        vec![open.clone(), limited.clone(), expiring.clone()]
+    );
+
+    // Uses up to the maximum; a use given back can be used again.
+    assert!(store
+        .claim_enroll_secret_use(&limited.id, at(5))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_enroll_secret_use(&limited.id, at(5))
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_enroll_secret_use(&limited.id, at(5))
+        .await
+        .unwrap());
+    store.release_enroll_secret_use(&limited.id).await.unwrap();
+    assert!(store
+        .claim_enroll_secret_use(&limited.id, at(5))
+        .await
+        .unwrap());
+    let found = store
+        .enroll_secret(&limited.secret_sha256)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.uses, 2);
+    assert_eq!(
+        found.usable(at(5)),
+        Err(appfence_core::records::EnrollSecretRefusal::UsedUp)
+    );
+    // Until it expires (exclusive).
+    assert!(store
+        .claim_enroll_secret_use(&expiring.id, at(9))
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_enroll_secret_use(&expiring.id, at(10))
+        .await
+        .unwrap());
+    // Without a limit, any number.
+    for _ in 0..5 {
+        assert!(store
+            .claim_enroll_secret_use(&open.id, at(20))
+            .await
+            .unwrap());
+    }
+    // Giving back never goes below zero.
+    let fresh = enroll_secret(&t.id, at(4));
+    store.insert_enroll_secret(&fresh).await.unwrap();
+    store.release_enroll_secret_use(&fresh.id).await.unwrap();
+    assert_eq!(
+        store
+            .enroll_secret(&fresh.secret_sha256)
+            .await
+            .unwrap()
+            .unwrap()
+            .uses,
+        0
+    );
+
+    // Revoking: the tenant's own secret only, once; then it is never used.
+    assert_eq!(
+        store
+            .revoke_enroll_secret(&other.id, &open.id, "cli:root", at(21))
+            .await
+            .unwrap(),
+        None
+    );
+    let revoked = store
+        .revoke_enroll_secret(&t.id, &open.id, "cli:root", at(21))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked, Some(at(21)));
+    assert_eq!(revoked.uses, 5);
+    let again = store
+        .revoke_enroll_secret(&t.id, &open.id, "cli:root", at(22))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked, Some(at(21)));
+    assert!(!store
+        .claim_enroll_secret_use(&open.id, at(23))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_enroll_secret_use(&theirs.id, at(23))
+        .await
+        .unwrap());
+
+    let events = tenant_events(store, &t.id, start).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event, ENROLL_SECRET_REVOKED);
+    assert_eq!(events[0].subject, open.id);
+    assert_eq!(events[0].at, at(21));
+}
+
+/// Many enrolments at once with a secret good for 5 devices: exactly 5 are counted.
+pub async fn enroll_secret_claims_under_concurrency(store: Arc<dyn Store>) {
+    let t = new_tenant(store.as_ref()).await;
+    let secret = EnrollSecret {
+        max_uses: Some(5),
+        ..enroll_secret(&t.id, at(1))
+    };
+    store.insert_enroll_secret(&secret).await.unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let store = store.clone();
+            let id = secret.id.clone();
+            tokio::spawn(async move { store.claim_enroll_secret_use(&id, at(2)).await.unwrap() })
+        })
+        .collect();
+    let mut claimed = 0;
+    for task in tasks {
+        claimed += usize::from(task.await.unwrap());
+    }
+    assert_eq!(claimed, 5);
+    assert_eq!(
+        store
+            .enroll_secret(&secret.secret_sha256)
+            .await
+            .unwrap()
+            .unwrap()
+            .uses,
+        5
+    );
 }
 
 /// A sealed key as the server would store it (the bytes are not a real sealing).
@@ -881,7 +1481,6 @@ pub async fn rate_limits_under_concurrency(store: Arc<dyn Store>) {
 }
 
 pub async fn audit_log(store: &dyn Store) {
-    use appfence_core::audit::AuditEvent;
     let start = store
         .audit_events(0, 100_000)
         .await
@@ -2345,6 +2944,7 @@ pub async fn users(store: &dyn Store) {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         groups: vec!["g-analysts".into(), "g-2".into()],
         created: at(5),
+        disabled: None,
     };
     store.insert_user(&user).await.unwrap();
     let found = store.user(&t.id, "ANA@example.COM").await.unwrap().unwrap();
@@ -3264,6 +3864,10 @@ pub async fn run_all(store: Arc<dyn Store>) {
     last_succeeded_restrict_family(s).await;
     device_group_scopes(s).await;
     users(s).await;
+    app_lifecycle(s).await;
+    user_lifecycle(s).await;
+    enroll_secret_lifecycle(s).await;
+    enroll_secret_claims_under_concurrency(store.clone()).await;
     console_sessions(s).await;
     prune_console_sessions(s).await;
     oauth_grants(s).await;

@@ -10,6 +10,7 @@ mod addresses;
 #[doc(hidden)]
 pub mod contract;
 mod grant_rows;
+mod lifecycle;
 pub mod odata_sql;
 pub mod postgres;
 mod rows;
@@ -22,9 +23,10 @@ use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
-    GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey,
-    SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+    ActionRecord, AppRegistration, AppSecret, AuditRecord, ConsoleSession, DenialRecord,
+    EnrollSecret, GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord,
+    SealedSigningKey, SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey,
+    UserRecord,
 };
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
@@ -99,21 +101,132 @@ pub trait Store: Send + Sync + 'static {
     async fn tenants(&self) -> Result<Vec<Tenant>>;
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>>;
 
-    async fn insert_app(&self, app: &AppRegistration) -> Result<()>;
+    /// Registers an application with its first secret (`None`: a public client), in
+    /// one transaction. Not audited here: the caller appends `AppCreated`.
+    async fn insert_app(&self, app: &AppRegistration, secret: Option<&AppSecret>) -> Result<()>;
     async fn app(&self, tenant_id: &str, client_id: &str) -> Result<Option<AppRegistration>>;
+    /// The tenant's applications, by display name then client id.
+    async fn apps(&self, tenant_id: &str) -> Result<Vec<AppRegistration>>;
+    /// The application's secrets (expired ones included), oldest first.
+    async fn app_secrets(&self, tenant_id: &str, client_id: &str) -> Result<Vec<AppSecret>>;
+    /// Adds a secret to the application, unless it holds `max` secrets already
+    /// (`BadRequest`); `ResourceNotFound` if there is no such application. Audited
+    /// (`AppSecretAdded` by `actor`, at the secret's creation) in the same transaction.
+    async fn add_app_secret(&self, secret: &AppSecret, max: usize, actor: &str) -> Result<()>;
+    /// Removes one secret of the application, audited (`AppSecretRemoved`). False if the
+    /// application has no secret with this id.
+    async fn remove_app_secret(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        secret_id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Disables (since `at`) or enables the application; audited (`AppDisabled`,
+    /// `AppEnabled`) when this changes its state. The application as it is now; `None`
+    /// if there is no such application.
+    async fn set_app_disabled(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        disabled: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<AppRegistration>>;
+    /// Deletes the application and its secrets, audited (`AppDeleted`). False if there
+    /// is no such application.
+    async fn delete_app(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool>;
 
     /// Fails with `BadRequest` if the UPN is already taken in the tenant.
     async fn insert_user(&self, user: &UserRecord) -> Result<()>;
     /// The user with this UPN (case-insensitive).
     async fn user(&self, tenant_id: &str, upn: &str) -> Result<Option<UserRecord>>;
+    /// The user with this object id (`oid`).
+    async fn user_by_object_id(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Result<Option<UserRecord>>;
+    /// The tenant's users, by UPN.
+    async fn users(&self, tenant_id: &str) -> Result<Vec<UserRecord>>;
+    /// Disables (since `at`) or enables the user (UPN case-insensitive); audited
+    /// (`UserDisabled`, `UserEnabled`) when this changes its state. Disabling deletes
+    /// the user's console sessions in the same transaction. The user as it is now;
+    /// `None` if there is no such user.
+    async fn set_user_disabled(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        disabled: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<UserRecord>>;
+    /// Deletes the user and their console sessions, audited (`UserDeleted`). False if
+    /// there is no such user.
+    async fn delete_user(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Replaces the user's password hash and ends their console sessions, audited
+    /// (`UserPasswordChanged`). False if there is no such user.
+    async fn set_user_password(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        password_hash: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Replaces the user's groups and ends their console sessions (which hold the
+    /// groups of their sign-in), audited (`UserGroupsChanged`). The user as it is now;
+    /// `None` if there is no such user.
+    async fn set_user_groups(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        groups: &[String],
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<UserRecord>>;
 
+    /// Not audited here: the caller appends `EnrollSecretCreated`.
     async fn insert_enroll_secret(&self, secret: &EnrollSecret) -> Result<()>;
-    /// The enrolment secret with this SHA-256, if any.
+    /// The enrolment secret with this SHA-256, if any (revoked, expired or used up
+    /// ones included: the caller says why they enrol nothing).
     async fn enroll_secret(&self, secret_sha256: &str) -> Result<Option<EnrollSecret>>;
+    /// The tenant's enrolment secrets, oldest first.
+    async fn enroll_secrets(&self, tenant_id: &str) -> Result<Vec<EnrollSecret>>;
+    /// Revokes the tenant's enrolment secret `id` at `at`, audited
+    /// (`EnrollSecretRevoked`) unless it was revoked already. The secret as it is now;
+    /// `None` if the tenant has no such secret.
+    async fn revoke_enroll_secret(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<EnrollSecret>>;
+    /// Counts one use of the enrolment secret `id` if it is usable at `now` (not
+    /// revoked, not expired, below its maximum), in one statement: under any
+    /// concurrency a secret enrols at most `max_uses` devices. False, counting nothing,
+    /// otherwise.
+    async fn claim_enroll_secret_use(&self, id: &str, now: Timestamp) -> Result<bool>;
+    /// Gives back a use claimed for an enrolment that did not add a device.
+    async fn release_enroll_secret_use(&self, id: &str) -> Result<()>;
 
-    /// Replaces an application's secret hash, if it is still `expected` (a legacy
-    /// hash re-stored in the fast form at its first successful use). False, changing
-    /// nothing, if the hash changed meanwhile or there is no such application.
+    /// Replaces one of an application's secret hashes, if it is still `expected` (a
+    /// legacy hash re-stored in the fast form at its first successful use). False,
+    /// changing nothing, if the hash changed meanwhile or there is no such secret.
     async fn replace_app_secret_hash(
         &self,
         tenant_id: &str,

@@ -5,8 +5,8 @@
 
 use appfence_core::audit::AuditEvent;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
-    IndicatorRecord, MachineRecord, SigningKey, Tenant, UserRecord,
+    ActionRecord, AppRegistration, AppSecret, AuditRecord, ConsoleSession, DenialRecord,
+    EnrollSecret, IndicatorRecord, MachineRecord, SigningKey, Tenant, UserRecord,
 };
 use appfence_core::sign_in_throttle::ThrottleRecord;
 use appfence_core::{Error, Result};
@@ -112,17 +112,34 @@ pub(crate) fn app<R: RowGet>(row: &R) -> Result<AppRegistration> {
         tenant_id: row.text("tenant_id")?,
         client_id: row.text("client_id")?,
         display_name: row.text("display_name")?,
-        secret_hash: row.text("secret_hash")?,
         roles: json(row, "roles")?,
         created: timestamp(row, "created")?,
+        disabled: opt_timestamp(row, "disabled")?,
+    })
+}
+
+pub(crate) fn app_secret<R: RowGet>(row: &R) -> Result<AppSecret> {
+    Ok(AppSecret {
+        id: row.text("id")?,
+        tenant_id: row.text("tenant_id")?,
+        client_id: row.text("client_id")?,
+        secret_hash: row.text("secret_hash")?,
+        hint: row.opt_text("hint")?,
+        created: timestamp(row, "created")?,
+        expires: opt_timestamp(row, "expires")?,
     })
 }
 
 pub(crate) fn enroll_secret<R: RowGet>(row: &R) -> Result<EnrollSecret> {
     Ok(EnrollSecret {
+        id: row.text("id")?,
         tenant_id: row.text("tenant_id")?,
         secret_sha256: row.text("secret_sha256")?,
         created: timestamp(row, "created")?,
+        expires: opt_timestamp(row, "expires")?,
+        max_uses: unsigned(row, "max_uses")?,
+        uses: count(row, "uses")?,
+        revoked: opt_timestamp(row, "revoked")?,
     })
 }
 
@@ -134,6 +151,7 @@ pub(crate) fn user<R: RowGet>(row: &R) -> Result<UserRecord> {
         password_hash: row.text("password_hash")?,
         groups: json(row, "groups")?,
         created: timestamp(row, "created")?,
+        disabled: opt_timestamp(row, "disabled")?,
     })
 }
 

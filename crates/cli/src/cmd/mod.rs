@@ -84,3 +84,46 @@ async fn tenant_or_default(store: &dyn Store, tenant: Option<&str>) -> Result<Te
         None => ensure_default_tenant(store).await.map_err(failed),
     }
 }
+
+/// Who a change made from the command line is recorded as in the audit log:
+/// `cli:<login name of the effective user> (appfence <command>)`.
+fn cli_actor(command: &str) -> String {
+    format!("cli:{} (appfence {command})", login_name())
+}
+
+/// The effective user's login name, or `uid <n>` when the system has none for it.
+#[cfg(unix)]
+fn login_name() -> String {
+    // SAFETY: getpwuid_r writes into the buffers given, which outlive the call; the
+    // name it points at lives in `buf`, read before `buf` is dropped.
+    unsafe {
+        let uid = libc::geteuid();
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc == 0 && !found.is_null() && !pwd.pw_name.is_null() {
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            format!("uid {uid}")
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn login_name() -> String {
+    "unknown".into()
+}
+
+/// A time as tables show it: `2026-12-07 09:30:00` (UTC), or `-`.
+fn table_time(t: Option<appfence_proto::Timestamp>) -> String {
+    t.map_or("-".to_string(), |t| {
+        t.to_string()
+            .chars()
+            .take(19)
+            .collect::<String>()
+            .replace('T', " ")
+    })
+}

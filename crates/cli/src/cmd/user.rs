@@ -1,32 +1,282 @@
-//! `user create`: adds a local user of the built-in token endpoint directly in the data
-//! directory's database. The password comes from standard input, never from the
-//! command line, and is never printed.
+//! `user create|list|disable|enable|delete|set-password|set-groups|unlock`: local users
+//! of the built-in token endpoint, directly in the server's store (the data directory's
+//! SQLite, or PostgreSQL). Passwords come from standard input, never from the command
+//! line, and are never printed.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
-use appfence_core::{Clock, Error, SystemClock};
-use appfence_server::oauth::users::create_user;
+use appfence_core::records::UserRecord;
+use appfence_core::{Clock, Error, SystemClock, Tenant};
+use appfence_proto::Timestamp;
+use appfence_server::oauth::principal_state::STATE_TTL;
+use appfence_server::oauth::users::{self, create_user_as};
 use appfence_store::Store;
 use serde::Serialize;
 
-use super::{open_data_dir_store, tenant_or_default, Ctx};
-use crate::args::{OutputFormat, UserCommand, UserCreateArgs, UserUnlockArgs};
+use super::{cli_actor, open_data_dir_store, table_time, tenant_or_default, Ctx};
+use crate::args::{
+    OfflineArgs, OutputFormat, UserCommand, UserCreateArgs, UserRefArgs, UserSetGroupsArgs,
+    UserSetPasswordArgs, UserUnlockArgs,
+};
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, Table};
 
 pub async fn run(cmd: &UserCommand, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     match cmd {
         UserCommand::Create(args) => {
-            let stdin = std::io::stdin();
-            if stdin.is_terminal() {
-                eprintln!("Password (one line, at least 12 characters):");
-            }
-            let password = read_password(&mut stdin.lock())?;
+            let password = password_from_stdin()?;
             create(args, &password, ctx).await
         }
         UserCommand::Unlock(args) => unlock(args, ctx).await,
+        UserCommand::List(args) => list(&args.offline, ctx).await,
+        UserCommand::Disable(args) => set_disabled(args, true, ctx).await,
+        UserCommand::Enable(args) => set_disabled(args, false, ctx).await,
+        UserCommand::Delete(args) => delete(args, ctx).await,
+        UserCommand::SetPassword(args) => {
+            let password = password_from_stdin()?;
+            set_password(args, &password, ctx).await
+        }
+        UserCommand::SetGroups(args) => set_groups(args, ctx).await,
     }
+}
+
+fn password_from_stdin() -> Result<String, CliError> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Password (one line, at least 12 characters):");
+    }
+    read_password(&mut stdin.lock())
+}
+
+/// A user as `list` prints it: never the password hash.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub tenant_id: String,
+    pub object_id: String,
+    pub upn: String,
+    /// `Enabled` or `Disabled`.
+    pub state: &'static str,
+    pub disabled: Option<Timestamp>,
+    pub groups: Vec<String>,
+    pub created: Timestamp,
+}
+
+fn user_view(u: &UserRecord) -> UserView {
+    UserView {
+        tenant_id: u.tenant_id.clone(),
+        object_id: u.object_id.clone(),
+        upn: u.upn.clone(),
+        state: if u.disabled.is_some() {
+            "Disabled"
+        } else {
+            "Enabled"
+        },
+        disabled: u.disabled,
+        groups: u.groups.clone(),
+        created: u.created,
+    }
+}
+
+fn failed(e: Error) -> CliError {
+    match e {
+        // A short password, an empty group, no such user: the input is wrong.
+        Error::BadRequest(m) | Error::ResourceNotFound(m) => CliError::Usage(m),
+        other => CliError::Failed(other.to_string()),
+    }
+}
+
+/// Runs `work` on the store the offline arguments name, in their tenant, and closes the
+/// store whatever happens.
+async fn with_store<T>(
+    offline: &OfflineArgs,
+    ctx: &Ctx<'_>,
+    work: impl AsyncFnOnce(&dyn Store, Tenant) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let store = open_data_dir_store(offline, ctx.env).await?;
+    let result = async {
+        let tenant = tenant_or_default(&*store, offline.tenant.as_deref()).await?;
+        work(&*store, tenant).await
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+async fn list(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let views = with_store(offline, ctx, async |store, tenant| {
+        Ok(store
+            .users(&tenant.id)
+            .await
+            .map_err(failed)?
+            .iter()
+            .map(user_view)
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&views),
+        OutputFormat::Table if views.is_empty() => {
+            "No users yet: `appfence user create --upn UPN --password-stdin --group G` adds one.\n"
+                .to_string()
+        }
+        OutputFormat::Table => {
+            let mut t = Table::new(vec!["UPN", "OBJECT ID", "STATE", "CREATED (UTC)", "GROUPS"]);
+            for v in &views {
+                t.push(vec![
+                    v.upn.clone(),
+                    v.object_id.clone(),
+                    v.state.to_string(),
+                    table_time(Some(v.created)),
+                    v.groups.join(", "),
+                ]);
+            }
+            t.render()
+        }
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_disabled(
+    args: &UserRefArgs,
+    disabled: bool,
+    ctx: &mut Ctx<'_>,
+) -> Result<ExitCode, CliError> {
+    let command = if disabled {
+        "user disable"
+    } else {
+        "user enable"
+    };
+    let (before, after) = with_store(&args.offline, ctx, async |store, tenant| {
+        let before = store
+            .user(&tenant.id, args.upn.trim())
+            .await
+            .map_err(failed)?;
+        let after = users::set_disabled(
+            store,
+            &SystemClock,
+            &tenant.id,
+            &args.upn,
+            disabled,
+            &cli_actor(command),
+        )
+        .await
+        .map_err(failed)?;
+        Ok((before, after))
+    })
+    .await?;
+    let changed = before.is_some_and(|b| b.disabled.is_some() != after.disabled.is_some());
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&serde_json::json!({
+            "upn": after.upn,
+            "objectId": after.object_id,
+            "state": user_view(&after).state,
+            "disabled": after.disabled,
+            "changed": changed,
+        })),
+        OutputFormat::Table => match (disabled, changed) {
+            (true, true) => format!(
+                "Disabled {}: sign-ins are refused from now on, their console sessions are \
+                 over, and their tokens are refused by every server within {} s.\n",
+                after.upn,
+                STATE_TTL.as_secs()
+            ),
+            (true, false) => format!("{} was disabled already.\n", after.upn),
+            (false, true) => format!("Enabled {}: they can sign in again.\n", after.upn),
+            (false, false) => format!("{} was enabled already.\n", after.upn),
+        },
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(args: &UserRefArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let upn = args.upn.trim().to_lowercase();
+    with_store(&args.offline, ctx, async |store, tenant| {
+        users::delete(
+            store,
+            &SystemClock,
+            &tenant.id,
+            &upn,
+            &cli_actor("user delete"),
+        )
+        .await
+        .map_err(failed)
+    })
+    .await?;
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&serde_json::json!({ "upn": upn, "deleted": true })),
+        OutputFormat::Table => format!(
+            "Deleted {upn}: sign-ins are refused from now on, their console sessions are over, \
+             and their tokens are refused by every server within {} s.\n",
+            STATE_TTL.as_secs()
+        ),
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Gives the user `password` and prints what happened (never the password).
+pub async fn set_password(
+    args: &UserSetPasswordArgs,
+    password: &str,
+    ctx: &mut Ctx<'_>,
+) -> Result<ExitCode, CliError> {
+    let upn = args.upn.trim().to_lowercase();
+    with_store(&args.offline, ctx, async |store, tenant| {
+        users::set_password(
+            store,
+            &SystemClock,
+            &tenant.id,
+            &upn,
+            password,
+            &cli_actor("user set-password"),
+        )
+        .await
+        .map_err(failed)
+    })
+    .await?;
+    let text = match ctx.format {
+        OutputFormat::Json => {
+            output::json(&serde_json::json!({ "upn": upn, "passwordChanged": true }))
+        }
+        OutputFormat::Table => format!(
+            "Changed the password of {upn}; their console sessions are over. Tokens they \
+             already hold work until they expire (disable the user to stop them).\n"
+        ),
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_groups(args: &UserSetGroupsArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let user = with_store(&args.offline, ctx, async |store, tenant| {
+        users::set_groups(
+            store,
+            &SystemClock,
+            &tenant.id,
+            &args.upn,
+            &args.groups,
+            &cli_actor("user set-groups"),
+        )
+        .await
+        .map_err(failed)
+    })
+    .await?;
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&user_view(&user)),
+        OutputFormat::Table => format!(
+            "{} is now in: {}. Their console sessions are over; their tokens carry the new \
+             groups within {} s.\n",
+            user.upn,
+            user.groups.join(", "),
+            STATE_TTL.as_secs()
+        ),
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The actor recorded in the audit log for an unlock from the command line.
@@ -135,13 +385,14 @@ async fn add(
     password: &str,
 ) -> Result<CreatedUser, CliError> {
     let tenant = tenant_or_default(store, args.offline.tenant.as_deref()).await?;
-    let user = create_user(
+    let user = create_user_as(
         store,
         &SystemClock,
         &tenant.id,
         &args.upn,
         password,
         &args.groups,
+        &cli_actor("user create"),
     )
     .await
     .map_err(|e| match e {

@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appfence_core::records::{EnrollSecret, Tenant};
+use appfence_core::records::Tenant;
 use appfence_core::{Clock, ManualClock, SystemClock};
+use appfence_server::agent_gateway::enroll::create_enroll_secret;
 use appfence_server::oauth::apps::{create_app, ensure_default_tenant};
-use appfence_server::oauth::secrets::{generate_secret, sha256_hex};
 use appfence_server::{AppState, RunningServer, ServerConfig};
 use appfence_store::{PgStore, SqliteStore, Store};
 use serde_json::{json, Value};
@@ -294,19 +294,20 @@ impl TestServer {
         }
     }
 
-    /// A fresh enrolment secret of the tenant, inserted through the store.
+    /// A fresh enrolment secret of the tenant (no expiry, no limit), inserted through
+    /// the store.
     pub async fn enroll_secret(&self, tenant_id: &str) -> String {
-        let secret = generate_secret();
-        self.state
-            .store
-            .insert_enroll_secret(&EnrollSecret {
-                tenant_id: tenant_id.into(),
-                secret_sha256: sha256_hex(&secret),
-                created: self.state.clock.now(),
-            })
-            .await
-            .expect("insert enrolment secret");
-        secret
+        create_enroll_secret(
+            self.state.store.as_ref(),
+            self.state.clock.as_ref(),
+            tenant_id,
+            None,
+            None,
+            "test",
+        )
+        .await
+        .expect("insert enrolment secret")
+        .1
     }
 
     pub async fn enroll(&self, hostname: &str) -> Device {

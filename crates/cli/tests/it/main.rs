@@ -21,6 +21,7 @@ mod console;
 mod console_browser;
 mod console_oidc;
 mod crash;
+mod credentials;
 mod demo;
 mod endpoints;
 mod errors;

@@ -316,13 +316,14 @@ async fn an_address_that_keeps_failing_is_throttled_and_others_are_not() {
 async fn client_secrets_are_stored_in_the_fast_form() {
     let server = TestServer::start().await;
     let app = server.app(&[ROLE_READ]).await;
-    let stored = server
+    let secrets = server
         .state
         .store
-        .app(&app.tenant_id, &app.client_id)
+        .app_secrets(&app.tenant_id, &app.client_id)
         .await
-        .unwrap()
         .unwrap();
+    assert_eq!(secrets.len(), 1);
+    let stored = &secrets[0];
     assert!(
         stored.secret_hash.starts_with("sha256:"),
         "{}",

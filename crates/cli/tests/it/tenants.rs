@@ -131,8 +131,16 @@ async fn a_tenant_sees_and_acts_only_on_its_own() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
+    // As Entra: the application is not found in B's directory (AADSTS700016).
+    assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(body["error"], "unauthorized_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("was not found in the directory '{tenant_b}'")),
+        "{body}"
+    );
     server.stop().await;
 }

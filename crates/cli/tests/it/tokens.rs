@@ -135,10 +135,23 @@ async fn token_endpoints_discovery_and_jwks() {
         assert_eq!(r.status, 200, "{}", r.text);
     }
 
-    // Wrong secret, unknown client: 401 invalid_client (OAuth body, not the MDE one).
-    for (id, secret) in [
-        (app.client_id.as_str(), "wrong-secret"),
-        ("00000000-0000-0000-0000-000000000000", app.secret.as_str()),
+    // Wrong secret: 401 invalid_client (OAuth body, not the MDE one); unknown client:
+    // 400 unauthorized_client, as Entra answers (AADSTS7000215, AADSTS700016).
+    for (id, secret, status, error, code) in [
+        (
+            app.client_id.as_str(),
+            "wrong-secret",
+            401,
+            "invalid_client",
+            7000215,
+        ),
+        (
+            "00000000-0000-0000-0000-000000000000",
+            app.secret.as_str(),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
     ] {
         for url in [&v1_url, &v2_url] {
             let form = [
@@ -149,11 +162,12 @@ async fn token_endpoints_discovery_and_jwks() {
                 ("scope", &format!("{MDE_AUDIENCE}/.default")),
             ];
             let (s, v, _) = token_call(server.http.post(url.as_str()).form(&form)).await;
-            assert_eq!(s, 401, "{v}");
-            assert_eq!(v["error"], "invalid_client", "{v}");
+            assert_eq!(s, status, "{v}");
+            assert_eq!(v["error"], error, "{v}");
+            assert_eq!(v["error_codes"], serde_json::json!([code]), "{v}");
             assert!(v["error_description"]
                 .as_str()
-                .is_some_and(|d| !d.is_empty()));
+                .is_some_and(|d| d.starts_with(&format!("AADSTS{code}: "))));
             assert!(v.get("access_token").is_none());
         }
     }

@@ -148,13 +148,22 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
 
     // The demo application's secret was stored as Argon2id: accepted, then re-stored.
     let client_id = demo["clientId"].as_str().unwrap();
-    let legacy = server
+    // Migrated (0015) into the application's first secret, which never expires.
+    let secrets = server
         .state
         .store
-        .app(tenant, client_id)
+        .app_secrets(tenant, client_id)
         .await
-        .unwrap()
         .unwrap();
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    let legacy = secrets[0].clone();
+    assert_eq!(legacy.expires, None);
+    assert_eq!(legacy.hint, None);
+    assert!(
+        appfence_core::ids::parse_guid(&legacy.id).is_some(),
+        "{}",
+        legacy.id
+    );
     assert!(
         legacy.secret_hash.starts_with("$argon2id$"),
         "{}",
@@ -188,10 +197,9 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
     assert!(server
         .state
         .store
-        .app(tenant, client_id)
+        .app_secrets(tenant, client_id)
         .await
-        .unwrap()
-        .unwrap()
+        .unwrap()[0]
         .secret_hash
         .starts_with("$argon2id$"));
     let first = ask(secret.clone()).await;
@@ -199,10 +207,11 @@ async fn the_first_start_seals_the_plain_key_and_rehashes_the_client_secret() {
     let restored = server
         .state
         .store
-        .app(tenant, client_id)
+        .app_secrets(tenant, client_id)
         .await
-        .unwrap()
-        .unwrap();
+        .unwrap()[0]
+        .clone();
+    assert_eq!(restored.id, legacy.id);
     assert!(
         restored.secret_hash.starts_with("sha256:"),
         "{}",

@@ -1,16 +1,27 @@
 //! Enrolment: a device presents its tenant's enrolment secret and gets its own
 //! credential, shown once and stored only as a hash.
 //!
+//! An enrolment secret may be revoked, may expire and may be good for a number of
+//! devices: such a secret enrols nothing more, and the device is told why (401, the
+//! MDE envelope). Each new device counts one use, claimed in the store before the
+//! machine is added (so concurrent enrolments never exceed the maximum) and given back
+//! if no device was added. Enrolling a known device again with its enrolment key (below)
+//! counts no use, and works with a used-up secret, but not with a revoked or expired one.
+//!
 //! A device also sends an enrolment key of its own, stored as a hash with the machine.
 //! Enrolling again under a host name already taken in the tenant succeeds only with that
 //! key: the device then gets a new credential for the same machine (the old one stops
 //! working), so an agent that never received or never saved the answer is not locked
 //! out. Without the key a taken host name stays refused.
 
+use std::time::Duration;
+
+use appfence_core::audit::{AuditEvent, ENROLL_SECRET_CREATED};
 use appfence_core::ids::{new_guid, new_machine_id};
-use appfence_core::records::MachineRecord;
-use appfence_core::{Error, MachineRef, Result};
+use appfence_core::records::{EnrollSecret, EnrollSecretRefusal, MachineRecord};
+use appfence_core::{Clock, Error, MachineRef, Result};
 use appfence_proto::agent::{EnforcementState, EnrollRequest, EnrollResponse};
+use appfence_store::Store;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -23,11 +34,16 @@ pub async fn enroll(
     State(state): State<AppState>,
     AgentJson(req): AgentJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    let now = state.clock.now();
     let secret = state
         .store
         .enroll_secret(&sha256_hex(req.enroll_secret.expose()))
         .await?
         .ok_or_else(|| Error::Unauthorized("The enrolment secret is not valid".into()))?;
+    match secret.usable(now) {
+        Ok(()) | Err(EnrollSecretRefusal::UsedUp) => {}
+        Err(why) => return Err(refusal(&secret, why).into()),
+    }
     let hostname = match MachineRef::parse(req.hostname.trim()) {
         Ok(MachineRef::DnsName(h)) => h,
         _ => {
@@ -44,7 +60,6 @@ pub async fn enroll(
         .map(|k| enrollment_key_sha256(k.expose()))
         .transpose()?;
     let credential = generate_secret();
-    let now = state.clock.now();
     let info = req.info;
     let machine = MachineRecord {
         tenant_id: secret.tenant_id.clone(),
@@ -79,13 +94,37 @@ pub async fn enroll(
         .current()
         .rbac(&machine.tenant_id)
         .group_of(&machine);
-    let machine = match (state.store.insert_machine(&machine).await, key_sha256) {
+    // A new device counts one use of the secret; a used-up secret can only enrol a
+    // known device again.
+    let inserted = if state.store.claim_enroll_secret_use(&secret.id, now).await? {
+        let inserted = state.store.insert_machine(&machine).await;
+        if inserted.is_err() {
+            // No device was added (the host name is taken, or the store failed).
+            state.store.release_enroll_secret_use(&secret.id).await?;
+        }
+        inserted
+    } else {
+        // Used up, or revoked or expired since it was read: say which.
+        let now_read = state
+            .store
+            .enroll_secret(&secret.secret_sha256)
+            .await?
+            .unwrap_or_else(|| secret.clone());
+        match now_read.usable(now) {
+            Err(EnrollSecretRefusal::UsedUp) | Ok(()) => {
+                Err(refusal(&now_read, EnrollSecretRefusal::UsedUp))
+            }
+            Err(why) => return Err(refusal(&now_read, why).into()),
+        }
+    };
+    let machine = match (inserted, key_sha256) {
         (Ok(()), _) => {
-            tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, "device enrolled");
+            tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, enroll_secret = %secret.id, "device enrolled");
             machine
         }
-        // The host name is taken: by this very device, if it holds the key.
-        (Err(taken @ Error::BadRequest(_)), Some(key_sha256)) => {
+        // The host name is taken, or the secret is used up: enrolling this very device
+        // again works if it holds the key.
+        (Err(refused @ (Error::BadRequest(_) | Error::Unauthorized(_))), Some(key_sha256)) => {
             let reenrolled = state
                 .store
                 .reenroll_machine(
@@ -98,7 +137,7 @@ pub async fn enroll(
                 )
                 .await?;
             let Some(machine) = reenrolled else {
-                return Err(taken.into());
+                return Err(refused.into());
             };
             tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, "device enrolled again with its enrolment key; its previous credential no longer works");
             machine
@@ -113,6 +152,93 @@ pub async fn enroll(
             credential: credential.into(),
         }),
     ))
+}
+
+/// Why `secret` enrols nothing, in words the agent's operator can act on.
+fn refusal(secret: &EnrollSecret, why: EnrollSecretRefusal) -> Error {
+    let fix = "create a new one with `appfence enroll-secret create`";
+    Error::Unauthorized(match why {
+        EnrollSecretRefusal::Revoked => format!(
+            "The enrolment secret {} was revoked{}; {fix}",
+            secret.id,
+            secret
+                .revoked
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_default()
+        ),
+        EnrollSecretRefusal::Expired => format!(
+            "The enrolment secret {} expired{}; {fix}",
+            secret.id,
+            secret
+                .expires
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_default()
+        ),
+        EnrollSecretRefusal::UsedUp => format!(
+            "The enrolment secret {} has enrolled its maximum of {} devices; {fix}",
+            secret.id,
+            secret.max_uses.unwrap_or(secret.uses)
+        ),
+    })
+}
+
+/// The default lifetime of a new enrolment secret: 30 days, long enough to roll out a
+/// fleet, short enough that a secret left in an image or a script stops working.
+pub const DEFAULT_ENROLL_SECRET_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// Creates an enrolment secret of the tenant, valid for `lifetime` (`None`: no expiry)
+/// and for at most `max_uses` devices (`None`: any number), audited
+/// (`EnrollSecretCreated`) as done by `actor`. The secret exists only in the return
+/// value: the store keeps its SHA-256.
+pub async fn create_enroll_secret(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    lifetime: Option<Duration>,
+    max_uses: Option<u32>,
+    actor: &str,
+) -> Result<(EnrollSecret, String)> {
+    if max_uses == Some(0) {
+        return Err(Error::BadRequest(
+            "An enrolment secret must be good for at least one device".into(),
+        ));
+    }
+    if lifetime.is_some_and(|l| l.is_zero()) {
+        return Err(Error::BadRequest(
+            "An enrolment secret must be valid for longer than 0".into(),
+        ));
+    }
+    let now = clock.now();
+    let secret = generate_secret();
+    let record = EnrollSecret {
+        id: new_guid(),
+        tenant_id: tenant_id.to_string(),
+        secret_sha256: sha256_hex(&secret),
+        created: now,
+        expires: lifetime.map(|l| now.plus(l)),
+        max_uses,
+        uses: 0,
+        revoked: None,
+    };
+    store.insert_enroll_secret(&record).await?;
+    let expires = record
+        .expires
+        .map_or_else(|| "never expires".to_string(), |t| format!("expires {t}"));
+    let uses = record.max_uses.map_or_else(
+        || "any number of devices".to_string(),
+        |m| format!("at most {m} devices"),
+    );
+    store
+        .append_audit_event(&AuditEvent {
+            at: now,
+            tenant_id: Some(tenant_id.to_string()),
+            event: ENROLL_SECRET_CREATED.into(),
+            subject: record.id.clone(),
+            actor: actor.to_string(),
+            detail: Some(format!("{expires}, {uses}")),
+        })
+        .await?;
+    Ok((record, secret))
 }
 
 /// Shortest enrolment key accepted: the key alone stands between a holder of the

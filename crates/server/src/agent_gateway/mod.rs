@@ -3,7 +3,7 @@
 //! types live in `appfence_proto::agent`.
 
 mod device;
-mod enroll;
+pub mod enroll;
 mod handlers;
 mod reports;
 

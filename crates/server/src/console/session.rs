@@ -201,7 +201,7 @@ pub async fn load(state: &AppState, secret: &str) -> Result<Option<Viewer>, Erro
     }
     let groups = if session.issuer == LOCAL_ISSUER {
         match state.store.user(&session.tenant_id, &session.upn).await? {
-            Some(u) if u.object_id == session.user_object_id => u.groups,
+            Some(u) if u.object_id == session.user_object_id && u.disabled.is_none() => u.groups,
             _ => return Ok(None),
         }
     } else {

@@ -1,7 +1,12 @@
-//! Registering OAuth clients (applications) and the default tenant.
+//! Registering OAuth clients (applications), their secrets (several at once, each
+//! with an expiry, so a secret is rotated without downtime), and the default tenant.
 
+use std::time::Duration;
+
+use appfence_core::audit::{AuditEvent, ACTOR_SERVER, APP_CREATED};
 use appfence_core::authz::KNOWN_APP_ROLES;
 use appfence_core::ids::new_guid;
+use appfence_core::records::AppSecret;
 use appfence_core::{AppRegistration, Clock, Error, Tenant};
 use appfence_store::Store;
 
@@ -10,9 +15,20 @@ use super::secrets::{generate_secret, hash_generated_secret};
 /// Name of the tenant created when there is none.
 pub const DEFAULT_TENANT_NAME: &str = "default";
 
-/// Registers an application in `tenant_id` with the given roles. Returns the
-/// registration and its client secret, which exists only in this return value: the
-/// store keeps an Argon2id hash.
+/// How long a new client secret works unless told otherwise: 180 days, as Entra ID
+/// recommends.
+pub const DEFAULT_SECRET_LIFETIME: Duration = Duration::from_secs(180 * 86_400);
+/// The longest a client secret may work: two years, Entra's longest.
+pub const MAX_SECRET_LIFETIME: Duration = Duration::from_secs(730 * 86_400);
+/// The most secrets an application holds at once (rotation needs two); each token
+/// request checks them all.
+pub const MAX_SECRETS_PER_APP: usize = 10;
+/// Characters of a secret kept in the clear to tell secrets apart (Entra's `hint`).
+pub const HINT_CHARS: usize = 3;
+
+/// Registers an application in `tenant_id` with the given roles and a first secret
+/// valid for the default lifetime. Returns the registration and its client secret,
+/// which exists only in this return value: the store keeps a hash.
 pub async fn create_app(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -20,6 +36,30 @@ pub async fn create_app(
     name: &str,
     roles: &[String],
 ) -> Result<(AppRegistration, String), Error> {
+    register_app(
+        store,
+        clock,
+        tenant_id,
+        name,
+        roles,
+        DEFAULT_SECRET_LIFETIME,
+        ACTOR_SERVER,
+    )
+    .await
+    .map(|(app, _, secret)| (app, secret))
+}
+
+/// [`create_app`] with the first secret's lifetime, audited (`AppCreated`) as done by
+/// `actor`. Returns the registration, the stored secret and the secret itself.
+pub async fn register_app(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    name: &str,
+    roles: &[String],
+    secret_lifetime: Duration,
+    actor: &str,
+) -> Result<(AppRegistration, AppSecret, String), Error> {
     let name = name.trim();
     if name.is_empty() {
         return Err(Error::BadRequest(
@@ -27,23 +67,92 @@ pub async fn create_app(
         ));
     }
     let roles = validate_roles(roles)?;
+    check_lifetime(secret_lifetime)?;
     if store.tenant(tenant_id).await?.is_none() {
         return Err(Error::ResourceNotFound(format!(
             "Tenant {tenant_id} was not found"
         )));
     }
-    let secret = generate_secret();
+    let now = clock.now();
     let app = AppRegistration {
         tenant_id: tenant_id.to_string(),
         client_id: new_guid(),
         display_name: name.to_string(),
+        roles,
+        created: now,
+        disabled: None,
+    };
+    let (stored, secret) = new_secret(&app, now, secret_lifetime);
+    store.insert_app(&app, Some(&stored)).await?;
+    store
+        .append_audit_event(&AuditEvent {
+            at: now,
+            tenant_id: Some(app.tenant_id.clone()),
+            event: APP_CREATED.into(),
+            subject: app.client_id.clone(),
+            actor: actor.to_string(),
+            detail: Some(format!(
+                "name {:?}, roles [{}], secret {}",
+                app.display_name,
+                app.roles.join(", "),
+                stored.id
+            )),
+        })
+        .await?;
+    Ok((app, stored, secret))
+}
+
+/// Adds a secret to the tenant's application `client_id`, valid for `lifetime`,
+/// audited as done by `actor`. The secret exists only in the return value.
+pub async fn add_secret(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    client_id: &str,
+    lifetime: Duration,
+    actor: &str,
+) -> Result<(AppSecret, String), Error> {
+    check_lifetime(lifetime)?;
+    let app = store.app(tenant_id, client_id).await?.ok_or_else(|| {
+        Error::ResourceNotFound(format!(
+            "Application {} was not found",
+            appfence_core::ids::truncate(client_id, 100)
+        ))
+    })?;
+    let (stored, secret) = new_secret(&app, clock.now(), lifetime);
+    store
+        .add_app_secret(&stored, MAX_SECRETS_PER_APP, actor)
+        .await?;
+    Ok((stored, secret))
+}
+
+/// A fresh secret of `app`, created at `now`, and its stored form.
+fn new_secret(
+    app: &AppRegistration,
+    now: appfence_proto::Timestamp,
+    lifetime: Duration,
+) -> (AppSecret, String) {
+    let secret = generate_secret();
+    let stored = AppSecret {
+        id: new_guid(),
+        tenant_id: app.tenant_id.clone(),
+        client_id: app.client_id.clone(),
         // 256 random bits: a fast hash is enough (see `secrets`).
         secret_hash: hash_generated_secret(&secret),
-        roles,
-        created: clock.now(),
+        hint: Some(secret.chars().take(HINT_CHARS).collect()),
+        created: now,
+        expires: Some(now.plus(lifetime)),
     };
-    store.insert_app(&app).await?;
-    Ok((app, secret))
+    (stored, secret)
+}
+
+fn check_lifetime(lifetime: Duration) -> Result<(), Error> {
+    if lifetime < Duration::from_secs(60) || lifetime > MAX_SECRET_LIFETIME {
+        return Err(Error::BadRequest(
+            "A client secret must expire between 1 minute and 730 days (2 years) from now".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The roles, each one known, without repeats, in the order given.
@@ -120,20 +229,92 @@ mod tests {
             vec![ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()]
         );
         assert_eq!(app.created, Timestamp::from_unix_seconds(1_700_000_000));
-        let StoredSecret::Fast(hex) = StoredSecret::of(&app.secret_hash) else {
-            panic!(
-                "a new secret is stored in the fast form: {}",
-                app.secret_hash
-            )
-        };
-        assert!(verify_generated_secret(&secret, Some(hex)));
+        assert_eq!(app.disabled, None);
         let stored = store
             .app(&tenant.id, &app.client_id)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(stored, app);
-        assert!(!stored.secret_hash.contains(&secret));
+        let secrets = store.app_secrets(&tenant.id, &app.client_id).await.unwrap();
+        assert_eq!(secrets.len(), 1);
+        let first = &secrets[0];
+        let StoredSecret::Fast(hex) = StoredSecret::of(&first.secret_hash) else {
+            panic!(
+                "a new secret is stored in the fast form: {}",
+                first.secret_hash
+            )
+        };
+        assert!(verify_generated_secret(&secret, Some(hex)));
+        assert!(!first.secret_hash.contains(&secret));
+        assert_eq!(first.hint.as_deref(), Some(&secret[..HINT_CHARS]));
+        assert_eq!(
+            first.expires,
+            Some(app.created.plus(DEFAULT_SECRET_LIFETIME)),
+            "180 days"
+        );
+        // Its creation is audited.
+        let events = store.audit_events(0, 100).await.unwrap();
+        let (_, created) = events.last().unwrap();
+        assert_eq!(created.event, APP_CREATED);
+        assert_eq!(created.subject, app.client_id);
+        assert_eq!(created.actor, ACTOR_SERVER);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_added_with_their_expiry_up_to_a_bound() {
+        let (_dir, store) = sqlite_store().await;
+        let store = store.as_ref();
+        let tenant = ensure_default_tenant(store).await.unwrap();
+        let clock = clock();
+        let (app, _) = create_app(store, &clock, &tenant.id, "SOAR", &[])
+            .await
+            .unwrap();
+        let day = Duration::from_secs(86_400);
+        let (added, secret) = add_secret(
+            store,
+            &clock,
+            &tenant.id,
+            &app.client_id,
+            90 * day,
+            "cli:ana",
+        )
+        .await
+        .unwrap();
+        assert_eq!(added.expires, Some(added.created.plus(90 * day)));
+        assert_eq!(added.hint.as_deref(), Some(&secret[..HINT_CHARS]));
+        for lifetime in [Duration::from_secs(59), MAX_SECRET_LIFETIME + day] {
+            let e = add_secret(
+                store,
+                &clock,
+                &tenant.id,
+                &app.client_id,
+                lifetime,
+                "cli:ana",
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(e, Error::BadRequest(ref m) if m.contains("730 days")),
+                "{e:?}"
+            );
+        }
+        let e = add_secret(store, &clock, &tenant.id, &new_guid(), day, "cli:ana")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::ResourceNotFound(_)), "{e:?}");
+        for _ in 2..MAX_SECRETS_PER_APP {
+            add_secret(store, &clock, &tenant.id, &app.client_id, day, "cli:ana")
+                .await
+                .unwrap();
+        }
+        let e = add_secret(store, &clock, &tenant.id, &app.client_id, day, "cli:ana")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::BadRequest(ref m) if m.contains("remove one first")),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]

@@ -35,17 +35,18 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
     let token = bearer_token(headers)?;
     let now = state.clock.now();
     let cache = &state.verified_tokens;
-    let principal = match cache.get(token) {
+    let verified = match cache.get(token) {
         Some(known) => {
             known.check_time(now)?;
-            known.principal
+            known
         }
         None => {
             let verified = verify_any_issuer(state, token, now).await?;
             cache.insert(token, verified.clone());
-            verified.principal
+            verified
         }
     };
+    let mut principal = verified.principal;
     // Signed by us, but the tenant must still exist: the cache makes this free for
     // every tenant seen before.
     if !state
@@ -57,6 +58,17 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
             "The token's tenant '{}' does not exist",
             truncate(&principal.tenant_id, 100)
         ))));
+    }
+    // Our own tokens: their application and user must still be enabled (re-read
+    // within `STATE_TTL`), and a user acts with their current groups.
+    if let Some(client_id) = &verified.own_client {
+        if let Some(groups) = state
+            .principals
+            .check(state.store.as_ref(), &principal, client_id, now)
+            .await?
+        {
+            principal.groups = groups;
+        }
     }
     Ok(principal)
 }
@@ -136,7 +148,7 @@ mod tests {
     use crate::oauth::tokens::issue_app_token;
     use crate::test_support::{test_state, TENANT};
     use appfence_core::authz::Caller;
-    use appfence_core::{AppRegistration, Tenant};
+    use appfence_core::{AppRegistration, Clock, Tenant};
     use axum::http::{HeaderValue, Request};
     use std::time::Duration;
 
@@ -200,9 +212,9 @@ mod tests {
             tenant_id: tenant_id.into(),
             client_id: "6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b".into(),
             display_name: "SOAR".into(),
-            secret_hash: String::new(),
             roles: vec!["Machine.Read.All".into()],
             created: appfence_proto::Timestamp::from_unix_seconds(1),
+            disabled: None,
         }
     }
 
@@ -210,6 +222,7 @@ mod tests {
     async fn the_extractor_uses_the_injected_clock_and_checks_the_tenant() {
         let t = test_state().await;
         let (state, clock) = (t.state.clone(), t.clock.clone());
+        state.store.insert_app(&app(TENANT), None).await.unwrap();
         let token = issue_app_token(
             &state,
             &app(TENANT),
@@ -263,6 +276,11 @@ mod tests {
             })
             .await
             .unwrap();
+        state
+            .store
+            .insert_app(&app("11111111-2222-3333-4444-555555555555"), None)
+            .await
+            .unwrap();
         assert!(extract(&state, Some(&format!("Bearer {token}")))
             .await
             .is_ok());
@@ -272,5 +290,48 @@ mod tests {
             err.0,
             Error::Unauthorized("Authorization header is missing".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_disabled_applications_tokens_are_refused_within_the_bound() {
+        use crate::oauth::principal_state::STATE_TTL;
+        let t = test_state().await;
+        let (state, clock) = (t.state.clone(), t.clock.clone());
+        let app = app(TENANT);
+        state.store.insert_app(&app, None).await.unwrap();
+        let token = issue_app_token(
+            &state,
+            &app,
+            "https://api.security.microsoft.com",
+            TokenVersion::V2,
+        )
+        .unwrap();
+        let bearer = format!("Bearer {token}");
+        assert!(extract(&state, Some(&bearer)).await.is_ok());
+        state
+            .store
+            .set_app_disabled(TENANT, &app.client_id, true, "test", clock.now())
+            .await
+            .unwrap();
+        // Still answered from the cache, until the bound.
+        clock.advance(STATE_TTL - Duration::from_millis(1));
+        assert!(extract(&state, Some(&bearer)).await.is_ok());
+        clock.advance(Duration::from_millis(1));
+        let err = extract(&state, Some(&bearer)).await.unwrap_err();
+        assert_eq!(
+            err.0,
+            Error::Unauthorized(format!(
+                "The token's application '{}' is disabled",
+                app.client_id
+            ))
+        );
+        // Enabled again: accepted again within the bound.
+        state
+            .store
+            .set_app_disabled(TENANT, &app.client_id, false, "test", clock.now())
+            .await
+            .unwrap();
+        clock.advance(STATE_TTL);
+        assert!(extract(&state, Some(&bearer)).await.is_ok());
     }
 }

@@ -86,6 +86,86 @@ impl OAuthFailure {
         }
     }
 
+    /// No application with this client id in the tenant (never registered, or
+    /// deleted): Entra's AADSTS700016, `unauthorized_client`. Client ids are not secret
+    /// (every token names its client), so saying so tells an attacker nothing.
+    pub fn unknown_client(client_id: &str, tenant_id: &str) -> Self {
+        OAuthFailure {
+            error_codes: vec![700016],
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                format!(
+                    "AADSTS700016: Application with identifier '{}' was not found in the \
+                     directory '{tenant_id}'. This can happen if the application was never \
+                     registered in this tenant or was deleted (appfence app list shows the \
+                     tenant's applications), or if the request was sent to the wrong tenant.",
+                    appfence_core::ids::truncate(client_id, 100)
+                ),
+            )
+        }
+    }
+
+    /// The client secret matches none of the application's secrets: Entra's
+    /// AADSTS7000215.
+    pub fn wrong_client_secret(client_id: &str, basic_challenge: bool) -> Self {
+        OAuthFailure {
+            error_codes: vec![7000215],
+            ..Self::invalid_client(
+                format!(
+                    "AADSTS7000215: Invalid client secret provided. Ensure the secret being \
+                     sent in the request is the client secret value, not the client secret \
+                     ID, for a secret added to app '{client_id}'."
+                ),
+                basic_challenge,
+            )
+        }
+    }
+
+    /// The client secret is one of the application's, but expired: Entra's
+    /// AADSTS7000222.
+    pub fn expired_client_secret(client_id: &str, basic_challenge: bool) -> Self {
+        OAuthFailure {
+            error_codes: vec![7000222],
+            ..Self::invalid_client(
+                format!(
+                    "AADSTS7000222: The provided client secret keys for app '{client_id}' are \
+                     expired. Create a new secret for the app (appfence app secret add \
+                     {client_id}), use it, then remove the expired one (appfence app secret \
+                     remove)."
+                ),
+                basic_challenge,
+            )
+        }
+    }
+
+    /// The application is disabled: Entra's AADSTS7000112, `unauthorized_client`.
+    pub fn app_disabled(client_id: &str, display_name: &str) -> Self {
+        OAuthFailure {
+            error_codes: vec![7000112],
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                format!(
+                    "AADSTS7000112: Application '{client_id}'({}) is disabled. An \
+                     administrator can enable it again (appfence app enable {client_id}).",
+                    appfence_core::ids::truncate(display_name, 100)
+                ),
+            )
+        }
+    }
+
+    /// The user's password is right but the account is disabled: Entra's AADSTS50057.
+    pub fn user_disabled() -> Self {
+        OAuthFailure {
+            error_codes: vec![50057],
+            ..Self::invalid_grant(
+                "AADSTS50057: The user account is disabled. Ask an administrator to enable \
+                 it (appfence user enable).",
+            )
+        }
+    }
+
     /// The resource owner's credentials are wrong (RFC 6749 §5.2).
     pub fn invalid_grant(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)

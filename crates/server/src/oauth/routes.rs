@@ -147,20 +147,25 @@ async fn issue(
     let request = token_request(&params, headers.get(AUTHORIZATION), version, &policy)?;
     let address = client_ip(peer, &headers, &state.config.trusted_proxies);
     let SignedIn { app, user } = sign_in(state, &tenant, address, &request).await?;
-    let access_token = match user {
+    let access_token = match &user {
         None => {
             let token = issue_app_token(state, &app, &request.audience, version)?;
             tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, audience = %request.audience, "issued an application token");
             token
         }
         Some(user) => {
-            let token = issue_user_token(state, &app, &user, &request.audience, version)?;
+            let token = issue_user_token(state, &app, user, &request.audience, version)?;
             tracing::info!(tenant_id = %tenant.id, client_id = %app.client_id, user_id = %user.object_id, audience = %request.audience, "issued a user token");
             token
         }
     };
     // Tokens of this tenant will be verified soon: spare that first lookup.
     state.tenants.remember(&tenant.id);
+    // The application and user were just read from the store and found enabled: this
+    // replica knows it now (an application enabled again gets working tokens at once).
+    state
+        .principals
+        .remember_active(&app, user.as_ref(), state.clock.now());
     let lifetime = state.config.token_lifetime.as_secs();
     let body = TokenResponse {
         token_type: "Bearer".into(),
@@ -481,8 +486,8 @@ mod tests {
             (
                 format!("/{TENANT}/oauth2/token"),
                 format!("grant_type=client_credentials&client_id=00000000-0000-0000-0000-000000000000&client_secret={secret}&resource={MDE}"),
-                401,
-                "invalid_client",
+                400,
+                "unauthorized_client",
             ),
             (
                 format!("/{TENANT}/oauth2/token"),
@@ -827,8 +832,8 @@ mod tests {
             ),
             (
                 format!("resource={MDE}&client_id=00000000-0000-0000-0000-000000000000&grant_type=password&username={ANA}&password={password}"),
-                401,
-                "invalid_client",
+                400,
+                "unauthorized_client",
                 None,
             ),
             (

@@ -6,12 +6,15 @@
 //!
 //! Client ids are never locked: they are not secret (they travel in every token), so a
 //! lockout would let anyone shut a playbook out; their secrets are 256-bit, which no
-//! guessing rate reaches, and wrong ones count against the caller's address.
+//! guessing rate reaches, and wrong ones (and unknown clients) count against the
+//! caller's address. Refusals are Entra's: AADSTS700016 (no such application),
+//! AADSTS7000215 (wrong secret), AADSTS7000222 (expired secret), AADSTS7000112
+//! (application disabled), AADSTS50057 (user disabled).
 
 use std::net::IpAddr;
 
 use appfence_core::ids::truncate;
-use appfence_core::records::{AppRegistration, UserRecord};
+use appfence_core::records::{AppRegistration, AppSecret, UserRecord};
 use appfence_core::sign_in_throttle::{address_key, SignInAccount, ThrottleRecord, Verdict};
 use appfence_core::Tenant;
 use appfence_proto::Timestamp;
@@ -181,54 +184,104 @@ impl Failures<'_> {
     }
 }
 
-/// The registered application presenting `client`. With a secret, the secret must
-/// match (the same work whether or not the client exists); without one (a public client
-/// of the password grant), the client must exist.
+/// The registered application presenting `client`, read from the store itself (never a
+/// cache: a removed secret or a disabled application gets no token, on any replica, at
+/// once). With a secret, the secret must be one of the application's (any of them:
+/// rotation) and not expired; without one (a public client of the password grant), the
+/// client must exist. Then the application must not be disabled.
 async fn authenticate_client(
     state: &AppState,
     tenant: &Tenant,
     client: &ClientAuth,
     failures: &Failures<'_>,
 ) -> Result<AppRegistration, OAuthFailure> {
-    let app = state.store.app(&tenant.id, &client.client_id).await?;
-    let authenticated = match (&client.client_secret, &app) {
-        (None, found) => found.is_some(),
-        (Some(secret), None) => verify_generated_secret(secret.expose(), None),
-        (Some(secret), Some(app)) => match StoredSecret::of(&app.secret_hash) {
-            StoredSecret::Fast(hex) => verify_generated_secret(secret.expose(), Some(hex)),
-            StoredSecret::Legacy(phc) => {
-                let ok = state
-                    .passwords
-                    .verify(secret.expose(), Some(phc))
-                    .await
-                    .map_err(busy)?;
-                if ok {
-                    restore_fast(state, app, phc, secret.expose()).await;
-                }
-                ok
-            }
-            StoredSecret::Unknown => false,
-        },
+    let log = |reason: &str| {
+        // The log says why; the caller gets Entra's answer.
+        tracing::info!(
+            tenant_id = %tenant.id,
+            client_id = %truncate(&client.client_id, 100),
+            address = %failures.address,
+            reason,
+            "client authentication failed"
+        );
     };
-    match app {
-        Some(app) if authenticated => Ok(app),
-        found => {
-            failures.count(None).await?;
-            refused("invalid_client");
-            // The caller learns only that authentication failed; the log says why.
-            tracing::info!(
-                tenant_id = %tenant.id,
-                client_id = %truncate(&client.client_id, 100),
-                address = %failures.address,
-                reason = if found.is_some() { "wrong secret" } else { "unknown client" },
-                "client authentication failed"
-            );
-            Err(OAuthFailure::invalid_client(
-                "Client authentication failed: the client is unknown in this tenant or the secret is wrong",
-                client.basic_auth,
-            ))
+    let Some(app) = state.store.app(&tenant.id, &client.client_id).await? else {
+        failures.count(None).await?;
+        refused("unknown_client");
+        log("unknown client");
+        return Err(OAuthFailure::unknown_client(&client.client_id, &tenant.id));
+    };
+    if let Some(secret) = &client.client_secret {
+        match match_secret(state, &app, secret.expose()).await? {
+            Some(stored) if stored.is_expired(failures.now) => {
+                refused("expired_secret");
+                log("expired secret");
+                return Err(OAuthFailure::expired_client_secret(
+                    &app.client_id,
+                    client.basic_auth,
+                ));
+            }
+            Some(_) => {}
+            None => {
+                failures.count(None).await?;
+                refused("invalid_client");
+                log("wrong secret");
+                return Err(OAuthFailure::wrong_client_secret(
+                    &app.client_id,
+                    client.basic_auth,
+                ));
+            }
         }
     }
+    if app.disabled.is_some() {
+        refused("app_disabled");
+        log("application disabled");
+        return Err(OAuthFailure::app_disabled(
+            &app.client_id,
+            &app.display_name,
+        ));
+    }
+    Ok(app)
+}
+
+/// The application's secret that `presented` is, if any: the fast forms first (each
+/// compared in constant time), then any legacy Argon2id hash on the password pool,
+/// which is re-stored in the fast form when it matches.
+async fn match_secret(
+    state: &AppState,
+    app: &AppRegistration,
+    presented: &str,
+) -> Result<Option<AppSecret>, OAuthFailure> {
+    let secrets = state
+        .store
+        .app_secrets(&app.tenant_id, &app.client_id)
+        .await?;
+    let mut found = None;
+    for stored in &secrets {
+        if let StoredSecret::Fast(hex) = StoredSecret::of(&stored.secret_hash) {
+            // No early exit: every secret costs the same.
+            if verify_generated_secret(presented, Some(hex)) {
+                found = Some(stored.clone());
+            }
+        }
+    }
+    if found.is_some() {
+        return Ok(found);
+    }
+    for stored in &secrets {
+        if let StoredSecret::Legacy(phc) = StoredSecret::of(&stored.secret_hash) {
+            let ok = state
+                .passwords
+                .verify(presented, Some(phc))
+                .await
+                .map_err(busy)?;
+            if ok {
+                restore_fast(state, app, phc, presented).await;
+                return Ok(Some(stored.clone()));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A client secret of an earlier version, just verified: stored again in the fast form
@@ -286,6 +339,17 @@ async fn authenticate_user(
         Some(user) if matches => {
             if counter.is_some_and(|c| c.failures > 0 || c.lockouts > 0) {
                 state.store.clear_sign_in_failures(account).await?;
+            }
+            // Only someone with the right password learns that the account is disabled.
+            if user.disabled.is_some() {
+                refused("user_disabled");
+                tracing::info!(
+                    tenant_id = %tenant.id,
+                    upn = %user.upn,
+                    address = %failures.address,
+                    "sign-in of a disabled user refused"
+                );
+                return Err(OAuthFailure::user_disabled());
             }
             Ok(user)
         }

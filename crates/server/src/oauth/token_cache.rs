@@ -56,6 +56,7 @@ mod tests {
             principal: Principal::application("t", "c", "App", vec![]),
             expires,
             not_before: None,
+            own_client: None,
         }
     }
 

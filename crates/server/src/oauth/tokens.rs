@@ -231,12 +231,12 @@ mod tests {
             tenant_id: "0b5f7a31-8d2c-4c3e-9a55-1e2d3c4b5a69".into(),
             client_id: "6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b".into(),
             display_name: "SOAR".into(),
-            secret_hash: String::new(),
             roles: vec![
                 "Machine.RestrictExecution".into(),
                 "Machine.Read.All".into(),
             ],
             created: Timestamp::from_unix_seconds(1),
+            disabled: None,
         }
     }
 
@@ -327,6 +327,7 @@ mod tests {
             password_hash: String::new(),
             groups: vec!["tier2".into(), "servers".into()],
             created: Timestamp::from_unix_seconds(1),
+            disabled: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! password. Passwords are stored as Argon2id hashes (`password_pool`); the token
 //! endpoint's checks, with lockouts, are in `sign_in`.
 
+use appfence_core::audit::{AuditEvent, ACTOR_SERVER, USER_CREATED};
 use appfence_core::ids::new_guid;
 use appfence_core::records::UserRecord;
 use appfence_core::{Clock, Error};
@@ -24,6 +25,19 @@ pub async fn create_user(
     password: &str,
     groups: &[String],
 ) -> Result<UserRecord, Error> {
+    create_user_as(store, clock, tenant_id, upn, password, groups, ACTOR_SERVER).await
+}
+
+/// [`create_user`], audited (`UserCreated`) as done by `actor`.
+pub async fn create_user_as(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    upn: &str,
+    password: &str,
+    groups: &[String],
+    actor: &str,
+) -> Result<UserRecord, Error> {
     let upn = validate_upn(upn)?;
     validate_password(password)?;
     let groups = validate_groups(groups)?;
@@ -32,11 +46,7 @@ pub async fn create_user(
             "Tenant {tenant_id} was not found"
         )));
     }
-    // Argon2id takes tens of milliseconds of CPU: keep it off the async workers.
-    let to_hash = password.to_string();
-    let password_hash = tokio::task::spawn_blocking(move || hash_once(&to_hash))
-        .await
-        .map_err(Error::internal)?;
+    let password_hash = hash_password(password).await?;
     let user = UserRecord {
         tenant_id: tenant_id.to_string(),
         object_id: new_guid(),
@@ -44,14 +54,120 @@ pub async fn create_user(
         password_hash,
         groups,
         created: clock.now(),
+        disabled: None,
     };
     store.insert_user(&user).await?;
+    store
+        .append_audit_event(&AuditEvent {
+            at: user.created,
+            tenant_id: Some(user.tenant_id.clone()),
+            event: USER_CREATED.into(),
+            subject: user.upn.clone(),
+            actor: actor.to_string(),
+            detail: Some(format!(
+                "oid {}; groups [{}]",
+                user.object_id,
+                user.groups.join(", ")
+            )),
+        })
+        .await?;
     Ok(user)
 }
 
-/// The user of `tenant_id` with this UPN (any case) if `password` is theirs, checked on
-/// `pool` (an unknown user costs the same work). No lockout: for the server's own
-/// checks (the demo's users); the token endpoint goes through `sign_in`.
+/// Argon2id takes tens of milliseconds of CPU: kept off the async workers.
+async fn hash_password(password: &str) -> Result<String, Error> {
+    let to_hash = password.to_string();
+    tokio::task::spawn_blocking(move || hash_once(&to_hash))
+        .await
+        .map_err(Error::internal)
+}
+
+fn no_such_user(upn: &str) -> Error {
+    Error::ResourceNotFound(format!(
+        "There is no user '{}' in this tenant",
+        appfence_core::ids::truncate(upn.trim(), 100)
+    ))
+}
+
+/// Gives the user a new password (the same rules as at creation); their console
+/// sessions end. Audited as done by `actor`.
+pub async fn set_password(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    upn: &str,
+    password: &str,
+    actor: &str,
+) -> Result<(), Error> {
+    validate_password(password)?;
+    if store.user(tenant_id, upn.trim()).await?.is_none() {
+        return Err(no_such_user(upn));
+    }
+    let hash = hash_password(password).await?;
+    if !store
+        .set_user_password(tenant_id, upn.trim(), &hash, actor, clock.now())
+        .await?
+    {
+        return Err(no_such_user(upn));
+    }
+    Ok(())
+}
+
+/// Replaces the user's groups (the same rules as at creation), which decide their
+/// roles and device groups; their console sessions end. Audited as done by `actor`.
+pub async fn set_groups(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    upn: &str,
+    groups: &[String],
+    actor: &str,
+) -> Result<UserRecord, Error> {
+    let groups = validate_groups(groups)?;
+    store
+        .set_user_groups(tenant_id, upn.trim(), &groups, actor, clock.now())
+        .await?
+        .ok_or_else(|| no_such_user(upn))
+}
+
+/// Disables or enables the user, audited as done by `actor`; disabling ends their
+/// console sessions. Their tokens are refused within
+/// [`crate::oauth::principal_state::STATE_TTL`].
+pub async fn set_disabled(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    upn: &str,
+    disabled: bool,
+    actor: &str,
+) -> Result<UserRecord, Error> {
+    store
+        .set_user_disabled(tenant_id, upn.trim(), disabled, actor, clock.now())
+        .await?
+        .ok_or_else(|| no_such_user(upn))
+}
+
+/// Deletes the user and their console sessions, audited as done by `actor`.
+pub async fn delete(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    upn: &str,
+    actor: &str,
+) -> Result<(), Error> {
+    if !store
+        .delete_user(tenant_id, upn.trim(), actor, clock.now())
+        .await?
+    {
+        return Err(no_such_user(upn));
+    }
+    Ok(())
+}
+
+/// The user of `tenant_id` with this UPN (any case) if `password` is theirs and the user
+/// is not disabled, checked on `pool` (an unknown user costs the same work). No
+/// lockout: for the server's own checks (the demo's users); the token endpoint goes
+/// through `sign_in`.
 pub async fn authenticate_user(
     store: &dyn Store,
     pool: &PasswordPool,
@@ -64,7 +180,7 @@ pub async fn authenticate_user(
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await
         .map_err(|_| Error::internal("every password check is busy"))?;
-    Ok(user.filter(|_| matches))
+    Ok(user.filter(|u| matches && u.disabled.is_none()))
 }
 
 fn validate_upn(upn: &str) -> Result<String, Error> {
@@ -305,6 +421,126 @@ mod tests {
                 .await
                 .unwrap(),
             None
+        );
+    }
+
+    #[tokio::test]
+    async fn passwords_groups_and_state_change_by_the_same_rules() {
+        let f = fixture().await;
+        create_user(
+            &f.store,
+            &f.clock,
+            &f.tenant.id,
+            "ana@example.com",
+            PASSWORD,
+            &strings(&["tier2"]),
+        )
+        .await
+        .unwrap();
+        let t = &f.tenant.id;
+        // A new password: the old one stops working.
+        let new_password = "another long passphrase";
+        assert!(matches!(
+            set_password(&f.store, &f.clock, t, "ana@example.com", "short", "cli:root").await,
+            Err(Error::BadRequest(m)) if m.contains("at least 12")
+        ));
+        assert!(matches!(
+            set_password(&f.store, &f.clock, t, "nobody@example.com", new_password, "cli:root")
+                .await,
+            Err(Error::ResourceNotFound(m)) if m.contains("nobody@example.com")
+        ));
+        set_password(
+            &f.store,
+            &f.clock,
+            t,
+            " Ana@example.com ",
+            new_password,
+            "cli:root",
+        )
+        .await
+        .unwrap();
+        assert!(
+            authenticate_user(&f.store, &f.pool, t, "ana@example.com", PASSWORD)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            authenticate_user(&f.store, &f.pool, t, "ana@example.com", new_password)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // New groups, trimmed and without repeats.
+        let user = set_groups(
+            &f.store,
+            &f.clock,
+            t,
+            "ana@example.com",
+            &strings(&["viewers", " servers", "viewers"]),
+            "cli:root",
+        )
+        .await
+        .unwrap();
+        assert_eq!(user.groups, ["viewers", "servers"]);
+        assert!(matches!(
+            set_groups(
+                &f.store,
+                &f.clock,
+                t,
+                "ana@example.com",
+                &strings(&[" "]),
+                "cli:root"
+            )
+            .await,
+            Err(Error::BadRequest(_))
+        ));
+        // Disabled: the right password no longer authenticates.
+        let disabled = set_disabled(&f.store, &f.clock, t, "ana@example.com", true, "cli:root")
+            .await
+            .unwrap();
+        assert!(disabled.disabled.is_some());
+        assert!(
+            authenticate_user(&f.store, &f.pool, t, "ana@example.com", new_password)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        set_disabled(&f.store, &f.clock, t, "ana@example.com", false, "cli:root")
+            .await
+            .unwrap();
+        assert!(
+            authenticate_user(&f.store, &f.pool, t, "ana@example.com", new_password)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        delete(&f.store, &f.clock, t, "ana@example.com", "cli:root")
+            .await
+            .unwrap();
+        assert!(matches!(
+            delete(&f.store, &f.clock, t, "ana@example.com", "cli:root").await,
+            Err(Error::ResourceNotFound(_))
+        ));
+        // Every change is in the audit log.
+        let events: Vec<String> = f
+            .store
+            .audit_events(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "UserCreated",
+                "UserPasswordChanged",
+                "UserGroupsChanged",
+                "UserDisabled",
+                "UserEnabled",
+                "UserDeleted"
+            ]
         );
     }
 }

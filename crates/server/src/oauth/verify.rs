@@ -39,6 +39,10 @@ pub struct VerifiedToken {
     pub expires: i64,
     /// `nbf`, in ticks.
     pub not_before: Option<i64>,
+    /// For a token of the built-in issuer, the client that obtained it (`appid`): its
+    /// application and user are checked on every use (`principal_state`). `None` for
+    /// tokens of external issuers, whose lifecycle is the issuer's.
+    pub own_client: Option<String>,
 }
 
 impl VerifiedToken {
@@ -147,10 +151,17 @@ fn check_claims(
             truncate(iss, QUOTE_MAX)
         )));
     }
+    let own_client = c
+        .appid
+        .clone()
+        .or_else(|| c.azp.clone())
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| refuse("The token has no application id (appid)"))?;
     Ok(VerifiedToken {
         principal: c.into_principal(tid)?,
         expires,
         not_before,
+        own_client: Some(own_client),
     })
 }
 
@@ -182,9 +193,9 @@ mod tests {
             tenant_id: "0b5f7a31-8d2c-4c3e-9a55-1e2d3c4b5a69".into(),
             client_id: "6f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b".into(),
             display_name: "SOAR".into(),
-            secret_hash: String::new(),
             roles: vec!["Machine.RestrictExecution".into()],
             created: Timestamp::from_unix_seconds(1),
+            disabled: None,
         }
     }
 

@@ -7,9 +7,10 @@ use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
-    GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey,
-    SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+    ActionRecord, AppRegistration, AppSecret, AuditRecord, ConsoleSession, DenialRecord,
+    EnrollSecret, GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord,
+    SealedSigningKey, SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey,
+    UserRecord,
 };
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
@@ -39,12 +40,71 @@ impl Store for PgStore {
         guarded!(self, credentials::tenant(&self.pool, id))
     }
 
-    async fn insert_app(&self, app: &AppRegistration) -> Result<()> {
-        guarded!(self, credentials::insert_app(&self.pool, app))
+    async fn insert_app(&self, app: &AppRegistration, secret: Option<&AppSecret>) -> Result<()> {
+        guarded!(self, credentials::insert_app(&self.pool, app, secret))
     }
 
     async fn app(&self, tenant_id: &str, client_id: &str) -> Result<Option<AppRegistration>> {
         guarded!(self, credentials::app(&self.pool, tenant_id, client_id))
+    }
+
+    async fn apps(&self, tenant_id: &str) -> Result<Vec<AppRegistration>> {
+        guarded!(self, credentials::apps(&self.pool, tenant_id))
+    }
+
+    async fn app_secrets(&self, tenant_id: &str, client_id: &str) -> Result<Vec<AppSecret>> {
+        guarded!(
+            self,
+            credentials::app_secrets(&self.pool, tenant_id, client_id)
+        )
+    }
+
+    async fn add_app_secret(&self, secret: &AppSecret, max: usize, actor: &str) -> Result<()> {
+        guarded!(
+            self,
+            credentials::add_app_secret(&self.pool, secret, max, actor)
+        )
+    }
+
+    async fn remove_app_secret(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        secret_id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        guarded!(
+            self,
+            credentials::remove_app_secret(&self.pool, tenant_id, client_id, secret_id, actor, at)
+        )
+    }
+
+    async fn set_app_disabled(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        disabled: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<AppRegistration>> {
+        guarded!(
+            self,
+            credentials::set_app_disabled(&self.pool, tenant_id, client_id, disabled, actor, at)
+        )
+    }
+
+    async fn delete_app(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        guarded!(
+            self,
+            credentials::delete_app(&self.pool, tenant_id, client_id, actor, at)
+        )
     }
 
     async fn insert_user(&self, user: &UserRecord) -> Result<()> {
@@ -55,12 +115,110 @@ impl Store for PgStore {
         guarded!(self, credentials::user(&self.pool, tenant_id, upn))
     }
 
+    async fn user_by_object_id(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Result<Option<UserRecord>> {
+        guarded!(
+            self,
+            credentials::user_by_object_id(&self.pool, tenant_id, object_id)
+        )
+    }
+
+    async fn users(&self, tenant_id: &str) -> Result<Vec<UserRecord>> {
+        guarded!(self, credentials::users(&self.pool, tenant_id))
+    }
+
+    async fn set_user_disabled(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        disabled: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<UserRecord>> {
+        guarded!(
+            self,
+            credentials::set_user_disabled(&self.pool, tenant_id, upn, disabled, actor, at)
+        )
+    }
+
+    async fn delete_user(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        guarded!(
+            self,
+            credentials::delete_user(&self.pool, tenant_id, upn, actor, at)
+        )
+    }
+
+    async fn set_user_password(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        password_hash: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        guarded!(
+            self,
+            credentials::set_user_password(&self.pool, tenant_id, upn, password_hash, actor, at)
+        )
+    }
+
+    async fn set_user_groups(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        groups: &[String],
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<UserRecord>> {
+        guarded!(
+            self,
+            credentials::set_user_groups(&self.pool, tenant_id, upn, groups, actor, at)
+        )
+    }
+
     async fn insert_enroll_secret(&self, secret: &EnrollSecret) -> Result<()> {
         guarded!(self, credentials::insert_enroll_secret(&self.pool, secret))
     }
 
     async fn enroll_secret(&self, secret_sha256: &str) -> Result<Option<EnrollSecret>> {
         guarded!(self, credentials::enroll_secret(&self.pool, secret_sha256))
+    }
+
+    async fn enroll_secrets(&self, tenant_id: &str) -> Result<Vec<EnrollSecret>> {
+        guarded!(self, credentials::enroll_secrets(&self.pool, tenant_id))
+    }
+
+    async fn revoke_enroll_secret(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<EnrollSecret>> {
+        guarded!(
+            self,
+            credentials::revoke_enroll_secret(&self.pool, tenant_id, id, actor, at)
+        )
+    }
+
+    async fn claim_enroll_secret_use(&self, id: &str, now: Timestamp) -> Result<bool> {
+        guarded!(
+            self,
+            credentials::claim_enroll_secret_use(&self.pool, id, now)
+        )
+    }
+
+    async fn release_enroll_secret_use(&self, id: &str) -> Result<()> {
+        guarded!(self, credentials::release_enroll_secret_use(&self.pool, id))
     }
 
     async fn replace_app_secret_hash(

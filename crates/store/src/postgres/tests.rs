@@ -51,6 +51,9 @@ contract_checks!(
     last_succeeded_restrict_family,
     device_group_scopes,
     users,
+    app_lifecycle,
+    user_lifecycle,
+    enroll_secret_lifecycle,
     console_sessions,
     prune_console_sessions,
     oauth_grants,
@@ -60,6 +63,14 @@ contract_checks!(
     implied_filters,
     retention,
 );
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_secret_claims_under_concurrency() {
+    let Some(store) = fresh("enroll_secret_claims_under_concurrency").await else {
+        return;
+    };
+    contract::enroll_secret_claims_under_concurrency(store).await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_rule_under_concurrency() {
@@ -129,6 +140,70 @@ async fn durable_across_reopen() {
     store.close().await;
     let store = PgStore::open(&url).await.unwrap();
     contract::durability_check(&store, &written).await;
+    store.close().await;
+}
+
+/// A database of the version before credential lifecycles (migrations up to 0005) with
+/// an application and an enrolment secret: 0006 keeps both working. The application's
+/// secret becomes its first secret with an id and no expiry; the enrolment secret gets
+/// an id, no expiry, no limit and no uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_of_the_previous_version_are_migrated() {
+    let Some(cluster) = postgres_or_skip("credentials_of_the_previous_version_are_migrated") else {
+        return;
+    };
+    let url = cluster.fresh_database().unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: super::MIGRATOR
+            .iter()
+            .filter(|m| m.version < 6)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.unwrap();
+    for statement in [
+        "INSERT INTO tenants (id, name) VALUES ('t-1', 'Contoso')",
+        "INSERT INTO apps (tenant_id, client_id, display_name, secret_hash, roles, created) \
+         VALUES ('t-1', 'c-1', 'SOAR', 'sha256:abcd', '[\"Machine.Read.All\"]', 42)",
+        "INSERT INTO enroll_secrets (secret_sha256, tenant_id, created) VALUES ('e-hash', 't-1', 43)",
+        "INSERT INTO users (tenant_id, object_id, upn, password_hash, groups, created) \
+         VALUES ('t-1', 'oid-1', 'ana@example.com', 'x', '[]', 44)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = PgStore::open(&url).await.unwrap();
+    let app = crate::Store::app(&store, "t-1", "c-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((app.display_name.as_str(), app.disabled), ("SOAR", None));
+    let secrets = crate::Store::app_secrets(&store, "t-1", "c-1")
+        .await
+        .unwrap();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].secret_hash, "sha256:abcd");
+    assert_eq!((secrets[0].expires, secrets[0].hint.clone()), (None, None));
+    assert_eq!(secrets[0].created.ticks(), 42);
+    assert!(appfence_core::ids::parse_guid(&secrets[0].id).is_some());
+    let enroll = crate::Store::enroll_secret(&store, "e-hash")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(appfence_core::ids::parse_guid(&enroll.id).is_some());
+    assert_eq!(
+        (enroll.expires, enroll.max_uses, enroll.uses, enroll.revoked),
+        (None, None, 0, None)
+    );
+    let user = crate::Store::user(&store, "t-1", "ana@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.disabled, None);
     store.close().await;
 }
 

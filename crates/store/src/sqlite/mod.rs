@@ -36,9 +36,10 @@ use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    ActionRecord, AppRegistration, AuditRecord, ConsoleSession, DenialRecord, EnrollSecret,
-    GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord, SealedSigningKey,
-    SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey, UserRecord,
+    ActionRecord, AppRegistration, AppSecret, AuditRecord, ConsoleSession, DenialRecord,
+    EnrollSecret, GroupAssignment, IndicatorRecord, IndicatorSubmission, MachineRecord,
+    SealedSigningKey, SigningKey, StatusChange, Tenant, TransitionOutcome, UnsealedSigningKey,
+    UserRecord,
 };
 use appfence_core::sign_in_throttle::{
     AccountFailure, SignInAccount, ThrottlePolicy, ThrottleRecord,
@@ -279,12 +280,57 @@ impl Store for SqliteStore {
         credentials::tenant(&self.reader, id).await
     }
 
-    async fn insert_app(&self, app: &AppRegistration) -> Result<()> {
-        credentials::insert_app(&self.writer, app).await
+    async fn insert_app(&self, app: &AppRegistration, secret: Option<&AppSecret>) -> Result<()> {
+        credentials::insert_app(&self.writer, app, secret).await
     }
 
     async fn app(&self, tenant_id: &str, client_id: &str) -> Result<Option<AppRegistration>> {
         credentials::app(&self.reader, tenant_id, client_id).await
+    }
+
+    async fn apps(&self, tenant_id: &str) -> Result<Vec<AppRegistration>> {
+        credentials::apps(&self.reader, tenant_id).await
+    }
+
+    async fn app_secrets(&self, tenant_id: &str, client_id: &str) -> Result<Vec<AppSecret>> {
+        credentials::app_secrets(&self.reader, tenant_id, client_id).await
+    }
+
+    async fn add_app_secret(&self, secret: &AppSecret, max: usize, actor: &str) -> Result<()> {
+        credentials::add_app_secret(&self.writer, secret, max, actor).await
+    }
+
+    async fn remove_app_secret(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        secret_id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        credentials::remove_app_secret(&self.writer, tenant_id, client_id, secret_id, actor, at)
+            .await
+    }
+
+    async fn set_app_disabled(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        disabled: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<AppRegistration>> {
+        credentials::set_app_disabled(&self.writer, tenant_id, client_id, disabled, actor, at).await
+    }
+
+    async fn delete_app(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        credentials::delete_app(&self.writer, tenant_id, client_id, actor, at).await
     }
 
     async fn insert_user(&self, user: &UserRecord) -> Result<()> {
@@ -295,12 +341,89 @@ impl Store for SqliteStore {
         credentials::user(&self.reader, tenant_id, upn).await
     }
 
+    async fn user_by_object_id(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Result<Option<UserRecord>> {
+        credentials::user_by_object_id(&self.reader, tenant_id, object_id).await
+    }
+
+    async fn users(&self, tenant_id: &str) -> Result<Vec<UserRecord>> {
+        credentials::users(&self.reader, tenant_id).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        disabled: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<UserRecord>> {
+        credentials::set_user_disabled(&self.writer, tenant_id, upn, disabled, actor, at).await
+    }
+
+    async fn delete_user(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        credentials::delete_user(&self.writer, tenant_id, upn, actor, at).await
+    }
+
+    async fn set_user_password(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        password_hash: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<bool> {
+        credentials::set_user_password(&self.writer, tenant_id, upn, password_hash, actor, at).await
+    }
+
+    async fn set_user_groups(
+        &self,
+        tenant_id: &str,
+        upn: &str,
+        groups: &[String],
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<UserRecord>> {
+        credentials::set_user_groups(&self.writer, tenant_id, upn, groups, actor, at).await
+    }
+
     async fn insert_enroll_secret(&self, secret: &EnrollSecret) -> Result<()> {
         credentials::insert_enroll_secret(&self.writer, secret).await
     }
 
     async fn enroll_secret(&self, secret_sha256: &str) -> Result<Option<EnrollSecret>> {
         credentials::enroll_secret(&self.reader, secret_sha256).await
+    }
+
+    async fn enroll_secrets(&self, tenant_id: &str) -> Result<Vec<EnrollSecret>> {
+        credentials::enroll_secrets(&self.reader, tenant_id).await
+    }
+
+    async fn revoke_enroll_secret(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<EnrollSecret>> {
+        credentials::revoke_enroll_secret(&self.writer, tenant_id, id, actor, at).await
+    }
+
+    async fn claim_enroll_secret_use(&self, id: &str, now: Timestamp) -> Result<bool> {
+        credentials::claim_enroll_secret_use(&self.writer, id, now).await
+    }
+
+    async fn release_enroll_secret_use(&self, id: &str) -> Result<()> {
+        credentials::release_enroll_secret_use(&self.writer, id).await
     }
 
     async fn replace_app_secret_hash(

@@ -53,6 +53,9 @@ contract_checks!(
     last_succeeded_restrict_family,
     device_group_scopes,
     users,
+    app_lifecycle,
+    user_lifecycle,
+    enroll_secret_lifecycle,
     console_sessions,
     prune_console_sessions,
     oauth_grants,
@@ -62,6 +65,12 @@ contract_checks!(
     implied_filters,
     retention,
 );
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_secret_claims_under_concurrency() {
+    let (_dir, store) = fresh().await;
+    contract::enroll_secret_claims_under_concurrency(store).await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_rule_under_concurrency() {
@@ -201,6 +210,74 @@ async fn create_action_checks_its_input() {
     assert!(store.audit_trail(&orphan.id).await.unwrap().is_empty());
 }
 
+/// A database of the version before credential lifecycles (migrations up to 0014) with
+/// an application, an enrolment secret and a user: 0015 keeps them working. The
+/// application's secret becomes its first secret with an id and no expiry; the
+/// enrolment secret gets an id, no expiry, no limit and no uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_of_the_previous_version_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appfence.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: super::MIGRATOR
+            .iter()
+            .filter(|m| m.version < 15)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.unwrap();
+    for statement in [
+        "INSERT INTO tenants (id, name) VALUES ('t-1', 'Contoso')",
+        "INSERT INTO apps (tenant_id, client_id, display_name, secret_hash, roles, created) \
+         VALUES ('t-1', 'c-1', 'SOAR', '$argon2id$legacy', '[\"Machine.Read.All\"]', 42)",
+        "INSERT INTO apps (tenant_id, client_id, display_name, secret_hash, roles, created) \
+         VALUES ('t-1', 'c-2', 'Other', 'sha256:abcd', '[]', 43)",
+        "INSERT INTO enroll_secrets (secret_sha256, tenant_id, created) VALUES ('e-hash', 't-1', 43)",
+        "INSERT INTO users (tenant_id, object_id, upn, password_hash, groups, created) \
+         VALUES ('t-1', 'oid-1', 'ana@example.com', 'x', '[]', 44)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let app = store.app("t-1", "c-1").await.unwrap().unwrap();
+    assert_eq!((app.display_name.as_str(), app.disabled), ("SOAR", None));
+    let secrets = store.app_secrets("t-1", "c-1").await.unwrap();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].secret_hash, "$argon2id$legacy");
+    assert_eq!((secrets[0].expires, secrets[0].hint.clone()), (None, None));
+    assert_eq!(secrets[0].created.ticks(), 42);
+    assert!(
+        appfence_core::ids::parse_guid(&secrets[0].id).is_some(),
+        "{}",
+        secrets[0].id
+    );
+    let other = store.app_secrets("t-1", "c-2").await.unwrap();
+    assert_eq!(other[0].secret_hash, "sha256:abcd");
+    assert_ne!(other[0].id, secrets[0].id);
+    let enroll = store.enroll_secret("e-hash").await.unwrap().unwrap();
+    assert!(
+        appfence_core::ids::parse_guid(&enroll.id).is_some(),
+        "{}",
+        enroll.id
+    );
+    assert_eq!(
+        (enroll.expires, enroll.max_uses, enroll.uses, enroll.revoked),
+        (None, None, 0, None)
+    );
+    let user = store.user("t-1", "ana@example.com").await.unwrap().unwrap();
+    assert_eq!(user.disabled, None);
+    // Deleting the application takes its secrets with it.
+    assert!(store.delete_app("t-1", "c-1", "test", at(1)).await.unwrap());
+    assert!(store.app_secrets("t-1", "c-1").await.unwrap().is_empty());
+    store.close().await;
+}
+
 /// The database and the log files SQLite makes beside it are readable by their owner
 /// only, whatever the process umask (the server also sets one, but a library must not
 /// count on it).
@@ -294,6 +371,7 @@ async fn a_failure_at_any_step_leaves_the_pool_healthy() {
         password_hash: "x".into(),
         groups: vec![],
         created: at(1),
+        disabled: None,
     };
     store.insert_user(&user("a")).await.unwrap();
     assert!(matches!(

@@ -205,6 +205,7 @@ fn check_claims(
         principal: claims.into_principal(config.tenant_id.clone())?,
         expires,
         not_before,
+        own_client: None,
     })
 }
 

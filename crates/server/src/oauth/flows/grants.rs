@@ -320,7 +320,8 @@ async fn the_user(
     };
     if detail.local {
         let user = state.store.user(&grant.tenant_id, upn).await?;
-        Ok(user.filter(|u| &u.object_id == oid))
+        // A disabled user gets nothing more from an earlier sign-in.
+        Ok(user.filter(|u| &u.object_id == oid && u.disabled.is_none()))
     } else {
         Ok(Some(UserRecord {
             tenant_id: grant.tenant_id.clone(),
@@ -329,6 +330,7 @@ async fn the_user(
             password_hash: String::new(),
             groups: detail.groups.clone(),
             created: grant.created,
+            disabled: None,
         }))
     }
 }
