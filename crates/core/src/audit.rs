@@ -26,3 +26,7 @@ pub const ACCOUNT_UNLOCKED: &str = "AccountUnlocked";
 pub const SIGNING_KEY_ADDED: &str = "SigningKeyAdded";
 pub const SIGNING_KEY_RETIRED: &str = "SigningKeyRetired";
 pub const SIGNING_KEYS_SEALED: &str = "SigningKeysSealed";
+/// A device was offboarded: its credential is refused from now on. The subject is the
+/// machine id; the actor is who requested the offboarding; the detail names the action
+/// and how it ended.
+pub const DEVICE_OFFBOARDED: &str = "DeviceOffboarded";

@@ -72,6 +72,7 @@ pub async fn enroll(
         enforcement: EnforcementState::default(),
         credential_sha256: sha256_hex(&credential),
         enrollment_key_sha256: key_sha256.clone(),
+        offboarded: None,
     };
     let mut machine = machine;
     (machine.rbac_group_id, machine.rbac_group_name) = state
