@@ -830,7 +830,16 @@ impl Agent {
                 }
             }
         };
-        self.next_heartbeat = Instant::now();
+        // The server hears that nothing is enforced any more before the device goes
+        // quiet for good (best effort: the report below is what counts).
+        match self.heartbeat().await {
+            Ok(_) => {}
+            Err(Interrupt::Shutdown) => return Err(Interrupt::Shutdown),
+            Err(Interrupt::Client(e)) => {
+                warn!(action = id, error = %e, "could not report the lifted enforcement")
+            }
+            Err(_) => {}
+        }
         let outcome = match result.outcome {
             Outcome::Succeeded => "Succeeded",
             Outcome::Failed => "Failed",
