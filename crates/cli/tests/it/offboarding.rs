@@ -380,5 +380,35 @@ async fn an_offboard_the_device_never_came_for_revokes_it_at_the_timeout() {
         (m["onboardingStatus"].as_str(), m["healthStatus"].as_str()),
         (Some("Offboarded"), Some("Inactive"))
     );
+    // Holding the tenant's enrolment secret, the stolen device cannot take its identity
+    // back, with a key of any kind or none.
+    let secret = server.enroll_secret(&server.tenant_id).await;
+    for key in [Some("k".repeat(43)), None] {
+        let mut body = json!({
+            "enrollSecret": secret,
+            "hostname": "stolen.corp",
+            "info": {
+                "osPlatform": "Linux", "osVersion": "Ubuntu 24.04", "kernelVersion": "6.8.0",
+                "osArchitecture": "x86_64", "agentVersion": "0.1.0", "ipAddresses": [],
+                "capabilities": {"canRestrictExecution": true, "execPermissionEvents": true,
+                                 "filesystemMarks": true, "simulated": true}
+            },
+        });
+        if let Some(k) = &key {
+            body["enrollmentKey"] = json!(k);
+        }
+        let r = Resp::read(
+            server
+                .http
+                .post(server.url("/agent/v1/enroll"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let e = r.assert_error(400, "BadRequest");
+        assert!(e.message.contains("was offboarded"), "{}", e.message);
+    }
     server.stop().await;
 }

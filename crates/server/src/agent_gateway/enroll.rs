@@ -5,7 +5,9 @@
 //! Enrolling again under a host name already taken in the tenant succeeds only with that
 //! key: the device then gets a new credential for the same machine (the old one stops
 //! working), so an agent that never received or never saved the answer is not locked
-//! out. Without the key a taken host name stays refused.
+//! out. Without the key a taken host name stays refused, and so does the name of an
+//! offboarded machine, with any key (a lost or stolen device holding the tenant's
+//! enrolment secret must not get its identity back).
 
 use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::records::MachineRecord;
@@ -85,6 +87,15 @@ pub async fn enroll(
             tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, "device enrolled");
             machine
         }
+        // The host name is an offboarded machine's: it stays so, whatever key comes.
+        (Err(Error::BadRequest(_)), _) if offboarded(&state, &machine).await? => {
+            tracing::warn!(host = %machine.computer_dns_name, tenant = %machine.tenant_id, "enrolment refused: the host name is an offboarded machine's");
+            return Err(Error::BadRequest(format!(
+                "A machine named {} was offboarded: its name cannot be enrolled again",
+                machine.computer_dns_name
+            ))
+            .into());
+        }
         // The host name is taken: by this very device, if it holds the key.
         (Err(taken @ Error::BadRequest(_)), Some(key_sha256)) => {
             let reenrolled = state
@@ -114,6 +125,18 @@ pub async fn enroll(
             credential: credential.into(),
         }),
     ))
+}
+
+/// Whether the tenant's machine named like `machine` is offboarded.
+async fn offboarded(state: &AppState, machine: &MachineRecord) -> Result<bool> {
+    let existing = state
+        .store
+        .machine(
+            &machine.tenant_id,
+            &MachineRef::DnsName(machine.computer_dns_name.clone()),
+        )
+        .await?;
+    Ok(existing.is_some_and(|m| m.offboarded.is_some()))
 }
 
 /// Shortest enrolment key accepted: the key alone stands between a holder of the
