@@ -76,6 +76,8 @@ struct World {
     batches: Vec<Vec<DenialEvent>>,
     /// Answer `POST /events` with 503 while set.
     events_down: bool,
+    /// How many more results to record but answer with 502 (a lost answer).
+    lose_result_answers: usize,
 }
 
 #[derive(Clone, Default)]
@@ -342,9 +344,21 @@ async fn result(
     };
     let a = a.clone();
     if applied && a.status == ActionStatus::Succeeded && a.action_type.is_restrict_family() {
-        let d = w.desired.entry(host).or_default();
+        let d = w.desired.entry(host.clone()).or_default();
         d.restricted = a.action_type == ActionType::RestrictCodeExecution;
         d.action_id = Some(a.id.clone());
+    }
+    // As the server: an offboard that ends offboards, and the credential goes with it.
+    if appfence_core::records::offboards(a.action_type, a.status) {
+        w.credentials.retain(|_, h| *h != host);
+    }
+    if w.lose_result_answers > 0 {
+        w.lose_result_answers -= 1;
+        return envelope(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "upstream answer lost",
+        );
     }
     drop(w);
     Json(fake.update(&a, applied)).into_response()
@@ -1279,6 +1293,143 @@ async fn the_mode_follows_the_server() {
     fake.change_desired(HOST, |d| d.mode = EnforcementMode::Enforce);
     eventually("enforcing again", || {
         enforcer.mode() == EnforcementMode::Enforce
+    })
+    .await;
+    stop(tx, handle).await.unwrap();
+}
+
+// ---------------------------------------------------------------- offboarding
+
+/// The files left in the device's state directory.
+fn state_files(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("demo-linux-01"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn offboarded_record(root: &Path) -> crate::state::OffboardRecord {
+    let bytes = std::fs::read(root.join("demo-linux-01/offboarded.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Waits for the agent to stop by itself.
+async fn stopped_by_itself(handle: Handle) -> Result<(), AgentError> {
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("the agent stops by itself")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_offboarded_device_lifts_its_restriction_reports_forgets_and_stops() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Recording::new(SimTimings::IMMEDIATE);
+    let (_tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    restricted(&fake).await;
+    assert!(enforcer.is_restricted());
+
+    let offboard = fake.create(HOST, ActionType::Offboard);
+    stopped_by_itself(handle).await.unwrap();
+    let a = fake.action(&offboard);
+    assert_eq!(a.status, ActionStatus::Succeeded);
+    assert_eq!(a.result.unwrap().error_h_result, 0);
+    assert!(!enforcer.is_restricted(), "the restriction is lifted");
+    assert_eq!(enforcer.calls(), vec![true, false]);
+    assert_eq!(state_files(tmp.path()), vec!["offboarded.json"]);
+    let record = offboarded_record(tmp.path());
+    assert_eq!(
+        (record.action_id.as_str(), record.outcome.as_deref()),
+        (offboard.as_str(), Some("Succeeded"))
+    );
+
+    // Started again (a service manager, an operator): it neither enforces nor enrols.
+    let again = Recording::new(SimTimings::IMMEDIATE);
+    let (_tx, handle) = start(config(&url, tmp.path()), again.clone());
+    stopped_by_itself(handle).await.unwrap();
+    assert!(again.calls().is_empty());
+    assert_eq!(fake.world().enrolments, 1);
+}
+
+#[tokio::test]
+async fn an_offboarding_whose_answer_was_lost_ends_at_the_refused_credential() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Recording::new(SimTimings::IMMEDIATE);
+    let (_tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    restricted(&fake).await;
+    fake.world().lose_result_answers = 1;
+    let offboard = fake.create(HOST, ActionType::Offboard);
+    stopped_by_itself(handle).await.unwrap();
+    assert_eq!(fake.action(&offboard).status, ActionStatus::Succeeded);
+    assert!(!enforcer.is_restricted());
+    assert_eq!(state_files(tmp.path()), vec!["offboarded.json"]);
+    assert_eq!(
+        offboarded_record(tmp.path()).outcome.as_deref(),
+        Some("CredentialRefused")
+    );
+}
+
+#[tokio::test]
+async fn an_offboarding_that_cannot_lift_the_restriction_fails_and_stops_anyway() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let enforcer = Arc::new(SimulatedEnforcer::new(SimTimings::IMMEDIATE));
+    let (_tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    restricted(&fake).await;
+    enforcer.fail_with(Some(EnforceError::new(
+        hresult::E_ACCESSDENIED,
+        "no CAP_SYS_ADMIN",
+    )));
+    let offboard = fake.create(HOST, ActionType::Offboard);
+    stopped_by_itself(handle).await.unwrap();
+    let a = fake.action(&offboard);
+    assert_eq!(a.status, ActionStatus::Failed);
+    let result = a.result.unwrap();
+    assert_eq!(result.error_h_result, hresult::E_ACCESSDENIED);
+    assert!(result
+        .troubleshoot_info
+        .unwrap()
+        .contains("no CAP_SYS_ADMIN"));
+    assert_eq!(state_files(tmp.path()), vec!["offboarded.json"]);
+    assert_eq!(
+        offboarded_record(tmp.path()).outcome.as_deref(),
+        Some("Failed")
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_offboarding_is_forgotten_and_the_device_converges_back() {
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = SimTimings {
+        complete_delay: Duration::from_millis(400),
+        ..SimTimings::IMMEDIATE
+    };
+    let enforcer = Recording::new(slow);
+    let (tx, handle) = start(config(&url, tmp.path()), enforcer.clone());
+    restricted(&fake).await;
+    let offboard = fake.create(HOST, ActionType::Offboard);
+    eventually("the offboarding under way", || {
+        fake.action(&offboard).status == ActionStatus::InProgress
+            && tmp.path().join("demo-linux-01/offboarding.json").exists()
+    })
+    .await;
+    fake.set_status(&offboard, ActionStatus::Cancelled);
+    eventually("restricted again, the offboarding forgotten", || {
+        enforcer.is_restricted() && !tmp.path().join("demo-linux-01/offboarding.json").exists()
+    })
+    .await;
+    assert_eq!(enforcer.calls(), vec![true, false, true]);
+    assert!(tmp.path().join("demo-linux-01/credential.json").exists());
+    assert!(!handle.is_finished(), "the agent goes on");
+    // Still at work.
+    let unrestrict = fake.create(HOST, ActionType::UnrestrictCodeExecution);
+    eventually("unrestricted", || {
+        fake.action(&unrestrict).status == ActionStatus::Succeeded
     })
     .await;
     stop(tx, handle).await.unwrap();

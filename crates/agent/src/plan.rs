@@ -25,6 +25,8 @@ pub enum Step {
     Skip,
     /// Put the device in this state, then report.
     Apply { restricted: bool },
+    /// Lift the enforcement, report, forget the credential and the state, and stop.
+    Offboard,
     /// The agent cannot perform this action type: report it failed.
     Reject {
         error_h_result: i64,
@@ -38,6 +40,9 @@ pub enum Step {
 pub fn decide(command: &Command, ack: &ActionUpdateResponse) -> Step {
     if !ack.applied {
         return Step::Skip;
+    }
+    if command.action_type == ActionType::Offboard {
+        return Step::Offboard;
     }
     match requested_state(command.action_type) {
         Some(restricted) => Step::Apply { restricted },
@@ -203,6 +208,18 @@ mod tests {
             decide(&command(ActionType::UnrestrictCodeExecution), &ok),
             Step::Apply { restricted: false }
         );
+    }
+
+    #[test]
+    fn an_applied_offboard_offboards() {
+        assert_eq!(
+            decide(
+                &command(ActionType::Offboard),
+                &ack(true, ActionStatus::InProgress)
+            ),
+            Step::Offboard
+        );
+        assert_eq!(requested_state(ActionType::Offboard), None);
     }
 
     #[test]

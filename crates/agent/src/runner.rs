@@ -23,6 +23,16 @@
 //! - The allowlist and the mode follow the server's desired state; denials are sent by
 //!   a task of their own ([`crate::events`]), and another records every few seconds that
 //!   the agent is alive while restricted.
+//!
+//! Offboarding (an `Offboard` action, acknowledged like any other): the agent records
+//! that it is under way, lifts the enforcement, reports, then records that the device
+//! was offboarded, deletes its credential and state, and stops ([`run`] returns `Ok`).
+//! The server refuses the credential from the moment the action is final, so a refused
+//! credential while an offboarding is under way (the report's answer was lost) also
+//! ends it. An offboarding cancelled meanwhile is forgotten, and the device converges
+//! back to the server's desired state. A state directory that records an offboarding
+//! keeps the agent from starting, and from enrolling again, until someone removes that
+//! record.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -46,7 +56,7 @@ use crate::client::{http_client, ClientError, GatewayClient};
 use crate::enforcer::{hresult, Enforcer};
 use crate::events::{ship_denials, EventSettings};
 use crate::plan::{self, Convergence, Step};
-use crate::state::{StateDir, StateError, StoredCredential};
+use crate::state::{OffboardRecord, StateDir, StateError, StoredCredential};
 
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(30);
@@ -187,6 +197,21 @@ async fn run_device(
         let s = state.clone();
         blocking(move || s.create()).await?;
     }
+    // An offboarded device stays so: no restriction re-applied, no enrolment.
+    let offboarded = {
+        let s = state.clone();
+        blocking(move || s.load_offboarded()).await?
+    };
+    if let Some(record) = offboarded {
+        info!(
+            machine_id = %record.machine_id,
+            action = %record.action_id,
+            at = %record.at,
+            record = %state.offboarded_path().display(),
+            "this device was offboarded; the agent does not start. To onboard it again, remove the record and start the agent with an enrolment secret"
+        );
+        return Ok(());
+    }
 
     // Fail-open recovery first: a restart must not leave a restricted device open while
     // the server is unreachable.
@@ -229,6 +254,17 @@ async fn run_device(
         }
     };
 
+    let offboarding = {
+        let s = state.clone();
+        match blocking(move || s.load_offboarding()).await {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(error = %e, "the record of an offboarding under way is unreadable; ignoring it");
+                None
+            }
+        }
+    };
+    let machine_id = credential.machine_id.clone();
     let client = GatewayClient::new(http, &config.server_url, credential.credential)
         .map_err(AgentError::Config)?;
     let _events = AbortOnDrop(tokio::spawn(ship_denials(
@@ -250,6 +286,8 @@ async fn run_device(
         next_heartbeat: Instant::now(),
         check_now: true,
         skipped: HashSet::new(),
+        machine_id,
+        offboarding,
     };
     agent.serve().await
 }
@@ -347,6 +385,8 @@ struct Stopped;
 /// Why a cycle ended early.
 enum Interrupt {
     Shutdown,
+    /// The device was offboarded: the loop ends for good.
+    Offboarded,
     Client(ClientError),
     /// The server broke the protocol in a way a retry might fix (or at least slow down).
     Protocol(String),
@@ -550,6 +590,10 @@ struct Agent {
     /// Commands whose acknowledgement said they are closed, from the last cycle: the
     /// server sending only those again would otherwise make the loop spin.
     skipped: HashSet<String>,
+    /// The machine id the device enrolled as.
+    machine_id: String,
+    /// The offboard action under way, as recorded in the state directory.
+    offboarding: Option<OffboardRecord>,
 }
 
 impl Agent {
@@ -560,6 +604,14 @@ impl Agent {
                 Ok(()) => attempt = 0,
                 Err(Interrupt::Shutdown) => {
                     info!("stopping");
+                    return Ok(());
+                }
+                Err(Interrupt::Offboarded) => return Ok(()),
+                Err(Interrupt::Client(ClientError::Unauthorized(message)))
+                    if self.offboarding.is_some() =>
+                {
+                    info!(%message, "the server refuses the credential while an offboarding is under way: it completed the offboarding");
+                    self.finish_offboarding("CredentialRefused").await;
                     return Ok(());
                 }
                 Err(Interrupt::Client(ClientError::Unauthorized(message))) => {
@@ -596,7 +648,7 @@ impl Agent {
                         Interrupt::Protocol(m) => {
                             error!(error = %m, retry_in = ?delay, "protocol error")
                         }
-                        Interrupt::Shutdown => {}
+                        Interrupt::Shutdown | Interrupt::Offboarded => {}
                     }
                     // Once back, say so at once and catch up with what was missed.
                     self.next_heartbeat = Instant::now();
@@ -658,6 +710,18 @@ impl Agent {
             )));
         }
         self.skipped.clear();
+        // The server answered with this credential, so it did not offboard the device:
+        // an offboarding under way that is no longer open was cancelled.
+        if let Some(leaving) = &self.offboarding {
+            if !resp
+                .commands
+                .iter()
+                .any(|c| c.action_id == leaving.action_id)
+            {
+                info!(action = %leaving.action_id, "the offboarding was cancelled; staying");
+                self.forget_offboarding().await;
+            }
+        }
 
         let mut desired = resp.desired;
         for command in &resp.commands {
@@ -714,6 +778,7 @@ impl Agent {
                 self.next_heartbeat = Instant::now();
                 self.apply_action(id, restricted).await
             }
+            Step::Offboard => return self.offboard(id).await,
         };
         let update = until_stopped(&mut self.shutdown, self.client.report(id, &result)).await??;
         if update.applied {
@@ -722,6 +787,125 @@ impl Agent {
             warn!(action = id, status = ?update.status, "the action was closed while being applied; converging back");
         }
         Ok(update.desired)
+    }
+
+    /// Carries out an acknowledged offboard action: records that it is under way, lifts
+    /// the enforcement, reports. Once the server has it (or refuses the credential, or
+    /// says the action ended some other way that offboards), finishes the offboarding
+    /// and ends the loop (`Interrupt::Offboarded`); if it was cancelled meanwhile,
+    /// forgets it and returns the desired state to converge to.
+    async fn offboard(&mut self, id: &str) -> Result<DesiredState, Interrupt> {
+        let record = OffboardRecord {
+            action_id: id.to_string(),
+            machine_id: self.machine_id.clone(),
+            hostname: self.config.hostname.clone(),
+            server_url: self.config.server_url.clone(),
+            at: self.config.clock.now(),
+            outcome: None,
+        };
+        let (s, r) = (self.state.clone(), record.clone());
+        if let Err(e) = blocking(move || s.save_offboarding(&r)).await {
+            error!(action = id, error = %e, "cannot record that an offboarding is under way; going on");
+        }
+        self.offboarding = Some(record);
+        info!(action = id, "offboarding: lifting the enforcement");
+        let result = match self.enforcer.apply(false).await {
+            Ok(report) => ResultRequest {
+                outcome: Outcome::Succeeded,
+                error_h_result: 0,
+                troubleshoot_info: report.detail,
+            },
+            Err(e) => {
+                // Reported, and the agent stops all the same: a device cannot decline
+                // its offboarding, and nothing stays enforced once the agent is gone.
+                warn!(action = id, error = %e, "could not lift the enforcement cleanly");
+                ResultRequest {
+                    outcome: Outcome::Failed,
+                    error_h_result: e.hresult,
+                    troubleshoot_info: Some(format!(
+                        "Offboarding: the enforcement could not be lifted cleanly ({}); \
+                         the agent stops anyway",
+                        e.message
+                    )),
+                }
+            }
+        };
+        // The server hears that nothing is enforced any more before the device goes
+        // quiet for good (best effort: the report below is what counts).
+        match self.heartbeat().await {
+            Ok(_) => {}
+            Err(Interrupt::Shutdown) => return Err(Interrupt::Shutdown),
+            Err(Interrupt::Client(e)) => {
+                warn!(action = id, error = %e, "could not report the lifted enforcement")
+            }
+            Err(_) => {}
+        }
+        let outcome = match result.outcome {
+            Outcome::Succeeded => "Succeeded",
+            Outcome::Failed => "Failed",
+        };
+        match until_stopped(&mut self.shutdown, self.client.report(id, &result)).await? {
+            Ok(update)
+                if update.applied
+                    || appfence_core::records::offboards(
+                        appfence_proto::ActionType::Offboard,
+                        update.status,
+                    ) =>
+            {
+                self.finish_offboarding(if update.applied {
+                    outcome
+                } else {
+                    update.status.as_str()
+                })
+                .await;
+                Err(Interrupt::Offboarded)
+            }
+            Ok(update) => {
+                warn!(action = id, status = ?update.status, "the offboarding was cancelled while under way; converging back");
+                self.forget_offboarding().await;
+                Ok(update.desired)
+            }
+            Err(ClientError::Unauthorized(_)) => {
+                self.finish_offboarding("CredentialRefused").await;
+                Err(Interrupt::Offboarded)
+            }
+            Err(e) => Err(Interrupt::Client(e)),
+        }
+    }
+
+    /// The end of an offboarding: nothing enforced, the offboarding recorded, the
+    /// credential and the state deleted. Failures are logged; the agent stops anyway.
+    async fn finish_offboarding(&mut self, outcome: &str) {
+        let Some(mut record) = self.offboarding.take() else {
+            return;
+        };
+        if self.enforcer.is_restricted() {
+            if let Err(e) = self.enforcer.apply(false).await {
+                error!(error = %e, "could not lift the enforcement; it ends when the agent stops");
+            }
+        }
+        record.at = self.config.clock.now();
+        record.outcome = Some(outcome.to_string());
+        let (s, r) = (self.state.clone(), record.clone());
+        if let Err(e) = blocking(move || s.finish_offboarding(&r)).await {
+            error!(error = %e, "could not delete all of the device's state");
+        }
+        info!(
+            action = %record.action_id,
+            machine_id = %record.machine_id,
+            outcome,
+            record = %self.state.offboarded_path().display(),
+            "this device is offboarded: enforcement lifted, credential and state deleted; the agent stops"
+        );
+    }
+
+    /// Forgets an offboarding that will not happen.
+    async fn forget_offboarding(&mut self) {
+        self.offboarding = None;
+        let s = self.state.clone();
+        if let Err(e) = blocking(move || s.clear_offboarding()).await {
+            warn!(error = %e, "cannot delete the record of a cancelled offboarding");
+        }
     }
 
     /// Applies an acknowledged action and records it; returns the report to send.

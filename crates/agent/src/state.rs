@@ -14,6 +14,12 @@
 //!   the gap from it to the re-apply is time the device spent unprotected.
 //! - `memfd_noexec.saved`: the `vm.memfd_noexec` value to restore, kept by the fanotify
 //!   enforcer while restricted.
+//! - `offboarding.json`: an offboard action is under way (written before the enforcement
+//!   is lifted for it): a credential refused from then on means the server completed
+//!   the offboarding, not that something is wrong.
+//! - `offboarded.json`: the device was offboarded. Everything above is deleted (the
+//!   credential first); this record stays, holds no secret, and keeps the agent from
+//!   starting (or enrolling) again until someone removes it.
 //!
 //! Every file is written atomically (a temporary file of its own, fsync, rename, fsync of
 //! the directory), so a crash leaves either the old or the new content, never a torn
@@ -47,6 +53,8 @@ pub const ENFORCEMENT_FILE: &str = "enforcement.json";
 pub const ALLOWLIST_FILE: &str = "allowlist.json";
 pub const ALIVE_FILE: &str = "alive.json";
 pub const MEMFD_SAVED_FILE: &str = "memfd_noexec.saved";
+pub const OFFBOARDING_FILE: &str = "offboarding.json";
+pub const OFFBOARDED_FILE: &str = "offboarded.json";
 /// Only the owner may read the credential.
 const SECRET_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
@@ -79,6 +87,24 @@ impl fmt::Debug for StoredCredential {
             .field("enrolled_at", &self.enrolled_at)
             .finish()
     }
+}
+
+/// An offboard action under way (`offboarding.json`), or done (`offboarded.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffboardRecord {
+    /// The offboard action.
+    pub action_id: String,
+    pub machine_id: String,
+    pub hostname: String,
+    pub server_url: String,
+    /// When the agent took the action on (`offboarding.json`), or finished it
+    /// (`offboarded.json`).
+    pub at: Timestamp,
+    /// How it ended, for `offboarded.json`: `Succeeded`, `Failed`, or what the server
+    /// said (a refused credential: `CredentialRefused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// The device's enrolment key: a secret of its own that lets it enrol again as the same
@@ -187,6 +213,63 @@ impl StateDir {
     /// Where the fanotify enforcer keeps the `vm.memfd_noexec` value to restore.
     pub fn memfd_saved_path(&self) -> PathBuf {
         self.root.join(MEMFD_SAVED_FILE)
+    }
+
+    pub fn offboarding_path(&self) -> PathBuf {
+        self.root.join(OFFBOARDING_FILE)
+    }
+
+    pub fn offboarded_path(&self) -> PathBuf {
+        self.root.join(OFFBOARDED_FILE)
+    }
+
+    /// The offboard action under way, if any.
+    pub fn load_offboarding(&self) -> Result<Option<OffboardRecord>, StateError> {
+        read_json(&self.offboarding_path())
+    }
+
+    /// Records (durably) that an offboard action is under way.
+    pub fn save_offboarding(&self, record: &OffboardRecord) -> Result<(), StateError> {
+        self.write(&self.offboarding_path(), record)
+    }
+
+    /// Forgets an offboard action that will not happen (it was cancelled).
+    pub fn clear_offboarding(&self) -> Result<(), StateError> {
+        remove_file(&self.offboarding_path())
+    }
+
+    /// The record of this device's offboarding, if it was offboarded.
+    pub fn load_offboarded(&self) -> Result<Option<OffboardRecord>, StateError> {
+        read_json(&self.offboarded_path())
+    }
+
+    /// The end of the device: records that it was offboarded (durably, first, so that
+    /// a crash part-way never lets the agent enrol again), then deletes the credential
+    /// (overwritten before it is unlinked), the enrolment key, the enforcement record,
+    /// the allowlist, the alive stamp and the offboarding record. Every file is tried;
+    /// the first failure is returned.
+    pub fn finish_offboarding(&self, record: &OffboardRecord) -> Result<(), StateError> {
+        self.write(&self.offboarded_path(), record)?;
+        let mut first_error = shred(&self.credential_path()).err();
+        for path in [
+            self.enrollment_key_path(),
+            self.enforcement_path(),
+            self.allowlist_path(),
+            self.alive_path(),
+            self.offboarding_path(),
+        ] {
+            if let Err(e) = remove_file(&path) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = File::open(&self.root).and_then(|d| d.sync_all()) {
+            first_error.get_or_insert(StateError::Io {
+                op: "sync",
+                path: self.root.clone(),
+                source: e,
+            });
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Creates the directory (and its parents) if needed, private to the owner; refuses
@@ -400,6 +483,39 @@ pub(crate) mod failing_writes {
     }
 }
 
+/// Deletes `path`; one that does not exist is fine.
+fn remove_file(path: &Path) -> Result<(), StateError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StateError::Io {
+            op: "delete",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Overwrites a secret file with zeros (and syncs it) before deleting it, so that its
+/// content is not left in the file's blocks; best effort on filesystems that write
+/// elsewhere (copy-on-write, journalled data).
+fn shred(path: &Path) -> Result<(), StateError> {
+    if let Ok(meta) = fs::metadata(path) {
+        let zeros = vec![0u8; meta.len() as usize];
+        let overwritten = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| {
+                f.write_all(&zeros)?;
+                f.sync_all()
+            });
+        if let Err(e) = overwritten {
+            tracing::warn!(path = %path.display(), error = %e, "cannot overwrite the file before deleting it");
+        }
+    }
+    remove_file(path)
+}
+
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Io {
         op: "serialise",
@@ -486,6 +602,58 @@ mod tests {
         );
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
         dir.create().unwrap();
+    }
+
+    #[test]
+    fn finishing_an_offboarding_leaves_only_its_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path().join("dev"));
+        dir.create().unwrap();
+        dir.save_credential(&credential()).unwrap();
+        dir.enrollment_key().unwrap();
+        dir.save_enforcement(&EnforcementState {
+            restricted: true,
+            ..EnforcementState::default()
+        })
+        .unwrap();
+        dir.save_allowlist(&AllowlistResponse {
+            version: 3,
+            sha256: vec![],
+        })
+        .unwrap();
+        dir.save_alive(Timestamp::from_unix_seconds(5)).unwrap();
+        let record = OffboardRecord {
+            action_id: "947a677a-a11a-4240-ab6e-91277e2386b9".into(),
+            machine_id: credential().machine_id,
+            hostname: credential().hostname,
+            server_url: credential().server_url,
+            at: Timestamp::from_unix_seconds(6),
+            outcome: None,
+        };
+        assert_eq!(dir.load_offboarding().unwrap(), None);
+        dir.save_offboarding(&record).unwrap();
+        assert_eq!(dir.load_offboarding().unwrap(), Some(record.clone()));
+        dir.clear_offboarding().unwrap();
+        dir.clear_offboarding().unwrap();
+        assert_eq!(dir.load_offboarding().unwrap(), None);
+        dir.save_offboarding(&record).unwrap();
+
+        let done = OffboardRecord {
+            outcome: Some("Succeeded".into()),
+            ..record
+        };
+        dir.finish_offboarding(&done).unwrap();
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![OFFBOARDED_FILE.to_string()]);
+        assert_eq!(dir.load_offboarded().unwrap(), Some(done.clone()));
+        assert_eq!(dir.load_credential().unwrap(), None);
+        let text = fs::read_to_string(dir.offboarded_path()).unwrap();
+        assert!(!text.contains("dev_secret"), "{text}");
+        // Again (a crash part-way, then a restart): nothing left to delete is fine.
+        dir.finish_offboarding(&done).unwrap();
     }
 
     #[test]

@@ -541,6 +541,10 @@ pub enum MachinesCommand {
     Find(FindArgs),
     /// Add or remove a machine tag (moves the machine into the device group it matches).
     Tag(TagArgs),
+    /// Offboard a machine (POST /api/machines/{id}/offboard): its agent lifts the
+    /// enforcement, forgets its credential and stops; the machine then shows as
+    /// Offboarded and takes no more actions. Needs Machine.Offboard.
+    Offboard(ActionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -851,6 +855,30 @@ mod tests {
         assert!(a.wait);
         assert_eq!(a.timeout, Duration::from_secs(90));
         assert_eq!(a.poll_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn parses_an_offboard() {
+        let cli = Cli::try_parse_from([
+            "appfence",
+            "machines",
+            "offboard",
+            "web-01",
+            "--comment",
+            "decommissioned",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Machines(MachinesCommand::Offboard(a)) = cli.command else {
+            panic!("not machines offboard")
+        };
+        assert_eq!(
+            (a.machine.as_str(), a.comment.as_str()),
+            ("web-01", "decommissioned")
+        );
+        assert!(a.wait);
+        // The comment is required, as MDE requires it.
+        assert!(Cli::try_parse_from(["appfence", "machines", "offboard", "web-01"]).is_err());
     }
 
     #[test]

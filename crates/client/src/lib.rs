@@ -206,6 +206,12 @@ impl MdeClient {
             .await
     }
 
+    /// `POST /api/machines/{machine}/offboard`: the device lifts its enforcement, forgets
+    /// its credential and stops; the machine then shows `onboardingStatus` `Offboarded`.
+    pub async fn offboard(&self, machine: &str, comment: &str) -> Result<MachineAction> {
+        self.machine_action(machine, "offboard", comment).await
+    }
+
     /// `POST /api/machines/{machine}/{action}` with `{"Comment": comment}`.
     async fn machine_action(
         &self,

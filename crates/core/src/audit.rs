@@ -42,3 +42,7 @@ pub const USER_PASSWORD_CHANGED: &str = "UserPasswordChanged";
 pub const USER_GROUPS_CHANGED: &str = "UserGroupsChanged";
 pub const ENROLL_SECRET_CREATED: &str = "EnrollSecretCreated";
 pub const ENROLL_SECRET_REVOKED: &str = "EnrollSecretRevoked";
+/// A device was offboarded: its credential is refused from now on. The subject is the
+/// machine id; the actor is who requested the offboarding; the detail names the action
+/// and how it ended.
+pub const DEVICE_OFFBOARDED: &str = "DeviceOffboarded";

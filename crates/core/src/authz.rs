@@ -10,6 +10,8 @@ use crate::Error;
 pub enum Api {
     RestrictCodeExecution,
     UnrestrictCodeExecution,
+    /// `POST /api/machines/{id}/offboard`.
+    OffboardMachine,
     GetMachineAction,
     ListMachineActions,
     CancelMachineAction,
@@ -35,6 +37,8 @@ pub enum Api {
 }
 
 pub const ROLE_RESTRICT: &str = "Machine.RestrictExecution";
+/// MDE's "Offboard machine".
+pub const ROLE_OFFBOARD: &str = "Machine.Offboard";
 pub const ROLE_READ_ALL: &str = "Machine.Read.All";
 pub const ROLE_READ_WRITE_ALL: &str = "Machine.ReadWrite.All";
 /// Every indicator of the tenant.
@@ -43,6 +47,7 @@ pub const ROLE_TI_READ_WRITE_ALL: &str = "Ti.ReadWrite.All";
 pub const ROLE_TI_READ_WRITE: &str = "Ti.ReadWrite";
 
 pub const SCOPE_RESTRICT: &str = "Machine.RestrictExecution";
+pub const SCOPE_OFFBOARD: &str = "Machine.Offboard";
 pub const SCOPE_READ: &str = "Machine.Read";
 pub const SCOPE_READ_WRITE: &str = "Machine.ReadWrite";
 pub const SCOPE_TI_READ_WRITE: &str = "Ti.ReadWrite";
@@ -50,6 +55,7 @@ pub const SCOPE_TI_READ_WRITE: &str = "Ti.ReadWrite";
 /// Every application role appfence knows, for validating `app create --role`.
 pub const KNOWN_APP_ROLES: &[&str] = &[
     ROLE_RESTRICT,
+    ROLE_OFFBOARD,
     ROLE_READ_ALL,
     ROLE_READ_WRITE_ALL,
     ROLE_TI_READ_WRITE_ALL,
@@ -62,6 +68,7 @@ pub const DELEGATED_SCOPES: &[&str] = &[
     SCOPE_READ,
     SCOPE_READ_WRITE,
     SCOPE_RESTRICT,
+    SCOPE_OFFBOARD,
     SCOPE_TI_READ_WRITE,
 ];
 
@@ -72,6 +79,7 @@ impl Api {
             Api::RestrictCodeExecution
             | Api::UnrestrictCodeExecution
             | Api::CancelMachineAction => &[ROLE_RESTRICT],
+            Api::OffboardMachine => &[ROLE_OFFBOARD],
             Api::GetMachineAction
             | Api::ListMachineActions
             | Api::ListMachines
@@ -96,6 +104,7 @@ impl Api {
             Api::RestrictCodeExecution
             | Api::UnrestrictCodeExecution
             | Api::CancelMachineAction => &[SCOPE_RESTRICT],
+            Api::OffboardMachine => &[SCOPE_OFFBOARD],
             Api::GetMachineAction
             | Api::ListMachineActions
             | Api::ListMachines
@@ -127,8 +136,10 @@ impl Api {
             | Api::FindMachinesByIp
             | Api::FindMachineByIp
             | Api::FindMachinesByTag => Permission::ViewData,
-            // MDE: "Manage security setting" for tag changes.
-            Api::SubmitIndicator
+            // MDE: "Manage security setting" for tag changes; "Manage security settings
+            // in Security Center" is also what lets a user "onboard and offboard devices".
+            Api::OffboardMachine
+            | Api::SubmitIndicator
             | Api::ListIndicators
             | Api::DeleteIndicator
             | Api::TagMachine
@@ -141,6 +152,7 @@ impl Api {
         match self {
             Api::RestrictCodeExecution => "restrictCodeExecution",
             Api::UnrestrictCodeExecution => "unrestrictCodeExecution",
+            Api::OffboardMachine => "offboardMachine",
             Api::GetMachineAction => "getMachineAction",
             Api::ListMachineActions => "listMachineActions",
             Api::CancelMachineAction => "cancelMachineAction",
@@ -399,6 +411,34 @@ mod tests {
             (app(&[]).source_type(), user(&[]).source_type()),
             ("AadApp", "User")
         );
+    }
+
+    #[test]
+    fn offboarding_needs_its_own_permission() {
+        assert!(app(&[ROLE_OFFBOARD])
+            .authorize(Api::OffboardMachine)
+            .is_ok());
+        assert_eq!(
+            app(&[ROLE_RESTRICT, ROLE_READ_WRITE_ALL]).authorize(Api::OffboardMachine),
+            Err(Error::Forbidden(
+                "Missing application roles. API required roles: Machine.Offboard".into()
+            ))
+        );
+        assert!(app(&[ROLE_OFFBOARD])
+            .authorize(Api::RestrictCodeExecution)
+            .is_err());
+        assert!(user(&[SCOPE_OFFBOARD])
+            .authorize(Api::OffboardMachine)
+            .is_ok());
+        assert!(user(&[SCOPE_RESTRICT])
+            .authorize(Api::OffboardMachine)
+            .is_err());
+        assert_eq!(
+            Api::OffboardMachine.user_permission(),
+            Permission::ManageSecuritySettings
+        );
+        assert!(KNOWN_APP_ROLES.contains(&"Machine.Offboard"));
+        assert!(DELEGATED_SCOPES.contains(&"Machine.Offboard"));
     }
 
     #[test]

@@ -185,7 +185,36 @@ pub struct MachineRecord {
     pub credential_sha256: String,
     /// SHA-256 (hex) of the enrolment key the device enrolled with, if it sent one: the
     /// same key lets it enrol again (for a new credential) under the same identity.
+    /// Cleared when the machine is offboarded.
     pub enrollment_key_sha256: Option<String>,
+    /// When the machine was offboarded (its offboard action ended `Succeeded`, `Failed`
+    /// or `TimeOut`): from then on its credential is refused, it takes no actions, and
+    /// it shows `onboardingStatus` [`ONBOARDING_OFFBOARDED`], `healthStatus`
+    /// [`HEALTH_INACTIVE`]. Never undone.
+    pub offboarded: Option<Timestamp>,
+}
+
+/// `onboardingStatus` of an enrolled device.
+pub const ONBOARDING_ONBOARDED: &str = "Onboarded";
+/// `onboardingStatus` of an offboarded device (the value MDE's Machine documentation
+/// listed beside `Onboarded`).
+pub const ONBOARDING_OFFBOARDED: &str = "Offboarded";
+/// `healthStatus` of a device that reports.
+pub const HEALTH_ACTIVE: &str = "Active";
+/// `healthStatus` of a device that stopped reporting for good (MDE: "Inactive").
+pub const HEALTH_INACTIVE: &str = "Inactive";
+
+/// Whether an offboard action that reached `status` offboards its machine: every final
+/// status but `Cancelled`. `Succeeded`: the device lifted its enforcement and stops.
+/// `Failed`: the device said it could not do everything, and stops anyway; a device
+/// must not be able to decline its offboarding. `TimeOut`: the device never answered
+/// (lost, stolen, switched off); its credential must not outlive the request.
+pub fn offboards(action_type: ActionType, status: ActionStatus) -> bool {
+    action_type == ActionType::Offboard
+        && matches!(
+            status,
+            ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::TimeOut
+        )
 }
 
 /// A machine's place in the device groups, as stored.
@@ -550,6 +579,22 @@ mod tests {
         assert_eq!(allowed_sources(Cancelled), vec![Pending, InProgress]);
         assert_eq!(allowed_sources(InProgress), vec![Pending]);
     }
+
+    #[test]
+    fn every_end_of_an_offboard_but_a_cancellation_offboards() {
+        for status in ActionStatus::ALL {
+            assert_eq!(
+                offboards(ActionType::Offboard, status),
+                matches!(status, Succeeded | Failed | TimeOut),
+                "{status:?}"
+            );
+            for t in ActionType::ALL {
+                if t != ActionType::Offboard {
+                    assert!(!offboards(t, status));
+                }
+            }
+        }
+    }
 }
 
 /// A plain machine record for unit tests of the domain rules.
@@ -584,6 +629,7 @@ pub(crate) mod tests_support {
             enforcement: EnforcementState::default(),
             credential_sha256: String::new(),
             enrollment_key_sha256: None,
+            offboarded: None,
         }
     }
 }

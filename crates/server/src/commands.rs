@@ -33,7 +33,26 @@ pub async fn admit(state: &AppState, principal: &Principal, api: Api) -> Result<
     Ok(decision)
 }
 
-/// Restricts or unrestricts a machine (`id`, `aadDeviceId` or `computerDnsName`).
+/// The API that creates actions of this type: restrict, unrestrict or offboard.
+pub fn action_api(action_type: ActionType) -> Result<Api, Error> {
+    match action_type {
+        ActionType::RestrictCodeExecution => Ok(Api::RestrictCodeExecution),
+        ActionType::UnrestrictCodeExecution => Ok(Api::UnrestrictCodeExecution),
+        ActionType::Offboard => Ok(Api::OffboardMachine),
+        other => Err(Error::Internal(format!(
+            "appfence does not create {} actions",
+            other.as_str()
+        ))),
+    }
+}
+
+/// Restricts, unrestricts or offboards a machine (`id`, `aadDeviceId` or
+/// `computerDnsName`).
+///
+/// An offboarded machine takes no more actions (400), and neither does a machine with
+/// an open offboard action: it is leaving. An offboard needs no enforcement capability
+/// (an agent too old to know offboarding answers `Failed`, which offboards the machine
+/// all the same).
 pub async fn create_action(
     state: &AppState,
     principal: &Principal,
@@ -41,10 +60,7 @@ pub async fn create_action(
     request: ActionRequest,
     action_type: ActionType,
 ) -> Result<ActionRecord, Error> {
-    let api = match action_type {
-        ActionType::RestrictCodeExecution => Api::RestrictCodeExecution,
-        _ => Api::UnrestrictCodeExecution,
-    };
+    let api = action_api(action_type)?;
     let scope = state.authorize(principal, api)?;
     let machine_ref = MachineRef::parse(machine)?;
     let machine = state
@@ -53,7 +69,22 @@ pub async fn create_action(
         .await?
         .ok_or_else(|| Error::machine_not_found(&truncate(machine, 80)))?;
     scope.check_device(&machine)?;
-    appfence_core::capability::check_can_restrict(&machine, &state.config.min_agent_version)?;
+    if let Some(when) = machine.offboarded {
+        return Err(Error::BadRequest(format!(
+            "Machine {} was offboarded at {when}: it takes no more actions",
+            machine.id
+        )));
+    }
+    if action_type.is_restrict_family() {
+        let open = state.store.open_actions(&machine.id).await?;
+        if let Some(leaving) = open.iter().find(|a| a.action_type == ActionType::Offboard) {
+            return Err(Error::BadRequest(format!(
+                "Machine {} is being offboarded (action {}): it takes no other action",
+                machine.id, leaving.id
+            )));
+        }
+        appfence_core::capability::check_can_restrict(&machine, &state.config.min_agent_version)?;
+    }
     let now = state.clock.now();
     let action = ActionRecord {
         tenant_id: principal.tenant_id.clone(),

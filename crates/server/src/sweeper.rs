@@ -54,6 +54,9 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     for action in &timed_out {
         crate::telemetry::action_changed(action);
         tracing::info!(action = %action.id, machine = %action.machine_id, "action timed out");
+        if appfence_core::records::offboards(action.action_type, action.status) {
+            tracing::warn!(action = %action.id, machine = %action.machine_id, host = %action.computer_dns_name, "offboard timed out: the device never came for it; offboarded anyway, its credential is refused from now on");
+        }
         state
             .announce(Change::Machine(action.machine_id.clone()))
             .await;

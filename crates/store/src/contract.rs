@@ -82,6 +82,7 @@ pub fn machine_record(tenant_id: &str, dns_name: &str) -> MachineRecord {
         enforcement: EnforcementState::default(),
         credential_sha256: random_sha256(),
         enrollment_key_sha256: Some(random_sha256()),
+        offboarded: None,
     }
 }
 
@@ -2378,6 +2379,238 @@ pub async fn time_out_actions(store: &dyn Store) {
     new_action(store, &ms[0], UnrestrictCodeExecution, at(10_001)).await;
 }
 
+/// Offboarding: one open offboard per device (beside the restrict-family slot); an
+/// offboard that ends `Succeeded`, `Failed` or `TimeOut` offboards its machine in the
+/// same transaction (status, health, enrolment key forgotten, audit event), one that is
+/// cancelled does not; an offboarded machine stays so, whatever heartbeat or enrolment
+/// key arrives afterwards.
+pub async fn offboarding(store: &dyn Store) {
+    use appfence_core::audit::DEVICE_OFFBOARDED;
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "leaver.corp.example").await;
+    let key = m.enrollment_key_sha256.clone().unwrap();
+    let audit_start = store
+        .audit_events(0, 100_000)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |(s, _)| *s);
+
+    // The duplicate rule, with a slot of its own.
+    let restrict = new_action(store, &m, RestrictCodeExecution, at(1)).await;
+    let offboard = new_action(store, &m, Offboard, at(2)).await;
+    assert!(
+        is_duplicate(
+            &store
+                .create_action(&action_record(&m, Offboard, at(3)))
+                .await
+        ),
+        "a second open offboard is refused"
+    );
+    assert_eq!(
+        ids(&store.open_actions(&m.id).await.unwrap()),
+        vec![restrict.id.clone(), offboard.id.clone()]
+    );
+
+    // Open, and acknowledged: nothing happens to the machine yet.
+    must_apply(store, &offboard.id, change(InProgress, at(4), "agent")).await;
+    let still = store
+        .machine(&t.id, &MachineRef::Id(m.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still, m, "an open offboard changes nothing");
+
+    // Succeeded: offboarded, in the same transaction.
+    must_apply(store, &restrict.id, change(Succeeded, at(5), "agent")).await;
+    let done = must_apply(store, &offboard.id, change(Succeeded, at(6), "agent")).await;
+    assert_eq!(done.status, Succeeded);
+    let gone = store
+        .machine(&t.id, &MachineRef::Id(m.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gone.offboarded, Some(at(6)));
+    assert_eq!(
+        (gone.onboarding_status.as_str(), gone.health_status.as_str()),
+        ("Offboarded", "Inactive")
+    );
+    assert_eq!(
+        gone.enrollment_key_sha256, None,
+        "its enrolment key is forgotten"
+    );
+    assert_eq!(
+        gone,
+        MachineRecord {
+            offboarded: Some(at(6)),
+            onboarding_status: "Offboarded".into(),
+            health_status: "Inactive".into(),
+            enrollment_key_sha256: None,
+            ..m.clone()
+        },
+        "nothing else changes"
+    );
+    // The credential still names it, so that the gateway can tell a revoked device
+    // from an unknown one; the record says it is offboarded.
+    assert_eq!(
+        store
+            .machine_by_credential(&m.credential_sha256)
+            .await
+            .unwrap()
+            .and_then(|found| found.offboarded),
+        Some(at(6))
+    );
+    let events: Vec<_> = store
+        .audit_events(audit_start, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.event == DEVICE_OFFBOARDED && e.tenant_id.as_deref() == Some(&t.id))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (
+            events[0].subject.as_str(),
+            events[0].actor.as_str(),
+            events[0].at
+        ),
+        (m.id.as_str(), "alice@contoso.com", at(6))
+    );
+    assert!(events[0].detail.as_deref().unwrap().contains(&offboard.id));
+
+    // It stays offboarded: a late heartbeat does not make it active again, and its
+    // enrolment key no longer enrols it.
+    store
+        .record_heartbeat(
+            &m.id,
+            &DeviceInfo {
+                os_platform: "Linux".into(),
+                agent_version: "0.1.0".into(),
+                ..DeviceInfo::default()
+            },
+            &EnforcementState::default(),
+            at(7),
+        )
+        .await
+        .unwrap();
+    let after = store
+        .machine(&t.id, &MachineRef::Id(m.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (after.health_status.as_str(), after.offboarded),
+        ("Inactive", Some(at(6)))
+    );
+    assert_eq!(
+        store
+            .reenroll_machine(
+                &t.id,
+                &m.computer_dns_name,
+                &key,
+                &random_sha256(),
+                &DeviceInfo::default(),
+                at(8),
+            )
+            .await
+            .unwrap(),
+        None
+    );
+    // A new offboard action may still be stored (the server refuses it first): it
+    // leaves the machine offboarded when it was, and records no second event.
+    let again = new_action(store, &m, Offboard, at(9)).await;
+    must_apply(store, &again.id, change(Failed, at(10), "agent")).await;
+    assert_eq!(
+        store
+            .machine(&t.id, &MachineRef::Id(m.id.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .offboarded,
+        Some(at(6))
+    );
+
+    // Cancelled: nothing happens, and the device may be offboarded later.
+    let kept = new_machine(store, &t, "stays.corp.example").await;
+    let cancelled = new_action(store, &kept, Offboard, at(1)).await;
+    must_apply(store, &cancelled.id, change(Cancelled, at(2), "bob")).await;
+    let found = store
+        .machine(&t.id, &MachineRef::Id(kept.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, kept);
+    // Failed: offboarded too (a device cannot decline its offboarding).
+    let failed = new_action(store, &kept, Offboard, at(3)).await;
+    must_apply(store, &failed.id, change(Failed, at(4), "agent")).await;
+    let found = store
+        .machine(&t.id, &MachineRef::Id(kept.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.offboarded, found.onboarding_status.as_str()),
+        (Some(at(4)), "Offboarded")
+    );
+
+    // TimeOut: the device never came for it; its credential must not outlive that.
+    let lost = new_machine(store, &t, "lost.corp.example").await;
+    let stale = new_action(store, &lost, Offboard, at(100)).await;
+    let other = new_machine(store, &t, "other.corp.example").await;
+    let stale_restrict = new_action(store, &other, RestrictCodeExecution, at(100)).await;
+    let timed_out: Vec<String> = store
+        .time_out_actions(at(200), at(200), at(300))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.tenant_id == t.id)
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        timed_out.iter().collect::<BTreeSet<_>>(),
+        [&stale.id, &stale_restrict.id].into_iter().collect()
+    );
+    let found = store
+        .machine(&t.id, &MachineRef::Id(lost.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.offboarded, found.health_status.as_str()),
+        (Some(at(300)), "Inactive")
+    );
+    let untouched = store
+        .machine(&t.id, &MachineRef::Id(other.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched, other, "a timed-out restrict offboards nothing");
+
+    // Offboarded machines can be found by their status.
+    let p = store
+        .list_machines(
+            &t.id,
+            &DeviceScope::All,
+            &Query {
+                filter: Some(cmp(
+                    MachineField::OnboardingStatus,
+                    CmpOp::Eq,
+                    text("Offboarded"),
+                )),
+                ..Query::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut names: Vec<String> = p.items.into_iter().map(|m| m.computer_dns_name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["leaver", "lost", "stays"].map(|n| format!("{n}.corp.example"))
+    );
+}
+
 pub async fn list_actions(store: &dyn Store) {
     let t = new_tenant(store).await;
     let m1 = new_machine(store, &t, "alpha.corp.example").await;
@@ -3858,6 +4091,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     concurrent_cancel_and_complete(store.clone()).await;
     audit_trail(s).await;
     time_out_actions(s).await;
+    offboarding(s).await;
     list_actions(s).await;
     list_machines(s).await;
     open_actions(s).await;

@@ -88,6 +88,23 @@ impl Change {
     }
 }
 
+/// The audit event of offboarding the machine of `action` (an offboard action that
+/// ended) at `at`; both engines append it with the change.
+pub(crate) fn offboarded_event(action: &ActionRecord, at: Timestamp) -> AuditEvent {
+    AuditEvent {
+        at,
+        tenant_id: Some(action.tenant_id.clone()),
+        event: appfence_core::audit::DEVICE_OFFBOARDED.to_string(),
+        subject: action.machine_id.clone(),
+        actor: action.requestor.clone(),
+        detail: Some(format!(
+            "offboard action {} ended {}; the device's credential is refused from now on",
+            action.id,
+            action.status.as_str()
+        )),
+    }
+}
+
 /// The device group (`rbacGroupId`, `rbacGroupName`) a machine belongs in, from the
 /// access policy; the store applies it inside the transaction that changes the machine.
 pub type GroupOf = dyn Fn(&MachineRecord) -> (i64, Option<String>) + Send + Sync;
@@ -413,7 +430,8 @@ pub trait Store: Send + Sync + 'static {
     /// `key_sha256` (compared in constant time), replaces its credential hash (the old
     /// credential stops working) and records the device facts of `info` as a heartbeat
     /// does (tags and device group stay), returning the machine. `None`, changing
-    /// nothing, if there is no such machine or it was enrolled with another key or none.
+    /// nothing, if there is no such machine, it was enrolled with another key or none, or
+    /// it is offboarded.
     async fn reenroll_machine(
         &self,
         tenant_id: &str,
@@ -424,10 +442,12 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<Option<MachineRecord>>;
     async fn machine(&self, tenant_id: &str, by: &MachineRef) -> Result<Option<MachineRecord>>;
-    /// The machine holding this device credential (any tenant).
+    /// The machine holding this device credential (any tenant), offboarded or not: the
+    /// caller refuses an offboarded one (`MachineRecord::offboarded`).
     async fn machine_by_credential(&self, credential_sha256: &str)
         -> Result<Option<MachineRecord>>;
-    /// Records a heartbeat: device facts, enforcement state, `lastSeen`, health `Active`.
+    /// Records a heartbeat: device facts, enforcement state, `lastSeen`, health `Active`
+    /// (an offboarded machine's health stays `Inactive`).
     async fn record_heartbeat(
         &self,
         machine_id: &str,
@@ -487,7 +507,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a new `Pending` action and its creation audit record. Fails with
     /// `ActiveRequestAlreadyExists` if the device already has an open restrict-family
-    /// action; this holds under any concurrency.
+    /// action and this is one too, or an open offboard action and this is one too; this
+    /// holds under any concurrency.
     async fn create_action(&self, action: &ActionRecord) -> Result<()>;
     async fn action(&self, tenant_id: &str, id: &str) -> Result<Option<ActionRecord>>;
     /// One page of the tenant's actions on machines within `scope`.
@@ -498,7 +519,11 @@ pub trait Store: Send + Sync + 'static {
         query: &Query<ActionField>,
     ) -> Result<Page<ActionRecord>>;
     /// Changes the status if the lifecycle allows it from the current status, recording
-    /// an audit row in the same transaction. `ResourceNotFound` if there is no such action.
+    /// an audit row in the same transaction. An offboard action that ends `Succeeded`,
+    /// `Failed` or `TimeOut` offboards its machine in that transaction too
+    /// (`records::offboards`): `offboarded` set, `onboardingStatus` `Offboarded`,
+    /// `healthStatus` `Inactive`, the enrolment key forgotten, and `DeviceOffboarded`
+    /// in the audit log. `ResourceNotFound` if there is no such action.
     async fn transition(&self, action_id: &str, change: &StatusChange)
         -> Result<TransitionOutcome>;
     /// Open actions of a device, oldest first.
@@ -509,7 +534,9 @@ pub trait Store: Send + Sync + 'static {
         machine_id: &str,
     ) -> Result<Option<ActionRecord>>;
     /// Moves `Pending` actions created before `pending_before` and `InProgress` actions
-    /// last updated before `in_progress_before` to `TimeOut`; returns the actions changed.
+    /// last updated before `in_progress_before` to `TimeOut` (an offboard action timing
+    /// out offboards its machine, as in [`Store::transition`]); returns the actions
+    /// changed.
     async fn time_out_actions(
         &self,
         pending_before: Timestamp,

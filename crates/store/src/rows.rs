@@ -236,6 +236,7 @@ pub(crate) fn machine<R: RowGet>(row: &R) -> Result<MachineRecord> {
         enforcement: json(row, "enforcement")?,
         credential_sha256: row.text("credential_sha256")?,
         enrollment_key_sha256: row.opt_text("enrollment_key_sha256")?,
+        offboarded: opt_timestamp(row, "offboarded")?,
     })
 }
 

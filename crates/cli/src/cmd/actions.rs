@@ -1,4 +1,4 @@
-//! `restrict`, `unrestrict` and `actions list|get|cancel`.
+//! `restrict`, `unrestrict`, `machines offboard` and `actions list|get|cancel`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,9 +18,10 @@ use crate::output;
 pub enum Kind {
     Restrict,
     Unrestrict,
+    Offboard,
 }
 
-/// `restrict` / `unrestrict`, optionally waiting for the outcome.
+/// `restrict` / `unrestrict` / `machines offboard`, optionally waiting for the outcome.
 pub async fn submit(
     kind: Kind,
     args: &ActionArgs,
@@ -30,6 +31,7 @@ pub async fn submit(
     let action = match kind {
         Kind::Restrict => client.restrict(&args.machine, &args.comment).await?,
         Kind::Unrestrict => client.unrestrict(&args.machine, &args.comment).await?,
+        Kind::Offboard => client.offboard(&args.machine, &args.comment).await?,
     };
     if !args.wait {
         print_action(ctx, &action)?;

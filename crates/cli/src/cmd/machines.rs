@@ -1,4 +1,4 @@
-//! `machines list|get|events|find|tag`.
+//! `machines list|get|events|find|tag|offboard`.
 
 use std::process::ExitCode;
 
@@ -18,6 +18,9 @@ pub async fn run(cmd: &MachinesCommand, ctx: &mut Ctx<'_>) -> Result<ExitCode, C
         MachinesCommand::Events(args) => events(args, ctx).await,
         MachinesCommand::Find(args) => find(args, ctx).await,
         MachinesCommand::Tag(args) => tag(args, ctx).await,
+        MachinesCommand::Offboard(args) => {
+            super::actions::submit(super::actions::Kind::Offboard, args, ctx).await
+        }
     }
 }
 

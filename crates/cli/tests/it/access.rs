@@ -18,6 +18,8 @@ use crate::wire::Resp;
 const TIER2: &str = "g-tier2";
 const VIEWERS: &str = "g-viewers";
 const SERVER_ADMINS: &str = "g-server-admins";
+/// Holders of "Manage security settings", which lets a user offboard devices.
+const SECURITY_ADMINS: &str = "g-security-admins";
 const ALL_SCOPES: &str = "Machine.Read Machine.RestrictExecution";
 
 fn role(name: &str, permissions: &[&str], group: &str) -> RoleSpec {
@@ -61,6 +63,11 @@ fn spec(idp: &Idp) -> AccessSpec {
                 TIER2,
             ),
             role("Viewer", &["View data"], VIEWERS),
+            role(
+                "Security admin",
+                &["Manage security settings", "View data"],
+                SECURITY_ADMINS,
+            ),
         ],
         device_groups: vec![
             device_group("Production", 2, DeviceRule::Tag("prod".into()), &[]),
@@ -487,6 +494,89 @@ async fn unknown_kids_refetch_at_most_once_a_minute_and_pick_up_rotated_keys() {
 }
 
 /// Reloading the access policy moves devices between groups and changes what users see.
+/// Offboarding: the application role `Machine.Offboard`; for users the delegated scope
+/// `Machine.Offboard`, the role permission "Manage security settings" (MDE: "onboard and
+/// offboard devices") and access to the device's group. Every refusal creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_needs_its_permission_and_the_device_group() {
+    let f = Fixture::start(|_| {}).await;
+    let offboard = |machine: &str| format!("/api/machines/{machine}/offboard");
+    let post = reqwest::Method::POST;
+    let forbidden = [
+        (
+            "application without Machine.Offboard",
+            f.app(&[ROLE_RESTRICT, ROLE_READ, "Machine.ReadWrite.All"]),
+            f.laptop.clone(),
+            "Missing application roles. API required roles: Machine.Offboard",
+        ),
+        (
+            "user without the delegated scope",
+            f.user("sam@corp.example", ALL_SCOPES, &[SECURITY_ADMINS]),
+            f.laptop.clone(),
+            "Missing delegated scopes. API required scopes: Machine.Offboard",
+        ),
+        (
+            "user with the scope but only Active remediation actions",
+            f.user(
+                "ana@corp.example",
+                "Machine.Read Machine.RestrictExecution Machine.Offboard",
+                &[TIER2],
+            ),
+            f.laptop.clone(),
+            "Missing user permission. API required role permission: Manage security settings",
+        ),
+        (
+            "user outside the device's group",
+            f.user(
+                "sam@corp.example",
+                "Machine.Read Machine.Offboard",
+                &[SECURITY_ADMINS],
+            ),
+            f.srv.clone(),
+            "User has no access to device group 'Servers' of machine",
+        ),
+    ];
+    for (case, token, machine, needle) in forbidden {
+        let e = f
+            .call(&token, post.clone(), &offboard(&machine))
+            .await
+            .assert_error(403, "Forbidden");
+        assert!(e.message.contains(needle), "{case}: {}", e.message);
+    }
+    assert!(f
+        .server
+        .stored_actions(&f.server.tenant_id)
+        .await
+        .is_empty());
+
+    // Allowed: an application with the role, on any device; a security admin on the
+    // devices of her groups; with the server admins' group, on the Servers too.
+    let app = f.app(&["Machine.Offboard"]);
+    let r = f.call(&app, post.clone(), &offboard(&f.laptop)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["requestor"], "Keycloak SOAR");
+    let sam = f.user(
+        "sam@corp.example",
+        "Machine.Read Machine.Offboard",
+        &[SECURITY_ADMINS],
+    );
+    let r = f.call(&sam, post.clone(), &offboard(&f.web)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["requestor"], "sam@corp.example");
+    let sam_admin = f.user(
+        "sam@corp.example",
+        "Machine.Read Machine.Offboard",
+        &[SECURITY_ADMINS, SERVER_ADMINS],
+    );
+    let r = f.call(&sam_admin, post.clone(), &offboard(&f.srv)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Open already: MDE's duplicate answer, whoever asks.
+    f.call(&sam_admin, post, &offboard(&f.srv))
+        .await
+        .assert_error(400, "ActiveRequestAlreadyExists");
+    f.server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_policy_regroups_devices_and_a_bad_one_changes_nothing() {
     let f = Fixture::start(|_| {}).await;

@@ -287,7 +287,9 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
         return;
     }
     let server = TestServer::start().await;
-    let api = server.api(&[ROLE_RESTRICT, ROLE_READ, ROLE_TI]).await;
+    let api = server
+        .api(&[ROLE_RESTRICT, ROLE_READ, ROLE_TI, "Machine.Offboard"])
+        .await;
     let secret = server.enroll_secret(&server.tenant_id.clone()).await;
     let tmp = crate::harness::private_tempdir();
     let ns = std::sync::Arc::new(tokio::task::block_in_place(|| Namespace::start(tmp.path())));
@@ -533,6 +535,57 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
         },
     )
     .await;
+
+    // Restricted again, then offboarded: the agent lifts the restriction (the fanotify
+    // group goes), reports, forgets its credential and exits 0.
+    let r = api
+        .restrict(&machine_id, "e2e: restrict before offboarding")
+        .await;
+    assert_eq!(r.status, 201, "restrict: {}", r.text);
+    let done = action_final(&api, r.json()["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "Succeeded", "{done}\n{}", dump(&agent));
+    assert!(exec(&unknown).await.is_err(), "denied again");
+    let r = api
+        .post(
+            &format!("/api/machines/{machine_id}/offboard"),
+            &json!({"Comment": "e2e: offboard"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "offboard: {}", r.text);
+    let done = action_final(&api, r.json()["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "Succeeded", "{done}\n{}", dump(&agent));
+    let mut agent = agent;
+    let status = off_runtime(move || {
+        let status = agent.wait(Duration::from_secs(20));
+        (status, agent)
+    })
+    .await;
+    let (status, agent) = status;
+    assert!(
+        status.success(),
+        "the agent exits 0: {status:?}\n{}",
+        dump(&agent)
+    );
+    assert!(
+        dump(&agent).contains("this device is offboarded"),
+        "{}",
+        dump(&agent)
+    );
+    assert!(exec(&unknown).await.is_ok(), "nothing is enforced any more");
+    // (The state directory is a tmpfs of the namespace: list it from inside.)
+    let listed = {
+        let (ns, dir) = (ns.clone(), state_dir.display().to_string());
+        off_runtime(move || ns.run(&["ls", "-A", &dir])).await
+    };
+    let left = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["offboarded.json"],
+        "{}",
+        dump(&agent)
+    );
+    let m = api.get(&format!("/api/machines/{machine_id}")).await.json();
+    assert_eq!(m["onboardingStatus"], "Offboarded", "{m}");
     drop(agent);
     drop(ns);
     server.stop().await;

@@ -32,6 +32,7 @@ mod lifecycle;
 mod lookups;
 mod observability;
 mod odata;
+mod offboarding;
 mod openapi;
 mod packaging;
 mod postgres_cli;

@@ -18,6 +18,7 @@ async fn openapi_document_lists_every_endpoint() {
     let expect = [
         ("/api/machines/{id}/restrictCodeExecution", "post"),
         ("/api/machines/{id}/unrestrictCodeExecution", "post"),
+        ("/api/machines/{id}/offboard", "post"),
         ("/api/machineactions/{id}", "get"),
         ("/api/machineactions", "get"),
         ("/api/machineactions/{id}/cancel", "post"),
@@ -48,6 +49,13 @@ async fn openapi_document_lists_every_endpoint() {
     let restrict = &paths["/api/machines/{id}/restrictCodeExecution"]["post"];
     assert!(restrict["responses"].get("201").is_some(), "{restrict}");
     assert!(restrict["responses"].get("400").is_some());
+    // Offboard documents its 201, its 400s and what it needs.
+    let offboard = &paths["/api/machines/{id}/offboard"]["post"];
+    assert!(offboard["responses"].get("201").is_some(), "{offboard}");
+    assert!(offboard["responses"].get("400").is_some());
+    assert!(offboard["description"]
+        .as_str()
+        .is_some_and(|d| d.contains("Machine.Offboard") && d.contains("Offboarded")));
     assert!(
         paths.keys().all(|p| p.starts_with("/api/")),
         "{:?}",

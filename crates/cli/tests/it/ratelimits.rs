@@ -142,3 +142,52 @@ async fn the_hour_window_holds_across_minutes() {
     calls_ok(&a, &path, 1).await;
     server.stop().await;
 }
+
+/// Offboard has MDE's limits, 100 calls a minute and 1,500 an hour, in a bucket of its
+/// own: a caller that spent its offboard quota may still restrict, and another caller
+/// may still offboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboard_has_the_mde_limits_in_a_bucket_of_its_own() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let server = TestServer::start_with_clock(clock.clone()).await;
+    clock.set(hour_start_plus(Duration::from_secs(1)));
+    let roles = [
+        "Machine.Offboard",
+        "Machine.RestrictExecution",
+        "Machine.Read.All",
+    ];
+    let a = server.api(&roles).await;
+    let b = server.api(&roles).await;
+    let dev = server.enroll("leaving").await;
+    let other = server.enroll("staying").await;
+    let offboard = |api: &Api, machine: &str| {
+        let api = api.clone();
+        let path = format!("/api/machines/{machine}/offboard");
+        async move {
+            api.post(&path, &serde_json::json!({"Comment": "limits"}))
+                .await
+        }
+    };
+    // One created, 99 refused as duplicates: each counts.
+    let first = offboard(&a, &dev.machine_id).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.header("ratelimit"), Some(r#""minute";r=99;t=59"#));
+    for i in 0..99 {
+        let r = offboard(&a, &dev.machine_id).await;
+        assert_eq!(r.status, 400, "call {i}: {}", r.text);
+    }
+    let refused = offboard(&a, &dev.machine_id).await;
+    let e = refused.assert_error(429, "TooManyRequests");
+    assert_eq!(
+        e.message,
+        "API calls quota exceeded! maximum allowed 100 per 00:01:00"
+    );
+    assert_eq!(retry_after(&refused), 59);
+    // Other APIs and other callers are counted apart.
+    let r = a.restrict(&other.machine_id, "still allowed").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = offboard(&b, &other.machine_id).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(server.stored_actions(&server.tenant_id).await.len(), 3);
+    server.stop().await;
+}

@@ -1,4 +1,7 @@
 //! Authenticates a device by its credential (`Authorization: Bearer <credential>`).
+//! The credential of an offboarded machine is refused like an unknown one (the same
+//! 401, so a caller learns nothing from it), and logged: a device that still presents
+//! it after its offboarding may be a lost or stolen one.
 
 use appfence_core::records::MachineRecord;
 use appfence_core::Error;
@@ -27,13 +30,25 @@ impl FromRequestParts<AppState> for Device {
             .ok_or_else(|| {
                 Error::Unauthorized("Expected 'Authorization: Bearer <device credential>'".into())
             })?;
+        let refused =
+            || Error::Unauthorized("Device credential is not valid (revoked or unknown)".into());
         let machine = state
             .store
             .machine_by_credential(&sha256_hex(credential))
             .await?
-            .ok_or_else(|| {
-                Error::Unauthorized("Device credential is not valid (revoked or unknown)".into())
-            })?;
+            .ok_or_else(refused)?;
+        if let Some(when) = machine.offboarded {
+            tracing::warn!(
+                machine = %machine.id,
+                host = %machine.computer_dns_name,
+                tenant = %machine.tenant_id,
+                offboarded = %when,
+                path = %parts.uri.path(),
+                "an offboarded device presented its revoked credential; refused"
+            );
+            metrics::counter!("appfence_agent_revoked_credential_total").increment(1);
+            return Err(refused().into());
+        }
         Ok(Device(machine))
     }
 }

@@ -12,7 +12,9 @@
 //! Enrolling again under a host name already taken in the tenant succeeds only with that
 //! key: the device then gets a new credential for the same machine (the old one stops
 //! working), so an agent that never received or never saved the answer is not locked
-//! out. Without the key a taken host name stays refused.
+//! out. Without the key a taken host name stays refused, and so does the name of an
+//! offboarded machine, with any key (a lost or stolen device holding the tenant's
+//! enrolment secret must not get its identity back).
 
 use std::time::Duration;
 
@@ -87,6 +89,7 @@ pub async fn enroll(
         enforcement: EnforcementState::default(),
         credential_sha256: sha256_hex(&credential),
         enrollment_key_sha256: key_sha256.clone(),
+        offboarded: None,
     };
     let mut machine = machine;
     (machine.rbac_group_id, machine.rbac_group_name) = state
@@ -121,6 +124,15 @@ pub async fn enroll(
         (Ok(()), _) => {
             tracing::info!(machine = %machine.id, host = %machine.computer_dns_name, tenant = %machine.tenant_id, enroll_secret = %secret.id, "device enrolled");
             machine
+        }
+        // The host name is an offboarded machine's: it stays so, whatever key comes.
+        (Err(Error::BadRequest(_)), _) if offboarded(&state, &machine).await? => {
+            tracing::warn!(host = %machine.computer_dns_name, tenant = %machine.tenant_id, "enrolment refused: the host name is an offboarded machine's");
+            return Err(Error::BadRequest(format!(
+                "A machine named {} was offboarded: its name cannot be enrolled again",
+                machine.computer_dns_name
+            ))
+            .into());
         }
         // The host name is taken, or the secret is used up: enrolling this very device
         // again works if it holds the key.
@@ -239,6 +251,18 @@ pub async fn create_enroll_secret(
         })
         .await?;
     Ok((record, secret))
+}
+
+/// Whether the tenant's machine named like `machine` is offboarded.
+async fn offboarded(state: &AppState, machine: &MachineRecord) -> Result<bool> {
+    let existing = state
+        .store
+        .machine(
+            &machine.tenant_id,
+            &MachineRef::DnsName(machine.computer_dns_name.clone()),
+        )
+        .await?;
+    Ok(existing.is_some_and(|m| m.offboarded.is_some()))
 }
 
 /// Shortest enrolment key accepted: the key alone stands between a holder of the

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use appfence_core::records::{desired_state, MachineRecord, StatusChange, TransitionOutcome};
+use appfence_core::records::{
+    desired_state, offboards, MachineRecord, StatusChange, TransitionOutcome,
+};
 use appfence_core::Error;
 use appfence_proto::agent::{
     ActionUpdateResponse, Command, CommandsResponse, DesiredState, HeartbeatRequest,
@@ -195,6 +197,9 @@ pub async fn result(
         state.announce(Change::Observed(machine.id.clone())).await;
         crate::telemetry::action_changed(&action);
         tracing::info!(action = %action.id, machine = %machine.id, status = action.status.as_str(), "action completed");
+        if offboards(action.action_type, action.status) {
+            tracing::info!(action = %action.id, machine = %machine.id, host = %machine.computer_dns_name, status = action.status.as_str(), "device offboarded: its credential is refused from now on");
+        }
     }
     Ok(Json(ActionUpdateResponse {
         action_id: action.id,

@@ -1,4 +1,4 @@
-//! Machine actions: restrict, unrestrict, get, list, cancel.
+//! Machine actions: restrict, unrestrict, offboard, get, list, cancel.
 
 use appfence_core::authz::{Api, Principal};
 use appfence_core::odata::ActionField;
@@ -77,6 +77,38 @@ pub async fn unrestrict(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/machines/{id}/offboard",
+    tag = "Machine actions",
+    summary = "Offboard machine",
+    description = "Offboards the device: a MachineAction of type Offboard that the device's agent picks up like any action. \
+The agent lifts its enforcement (as an unrestrict would), reports, forgets its credential and state, and stops. \
+Once the action is final other than Cancelled (Succeeded; Failed; or TimeOut, for a device that never came for it), \
+the machine is offboarded: its credential is refused by the agent gateway, it takes no more actions (400), \
+and it shows onboardingStatus Offboarded and healthStatus Inactive. \
+While an offboard is open, a second one is refused with ActiveRequestAlreadyExists and restrict or unrestrict with 400. \
+Permission: Machine.Offboard (application or delegated; users also need the role permission \
+'Manage security settings' and access to the device's device group). Rate limits: 100 calls a minute, 1,500 an hour.",
+    params(("id" = String, Path, description = "Machine id (40 hex), aadDeviceId (GUID) or computerDnsName")),
+    request_body = ActionRequest,
+    responses(
+        (status = 201, description = "The action was created", body = MachineAction),
+        (status = 400, description = "Bad request (Comment missing, machine offboarded), or ActiveRequestAlreadyExists", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn offboard(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<OData<MachineAction>> {
+    create(state, principal, id, body, ActionType::Offboard).await
+}
+
 async fn create(
     state: AppState,
     principal: Principal,
@@ -84,10 +116,7 @@ async fn create(
     body: Option<serde_json::Map<String, serde_json::Value>>,
     action_type: ActionType,
 ) -> ApiResult<OData<MachineAction>> {
-    let api = match action_type {
-        ActionType::RestrictCodeExecution => Api::RestrictCodeExecution,
-        _ => Api::UnrestrictCodeExecution,
-    };
+    let api = commands::action_api(action_type)?;
     // Permission before the body: a caller without it learns nothing from validation.
     state.authorize(&principal, api)?;
     let request = ActionRequest::from_body(body)?;

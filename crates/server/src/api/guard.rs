@@ -37,6 +37,7 @@ pub fn api_of(method: &Method, route: &str, path: &str) -> Option<Api> {
     Some(match (method.as_str(), path) {
         ("POST", "/machines/{id}/restrictCodeExecution") => Api::RestrictCodeExecution,
         ("POST", "/machines/{id}/unrestrictCodeExecution") => Api::UnrestrictCodeExecution,
+        ("POST", "/machines/{id}/offboard") => Api::OffboardMachine,
         ("GET", "/machineactions/{id}") => Api::GetMachineAction,
         ("GET", "/machineactions") => Api::ListMachineActions,
         ("POST", "/machineactions/{id}/cancel") => Api::CancelMachineAction,
@@ -121,6 +122,14 @@ mod tests {
         assert_eq!(
             api_of(&Method::GET, "/api/openapi.json", "/api/openapi.json"),
             None
+        );
+        assert_eq!(
+            api_of(
+                &Method::POST,
+                "/api/v1.0/machines/{id}/offboard",
+                "/api/v1.0/machines/srv-01/offboard"
+            ),
+            Some(Api::OffboardMachine)
         );
         assert_eq!(
             api_of(

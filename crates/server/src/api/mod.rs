@@ -55,6 +55,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(actions::restrict))
         .routes(routes!(actions::unrestrict))
+        .routes(routes!(actions::offboard))
         .routes(routes!(actions::get_action))
         .routes(routes!(actions::list_actions))
         .routes(routes!(actions::cancel_action))

@@ -151,6 +151,11 @@ fn state_region(m: &MachineRecord, desired: &DesiredState) -> Markup {
                 dt { "Agent state" } dd { (badge("bad", "Cannot save its state")) " " (fault.path) ": " (fault.error) }
             }
             dt { "Health" } dd { (health_badge(&m.health_status)) }
+            @if let Some(at) = m.offboarded {
+                dt { "Onboarding" } dd data-testid="offboarded" {
+                    (badge("bad", "Offboarded")) " at " (time(at)) ": its credential is refused"
+                }
+            }
             dt { "Last seen" } dd { (time_opt(m.last_seen)) }
         }
     }
@@ -182,6 +187,7 @@ pub(super) fn kind(t: ActionType) -> &'static str {
     match t {
         ActionType::RestrictCodeExecution => "Restrict app execution",
         ActionType::UnrestrictCodeExecution => "Remove app restriction",
+        ActionType::Offboard => "Offboard machine",
         _ => t.as_str(),
     }
 }

@@ -335,8 +335,8 @@ mod tests {
             err,
             Error::BadRequest(
                 "Unknown application role 'Machine.Isolate'; known roles are: \
-                 Machine.RestrictExecution, Machine.Read.All, Machine.ReadWrite.All, \
-                 Ti.ReadWrite.All, Ti.ReadWrite"
+                 Machine.RestrictExecution, Machine.Offboard, Machine.Read.All, \
+                 Machine.ReadWrite.All, Ti.ReadWrite.All, Ti.ReadWrite"
                     .into()
             )
         );

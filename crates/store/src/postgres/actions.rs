@@ -6,7 +6,7 @@
 use appfence_core::odata::{ActionField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    transition_allowed, ActionRecord, AuditRecord, StatusChange, TransitionOutcome,
+    offboards, transition_allowed, ActionRecord, AuditRecord, StatusChange, TransitionOutcome,
 };
 use appfence_core::{Error, Result};
 use appfence_proto::{ActionStatus, Timestamp};
@@ -21,6 +21,8 @@ use appfence_core::odata::Direction;
 
 /// The partial unique index of the duplicate rule.
 const ONE_OPEN_RESTRICT_FAMILY: &str = "actions_one_open_restrict_family";
+/// The partial unique index of the duplicate rule for offboarding.
+const ONE_OPEN_OFFBOARD: &str = "actions_one_open_offboard";
 
 /// Who moves stale actions to `TimeOut`.
 const SWEEPER: &str = "sweeper";
@@ -111,7 +113,7 @@ pub(super) async fn create(pool: &PgPool, a: &ActionRecord) -> Result<()> {
         .await;
         match inserted {
             Ok(_) => Ok(()),
-            Err(e) if violates(&e, ONE_OPEN_RESTRICT_FAMILY) => {
+            Err(e) if violates(&e, ONE_OPEN_RESTRICT_FAMILY) || violates(&e, ONE_OPEN_OFFBOARD) => {
                 Err(Fail::App(Error::ActiveRequestAlreadyExists))
             }
             Err(e) => Err(ctx("cannot insert a machine action")(e)),
@@ -180,7 +182,9 @@ struct Guard {
 }
 
 /// Applies `change` to `current` if the lifecycle allows it, conditional on the stored
-/// status still being `current.status` (and the guard), with its audit row.
+/// status still being `current.status` (and the guard), with its audit row; an offboard
+/// action that ends this way offboards its machine (`records::offboards`), in the same
+/// transaction.
 async fn apply(
     tx: &mut Transaction<'static, Postgres>,
     current: &ActionRecord,
@@ -240,6 +244,9 @@ async fn apply(
     .execute(&mut **tx)
     .await
     .map_err(ctx("cannot append to the audit trail"))?;
+    if offboards(updated.action_type, updated.status) {
+        super::machines::offboard_on(tx, &updated, change.at).await?;
+    }
     Ok(Some(updated))
 }
 

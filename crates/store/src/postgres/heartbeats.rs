@@ -161,7 +161,8 @@ async fn write_together(pool: &PgPool, batch: &[Queued]) -> Result<Vec<Result<()
                  agent_version = h.agent_version, ip_addresses = h.ip_addresses::jsonb, \
                  last_ip_address = h.last_ip_address, capabilities = h.capabilities::jsonb, \
                  enforcement = h.enforcement::jsonb, last_seen = h.last_seen, \
-                 health_status = 'Active' \
+                 health_status = CASE WHEN m.offboarded IS NULL THEN 'Active' \
+                     ELSE m.health_status END \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
                          $11::bigint[]) \

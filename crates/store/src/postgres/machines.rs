@@ -3,7 +3,9 @@
 
 use appfence_core::odata::{MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
-use appfence_core::records::{GroupAssignment, MachineRecord};
+use appfence_core::records::{
+    ActionRecord, GroupAssignment, MachineRecord, HEALTH_INACTIVE, ONBOARDING_OFFBOARDED,
+};
 use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
@@ -23,7 +25,7 @@ pub(super) const MACHINE_COLUMNS: &str = "id, tenant_id, aad_device_id, computer
      agent_version, last_ip_address, ip_addresses::text AS ip_addresses, health_status, \
      onboarding_status, machine_tags::text AS machine_tags, rbac_group_id, rbac_group_name, \
      risk_score, exposure_level, device_value, capabilities::text AS capabilities, \
-     enforcement::text AS enforcement, credential_sha256, enrollment_key_sha256";
+     enforcement::text AS enforcement, credential_sha256, enrollment_key_sha256, offboarded";
 
 fn column(f: MachineField) -> Column {
     match f {
@@ -96,9 +98,9 @@ pub(super) async fn insert(pool: &PgPool, m: &MachineRecord) -> Result<()> {
              last_seen, os_platform, os_version, kernel_version, os_architecture, agent_version, \
              last_ip_address, ip_addresses, health_status, onboarding_status, machine_tags, \
              rbac_group_id, rbac_group_name, risk_score, exposure_level, device_value, \
-             capabilities, enforcement, credential_sha256, enrollment_key_sha256) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16::jsonb, \
-              $17, $18, $19, $20, $21, $22::jsonb, $23::jsonb, $24, $25)",
+             capabilities, enforcement, credential_sha256, enrollment_key_sha256, offboarded) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, \
+              $16::jsonb, $17, $18, $19, $20, $21, $22::jsonb, $23::jsonb, $24, $25, $26)",
         )
         .bind(&m.id)
         .bind(&m.tenant_id)
@@ -125,6 +127,7 @@ pub(super) async fn insert(pool: &PgPool, m: &MachineRecord) -> Result<()> {
         .bind(&enf)
         .bind(&m.credential_sha256)
         .bind(&m.enrollment_key_sha256)
+        .bind(m.offboarded.map(Timestamp::ticks))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -141,6 +144,34 @@ pub(super) async fn insert(pool: &PgPool, m: &MachineRecord) -> Result<()> {
         commit(tx).await
     })
     .await
+}
+
+/// Offboards the machine of `action`, an offboard action that just ended, inside the
+/// caller's transaction: its credential is refused from now on (the gateway checks
+/// `offboarded`), its enrolment key can no longer enrol it again, and it shows as MDE
+/// shows an offboarded device. Appends `DeviceOffboarded` to the audit log. A machine
+/// offboarded already is left as it is.
+pub(super) async fn offboard_on(
+    tx: &mut Transaction<'static, Postgres>,
+    action: &ActionRecord,
+    at: Timestamp,
+) -> PgResult<()> {
+    let done = sqlx::query(
+        "UPDATE machines SET offboarded = $1, onboarding_status = $2, health_status = $3, \
+             enrollment_key_sha256 = NULL \
+         WHERE id = $4 AND offboarded IS NULL",
+    )
+    .bind(at.ticks())
+    .bind(ONBOARDING_OFFBOARDED)
+    .bind(HEALTH_INACTIVE)
+    .bind(&action.machine_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(ctx("cannot offboard a machine"))?;
+    if done.rows_affected() == 0 {
+        return Ok(());
+    }
+    super::audit_log::append(tx, &crate::offboarded_event(action, at)).await
 }
 
 /// Compares two hashes in time independent of where they differ.
@@ -162,7 +193,7 @@ pub(super) async fn reenroll(
         let mut tx = begin(pool).await?;
         let found = sqlx::query(
             "SELECT id, enrollment_key_sha256 FROM machines \
-             WHERE tenant_id = $1 AND computer_dns_name = $2 FOR UPDATE",
+             WHERE tenant_id = $1 AND computer_dns_name = $2 AND offboarded IS NULL FOR UPDATE",
         )
         .bind(tenant_id)
         .bind(hostname.to_ascii_lowercase())
@@ -267,7 +298,8 @@ pub(super) async fn record_heartbeat(
             "UPDATE machines SET os_platform = $1, os_version = $2, kernel_version = $3, \
                  os_architecture = $4, agent_version = $5, ip_addresses = $6::jsonb, \
                  last_ip_address = $7, capabilities = $8::jsonb, enforcement = $9::jsonb, \
-                 last_seen = $10, health_status = 'Active' \
+                 last_seen = $10, \
+                 health_status = CASE WHEN offboarded IS NULL THEN 'Active' ELSE health_status END \
              WHERE id = $11 RETURNING tenant_id",
         )
         .bind(&info.os_platform)

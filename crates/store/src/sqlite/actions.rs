@@ -4,7 +4,7 @@
 use appfence_core::odata::{ActionField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
-    transition_allowed, ActionRecord, AuditRecord, StatusChange, TransitionOutcome,
+    offboards, transition_allowed, ActionRecord, AuditRecord, StatusChange, TransitionOutcome,
 };
 use appfence_core::{Error, Result};
 use appfence_proto::{ActionStatus, Timestamp};
@@ -197,8 +197,9 @@ async fn select_for_update(conn: &mut SqliteConnection, id: &str) -> Result<Opti
 }
 
 /// Applies `change` to `current` if the lifecycle allows it, conditional on the stored
-/// status still being `current.status` (and the guard), and appends the audit row.
-/// Returns the updated action, or `None` if nothing changed.
+/// status still being `current.status` (and the guard), and appends the audit row; an
+/// offboard action that ends this way offboards its machine (`records::offboards`), in
+/// the same transaction. Returns the updated action, or `None` if nothing changed.
 async fn apply(
     conn: &mut SqliteConnection,
     current: &ActionRecord,
@@ -260,6 +261,9 @@ async fn apply(
         },
     )
     .await?;
+    if offboards(updated.action_type, updated.status) {
+        super::machines::offboard_on(conn, &updated, change.at).await?;
+    }
     Ok(Some(updated))
 }
 

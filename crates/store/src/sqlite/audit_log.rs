@@ -2,16 +2,13 @@
 
 use appfence_core::audit::AuditEvent;
 use appfence_core::Result;
-use sqlx::sqlite::SqlitePool;
-use sqlx::{Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::{commit, db_err, write_tx};
 
-/// Appends `event` inside a write transaction, so it commits with the change it records.
-pub(super) async fn append(
-    tx: &mut Transaction<'static, Sqlite>,
-    event: &AuditEvent,
-) -> Result<()> {
+/// Appends `event` inside a write transaction (or savepoint), so it commits with the
+/// change it records.
+pub(super) async fn append(conn: &mut SqliteConnection, event: &AuditEvent) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_events (at, tenant_id, event, subject, actor, detail) \
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -22,7 +19,7 @@ pub(super) async fn append(
     .bind(&event.subject)
     .bind(&event.actor)
     .bind(&event.detail)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await
     .map_err(db_err("cannot append to the audit log"))?;
     Ok(())

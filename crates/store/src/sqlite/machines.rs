@@ -3,7 +3,9 @@
 
 use appfence_core::odata::{MachineField, Page, Query};
 use appfence_core::rbac::DeviceScope;
-use appfence_core::records::{GroupAssignment, MachineRecord};
+use appfence_core::records::{
+    ActionRecord, GroupAssignment, MachineRecord, HEALTH_INACTIVE, ONBOARDING_OFFBOARDED,
+};
 use appfence_core::{Error, MachineRef, Result};
 use appfence_proto::agent::{DeviceInfo, EnforcementState};
 use appfence_proto::Timestamp;
@@ -84,7 +86,7 @@ pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()>
     let mut tx = write_tx(writer).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO machines ({MACHINE_COLUMNS}) VALUES \
-         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&m.id)
     .bind(&m.tenant_id)
@@ -111,6 +113,7 @@ pub(super) async fn insert(writer: &SqlitePool, m: &MachineRecord) -> Result<()>
     .bind(to_json(&m.enforcement)?)
     .bind(&m.credential_sha256)
     .bind(&m.enrollment_key_sha256)
+    .bind(m.offboarded.map(Timestamp::ticks))
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -141,7 +144,7 @@ pub(super) async fn reenroll(
     let mut tx = write_tx(writer).await?;
     let found = sqlx::query(
         "SELECT id, enrollment_key_sha256 FROM machines \
-         WHERE tenant_id = ? AND computer_dns_name = ?",
+         WHERE tenant_id = ? AND computer_dns_name = ? AND offboarded IS NULL",
     )
     .bind(tenant_id)
     .bind(hostname.to_ascii_lowercase())
@@ -187,6 +190,34 @@ pub(super) async fn reenroll(
     let machine = rows::machine(&row)?;
     commit(tx).await?;
     Ok(Some(machine))
+}
+
+/// Offboards the machine of `action`, an offboard action that just ended, inside the
+/// caller's transaction (or savepoint): its credential is refused from now on (the
+/// gateway checks `offboarded`), its enrolment key can no longer enrol it again, and it
+/// shows as MDE shows an offboarded device. Appends `DeviceOffboarded` to the audit log.
+/// A machine offboarded already is left as it is.
+pub(super) async fn offboard_on(
+    conn: &mut SqliteConnection,
+    action: &ActionRecord,
+    at: Timestamp,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE machines SET offboarded = ?, onboarding_status = ?, health_status = ?, \
+             enrollment_key_sha256 = NULL \
+         WHERE id = ? AND offboarded IS NULL",
+    )
+    .bind(at.ticks())
+    .bind(ONBOARDING_OFFBOARDED)
+    .bind(HEALTH_INACTIVE)
+    .bind(&action.machine_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err("cannot offboard a machine"))?;
+    if done.rows_affected() == 0 {
+        return Ok(());
+    }
+    super::audit_log::append(conn, &crate::offboarded_event(action, at)).await
 }
 
 /// Compares two hashes in time independent of where they differ, so that response
@@ -254,7 +285,8 @@ pub(super) async fn record_heartbeat_on(
     let tenant_id: Option<String> = sqlx::query_scalar(
         "UPDATE machines SET os_platform = ?, os_version = ?, kernel_version = ?, \
              os_architecture = ?, agent_version = ?, ip_addresses = ?, last_ip_address = ?, \
-             capabilities = ?, enforcement = ?, last_seen = ?, health_status = 'Active' \
+             capabilities = ?, enforcement = ?, last_seen = ?, \
+             health_status = CASE WHEN offboarded IS NULL THEN 'Active' ELSE health_status END \
          WHERE id = ? RETURNING tenant_id",
     )
     .bind(&info.os_platform)

@@ -47,6 +47,7 @@ contract_checks!(
     transition_rules,
     audit_trail,
     time_out_actions,
+    offboarding,
     list_actions,
     list_machines,
     open_actions,
