@@ -778,14 +778,11 @@ async fn the_lifecycle_commands_work_on_postgres() {
         ]);
         argv
     };
-    let run_pg = |argv: Vec<String>| {
-        let env = env;
-        async move {
-            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let out = run(&args, &env, LIMIT).await;
-            assert_eq!(out.code, Some(0), "{out:?}");
-            out.json()
-        }
+    let run_pg = |argv: Vec<String>| async move {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = run(&args, &env, LIMIT).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        out.json()
     };
 
     let app = run_pg(pg(&[

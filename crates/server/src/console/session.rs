@@ -200,6 +200,8 @@ pub async fn load(state: &AppState, secret: &str) -> Result<Option<Viewer>, Erro
         return Ok(None);
     }
     let groups = if session.issuer == LOCAL_ISSUER {
+        // Read on every request: a user disabled or deleted (and a session that raced
+        // with that) is signed out at once.
         match state.store.user(&session.tenant_id, &session.upn).await? {
             Some(u) if u.object_id == session.user_object_id && u.disabled.is_none() => u.groups,
             _ => return Ok(None),
