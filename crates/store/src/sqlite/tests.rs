@@ -131,6 +131,58 @@ async fn data_survives_close_and_reopen() {
     store.close().await;
 }
 
+/// The offboarding migration is 0016 while 0015 belongs to a change not merged yet: a
+/// database migrated across the gap takes 0015 when it arrives, and refuses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_below_the_newest_applied_one_is_applied_when_it_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appfence.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let later = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let entry = entry.unwrap();
+        names.push(entry.file_name().to_string_lossy().into_owned());
+        std::fs::copy(entry.path(), later.path().join(entry.file_name())).unwrap();
+    }
+    assert!(names.iter().any(|n| n.starts_with("0016_")), "{names:?}");
+    if names.iter().any(|n| n.starts_with("0015_")) {
+        return; // merged meanwhile: nothing left to show
+    }
+    std::fs::write(
+        later.path().join("0015_arrives_later.sql"),
+        "CREATE TABLE arrived_later (x INTEGER);",
+    )
+    .unwrap();
+    let migrator = sqlx::migrate::Migrator::new(later.path()).await.unwrap();
+    let pool = sqlx::sqlite::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
+    )
+    .await
+    .unwrap();
+    migrator.run(&pool).await.expect("0015 applied after 0016");
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        versions.contains(&15) && versions.contains(&16),
+        "{versions:?}"
+    );
+    assert_eq!(versions.len(), names.len() + 1, "{versions:?}");
+    sqlx::query("SELECT x FROM arrived_later")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    migrator.run(&pool).await.expect("and again: a no-op");
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_are_durable_and_checked() {
     let (_dir, store) = fresh().await;
