@@ -258,6 +258,7 @@ pub fn machine_record(
         device_value: "Normal".into(),
         capabilities: info.capabilities,
         enforcement: EnforcementState::default(),
+        offboarded: None,
     }
 }
 

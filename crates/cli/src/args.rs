@@ -678,7 +678,8 @@ pub struct AgentArgs {
     pub tls: TlsClientArgs,
     /// The tenant's enrolment secret, needed until this host is enrolled
     /// (`appfence enroll-secret create`) [env: APPFENCE_ENROLL_SECRET]
-    #[arg(long, value_name = "SECRET")]
+    // A generated secret is base64url and may start with '-'.
+    #[arg(long, value_name = "SECRET", allow_hyphen_values = true)]
     pub enroll_secret: Option<String>,
     /// Where the credential and the enforcement state live
     /// [env: APPFENCE_STATE_DIR] [default: /var/lib/appfence-agent]
@@ -939,6 +940,16 @@ mod tests {
                 "Machine.ReadWrite.All"
             ]
         );
+    }
+
+    #[test]
+    fn an_enrolment_secret_may_start_with_a_hyphen() {
+        // base64url: a generated secret starts with '-' one time in 64.
+        let cli = Cli::try_parse_from(["appfence", "agent", "--enroll-secret", "-B3xQ"]).unwrap();
+        match cli.command {
+            Command::Agent(a) => assert_eq!(a.enroll_secret.as_deref(), Some("-B3xQ")),
+            _ => unreachable!(),
+        }
     }
 
     #[test]
