@@ -167,12 +167,7 @@ async fn open(state: AppState, viewer: Viewer, headers: &HeaderMap, view: View) 
 }
 
 fn session_secret(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let name = if session::secure(state) {
-        "__Host-appfence-session"
-    } else {
-        "appfence-session"
-    };
-    session::cookie(headers, name).map(str::to_string)
+    session::cookie(headers, session::cookie_name(state)).map(str::to_string)
 }
 
 struct Feed {

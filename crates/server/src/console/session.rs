@@ -39,7 +39,7 @@ pub const LOCAL_ISSUER: &str = "local";
 
 /// `__Host-` (Secure, whole origin, no Domain) over HTTPS; browsers refuse that prefix
 /// on plain HTTP, where the cookie is not `Secure` either.
-fn cookie_name(state: &AppState) -> &'static str {
+pub(super) fn cookie_name(state: &AppState) -> &'static str {
     if secure(state) {
         "__Host-appfence-session"
     } else {
