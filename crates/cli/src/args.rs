@@ -86,6 +86,37 @@ pub enum Command {
     /// TLS certificates for trying HTTPS: a lab CA and a server certificate.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Show and change a tenant's settings (the password grant); works on the data
+    /// directory directly, no running server needed.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Show the tenant: id, name, whether its token endpoints accept the password grant.
+    Show(OfflineOnlyArgs),
+    /// Change the tenant's settings.
+    Set(TenantSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TenantSetArgs {
+    /// Whether the token endpoints accept grant_type=password (RFC 9700 deprecates it;
+    /// new tenants start with it off, the demo tenant with it on). The console's own
+    /// sign-in form is not affected.
+    #[arg(long, value_name = "on|off", value_parser = parse_switch, action = clap::ArgAction::Set, required = true)]
+    pub password_grant: bool,
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("{s:?} is neither on nor off")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -66,6 +66,7 @@ pub async fn run_with(
         Command::EnrollSecret(c) => cmd::enroll_secret::run(c, &mut ctx).await?,
         Command::Keys(c) => cmd::keys::run(c, &mut ctx).await?,
         Command::Tls(c) => cmd::tls::run(c, &mut ctx)?,
+        Command::Tenant(c) => cmd::tenant::run(c, &mut ctx).await?,
     };
     ctx.out.flush()?;
     Ok(code)

@@ -42,6 +42,10 @@ pub const USER_PASSWORD_CHANGED: &str = "UserPasswordChanged";
 pub const USER_GROUPS_CHANGED: &str = "UserGroupsChanged";
 pub const ENROLL_SECRET_CREATED: &str = "EnrollSecretCreated";
 pub const ENROLL_SECRET_REVOKED: &str = "EnrollSecretRevoked";
+/// The tenant's token endpoints accept (or refuse) `grant_type=password` from now on.
+/// The subject is the tenant id.
+pub const PASSWORD_GRANT_ENABLED: &str = "PasswordGrantEnabled";
+pub const PASSWORD_GRANT_DISABLED: &str = "PasswordGrantDisabled";
 /// A device was offboarded: its credential is refused from now on. The subject is the
 /// machine id; the actor is who requested the offboarding; the detail names the action
 /// and how it ended.

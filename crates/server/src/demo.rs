@@ -201,6 +201,11 @@ async fn create(state: &AppState) -> Result<DemoInfo, String> {
     let tenant = ensure_default_tenant(store)
         .await
         .map_err(|e| e.to_string())?;
+    // Its users exist to try things out, scripts included: the password grant is on.
+    store
+        .set_password_grant(&tenant.id, true, ACTOR_SERVER, state.clock.now())
+        .await
+        .map_err(|e| e.to_string())?;
     let roles = DEMO_APP_ROLES.map(str::to_string).to_vec();
     let (app, client_secret) = create_app(
         store,

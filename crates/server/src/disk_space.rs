@@ -114,6 +114,8 @@ impl DiskSpace {
             return;
         };
         let low = free < threshold;
+        // The gauge first: whoever reads the warning line finds the metric agreeing.
+        metrics::gauge!("appfence_storage_low").set(if low { 1.0 } else { 0.0 });
         if low != self.low.swap(low, Ordering::SeqCst) {
             if low {
                 tracing::warn!(
@@ -125,7 +127,6 @@ impl DiskSpace {
                 tracing::info!(dir = %dir.display(), free_bytes = free, "the data directory's disk has space again");
             }
         }
-        metrics::gauge!("appfence_storage_low").set(if low { 1.0 } else { 0.0 });
     }
 
     pub fn is_low(&self) -> bool {

@@ -330,6 +330,69 @@ async fn audit_end(store: &dyn Store) -> i64 {
         .map_or(0, |(s, _)| *s)
 }
 
+/// The password grant: off for a new tenant, turned on and off (audited once per
+/// change, with its actor), per tenant, and `None` for an unknown tenant.
+pub async fn password_grant_switch(store: &dyn Store) {
+    use appfence_core::audit::{PASSWORD_GRANT_DISABLED, PASSWORD_GRANT_ENABLED};
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let start = audit_end(store).await;
+    assert_eq!(store.password_grant(&t.id).await.unwrap(), Some(false));
+    assert_eq!(
+        store
+            .set_password_grant(&t.id, true, "cli:ana", at(1))
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    // Again: no change, no event.
+    store
+        .set_password_grant(&t.id, true, "cli:bo", at(2))
+        .await
+        .unwrap();
+    assert_eq!(store.password_grant(&t.id).await.unwrap(), Some(true));
+    assert_eq!(store.password_grant(&other.id).await.unwrap(), Some(false));
+    // A second ensure_tenant does not reset it.
+    store.ensure_tenant(&t).await.unwrap();
+    assert_eq!(store.password_grant(&t.id).await.unwrap(), Some(true));
+    store
+        .set_password_grant(&t.id, false, "cli:bo", at(3))
+        .await
+        .unwrap();
+    assert_eq!(store.password_grant(&t.id).await.unwrap(), Some(false));
+    let unknown = new_guid();
+    assert_eq!(store.password_grant(&unknown).await.unwrap(), None);
+    assert_eq!(
+        store
+            .set_password_grant(&unknown, true, "cli:ana", at(4))
+            .await
+            .unwrap(),
+        None
+    );
+    let events: Vec<(String, String, String, Timestamp)> = tenant_events(store, &t.id, start)
+        .await
+        .into_iter()
+        .map(|e| (e.event, e.subject, e.actor, e.at))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (
+                PASSWORD_GRANT_ENABLED.into(),
+                t.id.clone(),
+                "cli:ana".into(),
+                at(1)
+            ),
+            (
+                PASSWORD_GRANT_DISABLED.into(),
+                t.id.clone(),
+                "cli:bo".into(),
+                at(3)
+            ),
+        ]
+    );
+}
+
 /// Applications: listed by name within their tenant, several secrets each (a bound on
 /// how many), secrets removed one by one, disabled and enabled (audited once per
 /// change), deleted with their secrets; every change audited with its actor.
@@ -4071,6 +4134,7 @@ pub async fn retention(store: &dyn Store) {
 pub async fn run_all(store: Arc<dyn Store>) {
     let s = store.as_ref();
     tenants_apps_secrets_keys(s).await;
+    password_grant_switch(s).await;
     signing_keys(s).await;
     concurrent_rotations(store.clone()).await;
     sign_in_throttle(s).await;

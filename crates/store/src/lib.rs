@@ -117,6 +117,18 @@ pub trait Store: Send + Sync + 'static {
     async fn ensure_tenant(&self, tenant: &Tenant) -> Result<()>;
     async fn tenants(&self) -> Result<Vec<Tenant>>;
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    /// Whether the tenant's token endpoints accept `grant_type=password`; `None` if
+    /// there is no such tenant. New tenants start without it.
+    async fn password_grant(&self, tenant_id: &str) -> Result<Option<bool>>;
+    /// Turns the password grant on or off; audited (`PasswordGrantEnabled`,
+    /// `PasswordGrantDisabled`) when this changes it. `None` if there is no such tenant.
+    async fn set_password_grant(
+        &self,
+        tenant_id: &str,
+        allowed: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<bool>>;
 
     /// Registers an application with its first secret (`None`: a public client), in
     /// one transaction. Not audited here: the caller appends `AppCreated`.

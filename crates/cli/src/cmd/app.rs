@@ -6,14 +6,14 @@
 use std::process::ExitCode;
 
 use appfence_core::records::AppSecret;
-use appfence_core::{AppRegistration, Clock, Error, SystemClock, Tenant};
+use appfence_core::{AppRegistration, Clock, SystemClock, Tenant};
 use appfence_proto::Timestamp;
 use appfence_server::oauth::apps::{add_secret, register_app};
 use appfence_server::oauth::principal_state::STATE_TTL;
 use appfence_store::Store;
 use serde::Serialize;
 
-use super::{cli_actor, open_data_dir_store, table_time, tenant_or_default, Ctx};
+use super::{cli_actor, failed, table_time, with_store, Ctx};
 use crate::args::{
     AppCommand, AppCreateArgs, AppRefArgs, AppSecretAddArgs, AppSecretCommand, AppSecretRemoveArgs,
     OfflineArgs, OutputFormat,
@@ -110,31 +110,6 @@ fn app_view(app: &AppRegistration, secrets: &[AppSecret], now: Timestamp) -> App
 
 const SECRET_WARNING: &str =
     "Save the client secret now: only its hash is stored, it cannot be shown again.";
-
-/// Runs `work` on the store the offline arguments name, in their tenant, and closes the
-/// store whatever happens.
-async fn with_store<T>(
-    offline: &OfflineArgs,
-    ctx: &Ctx<'_>,
-    work: impl AsyncFnOnce(&dyn Store, Tenant) -> Result<T, CliError>,
-) -> Result<T, CliError> {
-    let store = open_data_dir_store(offline, ctx.env).await?;
-    let result = async {
-        let tenant = tenant_or_default(&*store, offline.tenant.as_deref()).await?;
-        work(&*store, tenant).await
-    }
-    .await;
-    store.close().await;
-    result
-}
-
-fn failed(e: Error) -> CliError {
-    match e {
-        // A bad name, role or lifetime, too many secrets: the input is wrong.
-        Error::BadRequest(m) | Error::ResourceNotFound(m) => CliError::Usage(m),
-        other => CliError::Failed(other.to_string()),
-    }
-}
 
 /// The tenant's application named by client id, or by display name (any case) when
 /// exactly one application has it.

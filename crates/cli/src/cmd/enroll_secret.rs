@@ -6,13 +6,12 @@
 use std::process::ExitCode;
 
 use appfence_core::records::{EnrollSecret, EnrollSecretRefusal};
-use appfence_core::{Clock, Error, SystemClock, Tenant};
+use appfence_core::{Clock, SystemClock};
 use appfence_proto::Timestamp;
 use appfence_server::agent_gateway::enroll::create_enroll_secret;
-use appfence_store::Store;
 use serde::Serialize;
 
-use super::{cli_actor, open_data_dir_store, table_time, tenant_or_default, Ctx};
+use super::{cli_actor, failed, table_time, with_store, Ctx};
 use crate::args::{
     EnrollSecretCommand, EnrollSecretCreateArgs, EnrollSecretRevokeArgs, OfflineArgs, OutputFormat,
 };
@@ -74,30 +73,6 @@ fn view(s: &EnrollSecret, now: Timestamp) -> EnrollSecretView {
 
 const SECRET_WARNING: &str =
     "Save the enrolment secret now: only its hash is stored, it cannot be shown again.";
-
-fn failed(e: Error) -> CliError {
-    match e {
-        Error::BadRequest(m) => CliError::Usage(m),
-        other => CliError::Failed(other.to_string()),
-    }
-}
-
-/// Runs `work` on the store the offline arguments name, in their tenant, and closes the
-/// store whatever happens.
-async fn with_store<T>(
-    offline: &OfflineArgs,
-    ctx: &Ctx<'_>,
-    work: impl AsyncFnOnce(&dyn Store, Tenant) -> Result<T, CliError>,
-) -> Result<T, CliError> {
-    let store = open_data_dir_store(offline, ctx.env).await?;
-    let result = async {
-        let tenant = tenant_or_default(&*store, offline.tenant.as_deref()).await?;
-        work(&*store, tenant).await
-    }
-    .await;
-    store.close().await;
-    result
-}
 
 async fn create(args: &EnrollSecretCreateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
     let created = with_store(&args.offline, ctx, async |store, tenant| {
@@ -256,6 +231,7 @@ mod tests {
     use super::*;
     use crate::{run_with, Cli, Env};
     use appfence_server::oauth::secrets::sha256_hex;
+    use appfence_store::Store;
     use clap::Parser;
 
     async fn cli(argv: &[&str]) -> (Result<ExitCode, CliError>, String) {

@@ -10,6 +10,7 @@ pub mod indicators;
 pub mod keys;
 pub mod machines;
 pub mod serve;
+pub mod tenant;
 pub mod tls;
 pub mod user;
 
@@ -69,6 +70,34 @@ async fn open_offline(
     let (config, database_url) = resolve_offline(offline, env)?;
     let store = OpenStore::open(&config, database_url.as_ref()).await?;
     Ok((store, config))
+}
+
+/// Runs `work` on the store the offline arguments name, in their tenant, and closes the
+/// store whatever happens.
+pub(super) async fn with_store<T>(
+    offline: &OfflineArgs,
+    ctx: &Ctx<'_>,
+    work: impl AsyncFnOnce(&dyn Store, Tenant) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let store = open_data_dir_store(offline, ctx.env).await?;
+    let result = async {
+        let tenant = tenant_or_default(&*store, offline.tenant.as_deref()).await?;
+        work(&*store, tenant).await
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// A store error of an offline command: what the input got wrong (a bad name, a short
+/// password, no such thing) is a usage error; anything else a failure.
+pub(super) fn failed(e: appfence_core::Error) -> CliError {
+    match e {
+        appfence_core::Error::BadRequest(m) | appfence_core::Error::ResourceNotFound(m) => {
+            CliError::Usage(m)
+        }
+        other => CliError::Failed(other.to_string()),
+    }
 }
 
 /// The tenant named by id or name, or the default tenant (created if there is none).

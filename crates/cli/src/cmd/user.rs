@@ -7,14 +7,16 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use appfence_core::records::UserRecord;
-use appfence_core::{Clock, Error, SystemClock, Tenant};
+use appfence_core::{Clock, Error, SystemClock};
 use appfence_proto::Timestamp;
 use appfence_server::oauth::principal_state::STATE_TTL;
 use appfence_server::oauth::users::{self, create_user_as};
 use appfence_store::Store;
 use serde::Serialize;
 
-use super::{cli_actor, open_data_dir_store, table_time, tenant_or_default, Ctx};
+use super::{
+    cli_actor, failed, open_data_dir_store, table_time, tenant_or_default, with_store, Ctx,
+};
 use crate::args::{
     OfflineArgs, OutputFormat, UserCommand, UserCreateArgs, UserRefArgs, UserSetGroupsArgs,
     UserSetPasswordArgs, UserUnlockArgs,
@@ -77,31 +79,6 @@ fn user_view(u: &UserRecord) -> UserView {
         groups: u.groups.clone(),
         created: u.created,
     }
-}
-
-fn failed(e: Error) -> CliError {
-    match e {
-        // A short password, an empty group, no such user: the input is wrong.
-        Error::BadRequest(m) | Error::ResourceNotFound(m) => CliError::Usage(m),
-        other => CliError::Failed(other.to_string()),
-    }
-}
-
-/// Runs `work` on the store the offline arguments name, in their tenant, and closes the
-/// store whatever happens.
-async fn with_store<T>(
-    offline: &OfflineArgs,
-    ctx: &Ctx<'_>,
-    work: impl AsyncFnOnce(&dyn Store, Tenant) -> Result<T, CliError>,
-) -> Result<T, CliError> {
-    let store = open_data_dir_store(offline, ctx.env).await?;
-    let result = async {
-        let tenant = tenant_or_default(&*store, offline.tenant.as_deref()).await?;
-        work(&*store, tenant).await
-    }
-    .await;
-    store.close().await;
-    result
 }
 
 async fn list(offline: &OfflineArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {

@@ -185,6 +185,14 @@ impl TestServer {
         let tenant = ensure_default_tenant(running.state.store.as_ref())
             .await
             .expect("default tenant");
+        // A new tenant refuses the password grant; these tests sign users in with it
+        // (its switch and the flows that replace it are tested on their own).
+        running
+            .state
+            .store
+            .set_password_grant(&tenant.id, true, "test", running.state.clock.now())
+            .await
+            .expect("password grant on");
         TestServer {
             state: running.state.clone(),
             base: running.base_url(),

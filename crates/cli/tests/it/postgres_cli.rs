@@ -77,6 +77,48 @@ async fn offline_commands_administer_the_postgres_database() {
     // Nothing went to a SQLite file in the data directory.
     assert!(!dir.path().join("appfence.db").exists());
 
+    // The tenant's password-grant switch, in PostgreSQL: off for a new tenant.
+    let shown = run(
+        &["tenant", "show", "--data-dir", &data, "-o", "json"],
+        &env,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    assert_eq!(shown.json()["passwordGrant"], false);
+    let set = run(
+        &[
+            "tenant",
+            "set",
+            "--password-grant",
+            "on",
+            "--data-dir",
+            &data,
+            "-o",
+            "json",
+        ],
+        &env,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(set.code, Some(0), "{set:?}");
+    assert_eq!(set.json()["passwordGrant"], true);
+    let bad = run(
+        &[
+            "tenant",
+            "set",
+            "--password-grant",
+            "maybe",
+            "--data-dir",
+            &data,
+        ],
+        &env,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    assert!(bad.stderr.contains("neither on nor off"), "{bad:?}");
+
     // A replica on that database (and the key file the commands left) serves them all.
     let server = TestServer::start_on(dir.path(), Some(&url), |_| {}, None).await;
     assert_eq!(server.tenant_id, app["tenantId"].as_str().unwrap());

@@ -204,19 +204,49 @@ async fn users_tokens_and_sighup_reloads_good_and_bad() {
 
     // The password grant, as MDE's user-context documentation shows it (v1, public client).
     let tenant = app["tenantId"].as_str().unwrap();
-    let r = http
-        .post(format!("{base}/{tenant}/oauth2/token"))
-        .form(&[
-            ("resource", "https://api.securitycenter.microsoft.com"),
-            ("client_id", app["clientId"].as_str().unwrap()),
-            ("grant_type", "password"),
-            ("username", "vera@corp.example"),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let r = Resp::read(r).await;
+    let password_grant = || {
+        http.post(format!("{base}/{tenant}/oauth2/token"))
+            .form(&[
+                ("resource", "https://api.securitycenter.microsoft.com"),
+                ("client_id", app["clientId"].as_str().unwrap()),
+                ("grant_type", "password"),
+                ("username", "vera@corp.example"),
+                ("password", PASSWORD),
+            ])
+            .send()
+    };
+    // A new tenant refuses it until an administrator turns it on; the running server
+    // follows the switch at once.
+    let off = Resp::read(password_grant().await.unwrap()).await;
+    assert_eq!(off.status, 400, "{}", off.text);
+    assert_eq!(off.json()["error"], "unsupported_grant_type");
+    let shown = run(
+        &["tenant", "show", "--data-dir", &data_arg, "-o", "json"],
+        &[],
+        LIMIT,
+    )
+    .await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    assert_eq!(shown.json()["passwordGrant"], false);
+    let set = run(
+        &[
+            "tenant",
+            "set",
+            "--password-grant",
+            "on",
+            "--data-dir",
+            &data_arg,
+            "-o",
+            "json",
+        ],
+        &[],
+        LIMIT,
+    )
+    .await;
+    assert_eq!(set.code, Some(0), "{set:?}");
+    assert_eq!(set.json()["passwordGrant"], true);
+    assert_eq!(set.json()["id"], tenant);
+    let r = Resp::read(password_grant().await.unwrap()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let local = r.json()["access_token"].as_str().unwrap().to_string();
     let wrong = http

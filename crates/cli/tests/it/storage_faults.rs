@@ -305,12 +305,12 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
             stop.clone(),
         )));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        tally.of(200) + tally.of(201) > 0,
-        "writes succeed before: {:?}",
-        tally.statuses.lock().unwrap()
-    );
+    within(Duration::from_secs(30), "writes to succeed before", async {
+        while tally.of(200) + tally.of(201) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     // The disk fills under the writers: 503s with Retry-After, never a 500 or a lost
     // connection; reads go on; readiness says why.
@@ -442,13 +442,19 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
         },
     )
     .await;
-    // Logged once for the episode, and its end; not once per request.
+    // Logged once for the episode, and its end; not once per request. A full disk may
+    // still take a small write now and then (SQLite reuses its WAL after a checkpoint),
+    // which ends an episode: a few episodes are right, a line per refusal is not.
     let log = server.stderr_text();
-    assert_eq!(
-        log.matches("storage full: requests that need it get 503")
-            .count(),
-        1,
-        "{log}"
+    let began = log
+        .matches("storage full: requests that need it get 503")
+        .count();
+    let ended = log.matches("storage full is over").count();
+    assert!(began >= 1, "{log}");
+    assert_eq!(began, ended, "every episode ends: {log}");
+    assert!(
+        began as u64 <= 1 + full_503s / 10,
+        "{began} episodes for {full_503s} refusals: {log}"
     );
     assert!(
         log.contains(&format!(
@@ -457,7 +463,6 @@ async fn a_full_data_disk_gets_503s_and_everything_recovers_by_itself() {
         )),
         "{log}"
     );
-    assert!(log.contains("storage full is over"), "{log}");
 
     // kill -9 and start again: every acknowledged write is there.
     let mut server = server;

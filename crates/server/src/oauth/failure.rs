@@ -166,6 +166,20 @@ impl OAuthFailure {
         }
     }
 
+    /// `grant_type=password` to a tenant that has it off: Entra's AADSTS70003
+    /// (unsupported grant type), with both ways forward.
+    pub fn password_grant_off(tenant_id: &str) -> Self {
+        OAuthFailure {
+            error_codes: vec![70003],
+            ..Self::unsupported_grant_type(format!(
+                "AADSTS70003: The password grant (grant_type=password) is turned off for \
+                 tenant '{tenant_id}'. People sign in with the authorization code or device \
+                 code flow (appfence login); an administrator can turn the password grant on \
+                 for existing scripts (appfence tenant set --password-grant on)."
+            ))
+        }
+    }
+
     /// The resource owner's credentials are wrong (RFC 6749 §5.2).
     pub fn invalid_grant(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)

@@ -218,11 +218,12 @@ pub const GRANT_TYPES: [&str; 5] = [
 ];
 
 /// The discovery document of `tenant_id` for the v1 or v2 endpoints, with the same
-/// paths as Entra ID.
+/// paths as Entra ID; `password` when the tenant accepts the password grant.
 pub fn openid_configuration(
     public_url: &str,
     tenant_id: &str,
     version: TokenVersion,
+    password_grant: bool,
 ) -> OpenIdConfiguration {
     let policy = TokenPolicy::new(public_url);
     let base = policy.public_url();
@@ -260,7 +261,11 @@ pub fn openid_configuration(
             "client_secret_basic",
             "none",
         ]),
-        grant_types_supported: strings(&GRANT_TYPES),
+        grant_types_supported: GRANT_TYPES
+            .iter()
+            .filter(|g| password_grant || **g != "password")
+            .map(|g| g.to_string())
+            .collect(),
         claims_supported: strings(&[
             "aud",
             "iss",
@@ -289,6 +294,10 @@ pub fn openid_configuration(
     }
 }
 
+async fn password_grant_of(state: &AppState, tenant_id: &str) -> Result<bool, OAuthFailure> {
+    Ok(state.store.password_grant(tenant_id).await? == Some(true))
+}
+
 /// Without a tenant in the path: the default (oldest) tenant's v2 document.
 async fn discovery_default(
     State(state): State<AppState>,
@@ -304,6 +313,7 @@ async fn discovery_default(
         &state.public_url(),
         &tenant.id,
         TokenVersion::V2,
+        password_grant_of(&state, &tenant.id).await?,
     )))
 }
 
@@ -316,6 +326,7 @@ async fn discovery_v1(
         &state.public_url(),
         &tenant.id,
         TokenVersion::V1,
+        password_grant_of(&state, &tenant.id).await?,
     )))
 }
 
@@ -328,6 +339,7 @@ async fn discovery_v2(
         &state.public_url(),
         &tenant.id,
         TokenVersion::V2,
+        password_grant_of(&state, &tenant.id).await?,
     )))
 }
 
@@ -578,9 +590,10 @@ mod tests {
                 json["id_token_signing_alg_values_supported"],
                 serde_json::json!(["EdDSA"])
             );
+            // A new tenant refuses the password grant, and says so.
             assert_eq!(
                 json["grant_types_supported"],
-                serde_json::json!(GRANT_TYPES)
+                serde_json::json!(GRANT_TYPES[..4])
             );
             assert_eq!(
                 json["authorization_endpoint"],
@@ -619,7 +632,7 @@ mod tests {
         );
         assert_eq!(
             json["grant_types_supported"],
-            serde_json::json!(GRANT_TYPES)
+            serde_json::json!(GRANT_TYPES[..4])
         );
         let (s, _, json) = call(
             &router,
@@ -741,6 +754,11 @@ mod tests {
         )
         .await
         .unwrap();
+        state
+            .store
+            .set_password_grant(TENANT, true, "test", state.clock.now())
+            .await
+            .unwrap();
         PasswordSetup {
             _t: t,
             state,
@@ -807,6 +825,50 @@ mod tests {
             assert_eq!(claims["unique_name"], ANA);
             assert_eq!(claims["ver"], version.claim());
             assert_eq!(claims["aud"], MDE);
+        }
+    }
+
+    /// Off for a new tenant: refused before anything is checked (AADSTS70003, naming
+    /// both ways forward), and absent from discovery; the switch turns both on and off.
+    #[tokio::test]
+    async fn the_password_grant_follows_the_tenant_switch() {
+        let s = password_setup().await;
+        let id = &s.app.client_id;
+        let body = format!(
+            "resource={MDE}&client_id={id}&grant_type=password&username={ANA}&password={}",
+            urlencode(ANA_PASSWORD)
+        );
+        let uri = format!("/{TENANT}/oauth2/token");
+        let discovery = format!("/{TENANT}/v2.0/.well-known/openid-configuration");
+        let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+        for on in [false, true, false] {
+            s.state
+                .store
+                .set_password_grant(TENANT, on, "test", s.state.clock.now())
+                .await
+                .unwrap();
+            let (status, _, json) = call(&s.router, form("POST", &uri, body.clone())).await;
+            let (_, _, doc) = call(&s.router, get(&discovery)).await;
+            let listed = doc["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("password"));
+            assert_eq!(listed, on, "{doc}");
+            if on {
+                assert_eq!(status, StatusCode::OK, "{json}");
+                assert!(json["access_token"].is_string(), "{json}");
+            } else {
+                assert_eq!(
+                    (status.as_u16(), json["error"].as_str().unwrap()),
+                    (400, "unsupported_grant_type"),
+                    "{json}"
+                );
+                assert_eq!(json["error_codes"], serde_json::json!([70003]));
+                let d = json["error_description"].as_str().unwrap();
+                assert!(d.contains("appfence login"), "{d}");
+                assert!(d.contains("appfence tenant set --password-grant on"), "{d}");
+                assert!(json.get("access_token").is_none(), "{json}");
+            }
         }
     }
 

@@ -9,7 +9,8 @@
 //! guessing rate reaches, and wrong ones (and unknown clients) count against the
 //! caller's address. Refusals are Entra's: AADSTS700016 (no such application),
 //! AADSTS7000215 (wrong secret), AADSTS7000222 (expired secret), AADSTS7000112
-//! (application disabled), AADSTS50057 (user disabled).
+//! (application disabled), AADSTS50057 (user disabled), AADSTS70003 (the password
+//! grant is off for the tenant: new tenants start so; `appfence tenant set`).
 
 use std::net::IpAddr;
 
@@ -44,6 +45,13 @@ pub async fn sign_in(
     address: IpAddr,
     request: &TokenRequest,
 ) -> Result<SignedIn, OAuthFailure> {
+    if matches!(request.grant, Grant::Password(_))
+        && state.store.password_grant(&tenant.id).await? != Some(true)
+    {
+        // Before any counting or hashing: nothing is checked, so nothing is learnt.
+        refused("password grant off");
+        return Err(OAuthFailure::password_grant_off(&tenant.id));
+    }
     let now = state.clock.now();
     let account = match &request.grant {
         Grant::Password(c) => Some(SignInAccount::new(&tenant.id, &c.username)),

@@ -3,7 +3,8 @@
 
 use appfence_core::audit::{
     APP_DELETED, APP_DISABLED, APP_ENABLED, APP_SECRET_REMOVED, ENROLL_SECRET_REVOKED,
-    USER_DELETED, USER_DISABLED, USER_ENABLED, USER_GROUPS_CHANGED, USER_PASSWORD_CHANGED,
+    PASSWORD_GRANT_DISABLED, PASSWORD_GRANT_ENABLED, USER_DELETED, USER_DISABLED, USER_ENABLED,
+    USER_GROUPS_CHANGED, USER_PASSWORD_CHANGED,
 };
 use appfence_core::records::{AppRegistration, AppSecret, EnrollSecret, Tenant, UserRecord};
 use appfence_core::{Error, Result};
@@ -25,13 +26,69 @@ const ENROLL_COLUMNS: &str =
 
 pub(super) async fn ensure_tenant(pool: &PgPool, tenant: &Tenant) -> Result<()> {
     retry(|| async {
-        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-            .bind(&tenant.id)
-            .bind(&tenant.name)
-            .execute(pool)
-            .await
-            .map_err(ctx("cannot insert a tenant"))?;
+        // New tenants refuse the password grant until it is turned on.
+        sqlx::query(
+            "INSERT INTO tenants (id, name, password_grant) VALUES ($1, $2, FALSE) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .execute(pool)
+        .await
+        .map_err(ctx("cannot insert a tenant"))?;
         Ok(())
+    })
+    .await
+}
+
+pub(super) async fn password_grant(pool: &PgPool, tenant_id: &str) -> Result<Option<bool>> {
+    read(async {
+        let row: Option<(bool,)> =
+            sqlx::query_as("SELECT password_grant FROM tenants WHERE id = $1")
+                .bind(tenant_id)
+                .fetch_optional(pool)
+                .await
+                .map_err(ctx("cannot read a tenant"))?;
+        Ok(row.map(|(on,)| on))
+    })
+    .await
+}
+
+pub(super) async fn set_password_grant(
+    pool: &PgPool,
+    tenant_id: &str,
+    allowed: bool,
+    actor: &str,
+    at: Timestamp,
+) -> Result<Option<bool>> {
+    retry(|| async {
+        let mut tx = begin(pool).await?;
+        let exists: Option<(bool,)> =
+            sqlx::query_as("SELECT password_grant FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(ctx("cannot read a tenant"))?;
+        let Some((before,)) = exists else {
+            return Ok(None);
+        };
+        if before != allowed {
+            sqlx::query("UPDATE tenants SET password_grant = $1 WHERE id = $2")
+                .bind(allowed)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(ctx("cannot change a tenant"))?;
+            let kind = if allowed {
+                PASSWORD_GRANT_ENABLED
+            } else {
+                PASSWORD_GRANT_DISABLED
+            };
+            let event = lifecycle::event(tenant_id, kind, tenant_id, actor, at, None);
+            audit_log::append(&mut tx, &event).await?;
+        }
+        commit(tx).await?;
+        Ok(Some(allowed))
     })
     .await
 }

@@ -40,6 +40,23 @@ impl Store for PgStore {
         guarded!(self, credentials::tenant(&self.pool, id))
     }
 
+    async fn password_grant(&self, tenant_id: &str) -> Result<Option<bool>> {
+        guarded!(self, credentials::password_grant(&self.pool, tenant_id))
+    }
+
+    async fn set_password_grant(
+        &self,
+        tenant_id: &str,
+        allowed: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<bool>> {
+        guarded!(
+            self,
+            credentials::set_password_grant(&self.pool, tenant_id, allowed, actor, at)
+        )
+    }
+
     async fn insert_app(&self, app: &AppRegistration, secret: Option<&AppSecret>) -> Result<()> {
         guarded!(self, credentials::insert_app(&self.pool, app, secret))
     }

@@ -30,6 +30,7 @@ macro_rules! contract_checks {
 contract_checks!(
     fleet_summary,
     tenants_apps_secrets_keys,
+    password_grant_switch,
     signing_keys,
     sign_in_throttle,
     audit_log,

@@ -3,7 +3,8 @@
 
 use appfence_core::audit::{
     APP_DELETED, APP_DISABLED, APP_ENABLED, APP_SECRET_REMOVED, ENROLL_SECRET_REVOKED,
-    USER_DELETED, USER_DISABLED, USER_ENABLED, USER_GROUPS_CHANGED, USER_PASSWORD_CHANGED,
+    PASSWORD_GRANT_DISABLED, PASSWORD_GRANT_ENABLED, USER_DELETED, USER_DISABLED, USER_ENABLED,
+    USER_GROUPS_CHANGED, USER_PASSWORD_CHANGED,
 };
 use appfence_core::records::{AppRegistration, AppSecret, EnrollSecret, Tenant, UserRecord};
 use appfence_core::{Error, Result};
@@ -14,12 +15,16 @@ use sqlx::{Sqlite, Transaction};
 use super::{audit_log, commit, db_err, rows, write_tx};
 
 pub(super) async fn ensure_tenant(writer: &SqlitePool, tenant: &Tenant) -> Result<()> {
-    sqlx::query("INSERT INTO tenants (id, name) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
-        .bind(&tenant.id)
-        .bind(&tenant.name)
-        .execute(writer)
-        .await
-        .map_err(db_err("cannot insert a tenant"))?;
+    // New tenants refuse the password grant until it is turned on.
+    sqlx::query(
+        "INSERT INTO tenants (id, name, password_grant) VALUES (?, ?, 0) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&tenant.id)
+    .bind(&tenant.name)
+    .execute(writer)
+    .await
+    .map_err(db_err("cannot insert a tenant"))?;
     Ok(())
 }
 
@@ -38,6 +43,50 @@ pub(super) async fn tenant(reader: &SqlitePool, id: &str) -> Result<Option<Tenan
         .await
         .map_err(db_err("cannot read a tenant"))?;
     row.as_ref().map(crate::rows::tenant).transpose()
+}
+
+pub(super) async fn password_grant(reader: &SqlitePool, tenant_id: &str) -> Result<Option<bool>> {
+    let row: Option<(bool,)> = sqlx::query_as("SELECT password_grant FROM tenants WHERE id = ?")
+        .bind(tenant_id)
+        .fetch_optional(reader)
+        .await
+        .map_err(db_err("cannot read a tenant"))?;
+    Ok(row.map(|(on,)| on))
+}
+
+pub(super) async fn set_password_grant(
+    writer: &SqlitePool,
+    tenant_id: &str,
+    allowed: bool,
+    actor: &str,
+    at: Timestamp,
+) -> Result<Option<bool>> {
+    let mut tx = write_tx(writer).await?;
+    let exists: Option<(bool,)> = sqlx::query_as("SELECT password_grant FROM tenants WHERE id = ?")
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err("cannot read a tenant"))?;
+    let Some((before,)) = exists else {
+        return Ok(None);
+    };
+    if before != allowed {
+        sqlx::query("UPDATE tenants SET password_grant = ? WHERE id = ?")
+            .bind(allowed)
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("cannot change a tenant"))?;
+        let kind = if allowed {
+            PASSWORD_GRANT_ENABLED
+        } else {
+            PASSWORD_GRANT_DISABLED
+        };
+        let event = crate::lifecycle::event(tenant_id, kind, tenant_id, actor, at, None);
+        audit_log::append(&mut tx, &event).await?;
+    }
+    commit(tx).await?;
+    Ok(Some(allowed))
 }
 
 const APP_COLUMNS: &str = "tenant_id, client_id, display_name, roles, created, disabled";

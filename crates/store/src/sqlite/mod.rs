@@ -280,6 +280,20 @@ impl Store for SqliteStore {
         credentials::tenant(&self.reader, id).await
     }
 
+    async fn password_grant(&self, tenant_id: &str) -> Result<Option<bool>> {
+        credentials::password_grant(&self.reader, tenant_id).await
+    }
+
+    async fn set_password_grant(
+        &self,
+        tenant_id: &str,
+        allowed: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<bool>> {
+        credentials::set_password_grant(&self.writer, tenant_id, allowed, actor, at).await
+    }
+
     async fn insert_app(&self, app: &AppRegistration, secret: Option<&AppSecret>) -> Result<()> {
         credentials::insert_app(&self.writer, app, secret).await
     }
