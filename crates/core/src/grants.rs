@@ -58,6 +58,9 @@ pub struct OAuthGrant {
     pub expires: Timestamp,
     /// Device codes: the last poll of the token endpoint (for `slow_down`).
     pub last_poll: Option<Timestamp>,
+    /// Device codes: the interval the client must keep between polls, in seconds, once
+    /// it has been told to slow down (`None`: the server's default).
+    pub poll_interval: Option<u32>,
 }
 
 /// How an application may take part in sign-in flows: public (no secret, PKCE) and

@@ -4194,6 +4194,7 @@ fn grant(tenant: &Tenant, kind: &str, family: &str, status: &str, at_s: i64) -> 
         created: at(at_s),
         expires: at(at_s + 60),
         last_poll: None,
+        poll_interval: None,
     }
 }
 
@@ -4260,20 +4261,26 @@ pub async fn oauth_grants(store: &dyn Store) {
         None
     );
     assert!(store
-        .record_oauth_poll(&device.id_sha256, None, at(2))
+        .record_oauth_poll(&device.id_sha256, None, at(2), 5)
         .await
         .unwrap());
     assert!(
         !store
-            .record_oauth_poll(&device.id_sha256, None, at(3))
+            .record_oauth_poll(&device.id_sha256, None, at(3), 5)
             .await
             .unwrap(),
         "another poll came first"
     );
     assert!(store
-        .record_oauth_poll(&device.id_sha256, Some(at(2)), at(7))
+        .record_oauth_poll(&device.id_sha256, Some(at(2)), at(7), 10)
         .await
         .unwrap());
+    // The interval the client was told to keep is remembered with the poll.
+    let polled = store.oauth_grant(&device.id_sha256).await.unwrap().unwrap();
+    assert_eq!(
+        (polled.last_poll, polled.poll_interval),
+        (Some(at(7)), Some(10))
+    );
     assert!(store
         .set_oauth_grant_status(
             &device.id_sha256,

@@ -7,7 +7,7 @@ use appfence_proto::Timestamp;
 use crate::rows::RowGet;
 
 pub(crate) const GRANT_COLUMNS: &str = "id_sha256, kind, tenant_id, client_id, family, \
-     user_code_sha256, user_object_id, upn, status, detail, created, expires, last_poll";
+     user_code_sha256, user_object_id, upn, status, detail, created, expires, last_poll, poll_interval";
 
 pub(crate) fn grant<R: RowGet>(row: &R) -> Result<OAuthGrant> {
     Ok(OAuthGrant {
@@ -24,6 +24,9 @@ pub(crate) fn grant<R: RowGet>(row: &R) -> Result<OAuthGrant> {
         created: Timestamp::from_ticks(row.int("created")?),
         expires: Timestamp::from_ticks(row.int("expires")?),
         last_poll: row.opt_int("last_poll")?.map(Timestamp::from_ticks),
+        poll_interval: row
+            .opt_int("poll_interval")?
+            .map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
     })
 }
 

@@ -379,13 +379,15 @@ pub trait Store: Send + Sync + 'static {
         to: &str,
         user: Option<(&str, &str)>,
     ) -> Result<bool>;
-    /// Records a device code poll at `at` if the last one is still `previous`. False
-    /// if another poll came in between (or there is no such grant).
+    /// Records a device code poll at `at`, and the interval the client must keep from
+    /// now on, if the last poll is still `previous`. False if another poll came in
+    /// between (or there is no such grant).
     async fn record_oauth_poll(
         &self,
         id_sha256: &str,
         previous: Option<Timestamp>,
         at: Timestamp,
+        interval_secs: u32,
     ) -> Result<bool>;
     /// Revokes every grant of the family; returns how many changed.
     async fn revoke_oauth_family(&self, family: &str) -> Result<u64>;

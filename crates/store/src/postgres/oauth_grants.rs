@@ -15,7 +15,7 @@ pub(super) async fn insert(pool: &PgPool, g: &OAuthGrant) -> Result<()> {
     retry(|| async {
         sqlx::query(&format!(
             "INSERT INTO oauth_grants ({GRANT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(&g.id_sha256)
         .bind(&g.kind)
@@ -30,6 +30,7 @@ pub(super) async fn insert(pool: &PgPool, g: &OAuthGrant) -> Result<()> {
         .bind(g.created.ticks())
         .bind(g.expires.ticks())
         .bind(g.last_poll.map(Timestamp::ticks))
+        .bind(g.poll_interval.map(i64::from))
         .execute(pool)
         .await
         .map_err(ctx("cannot insert a sign-in grant"))?;
@@ -87,15 +88,17 @@ pub(super) async fn poll(
     id_sha256: &str,
     previous: Option<Timestamp>,
     at: Timestamp,
+    interval_secs: u32,
 ) -> Result<bool> {
     retry(|| async {
         let done = sqlx::query(
-            "UPDATE oauth_grants SET last_poll = $1 \
+            "UPDATE oauth_grants SET last_poll = $1, poll_interval = $4 \
              WHERE id_sha256 = $2 AND last_poll IS NOT DISTINCT FROM $3",
         )
         .bind(at.ticks())
         .bind(id_sha256)
         .bind(previous.map(Timestamp::ticks))
+        .bind(i64::from(interval_secs))
         .execute(pool)
         .await
         .map_err(ctx("cannot record a device code poll"))?;

@@ -353,10 +353,11 @@ impl Store for PgStore {
         id_sha256: &str,
         previous: Option<Timestamp>,
         at: Timestamp,
+        interval_secs: u32,
     ) -> Result<bool> {
         guarded!(
             self,
-            oauth_grants::poll(&self.pool, id_sha256, previous, at)
+            oauth_grants::poll(&self.pool, id_sha256, previous, at, interval_secs)
         )
     }
 

@@ -539,8 +539,9 @@ impl Store for SqliteStore {
         id_sha256: &str,
         previous: Option<Timestamp>,
         at: Timestamp,
+        interval_secs: u32,
     ) -> Result<bool> {
-        oauth_grants::poll(&self.writer, id_sha256, previous, at).await
+        oauth_grants::poll(&self.writer, id_sha256, previous, at, interval_secs).await
     }
 
     async fn revoke_oauth_family(&self, family: &str) -> Result<u64> {

@@ -12,7 +12,7 @@ use crate::rows::to_json;
 
 pub(super) async fn insert(writer: &SqlitePool, g: &OAuthGrant) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO oauth_grants ({GRANT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO oauth_grants ({GRANT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&g.id_sha256)
     .bind(&g.kind)
@@ -27,6 +27,7 @@ pub(super) async fn insert(writer: &SqlitePool, g: &OAuthGrant) -> Result<()> {
     .bind(g.created.ticks())
     .bind(g.expires.ticks())
     .bind(g.last_poll.map(Timestamp::ticks))
+    .bind(g.poll_interval.map(i64::from))
     .execute(writer)
     .await
     .map_err(db_err("cannot insert a sign-in grant"))?;
@@ -76,15 +77,19 @@ pub(super) async fn poll(
     id_sha256: &str,
     previous: Option<Timestamp>,
     at: Timestamp,
+    interval_secs: u32,
 ) -> Result<bool> {
-    let done =
-        sqlx::query("UPDATE oauth_grants SET last_poll = ? WHERE id_sha256 = ? AND last_poll IS ?")
-            .bind(at.ticks())
-            .bind(id_sha256)
-            .bind(previous.map(Timestamp::ticks))
-            .execute(writer)
-            .await
-            .map_err(db_err("cannot record a device code poll"))?;
+    let done = sqlx::query(
+        "UPDATE oauth_grants SET last_poll = ?, poll_interval = ? \
+         WHERE id_sha256 = ? AND last_poll IS ?",
+    )
+    .bind(at.ticks())
+    .bind(i64::from(interval_secs))
+    .bind(id_sha256)
+    .bind(previous.map(Timestamp::ticks))
+    .execute(writer)
+    .await
+    .map_err(db_err("cannot record a device code poll"))?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -255,6 +255,7 @@ async fn authorize(
         created: now,
         expires: now.plus(CODE_LIFETIME),
         last_poll: None,
+        poll_interval: None,
     };
     if let Err(e) = state.store.insert_oauth_grant(&grant).await {
         tracing::warn!(error = %e, "authorize: cannot store a code");

@@ -166,6 +166,7 @@ async fn start(
             created: now,
             expires: now.plus(DEVICE_CODE_LIFETIME),
             last_poll: None,
+            poll_interval: None,
         };
         match state.store.insert_oauth_grant(&grant).await {
             Ok(()) => break,

@@ -26,6 +26,11 @@ use crate::oauth::sign_in::sign_in;
 use crate::oauth::tokens::issue_user_token;
 use crate::AppState;
 
+/// What each `slow_down` adds to a device client's polling interval (RFC 8628 §3.5).
+const SLOW_DOWN_STEP_SECS: u64 = 5;
+/// The interval stops growing here: a slow client still completes within the code's life.
+const MAX_POLL_INTERVAL_SECS: u64 = 60;
+
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Whether this module answers `grant_type`.
@@ -168,19 +173,28 @@ pub async fn redeem(
                     ))
                 }
                 status::PENDING => {
-                    let too_soon = grant
-                        .last_poll
-                        .is_some_and(|last| now < last.plus(DEVICE_INTERVAL));
+                    // RFC 8628 §3.5: each `slow_down` adds 5 s to the interval, for this
+                    // and every later poll (up to a minute).
+                    let interval = grant
+                        .poll_interval
+                        .map_or(DEVICE_INTERVAL.as_secs(), u64::from);
+                    let too_soon = grant.last_poll.is_some_and(|last| {
+                        now < last.plus(std::time::Duration::from_secs(interval))
+                    });
+                    let keep = if too_soon {
+                        (interval + SLOW_DOWN_STEP_SECS).min(MAX_POLL_INTERVAL_SECS)
+                    } else {
+                        interval
+                    };
                     let recorded = state
                         .store
-                        .record_oauth_poll(&grant.id_sha256, grant.last_poll, now)
+                        .record_oauth_poll(&grant.id_sha256, grant.last_poll, now, keep as u32)
                         .await?;
                     return Err(if too_soon || !recorded {
                         with_error(
                             "slow_down",
                             format!(
-                                "Polling too fast: wait at least {} seconds between requests",
-                                DEVICE_INTERVAL.as_secs()
+                                "Polling too fast: wait at least {keep} seconds between requests"
                             ),
                         )
                     } else {
@@ -358,6 +372,7 @@ async fn respond(
             created: now,
             expires: now.plus(REFRESH_LIFETIME),
             last_poll: None,
+            poll_interval: None,
             detail: serde_json::to_string(&Detail {
                 redirect_uri: None,
                 code_challenge: None,

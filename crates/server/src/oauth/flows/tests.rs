@@ -433,8 +433,28 @@ async fn device_code_flow() {
         send(&s.router, poll()).await.json()["error"],
         "authorization_pending"
     );
-    assert_eq!(send(&s.router, poll()).await.json()["error"], "slow_down");
+    let slow = send(&s.router, poll()).await.json();
+    assert_eq!(slow["error"], "slow_down");
+    assert!(
+        slow["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("at least 10 seconds"),
+        "{slow}"
+    );
+    // RFC 8628 §3.5: the interval grew by 5 s for every later poll, so 5 s is too soon
+    // now (and it grows again), and 15 s is enough.
     s.t.clock.advance(Duration::from_secs(5));
+    let slow = send(&s.router, poll()).await.json();
+    assert_eq!(slow["error"], "slow_down", "{slow}");
+    assert!(
+        slow["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("at least 15 seconds"),
+        "{slow}"
+    );
+    s.t.clock.advance(Duration::from_secs(15));
     assert_eq!(
         send(&s.router, poll()).await.json()["error"],
         "authorization_pending"
