@@ -27,11 +27,14 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// How much of a framework message is kept.
 const MESSAGE_BYTES: usize = 1024;
 
-fn is_json(resp: &Response) -> bool {
+/// JSON (an envelope or an OAuth error), or one of our own HTML pages (the console's,
+/// and the authorization endpoint's error pages, which people read in a browser): the
+/// framework's rejections are plain text, never these.
+fn is_ours(resp: &Response) -> bool {
     resp.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
 }
 
 /// Route layer: a body whose declared length is over `max` is refused with a 413
@@ -101,7 +104,7 @@ pub async fn ensure_envelope(req: Request, next: Next) -> Response {
         || req.uri().path().starts_with("/console/");
     let resp = next.run(req).await;
     let status = resp.status();
-    if probes || !(status.is_client_error() || status.is_server_error()) || is_json(&resp) {
+    if probes || !(status.is_client_error() || status.is_server_error()) || is_ours(&resp) {
         return resp;
     }
     let (parts, body) = resp.into_parts();

@@ -51,7 +51,9 @@ pub(crate) async fn console_server() -> (TestServer, Device) {
 }
 
 /// A server with the console's roles and the analyst, `tweak`ed.
-async fn analyst_server(tweak: impl FnOnce(&mut appfence_server::ServerConfig)) -> TestServer {
+pub(crate) async fn analyst_server(
+    tweak: impl FnOnce(&mut appfence_server::ServerConfig),
+) -> TestServer {
     let server = TestServer::start_with(
         |c| {
             c.access = spec();
@@ -98,6 +100,23 @@ impl Page {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
+    }
+
+    /// Where the browser goes next: the `Location` of a redirect, or the target of a
+    /// page that moves on by itself (`<meta http-equiv="refresh">`, as the sign-in
+    /// answer does so that its new cookie is sent along).
+    pub fn next_location(&self) -> String {
+        if !self.location().is_empty() {
+            return self.location().to_string();
+        }
+        let marker = "content=\"0;url=";
+        let at = self
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("no redirect in {} {}", self.status, self.body))
+            + marker.len();
+        let rest = &self.body[at..];
+        rest[..rest.find('"').unwrap()].replace("&amp;", "&")
     }
 
     /// The value of the first hidden input named `name`.
@@ -178,6 +197,50 @@ impl Browser {
                 ("password", password),
                 ("csrf", &csrf),
                 ("next", "/console/actions"),
+            ],
+        )
+        .await
+    }
+
+    /// Follows a sign-in redirect (`location`, e.g. `/console/sign-in?next=...` from the
+    /// authorization endpoint): fills the form and returns the answer to its POST,
+    /// which sends the browser back to `next`.
+    pub async fn sign_in_at(&mut self, location: &str, user: &str, password: &str) -> Page {
+        let form = self.get(location).await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        let (csrf, next) = (form.hidden("csrf"), form.hidden("next"));
+        let next = next.replace("&amp;", "&");
+        self.post(
+            "/console/sign-in",
+            &[
+                ("username", user),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", &next),
+            ],
+        )
+        .await
+    }
+
+    /// Approves (`"approve"`) or denies (`"deny"`) a device sign-in on the console's
+    /// device page, as a person signed in here would: enter the code, then decide.
+    pub async fn decide_device_code(&mut self, user_code: &str, decision: &str) -> Page {
+        let page = self.get("/console/device").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csrf = page.hidden("csrf");
+        let confirm = self
+            .post(
+                "/console/device",
+                &[("csrf", &csrf), ("user_code", user_code)],
+            )
+            .await;
+        assert_eq!(confirm.status, 200, "{}", confirm.body);
+        self.post(
+            "/console/device",
+            &[
+                ("csrf", &csrf),
+                ("user_code", user_code),
+                ("decision", decision),
             ],
         )
         .await

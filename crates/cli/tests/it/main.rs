@@ -33,6 +33,7 @@ mod lookups;
 mod observability;
 mod odata;
 mod offboarding;
+mod oidc_flows;
 mod openapi;
 mod packaging;
 mod postgres_cli;
