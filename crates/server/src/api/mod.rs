@@ -9,6 +9,7 @@ mod indicator_body;
 mod indicators;
 mod machine_lookups;
 mod machine_tags;
+mod machine_update;
 mod machines;
 mod query;
 
@@ -26,7 +27,7 @@ pub use indicator_body::IndicatorRequest;
 #[openapi(
     info(
         title = "appfence",
-        description = "Microsoft Defender for Endpoint compatible machine-actions API: restrict and unrestrict code execution on devices, and the indicators API for the allowlist of files restricted devices let run."
+        description = "Microsoft Defender for Endpoint compatible machine-actions API: restrict and unrestrict code execution on devices, update machines, and the indicators API for files every device blocks or audits and restricted devices let run."
     ),
     modifiers(&BearerAuth),
     components(schemas(appfence_proto::ErrorBody, appfence_proto::ErrorDetail))
@@ -60,7 +61,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::list_actions))
         .routes(routes!(actions::cancel_action))
         .routes(routes!(machines::list_machines))
-        .routes(routes!(machines::get_machine))
+        .routes(routes!(
+            machines::get_machine,
+            machine_update::update_machine
+        ))
         .routes(routes!(machine_lookups::find_by_tag))
         .routes(routes!(machine_tags::tag_machine))
         .routes(routes!(machine_tags::tag_machines))
@@ -70,6 +74,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             indicators::submit_indicator,
             indicators::list_indicators
         ))
+        .routes(routes!(indicators::import_indicators))
         .routes(routes!(indicators::delete_indicator))
 }
 
