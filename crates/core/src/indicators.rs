@@ -79,6 +79,9 @@ pub fn file_effect(action: &str) -> Option<FileEffect> {
 }
 pub const DEFAULT_SEVERITY: &str = "Informational";
 
+/// MDE's limit of indicators in one import.
+pub const MAX_IMPORT_ITEMS: usize = 500;
+
 /// MDE's limit of active indicators per tenant.
 pub const MAX_ACTIVE_INDICATORS: u64 = 15_000;
 

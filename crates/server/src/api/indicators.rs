@@ -48,7 +48,10 @@ pub async fn submit_indicator(
 }
 
 /// Most indicators in one import, as in MDE.
-pub const MAX_IMPORT: usize = 500;
+pub const MAX_IMPORT: usize = appfence_core::indicators::MAX_IMPORT_ITEMS;
+
+/// The body limit of an import: room for [`MAX_IMPORT`] indicators of a few KiB each.
+pub const MAX_IMPORT_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 #[utoipa::path(
     post,
