@@ -207,11 +207,11 @@ pub struct AllowlistResponse {
     /// Lower-case hex.
     pub sha256: Vec<String>,
     /// Files to deny executing (actions `Block`, `AlertAndBlock`, `BlockAndRemediate`),
-    /// restricted or not. Sorted by hash.
-    #[serde(default)]
+    /// restricted or not. Sorted by hash. (Absent when empty, as from older servers.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub block: Vec<FileRule>,
     /// Files whose executions are allowed and reported (actions `Audit`, `Alert`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<FileRule>,
     /// The earliest expiration among the indicators of this policy: at that time the
     /// agent stops applying that rule and fetches the policy again (the server's

@@ -22,6 +22,7 @@ use crate::AppState;
 
 pub use body::ActionRequest;
 pub use indicator_body::IndicatorRequest;
+pub use indicators::MAX_IMPORT_BODY_BYTES;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -74,7 +75,12 @@ pub fn router() -> OpenApiRouter<AppState> {
             indicators::submit_indicator,
             indicators::list_indicators
         ))
-        .routes(routes!(indicators::import_indicators))
+        // 500 indicators are larger than the API's body limit.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(indicators::import_indicators))
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BODY_BYTES)),
+        )
         .routes(routes!(indicators::delete_indicator))
 }
 
