@@ -154,6 +154,7 @@ impl Fake {
         self.world().allowlist = AllowlistResponse {
             version,
             sha256: sha256.to_vec(),
+            ..AllowlistResponse::default()
         };
         self.change_desired(host, |d| d.allowlist_version = version);
     }

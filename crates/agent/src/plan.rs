@@ -343,6 +343,7 @@ mod tests {
         let list = AllowlistResponse {
             version: 2,
             sha256: vec![a.to_uppercase(), "nope".into(), a.clone(), format!(" {a}")],
+            ..AllowlistResponse::default()
         };
         assert_eq!(allowlist_hashes(&list), (vec![a], 1));
     }

@@ -1022,6 +1022,15 @@ impl Agent {
             hashes = hashes.len(),
             "allowlist applied"
         );
+        if !list.block.is_empty() || !list.audit.is_empty() {
+            // The server already keeps blocked files off the allowlist; denying them on
+            // unrestricted hosts and reporting audited runs is not in this agent yet.
+            warn!(
+                block = list.block.len(),
+                audit = list.audit.len(),
+                "the policy has block and audit file rules, which this agent does not enforce yet"
+            );
+        }
         let next = EnforcementState {
             allowlist_version: list.version,
             ..self.persisted.clone()

@@ -619,6 +619,7 @@ mod tests {
         dir.save_allowlist(&AllowlistResponse {
             version: 3,
             sha256: vec![],
+            ..AllowlistResponse::default()
         })
         .unwrap();
         dir.save_alive(Timestamp::from_unix_seconds(5)).unwrap();
@@ -851,6 +852,7 @@ mod tests {
         let list = AllowlistResponse {
             version: 3,
             sha256: vec!["ab".repeat(32)],
+            ..AllowlistResponse::default()
         };
         dir.save_allowlist(&list).unwrap();
         assert_eq!(dir.load_allowlist().unwrap(), Some(list));

@@ -68,8 +68,8 @@ pub enum Command {
     /// List and show machines, their enforcement state and denied executions.
     #[command(subcommand)]
     Machines(MachinesCommand),
-    /// Manage the allowlist: files (by SHA-256) that restricted devices let run
-    /// (MDE's indicators API, FileSha256 with action Allowed).
+    /// Manage file indicators (MDE's indicators API, FileSha256): files every device
+    /// blocks or audits, and the allowlist restricted devices let run.
     #[command(subcommand)]
     Indicators(IndicatorsCommand),
     /// Run the Linux agent: enrol this host, then restrict execution when the server
@@ -572,6 +572,9 @@ pub enum MachinesCommand {
     Find(FindArgs),
     /// Add or remove a machine tag (moves the machine into the device group it matches).
     Tag(TagArgs),
+    /// Update a machine (PATCH /api/machines/{id}, MDE's Update machine): its device
+    /// value and/or its whole set of tags. Needs Machine.ReadWrite.All.
+    Update(MachineUpdateArgs),
     /// Offboard a machine (POST /api/machines/{id}/offboard): its agent lifts the
     /// enforcement, forgets its credential and stops; the machine then shows as
     /// Offboarded and takes no more actions. Needs Machine.Offboard.
@@ -614,6 +617,22 @@ pub struct TagArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["device_value", "tags"])))]
+pub struct MachineUpdateArgs {
+    /// Machine id, aadDeviceId or computer DNS name.
+    pub machine: String,
+    /// Normal, Low or High.
+    #[arg(long, value_name = "VALUE")]
+    pub device_value: Option<String>,
+    /// The machine's new tags, comma-separated: they replace all its tags (as MDE's
+    /// Update machine does); "" removes every tag.
+    #[arg(long, value_name = "A,B")]
+    pub tags: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Machine id, aadDeviceId or computer DNS name.
     pub machine: String,
@@ -626,9 +645,12 @@ pub struct EventsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum IndicatorsCommand {
-    /// Allow a file to run on restricted devices (POST /api/indicators; submitting the
+    /// Block, audit or allow a file by SHA-256 (POST /api/indicators; submitting the
     /// same hash again updates it).
     Add(IndicatorAddArgs),
+    /// Import up to 500 indicators from a CSV file (POST /api/indicators/import).
+    #[command(long_about = IMPORT_HELP)]
+    Import(IndicatorImportArgs),
     /// List the indicators, newest first.
     List(ListArgs),
     /// Delete an indicator by id (DELETE /api/indicators/{id}).
@@ -640,12 +662,24 @@ pub struct IndicatorAddArgs {
     /// SHA-256 of the file, 64 hexadecimal characters (e.g. from `sha256sum FILE`).
     #[arg(long, value_name = "HASH")]
     pub sha256: String,
-    /// The indicator's title [default: "Allowed file <first 12 hex digits>"]
+    /// Block, AlertAndBlock or BlockAndRemediate: every device in scope denies running
+    /// the file, restricted or not (BlockAndRemediate does not quarantine it); Audit or
+    /// Alert: runs are allowed and reported (as alerts); Allowed: restricted devices let
+    /// it run. Block beats Allowed for the same file.
+    #[arg(long, value_name = "ACTION", default_value = "Allowed")]
+    pub action: String,
+    /// The indicator's title [default: "<action> file <first 12 hex digits>"]
     #[arg(long)]
     pub title: Option<String>,
-    /// The indicator's description [default: "Allowed to run on restricted devices"]
+    /// The indicator's description [default: says what the action does]
     #[arg(long)]
     pub description: Option<String>,
+    /// Apply it only to this device group (repeatable) [default: every device]
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Mark what it matches as alerts (always on for Audit, as MDE requires).
+    #[arg(long)]
+    pub generate_alert: bool,
     /// The application the file belongs to.
     #[arg(long)]
     pub application: Option<String>,
@@ -653,6 +687,33 @@ pub struct IndicatorAddArgs {
     /// removed from the allowlist.
     #[arg(long, value_name = "TIME")]
     pub expires: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+const IMPORT_HELP: &str =
+    "Import up to 500 indicators from a CSV file (POST /api/indicators/import).
+
+The first line names the columns, as in MDE's indicator import file (names are matched
+case-insensitively; columns in any order):
+  indicatorType       FileSha256 (required)
+  indicatorValue      the SHA-256 (required)
+  action              Block, AlertAndBlock, BlockAndRemediate, Audit, Alert or Allowed (required)
+  title               (required)
+  description         (required)
+  expirationTime      e.g. 2030-01-01T00:00:00Z
+  severity            Informational, Low, Medium or High
+  recommendedActions
+  rbacGroupNames      device groups, comma-separated (also: RbacGroups)
+  generateAlert       True or False
+  category, mitreTechniques: accepted and ignored.
+Fields holding commas or quotes are quoted (\"a, b\"; a quote inside is doubled).
+Each row is stored or refused on its own; the output lists every row's result.";
+
+#[derive(Debug, Args)]
+pub struct IndicatorImportArgs {
+    /// The CSV file.
+    pub file: std::path::PathBuf,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod duration;
 pub mod env;
 pub mod error;
+pub mod indicator_csv;
 pub mod log_writer;
 pub mod output;
 pub mod parse;

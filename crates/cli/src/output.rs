@@ -501,6 +501,7 @@ mod tests {
                     error: "No space left on device (os error 28)".into(),
                     since: t("2024-10-21T11:20:00Z"),
                 }),
+                protected: vec![],
             },
             desired: DesiredState {
                 restricted: true,

@@ -25,7 +25,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use appfence_proto::{
-    Collection, Indicator, Machine, MachineAction, MachineEnforcement, MachineEvent,
+    Collection, Indicator, IndicatorImportResponse, Machine, MachineAction, MachineEnforcement,
+    MachineEvent,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -87,7 +88,9 @@ struct ActionBody<'a> {
 }
 
 /// The body of Submit or Update Indicator, camelCase as MDE documents it. appfence
-/// accepts `FileSha256` indicators with action `Allowed` (see [`NewIndicator::allow_sha256`]).
+/// accepts `FileSha256` indicators with the file actions (`Allowed`, `Block`,
+/// `AlertAndBlock`, `BlockAndRemediate`, `Audit`, `Alert`); see
+/// [`NewIndicator::allow_sha256`] and [`NewIndicator::file_sha256`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewIndicator {
@@ -103,9 +106,22 @@ pub struct NewIndicator {
     pub expiration_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generate_alert: Option<bool>,
+    /// Device groups; empty: every device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rbac_group_names: Vec<String>,
 }
 
 impl NewIndicator {
+    /// An indicator with this action for the file with this SHA-256.
+    pub fn file_sha256(sha256: &str, action: &str, title: &str, description: &str) -> Self {
+        NewIndicator {
+            action: action.to_string(),
+            ..Self::allow_sha256(sha256, title, description)
+        }
+    }
+
     /// Lets the file with this SHA-256 run on restricted devices.
     pub fn allow_sha256(sha256: &str, title: &str, description: &str) -> Self {
         NewIndicator {
@@ -117,6 +133,8 @@ impl NewIndicator {
             application: None,
             expiration_time: None,
             severity: None,
+            generate_alert: None,
+            rbac_group_names: Vec::new(),
         }
     }
 }
@@ -352,6 +370,36 @@ impl MdeClient {
     pub async fn submit_indicator(&self, indicator: &NewIndicator) -> Result<Indicator> {
         let url = format!("{}/api/indicators", self.base);
         self.send(Method::POST, &url, Some(indicator)).await
+    }
+
+    /// `POST /api/indicators/import`: up to 500 indicators (each as MDE's Indicator body,
+    /// e.g. from a CSV); a result per indicator, in order.
+    pub async fn import_indicators(
+        &self,
+        indicators: &[serde_json::Value],
+    ) -> Result<IndicatorImportResponse> {
+        let url = format!("{}/api/indicators/import", self.base);
+        let body = serde_json::json!({ "Indicators": indicators });
+        self.send(Method::POST, &url, Some(&body)).await
+    }
+
+    /// `PATCH /api/machines/{id}` (MDE's Update machine): `tags` replaces the machine's
+    /// tags; `device_value` is `Normal`, `Low` or `High`. The machine after it.
+    pub async fn update_machine(
+        &self,
+        machine: &str,
+        tags: Option<&[String]>,
+        device_value: Option<&str>,
+    ) -> Result<Machine> {
+        let url = format!("{}/api/machines/{}", self.base, encode::encode(machine));
+        let mut body = serde_json::Map::new();
+        if let Some(tags) = tags {
+            body.insert("machineTags".into(), serde_json::json!(tags));
+        }
+        if let Some(value) = device_value {
+            body.insert("deviceValue".into(), serde_json::json!(value));
+        }
+        self.send(Method::PATCH, &url, Some(&body)).await
     }
 
     /// `GET /api/indicators` with an optional OData `$filter` and `$top`: one page.

@@ -22,8 +22,12 @@ pub enum Api {
     /// appfence extension: `GET /api/machines/{id}/enforcement`.
     GetMachineEnforcement,
     SubmitIndicator,
+    /// `POST /api/indicators/import`.
+    ImportIndicators,
     ListIndicators,
     DeleteIndicator,
+    /// `PATCH /api/machines/{id}` (MDE's "Update machine": tags and device value).
+    UpdateMachine,
     /// `GET /api/machines/findbyip(ip=...,timestamp=...)`.
     FindMachinesByIp,
     /// `GET /api/machines/find(timestamp=...,key=...)`.
@@ -89,12 +93,13 @@ impl Api {
             | Api::FindMachinesByIp
             | Api::FindMachineByIp
             | Api::FindMachinesByTag => &[ROLE_READ_ALL, ROLE_READ_WRITE_ALL],
-            Api::TagMachine | Api::TagMachines => &[ROLE_READ_WRITE_ALL],
+            Api::TagMachine | Api::TagMachines | Api::UpdateMachine => &[ROLE_READ_WRITE_ALL],
             // MDE: either role; with only Ti.ReadWrite an application sees and changes
             // just the indicators it submitted (see [`Principal::indicator_scope`]).
-            Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
-                &[ROLE_TI_READ_WRITE_ALL, ROLE_TI_READ_WRITE]
-            }
+            Api::SubmitIndicator
+            | Api::ImportIndicators
+            | Api::ListIndicators
+            | Api::DeleteIndicator => &[ROLE_TI_READ_WRITE_ALL, ROLE_TI_READ_WRITE],
         }
     }
 
@@ -114,10 +119,11 @@ impl Api {
             | Api::FindMachinesByIp
             | Api::FindMachineByIp
             | Api::FindMachinesByTag => &[SCOPE_READ, SCOPE_READ_WRITE],
-            Api::TagMachine | Api::TagMachines => &[SCOPE_READ_WRITE],
-            Api::SubmitIndicator | Api::ListIndicators | Api::DeleteIndicator => {
-                &[SCOPE_TI_READ_WRITE]
-            }
+            Api::TagMachine | Api::TagMachines | Api::UpdateMachine => &[SCOPE_READ_WRITE],
+            Api::SubmitIndicator
+            | Api::ImportIndicators
+            | Api::ListIndicators
+            | Api::DeleteIndicator => &[SCOPE_TI_READ_WRITE],
         }
     }
 
@@ -136,10 +142,14 @@ impl Api {
             | Api::FindMachinesByIp
             | Api::FindMachineByIp
             | Api::FindMachinesByTag => Permission::ViewData,
+            // MDE's Update machine page: "at least the following role permission:
+            // 'Alerts investigation'".
+            Api::UpdateMachine => Permission::AlertsInvestigation,
             // MDE: "Manage security setting" for tag changes; "Manage security settings
             // in Security Center" is also what lets a user "onboard and offboard devices".
             Api::OffboardMachine
             | Api::SubmitIndicator
+            | Api::ImportIndicators
             | Api::ListIndicators
             | Api::DeleteIndicator
             | Api::TagMachine
@@ -161,6 +171,8 @@ impl Api {
             Api::ListMachineEvents => "listMachineEvents",
             Api::GetMachineEnforcement => "getMachineEnforcement",
             Api::SubmitIndicator => "submitIndicator",
+            Api::ImportIndicators => "importIndicators",
+            Api::UpdateMachine => "updateMachine",
             Api::ListIndicators => "listIndicators",
             Api::DeleteIndicator => "deleteIndicator",
             Api::FindMachinesByIp => "findMachinesByIp",
@@ -380,6 +392,7 @@ mod tests {
     fn indicator_permissions_follow_mde() {
         for api in [
             Api::SubmitIndicator,
+            Api::ImportIndicators,
             Api::ListIndicators,
             Api::DeleteIndicator,
         ] {

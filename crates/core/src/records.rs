@@ -474,6 +474,11 @@ pub struct IndicatorRecord {
     pub created: Timestamp,
     pub last_update: Timestamp,
     pub last_updated_by: Option<String>,
+    /// The device groups it applies to (their names when submitted); empty: every
+    /// device of the tenant.
+    pub rbac_group_names: Vec<String>,
+    /// Their ids, in the same order: what devices are matched on.
+    pub rbac_group_ids: Vec<i64>,
 }
 
 impl IndicatorRecord {
@@ -496,8 +501,8 @@ impl IndicatorRecord {
             severity: self.severity.clone(),
             description: self.description.clone(),
             recommended_actions: self.recommended_actions.clone(),
-            rbac_group_names: Vec::new(),
-            rbac_group_ids: Vec::new(),
+            rbac_group_names: self.rbac_group_names.clone(),
+            rbac_group_ids: self.rbac_group_ids.iter().map(i64::to_string).collect(),
             generate_alert: self.generate_alert,
         }
     }
@@ -505,6 +510,11 @@ impl IndicatorRecord {
     /// Whether the indicator is in force at `now`.
     pub fn is_active(&self, now: Timestamp) -> bool {
         self.expiration_time.is_none_or(|t| t > now)
+    }
+
+    /// Whether it applies to devices of this device group.
+    pub fn applies_to_group(&self, rbac_group_id: i64) -> bool {
+        self.rbac_group_ids.is_empty() || self.rbac_group_ids.contains(&rbac_group_id)
     }
 }
 
@@ -524,6 +534,9 @@ pub struct IndicatorSubmission {
     pub severity: String,
     pub expiration_time: Option<Timestamp>,
     pub generate_alert: bool,
+    /// Device groups, as resolved against the access policy; empty: every device.
+    pub rbac_group_names: Vec<String>,
+    pub rbac_group_ids: Vec<i64>,
     /// `createdBy` when new.
     pub submitted_by: String,
     /// `source` when new, `lastUpdatedBy` when an update.
@@ -630,6 +643,31 @@ pub(crate) mod tests_support {
             credential_sha256: String::new(),
             enrollment_key_sha256: None,
             offboarded: None,
+        }
+    }
+
+    pub fn indicator(id: i64, value: &str) -> IndicatorRecord {
+        IndicatorRecord {
+            tenant_id: "t".into(),
+            id,
+            indicator_value: value.into(),
+            indicator_type: "FileSha256".into(),
+            action: "Allowed".into(),
+            application: None,
+            source: "SOAR".into(),
+            source_type: "AadApp".into(),
+            created_by: "c".into(),
+            title: "t".into(),
+            description: "d".into(),
+            recommended_actions: None,
+            severity: "Informational".into(),
+            expiration_time: None,
+            generate_alert: false,
+            created: Timestamp::from_unix_seconds(1),
+            last_update: Timestamp::from_unix_seconds(1),
+            last_updated_by: None,
+            rbac_group_names: vec![],
+            rbac_group_ids: vec![],
         }
     }
 }

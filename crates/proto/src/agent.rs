@@ -117,6 +117,43 @@ pub struct EnforcementState {
     /// goes on enforcing what it was told, but a restart would re-apply older state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_fault: Option<StateFault>,
+    /// The files the host needs to stay manageable (the agent's own binary, the dynamic
+    /// loader, PID 1's executable), hashed by the agent. The server refuses a block
+    /// indicator for any of these hashes, and the agent never applies one that reaches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<ProtectedFile>,
+}
+
+/// A file the host cannot do without, which no block indicator may touch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtectedFile {
+    /// Lower-case hex.
+    pub sha256: String,
+    pub path: String,
+    pub role: ProtectedRole,
+}
+
+/// Why a file is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProtectedRole {
+    /// The appfence agent's own executable.
+    Agent,
+    /// The dynamic loader (`ld-linux*.so`).
+    Loader,
+    /// PID 1's executable (systemd, init).
+    Init,
+}
+
+impl ProtectedRole {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ProtectedRole::Agent => "the appfence agent",
+            ProtectedRole::Loader => "the dynamic loader",
+            ProtectedRole::Init => "PID 1's executable",
+        }
+    }
 }
 
 /// Why the agent's last write to its state directory failed, and since when.
@@ -157,14 +194,47 @@ pub struct DesiredState {
     pub allowlist_version: u64,
 }
 
-/// `GET /agent/v1/allowlist`: the SHA-256 hashes of the tenant's `FileSha256` indicators
-/// with action `Allowed`.
+/// `GET /agent/v1/allowlist`: the device's file policy, compiled from the tenant's
+/// unexpired `FileSha256` indicators that apply to the device's group. `sha256` is the
+/// allowlist (action `Allowed`); `block` and `audit` carry the other actions. A hash is
+/// in at most one of the three lists, block first: block beats allow for the same file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowlistResponse {
+    /// The tenant's policy version: bumped by every indicator change, expiry, and
+    /// device-group move.
     pub version: u64,
     /// Lower-case hex.
     pub sha256: Vec<String>,
+    /// Files to deny executing (actions `Block`, `AlertAndBlock`, `BlockAndRemediate`),
+    /// restricted or not. Sorted by hash. (Absent when empty, as from older servers.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block: Vec<FileRule>,
+    /// Files whose executions are allowed and reported (actions `Audit`, `Alert`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<FileRule>,
+    /// The earliest expiration among the indicators of this policy: at that time the
+    /// agent stops applying that rule and fetches the policy again (the server's
+    /// sweeper also bumps the version when it deletes an expired indicator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_expiry: Option<Timestamp>,
+}
+
+/// One file rule of the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRule {
+    /// Lower-case hex.
+    pub sha256: String,
+    /// The indicator's action, as MDE spells it.
+    pub action: String,
+    /// The indicator's id, for the events the rule produces.
+    pub indicator_id: String,
+    /// Events of this rule are alerts.
+    pub generate_alert: bool,
+    /// When the rule stops applying, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Timestamp>,
 }
 
 /// Why a program was (or, in monitor mode, would have been) stopped.

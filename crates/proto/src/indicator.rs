@@ -24,7 +24,7 @@ pub struct Indicator {
     pub indicator_value: String,
     /// `FileSha256` (the only type appfence accepts).
     pub indicator_type: String,
-    /// `Allowed` (the only action appfence accepts).
+    /// `Block`, `AlertAndBlock`, `BlockAndRemediate`, `Audit`, `Alert` or `Allowed`.
     pub action: String,
     pub application: Option<String>,
     /// Display name of the application, or UPN of the user, that submitted it.
@@ -42,10 +42,30 @@ pub struct Indicator {
     pub severity: String,
     pub description: String,
     pub recommended_actions: Option<String>,
-    /// Always empty: appfence indicators apply to every device of the tenant.
+    /// The device groups the indicator applies to; empty: every device of the tenant.
     pub rbac_group_names: Vec<String>,
+    /// Their `rbacGroupId`s, as strings.
     pub rbac_group_ids: Vec<String>,
     pub generate_alert: bool,
+}
+
+/// The answer to `POST /api/indicators/import`: `{"value": [...]}`, as MDE's example.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IndicatorImportResponse {
+    pub value: Vec<IndicatorImportResult>,
+}
+
+/// One result of `POST /api/indicators/import`, in the order of the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndicatorImportResult {
+    /// The stored indicator's id; null when this one failed.
+    pub id: Option<String>,
+    /// The submitted `indicatorValue`, as sent.
+    pub indicator: String,
+    pub is_failed: bool,
+    /// Why this one failed, naming the field; null when it succeeded.
+    pub failure_reason: Option<String>,
 }
 
 /// One denied (or, in monitor mode, would-be denied) execution on a machine, as

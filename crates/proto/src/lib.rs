@@ -15,7 +15,9 @@ pub mod timestamp;
 
 pub use action::{ActionStatus, ActionType, MachineAction};
 pub use error::{ErrorBody, ErrorDetail};
-pub use indicator::{Indicator, MachineEnforcement, MachineEvent};
+pub use indicator::{
+    Indicator, IndicatorImportResponse, IndicatorImportResult, MachineEnforcement, MachineEvent,
+};
 pub use machine::{IpAddress, Machine};
 pub use odata::Collection;
 pub use secret::Secret;

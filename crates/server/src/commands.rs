@@ -5,7 +5,10 @@
 
 use appfence_core::authz::{Api, Principal};
 use appfence_core::ids::{new_guid, parse_guid, truncate};
+use appfence_core::indicators::{check_not_protected, ProtectedHit};
+use appfence_core::odata::{CmpOp, Expr, IndicatorField, Query, Value};
 use appfence_core::ratelimit::Decision;
+use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
     ActionRecord, IndicatorRecord, IndicatorSubmission, StatusChange, TransitionOutcome,
 };
@@ -172,9 +175,108 @@ pub async fn submit_indicator(
     principal: &Principal,
     request: IndicatorRequest,
 ) -> Result<IndicatorRecord, Error> {
-    state.authorize(principal, Api::SubmitIndicator)?;
-    let now = state.clock.now();
-    let submission = IndicatorSubmission {
+    let scope = state.authorize(principal, Api::SubmitIndicator)?;
+    let protected = state.store.protected_files(&principal.tenant_id).await?;
+    let submission = prepare_indicator(state, principal, &scope, request, &protected).await?;
+    let stored = state
+        .store
+        .submit_indicator(&submission, &principal.indicator_scope())
+        .await?;
+    tracing::info!(indicator = stored.id, value = %stored.indicator_value, action = %stored.action, by = %submission.submitter_name, "indicator submitted");
+    // Waiting agents answer at once with the new policy version.
+    state
+        .announce(Change::Tenant(principal.tenant_id.clone()))
+        .await;
+    Ok(stored)
+}
+
+/// MDE's Import Indicators: each item is checked and stored on its own (a refused one
+/// leaves the others, as MDE's per-indicator results say), all stored ones in one
+/// transaction. `items` are the parsed bodies, in request order.
+pub async fn import_indicators(
+    state: &AppState,
+    principal: &Principal,
+    items: Vec<Result<IndicatorRequest, Error>>,
+) -> Result<Vec<Result<IndicatorRecord, Error>>, Error> {
+    let scope = state.authorize(principal, Api::ImportIndicators)?;
+    let protected = state.store.protected_files(&principal.tenant_id).await?;
+    let mut checked = Vec::with_capacity(items.len());
+    let mut seen: Vec<String> = Vec::new();
+    for item in items {
+        let prepared = match item {
+            Ok(request) => prepare_indicator(state, principal, &scope, request, &protected).await,
+            Err(e) => Err(e),
+        };
+        // The same file twice in one import: the first one counts, as a second call
+        // would update it; refusing the repeat keeps the answer unambiguous.
+        let prepared = prepared.and_then(|s| {
+            let key = format!("{}:{}", s.indicator_type, s.indicator_value);
+            if seen.contains(&key) {
+                return Err(Error::BadRequest(format!(
+                    "indicatorValue {} appears earlier in this import",
+                    s.indicator_value
+                )));
+            }
+            seen.push(key);
+            Ok(s)
+        });
+        checked.push(prepared);
+    }
+    let submissions: Vec<IndicatorSubmission> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let mut stored = state
+        .store
+        .submit_indicators(&submissions, &principal.indicator_scope())
+        .await?
+        .into_iter();
+    let outcomes: Vec<Result<IndicatorRecord, Error>> = checked
+        .into_iter()
+        .map(|c| match c {
+            Ok(_) => stored
+                .next()
+                .unwrap_or_else(|| Err(Error::internal("an import item had no outcome"))),
+            Err(e) => Err(e),
+        })
+        .collect();
+    let count = outcomes.iter().filter(|o| o.is_ok()).count();
+    tracing::info!(stored = count, failed = outcomes.len() - count, by = %principal.requestor(), "indicators imported");
+    if count > 0 {
+        state
+            .announce(Change::Tenant(principal.tenant_id.clone()))
+            .await;
+    }
+    Ok(outcomes)
+}
+
+/// The submission of a checked request: device groups resolved (unknown → 400 naming
+/// it) and within the caller's reach, the tenant's protected files left unblocked.
+async fn prepare_indicator(
+    state: &AppState,
+    principal: &Principal,
+    scope: &DeviceScope,
+    request: IndicatorRequest,
+    protected: &[ProtectedHit],
+) -> Result<IndicatorSubmission, Error> {
+    let (names, ids) = resolve_device_groups(state, principal, &request.rbac_group_names)?;
+    check_indicator_groups(state, principal, scope, &ids)?;
+    if *scope != DeviceScope::All {
+        // A user limited to some device groups changes an existing indicator only if
+        // it reaches no further than they do.
+        if let Some(current) = existing_indicator(
+            state,
+            principal,
+            &request.indicator_type,
+            &request.indicator_value,
+        )
+        .await?
+        {
+            check_indicator_groups(state, principal, scope, &current.rbac_group_ids)?;
+        }
+    }
+    check_not_protected(&request.indicator_value, &request.action, protected)?;
+    Ok(IndicatorSubmission {
         tenant_id: principal.tenant_id.clone(),
         indicator_value: request.indicator_value,
         indicator_type: request.indicator_type,
@@ -186,21 +288,134 @@ pub async fn submit_indicator(
         severity: request.severity,
         expiration_time: request.expiration_time,
         generate_alert: request.generate_alert,
+        rbac_group_names: names,
+        rbac_group_ids: ids,
         submitted_by: principal.indicator_creator().to_string(),
         submitter_name: principal.requestor().to_string(),
         source_type: principal.source_type().to_string(),
-        at: now,
+        at: state.clock.now(),
+    })
+}
+
+/// The canonical names and ids of the tenant's device groups named (ASCII
+/// case-insensitively); `BadRequest` naming the first unknown one.
+fn resolve_device_groups(
+    state: &AppState,
+    principal: &Principal,
+    names: &[String],
+) -> Result<(Vec<String>, Vec<i64>), Error> {
+    let policy = state.access.current();
+    let groups = policy.rbac(&principal.tenant_id).device_groups();
+    let mut resolved = (Vec::new(), Vec::new());
+    for name in names {
+        let group = groups
+            .iter()
+            .find(|g| g.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                let known: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+                Error::BadRequest(format!(
+                    "rbacGroupNames: there is no device group '{}'; device groups: {}",
+                    truncate(name, 80),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })?;
+        if !resolved.1.contains(&group.id) {
+            resolved.0.push(group.name.clone());
+            resolved.1.push(group.id);
+        }
+    }
+    Ok(resolved)
+}
+
+/// `Forbidden` unless the caller may act on every device the indicator applies to:
+/// the groups `ids`, or every device when there are none.
+fn check_indicator_groups(
+    state: &AppState,
+    principal: &Principal,
+    scope: &DeviceScope,
+    ids: &[i64],
+) -> Result<(), Error> {
+    let DeviceScope::Groups(_) = scope else {
+        return Ok(());
     };
-    let stored = state
+    let policy = state.access.current();
+    let groups = policy.rbac(&principal.tenant_id).device_groups();
+    let name_of = |id: i64| {
+        groups
+            .iter()
+            .find(|g| g.id == id)
+            .map_or_else(|| format!("#{id}"), |g| g.name.clone())
+    };
+    if ids.is_empty() {
+        if let Some(g) = groups.iter().find(|g| !scope.allows(g.id)) {
+            return Err(Error::Forbidden(format!(
+                "User has no access to device group '{}': an indicator without \
+                 rbacGroupNames applies to every device",
+                g.name
+            )));
+        }
+        return Ok(());
+    }
+    match ids.iter().find(|id| !scope.allows(**id)) {
+        Some(id) => Err(Error::Forbidden(format!(
+            "User has no access to device group '{}'",
+            name_of(*id)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The tenant's indicator with this type and value, if any.
+async fn existing_indicator(
+    state: &AppState,
+    principal: &Principal,
+    indicator_type: &str,
+    value: &str,
+) -> Result<Option<IndicatorRecord>, Error> {
+    let eq = |field, v: &str| Expr::Compare {
+        field,
+        op: CmpOp::Eq,
+        value: Value::String(v.to_string()),
+    };
+    let query = Query {
+        filter: Some(Expr::And(
+            Box::new(eq(IndicatorField::IndicatorType, indicator_type)),
+            Box::new(eq(IndicatorField::IndicatorValue, value)),
+        )),
+        top: Some(1),
+        ..Query::default()
+    };
+    let page = state
         .store
-        .submit_indicator(&submission, &principal.indicator_scope())
+        .list_indicators(&principal.tenant_id, &query)
         .await?;
-    tracing::info!(indicator = stored.id, value = %stored.indicator_value, by = %submission.submitter_name, "indicator submitted");
-    // Waiting agents answer at once with the new allowlist version.
-    state
-        .announce(Change::Tenant(principal.tenant_id.clone()))
-        .await;
-    Ok(stored)
+    Ok(page.items.into_iter().next())
+}
+
+/// The tenant's indicator with this id, if any.
+async fn indicator_by_id(
+    state: &AppState,
+    principal: &Principal,
+    number: i64,
+) -> Result<Option<IndicatorRecord>, Error> {
+    let query = Query {
+        filter: Some(Expr::Compare {
+            field: IndicatorField::Id,
+            op: CmpOp::Eq,
+            value: Value::Integer(number),
+        }),
+        top: Some(1),
+        ..Query::default()
+    };
+    let page = state
+        .store
+        .list_indicators(&principal.tenant_id, &query)
+        .await?;
+    Ok(page.items.into_iter().next())
 }
 
 /// An indicator id from a path: a positive number, else `InvalidInput`.
@@ -219,7 +434,12 @@ pub async fn delete_indicator(
     principal: &Principal,
     number: i64,
 ) -> Result<(), Error> {
-    state.authorize(principal, Api::DeleteIndicator)?;
+    let scope = state.authorize(principal, Api::DeleteIndicator)?;
+    if scope != DeviceScope::All {
+        if let Some(current) = indicator_by_id(state, principal, number).await? {
+            check_indicator_groups(state, principal, &scope, &current.rbac_group_ids)?;
+        }
+    }
     let deleted = state
         .store
         .delete_indicator(&principal.tenant_id, number, &principal.indicator_scope())

@@ -272,8 +272,14 @@ impl AppState {
         self.verified_tokens.clear();
         let moved = access::regroup_all(self.store.as_ref(), &policy).await;
         // Cleared after the regrouping (even a partial one), so that no lookup in between
-        // keeps a group from before it; other replicas clear theirs too.
-        self.announce(Change::Groups).await;
+        // keeps a group from before it; other replicas clear theirs too. Devices that
+        // moved have a new file policy (the store bumped the version): wake them all.
+        let change = if matches!(moved, Ok(0)) {
+            Change::Groups
+        } else {
+            Change::Everything
+        };
+        self.announce(change).await;
         let moved = moved.map_err(|e| {
             format!("the new policy is in force, but regrouping devices failed: {e}")
         })?;

@@ -1779,6 +1779,11 @@ pub async fn heartbeat(store: &dyn Store) {
             error: "No space left on device (os error 28)".into(),
             since: at(55),
         }),
+        protected: vec![appfence_proto::agent::ProtectedFile {
+            sha256: hash(7),
+            path: "/usr/sbin/appfence".into(),
+            role: appfence_proto::agent::ProtectedRole::Agent,
+        }],
     };
     store
         .record_heartbeat(&m.id, &info, &enforcement, at(60))
@@ -3527,6 +3532,8 @@ pub fn submission(tenant_id: &str, value: &str, by: &str, at: Timestamp) -> Indi
         severity: "Informational".into(),
         expiration_time: None,
         generate_alert: false,
+        rbac_group_names: vec![],
+        rbac_group_ids: vec![],
         submitted_by: by.to_string(),
         submitter_name: format!("{by} app"),
         source_type: "AadApp".into(),
@@ -3645,9 +3652,9 @@ pub async fn indicators(store: &dyn Store) {
     assert_eq!(p.items.iter().map(|i| i.id).collect::<Vec<_>>(), [b.id]);
 
     // The allowlist: sorted hashes of unexpired Allowed FileSha256 indicators.
-    let allow = store.allowlist(&t.id, at(50)).await.unwrap();
+    let allow = store.allowlist(&t.id, 0, at(50)).await.unwrap();
     assert_eq!((allow.version, allow.sha256), (3, vec![hash(1), hash(2)]));
-    let later = store.allowlist(&t.id, at(1000)).await.unwrap();
+    let later = store.allowlist(&t.id, 0, at(1000)).await.unwrap();
     assert_eq!(later.sha256, vec![hash(2)], "expired at 1000");
 
     // Deleting bumps the version; deleting again finds nothing.
@@ -3669,6 +3676,222 @@ pub async fn indicators(store: &dyn Store) {
         .await
         .unwrap();
     assert!(c.id > b.id, "{} after {}", c.id, b.id);
+}
+
+/// Block and audit indicators scoped to device groups: they round-trip, the policy of
+/// a device keeps what applies to its group and is unexpired, block over allow; a batch
+/// stores what it may in one transaction (one version bump) and refuses the rest one by
+/// one.
+pub async fn file_policy(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let all = IndicatorScope::All;
+    let with = |n: u8, action: &str, groups: &[(i64, &str)], at_s: i64| {
+        let mut s = submission(&t.id, &hash(n), "app-a", at(at_s));
+        s.action = action.into();
+        s.rbac_group_ids = groups.iter().map(|g| g.0).collect();
+        s.rbac_group_names = groups.iter().map(|g| g.1.to_string()).collect();
+        s
+    };
+    let block = store
+        .submit_indicator(&with(1, "Block", &[], 10), &all)
+        .await
+        .unwrap();
+    let mut audit = with(2, "Audit", &[(7, "Web"), (9, "Db")], 11);
+    audit.generate_alert = true;
+    audit.expiration_time = Some(at(500));
+    let audit = store.submit_indicator(&audit, &all).await.unwrap();
+    assert_eq!(audit.rbac_group_names, ["Web", "Db"]);
+    assert_eq!(audit.rbac_group_ids, [7, 9]);
+    assert_eq!(audit.to_wire(None).rbac_group_ids, ["7", "9"]);
+    let listed = store
+        .list_indicators(&t.id, &Query::default())
+        .await
+        .unwrap();
+    assert!(listed.items.contains(&audit), "groups round-trip");
+    store
+        .submit_indicator(&with(3, "Allowed", &[(9, "Db")], 12), &all)
+        .await
+        .unwrap();
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), 3);
+
+    let web = store.allowlist(&t.id, 7, at(100)).await.unwrap();
+    assert_eq!(web.version, 3);
+    assert!(web.sha256.is_empty());
+    assert_eq!(
+        web.block
+            .iter()
+            .map(|r| (r.sha256.as_str(), r.indicator_id.clone()))
+            .collect::<Vec<_>>(),
+        [(hash(1).as_str(), block.id.to_string())]
+    );
+    assert_eq!(web.audit.len(), 1);
+    assert!(web.audit[0].generate_alert);
+    assert_eq!(web.next_expiry, Some(at(500)));
+    let db = store.allowlist(&t.id, 9, at(100)).await.unwrap();
+    assert_eq!(db.sha256, [hash(3)]);
+    let ungrouped = store.allowlist(&t.id, 0, at(100)).await.unwrap();
+    assert_eq!((ungrouped.block.len(), ungrouped.audit.len()), (1, 0));
+    assert!(ungrouped.sha256.is_empty());
+    let web_later = store.allowlist(&t.id, 7, at(500)).await.unwrap();
+    assert!(web_later.audit.is_empty(), "expired at 500");
+    assert_eq!(web_later.next_expiry, None);
+
+    // Re-submitting the allowed file as a block turns it into one: one rule per file.
+    let turned = store
+        .submit_indicator(&with(3, "AlertAndBlock", &[], 20), &all)
+        .await
+        .unwrap();
+    let db = store.allowlist(&t.id, 9, at(100)).await.unwrap();
+    assert!(db.sha256.is_empty());
+    assert!(db
+        .block
+        .iter()
+        .any(|r| r.indicator_id == turned.id.to_string()));
+
+    // A batch: one refused (another application's), the others stored, one bump.
+    let own = IndicatorScope::CreatedBy("app-b".into());
+    let mut mine = with(4, "Block", &[], 30);
+    mine.submitted_by = "app-b".into();
+    let mut theirs = with(1, "Audit", &[], 30);
+    theirs.submitted_by = "app-b".into();
+    let mut mine_too = with(5, "Allowed", &[], 30);
+    mine_too.submitted_by = "app-b".into();
+    let before = store.allowlist_version(&t.id).await.unwrap();
+    let outcomes = store
+        .submit_indicators(&[mine, theirs, mine_too], &own)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert!(
+        matches!(outcomes[1], Err(Error::Forbidden(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), before + 1);
+    let unchanged = store.allowlist(&t.id, 0, at(100)).await.unwrap();
+    assert!(unchanged.block.iter().any(|r| r.sha256 == hash(1)));
+    // Nothing stored: no bump.
+    let mut refused = with(1, "Block", &[], 31);
+    refused.submitted_by = "app-b".into();
+    let outcomes = store.submit_indicators(&[refused], &own).await.unwrap();
+    assert!(outcomes[0].is_err());
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), before + 1);
+    assert!(store.submit_indicators(&[], &own).await.unwrap().is_empty());
+}
+
+/// The protected files devices report come back with their machine; other tenants'
+/// stay apart.
+pub async fn protected_files(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let m = new_machine(store, &t, "protected.corp.example").await;
+    new_machine(store, &other, "protected.corp.example").await;
+    assert!(store.protected_files(&t.id).await.unwrap().is_empty());
+    let file = |n: u8, role| appfence_proto::agent::ProtectedFile {
+        sha256: hash(n),
+        path: format!("/p/{n}"),
+        role,
+    };
+    let enforcement = EnforcementState {
+        protected: vec![
+            file(1, appfence_proto::agent::ProtectedRole::Agent),
+            file(2, appfence_proto::agent::ProtectedRole::Loader),
+            file(3, appfence_proto::agent::ProtectedRole::Init),
+        ],
+        ..EnforcementState::default()
+    };
+    store
+        .record_heartbeat(&m.id, &DeviceInfo::default(), &enforcement, at(10))
+        .await
+        .unwrap();
+    let mut hits = store.protected_files(&t.id).await.unwrap();
+    hits.sort_by(|a, b| a.file.sha256.cmp(&b.file.sha256));
+    assert_eq!(
+        hits.iter().map(|h| h.file.clone()).collect::<Vec<_>>(),
+        enforcement.protected
+    );
+    assert!(hits
+        .iter()
+        .all(|h| h.machine_id == m.id && h.computer_dns_name == m.computer_dns_name));
+    assert!(store.protected_files(&other.id).await.unwrap().is_empty());
+}
+
+/// Update machine: tags replaced, device value set, nothing else touched; a group move
+/// bumps the policy version, a change that moves nothing does not.
+pub async fn update_machine(store: &dyn Store) {
+    let t = new_tenant(store).await;
+    let m = new_machine(store, &t, "update.corp.example").await;
+    let group_of = |m: &MachineRecord| {
+        if m.machine_tags.iter().any(|t| t.eq_ignore_ascii_case("web")) {
+            (7, Some("Web".to_string()))
+        } else {
+            (0, None)
+        }
+    };
+    let v0 = store.allowlist_version(&t.id).await.unwrap();
+    let tags = vec!["web".to_string(), "Linux Fleet".to_string()];
+    let updated = store
+        .update_machine(&t.id, &m.id, Some(&tags), Some("High"), &group_of)
+        .await
+        .unwrap();
+    assert_eq!(updated.machine_tags, tags);
+    assert_eq!(updated.device_value, "High");
+    assert_eq!(
+        (updated.rbac_group_id, updated.rbac_group_name.as_deref()),
+        (7, Some("Web"))
+    );
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), v0 + 1);
+    let stored = store
+        .machine(&t.id, &MachineRef::Id(m.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, updated);
+    assert_eq!(stored.computer_dns_name, m.computer_dns_name);
+
+    // The value alone: the tags and the group stay, no bump.
+    let low = store
+        .update_machine(&t.id, &m.id.to_uppercase(), None, Some("Low"), &group_of)
+        .await
+        .unwrap();
+    assert_eq!(
+        (low.device_value.as_str(), low.machine_tags.clone()),
+        ("Low", tags)
+    );
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), v0 + 1);
+    // Tags replaced by none: back to ungrouped, bumped.
+    let cleared = store
+        .update_machine(&t.id, &m.id, Some(&[]), None, &group_of)
+        .await
+        .unwrap();
+    assert!(cleared.machine_tags.is_empty());
+    assert_eq!(
+        (cleared.rbac_group_id, cleared.device_value.as_str()),
+        (0, "Low")
+    );
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), v0 + 2);
+    // A tag call that moves the machine bumps too.
+    store
+        .change_machine_tag(&t.id, &[m.id.clone()], "WEB", true, &group_of)
+        .await
+        .unwrap();
+    assert_eq!(store.allowlist_version(&t.id).await.unwrap(), v0 + 3);
+
+    let missing = store
+        .update_machine(&t.id, &"0".repeat(40), None, Some("Low"), &group_of)
+        .await;
+    assert!(
+        matches!(missing, Err(Error::ResourceNotFound(_))),
+        "{missing:?}"
+    );
+    let other = new_tenant(store).await;
+    let foreign = store
+        .update_machine(&other.id, &m.id, None, Some("Low"), &group_of)
+        .await;
+    assert!(
+        matches!(foreign, Err(Error::ResourceNotFound(_))),
+        "{foreign:?}"
+    );
 }
 
 pub fn denial(seconds: i64, path: &str) -> DenialEvent {
@@ -4170,6 +4393,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     prune_console_sessions(s).await;
     oauth_grants(s).await;
     indicators(s).await;
+    file_policy(s).await;
+    protected_files(s).await;
+    update_machine(s).await;
     denial_events(s).await;
     keyset_pages(s).await;
     implied_filters(s).await;

@@ -19,6 +19,7 @@ pub mod sqlite;
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::grants::{ClientRegistration, OAuthGrant};
+use appfence_core::indicators::ProtectedHit;
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
@@ -501,7 +502,8 @@ pub trait Store: Send + Sync + 'static {
     /// Adds or removes `tag` (ASCII case-insensitively) on the tenant's machines
     /// `ids`, all or none in one transaction, each put in the device group `group_of`
     /// computes from its new tags; returns them in `ids` order. `ResourceNotFound`
-    /// naming the first id that is not a machine of the tenant.
+    /// naming the first id that is not a machine of the tenant. A device-group move
+    /// bumps the tenant's allowlist version.
     async fn change_machine_tag(
         &self,
         tenant_id: &str,
@@ -510,7 +512,21 @@ pub trait Store: Send + Sync + 'static {
         add: bool,
         group_of: &GroupOf,
     ) -> Result<Vec<MachineRecord>>;
-    /// Moves machines into device groups (one transaction).
+    /// MDE's Update machine, in one transaction: replaces the machine's tags when
+    /// `tags` is given (and re-evaluates its device group with `group_of`), sets its
+    /// device value when `device_value` is given. A device-group move bumps the
+    /// tenant's allowlist version (the device's file policy depends on its group).
+    /// `ResourceNotFound` if the machine is not the tenant's.
+    async fn update_machine(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        tags: Option<&[String]>,
+        device_value: Option<&str>,
+        group_of: &GroupOf,
+    ) -> Result<MachineRecord>;
+    /// Moves machines into device groups (one transaction), bumping the tenant's
+    /// allowlist version when any moved.
     async fn set_machine_groups(
         &self,
         tenant_id: &str,
@@ -586,7 +602,25 @@ pub trait Store: Send + Sync + 'static {
         &self,
         submission: &IndicatorSubmission,
         scope: &IndicatorScope,
-    ) -> Result<IndicatorRecord>;
+    ) -> Result<IndicatorRecord> {
+        let mut outcomes = self
+            .submit_indicators(std::slice::from_ref(submission), scope)
+            .await?;
+        outcomes.pop().unwrap_or_else(|| {
+            Err(appfence_core::Error::internal(
+                "a submission had no outcome",
+            ))
+        })
+    }
+    /// [`Store::submit_indicator`] for several submissions of one tenant, in one
+    /// transaction: each gets its own outcome (in order), a refused one (`Forbidden`,
+    /// the tenant's limit) leaving the others stored; the version is bumped once if
+    /// any was stored. An `Err` of the whole call stored nothing.
+    async fn submit_indicators(
+        &self,
+        submissions: &[IndicatorSubmission],
+        scope: &IndicatorScope,
+    ) -> Result<Vec<Result<IndicatorRecord>>>;
     /// One page of the tenant's indicators (expired ones included: the caller filters).
     async fn list_indicators(
         &self,
@@ -606,9 +640,19 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_expired_indicators(&self, now: Timestamp) -> Result<usize>;
     /// The tenant's allowlist version (0 before its first indicator change).
     async fn allowlist_version(&self, tenant_id: &str) -> Result<u64>;
-    /// The version and the SHA-256 hashes (sorted) of the tenant's `FileSha256`
-    /// indicators with action `Allowed` that are unexpired at `now`, read together.
-    async fn allowlist(&self, tenant_id: &str, now: Timestamp) -> Result<AllowlistResponse>;
+    /// The file policy of a device of the tenant in device group `rbac_group_id`: the
+    /// version and the rules compiled from the `FileSha256` indicators unexpired at
+    /// `now` that apply to the group (see [`appfence_core::indicators::compile_policy`]),
+    /// read together.
+    async fn allowlist(
+        &self,
+        tenant_id: &str,
+        rbac_group_id: i64,
+        now: Timestamp,
+    ) -> Result<AllowlistResponse>;
+    /// The files devices of the tenant reported as protected (the agent, the dynamic
+    /// loader, PID 1's executable) in their latest enforcement report.
+    async fn protected_files(&self, tenant_id: &str) -> Result<Vec<ProtectedHit>>;
 
     // --- denial events ---
 

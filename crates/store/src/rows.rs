@@ -272,6 +272,8 @@ pub(crate) fn indicator<R: RowGet>(row: &R) -> Result<IndicatorRecord> {
         created: timestamp(row, "created")?,
         last_update: timestamp(row, "last_update")?,
         last_updated_by: row.opt_text("last_updated_by")?,
+        rbac_group_names: json(row, "rbac_group_names")?,
+        rbac_group_ids: json(row, "rbac_group_ids")?,
     })
 }
 
@@ -344,7 +346,7 @@ pub(crate) const ACTION_COLUMNS: &str = "id, tenant_id, action_type, title, requ
 pub(crate) const INDICATOR_COLUMNS: &str = "id, tenant_id, indicator_value, indicator_type, \
      action, application, source, source_type, created_by, title, description, \
      recommended_actions, severity, expiration_time, generate_alert, created, last_update, \
-     last_updated_by";
+     last_updated_by, rbac_group_names, rbac_group_ids";
 
 /// Columns of the `machine_events` view.
 pub(crate) const EVENT_COLUMNS: &str = "machine_id, computer_dns_name, time, path, sha256, \

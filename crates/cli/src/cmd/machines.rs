@@ -1,4 +1,4 @@
-//! `machines list|get|events|find|tag|offboard`.
+//! `machines list|get|events|find|tag|update|offboard`.
 
 use std::process::ExitCode;
 
@@ -6,7 +6,8 @@ use appfence_client::ClientError;
 
 use super::{connect, print_collection, Ctx};
 use crate::args::{
-    EventsArgs, FindArgs, GetArgs, ListArgs, MachinesCommand, OutputFormat, TagArgs,
+    EventsArgs, FindArgs, GetArgs, ListArgs, MachineUpdateArgs, MachinesCommand, OutputFormat,
+    TagArgs,
 };
 use crate::error::CliError;
 use crate::output;
@@ -18,6 +19,7 @@ pub async fn run(cmd: &MachinesCommand, ctx: &mut Ctx<'_>) -> Result<ExitCode, C
         MachinesCommand::Events(args) => events(args, ctx).await,
         MachinesCommand::Find(args) => find(args, ctx).await,
         MachinesCommand::Tag(args) => tag(args, ctx).await,
+        MachinesCommand::Update(args) => update(args, ctx).await,
         MachinesCommand::Offboard(args) => {
             super::actions::submit(super::actions::Kind::Offboard, args, ctx).await
         }
@@ -60,6 +62,27 @@ async fn tag(args: &TagArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
         }
     };
     let machine = client.tag_machine(&args.machine, tag, add).await?;
+    let text = match ctx.format {
+        OutputFormat::Json => output::json(&machine),
+        OutputFormat::Table => output::machine_details(&machine, None),
+    };
+    ctx.out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `machines update MACHINE [--device-value V] [--tags a,b]`.
+async fn update(args: &MachineUpdateArgs, ctx: &mut Ctx<'_>) -> Result<ExitCode, CliError> {
+    let client = connect::client(&args.connect, ctx.env)?;
+    let tags: Option<Vec<String>> = args.tags.as_deref().map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
+    });
+    let machine = client
+        .update_machine(&args.machine, tags.as_deref(), args.device_value.as_deref())
+        .await?;
     let text = match ctx.format {
         OutputFormat::Json => output::json(&machine),
         OutputFormat::Table => output::machine_details(&machine, None),

@@ -432,6 +432,16 @@ impl Api {
         self.post_raw(path, body.to_string()).await
     }
 
+    /// PATCH with a JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.send(
+            self.request(reqwest::Method::PATCH, path)
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }

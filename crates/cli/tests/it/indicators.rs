@@ -226,15 +226,22 @@ async fn indicators_are_submitted_updated_listed_and_deleted_as_in_mde() {
         .assert_error(400, "BadRequest");
     assert!(
         e.message
-            .contains("supports only indicatorType FileSha256 with action Allowed"),
+            .contains("indicatorType FileSha1 is not supported")
+            && e.message.contains("supported indicatorType: FileSha256"),
         "{}",
         e.message
     );
-    let mut block = allow(&hash(1), "t");
-    block["action"] = json!("Block");
-    api.post("/api/indicators", &block)
+    let mut warn = allow(&hash(1), "t");
+    warn["action"] = json!("Warn");
+    let e = api
+        .post("/api/indicators", &warn)
         .await
         .assert_error(400, "BadRequest");
+    assert!(
+        e.message.starts_with("action Warn is not supported"),
+        "{}",
+        e.message
+    );
     let mut unknown = allow(&hash(1), "t");
     unknown["action"] = json!("AlwaysAllow");
     let e = api
@@ -249,9 +256,14 @@ async fn indicators_are_submitted_updated_listed_and_deleted_as_in_mde() {
     assert!(e.message.contains("'not-a-hash'"), "{}", e.message);
     let mut grouped = allow(&hash(1), "t");
     grouped["rbacGroupNames"] = json!(["team1"]);
-    api.post("/api/indicators", &grouped)
+    let e = api
+        .post("/api/indicators", &grouped)
         .await
         .assert_error(400, "BadRequest");
+    assert_eq!(
+        e.message,
+        "rbacGroupNames: there is no device group 'team1'; device groups: none"
+    );
     api.post_raw("/api/indicators", "")
         .await
         .assert_error(400, "InvalidRequestBody");
@@ -392,7 +404,8 @@ async fn users_need_the_scope_and_manage_security_settings_and_events_follow_dev
     let admin = user(&token(
         "sec@corp.example",
         "Ti.ReadWrite Machine.Read",
-        &["g-secadmin"],
+        // An indicator without rbacGroupNames reaches every device group.
+        &["g-secadmin", "g-server-admins"],
     ));
     let created = submit(&admin, &allow(&hash(7), "approved by security")).await;
     assert_eq!(created["sourceType"], "User");
@@ -534,7 +547,7 @@ async fn agents_see_the_allowlist_and_its_version_and_expired_indicators_leave_i
     assert_eq!(allowlist_version_of(&device).await, 2);
     assert_eq!(
         device.allowlist().await,
-        json!({ "version": 2, "sha256": [hash(0xaa), hash(0xcc)] })
+        json!({ "version": 2, "sha256": [hash(0xaa), hash(0xcc)], "nextExpiry": soon })
     );
     // The command long-poll carries the version too.
     assert_eq!(

@@ -25,6 +25,7 @@ mod credentials;
 mod demo;
 mod endpoints;
 mod errors;
+mod file_indicators;
 mod golden;
 mod hostile;
 mod indicators;

@@ -29,6 +29,8 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/indicators", "post"),
         ("/api/indicators", "get"),
         ("/api/indicators/{id}", "delete"),
+        ("/api/indicators/import", "post"),
+        ("/api/machines/{id}", "patch"),
     ];
     for (path, method) in expect {
         let item = paths.get(path).unwrap_or_else(|| {

@@ -17,10 +17,13 @@ pub use device::Device;
 pub(crate) use handlers::desired;
 pub use reports::{MAX_EVENT_BATCH_BYTES, MAX_PATH_BYTES};
 
-/// The body limit of a request to `path` (the gateway's event batches have their own).
+/// The body limit of a request to `path` (the gateway's event batches and the API's
+/// indicator imports have their own).
 pub fn body_limit(path: &str, default: usize) -> usize {
     if path == "/agent/v1/events" {
         default.max(MAX_EVENT_BATCH_BYTES)
+    } else if path == "/api/indicators/import" || path == "/api/v1.0/indicators/import" {
+        default.max(crate::api::MAX_IMPORT_BODY_BYTES)
     } else {
         default
     }

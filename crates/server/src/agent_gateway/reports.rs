@@ -19,14 +19,15 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// each at most [`MAX_PATH_BYTES`], with room for the JSON around them.
 pub const MAX_EVENT_BATCH_BYTES: usize = 5 * 1024 * 1024;
 
-/// `GET /agent/v1/allowlist`: the device's tenant's allowed SHA-256 hashes.
+/// `GET /agent/v1/allowlist`: the device's file policy: the allowed, blocked and
+/// audited SHA-256 hashes of the indicators that apply to its device group.
 pub async fn allowlist(
     State(state): State<AppState>,
     Device(machine): Device,
 ) -> Result<Json<AllowlistResponse>, ApiError> {
     let list = state
         .store
-        .allowlist(&machine.tenant_id, state.clock.now())
+        .allowlist(&machine.tenant_id, machine.rbac_group_id, state.clock.now())
         .await?;
     Ok(Json(list))
 }

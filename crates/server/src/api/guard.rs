@@ -46,6 +46,8 @@ pub fn api_of(method: &Method, route: &str, path: &str) -> Option<Api> {
         ("GET", "/machines/{id}/events") => Api::ListMachineEvents,
         ("GET", "/machines/{id}/enforcement") => Api::GetMachineEnforcement,
         ("POST", "/indicators") => Api::SubmitIndicator,
+        ("POST", "/indicators/import") => Api::ImportIndicators,
+        ("PATCH", "/machines/{id}") => Api::UpdateMachine,
         ("GET", "/indicators") => Api::ListIndicators,
         ("DELETE", "/indicators/{id}") => Api::DeleteIndicator,
         ("GET", "/machines/findbytag") => Api::FindMachinesByTag,
@@ -142,6 +144,22 @@ mod tests {
         assert_eq!(
             api_of(&Method::POST, "/api/indicators", "/api/indicators"),
             Some(Api::SubmitIndicator)
+        );
+        assert_eq!(
+            api_of(
+                &Method::POST,
+                "/api/indicators/import",
+                "/api/indicators/import"
+            ),
+            Some(Api::ImportIndicators)
+        );
+        assert_eq!(
+            api_of(
+                &Method::PATCH,
+                "/api/v1.0/machines/{id}",
+                "/api/v1.0/machines/x"
+            ),
+            Some(Api::UpdateMachine)
         );
         assert_eq!(
             api_of(

@@ -1,9 +1,10 @@
-//! The body of Submit or Update Indicator: camelCase keys as in MDE's documentation,
-//! required ones named when missing, and only what appfence acts on accepted: a
-//! `FileSha256` indicator with action `Allowed`.
+//! The body of Submit or Update Indicator (and each item of Import Indicators):
+//! camelCase keys as in MDE's documentation, required ones named when missing, and only
+//! what appfence acts on accepted: a `FileSha256` indicator with a file action.
 
 use appfence_core::indicators::{
-    canonical, sha256_value, supported_type_and_action, DEFAULT_SEVERITY, SEVERITIES,
+    canonical, check_generate_alert, sha256_value, supported_type_and_action, DEFAULT_SEVERITY,
+    SEVERITIES,
 };
 use appfence_core::Error;
 use appfence_proto::Timestamp;
@@ -18,10 +19,11 @@ pub struct IndicatorRequest {
     /// For `FileSha256`: 64 hexadecimal characters (stored in lower case).
     #[schema(rename = "indicatorValue")]
     pub indicator_value: String,
-    /// Only `FileSha256`.
+    /// Only `FileSha256` (`FileSha1`, `FileMd5` and the network types are refused).
     #[schema(rename = "indicatorType")]
     pub indicator_type: String,
-    /// Only `Allowed`.
+    /// `Block`, `AlertAndBlock`, `BlockAndRemediate` (blocked: no quarantine),
+    /// `Audit` (needs `generateAlert` true), `Alert` or `Allowed`.
     pub action: String,
     pub title: String,
     pub description: String,
@@ -34,6 +36,9 @@ pub struct IndicatorRequest {
     pub recommended_actions: Option<String>,
     #[schema(rename = "generateAlert")]
     pub generate_alert: bool,
+    /// Device groups (a list, or MDE's comma-separated string); empty: every device.
+    #[schema(rename = "rbacGroupNames")]
+    pub rbac_group_names: Vec<String>,
 }
 
 impl IndicatorRequest {
@@ -78,7 +83,8 @@ impl IndicatorRequest {
                 Some(t)
             }
         };
-        check_no_device_groups(&map)?;
+        let generate_alert = generate_alert(&map)?;
+        check_generate_alert(action, generate_alert)?;
         Ok(IndicatorRequest {
             indicator_value,
             indicator_type: indicator_type.into(),
@@ -89,7 +95,8 @@ impl IndicatorRequest {
             expiration_time,
             severity: severity.into(),
             recommended_actions: optional_text(&map, "recommendedActions")?,
-            generate_alert: generate_alert(&map)?,
+            generate_alert,
+            rbac_group_names: device_group_names(&map)?,
         })
     }
 }
@@ -108,13 +115,23 @@ fn generate_alert(map: &Map<String, Value>) -> Result<bool, Error> {
     }
 }
 
-/// appfence's indicators apply to every device of the tenant, so device groups
-/// (`rbacGroupNames`, a list or a comma-separated string) cannot be honoured.
-fn check_no_device_groups(map: &Map<String, Value>) -> Result<(), Error> {
-    let named = match map.get("rbacGroupNames") {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) => !s.trim().is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
+/// `rbacGroupNames`: a list of names, or a comma-separated string (MDE documents both);
+/// blanks dropped, repeats (ASCII case-insensitive) dropped. The names are resolved
+/// against the device groups when the indicator is stored.
+fn device_group_names(map: &Map<String, Value>) -> Result<Vec<String>, Error> {
+    let raw: Vec<String> = match map.get("rbacGroupNames") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(Error::InvalidRequestBody(format!(
+                    "Parameter rbacGroupNames must be a list of names, not a list holding {}",
+                    json_kind(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
         Some(other) => {
             return Err(Error::InvalidRequestBody(format!(
                 "Parameter rbacGroupNames must be a list of names, not {}",
@@ -122,14 +139,13 @@ fn check_no_device_groups(map: &Map<String, Value>) -> Result<(), Error> {
             )))
         }
     };
-    if named {
-        return Err(Error::BadRequest(
-            "rbacGroupNames is not supported: appfence indicators apply to every device of \
-             the tenant"
-                .into(),
-        ));
+    let mut names: Vec<String> = Vec::new();
+    for name in raw.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if !names.iter().any(|have| have.eq_ignore_ascii_case(name)) {
+            names.push(name.to_string());
+        }
     }
-    Ok(())
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -183,6 +199,15 @@ mod tests {
         assert_eq!(r.severity, "High");
         assert!(r.generate_alert);
         assert_eq!(r.expiration_time, Timestamp::parse("2030-01-01T00:00:00Z"));
+        assert!(r.rbac_group_names.is_empty());
+        let r = parse(with(
+            json!({"action": "block", "rbacGroupNames": "Web, db ,web,"}),
+        ))
+        .unwrap();
+        assert_eq!(r.action, "Block");
+        assert_eq!(r.rbac_group_names, ["Web", "db"]);
+        let r = parse(with(json!({"rbacGroupNames": ["Web", " "]}))).unwrap();
+        assert_eq!(r.rbac_group_names, ["Web"]);
     }
 
     #[test]
@@ -204,12 +229,17 @@ mod tests {
         ));
         assert!(matches!(
             parse(with(json!({"indicatorType": "FileSha1"}))),
-            Err(Error::BadRequest(_))
+            Err(Error::BadRequest(m)) if m.contains("supported indicatorType: FileSha256")
         ));
         assert!(matches!(
             parse(with(json!({"action": "Blocked"}))),
-            Err(Error::InvalidRequestBody(_))
+            Err(Error::InvalidRequestBody(m)) if m.contains("valid action")
         ));
+        assert!(matches!(
+            parse(with(json!({"action": "Audit"}))),
+            Err(Error::BadRequest(m)) if m.contains("generateAlert")
+        ));
+        assert!(parse(with(json!({"action": "Audit", "generateAlert": true}))).is_ok());
         assert!(matches!(
             parse(with(json!({"indicatorValue": "xyz"}))),
             Err(Error::InvalidInput(m)) if m.contains("'xyz'")
@@ -223,8 +253,12 @@ mod tests {
             Err(Error::InvalidRequestBody(_))
         ));
         assert!(matches!(
-            parse(with(json!({"rbacGroupNames": "team1"}))),
-            Err(Error::BadRequest(m)) if m.contains("every device")
+            parse(with(json!({"rbacGroupNames": 3}))),
+            Err(Error::InvalidRequestBody(m)) if m.contains("rbacGroupNames")
+        ));
+        assert!(matches!(
+            parse(with(json!({"rbacGroupNames": [3]}))),
+            Err(Error::InvalidRequestBody(m)) if m.contains("rbacGroupNames")
         ));
         assert!(matches!(
             parse(with(json!({"generateAlert": 1}))),

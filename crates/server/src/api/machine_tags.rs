@@ -91,19 +91,30 @@ fn require_body(body: Option<Map<String, Value>>) -> Result<Map<String, Value>, 
 async fn change(
     state: &AppState,
     principal: &Principal,
-    ids: &[String],
+    before: &[MachineRecord],
     tag: &str,
     add: bool,
 ) -> Result<Vec<MachineRecord>, Error> {
+    let ids: Vec<String> = before.iter().map(|m| m.id.clone()).collect();
     let policy = state.access.current();
     let tenant_id = principal.tenant_id.clone();
     let group_of = move |m: &MachineRecord| policy.rbac(&tenant_id).group_of(m);
     let changed = state
         .store
-        .change_machine_tag(&principal.tenant_id, ids, tag, add, &group_of)
+        .change_machine_tag(&principal.tenant_id, &ids, tag, add, &group_of)
         .await?;
     // Cached groups of these machines are stale now, here and on other replicas.
     state.announce(appfence_store::Change::Groups).await;
+    let moved = changed
+        .iter()
+        .zip(before)
+        .any(|(after, before)| after.rbac_group_id != before.rbac_group_id);
+    if moved {
+        // Their file policy changed with their group (the store bumped the version).
+        state
+            .announce(appfence_store::Change::Tenant(principal.tenant_id.clone()))
+            .await;
+    }
     tracing::info!(
         tenant_id = %principal.tenant_id,
         caller = %principal.caller_key(),
@@ -144,7 +155,7 @@ pub async fn tag_machine(
         .ok_or_else(|| Error::machine_not_found(&truncate(&id, 80)))?;
     scope.check_device(&machine)?;
     let (tag, add) = tag_change(&require_body(body)?)?;
-    let mut changed = change(&state, &principal, &[machine.id], &tag, add).await?;
+    let mut changed = change(&state, &principal, &[machine], &tag, add).await?;
     let machine = changed
         .pop()
         .ok_or_else(|| Error::internal("a tag change returned no machine"))?;
@@ -175,6 +186,7 @@ pub async fn tag_machines(
     let body = require_body(body)?;
     let (tag, add) = tag_change(&body)?;
     let ids = machine_ids(&body)?;
+    let mut machines = Vec::with_capacity(ids.len());
     for id in &ids {
         let machine = state
             .store
@@ -182,8 +194,9 @@ pub async fn tag_machines(
             .await?
             .ok_or_else(|| Error::machine_not_found(id))?;
         scope.check_device(&machine)?;
+        machines.push(machine);
     }
-    let changed = change(&state, &principal, &ids, &tag, add).await?;
+    let changed = change(&state, &principal, &machines, &tag, add).await?;
     Ok(OData(
         StatusCode::OK,
         Collection {

@@ -9,6 +9,7 @@ mod indicator_body;
 mod indicators;
 mod machine_lookups;
 mod machine_tags;
+mod machine_update;
 mod machines;
 mod query;
 
@@ -21,12 +22,13 @@ use crate::AppState;
 
 pub use body::ActionRequest;
 pub use indicator_body::IndicatorRequest;
+pub use indicators::MAX_IMPORT_BODY_BYTES;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "appfence",
-        description = "Microsoft Defender for Endpoint compatible machine-actions API: restrict and unrestrict code execution on devices, and the indicators API for the allowlist of files restricted devices let run."
+        description = "Microsoft Defender for Endpoint compatible machine-actions API: restrict and unrestrict code execution on devices, update machines, and the indicators API for files every device blocks or audits and restricted devices let run."
     ),
     modifiers(&BearerAuth),
     components(schemas(appfence_proto::ErrorBody, appfence_proto::ErrorDetail))
@@ -60,7 +62,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::list_actions))
         .routes(routes!(actions::cancel_action))
         .routes(routes!(machines::list_machines))
-        .routes(routes!(machines::get_machine))
+        .routes(routes!(
+            machines::get_machine,
+            machine_update::update_machine
+        ))
         .routes(routes!(machine_lookups::find_by_tag))
         .routes(routes!(machine_tags::tag_machine))
         .routes(routes!(machine_tags::tag_machines))
@@ -70,6 +75,12 @@ pub fn router() -> OpenApiRouter<AppState> {
             indicators::submit_indicator,
             indicators::list_indicators
         ))
+        // 500 indicators are larger than the API's body limit.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(indicators::import_indicators))
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BODY_BYTES)),
+        )
         .routes(routes!(indicators::delete_indicator))
 }
 

@@ -4,7 +4,9 @@
 //! limit of active indicators holds exactly).
 
 use appfence_core::authz::IndicatorScope;
-use appfence_core::indicators::{ACTION_ALLOWED, MAX_ACTIVE_INDICATORS, TYPE_FILE_SHA256};
+use appfence_core::indicators::{
+    compile_policy, ProtectedHit, MAX_ACTIVE_INDICATORS, TYPE_FILE_SHA256,
+};
 use appfence_core::odata::{IndicatorField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{IndicatorRecord, IndicatorSubmission};
@@ -17,7 +19,7 @@ use sqlx::{Postgres, Transaction};
 use super::list::{self, Collection};
 use super::{begin, commit, ctx, read, retry, Fail, PgResult};
 use crate::odata_sql::{Column, SortKey};
-use crate::rows::{self, INDICATOR_COLUMNS};
+use crate::rows::{self, to_json, INDICATOR_COLUMNS};
 use appfence_core::odata::Direction;
 
 fn column(f: IndicatorField) -> Column {
@@ -66,7 +68,10 @@ const COLLECTION: Collection<IndicatorField> = Collection {
 };
 
 /// Bumps the tenant's allowlist version, taking its row lock for the transaction.
-async fn bump_version(tx: &mut Transaction<'static, Postgres>, tenant_id: &str) -> PgResult<()> {
+pub(super) async fn bump_version(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant_id: &str,
+) -> PgResult<()> {
     sqlx::query(
         "INSERT INTO allowlist_versions (tenant_id, version) VALUES ($1, 1) \
          ON CONFLICT (tenant_id) DO UPDATE SET version = allowlist_versions.version + 1",
@@ -104,93 +109,136 @@ fn in_scope(scope: &IndicatorScope, i: &IndicatorRecord) -> bool {
     }
 }
 
-pub(super) async fn submit(
+pub(super) async fn submit_many(
     pool: &PgPool,
-    s: &IndicatorSubmission,
+    submissions: &[IndicatorSubmission],
     scope: &IndicatorScope,
-) -> Result<IndicatorRecord> {
+) -> Result<Vec<Result<IndicatorRecord>>> {
+    let Some(first) = submissions.first() else {
+        return Ok(Vec::new());
+    };
     retry(|| async {
         let mut tx = begin(pool).await?;
-        bump_version(&mut tx, &s.tenant_id).await?;
-        let existing = find(&mut tx, &s.tenant_id, &s.indicator_type, &s.indicator_value).await?;
-        match &existing {
-            Some(current) if !in_scope(scope, current) => {
-                return Err(Fail::App(Error::Forbidden(format!(
-                    "Indicator {} was submitted by another application; changing it requires \
-                     the application role Ti.ReadWrite.All",
-                    current.id
-                ))))
-            }
-            Some(current) => {
-                sqlx::query(
-                    "UPDATE indicators SET action = $1, title = $2, description = $3, \
-                         recommended_actions = $4, severity = $5, expiration_time = $6, \
-                         generate_alert = $7, last_update = $8, last_updated_by = $9 \
-                     WHERE id = $10",
-                )
-                .bind(&s.action)
-                .bind(&s.title)
-                .bind(&s.description)
-                .bind(&s.recommended_actions)
-                .bind(&s.severity)
-                .bind(s.expiration_time.map(Timestamp::ticks))
-                .bind(s.generate_alert)
-                .bind(s.at.ticks())
-                .bind(&s.submitter_name)
-                .bind(current.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(ctx("cannot update an indicator"))?;
-            }
-            None => {
-                let active: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM indicators WHERE tenant_id = $1 \
-                     AND (expiration_time IS NULL OR expiration_time > $2)",
-                )
-                .bind(&s.tenant_id)
-                .bind(s.at.ticks())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(ctx("cannot count indicators"))?;
-                if active as u64 >= MAX_ACTIVE_INDICATORS {
-                    return Err(Fail::App(Error::BadRequest(format!(
-                        "The tenant already has {MAX_ACTIVE_INDICATORS} active indicators, the most allowed"
-                    ))));
+        // Taken first: serialises the tenant's indicator writes (and its limit).
+        bump_version(&mut tx, &first.tenant_id).await?;
+        let mut outcomes = Vec::with_capacity(submissions.len());
+        let mut stored_any = false;
+        for s in submissions {
+            match submit_one(&mut tx, s, scope).await {
+                // A refusal of this one leaves the others; a store failure ends them all.
+                Err(Fail::App(e @ (Error::Forbidden(_) | Error::BadRequest(_)))) => {
+                    outcomes.push(Err(e))
                 }
-                sqlx::query(
-                    "INSERT INTO indicators (tenant_id, indicator_value, indicator_type, action, \
-                         application, source, source_type, created_by, title, description, \
-                         recommended_actions, severity, expiration_time, generate_alert, created, \
-                         last_update, last_updated_by) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, NULL)",
-                )
-                .bind(&s.tenant_id)
-                .bind(&s.indicator_value)
-                .bind(&s.indicator_type)
-                .bind(&s.action)
-                .bind(&s.application)
-                .bind(&s.submitter_name)
-                .bind(&s.source_type)
-                .bind(&s.submitted_by)
-                .bind(&s.title)
-                .bind(&s.description)
-                .bind(&s.recommended_actions)
-                .bind(&s.severity)
-                .bind(s.expiration_time.map(Timestamp::ticks))
-                .bind(s.generate_alert)
-                .bind(s.at.ticks())
-                .execute(&mut *tx)
-                .await
-                .map_err(ctx("cannot insert an indicator"))?;
+                Err(e) => return Err(e),
+                Ok(stored) => {
+                    stored_any = true;
+                    outcomes.push(Ok(stored));
+                }
             }
         }
-        let stored = find(&mut tx, &s.tenant_id, &s.indicator_type, &s.indicator_value)
-            .await?
-            .ok_or_else(|| Fail::App(Error::Internal("a submitted indicator is not in the store".into())))?;
-        commit(tx).await?;
-        Ok(stored)
+        if stored_any {
+            commit(tx).await?;
+        } else {
+            // Nothing stored: the version stays.
+            tx.rollback()
+                .await
+                .map_err(ctx("cannot end a transaction"))?;
+        }
+        Ok(outcomes)
     })
     .await
+}
+
+async fn submit_one(
+    tx: &mut Transaction<'static, Postgres>,
+    s: &IndicatorSubmission,
+    scope: &IndicatorScope,
+) -> PgResult<IndicatorRecord> {
+    let existing = find(tx, &s.tenant_id, &s.indicator_type, &s.indicator_value).await?;
+    match &existing {
+        Some(current) if !in_scope(scope, current) => {
+            return Err(Fail::App(Error::Forbidden(format!(
+                "Indicator {} was submitted by another application; changing it requires \
+                 the application role Ti.ReadWrite.All",
+                current.id
+            ))))
+        }
+        Some(current) => {
+            sqlx::query(
+                "UPDATE indicators SET action = $1, title = $2, description = $3, \
+                     recommended_actions = $4, severity = $5, expiration_time = $6, \
+                     generate_alert = $7, last_update = $8, last_updated_by = $9, \
+                     rbac_group_names = $10, rbac_group_ids = $11 \
+                 WHERE id = $12",
+            )
+            .bind(&s.action)
+            .bind(&s.title)
+            .bind(&s.description)
+            .bind(&s.recommended_actions)
+            .bind(&s.severity)
+            .bind(s.expiration_time.map(Timestamp::ticks))
+            .bind(s.generate_alert)
+            .bind(s.at.ticks())
+            .bind(&s.submitter_name)
+            .bind(to_json(&s.rbac_group_names)?)
+            .bind(to_json(&s.rbac_group_ids)?)
+            .bind(current.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(ctx("cannot update an indicator"))?;
+        }
+        None => {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM indicators WHERE tenant_id = $1 \
+                 AND (expiration_time IS NULL OR expiration_time > $2)",
+            )
+            .bind(&s.tenant_id)
+            .bind(s.at.ticks())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(ctx("cannot count indicators"))?;
+            if active as u64 >= MAX_ACTIVE_INDICATORS {
+                return Err(Fail::App(Error::BadRequest(format!(
+                    "The tenant already has {MAX_ACTIVE_INDICATORS} active indicators, the most allowed"
+                ))));
+            }
+            sqlx::query(
+                "INSERT INTO indicators (tenant_id, indicator_value, indicator_type, action, \
+                     application, source, source_type, created_by, title, description, \
+                     recommended_actions, severity, expiration_time, generate_alert, created, \
+                     last_update, last_updated_by, rbac_group_names, rbac_group_ids) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, \
+                     NULL, $16, $17)",
+            )
+            .bind(&s.tenant_id)
+            .bind(&s.indicator_value)
+            .bind(&s.indicator_type)
+            .bind(&s.action)
+            .bind(&s.application)
+            .bind(&s.submitter_name)
+            .bind(&s.source_type)
+            .bind(&s.submitted_by)
+            .bind(&s.title)
+            .bind(&s.description)
+            .bind(&s.recommended_actions)
+            .bind(&s.severity)
+            .bind(s.expiration_time.map(Timestamp::ticks))
+            .bind(s.generate_alert)
+            .bind(s.at.ticks())
+            .bind(to_json(&s.rbac_group_names)?)
+            .bind(to_json(&s.rbac_group_ids)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(ctx("cannot insert an indicator"))?;
+        }
+    }
+    find(tx, &s.tenant_id, &s.indicator_type, &s.indicator_value)
+        .await?
+        .ok_or_else(|| {
+            Fail::App(Error::Internal(
+                "a submitted indicator is not in the store".into(),
+            ))
+        })
 }
 
 pub(super) async fn list(
@@ -290,33 +338,61 @@ pub(super) async fn version(pool: &PgPool, tenant_id: &str) -> Result<u64> {
 pub(super) async fn allowlist(
     pool: &PgPool,
     tenant_id: &str,
+    rbac_group_id: i64,
     now: Timestamp,
 ) -> Result<AllowlistResponse> {
     read(async {
-        // One snapshot: the version and the hashes agree.
+        // One snapshot: the version and the indicators agree.
         let mut tx = pool.begin().await.map_err(ctx("cannot begin a read"))?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await
             .map_err(ctx("cannot begin a read"))?;
         let version = version_in(&mut tx, tenant_id).await?;
-        let hashes: Vec<String> = sqlx::query_scalar(
-            "SELECT indicator_value FROM indicators WHERE tenant_id = $1 AND indicator_type = $2 \
-             AND action = $3 AND (expiration_time IS NULL OR expiration_time > $4) \
-             ORDER BY indicator_value",
-        )
+        let found = sqlx::query(&format!(
+            "SELECT {INDICATOR_COLUMNS} FROM indicators WHERE tenant_id = $1 \
+             AND indicator_type = $2 AND (expiration_time IS NULL OR expiration_time > $3)"
+        ))
         .bind(tenant_id)
         .bind(TYPE_FILE_SHA256)
-        .bind(ACTION_ALLOWED)
         .bind(now.ticks())
         .fetch_all(&mut *tx)
         .await
-        .map_err(ctx("cannot read the allowlist"))?;
+        .map_err(ctx("cannot read the file policy"))?;
         tx.rollback().await.map_err(ctx("cannot end a read"))?;
-        Ok(AllowlistResponse {
-            version,
-            sha256: hashes,
-        })
+        let indicators = found
+            .iter()
+            .map(rows::indicator)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(compile_policy(version, &indicators, rbac_group_id, now))
+    })
+    .await
+}
+
+pub(super) async fn protected_files(pool: &PgPool, tenant_id: &str) -> Result<Vec<ProtectedHit>> {
+    read(async {
+        let found: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT m.id, m.computer_dns_name, p.value::text FROM machines m, \
+                 jsonb_array_elements(COALESCE(m.enforcement->'protected', '[]'::jsonb)) p \
+             WHERE m.tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_all(pool)
+        .await
+        .map_err(ctx("cannot read the protected files"))?;
+        let hits = found
+            .into_iter()
+            .map(|(machine_id, computer_dns_name, file)| {
+                Ok(ProtectedHit {
+                    machine_id,
+                    computer_dns_name,
+                    file: serde_json::from_str(&file).map_err(|e| {
+                        Error::Internal(format!("a stored protected file does not decode: {e}"))
+                    })?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(hits)
     })
     .await
 }

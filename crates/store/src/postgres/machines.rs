@@ -354,6 +354,9 @@ pub(super) async fn set_groups(
             .await
             .map_err(ctx("cannot move a machine to its device group"))?;
         }
+        if !changes.is_empty() {
+            super::indicators::bump_version(&mut tx, tenant_id).await?;
+        }
         commit(tx).await
     })
     .await
@@ -396,7 +399,7 @@ async fn change_one(
     tag: &str,
     add: bool,
     group_of: &GroupOf,
-) -> PgResult<MachineRecord> {
+) -> PgResult<(MachineRecord, bool)> {
     let row = sqlx::query(&format!(
         "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
     ))
@@ -415,19 +418,77 @@ async fn change_one(
     } else if !add {
         m.machine_tags.retain(|t| !t.eq_ignore_ascii_case(tag));
     }
-    (m.rbac_group_id, m.rbac_group_name) = group_of(&m);
+    let moved = regroup(&mut m, group_of);
+    write_tags_and_value(tx, &m).await?;
+    Ok((m, moved))
+}
+
+/// Puts `m` in the device group `group_of` computes; true if that moved it.
+fn regroup(m: &mut MachineRecord, group_of: &GroupOf) -> bool {
+    let before = m.rbac_group_id;
+    (m.rbac_group_id, m.rbac_group_name) = group_of(m);
+    before != m.rbac_group_id
+}
+
+async fn write_tags_and_value(
+    tx: &mut Transaction<'static, Postgres>,
+    m: &MachineRecord,
+) -> PgResult<()> {
     sqlx::query(
-        "UPDATE machines SET machine_tags = $1::jsonb, rbac_group_id = $2, rbac_group_name = $3 \
-         WHERE id = $4",
+        "UPDATE machines SET machine_tags = $1::jsonb, rbac_group_id = $2, rbac_group_name = $3, \
+             device_value = $4 \
+         WHERE id = $5",
     )
     .bind(to_json(&m.machine_tags)?)
     .bind(m.rbac_group_id)
     .bind(&m.rbac_group_name)
+    .bind(&m.device_value)
     .bind(&m.id)
     .execute(&mut **tx)
     .await
     .map_err(ctx("cannot change a machine's tags"))?;
-    Ok(m)
+    Ok(())
+}
+
+pub(super) async fn update(
+    pool: &PgPool,
+    tenant_id: &str,
+    id: &str,
+    tags: Option<&[String]>,
+    device_value: Option<&str>,
+    group_of: &GroupOf,
+) -> Result<MachineRecord> {
+    let id = id.to_ascii_lowercase();
+    retry(|| async {
+        let mut tx = begin(pool).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        ))
+        .bind(tenant_id)
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ctx("cannot read a machine"))?;
+        let Some(row) = row else {
+            return Err(Fail::App(Error::machine_not_found(&id)));
+        };
+        let mut m = rows::machine(&row)?;
+        let mut moved = false;
+        if let Some(tags) = tags {
+            m.machine_tags = tags.to_vec();
+            moved = regroup(&mut m, group_of);
+        }
+        if let Some(value) = device_value {
+            m.device_value = value.to_string();
+        }
+        write_tags_and_value(&mut tx, &m).await?;
+        if moved {
+            super::indicators::bump_version(&mut tx, tenant_id).await?;
+        }
+        commit(tx).await?;
+        Ok(m)
+    })
+    .await
 }
 
 pub(super) async fn change_tag(
@@ -446,8 +507,15 @@ pub(super) async fn change_tag(
     retry(|| async {
         let mut tx = begin(pool).await?;
         let mut changed: Vec<Option<MachineRecord>> = vec![None; ids.len()];
+        let mut moved = false;
         for &i in &order {
-            changed[i] = Some(change_one(&mut tx, tenant_id, &ids[i], tag, add, group_of).await?);
+            let (m, one_moved) =
+                change_one(&mut tx, tenant_id, &ids[i], tag, add, group_of).await?;
+            moved |= one_moved;
+            changed[i] = Some(m);
+        }
+        if moved {
+            super::indicators::bump_version(&mut tx, tenant_id).await?;
         }
         commit(tx).await?;
         Ok(changed.into_iter().flatten().collect())

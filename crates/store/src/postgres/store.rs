@@ -3,6 +3,7 @@
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::grants::{ClientRegistration, OAuthGrant};
+use appfence_core::indicators::ProtectedHit;
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
@@ -578,6 +579,20 @@ impl Store for PgStore {
         )
     }
 
+    async fn update_machine(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        tags: Option<&[String]>,
+        device_value: Option<&str>,
+        group_of: &GroupOf,
+    ) -> Result<MachineRecord> {
+        guarded!(
+            self,
+            machines::update(&self.pool, tenant_id, id, tags, device_value, group_of)
+        )
+    }
+
     async fn set_machine_groups(
         &self,
         tenant_id: &str,
@@ -656,12 +671,15 @@ impl Store for PgStore {
         guarded!(self, events::delete_old(&self.pool, before, limit))
     }
 
-    async fn submit_indicator(
+    async fn submit_indicators(
         &self,
-        submission: &IndicatorSubmission,
+        submissions: &[IndicatorSubmission],
         scope: &IndicatorScope,
-    ) -> Result<IndicatorRecord> {
-        guarded!(self, indicators::submit(&self.pool, submission, scope))
+    ) -> Result<Vec<Result<IndicatorRecord>>> {
+        guarded!(
+            self,
+            indicators::submit_many(&self.pool, submissions, scope)
+        )
     }
 
     async fn list_indicators(
@@ -689,8 +707,20 @@ impl Store for PgStore {
         guarded!(self, indicators::version(&self.pool, tenant_id))
     }
 
-    async fn allowlist(&self, tenant_id: &str, now: Timestamp) -> Result<AllowlistResponse> {
-        guarded!(self, indicators::allowlist(&self.pool, tenant_id, now))
+    async fn allowlist(
+        &self,
+        tenant_id: &str,
+        rbac_group_id: i64,
+        now: Timestamp,
+    ) -> Result<AllowlistResponse> {
+        guarded!(
+            self,
+            indicators::allowlist(&self.pool, tenant_id, rbac_group_id, now)
+        )
+    }
+
+    async fn protected_files(&self, tenant_id: &str) -> Result<Vec<ProtectedHit>> {
+        guarded!(self, indicators::protected_files(&self.pool, tenant_id))
     }
 
     async fn record_denials(

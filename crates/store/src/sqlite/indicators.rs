@@ -3,7 +3,9 @@
 //! version change and fetches the allowlist always gets the change.
 
 use appfence_core::authz::IndicatorScope;
-use appfence_core::indicators::{ACTION_ALLOWED, MAX_ACTIVE_INDICATORS, TYPE_FILE_SHA256};
+use appfence_core::indicators::{
+    compile_policy, ProtectedHit, MAX_ACTIVE_INDICATORS, TYPE_FILE_SHA256,
+};
 use appfence_core::odata::{IndicatorField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{IndicatorRecord, IndicatorSubmission};
@@ -16,6 +18,7 @@ use super::list::{self, Collection};
 use super::rows::{self, INDICATOR_COLUMNS};
 use super::{commit, db_err, write_tx};
 use crate::odata_sql::{Column, SortKey};
+use crate::rows::to_json;
 use appfence_core::odata::Direction;
 
 fn column(f: IndicatorField) -> Column {
@@ -65,7 +68,7 @@ const COLLECTION: Collection<IndicatorField> = Collection {
 };
 
 /// Bumps the tenant's allowlist version inside `tx`.
-async fn bump_version(tx: &mut SqliteConnection, tenant_id: &str) -> Result<()> {
+pub(super) async fn bump_version(tx: &mut SqliteConnection, tenant_id: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO allowlist_versions (tenant_id, version) VALUES (?, 1) \
          ON CONFLICT (tenant_id) DO UPDATE SET version = version + 1",
@@ -103,13 +106,39 @@ fn in_scope(scope: &IndicatorScope, i: &IndicatorRecord) -> bool {
     }
 }
 
-pub(super) async fn submit(
+pub(super) async fn submit_many(
     writer: &SqlitePool,
+    submissions: &[IndicatorSubmission],
+    scope: &IndicatorScope,
+) -> Result<Vec<Result<IndicatorRecord>>> {
+    let mut tx = write_tx(writer).await?;
+    let mut outcomes = Vec::with_capacity(submissions.len());
+    let mut stored_any = false;
+    for s in submissions {
+        let outcome = submit_one(&mut tx, s, scope).await;
+        // A refusal of this one leaves the others; a store failure ends them all.
+        match outcome {
+            Err(e @ (Error::Forbidden(_) | Error::BadRequest(_))) => outcomes.push(Err(e)),
+            Err(e) => return Err(e),
+            Ok(stored) => {
+                stored_any = true;
+                outcomes.push(Ok(stored));
+            }
+        }
+    }
+    if let Some(first) = submissions.first().filter(|_| stored_any) {
+        bump_version(&mut tx, &first.tenant_id).await?;
+    }
+    commit(tx).await?;
+    Ok(outcomes)
+}
+
+async fn submit_one(
+    tx: &mut SqliteConnection,
     s: &IndicatorSubmission,
     scope: &IndicatorScope,
 ) -> Result<IndicatorRecord> {
-    let mut tx = write_tx(writer).await?;
-    let existing = find(&mut tx, &s.tenant_id, &s.indicator_type, &s.indicator_value).await?;
+    let existing = find(tx, &s.tenant_id, &s.indicator_type, &s.indicator_value).await?;
     match &existing {
         Some(current) if !in_scope(scope, current) => {
             return Err(Error::Forbidden(format!(
@@ -122,7 +151,8 @@ pub(super) async fn submit(
             sqlx::query(
                 "UPDATE indicators SET action = ?, title = ?, description = ?, \
                      recommended_actions = ?, severity = ?, expiration_time = ?, \
-                     generate_alert = ?, last_update = ?, last_updated_by = ? \
+                     generate_alert = ?, last_update = ?, last_updated_by = ?, \
+                     rbac_group_names = ?, rbac_group_ids = ? \
                  WHERE id = ?",
             )
             .bind(&s.action)
@@ -134,6 +164,8 @@ pub(super) async fn submit(
             .bind(s.generate_alert)
             .bind(s.at.ticks())
             .bind(&s.submitter_name)
+            .bind(to_json(&s.rbac_group_names)?)
+            .bind(to_json(&s.rbac_group_ids)?)
             .bind(current.id)
             .execute(&mut *tx)
             .await
@@ -158,8 +190,8 @@ pub(super) async fn submit(
                 "INSERT INTO indicators (tenant_id, indicator_value, indicator_type, action, \
                      application, source, source_type, created_by, title, description, \
                      recommended_actions, severity, expiration_time, generate_alert, created, \
-                     last_update, last_updated_by) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                     last_update, last_updated_by, rbac_group_names, rbac_group_ids) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
             )
             .bind(&s.tenant_id)
             .bind(&s.indicator_value)
@@ -177,17 +209,16 @@ pub(super) async fn submit(
             .bind(s.generate_alert)
             .bind(s.at.ticks())
             .bind(s.at.ticks())
+            .bind(to_json(&s.rbac_group_names)?)
+            .bind(to_json(&s.rbac_group_ids)?)
             .execute(&mut *tx)
             .await
             .map_err(db_err("cannot insert an indicator"))?;
         }
     }
-    bump_version(&mut tx, &s.tenant_id).await?;
-    let stored = find(&mut tx, &s.tenant_id, &s.indicator_type, &s.indicator_value)
+    find(tx, &s.tenant_id, &s.indicator_type, &s.indicator_value)
         .await?
-        .ok_or_else(|| Error::Internal("a submitted indicator is not in the store".into()))?;
-    commit(tx).await?;
-    Ok(stored)
+        .ok_or_else(|| Error::Internal("a submitted indicator is not in the store".into()))
 }
 
 pub(super) async fn list(
@@ -287,29 +318,56 @@ pub(super) async fn version(reader: &SqlitePool, tenant_id: &str) -> Result<u64>
 pub(super) async fn allowlist(
     reader: &SqlitePool,
     tenant_id: &str,
+    rbac_group_id: i64,
     now: Timestamp,
 ) -> Result<AllowlistResponse> {
-    // One read transaction: the version and the hashes come from the same snapshot.
+    // One read transaction: the version and the indicators come from the same snapshot.
     let mut tx = reader
         .begin()
         .await
         .map_err(db_err("cannot begin a read"))?;
     let version = version_in(&mut tx, tenant_id).await?;
-    let hashes: Vec<(String,)> = sqlx::query_as(
-        "SELECT indicator_value FROM indicators WHERE tenant_id = ? AND indicator_type = ? \
-         AND action = ? AND (expiration_time IS NULL OR expiration_time > ?) \
-         ORDER BY indicator_value",
-    )
+    let found = sqlx::query(&format!(
+        "SELECT {INDICATOR_COLUMNS} FROM indicators WHERE tenant_id = ? AND indicator_type = ? \
+         AND (expiration_time IS NULL OR expiration_time > ?)"
+    ))
     .bind(tenant_id)
     .bind(TYPE_FILE_SHA256)
-    .bind(ACTION_ALLOWED)
     .bind(now.ticks())
     .fetch_all(&mut *tx)
     .await
-    .map_err(db_err("cannot read the allowlist"))?;
+    .map_err(db_err("cannot read the file policy"))?;
     tx.rollback().await.map_err(db_err("cannot end a read"))?;
-    Ok(AllowlistResponse {
-        version,
-        sha256: hashes.into_iter().map(|(h,)| h).collect(),
-    })
+    let indicators = found
+        .iter()
+        .map(rows::indicator)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(compile_policy(version, &indicators, rbac_group_id, now))
+}
+
+pub(super) async fn protected_files(
+    reader: &SqlitePool,
+    tenant_id: &str,
+) -> Result<Vec<ProtectedHit>> {
+    let found: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT m.id, m.computer_dns_name, p.value FROM machines m, \
+             json_each(m.enforcement, '$.protected') p \
+         WHERE m.tenant_id = ?",
+    )
+    .bind(tenant_id)
+    .fetch_all(reader)
+    .await
+    .map_err(db_err("cannot read the protected files"))?;
+    found
+        .into_iter()
+        .map(|(machine_id, computer_dns_name, file)| {
+            Ok(ProtectedHit {
+                machine_id,
+                computer_dns_name,
+                file: serde_json::from_str(&file).map_err(|e| {
+                    Error::Internal(format!("a stored protected file does not decode: {e}"))
+                })?,
+            })
+        })
+        .collect()
 }

@@ -349,6 +349,7 @@ pub(super) async fn change_tag(
 ) -> Result<Vec<MachineRecord>> {
     let mut tx = write_tx(writer).await?;
     let mut changed = Vec::with_capacity(ids.len());
+    let mut moved = false;
     for id in ids {
         let row = sqlx::query(&format!(
             "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? AND id = ?"
@@ -368,22 +369,76 @@ pub(super) async fn change_tag(
         } else if !add {
             m.machine_tags.retain(|t| !t.eq_ignore_ascii_case(tag));
         }
-        (m.rbac_group_id, m.rbac_group_name) = group_of(&m);
-        sqlx::query(
-            "UPDATE machines SET machine_tags = ?, rbac_group_id = ?, rbac_group_name = ? \
-             WHERE id = ?",
-        )
-        .bind(to_json(&m.machine_tags)?)
-        .bind(m.rbac_group_id)
-        .bind(&m.rbac_group_name)
-        .bind(&m.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("cannot change a machine's tags"))?;
+        moved |= regroup(&mut m, group_of);
+        write_tags_and_value(&mut tx, &m).await?;
         changed.push(m);
+    }
+    if moved {
+        super::indicators::bump_version(&mut tx, tenant_id).await?;
     }
     commit(tx).await?;
     Ok(changed)
+}
+
+/// Puts `m` in the device group `group_of` computes; true if that moved it.
+fn regroup(m: &mut MachineRecord, group_of: &GroupOf) -> bool {
+    let before = m.rbac_group_id;
+    (m.rbac_group_id, m.rbac_group_name) = group_of(m);
+    before != m.rbac_group_id
+}
+
+async fn write_tags_and_value(tx: &mut SqliteConnection, m: &MachineRecord) -> Result<()> {
+    sqlx::query(
+        "UPDATE machines SET machine_tags = ?, rbac_group_id = ?, rbac_group_name = ?, \
+             device_value = ? \
+         WHERE id = ?",
+    )
+    .bind(to_json(&m.machine_tags)?)
+    .bind(m.rbac_group_id)
+    .bind(&m.rbac_group_name)
+    .bind(&m.device_value)
+    .bind(&m.id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err("cannot change a machine's tags"))?;
+    Ok(())
+}
+
+pub(super) async fn update(
+    writer: &SqlitePool,
+    tenant_id: &str,
+    id: &str,
+    tags: Option<&[String]>,
+    device_value: Option<&str>,
+    group_of: &GroupOf,
+) -> Result<MachineRecord> {
+    let mut tx = write_tx(writer).await?;
+    let row = sqlx::query(&format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? AND id = ?"
+    ))
+    .bind(tenant_id)
+    .bind(id.to_ascii_lowercase())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_err("cannot read a machine"))?;
+    let Some(row) = row else {
+        return Err(Error::machine_not_found(id));
+    };
+    let mut m = rows::machine(&row)?;
+    let mut moved = false;
+    if let Some(tags) = tags {
+        m.machine_tags = tags.to_vec();
+        moved = regroup(&mut m, group_of);
+    }
+    if let Some(value) = device_value {
+        m.device_value = value.to_string();
+    }
+    write_tags_and_value(&mut tx, &m).await?;
+    if moved {
+        super::indicators::bump_version(&mut tx, tenant_id).await?;
+    }
+    commit(tx).await?;
+    Ok(m)
 }
 
 pub(super) async fn list(
@@ -414,6 +469,9 @@ pub(super) async fn set_groups(
         .execute(&mut *tx)
         .await
         .map_err(db_err("cannot change a machine's device group"))?;
+    }
+    if !assignments.is_empty() {
+        super::indicators::bump_version(&mut tx, tenant_id).await?;
     }
     commit(tx).await
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::grants::{ClientRegistration, OAuthGrant};
+use appfence_core::indicators::ProtectedHit;
 use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
@@ -742,6 +743,17 @@ impl Store for SqliteStore {
         machines::change_tag(&self.writer, tenant_id, ids, tag, add, group_of).await
     }
 
+    async fn update_machine(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        tags: Option<&[String]>,
+        device_value: Option<&str>,
+        group_of: &GroupOf,
+    ) -> Result<MachineRecord> {
+        machines::update(&self.writer, tenant_id, id, tags, device_value, group_of).await
+    }
+
     async fn set_machine_groups(
         &self,
         tenant_id: &str,
@@ -827,12 +839,12 @@ impl Store for SqliteStore {
         optimize(&self.writer).await
     }
 
-    async fn submit_indicator(
+    async fn submit_indicators(
         &self,
-        submission: &IndicatorSubmission,
+        submissions: &[IndicatorSubmission],
         scope: &IndicatorScope,
-    ) -> Result<IndicatorRecord> {
-        indicators::submit(&self.writer, submission, scope).await
+    ) -> Result<Vec<Result<IndicatorRecord>>> {
+        indicators::submit_many(&self.writer, submissions, scope).await
     }
 
     async fn list_indicators(
@@ -860,8 +872,17 @@ impl Store for SqliteStore {
         indicators::version(&self.reader, tenant_id).await
     }
 
-    async fn allowlist(&self, tenant_id: &str, now: Timestamp) -> Result<AllowlistResponse> {
-        indicators::allowlist(&self.reader, tenant_id, now).await
+    async fn allowlist(
+        &self,
+        tenant_id: &str,
+        rbac_group_id: i64,
+        now: Timestamp,
+    ) -> Result<AllowlistResponse> {
+        indicators::allowlist(&self.reader, tenant_id, rbac_group_id, now).await
+    }
+
+    async fn protected_files(&self, tenant_id: &str) -> Result<Vec<ProtectedHit>> {
+        indicators::protected_files(&self.reader, tenant_id).await
     }
 
     async fn record_denials(
