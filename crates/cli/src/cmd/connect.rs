@@ -52,10 +52,10 @@ pub fn client_config(args: &ConnectArgs, env: &Env) -> Result<ClientConfig, CliE
             tls: crate::tls_client::resolve(&args.tls, env)?,
         }),
         _ => Err(CliError::Usage(format!(
-            "missing credentials: you are not signed in to {server} (`appfence login`, as a \
-             person), and no application is set: set {} (`appfence app create` registers an \
-             application; `appfence serve --demo` writes working ones to DATA_DIR/demo.json: \
-             tenantId, clientId, clientSecret)",
+            "missing credentials: run `appfence login` to sign in to {server} as a person, or \
+             set {} for an application (`appfence app create` registers one; `appfence serve \
+             --demo` writes working ones to DATA_DIR/demo.json: tenantId, clientId, \
+             clientSecret)",
             missing.join(", ")
         ))),
     }
@@ -226,7 +226,7 @@ mod tests {
                 panic!("expected a usage error")
             };
             assert!(
-                m.contains("not signed in to") && m.contains("`appfence login`"),
+                m.contains("run `appfence login` to sign in to http://127.0.0.1:"),
                 "{m}"
             );
         }
