@@ -58,6 +58,11 @@ pub enum Command {
     /// data directory directly, no running server needed.
     #[command(subcommand)]
     User(UserCommand),
+    /// Sign in as a person (in a browser, or with a code on another device) and keep
+    /// the tokens for the API commands, which use them when no client secret is set.
+    Login(LoginArgs),
+    /// Forget a sign-in of `appfence login` (or every one, with --all).
+    Logout(LogoutArgs),
     /// Restrict code execution on a machine (POST /api/machines/{id}/restrictCodeExecution).
     Restrict(ActionArgs),
     /// Lift the restriction (POST /api/machines/{id}/unrestrictCodeExecution).
@@ -511,6 +516,43 @@ pub struct ConnectArgs {
     pub token_url: Option<String>,
     #[command(flatten)]
     pub tls: TlsClientArgs,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct LoginArgs {
+    /// Server base URL: https://, or http:// on loopback [env: APPFENCE_SERVER]
+    /// [default: http://127.0.0.1:8080]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Tenant id or name (tenantId in demo.json) [env: APPFENCE_TENANT]
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The public client to sign in with [default: the built-in client of the CLI,
+    /// 3c5f2a10-8a4e-4e0b-9d2c-61f0c1a9e7b4]
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Sign in from another device: print a code to enter at the console's
+    /// /console/device page (for a host without a browser, e.g. over SSH).
+    #[arg(long)]
+    pub device_code: bool,
+    /// Do not open a browser; only print the URL to open.
+    #[arg(long, conflicts_with = "device_code")]
+    pub no_browser: bool,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct LogoutArgs {
+    /// Server base URL [env: APPFENCE_SERVER] [default: http://127.0.0.1:8080]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Tenant id or name [env: APPFENCE_TENANT] [default: every sign-in to the server]
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Forget every sign-in: remove the token cache file.
+    #[arg(long, conflicts_with_all = ["server", "tenant"])]
+    pub all: bool,
 }
 
 /// How a client verifies the server.

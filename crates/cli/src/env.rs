@@ -6,6 +6,21 @@ use std::collections::HashMap;
 pub const PREFIX: &str = "APPFENCE_";
 /// Where systemd puts the credentials of `LoadCredential=` (read for the key file).
 pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+/// Where the token cache of `appfence login` lives (XDG Base Directory).
+pub const ENV_HOME: &str = "HOME";
+pub const ENV_XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+/// Whether a graphical session can show a browser for `appfence login`.
+pub const ENV_DISPLAY: &str = "DISPLAY";
+pub const ENV_WAYLAND_DISPLAY: &str = "WAYLAND_DISPLAY";
+
+/// The variables read beside `APPFENCE_*`.
+const OTHERS: [&str; 5] = [
+    ENV_CREDENTIALS_DIRECTORY,
+    ENV_HOME,
+    ENV_XDG_CONFIG_HOME,
+    ENV_DISPLAY,
+    ENV_WAYLAND_DISPLAY,
+];
 
 #[derive(Clone, Debug, Default)]
 pub struct Env {
@@ -13,12 +28,11 @@ pub struct Env {
 }
 
 impl Env {
-    /// Every `APPFENCE_*` variable of this process that is valid UTF-8, and systemd's
-    /// `CREDENTIALS_DIRECTORY`.
+    /// Every `APPFENCE_*` variable of this process that is valid UTF-8, systemd's
+    /// `CREDENTIALS_DIRECTORY`, and those that locate the token cache and a display.
     pub fn from_process() -> Self {
         Env::from_pairs(
-            std::env::vars()
-                .filter(|(k, _)| k.starts_with(PREFIX) || k == ENV_CREDENTIALS_DIRECTORY),
+            std::env::vars().filter(|(k, _)| k.starts_with(PREFIX) || OTHERS.contains(&k.as_str())),
         )
     }
 

@@ -15,6 +15,7 @@ pub mod output;
 pub mod parse;
 pub mod store;
 pub mod tls_client;
+pub mod token_cache;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ pub async fn run_with(
         Command::Serve(args) => cmd::serve::run(args, &mut ctx).await?,
         Command::App(c) => cmd::app::run(c, &mut ctx).await?,
         Command::User(c) => cmd::user::run(c, &mut ctx).await?,
+        Command::Login(args) => cmd::login::run(args, &mut ctx).await?,
+        Command::Logout(args) => cmd::logout::run(args, &mut ctx).await?,
         Command::Restrict(args) => cmd::actions::submit(Kind::Restrict, args, &mut ctx).await?,
         Command::Unrestrict(args) => cmd::actions::submit(Kind::Unrestrict, args, &mut ctx).await?,
         Command::Actions(c) => cmd::actions::run(c, &mut ctx).await?,

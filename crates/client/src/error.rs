@@ -26,6 +26,10 @@ pub enum ClientError {
     /// The server answered success with a body that is not what the contract says.
     #[error("{0}")]
     Decode(String),
+    /// A person's session gave no token: its sign-in ended, or where it is kept cannot
+    /// be read or written. The message says what to do.
+    #[error("{0}")]
+    Session(String),
 }
 
 impl ClientError {

@@ -15,14 +15,21 @@
 //! println!("{} is {}", action.id, action.status.as_str());
 //! # Ok(()) }
 //! ```
+//!
+//! A person signs in through [`flows`] (browser with PKCE, or a device code); the
+//! caller keeps the tokens and hands the client a [`UserSession`]
+//! ([`MdeClient::for_session`]).
 
 mod encode;
 mod error;
+pub mod flows;
+mod session;
 mod token;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use appfence_proto::{
     Collection, Indicator, IndicatorImportResponse, Machine, MachineAction, MachineEnforcement,
@@ -31,12 +38,12 @@ use appfence_proto::{
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Mutex;
 
 pub use error::ClientError;
+pub use session::{TokenFuture, UserSession};
 pub use token::MDE_SCOPE;
 
-use token::CachedToken;
+use session::TokenSource;
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -139,28 +146,50 @@ impl NewIndicator {
     }
 }
 
+/// The HTTP client the API client and the sign-in flows use: `tls`'s trust, a
+/// 10-second connect and a 60-second request timeout.
+pub fn http_client(tls: &appfence_tls::client::ClientTls) -> Result<reqwest::Client> {
+    let rustls = tls.rustls_config().map_err(ClientError::Transport)?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rustls)
+        .user_agent(concat!("appfence-client/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(ClientError::transport)
+}
+
+/// An http(s) URL, or why not.
+fn check_http_url(what: &str, url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ClientError::Transport(format!("invalid {what} URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ClientError::Transport(format!(
+            "invalid {what} URL {url:?}: the scheme must be http or https"
+        )));
+    }
+    Ok(())
+}
+
 /// The client. Cheap to share behind an `Arc`; the token is fetched on first use and
 /// reused by every call until shortly before it expires.
 pub struct MdeClient {
     http: reqwest::Client,
     base: String,
-    token_url: String,
-    client_id: String,
-    client_secret: String,
-    token: Mutex<Option<CachedToken>>,
+    source: TokenSource,
 }
 
 impl fmt::Debug for MdeClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MdeClient")
             .field("base", &self.base)
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
 
 impl MdeClient {
+    /// A client with an application's credentials (client credentials grant).
     pub fn new(config: ClientConfig) -> Result<Self> {
         for url in [&config.server, &config.token_url()] {
             config
@@ -168,36 +197,40 @@ impl MdeClient {
                 .check_server_url(url)
                 .map_err(ClientError::Transport)?;
         }
-        let tls = config.tls.rustls_config().map_err(ClientError::Transport)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .user_agent(concat!("appfence-client/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(ClientError::transport)?;
+        let http = http_client(&config.tls)?;
         Self::with_http(config, http)
     }
 
     /// Uses a caller-supplied `reqwest::Client` (proxies, timeouts, TLS set up by the caller).
     pub fn with_http(config: ClientConfig, http: reqwest::Client) -> Result<Self> {
         let base = config.server.trim_end_matches('/').to_string();
-        for (what, url) in [("server", &base), ("token", &config.token_url())] {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| ClientError::Transport(format!("invalid {what} URL {url:?}: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ClientError::Transport(format!(
-                    "invalid {what} URL {url:?}: the scheme must be http or https"
-                )));
-            }
-        }
+        check_http_url("server", &base)?;
+        check_http_url("token", &config.token_url())?;
         Ok(MdeClient {
             http,
-            token_url: config.token_url(),
+            source: TokenSource::client_credentials(
+                config.token_url(),
+                config.client_id,
+                config.client_secret,
+            ),
             base,
-            client_id: config.client_id,
-            client_secret: config.client_secret,
-            token: Mutex::new(None),
+        })
+    }
+
+    /// A client acting as the person signed in to `session`.
+    pub fn for_session(
+        server: &str,
+        tls: &appfence_tls::client::ClientTls,
+        session: Arc<dyn UserSession>,
+    ) -> Result<Self> {
+        tls.check_server_url(server)
+            .map_err(ClientError::Transport)?;
+        let base = server.trim_end_matches('/').to_string();
+        check_http_url("server", &base)?;
+        Ok(MdeClient {
+            http: http_client(tls)?,
+            base,
+            source: TokenSource::User(session),
         })
     }
 
@@ -208,7 +241,7 @@ impl MdeClient {
 
     /// A valid access token, from the cache or freshly fetched.
     pub async fn access_token(&self) -> Result<String> {
-        Ok(self.token().await?.0)
+        Ok(self.source.token(&self.http, None).await?.0)
     }
 
     /// `POST /api/machines/{machine}/restrictCodeExecution`. `machine` is a machine id,
@@ -470,30 +503,6 @@ impl MdeClient {
         Ok(all)
     }
 
-    /// The cached token if still fresh, else a new one; the flag says it was just fetched.
-    async fn token(&self) -> Result<(String, bool)> {
-        // Holding the lock across the fetch makes concurrent callers share one request.
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref().filter(|t| t.is_fresh(Instant::now())) {
-            return Ok((t.value.clone(), false));
-        }
-        let resp = token::fetch(
-            &self.http,
-            &self.token_url,
-            &self.client_id,
-            &self.client_secret,
-        )
-        .await?;
-        let cached = CachedToken::new(resp.access_token, resp.expires_in, Instant::now());
-        let value = cached.value.clone();
-        *slot = Some(cached);
-        Ok((value, true))
-    }
-
-    async fn forget_token(&self) {
-        *self.token.lock().await = None;
-    }
-
     async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -512,7 +521,7 @@ impl MdeClient {
         url: &str,
         body: Option<&B>,
     ) -> Result<Vec<u8>> {
-        let (mut token, mut fresh) = self.token().await?;
+        let (mut token, mut fresh) = self.source.token(&self.http, None).await?;
         loop {
             let mut req = self.http.request(method.clone(), url).bearer_auth(&token);
             if let Some(body) = body {
@@ -523,8 +532,7 @@ impl MdeClient {
             // A cached token the server no longer accepts (e.g. its keys were rotated):
             // a 401 means nothing was done, so one retry with a new token is safe.
             if status == StatusCode::UNAUTHORIZED && !fresh {
-                self.forget_token().await;
-                (token, fresh) = self.token().await?;
+                (token, fresh) = self.source.token(&self.http, Some(&token)).await?;
                 continue;
             }
             let retry_after = resp

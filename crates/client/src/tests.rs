@@ -282,6 +282,76 @@ async fn retries_once_with_a_new_token_after_a_401() {
     assert_eq!(state.lock().unwrap().tokens_issued, 3);
 }
 
+/// A person's session that hands out `user-1`, `user-2`, ... and records what it was
+/// told the API refused.
+#[derive(Default)]
+struct CountingSession {
+    given: Mutex<u32>,
+    refused: Mutex<Vec<String>>,
+}
+
+impl UserSession for CountingSession {
+    fn access_token<'a>(
+        &'a self,
+        _http: &'a reqwest::Client,
+        refused: Option<&'a str>,
+    ) -> TokenFuture<'a> {
+        Box::pin(async move {
+            let mut given = self.given.lock().unwrap();
+            if let Some(r) = refused {
+                self.refused.lock().unwrap().push(r.to_string());
+                *given += 1;
+            }
+            if *given == 0 {
+                *given = 1;
+            }
+            Ok(format!("user-{given}"))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_session_gives_the_tokens_and_replaces_a_refused_one_once() {
+    let (state, base) = mock(3599).await;
+    let session = Arc::new(CountingSession::default());
+    let c = MdeClient::for_session(&base, &Default::default(), session.clone()).unwrap();
+    c.get_action("a-1").await.unwrap();
+    state
+        .lock()
+        .unwrap()
+        .rejected_tokens
+        .insert("user-1".into());
+    c.get_action("a-1").await.unwrap();
+    assert_eq!(*session.refused.lock().unwrap(), ["user-1"]);
+    let auths: Vec<_> = requests(&state)
+        .iter()
+        .map(|r| r.auth.clone().unwrap())
+        .collect();
+    assert_eq!(auths, ["Bearer user-1", "Bearer user-1", "Bearer user-2"]);
+    // No token endpoint call of the client's own.
+    assert_eq!(state.lock().unwrap().tokens_issued, 0);
+    // A replacement that is refused too is the caller's error, not a loop.
+    state
+        .lock()
+        .unwrap()
+        .rejected_tokens
+        .insert("user-2".into());
+    state
+        .lock()
+        .unwrap()
+        .rejected_tokens
+        .insert("user-3".into());
+    let e = c.get_action("a-1").await.unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    assert_eq!(*session.refused.lock().unwrap(), ["user-1", "user-2"]);
+    assert!(!format!("{c:?}").contains("user-"));
+    // Plain http off loopback is refused for sessions too.
+    assert!(matches!(
+        MdeClient::for_session("http://10.1.2.3:8080", &Default::default(), session),
+        Err(ClientError::Transport(_))
+    ));
+}
+
 #[tokio::test]
 async fn reports_the_oauth_error_of_bad_credentials() {
     let (_state, base) = mock(3599).await;

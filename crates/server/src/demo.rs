@@ -421,6 +421,11 @@ Or try the whole loop over the API:
 
 Or with the CLI:  APPFENCE_SERVER={server} APPFENCE_TENANT={tenant} APPFENCE_CLIENT_ID={client_id} \
   APPFENCE_CLIENT_SECRET='{client_secret}' appfence restrict {machine} --comment 'alert 1234' --wait
+
+Or with the CLI as the analyst, no secret (approve the printed code at {server}/console/device):
+  export APPFENCE_SERVER={server} APPFENCE_TENANT={tenant}
+  appfence login --device-code
+  appfence restrict {machine} --comment 'alert 1234' --wait
 "#,
             token_url = self.token_url,
             client_id = self.client_id,
@@ -553,6 +558,9 @@ mod tests {
             info.analyst.username,
             info.analyst.password.expose()
         )));
+        // A person signs in without any secret in the environment.
+        assert!(text.contains("appfence login --device-code\n"), "{text}");
+        assert!(text.contains(&format!("APPFENCE_TENANT={}\n", info.tenant_id)));
     }
 
     #[test]

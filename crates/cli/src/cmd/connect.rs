@@ -1,11 +1,15 @@
-//! The API client, from `--server`/`--tenant`/`--client-id`/`--client-secret` or their
-//! `APPFENCE_*` variables.
+//! The API client: an application's credentials from `--server`/`--tenant`/
+//! `--client-id`/`--client-secret` or their `APPFENCE_*` variables; without a client
+//! secret, the person's sign-in of `appfence login` to that server (and tenant).
+
+use std::sync::Arc;
 
 use appfence_client::{ClientConfig, MdeClient};
 
 use crate::args::ConnectArgs;
 use crate::env::Env;
 use crate::error::CliError;
+use crate::token_cache::{normalise_server, CachedSession, TokenCache};
 
 pub const ENV_SERVER: &str = "APPFENCE_SERVER";
 pub const ENV_TENANT: &str = "APPFENCE_TENANT";
@@ -37,9 +41,10 @@ pub fn client_config(args: &ConnectArgs, env: &Env) -> Result<ClientConfig, CliE
     .filter(|(_, _, missing)| *missing)
     .map(|(flag, var, _)| format!("{var} (or {flag})"))
     .collect();
+    let server = pick(&args.server, ENV_SERVER).unwrap_or_else(|| DEFAULT_SERVER.to_string());
     match (tenant, client_id, client_secret) {
         (Some(tenant), Some(client_id), Some(client_secret)) => Ok(ClientConfig {
-            server: pick(&args.server, ENV_SERVER).unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+            server,
             tenant,
             client_id,
             client_secret,
@@ -47,18 +52,54 @@ pub fn client_config(args: &ConnectArgs, env: &Env) -> Result<ClientConfig, CliE
             tls: crate::tls_client::resolve(&args.tls, env)?,
         }),
         _ => Err(CliError::Usage(format!(
-            "missing credentials: set {}. `appfence app create` registers an application; \
-             `appfence serve --demo` writes working ones to DATA_DIR/demo.json \
-             (tenantId, clientId, clientSecret)",
+            "missing credentials: run `appfence login` to sign in to {server} as a person, or \
+             set {} for an application (`appfence app create` registers one; `appfence serve \
+             --demo` writes working ones to DATA_DIR/demo.json: tenantId, clientId, \
+             clientSecret)",
             missing.join(", ")
         ))),
     }
 }
 
+/// The API client: the application of the flags or variables when a client secret is
+/// given (as before sign-ins existed), else the person signed in to the server.
 pub fn client(args: &ConnectArgs, env: &Env) -> Result<MdeClient, CliError> {
+    let has_secret = args.client_secret.as_deref().is_some_and(|s| !s.is_empty())
+        || env.get(ENV_CLIENT_SECRET).is_some();
+    if !has_secret {
+        if let Some(client) = signed_in_client(args, env)? {
+            return Ok(client);
+        }
+    }
     let config = client_config(args, env)?;
     // Only a bad URL can fail here: that is a setting, not a server problem.
     MdeClient::new(config).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// A client acting as the person signed in to the server (and tenant, if one is
+/// given), if there is such a sign-in.
+fn signed_in_client(args: &ConnectArgs, env: &Env) -> Result<Option<MdeClient>, CliError> {
+    let Some(cache) = TokenCache::locate(env) else {
+        return Ok(None);
+    };
+    let pick = |flag: &Option<String>, var: &str| {
+        flag.clone()
+            .filter(|v| !v.is_empty())
+            .or_else(|| env.get(var).map(str::to_string))
+    };
+    let server = normalise_server(
+        &pick(&args.server, ENV_SERVER).unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+    )?;
+    let tenant = pick(&args.tenant, ENV_TENANT);
+    let file = cache.load()?;
+    let Some(i) = file.position(&server, tenant.as_deref())? else {
+        return Ok(None);
+    };
+    let session = CachedSession::new(cache, &file.sessions[i]);
+    let tls = crate::tls_client::resolve(&args.tls, env)?;
+    MdeClient::for_session(&server, &tls, Arc::new(session))
+        .map(Some)
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 #[cfg(test)]
@@ -112,6 +153,83 @@ mod tests {
         );
         assert!(!m.contains("APPFENCE_TENANT"), "{m}");
         assert!(m.contains("demo.json"), "{m}");
+        assert!(m.contains("`appfence login`"), "{m}");
+    }
+
+    /// A home directory whose token cache holds a sign-in to `server` in tenant `t`.
+    async fn home_signed_in_to(server: &str) -> tempfile::TempDir {
+        use crate::token_cache::{CacheFile, CachedLogin};
+        let home = tempfile::tempdir().unwrap();
+        let cache = TokenCache::locate(&Env::from_pairs([(
+            crate::env::ENV_HOME,
+            home.path().to_str().unwrap(),
+        )]))
+        .unwrap();
+        let held = cache.lock().await.unwrap();
+        let mut file = CacheFile::default();
+        file.upsert(CachedLogin {
+            server: server.into(),
+            tenant: "t".into(),
+            tenant_id: Some("t-id".into()),
+            client_id: "cli".into(),
+            user: "ana@corp.example".into(),
+            token_endpoint: format!("{server}/t/oauth2/v2.0/token"),
+            access_token: "at".into(),
+            expires_at: u64::MAX,
+            refresh_token: None,
+        });
+        cache.save(&held, &file).unwrap();
+        home
+    }
+
+    #[tokio::test]
+    async fn without_a_secret_the_sign_in_is_used_and_a_secret_wins() {
+        let dir = home_signed_in_to("http://127.0.0.1:9").await;
+        let home = dir.path().to_str().unwrap().to_string();
+        let signed_in = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                (crate::env::ENV_HOME, home.as_str()),
+                (ENV_SERVER, "http://127.0.0.1:9/"),
+            ];
+            pairs.extend_from_slice(extra);
+            format!(
+                "{:?}",
+                client(&ConnectArgs::default(), &Env::from_pairs(pairs)).unwrap()
+            )
+        };
+        assert!(signed_in(&[]).contains("UserSession"));
+        assert!(signed_in(&[(ENV_TENANT, "T-ID")]).contains("UserSession"));
+        // A client id alone (a leftover of a demo's variables) does not stop it.
+        assert!(signed_in(&[(ENV_CLIENT_ID, "c")]).contains("UserSession"));
+        let app = signed_in(&[
+            (ENV_TENANT, "t"),
+            (ENV_CLIENT_ID, "c"),
+            (ENV_CLIENT_SECRET, "s"),
+        ]);
+        assert!(
+            app.contains("ClientCredentials") && !app.contains("\"s\""),
+            "{app}"
+        );
+
+        // Another server or tenant has no sign-in: the usual error, naming `appfence login`.
+        for extra in [
+            vec![(ENV_SERVER, "http://127.0.0.1:10")],
+            vec![(ENV_TENANT, "other")],
+        ] {
+            let mut pairs = vec![(crate::env::ENV_HOME, home.as_str())];
+            if !extra.iter().any(|(k, _)| *k == ENV_SERVER) {
+                pairs.push((ENV_SERVER, "http://127.0.0.1:9"));
+            }
+            pairs.extend(extra);
+            let Err(CliError::Usage(m)) = client(&ConnectArgs::default(), &Env::from_pairs(pairs))
+            else {
+                panic!("expected a usage error")
+            };
+            assert!(
+                m.contains("run `appfence login` to sign in to http://127.0.0.1:"),
+                "{m}"
+            );
+        }
     }
 
     #[test]

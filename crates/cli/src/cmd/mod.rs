@@ -8,6 +8,8 @@ pub mod connect;
 pub mod enroll_secret;
 pub mod indicators;
 pub mod keys;
+pub mod login;
+pub mod logout;
 pub mod machines;
 pub mod serve;
 pub mod tenant;

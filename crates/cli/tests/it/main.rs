@@ -30,6 +30,7 @@ mod golden;
 mod hostile;
 mod indicators;
 mod lifecycle;
+mod login;
 mod lookups;
 mod observability;
 mod odata;

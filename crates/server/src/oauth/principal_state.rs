@@ -377,6 +377,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_built_in_cli_client_acts_without_a_row_its_user_still_checked() {
+        let (_dir, store) = sqlite_store().await;
+        let cli = crate::oauth::flows::CLI_CLIENT_ID;
+        let mut as_user = Principal::application(T, cli, "appfence CLI", vec![]);
+        as_user.caller = Caller::User {
+            object_id: "oid-1".into(),
+            upn: "ana@example.com".into(),
+        };
+        let states = PrincipalStates::default();
+        // The application passes; the user, who does not exist, does not.
+        assert_eq!(
+            states
+                .check(store.as_ref(), &as_user, cli, t0())
+                .await
+                .unwrap_err(),
+            Error::Unauthorized("The token's user 'oid-1' no longer exists".into())
+        );
+        let as_app = Principal::application(T, cli, "appfence CLI", vec![]);
+        assert_eq!(
+            states
+                .check(store.as_ref(), &as_app, &cli.to_uppercase(), t0())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
     async fn the_cache_stays_bounded() {
         let states = PrincipalStates::default();
         {
