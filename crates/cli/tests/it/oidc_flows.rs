@@ -250,16 +250,21 @@ async fn authorization_code_with_pkce_refresh_and_reuse_detection() {
     // A loopback redirect: any port matches for the built-in public client (RFC 8252).
     // (Nothing listens there: the test reads the redirect the browser is sent.)
     .set_redirect_uri(RedirectUrl::new("http://127.0.0.1:53682/callback".into()).unwrap());
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut request = client.authorize_url(
-        CoreAuthenticationFlow::AuthorizationCode,
-        CsrfToken::new_random,
-        Nonce::new_random,
-    );
-    for s in api_scopes() {
-        request = request.add_scope(s);
-    }
-    let (url, csrf, nonce) = request.set_pkce_challenge(challenge).url();
+    // A sign-in request as the library makes it: PKCE S256, state, nonce, the API's scopes.
+    let sign_in_request = || {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for s in api_scopes() {
+            request = request.add_scope(s);
+        }
+        let (url, csrf, nonce) = request.set_pkce_challenge(challenge).url();
+        (url, csrf, nonce, verifier)
+    };
+    let (url, csrf, nonce, verifier) = sign_in_request();
     let mut browser = Browser::new(&server.url(""));
     let (code, state) = authorize_in_browser(&mut browser, &url).await;
     assert_eq!(&state, csrf.secret(), "state comes back unchanged");
@@ -274,17 +279,8 @@ async fn authorization_code_with_pkce_refresh_and_reuse_detection() {
     assert_eq!(oauth_error(wrong.unwrap_err()), "invalid_grant");
 
     // A fresh sign-in (the console session stands), redeemed properly.
-    let (challenge, verifier2) = PkceCodeChallenge::new_random_sha256();
     drop(verifier);
-    let mut request = client.authorize_url(
-        CoreAuthenticationFlow::AuthorizationCode,
-        CsrfToken::new_random,
-        Nonce::new_random,
-    );
-    for s in api_scopes() {
-        request = request.add_scope(s);
-    }
-    let (url, csrf, nonce2) = request.set_pkce_challenge(challenge).url();
+    let (url, csrf, nonce2, verifier2) = sign_in_request();
     drop(nonce);
     // Signed in already: straight back with a code.
     let back = browser.get(&path_of(&url)).await;
@@ -332,16 +328,7 @@ async fn authorization_code_with_pkce_refresh_and_reuse_detection() {
     assert_eq!(oauth_error(revoked.unwrap_err()), "invalid_grant");
 
     // A new sign-in: refresh rotates; an old refresh token revokes the family.
-    let (challenge, verifier3) = PkceCodeChallenge::new_random_sha256();
-    let mut request = client.authorize_url(
-        CoreAuthenticationFlow::AuthorizationCode,
-        CsrfToken::new_random,
-        Nonce::new_random,
-    );
-    for s in api_scopes() {
-        request = request.add_scope(s);
-    }
-    let (url, _, _) = request.set_pkce_challenge(challenge).url();
+    let (url, _, _, verifier3) = sign_in_request();
     let back = browser.get(&path_of(&url)).await;
     let code = returned(back.location(), "code");
     let tokens = client
