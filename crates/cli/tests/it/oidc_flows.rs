@@ -118,6 +118,20 @@ async fn discovery_documents_parse_and_name_only_what_is_served() {
         raw["code_challenge_methods_supported"],
         serde_json::json!(["S256"])
     );
+    // The end-session endpoint is served: without a session, a page that says so (and
+    // never a redirect, whatever post_logout_redirect_uri says).
+    let logout = raw["end_session_endpoint"].as_str().unwrap().to_string();
+    assert_eq!(logout, format!("{base}/{tenant}/oauth2/v2.0/logout"));
+    let r = http
+        .get(format!(
+            "{logout}?post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert!(r.text().await.unwrap().contains("not signed in"));
     let grants = metadata.grant_types_supported().unwrap();
     for g in [
         CoreGrantType::AuthorizationCode,
@@ -423,6 +437,30 @@ async fn device_code_approved_and_denied_in_the_console() {
     assert_eq!(machines.status, 200, "{}", machines.text);
     assert!(tokens.refresh_token().is_some());
 
+    // The discovery's end-session endpoint signs the person out of the console, through
+    // the console's own form (a POST with the CSRF token).
+    let raw: serde_json::Value = http
+        .get(server.url(&format!(
+            "/{}/v2.0/.well-known/openid-configuration",
+            server.tenant_id
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let logout =
+        openidconnect::url::Url::parse(raw["end_session_endpoint"].as_str().unwrap()).unwrap();
+    let confirm = browser.get(logout.path()).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(
+        confirm.body.contains("action=\"/console/sign-out\""),
+        "{}",
+        confirm.body
+    );
+    let csrf = confirm.hidden("csrf");
+
     // Denied: the library stops with access_denied, and nothing is issued.
     let details = start().await;
     browser
@@ -439,4 +477,18 @@ async fn device_code_approved_and_denied_in_the_console() {
         }
         other => panic!("expected access_denied, got {other:?}"),
     }
+    let out = browser
+        .post("/console/sign-out", &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert!(browser
+        .get("/console/devices")
+        .await
+        .location()
+        .starts_with("/console/sign-in"));
+    assert!(browser
+        .get(logout.path())
+        .await
+        .body
+        .contains("not signed in"));
 }

@@ -9,6 +9,7 @@ mod assets;
 mod device;
 mod device_login;
 mod devices;
+mod end_session;
 mod external;
 mod layout;
 mod live;
@@ -24,6 +25,7 @@ use axum::Router;
 use maud::html;
 
 use crate::AppState;
+pub(crate) use end_session::end_session_page;
 pub use live::{LIVE_STREAMS_PER_SESSION, LIVE_STREAM_LIMIT};
 pub use session::{from_headers as signed_in, Viewer, SESSION_IDLE, SESSION_LIFETIME};
 
@@ -105,7 +107,7 @@ pub(crate) fn error_page(viewer: Option<&session::Viewer>, e: &Error) -> Respons
         s if s.is_server_error() => "Server error",
         _ => "Cannot do that",
     };
-    layout::respond(
+    let mut resp = layout::respond(
         status,
         layout::page(
             title,
@@ -114,7 +116,10 @@ pub(crate) fn error_page(viewer: Option<&session::Viewer>, e: &Error) -> Respons
             Some(&layout::Notice::Error(words::in_words(e))),
             html! { h1 { (title) } p { a href="/console/devices" { "Back to the devices" } } },
         ),
-    )
+    );
+    // Also served outside /console (the authorization endpoint's error pages).
+    layout::add_security_headers(resp.headers_mut());
+    resp
 }
 
 #[cfg(test)]

@@ -50,6 +50,14 @@ pub fn routes() -> Router<AppState> {
             "/{tenant}/oauth2/devicecode",
             axum::routing::post(super::flows::device::devicecode_v1),
         )
+        .route(
+            "/{tenant}/oauth2/v2.0/logout",
+            get(super::flows::end_session::end_session),
+        )
+        .route(
+            "/{tenant}/oauth2/logout",
+            get(super::flows::end_session::end_session),
+        )
         .route("/.well-known/openid-configuration", get(discovery_default))
         .route(
             "/{tenant}/.well-known/openid-configuration",
@@ -194,6 +202,7 @@ pub struct OpenIdConfiguration {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub device_authorization_endpoint: String,
+    pub end_session_endpoint: String,
     pub jwks_uri: String,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -243,11 +252,16 @@ pub fn openid_configuration(
                 format!("{base}/{tenant_id}/discovery/v2.0/keys"),
             ),
         };
+    let end_session_endpoint = match version {
+        TokenVersion::V1 => format!("{base}/{tenant_id}/oauth2/logout"),
+        TokenVersion::V2 => format!("{base}/{tenant_id}/oauth2/v2.0/logout"),
+    };
     OpenIdConfiguration {
         issuer: policy.issuer(tenant_id, version),
         authorization_endpoint,
         token_endpoint,
         device_authorization_endpoint,
+        end_session_endpoint,
         jwks_uri,
         response_types_supported: strings(&["code"]),
         response_modes_supported: strings(&["query"]),
@@ -602,6 +616,10 @@ mod tests {
             assert_eq!(
                 json["device_authorization_endpoint"],
                 format!("{base}/{TENANT}/oauth2/v2.0/devicecode")
+            );
+            assert_eq!(
+                json["end_session_endpoint"],
+                format!("{base}/{TENANT}/oauth2/v2.0/logout")
             );
             assert_eq!(
                 json["response_types_supported"],

@@ -12,6 +12,7 @@
 
 pub mod authorize;
 pub mod device;
+pub mod end_session;
 pub mod grants;
 
 use std::time::Duration;
