@@ -1070,6 +1070,9 @@ fn denial(pid: u32) -> DenialEvent {
         parent: Some("/usr/bin/bash".into()),
         kind: DenialKind::Exec,
         monitor: false,
+        rule: None,
+        indicator_id: None,
+        alert: false,
     }
 }
 

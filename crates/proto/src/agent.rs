@@ -260,8 +260,28 @@ pub struct DenialEvent {
     /// The parent process's executable, if known.
     pub parent: Option<String>,
     pub kind: DenialKind,
-    /// True when nothing was denied (monitor mode).
+    /// True when nothing was denied (monitor mode, or an audit rule).
     pub monitor: bool,
+    /// The file rule that decided the event, if one did (absent for the restriction's
+    /// own denials, and from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleOutcome>,
+    /// The indicator behind `rule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator_id: Option<String>,
+    /// The indicator asked for alerts (`generateAlert`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alert: bool,
+}
+
+/// What a file rule did to an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RuleOutcome {
+    /// Denied by a block rule (restricted or not).
+    Blocked,
+    /// Allowed and reported by an audit rule.
+    Audited,
 }
 
 /// `POST /agent/v1/events`: a batch of denials, oldest first (at most
