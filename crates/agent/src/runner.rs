@@ -1078,11 +1078,11 @@ impl Agent {
         }
         if desired.allowlist_version != self.persisted.allowlist_version || self.rules.refetch {
             let fetched = until_stopped(&mut self.shutdown, self.client.allowlist()).await?;
+            // Once per expiry, fetched or not: a failing server must not make the loop
+            // spin (a version change still fetches).
+            self.rules.refetch = false;
             match fetched {
-                Ok(list) => {
-                    self.rules.refetch = false;
-                    self.apply_allowlist(list).await
-                }
+                Ok(list) => self.apply_allowlist(list).await,
                 Err(e) => {
                     warn!(error = %e, wanted = desired.allowlist_version, "cannot fetch the allowlist; keeping the one in force")
                 }
