@@ -330,7 +330,7 @@ async fn recover(
     let mut persisted = load_enforcement(state).await;
     match policy {
         Some(list) => {
-            let (hashes, _) = plan::allowlist_hashes(&list);
+            let (hashes, _) = plan::allowlist_hashes(list);
             enforcer.set_allowlist(&hashes).await;
             persisted.allowlist_version = list.version;
         }

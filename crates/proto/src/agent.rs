@@ -346,3 +346,35 @@ pub struct ResultRequest {
     #[serde(default)]
     pub troubleshoot_info: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_events_stay_wire_compatible() {
+        // From an agent that predates file rules: the new fields default.
+        let old = r#"{"time":"2026-12-07T10:00:00Z","path":"/tmp/x","sha256":null,
+            "pid":7,"uid":0,"parent":null,"kind":"exec","monitor":false}"#;
+        let event: DenialEvent = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (event.rule, event.indicator_id.as_deref(), event.alert),
+            (None, None, false)
+        );
+        // Without a rule, nothing new is written, so an older server sees what it knows.
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(!text.contains("rule") && !text.contains("indicatorId") && !text.contains("alert"));
+        let blocked = DenialEvent {
+            rule: Some(RuleOutcome::Blocked),
+            indicator_id: Some("42".into()),
+            alert: true,
+            ..event
+        };
+        let value = serde_json::to_value(&blocked).unwrap();
+        assert_eq!(value["rule"], "blocked");
+        assert_eq!(value["indicatorId"], "42");
+        assert_eq!(value["alert"], true);
+        let back: DenialEvent = serde_json::from_value(value).unwrap();
+        assert_eq!(back, blocked);
+    }
+}

@@ -676,9 +676,8 @@ impl Worker {
             // rule names is settled until it changes.
             outcome.ignore_mask = if rule == Some(RuleHit::Audit) {
                 0
-            } else if rule.is_none() && !self.restricting && known.trust.is_some() {
-                PERMISSION_MASK
-            } else if rule.is_none() && known.trust.is_some_and(|t| t.trusted) {
+            } else if rule.is_none() && known.trust.is_some_and(|t| t.trusted || !self.restricting)
+            {
                 PERMISSION_MASK
             } else if known.elf == Some(false) {
                 libc::FAN_OPEN_PERM
@@ -693,7 +692,7 @@ impl Worker {
         let pid = job.pid.max(0) as u32;
         let rule = job
             .rule
-            .and_then(|_| job.sha256.as_ref())
+            .and(job.sha256.as_ref())
             .and_then(|h| self.trust.rule_info(h));
         let record = DenialRecord {
             rule: job.rule.map(|hit| match hit {
