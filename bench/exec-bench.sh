@@ -2,6 +2,8 @@
 # appfence's execution-overhead benchmark, from a fresh Debian machine, as root:
 # installs fapolicyd (Debian's package) without ever letting it start on the host,
 # then runs `exec_bench` (which runs fapolicyd only inside its private namespace).
+# Besides the restricted case it measures appfence unrestricted with a 10,001-hash
+# blocklist, against its own no-agent baseline in the same session.
 #
 #   bench/exec-bench.sh [--quick] [other exec_bench options]
 #

@@ -13,7 +13,9 @@
 
 use std::sync::Arc;
 
-use appfence_proto::agent::{Capabilities, Command, DenialEvent, EnforcementMode};
+use appfence_proto::agent::{
+    Capabilities, Command, DenialEvent, EnforcementMode, FileRule, ProtectedFile,
+};
 use async_trait::async_trait;
 
 /// HRESULT values reported as `errorHResult` when an action fails (signed 32-bit, as MDE
@@ -79,6 +81,18 @@ pub trait Enforcer: Send + Sync {
     /// validated. In force when this returns; cached decisions are dropped.
     async fn set_allowlist(&self, _sha256: &[String]) {}
 
+    /// Replaces the block and audit rules (hashes already checked, expired rules
+    /// already dropped, block beating audit). Blocks apply whether the device is
+    /// restricted or not, so an enforcer may have to start watching executions for
+    /// them. In force when this returns.
+    async fn set_file_rules(&self, _block: &[FileRule], _audit: &[FileRule]) {}
+
+    /// The files no block may touch (the agent, the dynamic loader, PID 1's
+    /// executable), hashed. Computed once; empty for an enforcer that blocks nothing.
+    fn protected_files(&self) -> Vec<ProtectedFile> {
+        Vec::new()
+    }
+
     /// Enforce (deny) or only monitor (report what would be denied). Takes effect at once.
     fn set_mode(&self, _mode: EnforcementMode) {}
 
@@ -125,6 +139,21 @@ impl Enforcer for DisabledAtBoot {
 
     async fn set_allowlist(&self, sha256: &[String]) {
         self.0.set_allowlist(sha256).await
+    }
+
+    // Blocks are not forwarded: watching executions for them is what the boot-time
+    // escape switches off.
+    async fn set_file_rules(&self, block: &[FileRule], _audit: &[FileRule]) {
+        if !block.is_empty() {
+            tracing::warn!(
+                block = block.len(),
+                "{DISABLED_AT_BOOT}: block rules are not enforced"
+            );
+        }
+    }
+
+    fn protected_files(&self) -> Vec<ProtectedFile> {
+        self.0.protected_files()
     }
 
     fn set_mode(&self, mode: EnforcementMode) {

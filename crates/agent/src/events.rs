@@ -184,6 +184,9 @@ mod tests {
             parent: None,
             kind: DenialKind::Exec,
             monitor: false,
+            rule: None,
+            indicator_id: None,
+            alert: false,
         }
     }
 

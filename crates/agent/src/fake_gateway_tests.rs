@@ -1070,6 +1070,9 @@ fn denial(pid: u32) -> DenialEvent {
         parent: Some("/usr/bin/bash".into()),
         kind: DenialKind::Exec,
         monitor: false,
+        rule: None,
+        indicator_id: None,
+        alert: false,
     }
 }
 
@@ -1433,5 +1436,125 @@ async fn a_cancelled_offboarding_is_forgotten_and_the_device_converges_back() {
         fake.action(&unrestrict).status == ActionStatus::Succeeded
     })
     .await;
+    stop(tx, handle).await.unwrap();
+}
+
+/// A simulated enforcer that also records the file rules it is given, and protects one
+/// hash as if it were the agent's own binary.
+struct RuleRecorder {
+    inner: SimulatedEnforcer,
+    protected: String,
+    blocks: Mutex<Vec<String>>,
+    audits: Mutex<Vec<String>>,
+}
+
+impl RuleRecorder {
+    fn ids(list: &Mutex<Vec<String>>) -> Vec<String> {
+        list.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Enforcer for RuleRecorder {
+    async fn apply(&self, restricted: bool) -> Result<EnforcementReport, EnforceError> {
+        self.inner.apply(restricted).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn is_restricted(&self) -> bool {
+        self.inner.is_restricted()
+    }
+    async fn set_file_rules(
+        &self,
+        block: &[appfence_proto::agent::FileRule],
+        audit: &[appfence_proto::agent::FileRule],
+    ) {
+        let ids = |rules: &[appfence_proto::agent::FileRule]| {
+            rules.iter().map(|r| r.indicator_id.clone()).collect()
+        };
+        *self.blocks.lock().unwrap() = ids(block);
+        *self.audits.lock().unwrap() = ids(audit);
+    }
+    fn protected_files(&self) -> Vec<appfence_proto::agent::ProtectedFile> {
+        vec![appfence_proto::agent::ProtectedFile {
+            sha256: self.protected.clone(),
+            path: "/usr/bin/appfence".into(),
+            role: appfence_proto::agent::ProtectedRole::Agent,
+        }]
+    }
+}
+
+#[tokio::test]
+async fn file_rules_are_applied_expire_without_the_server_and_spare_protected_files() {
+    use appfence_proto::agent::FileRule;
+    let (fake, url) = start_fake().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let start_time = Timestamp::from_unix_seconds(1_700_000_000);
+    let clock = Arc::new(appfence_core::ManualClock::new(start_time));
+    let mut c = config(&url, tmp.path());
+    c.clock = clock.clone();
+    let (kept, expiring, protected, audited) = (
+        "aa".repeat(32),
+        "bb".repeat(32),
+        "cc".repeat(32),
+        "dd".repeat(32),
+    );
+    let enforcer = Arc::new(RuleRecorder {
+        inner: SimulatedEnforcer::new(SimTimings::IMMEDIATE),
+        protected: protected.clone(),
+        blocks: Mutex::new(Vec::new()),
+        audits: Mutex::new(Vec::new()),
+    });
+    let (tx, handle) = start(c, enforcer.clone());
+    eventually("enrolled", || fake.last_heartbeat(HOST).is_some()).await;
+    eventually("the protected files are reported", || {
+        fake.last_heartbeat(HOST).is_some_and(|h| {
+            h.enforcement
+                .protected
+                .iter()
+                .any(|p| p.sha256 == protected)
+        })
+    })
+    .await;
+
+    let rule = |sha256: &str, id: &str, expires: Option<Timestamp>| FileRule {
+        sha256: sha256.to_string(),
+        action: "Block".into(),
+        indicator_id: id.into(),
+        generate_alert: true,
+        expires,
+    };
+    let expiry = start_time.plus(Duration::from_secs(60));
+    fake.world().allowlist = AllowlistResponse {
+        version: 1,
+        sha256: vec![],
+        block: vec![
+            rule(&kept, "kept", None),
+            rule(&expiring, "expiring", Some(expiry)),
+            rule(&protected, "protected", None),
+        ],
+        audit: vec![rule(&audited, "audited", None)],
+        next_expiry: Some(expiry),
+    };
+    fake.change_desired(HOST, |d| d.allowlist_version = 1);
+    eventually("the blocks are applied, the protected one refused", || {
+        RuleRecorder::ids(&enforcer.blocks) == vec!["kept", "expiring"]
+    })
+    .await;
+    assert_eq!(RuleRecorder::ids(&enforcer.audits), vec!["audited"]);
+    let fetches = fake.world().allowlist_fetches;
+
+    // Past the expiry: the server still sends the rule (no sweep), the agent drops it.
+    clock.advance(Duration::from_secs(61));
+    eventually("the expired block is dropped", || {
+        RuleRecorder::ids(&enforcer.blocks) == vec!["kept"]
+    })
+    .await;
+    eventually("the policy is fetched again at the expiry", || {
+        fake.world().allowlist_fetches > fetches
+    })
+    .await;
+    assert_eq!(RuleRecorder::ids(&enforcer.audits), vec!["audited"]);
     stop(tx, handle).await.unwrap();
 }

@@ -2,8 +2,8 @@
 //! device enforces, so that they can be tested without a server.
 
 use appfence_proto::agent::{
-    ActionUpdateResponse, AllowlistResponse, Command, DesiredState, EnforcementState,
-    UnprotectedPeriod,
+    ActionUpdateResponse, AllowlistResponse, Command, DesiredState, EnforcementState, FileRule,
+    ProtectedFile, UnprotectedPeriod,
 };
 use appfence_proto::{ActionType, Timestamp};
 
@@ -157,9 +157,86 @@ pub fn allowlist_hashes(list: &AllowlistResponse) -> (Vec<String>, usize) {
     (hashes, rejected)
 }
 
+/// The block and audit rules of a policy that are in force at a given time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileRules {
+    /// Deny executing these files, restricted or not. Sorted by hash, one rule a hash.
+    pub block: Vec<FileRule>,
+    /// Allow and report executing these files. No hash is also blocked.
+    pub audit: Vec<FileRule>,
+    /// Blocks not applied because they name a file the host needs, with that file.
+    pub refused: Vec<(FileRule, ProtectedFile)>,
+    /// Rules whose hash is not a SHA-256.
+    pub malformed: usize,
+    /// When the rules in force change without the server: the earliest future
+    /// expiry among them and the policy's `nextExpiry` (which also covers the
+    /// allowlist, hence a fetch then).
+    pub next_change: Option<Timestamp>,
+}
+
+/// The rules of `list` in force at `now`: hashes normalised, expired rules dropped
+/// (so that expiry needs no server call), block beating audit for the same file, and
+/// blocks of `protected` files refused: the agent never blocks what keeps the host
+/// manageable, whatever the server sent.
+pub fn file_rules(
+    list: &AllowlistResponse,
+    protected: &[ProtectedFile],
+    now: Timestamp,
+) -> FileRules {
+    let mut out = FileRules::default();
+    let mut next_change = list.next_expiry.filter(|t| *t > now);
+    let mut take = |rules: &[FileRule], out: &mut FileRules| -> Vec<FileRule> {
+        let mut kept: Vec<FileRule> = Vec::new();
+        for rule in rules {
+            let sha256 = rule.sha256.trim().to_ascii_lowercase();
+            if !is_sha256_hex(&sha256) {
+                out.malformed += 1;
+                continue;
+            }
+            if let Some(expires) = rule.expires {
+                if expires <= now {
+                    continue;
+                }
+                next_change = Some(next_change.map_or(expires, |t| t.min(expires)));
+            }
+            kept.push(FileRule {
+                sha256,
+                ..rule.clone()
+            });
+        }
+        kept.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        kept.dedup_by(|a, b| a.sha256 == b.sha256);
+        kept
+    };
+    let block = take(&list.block, &mut out);
+    let mut audit = take(&list.audit, &mut out);
+    for rule in block {
+        match protected.iter().find(|p| p.sha256 == rule.sha256) {
+            Some(file) => out.refused.push((rule, file.clone())),
+            None => out.block.push(rule),
+        }
+    }
+    // A refused block leaves an audit of the same file alone: it was never in force.
+    audit.retain(|a| {
+        out.block
+            .binary_search_by(|b| b.sha256.cmp(&a.sha256))
+            .is_err()
+    });
+    out.audit = audit;
+    out.next_change = next_change;
+    out
+}
+
+/// How long from `now` until `at` (zero if it is past).
+pub fn time_until(now: Timestamp, at: Timestamp) -> std::time::Duration {
+    let ticks = at.ticks().saturating_sub(now.ticks()).max(0) as u64;
+    std::time::Duration::from_nanos(ticks.saturating_mul(100))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use appfence_proto::agent::ProtectedRole;
     use appfence_proto::ActionStatus;
 
     fn command(t: ActionType) -> Command {
@@ -346,5 +423,95 @@ mod tests {
             ..AllowlistResponse::default()
         };
         assert_eq!(allowlist_hashes(&list), (vec![a], 1));
+    }
+
+    fn rule(hash: &str, id: &str, expires: Option<i64>) -> FileRule {
+        FileRule {
+            sha256: hash.to_string(),
+            action: "Block".into(),
+            indicator_id: id.into(),
+            generate_alert: false,
+            expires: expires.map(Timestamp::from_unix_seconds),
+        }
+    }
+
+    #[test]
+    fn file_rules_drop_expired_and_malformed_and_block_beats_audit() {
+        let (a, b, c) = ("aa".repeat(32), "bb".repeat(32), "cc".repeat(32));
+        let t = Timestamp::from_unix_seconds;
+        let list = AllowlistResponse {
+            version: 7,
+            block: vec![
+                rule(&a.to_uppercase(), "1", None),
+                rule(&b, "2", Some(100)),
+                rule("nope", "3", None),
+                rule(&c, "4", Some(50)),
+            ],
+            audit: vec![rule(&a, "5", None), rule(&c, "6", Some(300))],
+            next_expiry: Some(t(80)),
+            ..AllowlistResponse::default()
+        };
+        let at = |now| file_rules(&list, &[], t(now));
+        let early = at(10);
+        let blocked: Vec<&str> = early
+            .block
+            .iter()
+            .map(|r| r.indicator_id.as_str())
+            .collect();
+        assert_eq!(blocked, vec!["1", "2", "4"]);
+        assert_eq!(early.block[0].sha256, a, "normalised to lower case");
+        assert!(
+            early.audit.is_empty(),
+            "block beats audit: {:?}",
+            early.audit
+        );
+        assert_eq!(early.malformed, 1);
+        assert_eq!(early.next_change, Some(t(50)));
+        // Past c's block: its audit applies; b's expiry is next, then none but the audit's.
+        let later = at(60);
+        let blocked: Vec<&str> = later
+            .block
+            .iter()
+            .map(|r| r.indicator_id.as_str())
+            .collect();
+        assert_eq!(blocked, vec!["1", "2"]);
+        assert_eq!(later.audit.len(), 1);
+        assert_eq!(later.audit[0].indicator_id, "6");
+        assert_eq!(later.next_change, Some(t(80)), "the policy's nextExpiry");
+        let last = at(100);
+        assert_eq!(last.block.len(), 1, "expiry is exclusive of its instant");
+        assert_eq!(last.next_change, Some(t(300)));
+        assert_eq!(at(400).next_change, None);
+    }
+
+    #[test]
+    fn blocks_of_protected_files_are_refused() {
+        let (agent, other) = ("ab".repeat(32), "cd".repeat(32));
+        let protected = vec![ProtectedFile {
+            sha256: agent.clone(),
+            path: "/usr/bin/appfence".into(),
+            role: ProtectedRole::Agent,
+        }];
+        let list = AllowlistResponse {
+            block: vec![rule(&agent, "1", None), rule(&other, "2", None)],
+            audit: vec![rule(&agent, "3", None)],
+            ..AllowlistResponse::default()
+        };
+        let rules = file_rules(&list, &protected, Timestamp::from_unix_seconds(1));
+        assert_eq!(rules.block.len(), 1);
+        assert_eq!(rules.block[0].sha256, other);
+        assert_eq!(rules.refused.len(), 1);
+        assert_eq!(rules.refused[0].0.indicator_id, "1");
+        assert_eq!(rules.refused[0].1.role, ProtectedRole::Agent);
+        // Auditing a protected file harms nothing: it stays.
+        assert_eq!(rules.audit.len(), 1);
+        assert_eq!(rules.audit[0].indicator_id, "3");
+    }
+
+    #[test]
+    fn time_until_counts_from_now_and_never_below_zero() {
+        let t = Timestamp::from_unix_seconds;
+        assert_eq!(time_until(t(10), t(12)), std::time::Duration::from_secs(2));
+        assert_eq!(time_until(t(12), t(10)), std::time::Duration::ZERO);
     }
 }

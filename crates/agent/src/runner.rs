@@ -44,7 +44,7 @@ use std::time::Duration;
 use appfence_core::{Clock, SystemClock};
 use appfence_proto::agent::{
     AllowlistResponse, Command, DesiredState, DeviceInfo, EnforcementState, HeartbeatRequest,
-    Outcome, ResultRequest,
+    Outcome, ProtectedFile, ResultRequest,
 };
 use appfence_proto::Timestamp;
 use tokio::sync::watch;
@@ -215,7 +215,22 @@ async fn run_device(
 
     // Fail-open recovery first: a restart must not leave a restricted device open while
     // the server is unreachable.
-    let (persisted, unprotected_since) = recover(&config, &*enforcer, &state).await;
+    let protected = {
+        let e = enforcer.clone();
+        tokio::task::spawn_blocking(move || e.protected_files())
+            .await
+            .unwrap_or_default()
+    };
+    let mut rules = FilePolicy {
+        policy: load_allowlist(&state).await,
+        protected,
+        next_change: None,
+        refused_logged: HashSet::new(),
+        refetch: false,
+    };
+    rules.apply(&*enforcer, config.clock.now()).await;
+    let (persisted, unprotected_since) =
+        recover(&config, &*enforcer, &state, rules.policy.as_ref()).await;
     let _alive = AbortOnDrop(tokio::spawn(keep_alive_stamp(
         enforcer.clone(),
         state.clone(),
@@ -288,6 +303,7 @@ async fn run_device(
         skipped: HashSet::new(),
         machine_id,
         offboarding,
+        rules,
     };
     agent.serve().await
 }
@@ -309,11 +325,12 @@ async fn recover(
     config: &AgentConfig,
     enforcer: &dyn Enforcer,
     state: &StateDir,
+    policy: Option<&AllowlistResponse>,
 ) -> (EnforcementState, Option<Timestamp>) {
     let mut persisted = load_enforcement(state).await;
-    match load_allowlist(state).await {
+    match policy {
         Some(list) => {
-            let (hashes, _) = plan::allowlist_hashes(&list);
+            let (hashes, _) = plan::allowlist_hashes(list);
             enforcer.set_allowlist(&hashes).await;
             persisted.allowlist_version = list.version;
         }
@@ -356,6 +373,63 @@ async fn recover(
         error!(error = %e, "cannot record the re-applied restriction");
     }
     (persisted, None)
+}
+
+/// The block and audit rules: the policy they come from, kept so that they can expire
+/// without the server.
+struct FilePolicy {
+    /// The last policy fetched (or recorded before a restart).
+    policy: Option<AllowlistResponse>,
+    /// The files no block may touch, reported in every heartbeat.
+    protected: Vec<ProtectedFile>,
+    /// When the rules in force change next on their own (an expiry).
+    next_change: Option<Timestamp>,
+    /// Refused blocks already logged (by indicator id).
+    refused_logged: HashSet<String>,
+    /// An expiry passed: fetch the policy again even if its version did not move.
+    refetch: bool,
+}
+
+impl FilePolicy {
+    /// Hands the enforcer the rules in force at `now`.
+    async fn apply(&mut self, enforcer: &dyn Enforcer, now: Timestamp) {
+        let Some(policy) = &self.policy else {
+            return;
+        };
+        let rules = plan::file_rules(policy, &self.protected, now);
+        for (rule, file) in &rules.refused {
+            if self.refused_logged.insert(rule.indicator_id.clone()) {
+                warn!(indicator = %rule.indicator_id, sha256 = %rule.sha256, path = %file.path, "not applying a block for {}: the host needs it", file.role.describe());
+            }
+        }
+        if rules.malformed > 0 {
+            warn!(
+                malformed = rules.malformed,
+                "the policy has file rules that are not SHA-256 hashes; ignoring them"
+            );
+        }
+        enforcer.set_file_rules(&rules.block, &rules.audit).await;
+        self.next_change = rules.next_change;
+        if !rules.block.is_empty() || !rules.audit.is_empty() {
+            info!(
+                block = rules.block.len(),
+                audit = rules.audit.len(),
+                next_change = ?rules.next_change,
+                "file rules applied"
+            );
+        }
+    }
+
+    /// Drops the rules that expired by `now`, without the server; true if any did.
+    async fn expire(&mut self, enforcer: &dyn Enforcer, now: Timestamp) -> bool {
+        if self.next_change.is_none_or(|t| t > now) {
+            return false;
+        }
+        info!("file rules expired; applying the rest and fetching the policy again");
+        self.apply(enforcer, now).await;
+        self.refetch = true;
+        true
+    }
 }
 
 /// Records every `interval` that the agent is alive while the enforcer restricts.
@@ -594,6 +668,8 @@ struct Agent {
     machine_id: String,
     /// The offboard action under way, as recorded in the state directory.
     offboarding: Option<OffboardRecord>,
+    /// The block and audit rules and when they expire.
+    rules: FilePolicy,
 }
 
 impl Agent {
@@ -672,6 +748,9 @@ impl Agent {
         if self.state.write_fault().is_some() != self.state_fault_since.is_some() {
             self.next_heartbeat = Instant::now();
         }
+        self.rules
+            .expire(&*self.enforcer, self.config.clock.now())
+            .await;
         if Instant::now() >= self.next_heartbeat {
             let desired = self.heartbeat().await?;
             let actual = self.enforcer.is_restricted();
@@ -684,13 +763,18 @@ impl Agent {
                 self.check_now = true;
             }
         }
-        let wait = if self.check_now {
+        let wait = if self.check_now || self.rules.refetch {
             Duration::ZERO
         } else {
+            // Back by the next expiry too, so that it takes effect on time.
+            let until_expiry = self.rules.next_change.map_or(Duration::MAX, |at| {
+                plan::time_until(self.config.clock.now(), at)
+            });
             poll_wait(
                 self.config.poll_wait,
                 self.next_heartbeat
-                    .saturating_duration_since(Instant::now()),
+                    .saturating_duration_since(Instant::now())
+                    .min(until_expiry),
             )
         };
         let resp = until_stopped(&mut self.shutdown, self.client.poll_commands(wait)).await??;
@@ -737,6 +821,7 @@ impl Agent {
         let mut enforcement = plan::reported_state(self.enforcer.is_restricted(), &self.persisted);
         enforcement.coverage = self.enforcer.coverage();
         enforcement.state_fault = self.state_fault();
+        enforcement.protected = self.rules.protected.clone();
         let req = HeartbeatRequest {
             info: device_info(&self.config, &*self.enforcer),
             enforcement,
@@ -991,8 +1076,11 @@ impl Agent {
             }
             self.next_heartbeat = Instant::now();
         }
-        if desired.allowlist_version != self.persisted.allowlist_version {
+        if desired.allowlist_version != self.persisted.allowlist_version || self.rules.refetch {
             let fetched = until_stopped(&mut self.shutdown, self.client.allowlist()).await?;
+            // Once per expiry, fetched or not: a failing server must not make the loop
+            // spin (a version change still fetches).
+            self.rules.refetch = false;
             match fetched {
                 Ok(list) => self.apply_allowlist(list).await,
                 Err(e) => {
@@ -1022,17 +1110,13 @@ impl Agent {
             hashes = hashes.len(),
             "allowlist applied"
         );
-        if !list.block.is_empty() || !list.audit.is_empty() {
-            // The server already keeps blocked files off the allowlist; denying them on
-            // unrestricted hosts and reporting audited runs is not in this agent yet.
-            warn!(
-                block = list.block.len(),
-                audit = list.audit.len(),
-                "the policy has block and audit file rules, which this agent does not enforce yet"
-            );
-        }
+        let version = list.version;
+        self.rules.policy = Some(list);
+        self.rules
+            .apply(&*self.enforcer, self.config.clock.now())
+            .await;
         let next = EnforcementState {
-            allowlist_version: list.version,
+            allowlist_version: version,
             ..self.persisted.clone()
         };
         if let Err(e) = self.persist(next).await {

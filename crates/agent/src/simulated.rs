@@ -127,6 +127,9 @@ impl SimulatedEnforcer {
             parent: Some("/usr/bin/bash".to_string()),
             kind: DenialKind::Exec,
             monitor: self.mode() == EnforcementMode::Monitor,
+            rule: None,
+            indicator_id: None,
+            alert: false,
         });
     }
 

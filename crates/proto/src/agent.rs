@@ -260,8 +260,28 @@ pub struct DenialEvent {
     /// The parent process's executable, if known.
     pub parent: Option<String>,
     pub kind: DenialKind,
-    /// True when nothing was denied (monitor mode).
+    /// True when nothing was denied (monitor mode, or an audit rule).
     pub monitor: bool,
+    /// The file rule that decided the event, if one did (absent for the restriction's
+    /// own denials, and from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleOutcome>,
+    /// The indicator behind `rule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator_id: Option<String>,
+    /// The indicator asked for alerts (`generateAlert`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alert: bool,
+}
+
+/// What a file rule did to an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RuleOutcome {
+    /// Denied by a block rule (restricted or not).
+    Blocked,
+    /// Allowed and reported by an audit rule.
+    Audited,
 }
 
 /// `POST /agent/v1/events`: a batch of denials, oldest first (at most
@@ -325,4 +345,36 @@ pub struct ResultRequest {
     pub error_h_result: i64,
     #[serde(default)]
     pub troubleshoot_info: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_events_stay_wire_compatible() {
+        // From an agent that predates file rules: the new fields default.
+        let old = r#"{"time":"2026-12-07T10:00:00Z","path":"/tmp/x","sha256":null,
+            "pid":7,"uid":0,"parent":null,"kind":"exec","monitor":false}"#;
+        let event: DenialEvent = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (event.rule, event.indicator_id.as_deref(), event.alert),
+            (None, None, false)
+        );
+        // Without a rule, nothing new is written, so an older server sees what it knows.
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(!text.contains("rule") && !text.contains("indicatorId") && !text.contains("alert"));
+        let blocked = DenialEvent {
+            rule: Some(RuleOutcome::Blocked),
+            indicator_id: Some("42".into()),
+            alert: true,
+            ..event
+        };
+        let value = serde_json::to_value(&blocked).unwrap();
+        assert_eq!(value["rule"], "blocked");
+        assert_eq!(value["indicatorId"], "42");
+        assert_eq!(value["alert"], true);
+        let back: DenialEvent = serde_json::from_value(value).unwrap();
+        assert_eq!(back, blocked);
+    }
 }

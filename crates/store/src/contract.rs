@@ -3904,6 +3904,9 @@ pub fn denial(seconds: i64, path: &str) -> DenialEvent {
         parent: Some("/usr/bin/bash".into()),
         kind: DenialKind::Exec,
         monitor: false,
+        rule: None,
+        indicator_id: None,
+        alert: false,
     }
 }
 

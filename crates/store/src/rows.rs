@@ -300,6 +300,9 @@ pub(crate) fn denial<R: RowGet>(row: &R) -> Result<DenialRecord> {
             parent: row.opt_text("parent")?,
             kind,
             monitor: row.boolean("monitor")?,
+            rule: None,
+            indicator_id: None,
+            alert: false,
         },
     })
 }

@@ -146,12 +146,14 @@ fn in_namespace(options: &Options, argv: &[String]) -> Result<(), String> {
         }
     }
 
+    let blocklist = blocklist(&unknown.0)?;
     let bench = Bench {
         enforced: &enforced,
         workloads: &workloads,
         allowlist,
         unknown,
         fapolicyd: fapolicyd_setup.as_ref(),
+        blocklist,
     };
     eprintln!(
         "{} executions per measurement in {} rounds; configurations: {:?}",
@@ -214,6 +216,27 @@ fn unknown_binary(sandbox: &Sandbox) -> Result<PathBuf, String> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
     Ok(path)
+}
+
+/// Hashes in the blocklist session: a tenant-sized list of other files' hashes.
+pub const BLOCKLIST_SIZE: usize = 10_000;
+
+/// [`BLOCKLIST_SIZE`] random-looking hashes (SHA-256 of counters) plus the hash of
+/// `unknown`, which the session must refuse.
+fn blocklist(unknown: &std::path::Path) -> Result<Vec<appfence_proto::agent::FileRule>, String> {
+    let rule = |hash: [u8; 32], n: usize| appfence_proto::agent::FileRule {
+        sha256: hex::encode(hash),
+        action: "Block".into(),
+        indicator_id: n.to_string(),
+        generate_alert: false,
+        expires: None,
+    };
+    let mut rules: Vec<_> = (0..BLOCKLIST_SIZE)
+        .map(|n| rule(sha2::Sha256::digest(format!("exec-bench {n}")).into(), n))
+        .collect();
+    let bytes = std::fs::read(unknown).map_err(|e| e.to_string())?;
+    rules.push(rule(sha2::Sha256::digest(&bytes).into(), BLOCKLIST_SIZE));
+    Ok(rules)
 }
 
 /// The SHA-256 of every workload file: appfence's allowlist.

@@ -4,7 +4,9 @@
 //!   second, unmarked tmpfs: the two alternate execution by execution (ABBA), so the
 //!   no-enforcement baseline and appfence share every moment of the machine's noise;
 //! - fapolicyd running (it watches every tmpfs mount, so nothing runs unwatched beside
-//!   it), the programs run from the second tmpfs.
+//!   it), the programs run from the second tmpfs;
+//! - appfence *unrestricted* with a blocklist (block rules only) on the "enforced"
+//!   tmpfs, against the unmarked one, ABBA as for the restriction.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use appfence_agent::linux::{EnforcerStats, FanotifyEnforcer, Sha256Hash};
+use appfence_agent::Enforcer;
+use appfence_proto::agent::FileRule;
 
 use crate::appfence::{self, PackageDb};
 use crate::fapolicyd;
@@ -27,6 +31,10 @@ pub enum Setting {
     NoEnforcement,
     Appfence,
     Fapolicyd,
+    /// No agent, measured in the blocklist sessions (their own baseline).
+    BlocklistBaseline,
+    /// appfence unrestricted, with block rules only.
+    Blocklist,
 }
 
 impl Setting {
@@ -35,6 +43,8 @@ impl Setting {
             Setting::NoEnforcement => "no enforcement",
             Setting::Appfence => "appfence",
             Setting::Fapolicyd => "fapolicyd",
+            Setting::BlocklistBaseline => "no enforcement (blocklist session)",
+            Setting::Blocklist => "appfence unrestricted, blocklist",
         }
     }
 }
@@ -63,6 +73,9 @@ pub struct Bench<'a> {
     /// Binaries no configuration trusts, one per tmpfs (enforced, plain).
     pub unknown: (PathBuf, PathBuf),
     pub fapolicyd: Option<&'a fapolicyd::Setup>,
+    /// Block rules for the unrestricted session (none: no such session). They name the
+    /// enforced tmpfs's unknown binary, so the session can prove it enforces.
+    pub blocklist: Vec<FileRule>,
 }
 
 #[derive(Default)]
@@ -75,11 +88,13 @@ pub struct Results {
 enum Kind {
     Appfence,
     Fapolicyd,
+    Blocklist,
 }
 
 enum Session {
     Appfence(FanotifyEnforcer),
     Fapolicyd(fapolicyd::Daemon),
+    Blocklist(FanotifyEnforcer),
 }
 
 impl Bench<'_> {
@@ -87,6 +102,9 @@ impl Bench<'_> {
         let mut settings = vec![Setting::NoEnforcement, Setting::Appfence];
         if self.fapolicyd.is_some() {
             settings.push(Setting::Fapolicyd);
+        }
+        if !self.blocklist.is_empty() {
+            settings.extend([Setting::BlocklistBaseline, Setting::Blocklist]);
         }
         settings
     }
@@ -96,6 +114,9 @@ impl Bench<'_> {
         let mut kinds = vec![Kind::Appfence];
         if self.fapolicyd.is_some() {
             kinds.push(Kind::Fapolicyd);
+        }
+        if !self.blocklist.is_empty() {
+            kinds.push(Kind::Blocklist);
         }
         let mut variants = Vec::new();
         for version in [Version::Cached, Version::FirstTime] {
@@ -110,7 +131,7 @@ impl Bench<'_> {
                 for pair in self.workloads {
                     for _ in 0..WARM_UP {
                         run_once(&pair.plain, Version::Cached)?;
-                        if kind == Kind::Appfence {
+                        if kind != Kind::Fapolicyd {
                             run_once(&pair.enforced, Version::Cached)?;
                         }
                     }
@@ -119,11 +140,18 @@ impl Bench<'_> {
                     let pair = &self.workloads[workload];
                     for i in 0..chunk {
                         match kind {
-                            Kind::Appfence => {
-                                let mut sides = [
-                                    (Setting::NoEnforcement, &pair.plain),
-                                    (Setting::Appfence, &pair.enforced),
-                                ];
+                            Kind::Appfence | Kind::Blocklist => {
+                                let mut sides = if kind == Kind::Appfence {
+                                    [
+                                        (Setting::NoEnforcement, &pair.plain),
+                                        (Setting::Appfence, &pair.enforced),
+                                    ]
+                                } else {
+                                    [
+                                        (Setting::BlocklistBaseline, &pair.plain),
+                                        (Setting::Blocklist, &pair.enforced),
+                                    ]
+                                };
                                 if i % 2 == 1 {
                                     sides.reverse();
                                 }
@@ -167,6 +195,18 @@ impl Bench<'_> {
                 expect_refused(plain_unknown, false, "the baseline tmpfs is unmarked")?;
                 Ok(session)
             }
+            Kind::Blocklist => {
+                let enforcer =
+                    appfence::enforcer(self.enforced.root(), Vec::new(), PackageDb::None);
+                enforcer.set_file_rules(&self.blocklist, &[]);
+                if enforcer.is_restricted() || !enforcer.is_watching() {
+                    return Err("the blocklist session must watch without restricting".into());
+                }
+                let session = Session::Blocklist(enforcer);
+                expect_refused(enforced_unknown, true, "its hash is blocked")?;
+                expect_refused(plain_unknown, false, "the baseline tmpfs is unmarked")?;
+                Ok(session)
+            }
             Kind::Fapolicyd => {
                 let setup = self.fapolicyd.expect("fapolicyd is prepared");
                 let starting = Instant::now();
@@ -185,6 +225,14 @@ impl Bench<'_> {
     fn stop(&self, session: Session) -> Result<Option<EnforcerStats>, String> {
         let stats = match session {
             Session::Appfence(enforcer) => Some(appfence::lift(&enforcer)?),
+            Session::Blocklist(enforcer) => {
+                let stats = enforcer.stats();
+                enforcer.set_file_rules(&[], &[]);
+                if enforcer.is_watching() {
+                    return Err("the blocklist session still watches without rules".into());
+                }
+                Some(stats)
+            }
             Session::Fapolicyd(daemon) => {
                 let took = daemon.stop().map_err(|e| e.to_string())?;
                 eprintln!("fapolicyd stopped in {:.1} s", took.as_secs_f64());

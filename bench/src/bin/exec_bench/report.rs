@@ -89,6 +89,8 @@ pub fn render(
         Setting::NoEnforcement,
         Setting::Appfence,
         Setting::Fapolicyd,
+        Setting::BlocklistBaseline,
+        Setting::Blocklist,
     ];
     let get = |setting, workload, version| {
         results
@@ -103,13 +105,19 @@ pub fn render(
     let _ = writeln!(w, "|---|---|---|---:|---:|---:|---:|---:|---:|");
     for version in [Version::Cached, Version::FirstTime] {
         for (i, pair) in workloads.iter().enumerate() {
-            let baseline = get(Setting::NoEnforcement, i, version);
             for setting in settings {
                 let Some(s) = get(setting, i, version) else {
                     continue;
                 };
+                // Each session kind against the baseline measured beside it.
+                let baseline = match setting {
+                    Setting::Blocklist => get(Setting::BlocklistBaseline, i, version),
+                    _ => get(Setting::NoEnforcement, i, version),
+                };
                 let (vs_mean, vs_p50) = match (setting, baseline) {
-                    (Setting::NoEnforcement, _) | (_, None) => (String::new(), String::new()),
+                    (Setting::NoEnforcement | Setting::BlocklistBaseline, _) | (_, None) => {
+                        (String::new(), String::new())
+                    }
                     (_, Some(b)) => (ratio(s.mean, b.mean), ratio(s.p50, b.p50)),
                 };
                 let _ = writeln!(
@@ -160,6 +168,27 @@ pub fn render(
             let r = a.p50.as_secs_f64() / f.p50.as_secs_f64();
             let label = format!("appfence cached / fapolicyd cached, workload {}", letter(i));
             row(w, label, a, f, "< 1", Some(r < 1.0));
+        }
+    }
+    for (i, _) in workloads.iter().enumerate() {
+        for version in [Version::Cached, Version::FirstTime] {
+            let none = get(Setting::BlocklistBaseline, i, version);
+            let blocklist = get(Setting::Blocklist, i, version);
+            if let (Some(n), Some(b)) = (none, blocklist) {
+                let r = b.p50.as_secs_f64() / n.p50.as_secs_f64();
+                let label = format!(
+                    "appfence unrestricted with {} block hashes, {} / no enforcement, workload {}",
+                    crate::BLOCKLIST_SIZE + 1,
+                    version_label(version),
+                    letter(i)
+                );
+                match version {
+                    Version::Cached => {
+                        row(w, label, b, n, "≤ 1.05", Some(r <= CACHED_OVERHEAD_TARGET))
+                    }
+                    Version::FirstTime => row(w, label + " (informative)", b, n, "", None),
+                }
+            }
         }
     }
     for (i, _) in workloads.iter().enumerate() {

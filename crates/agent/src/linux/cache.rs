@@ -28,11 +28,20 @@ impl From<&FileStat> for FileKey {
     }
 }
 
-/// Whether a file is trusted, with its SHA-256 if it was computed.
+/// Whether a file is trusted, with its SHA-256 if it was computed, and the file rule
+/// that names that SHA-256, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trust {
     pub trusted: bool,
     pub sha256: Option<Sha256Hash>,
+    pub rule: Option<RuleHit>,
+}
+
+/// A file rule that applies to a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleHit {
+    Block,
+    Audit,
 }
 
 /// What has been learnt about one file version; each part is filled when first needed.
@@ -62,9 +71,25 @@ pub enum Verdict {
     Deny,
 }
 
-/// The verdict `knowledge` supports for an event of `kind`, if it is enough to decide:
-/// executing needs trust; opening is denied only for an untrusted ELF object.
-pub fn verdict_for(kind: EventKind, knowledge: &Knowledge) -> Option<Verdict> {
+/// The verdict `knowledge` supports for an event of `kind`, if it is enough to decide.
+/// A blocked file is denied, restricted or not, trusted or not (block beats allow), as
+/// an exec and as an ELF object opened (`ld.so ./x`). Otherwise, while `restricting`,
+/// executing needs trust and opening is denied only for an untrusted ELF object; while
+/// not, anything hashed and not blocked is allowed.
+pub fn verdict_for(kind: EventKind, knowledge: &Knowledge, restricting: bool) -> Option<Verdict> {
+    if knowledge.trust.and_then(|t| t.rule) == Some(RuleHit::Block) {
+        return match (kind, knowledge.elf) {
+            (EventKind::Exec, _) | (EventKind::Open, Some(true)) => Some(Verdict::Deny),
+            (EventKind::Open, Some(false)) => Some(Verdict::Allow),
+            (EventKind::Open, None) => None,
+        };
+    }
+    if !restricting {
+        return match (kind, knowledge.trust, knowledge.elf) {
+            (_, Some(_), _) | (EventKind::Open, None, Some(false)) => Some(Verdict::Allow),
+            _ => None,
+        };
+    }
     let trusted = knowledge.trust.map(|t| t.trusted);
     match (kind, trusted, knowledge.elf) {
         (_, Some(true), _) => Some(Verdict::Allow),
@@ -130,11 +155,76 @@ mod tests {
     const TRUSTED: Trust = Trust {
         trusted: true,
         sha256: None,
+        rule: None,
     };
     const UNTRUSTED: Trust = Trust {
         trusted: false,
         sha256: None,
+        rule: None,
     };
+
+    fn verdict_for(kind: EventKind, knowledge: &Knowledge) -> Option<Verdict> {
+        super::verdict_for(kind, knowledge, true)
+    }
+
+    #[test]
+    fn blocks_beat_trust_and_apply_unrestricted() {
+        let blocked = |trusted, elf| Knowledge {
+            elf,
+            trust: Some(Trust {
+                trusted,
+                sha256: None,
+                rule: Some(RuleHit::Block),
+            }),
+        };
+        for restricting in [true, false] {
+            for trusted in [true, false] {
+                let k = blocked(trusted, None);
+                let v = |kind, k: &Knowledge| super::verdict_for(kind, k, restricting);
+                assert_eq!(v(EventKind::Exec, &k), Some(Verdict::Deny));
+                assert_eq!(v(EventKind::Open, &k), None, "an ELF check first");
+                assert_eq!(
+                    v(EventKind::Open, &blocked(trusted, Some(true))),
+                    Some(Verdict::Deny)
+                );
+                assert_eq!(
+                    v(EventKind::Open, &blocked(trusted, Some(false))),
+                    Some(Verdict::Allow)
+                );
+            }
+        }
+        // Unrestricted: whatever is hashed and not blocked runs; audits too.
+        let audited = Knowledge {
+            elf: Some(true),
+            trust: Some(Trust {
+                rule: Some(RuleHit::Audit),
+                ..UNTRUSTED
+            }),
+        };
+        let untrusted = Knowledge {
+            elf: Some(true),
+            trust: Some(UNTRUSTED),
+        };
+        for k in [audited, untrusted] {
+            assert_eq!(
+                super::verdict_for(EventKind::Exec, &k, false),
+                Some(Verdict::Allow)
+            );
+            assert_eq!(
+                super::verdict_for(EventKind::Open, &k, false),
+                Some(Verdict::Allow)
+            );
+        }
+        assert_eq!(
+            super::verdict_for(EventKind::Exec, &untrusted, true),
+            Some(Verdict::Deny)
+        );
+        assert_eq!(
+            super::verdict_for(EventKind::Exec, &Knowledge::default(), false),
+            None,
+            "not hashed yet"
+        );
+    }
 
     #[test]
     fn verdicts_follow_the_rules() {

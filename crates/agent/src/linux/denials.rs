@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use appfence_proto::agent::RuleOutcome;
 use appfence_proto::Timestamp;
 
 /// How the file was being loaded.
@@ -36,6 +37,11 @@ pub struct DenialRecord {
     pub monitor_only: bool,
     /// Answered by the deadline default rather than by a decision.
     pub by_deadline: bool,
+    /// The file rule that decided it: a block (denied), an audit (allowed, reported).
+    pub rule: Option<RuleOutcome>,
+    pub indicator_id: Option<String>,
+    /// The rule's indicator asked for alerts.
+    pub alert: bool,
 }
 
 /// A bounded buffer of records; when full the oldest are dropped (and counted).
@@ -110,6 +116,9 @@ mod tests {
             access: AccessKind::Exec,
             monitor_only: false,
             by_deadline: false,
+            rule: None,
+            indicator_id: None,
+            alert: false,
         }
     }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use appfence_core::Clock;
-use appfence_proto::agent::{Capabilities, DenialEvent, DenialKind, EnforcementMode};
+use appfence_proto::agent::{
+    Capabilities, DenialEvent, DenialKind, EnforcementMode, FileRule, ProtectedFile,
+};
 use async_trait::async_trait;
 
 use super::cache::Verdict;
@@ -18,9 +20,12 @@ use super::dpkg::PackageIndex;
 use super::engine::{Counters, EnforcerStats, Engine, EngineSettings, Shared};
 use super::memfd::{MemfdChange, MemfdSysctl};
 use super::mounts::{discover_local_mounts, MountWatcher};
+use super::protected::protected_files;
 use super::rpm::{find_database, is_executable, load_rpm_cached, RpmIndex};
 use super::sys::{fanotify_available, kernel_version, raise_open_file_limit, FanotifyGroup};
-use super::trust::{own_executable_sha256, SharedAllowlist, TrustSet};
+use super::trust::{
+    own_executable_sha256, RuleInfo, RuleTable, SharedAllowlist, SharedRules, TrustSet,
+};
 use crate::enforcer::{hresult, EnforceError, EnforcementReport, Enforcer};
 
 /// The answer given to an event whose decision is not ready by the deadline.
@@ -97,9 +102,12 @@ pub struct FanotifyEnforcer {
     inner: Arc<Inner>,
 }
 
+/// A running decision loop: restricting, or only enforcing the block and audit rules.
 struct Running {
     engine: Engine,
-    memfd: MemfdChange,
+    restricting: bool,
+    /// Set only while restricting.
+    memfd: Option<MemfdChange>,
     marked: Vec<PathBuf>,
     package_files: usize,
     /// Marks filesystems mounted later (only when every local filesystem is covered).
@@ -114,13 +122,20 @@ impl Running {
             .map(|p| p.display().to_string())
             .collect();
         let plural = if self.marked.len() == 1 { "" } else { "s" };
-        format!(
-            "marked {} filesystem{plural}: {}; {}; {} package files trusted",
-            self.marked.len(),
-            paths.join(", "),
-            self.memfd.describe(),
-            self.package_files
-        )
+        match &self.memfd {
+            Some(memfd) => format!(
+                "marked {} filesystem{plural}: {}; {}; {} package files trusted",
+                self.marked.len(),
+                paths.join(", "),
+                memfd.describe(),
+                self.package_files
+            ),
+            None => format!(
+                "not restricted; marked {} filesystem{plural} for the block and audit rules: {}",
+                self.marked.len(),
+                paths.join(", "),
+            ),
+        }
     }
 }
 
@@ -128,11 +143,15 @@ struct Inner {
     config: FanotifyConfig,
     shared: Arc<Shared>,
     allowlist: SharedAllowlist,
+    rules: SharedRules,
     running: Mutex<Option<Running>>,
     restricted: AtomicBool,
     /// The filesystems marked right now (the mount watcher adds to it).
     coverage: Arc<Mutex<Vec<PathBuf>>>,
     agent_sha256: OnceLock<Option<Sha256Hash>>,
+    protected: OnceLock<Vec<ProtectedFile>>,
+    /// Blocks already refused for a protected file, so each is logged once.
+    refused: Mutex<HashSet<Sha256Hash>>,
     capabilities: Capabilities,
     #[cfg(test)]
     decision_delay: Mutex<Duration>,
@@ -158,10 +177,13 @@ impl FanotifyEnforcer {
                 capabilities: probe_capabilities(),
                 shared,
                 allowlist: Arc::new(RwLock::new(allowlist)),
+                rules: SharedRules::default(),
                 running: Mutex::new(None),
                 restricted: AtomicBool::new(false),
                 coverage: Arc::new(Mutex::new(Vec::new())),
                 agent_sha256: OnceLock::new(),
+                protected: OnceLock::new(),
+                refused: Mutex::new(HashSet::new()),
                 config,
                 #[cfg(test)]
                 decision_delay: Mutex::new(Duration::ZERO),
@@ -182,6 +204,25 @@ impl FanotifyEnforcer {
     /// second, which is logged).
     pub fn set_allowlist(&self, hashes: impl IntoIterator<Item = Sha256Hash>) {
         self.inner.set_allowlist(hashes.into_iter().collect());
+    }
+
+    /// Replaces the block and audit rules: blocks deny executing a file whatever else
+    /// holds, restricted or not; audits allow and report it. With rules and no
+    /// restriction the filesystems are marked all the same (without `memfd_noexec`,
+    /// without the package databases); with neither, nothing is. Blocks for the
+    /// protected files are dropped. In force when this returns (or logged if not).
+    pub fn set_file_rules(&self, block: &[FileRule], audit: &[FileRule]) {
+        self.inner.set_file_rules(block, audit);
+    }
+
+    /// The files no block may touch, hashed once.
+    pub fn protected_files(&self) -> Vec<ProtectedFile> {
+        self.inner.protected().to_vec()
+    }
+
+    /// Whether a decision loop runs (restricting or for the rules).
+    pub fn is_watching(&self) -> bool {
+        self.inner.lock_running().is_some()
     }
 
     /// Monitor mode: report what would be denied, deny nothing. Takes effect at once.
@@ -252,9 +293,73 @@ impl Inner {
 
     fn set_allowlist(&self, hashes: HashSet<Sha256Hash>) {
         *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) = hashes;
+        self.new_generation(&self.lock_running());
+    }
+
+    fn protected(&self) -> &[ProtectedFile] {
+        self.protected.get_or_init(protected_files)
+    }
+
+    fn set_file_rules(&self, block: &[FileRule], audit: &[FileRule]) {
+        let parse = |rules: &[FileRule]| -> Vec<(Sha256Hash, RuleInfo)> {
+            rules
+                .iter()
+                .filter_map(|r| {
+                    let info = RuleInfo {
+                        indicator_id: r.indicator_id.clone(),
+                        generate_alert: r.generate_alert,
+                    };
+                    parse_sha256_hex(&r.sha256).map(|h| (h, info))
+                })
+                .collect()
+        };
+        let protected: HashSet<Sha256Hash> = self
+            .protected()
+            .iter()
+            .filter_map(|p| parse_sha256_hex(&p.sha256))
+            .collect();
+        let mut table = RuleTable::default();
+        for (hash, info) in parse(block) {
+            if protected.contains(&hash) {
+                let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                if refused.insert(hash) {
+                    tracing::warn!(sha256 = %hex::encode(hash), indicator = %info.indicator_id, "not applying a block for a file the host needs");
+                }
+                continue;
+            }
+            table.block.insert(hash, info);
+        }
+        for (hash, info) in parse(audit) {
+            if !table.block.contains_key(&hash) {
+                table.audit.insert(hash, info);
+            }
+        }
+        let (blocks, audits) = (table.block.len(), table.audit.len());
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = table;
+        let mut running = self.lock_running();
+        let restricting = running.as_ref().is_some_and(|r| r.restricting);
+        match self.reconcile(&mut running, restricting) {
+            Ok(detail) => tracing::info!(blocks, audits, %detail, "file rules applied"),
+            Err(e) => {
+                tracing::error!(blocks, audits, error = %e, "cannot watch executions for the file rules")
+            }
+        }
+        self.new_generation(&running);
+    }
+
+    fn has_rules(&self) -> bool {
+        !self
+            .rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Bumps the generation (the reader forgets its cache and its ignore marks) and
+    /// waits, up to a second, for the running reader to take it.
+    fn new_generation(&self, running: &Option<Running>) {
         let shared = &self.shared;
         let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let running = self.lock_running();
         let Some(running) = running.as_ref() else {
             return; // the next run starts from the new list
         };
@@ -262,7 +367,7 @@ impl Inner {
         let waited = std::time::Instant::now();
         while shared.applied_generation.load(Ordering::Acquire) < generation {
             if waited.elapsed() > Duration::from_secs(1) {
-                tracing::warn!("the decision loop has not taken the new allowlist yet");
+                tracing::warn!("the decision loop has not taken the new policy yet");
                 return;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -284,34 +389,59 @@ impl Inner {
 
     fn apply(&self, restricted: bool) -> Result<EnforcementReport, EnforceError> {
         let mut running = self.lock_running();
-        let detail = if restricted {
-            match running.as_ref() {
-                Some(r) => format!("already restricted; {}", r.describe()),
-                None => {
-                    let started = self.start()?;
-                    let detail = started.describe();
-                    *running = Some(started);
-                    self.restricted.store(true, Ordering::SeqCst);
-                    detail
-                }
-            }
-        } else {
-            match running.take() {
-                None => "not restricted".to_string(),
-                Some(r) => {
-                    self.restricted.store(false, Ordering::SeqCst);
-                    self.lock_coverage().clear();
-                    stop(r, &self.config)?
-                }
-            }
-        };
+        let detail = self.reconcile(&mut running, restricted)?;
         tracing::info!(restricted, %detail, "enforcement applied");
         Ok(EnforcementReport {
             detail: Some(detail),
         })
     }
 
-    fn start(&self) -> Result<Running, EnforceError> {
+    /// Brings the decision loop to `restricting`, or to the rules alone, or to nothing.
+    /// A change of kind starts the new loop before stopping the old one, so that blocks
+    /// never lapse; the kernel asks both groups meanwhile.
+    fn reconcile(
+        &self,
+        running: &mut Option<Running>,
+        restricting: bool,
+    ) -> Result<String, EnforceError> {
+        let watch = restricting || self.has_rules();
+        let current = running.as_ref().map(|r| r.restricting);
+        let detail = match (current, watch) {
+            (None, false) => "not restricted".to_string(),
+            (Some(r), true) if r == restricting => {
+                let prefix = if restricting {
+                    "already restricted; "
+                } else {
+                    ""
+                };
+                format!(
+                    "{prefix}{}",
+                    running.as_ref().map(Running::describe).unwrap_or_default()
+                )
+            }
+            (Some(_), false) => {
+                self.restricted.store(false, Ordering::SeqCst);
+                self.lock_coverage().clear();
+                let old = running.take().expect("a running loop");
+                stop(old, &self.config)?
+            }
+            (_, true) => {
+                let started = self.start(restricting)?;
+                let detail = started.describe();
+                let old = running.replace(started);
+                self.restricted.store(restricting, Ordering::SeqCst);
+                if let Some(old) = old {
+                    if let Err(e) = stop(old, &self.config) {
+                        tracing::warn!(error = %e, "stopping the previous decision loop");
+                    }
+                }
+                detail
+            }
+        };
+        Ok(detail)
+    }
+
+    fn start(&self, restricting: bool) -> Result<Running, EnforceError> {
         let config = &self.config;
         let scope = self.mount_scope();
         // Without an explicit list: the devices seen now, for the mount watcher.
@@ -331,18 +461,26 @@ impl Inner {
         if mounts.is_empty() {
             return Err(EnforceError::failed("no filesystem to mark"));
         }
-        let (packages, rpm) = load_packages(config);
+        // Unrestricted, trust decides nothing: the package databases are not loaded.
+        let (packages, rpm) = if restricting {
+            load_packages(config)
+        } else {
+            Default::default()
+        };
         let package_files = packages.files() + rpm.files();
         let agent_sha256 = *self
             .agent_sha256
             .get_or_init(|| own_executable_sha256(u64::MAX));
-        let trust = Arc::new(TrustSet::new(
-            packages,
-            rpm,
-            agent_sha256,
-            self.allowlist.clone(),
-            config.hash_size_limit,
-        ));
+        let trust = Arc::new(
+            TrustSet::new(
+                packages,
+                rpm,
+                agent_sha256,
+                self.allowlist.clone(),
+                config.hash_size_limit,
+            )
+            .with_rules(self.rules.clone()),
+        );
 
         match raise_open_file_limit() {
             Ok(limit) if (limit as usize) < config.queue_bound + 256 => tracing::warn!(
@@ -390,6 +528,7 @@ impl Inner {
             workers: config.workers,
             cache_capacity: config.cache_capacity,
             own_pid: std::process::id() as i32,
+            restricting,
             #[cfg(test)]
             decision_delay: *self
                 .decision_delay
@@ -398,9 +537,10 @@ impl Inner {
         };
         let engine = Engine::start(group, trust, settings, self.shared.clone())
             .map_err(|e| EnforceError::failed(format!("cannot start the decision loop: {e}")))?;
-        let memfd = match memfd_sysctl(config).restrict() {
-            Ok(change) => change,
-            Err(e) => {
+        let memfd = match restricting.then(|| memfd_sysctl(config).restrict()) {
+            None => None,
+            Some(Ok(change)) => Some(change),
+            Some(Err(e)) => {
                 engine.stop();
                 return Err(EnforceError::failed(format!(
                     "cannot set {}: {e}",
@@ -416,6 +556,7 @@ impl Inner {
         };
         Ok(Running {
             engine,
+            restricting,
             memfd,
             marked,
             package_files,
@@ -464,7 +605,10 @@ impl Inner {
 
 /// Restores memfd_noexec, then closes the group (the kernel then allows everything).
 fn stop(running: Running, config: &FanotifyConfig) -> Result<String, EnforceError> {
-    let restored = memfd_sysctl(config).restore(running.memfd);
+    let restored = match running.memfd {
+        Some(memfd) => memfd_sysctl(config).restore(memfd),
+        None => Ok(()),
+    };
     let count = running.marked.len();
     running.engine.stop();
     restored.map_err(|e| {
@@ -599,6 +743,21 @@ impl Enforcer for FanotifyEnforcer {
         }
     }
 
+    async fn set_file_rules(&self, block: &[FileRule], audit: &[FileRule]) {
+        let inner = self.inner.clone();
+        let (block, audit) = (block.to_vec(), audit.to_vec());
+        // It may start the decision loop, and waits (up to a second) for it.
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || inner.set_file_rules(&block, &audit)).await
+        {
+            tracing::error!(error = %e, "setting the file rules");
+        }
+    }
+
+    fn protected_files(&self) -> Vec<ProtectedFile> {
+        FanotifyEnforcer::protected_files(self)
+    }
+
     fn set_mode(&self, mode: EnforcementMode) {
         self.set_monitor(mode == EnforcementMode::Monitor);
     }
@@ -611,6 +770,9 @@ impl Enforcer for FanotifyEnforcer {
     }
 
     fn coverage(&self) -> Vec<String> {
+        if !self.is_restricted() {
+            return Vec::new(); // marks for the rules alone restrict nothing
+        }
         self.inner
             .lock_coverage()
             .iter()
@@ -635,5 +797,8 @@ pub fn denial_event(record: DenialRecord) -> DenialEvent {
             AccessKind::ElfOpen => DenialKind::ElfOpen,
         },
         monitor: record.monitor_only,
+        rule: record.rule,
+        indicator_id: record.indicator_id,
+        alert: record.alert,
     }
 }

@@ -15,8 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use appfence_core::Clock;
+use appfence_proto::agent::RuleOutcome;
 
-use super::cache::{verdict_for, DecisionCache, EventKind, FileKey, Knowledge, Trust, Verdict};
+use super::cache::{
+    verdict_for, DecisionCache, EventKind, FileKey, Knowledge, RuleHit, Trust, Verdict,
+};
 use super::denials::{process_program, process_uid, AccessKind, DenialLog, DenialRecord};
 use super::digest::{is_elf, Sha256Hash};
 use super::sys::{
@@ -39,6 +42,8 @@ pub struct EngineSettings {
     pub cache_capacity: usize,
     /// Events from this process are allowed without a look.
     pub own_pid: i32,
+    /// Enforce the restriction; otherwise only the block rules deny.
+    pub restricting: bool,
     /// Test hook: every decision first sleeps this long (a slow trust check).
     #[cfg(test)]
     pub decision_delay: Duration,
@@ -144,6 +149,7 @@ struct RecordJob {
     pid: i32,
     kind: EventKind,
     sha256: Option<Sha256Hash>,
+    rule: Option<RuleHit>,
     monitor_only: bool,
     by_deadline: bool,
 }
@@ -162,6 +168,7 @@ struct Outcome {
     /// What may be cached (not conclusions drawn from a read error).
     learned: Knowledge,
     sha256: Option<Sha256Hash>,
+    rule: Option<RuleHit>,
     /// Events to stop asking about for this inode, if allowed.
     ignore_mask: u64,
     generation: u64,
@@ -199,6 +206,7 @@ impl Engine {
                 trust: trust.clone(),
                 shared: shared.clone(),
                 stop: stop.clone(),
+                restricting: settings.restricting,
                 #[cfg(test)]
                 decision_delay: settings.decision_delay,
             };
@@ -408,10 +416,15 @@ impl Reader {
         let key = FileKey::from(&stat);
         let known = self.cache.get(&key);
         let file = Arc::new(file);
-        if let Some(verdict) = known.as_ref().and_then(|k| verdict_for(kind, k)) {
+        let restricting = self.settings.restricting;
+        if let Some(verdict) = known
+            .as_ref()
+            .and_then(|k| verdict_for(kind, k, restricting))
+        {
             bump(&counters.cache_hits);
-            let sha256 = known.and_then(|k| k.trust).and_then(|t| t.sha256);
-            self.answer(file, event.pid, kind, verdict, sha256, false);
+            let trust = known.and_then(|k| k.trust);
+            let (sha256, rule) = (trust.and_then(|t| t.sha256), trust.and_then(|t| t.rule));
+            self.answer(file, event.pid, kind, verdict, sha256, rule, false);
             return;
         }
         bump(&counters.cache_misses);
@@ -443,6 +456,7 @@ impl Reader {
                         kind,
                         self.settings.answer_on_deadline,
                         None,
+                        None,
                         true,
                     );
                 }
@@ -465,7 +479,8 @@ impl Reader {
             let (pid, kind) = (event.pid, event.kind);
             match outcome.verdict {
                 Some(verdict) => {
-                    self.answer(file.clone(), pid, kind, verdict, outcome.sha256, false);
+                    let (sha256, rule) = (outcome.sha256, outcome.rule);
+                    self.answer(file.clone(), pid, kind, verdict, sha256, rule, false);
                     if verdict == Verdict::Allow && current && outcome.ignore_mask != 0 {
                         self.ignore(&file, outcome.ignore_mask);
                     }
@@ -473,7 +488,7 @@ impl Reader {
                 None => {
                     bump(&self.shared.counters.deadline_expired);
                     let default = self.settings.answer_on_deadline;
-                    self.answer(file, pid, kind, default, None, true);
+                    self.answer(file, pid, kind, default, None, None, true);
                 }
             }
         }
@@ -491,7 +506,7 @@ impl Reader {
             if let Some(file) = event.file {
                 bump(&self.shared.counters.deadline_expired);
                 let default = self.settings.answer_on_deadline;
-                self.answer(file, event.pid, event.kind, default, None, true);
+                self.answer(file, event.pid, event.kind, default, None, None, true);
             }
         }
     }
@@ -507,7 +522,9 @@ impl Reader {
         bump(counter);
     }
 
-    /// Writes the answer, then (for a denial) queues the record for a worker.
+    /// Writes the answer, then (for a denial, or an audited exec) queues the record for
+    /// a worker. Monitor mode softens the restriction only: a block still denies.
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
         file: Arc<OwnedFd>,
@@ -515,14 +532,18 @@ impl Reader {
         kind: EventKind,
         verdict: Verdict,
         sha256: Option<Sha256Hash>,
+        rule: Option<RuleHit>,
         by_deadline: bool,
     ) {
-        let monitor_only = self.shared.monitor.load(Ordering::Relaxed);
+        let blocked = verdict == Verdict::Deny && rule == Some(RuleHit::Block);
+        let monitor_only = !blocked && self.shared.monitor.load(Ordering::Relaxed);
         self.respond(&file, verdict == Verdict::Allow || monitor_only);
-        if verdict == Verdict::Allow {
+        let audited =
+            verdict == Verdict::Allow && rule == Some(RuleHit::Audit) && kind == EventKind::Exec;
+        if verdict == Verdict::Allow && !audited {
             return;
         }
-        if monitor_only {
+        if verdict == Verdict::Deny && monitor_only {
             bump(&self.shared.counters.would_deny);
         }
         let record = Job::Record(RecordJob {
@@ -530,7 +551,8 @@ impl Reader {
             pid,
             kind,
             sha256,
-            monitor_only,
+            rule: if blocked || audited { rule } else { None },
+            monitor_only: monitor_only || audited,
             by_deadline,
         });
         if self.jobs.try_send(record).is_err() {
@@ -552,6 +574,7 @@ struct Worker {
     trust: Arc<TrustSet>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    restricting: bool,
     #[cfg(test)]
     decision_delay: Duration,
 }
@@ -595,6 +618,7 @@ impl Worker {
             verdict: None,
             learned,
             sha256: None,
+            rule: None,
             ignore_mask: 0,
             generation: job.generation,
         };
@@ -611,7 +635,7 @@ impl Worker {
                 }
             }
         }
-        if verdict_for(job.kind, &known).is_none() {
+        if verdict_for(job.kind, &known, self.restricting).is_none() {
             let path = fd_path(file);
             match self
                 .trust
@@ -620,11 +644,13 @@ impl Worker {
                 TrustOutcome::Decided {
                     reason,
                     sha256,
+                    rule,
                     cacheable,
                 } => {
                     let trust = Trust {
                         trusted: reason.is_some(),
                         sha256,
+                        rule,
                     };
                     known.trust = Some(trust);
                     if cacheable {
@@ -637,14 +663,21 @@ impl Worker {
                 }
             }
         }
-        let verdict = verdict_for(job.kind, &known);
+        let verdict = verdict_for(job.kind, &known, self.restricting);
         outcome.verdict = verdict;
         outcome.learned = learned;
         outcome.sha256 = known.trust.and_then(|t| t.sha256);
+        let rule = known.trust.and_then(|t| t.rule);
+        outcome.rule = rule;
         if verdict == Some(Verdict::Allow) && job.root_protected {
-            // Untrusted conclusions are never marked; a non-ELF file only for opens
-            // (executing it as a script still needs trust).
-            outcome.ignore_mask = if known.trust.is_some_and(|t| t.trusted) {
+            // Untrusted conclusions are never marked while restricting; a non-ELF file
+            // only for opens (executing it as a script still needs trust). Audited
+            // files never: every run is reported. Unrestricted, a hashed file that no
+            // rule names is settled until it changes.
+            outcome.ignore_mask = if rule == Some(RuleHit::Audit) {
+                0
+            } else if rule.is_none() && known.trust.is_some_and(|t| t.trusted || !self.restricting)
+            {
                 PERMISSION_MASK
             } else if known.elf == Some(false) {
                 libc::FAN_OPEN_PERM
@@ -657,7 +690,17 @@ impl Worker {
 
     fn record(&self, job: RecordJob) {
         let pid = job.pid.max(0) as u32;
+        let rule = job
+            .rule
+            .and(job.sha256.as_ref())
+            .and_then(|h| self.trust.rule_info(h));
         let record = DenialRecord {
+            rule: job.rule.map(|hit| match hit {
+                RuleHit::Block => RuleOutcome::Blocked,
+                RuleHit::Audit => RuleOutcome::Audited,
+            }),
+            indicator_id: rule.as_ref().map(|(_, info)| info.indicator_id.clone()),
+            alert: rule.as_ref().is_some_and(|(_, info)| info.generate_alert),
             path: fd_path(job.file.as_fd()),
             sha256: job.sha256.map(hex::encode),
             pid,
@@ -677,7 +720,9 @@ impl Worker {
             access = ?record.access,
             monitor_only = record.monitor_only,
             by_deadline = record.by_deadline,
-            "execution denied"
+            rule = ?record.rule,
+            indicator = ?record.indicator_id,
+            "execution denied or audited"
         );
         self.shared.denials.push(record);
     }

@@ -20,6 +20,7 @@ mod engine;
 pub mod host;
 mod memfd;
 mod mounts;
+mod protected;
 mod rpm;
 #[cfg(test)]
 mod rpm_real_tests;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appfence_core::ManualClock;
+use appfence_proto::agent::RuleOutcome;
 use appfence_proto::Timestamp;
 use sha2::Digest;
 
@@ -889,4 +890,190 @@ fn capabilities_describe_this_kernel() {
         assert!(caps.can_restrict_execution);
         assert!(caps.exec_permission_events && caps.filesystem_marks);
     }
+}
+
+fn file_rule(hash: Sha256Hash, id: &str, generate_alert: bool) -> appfence_proto::agent::FileRule {
+    appfence_proto::agent::FileRule {
+        sha256: hex::encode(hash),
+        action: "Block".into(),
+        indicator_id: id.into(),
+        generate_alert,
+        expires: None,
+    }
+}
+
+/// Runs `program` until it succeeds, for up to a second (a change just applied).
+fn runs_within_a_second(program: &Path) -> bool {
+    for _ in 0..50 {
+        if run(program, &[]).is_ok_and(|out| out.status.success()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn blocks_deny_and_audits_report_on_an_unrestricted_host() {
+    in_namespace(
+        "blocks_deny_and_audits_report_on_an_unrestricted_host",
+        |sb| {
+            let blocked = sb.copy("/bin/true", "blocked");
+            let audited = sb.copy("/bin/true", "audited");
+            // Another version of true: a different hash, still a working program.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&audited)
+                .unwrap()
+                .write_all(b"audited")
+                .unwrap();
+            let other = sb.copy("/bin/echo", "other");
+            let enforcer = sb.enforcer(sb.config());
+            assert!(
+                !enforcer.is_watching(),
+                "no rules, no restriction: no marks"
+            );
+            let block = file_rule(sha256_of(&blocked), "ind-block", true);
+            let audit = file_rule(sha256_of(&audited), "ind-audit", false);
+            enforcer.set_file_rules(std::slice::from_ref(&block), std::slice::from_ref(&audit));
+            assert!(enforcer.is_watching() && !enforcer.is_restricted());
+            assert!(
+                Enforcer::coverage(&enforcer).is_empty(),
+                "nothing restricted"
+            );
+
+            assert_exec_denied(&blocked);
+            assert_runs(&audited, &[]);
+            assert_runs(&audited, &[]);
+            assert_runs(&other, &["unknown programs run"]);
+            let records = denials_when(&enforcer, |d| d.len() >= 3);
+            println!("{records:#?}");
+            let denial = records
+                .iter()
+                .find(|r| r.path.as_deref() == Some(blocked.as_path()))
+                .expect("the block is reported");
+            assert_eq!(denial.rule, Some(RuleOutcome::Blocked));
+            assert_eq!(denial.indicator_id.as_deref(), Some("ind-block"));
+            assert!(denial.alert && !denial.monitor_only);
+            let audits: Vec<&DenialRecord> = records
+                .iter()
+                .filter(|r| r.path.as_deref() == Some(audited.as_path()))
+                .collect();
+            assert_eq!(
+                audits.len(),
+                2,
+                "every audited run is reported: {audits:#?}"
+            );
+            assert!(audits.iter().all(|r| r.rule == Some(RuleOutcome::Audited)
+                && r.monitor_only
+                && r.indicator_id.as_deref() == Some("ind-audit")
+                && !r.alert));
+            assert!(
+                !records
+                    .iter()
+                    .any(|r| r.path.as_deref() == Some(other.as_path())),
+                "an unrestricted host reports nothing else"
+            );
+            let event = denial_event(denial.clone());
+            assert_eq!(event.rule, Some(RuleOutcome::Blocked));
+            assert!(!event.monitor && event.alert);
+
+            // Lifting the block while the audit stays: the cached denial is forgotten.
+            enforcer.set_file_rules(&[], std::slice::from_ref(&audit));
+            assert!(runs_within_a_second(&blocked), "the block is lifted");
+            // Blocking again, then no rules at all: the marks go.
+            enforcer.set_file_rules(std::slice::from_ref(&block), &[]);
+            assert_exec_denied(&blocked);
+            enforcer.set_file_rules(&[], &[]);
+            assert!(!enforcer.is_watching());
+            assert!(runs_within_a_second(&blocked));
+        },
+    );
+}
+
+#[test]
+fn a_block_beats_the_allowlist_and_packages_while_restricted() {
+    in_namespace(
+        "a_block_beats_the_allowlist_and_packages_while_restricted",
+        |sb| {
+            let allowlisted = sb.copy("/bin/true", "allowlisted");
+            let packaged = sb.copy("/bin/true", "packaged");
+            let trusted = sb.copy("/bin/echo", "trusted");
+            let db_root = sb.path("dpkg-root");
+            let info = db_root.join("var/lib/dpkg/info");
+            std::fs::create_dir_all(&info).unwrap();
+            let md5 = md5::Md5::digest(std::fs::read(&packaged).unwrap());
+            let rel = packaged.to_str().unwrap().trim_start_matches('/');
+            std::fs::write(
+                info.join("fake.md5sums"),
+                format!("{}  {rel}\n", hex::encode(md5)),
+            )
+            .unwrap();
+            let mut config = sb.config();
+            config.package_db_root = db_root;
+            config.allowlist = vec![sha256_of(&allowlisted), sha256_of(&trusted)];
+            let enforcer = sb.enforcer(config);
+            enforcer.apply_blocking(true).unwrap();
+            assert_runs(&packaged, &[]);
+            assert_runs(&allowlisted, &[]);
+
+            // Both copies of true have the blocked hash: allowlisted and package-verified.
+            enforcer.set_file_rules(&[file_rule(sha256_of(&allowlisted), "b", false)], &[]);
+            assert!(enforcer.is_restricted());
+            assert_exec_denied(&allowlisted);
+            assert_exec_denied(&packaged);
+            assert_runs(&trusted, &["still trusted"]);
+            let records = denials_when(&enforcer, |d| d.len() >= 2);
+            assert!(records
+                .iter()
+                .all(|r| r.rule == Some(RuleOutcome::Blocked) && !r.monitor_only));
+
+            // Monitor mode softens the restriction, not the block.
+            enforcer.set_monitor(true);
+            assert_exec_denied(&allowlisted);
+            enforcer.set_monitor(false);
+
+            // Unrestricted with the block still in force: the block stays, nothing else
+            // is denied, memfd_noexec is restored (the harness checks the host's).
+            let report = enforcer.apply_blocking(false).unwrap();
+            println!("unrestrict: {report:?}");
+            assert!(!enforcer.is_restricted() && enforcer.is_watching());
+            assert_exec_denied(&packaged);
+            let unknown = sb.copy("/bin/ls", "unknown");
+            assert_runs(&unknown, &[]);
+            // And restricted again: the unknown program is denied once more.
+            enforcer.apply_blocking(true).unwrap();
+            assert_exec_denied(&unknown);
+            assert_exec_denied(&allowlisted);
+        },
+    );
+}
+
+#[test]
+fn a_block_for_a_protected_file_is_not_applied() {
+    in_namespace("a_block_for_a_protected_file_is_not_applied", |sb| {
+        // A copy of the dynamic loader (this binary is too big for the sandbox).
+        let loader = sb.copy(LOADER, "loader-copy");
+        let blocked = sb.copy("/bin/true", "blocked");
+        let enforcer = sb.enforcer(sb.config());
+        let protected = enforcer.protected_files();
+        println!("{protected:#?}");
+        let loader_hash = hex::encode(sha256_of(&loader));
+        assert!(protected
+            .iter()
+            .any(|p| p.sha256 == loader_hash
+                && p.role == appfence_proto::agent::ProtectedRole::Loader));
+        assert!(protected
+            .iter()
+            .any(|p| p.role == appfence_proto::agent::ProtectedRole::Agent));
+        enforcer.set_file_rules(
+            &[
+                file_rule(sha256_of(&loader), "loader", true),
+                file_rule(sha256_of(&blocked), "true", true),
+            ],
+            &[],
+        );
+        assert_exec_denied(&blocked);
+        assert_runs(&loader, &["--version"]);
+    });
 }

@@ -3,12 +3,13 @@
 //! a package manager lists it and its content still has the digest recorded: dpkg's
 //! MD5, rpm's SHA-256 (MD5 or SHA-512 for some packages).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use super::cache::RuleHit;
 use super::digest::{hash_file, HashOutcome, Sha256Hash};
 use super::dpkg::PackageIndex;
 use super::rpm::{RpmIndex, Verification};
@@ -28,6 +29,8 @@ pub enum TrustOutcome {
         /// `None`: not in the set.
         reason: Option<TrustReason>,
         sha256: Option<Sha256Hash>,
+        /// The block or audit rule naming `sha256`, if any.
+        rule: Option<RuleHit>,
         /// Whether the conclusion holds for as long as the file is unchanged (a read
         /// error does not).
         cacheable: bool,
@@ -39,12 +42,44 @@ pub enum TrustOutcome {
 /// The server's allowlist, shared with the enforcer so it can be replaced at runtime.
 pub type SharedAllowlist = Arc<RwLock<HashSet<Sha256Hash>>>;
 
+/// What an event of a file rule carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub indicator_id: String,
+    pub generate_alert: bool,
+}
+
+/// The block and audit rules in force; no hash is in both.
+#[derive(Clone, Debug, Default)]
+pub struct RuleTable {
+    pub block: HashMap<Sha256Hash, RuleInfo>,
+    pub audit: HashMap<Sha256Hash, RuleInfo>,
+}
+
+impl RuleTable {
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty() && self.audit.is_empty()
+    }
+
+    pub fn lookup(&self, sha256: &Sha256Hash) -> Option<(RuleHit, &RuleInfo)> {
+        if let Some(info) = self.block.get(sha256) {
+            Some((RuleHit::Block, info))
+        } else {
+            self.audit.get(sha256).map(|info| (RuleHit::Audit, info))
+        }
+    }
+}
+
+/// The rules, shared with the enforcer so they can be replaced at runtime.
+pub type SharedRules = Arc<RwLock<RuleTable>>;
+
 #[derive(Debug)]
 pub struct TrustSet {
     packages: PackageIndex,
     rpm: Arc<RpmIndex>,
     agent_sha256: Option<Sha256Hash>,
     allowlist: SharedAllowlist,
+    rules: SharedRules,
     hash_size_limit: u64,
 }
 
@@ -61,8 +96,26 @@ impl TrustSet {
             rpm,
             agent_sha256,
             allowlist,
+            rules: SharedRules::default(),
             hash_size_limit,
         }
+    }
+
+    /// The same set, also telling which files the block and audit `rules` name.
+    pub fn with_rules(mut self, rules: SharedRules) -> TrustSet {
+        self.rules = rules;
+        self
+    }
+
+    /// The rule naming `sha256`, as an event reports it.
+    pub fn rule_info(&self, sha256: &Sha256Hash) -> Option<(RuleHit, RuleInfo)> {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
+        rules.lookup(sha256).map(|(hit, info)| (hit, info.clone()))
+    }
+
+    fn rule_for(&self, sha256: &Sha256Hash) -> Option<RuleHit> {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
+        rules.lookup(sha256).map(|(hit, _)| hit)
     }
 
     /// Checks the open `file` (at `path`, as the kernel names it, if known).
@@ -83,6 +136,7 @@ impl TrustSet {
             deadline,
         ) {
             HashOutcome::Done(digests) => {
+                let rule = self.rule_for(&digests.sha256);
                 let on_allowlist = self
                     .allowlist
                     .read()
@@ -104,6 +158,7 @@ impl TrustSet {
                             return TrustOutcome::Decided {
                                 reason: None,
                                 sha256: Some(digests.sha256),
+                                rule,
                                 cacheable: false,
                             };
                         }
@@ -114,12 +169,14 @@ impl TrustSet {
                 TrustOutcome::Decided {
                     reason,
                     sha256: Some(digests.sha256),
+                    rule,
                     cacheable: true,
                 }
             }
             HashOutcome::TooLarge => TrustOutcome::Decided {
                 reason: None,
                 sha256: None,
+                rule: None,
                 cacheable: true,
             },
             HashOutcome::Failed(e) => {
@@ -127,6 +184,7 @@ impl TrustSet {
                 TrustOutcome::Decided {
                     reason: None,
                     sha256: None,
+                    rule: None,
                     cacheable: false,
                 }
             }

@@ -590,3 +590,149 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     drop(ns);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_agent_blocks_a_hash_on_an_unrestricted_host() {
+    if let Some(why) = unavailable() {
+        let required = std::env::var(REQUIRE_ENV).as_deref() == Ok("1")
+            || (why != NOT_ROOT && std::env::var(SKIP_ENV).as_deref() != Ok("1"));
+        if required {
+            panic!("the agent cannot be tested here ({why}); as root it must be (set {SKIP_ENV}=1 to skip)");
+        }
+        println!("skipped: {why}");
+        return;
+    }
+    let server = TestServer::start().await;
+    let api = server.api(&[ROLE_READ, ROLE_TI]).await;
+    let secret = server.enroll_secret(&server.tenant_id.clone()).await;
+    let tmp = crate::harness::private_tempdir();
+    let ns = std::sync::Arc::new(tokio::task::block_in_place(|| Namespace::start(tmp.path())));
+    let agent_args: Vec<String> = vec![
+        "--server".into(),
+        server.base.clone(),
+        "--enroll-secret".into(),
+        secret,
+        "--state-dir".into(),
+        tmp.path().join("state").display().to_string(),
+        "--only-mount".into(),
+        ns.tmpfs.display().to_string(),
+        "--log-level".into(),
+        "info,appfence_agent=debug".into(),
+    ];
+    let (blocked, other) = {
+        let ns = ns.clone();
+        off_runtime(move || {
+            (
+                ns.copy("/bin/true", "blocked"),
+                ns.copy("/bin/false", "other"),
+            )
+        })
+        .await
+    };
+    let exec = |program: &str| {
+        let (ns, program) = (ns.clone(), program.to_string());
+        off_runtime(move || ns.exec(&program))
+    };
+    let (agent, _) = tokio::task::block_in_place(|| ns.start_agent("agent-block", &agent_args));
+    let dump = || format!("agent stderr:\n{}", agent.stderr_text());
+    let machine_id = wait_async(
+        Duration::from_secs(20),
+        "the machine to enrol",
+        async || {
+            let list = api.get("/api/machines").await.json();
+            list["value"].as_array()?.first()?["id"]
+                .as_str()
+                .map(str::to_string)
+        },
+    )
+    .await;
+
+    // The agent reports what it protects; the server then refuses to block it.
+    let reported = wait_async(Duration::from_secs(20), "the protected files", async || {
+        let e = enforcement(&api, &machine_id).await;
+        e["reported"]["protected"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+            .then_some(e)
+    })
+    .await;
+    let protected = reported["reported"]["protected"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        protected.iter().any(|p| p["role"] == "loader"),
+        "{protected:?}\n{}",
+        dump()
+    );
+    let loader_hash = protected.iter().find(|p| p["role"] == "loader").unwrap()["sha256"].clone();
+    let r = api
+        .post(
+            "/api/indicators",
+            &json!({
+                "indicatorValue": loader_hash,
+                "indicatorType": "FileSha256",
+                "action": "Block",
+                "title": "the loader",
+                "description": "e2e: must be refused",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "a block of the loader: {}", r.text);
+
+    // Block /bin/true by hash: the unrestricted host denies it, and only it.
+    assert!(exec(&blocked).await.is_ok(), "runs before the block");
+    let r = api
+        .post(
+            "/api/indicators",
+            &json!({
+                "indicatorValue": sha256_of("/bin/true"),
+                "indicatorType": "FileSha256",
+                "action": "AlertAndBlock",
+                "title": "true is bad",
+                "description": "e2e: blocked everywhere",
+                "generateAlert": true,
+            }),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "indicator: {}", r.text);
+    let indicator_id = r.json()["id"].to_string().trim_matches('"').to_string();
+    let b = blocked.clone();
+    let took = Instant::now();
+    wait_async(Duration::from_secs(30), "the block to apply", async || {
+        exec(&b).await.is_err().then_some(())
+    })
+    .await;
+    println!("block applied after {:?}", took.elapsed());
+    assert!(
+        exec(&other).await.is_ok(),
+        "unrestricted: other programs run"
+    );
+    assert_eq!(
+        enforcement(&api, &machine_id).await["reported"]["restricted"],
+        false
+    );
+    wait_async(Duration::from_secs(20), "the denial event", async || {
+        let v = api
+            .get(&format!("/api/machines/{machine_id}/events"))
+            .await
+            .json();
+        v["value"]
+            .as_array()?
+            .iter()
+            .any(|e| e["path"] == blocked.as_str())
+            .then_some(())
+    })
+    .await;
+
+    // Deleting the indicator lifts the block.
+    let r = api.delete(&format!("/api/indicators/{indicator_id}")).await;
+    assert!(r.status == 200 || r.status == 204, "delete: {}", r.text);
+    let b = blocked.clone();
+    let took = Instant::now();
+    wait_async(Duration::from_secs(30), "the block to lift", async || {
+        exec(&b).await.ok()
+    })
+    .await;
+    println!("block lifted after {:?}", took.elapsed());
+}

@@ -101,6 +101,9 @@ mod tests {
             parent: None,
             kind: DenialKind::Exec,
             monitor: false,
+            rule: None,
+            indicator_id: None,
+            alert: false,
         }
     }
 
