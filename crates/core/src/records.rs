@@ -570,6 +570,9 @@ impl DenialRecord {
             monitor: e.monitor,
             machine_id: self.machine_id.clone(),
             computer_dns_name: self.computer_dns_name.clone(),
+            rule: e.rule,
+            indicator_id: e.indicator_id.clone(),
+            alert: e.alert,
         }
     }
 }

@@ -82,10 +82,21 @@ pub struct MachineEvent {
     /// `exec` or `elfOpen`.
     #[schema(value_type = String)]
     pub kind: DenialKind,
-    /// True when nothing was denied (monitor mode).
+    /// True when nothing was denied (monitor mode, or an audit indicator).
     pub monitor: bool,
     pub machine_id: String,
     pub computer_dns_name: String,
+    /// `blocked` or `audited` when a file indicator decided it; absent when the device's
+    /// restriction did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub rule: Option<crate::agent::RuleOutcome>,
+    /// The indicator behind `rule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator_id: Option<String>,
+    /// The indicator asked for an alert (`generateAlert`).
+    #[serde(default)]
+    pub alert: bool,
 }
 
 /// `GET /api/machines/{id}/enforcement`: what the agent last reported next to what the

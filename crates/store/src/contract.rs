@@ -3925,6 +3925,10 @@ pub async fn denial_events(store: &dyn Store) {
     elf.sha256 = None;
     elf.uid = None;
     elf.parent = None;
+    // An audit indicator's report: what decided it travels with the event.
+    elf.rule = Some(appfence_proto::agent::RuleOutcome::Audited);
+    elf.indicator_id = Some("17".into());
+    elf.alert = true;
     store
         .record_denials(
             &web,

@@ -10,7 +10,7 @@ use appfence_core::records::{
 };
 use appfence_core::sign_in_throttle::ThrottleRecord;
 use appfence_core::{Error, Result};
-use appfence_proto::agent::{DenialEvent, DenialKind};
+use appfence_proto::agent::{DenialEvent, DenialKind, RuleOutcome};
 use appfence_proto::{ActionStatus, ActionType, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -277,6 +277,14 @@ pub(crate) fn indicator<R: RowGet>(row: &R) -> Result<IndicatorRecord> {
     })
 }
 
+/// How a rule outcome is stored.
+pub(crate) fn rule_name(rule: Option<RuleOutcome>) -> Option<&'static str> {
+    rule.map(|r| match r {
+        RuleOutcome::Blocked => "blocked",
+        RuleOutcome::Audited => "audited",
+    })
+}
+
 pub(crate) fn denial<R: RowGet>(row: &R) -> Result<DenialRecord> {
     let kind = row.text("kind")?;
     let kind = match kind.as_str() {
@@ -300,9 +308,18 @@ pub(crate) fn denial<R: RowGet>(row: &R) -> Result<DenialRecord> {
             parent: row.opt_text("parent")?,
             kind,
             monitor: row.boolean("monitor")?,
-            rule: None,
-            indicator_id: None,
-            alert: false,
+            rule: match row.opt_text("rule")?.as_deref() {
+                None => None,
+                Some("blocked") => Some(RuleOutcome::Blocked),
+                Some("audited") => Some(RuleOutcome::Audited),
+                Some(other) => {
+                    return Err(Error::Internal(format!(
+                        "unknown rule {other:?} of a denial event in the store"
+                    )))
+                }
+            },
+            indicator_id: row.opt_text("indicator_id")?,
+            alert: row.boolean("alert")?,
         },
     })
 }
@@ -353,7 +370,7 @@ pub(crate) const INDICATOR_COLUMNS: &str = "id, tenant_id, indicator_value, indi
 
 /// Columns of the `machine_events` view.
 pub(crate) const EVENT_COLUMNS: &str = "machine_id, computer_dns_name, time, path, sha256, \
-     pid, uid, parent, kind, monitor";
+     pid, uid, parent, kind, monitor, rule, indicator_id, alert";
 
 pub(crate) const AUDIT_COLUMNS: &str = "action_id, at, actor, from_status, to_status, reason";
 

@@ -712,7 +712,7 @@ async fn the_real_agent_blocks_a_hash_on_an_unrestricted_host() {
         enforcement(&api, &machine_id).await["reported"]["restricted"],
         false
     );
-    wait_async(Duration::from_secs(20), "the denial event", async || {
+    let event = wait_async(Duration::from_secs(20), "the denial event", async || {
         let v = api
             .get(&format!("/api/machines/{machine_id}/events"))
             .await
@@ -720,10 +720,15 @@ async fn the_real_agent_blocks_a_hash_on_an_unrestricted_host() {
         v["value"]
             .as_array()?
             .iter()
-            .any(|e| e["path"] == blocked.as_str())
-            .then_some(())
+            .find(|e| e["path"] == blocked.as_str())
+            .cloned()
     })
     .await;
+    // The event says which indicator blocked it, and that it asked for an alert.
+    assert_eq!(event["rule"], "blocked", "{event}");
+    assert_eq!(event["indicatorId"], indicator_id.as_str(), "{event}");
+    assert_eq!(event["alert"], true, "{event}");
+    assert_eq!(event["monitor"], false, "{event}");
 
     // Deleting the indicator lifts the block.
     let r = api.delete(&format!("/api/indicators/{indicator_id}")).await;

@@ -523,6 +523,10 @@ async fn a_denial_becomes_an_allowlist_entry_from_the_device_page() {
         .post_events(&json!({ "events": [{
             "time": "2026-12-07T10:00:00Z", "path": "/opt/tool/bin/tool", "sha256": sha,
             "pid": 77, "uid": 1000, "parent": "/usr/bin/bash", "kind": "exec", "monitor": false
+        }, {
+            "time": "2026-12-07T10:00:01Z", "path": "/tmp/miner", "sha256": "cd".repeat(32),
+            "pid": 78, "kind": "exec", "monitor": false,
+            "rule": "blocked", "indicatorId": "41", "alert": true
         }]}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -532,6 +536,31 @@ async fn a_denial_becomes_an_allowlist_entry_from_the_device_page() {
         .get(&format!("/console/devices/{}", device.machine_id))
         .await;
     assert!(page.body.contains("/opt/tool/bin/tool") && page.body.contains(&sha));
+    // What a block indicator denied says so, with its alert.
+    assert!(
+        page.body.contains("Blocked by an indicator"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(">Alert<"), "{}", page.body);
+    let events = server
+        .api(&["Machine.Read.All"])
+        .await
+        .get(&format!("/api/machines/{}/events", device.machine_id))
+        .await;
+    assert_eq!(
+        events.json()["value"][0]["rule"],
+        "blocked",
+        "{}",
+        events.text
+    );
+    assert_eq!(events.json()["value"][0]["indicatorId"], "41");
+    assert_eq!(
+        events.json()["value"][1].get("rule"),
+        None,
+        "{}",
+        events.text
+    );
     let allow = format!("/console/allowlist?sha256={sha}&amp;title=Allow+tool");
     assert!(page.body.contains(&allow), "{}", page.body);
 

@@ -7,7 +7,7 @@ use appfence_core::odata::{ActionField, CmpOp, EventField, Expr, Query as OData,
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{ActionRecord, DenialRecord, MachineRecord};
 use appfence_core::{Error, MachineRef};
-use appfence_proto::agent::DesiredState;
+use appfence_proto::agent::{DesiredState, RuleOutcome};
 use appfence_proto::ActionType;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -231,7 +231,15 @@ fn denials_region(denials: &[DenialRecord], can_allow: bool) -> Markup {
                 td { (e.uid.map(|u| u.to_string()).unwrap_or_else(|| "—".into())) }
                 td.mono { (e.parent.as_deref().unwrap_or("—")) }
                 td { (format!("{:?}", e.kind)) }
-                td { @if e.monitor { (badge("info", "Would deny (monitor)")) } @else { (badge("bad", "Denied")) } }
+                td {
+                    @match e.rule {
+                        Some(RuleOutcome::Blocked) => (badge("bad", "Blocked by an indicator")),
+                        Some(RuleOutcome::Audited) => (badge("info", "Audited (allowed)")),
+                        None if e.monitor => (badge("info", "Would deny (monitor)")),
+                        None => (badge("bad", "Denied")),
+                    }
+                    @if e.alert { " " (badge("warn", "Alert")) }
+                }
                 td {
                     @if let (true, Some(sha)) = (can_allow, e.sha256.as_deref()) {
                         a.button.secondary.small href={

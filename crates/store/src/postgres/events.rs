@@ -71,8 +71,8 @@ pub(super) async fn record(
         for e in events {
             sqlx::query(
                 "INSERT INTO denial_events (tenant_id, machine_id, time, path, sha256, pid, uid, \
-                     parent, kind, monitor, received) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     parent, kind, monitor, received, rule, indicator_id, alert) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&machine.tenant_id)
             .bind(&machine.id)
@@ -85,6 +85,9 @@ pub(super) async fn record(
             .bind(kind_name(e.kind))
             .bind(e.monitor)
             .bind(received.ticks())
+            .bind(crate::rows::rule_name(e.rule))
+            .bind(&e.indicator_id)
+            .bind(e.alert)
             .execute(&mut *tx)
             .await
             .map_err(ctx("cannot store a denial event"))?;

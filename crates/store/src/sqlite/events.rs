@@ -70,8 +70,8 @@ pub(super) async fn record(
     for e in events {
         sqlx::query(
             "INSERT INTO denial_events (tenant_id, machine_id, time, path, sha256, pid, uid, \
-                 parent, kind, monitor, received) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 parent, kind, monitor, received, rule, indicator_id, alert) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&machine.tenant_id)
         .bind(&machine.id)
@@ -84,6 +84,9 @@ pub(super) async fn record(
         .bind(crate::rows::kind_name(e.kind))
         .bind(e.monitor)
         .bind(received.ticks())
+        .bind(crate::rows::rule_name(e.rule))
+        .bind(&e.indicator_id)
+        .bind(e.alert)
         .execute(&mut *tx)
         .await
         .map_err(db_err("cannot store a denial event"))?;
