@@ -660,7 +660,9 @@ async fn denial_events_are_stored_and_listed_newest_first() {
             "kind": "exec",
             "monitor": true,
             "machineId": device.machine_id,
-            "computerDnsName": "web-1.corp"
+            "computerDnsName": "web-1.corp",
+            // No indicator decided it: no `rule`, and no alert.
+            "alert": false
         })
     );
     let paths: Vec<&str> = page["value"]
