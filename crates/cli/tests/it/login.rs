@@ -150,19 +150,10 @@ impl Demo {
 
     /// Decides on a device sign-in in the console, as the analyst.
     async fn decide_device_code(&self, user_code: &str, decision: &str) {
-        let mut b = self.analyst_browser().await;
-        let page = b.get("/console/device").await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let csrf = page.hidden("csrf");
-        let r = b
-            .post(
-                "/console/device",
-                &[
-                    ("csrf", csrf.as_str()),
-                    ("user_code", user_code),
-                    ("decision", decision),
-                ],
-            )
+        let r = self
+            .analyst_browser()
+            .await
+            .decide_device_code(user_code, decision)
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
@@ -397,26 +388,11 @@ async fn browser_login_state_denial_and_a_disabled_user() {
     assert_eq!(r.status, 303, "{}", r.body);
     let sign_in = r.location().to_string();
     assert!(sign_in.starts_with("/console/sign-in?next="), "{sign_in}");
-    let form = b.get(&sign_in).await;
-    assert_eq!(form.status, 200, "{}", form.body);
-    let (csrf, next) = (
-        form.hidden("csrf"),
-        form.hidden("next").replace("&amp;", "&"),
-    );
-    assert_eq!(next, path);
-    let r = b
-        .post(
-            "/console/sign-in",
-            &[
-                ("username", analyst),
-                ("password", password),
-                ("csrf", &csrf),
-                ("next", &next),
-            ],
-        )
-        .await;
+    let r = b.sign_in_at(&sign_in, analyst, password).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = b.get(&next).await;
+    // The sign-in goes on to the authorize request it interrupted.
+    assert_eq!(r.next_location(), path);
+    let r = b.get(path).await;
     assert_eq!(r.status, 303, "{}", r.body);
     let back = r.location().to_string();
     assert!(back.starts_with(&format!("{redirect_uri}?code=")), "{back}");
