@@ -1073,6 +1073,8 @@ fn denial(pid: u32) -> DenialEvent {
         rule: None,
         indicator_id: None,
         alert: false,
+        command_line: None,
+        user: None,
     }
 }
 

@@ -130,6 +130,8 @@ impl SimulatedEnforcer {
             rule: None,
             indicator_id: None,
             alert: false,
+            command_line: Some(format!("/usr/bin/bash -c {DEMO_PROGRAM}")),
+            user: Some("demo".to_string()),
         });
     }
 

@@ -272,7 +272,17 @@ pub struct DenialEvent {
     /// The indicator asked for alerts (`generateAlert`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub alert: bool,
+    /// The command line of process `pid` (arguments joined by spaces, at most
+    /// [`MAX_COMMAND_LINE_BYTES`]), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
+    /// The name of user `uid`, from the host's `/etc/passwd`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
+
+/// Longest command line an agent reports (longer ones are cut at a character boundary).
+pub const MAX_COMMAND_LINE_BYTES: usize = 4096;
 
 /// What a file rule did to an execution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! (field names, key order, timestamp precision), so these types are the contract.
 
 pub mod action;
+pub mod alert;
 pub mod agent;
 pub mod error;
 pub mod indicator;
@@ -14,6 +15,7 @@ pub mod secret;
 pub mod timestamp;
 
 pub use action::{ActionStatus, ActionType, MachineAction};
+pub use alert::{Alert, AlertComment, AlertEvidence, RelatedUser};
 pub use error::{ErrorBody, ErrorDetail};
 pub use indicator::{
     Indicator, IndicatorImportResponse, IndicatorImportResult, MachineEnforcement, MachineEvent,

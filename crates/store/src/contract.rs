@@ -3907,6 +3907,8 @@ pub fn denial(seconds: i64, path: &str) -> DenialEvent {
         rule: None,
         indicator_id: None,
         alert: false,
+        command_line: None,
+        user: None,
     }
 }
 

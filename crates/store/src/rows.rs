@@ -320,6 +320,9 @@ pub(crate) fn denial<R: RowGet>(row: &R) -> Result<DenialRecord> {
             },
             indicator_id: row.opt_text("indicator_id")?,
             alert: row.boolean("alert")?,
+            // Kept in the alerts' evidence, not with every event.
+            command_line: None,
+            user: None,
         },
     })
 }

@@ -800,5 +800,7 @@ pub fn denial_event(record: DenialRecord) -> DenialEvent {
         rule: record.rule,
         indicator_id: record.indicator_id,
         alert: record.alert,
+        command_line: None,
+        user: None,
     }
 }

@@ -104,6 +104,8 @@ mod tests {
             rule: None,
             indicator_id: None,
             alert: false,
+            command_line: None,
+            user: None,
         }
     }
 
