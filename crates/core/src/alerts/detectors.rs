@@ -78,7 +78,9 @@ impl Detector {
             Detector::RestrictedExecution => "Untrusted program stopped on a restricted device",
             Detector::BlockedFile => "Blocked file stopped by an indicator",
             Detector::AuditedFile => "Audited file ran",
-            Detector::MonitoredExecution => "Untrusted program would have been stopped (monitor mode)",
+            Detector::MonitoredExecution => {
+                "Untrusted program would have been stopped (monitor mode)"
+            }
             Detector::ProtectionGap => "Restricted device was unprotected",
             Detector::AgentSilent => "Restricted device stopped checking in",
         }
@@ -173,7 +175,10 @@ pub fn denial_alerts(
         let Some(detector) = detector_of(e, settings) else {
             continue;
         };
-        let key = e.sha256.clone().unwrap_or_else(|| format!("path:{}", e.path));
+        let key = e
+            .sha256
+            .clone()
+            .unwrap_or_else(|| format!("path:{}", e.path));
         match index.get(&(detector, key.clone())) {
             Some(&i) => {
                 let c = &mut out[i];
@@ -185,7 +190,9 @@ pub fn denial_alerts(
             None => {
                 index.insert((detector, key.clone()), out.len());
                 let indicator = e.indicator_id.as_ref().and_then(|id| indicators.get(id));
-                out.push(candidate(machine, detector, key, e, indicator, settings, received));
+                out.push(candidate(
+                    machine, detector, key, e, indicator, settings, received,
+                ));
             }
         }
     }
@@ -196,7 +203,9 @@ fn detector_of(e: &DenialEvent, settings: &AlertSettings) -> Option<Detector> {
     match e.rule {
         Some(RuleOutcome::Blocked) => e.alert.then_some(Detector::BlockedFile),
         Some(RuleOutcome::Audited) => Some(Detector::AuditedFile),
-        None if e.monitor => settings.monitor_alerts.then_some(Detector::MonitoredExecution),
+        None if e.monitor => settings
+            .monitor_alerts
+            .then_some(Detector::MonitoredExecution),
         None => Some(Detector::RestrictedExecution),
     }
 }
@@ -205,7 +214,11 @@ fn split_path(path: &str) -> (Option<String>, Option<String>) {
     match path.rsplit_once('/') {
         Some((dir, name)) if !name.is_empty() => (
             Some(name.to_string()),
-            Some(if dir.is_empty() { "/".into() } else { dir.to_string() }),
+            Some(if dir.is_empty() {
+                "/".into()
+            } else {
+                dir.to_string()
+            }),
         ),
         _ => (Some(path.to_string()), None),
     }
@@ -272,7 +285,11 @@ fn candidate(
         .as_deref()
         .map_or_else(String::new, |h| format!(" (SHA-256 {h})"));
     let by = match (&e.parent, &e.command_line) {
-        (_, Some(cmd)) => format!(" Process {} ({}) asked.", e.pid, crate::ids::truncate(cmd, 200)),
+        (_, Some(cmd)) => format!(
+            " Process {} ({}) asked.",
+            e.pid,
+            crate::ids::truncate(cmd, 200)
+        ),
         (Some(p), None) => format!(" Process {} ({p}) asked.", e.pid),
         (None, None) => format!(" Process {} asked.", e.pid),
     };
@@ -382,7 +399,11 @@ pub fn protection_gap_alert(
 
 /// The alert for a restricted device whose agent has not checked in since `last_seen`:
 /// one per silence (a device that comes back and goes silent again raises another).
-pub fn silence_alert(machine: &MachineRecord, last_seen: Timestamp, now: Timestamp) -> AlertCandidate {
+pub fn silence_alert(
+    machine: &MachineRecord,
+    last_seen: Timestamp,
+    now: Timestamp,
+) -> AlertCandidate {
     let minutes = (now.unix_seconds() - last_seen.unix_seconds()).max(0) / 60;
     AlertCandidate {
         machine_id: machine.id.clone(),
@@ -445,18 +466,35 @@ mod tests {
         assert_eq!(got.len(), 2);
         let x = &got[0];
         assert_eq!(x.detector, Detector::RestrictedExecution);
-        assert_eq!((x.count, x.first_event.unix_seconds(), x.last_event.unix_seconds()), (2, 10, 15));
-        assert_eq!(x.join_since, Some(Timestamp::from_unix_seconds(10 - 24 * 3600)));
+        assert_eq!(
+            (
+                x.count,
+                x.first_event.unix_seconds(),
+                x.last_event.unix_seconds()
+            ),
+            (2, 10, 15)
+        );
+        assert_eq!(
+            x.join_since,
+            Some(Timestamp::from_unix_seconds(10 - 24 * 3600))
+        );
         let file = &x.evidence[0];
         assert_eq!(
-            (file.entity_type.as_str(), file.file_name.as_deref(), file.file_path.as_deref()),
+            (
+                file.entity_type.as_str(),
+                file.file_name.as_deref(),
+                file.file_path.as_deref()
+            ),
             ("File", Some("x"), Some("/tmp"))
         );
         assert_eq!(file.sha256.as_deref(), Some("a".repeat(64).as_str()));
         assert_eq!(file.detection_status.as_deref(), Some("Blocked"));
         let process = &x.evidence[1];
         assert_eq!(process.process_id, Some(77));
-        assert_eq!(process.process_command_line.as_deref(), Some("bash -c ./x --now"));
+        assert_eq!(
+            process.process_command_line.as_deref(),
+            Some("bash -c ./x --now")
+        );
         assert_eq!(process.file_name.as_deref(), Some("bash"));
         assert_eq!(x.evidence[2].account_name.as_deref(), Some("alice"));
         assert_eq!(x.related_user.as_ref().unwrap().user_name, "alice");
@@ -494,7 +532,10 @@ mod tests {
         assert_eq!(got[0].title, "Known ransomware");
         assert_eq!(got[0].threat_name.as_deref(), Some("Known ransomware"));
         assert!(got[0].description.starts_with("From the IR team."));
-        assert_eq!(got[1].evidence[0].detection_status.as_deref(), Some("Detected"));
+        assert_eq!(
+            got[1].evidence[0].detection_status.as_deref(),
+            Some("Detected")
+        );
         let monitor = AlertSettings {
             monitor_alerts: true,
             ..AlertSettings::default()
@@ -515,10 +556,24 @@ mod tests {
             Timestamp::from_unix_seconds(200),
         );
         assert_eq!(gap.join_since, None);
-        assert_eq!(gap.group_key, format!("gap:{}", Timestamp::from_unix_seconds(100).ticks()));
+        assert_eq!(
+            gap.group_key,
+            format!("gap:{}", Timestamp::from_unix_seconds(100).ticks())
+        );
         assert!(gap.description.contains("for 60 s"), "{}", gap.description);
-        let silent = silence_alert(&m, Timestamp::from_unix_seconds(0), Timestamp::from_unix_seconds(600));
-        assert!(silent.description.contains("10 minutes"), "{}", silent.description);
-        assert_eq!(Detector::from_id(silent.detector.id()), Some(Detector::AgentSilent));
+        let silent = silence_alert(
+            &m,
+            Timestamp::from_unix_seconds(0),
+            Timestamp::from_unix_seconds(600),
+        );
+        assert!(
+            silent.description.contains("10 minutes"),
+            "{}",
+            silent.description
+        );
+        assert_eq!(
+            Detector::from_id(silent.detector.id()),
+            Some(Detector::AgentSilent)
+        );
     }
 }

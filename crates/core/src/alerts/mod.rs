@@ -42,7 +42,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("NotMalicious", "Clean"),
     ("ConfirmedActivity", "ConfirmedUserActivity"),
     ("CompromisedAccount", "CompromisedUser"),
-    ("Informational, expected activity", "InformationalExpectedActivity"),
+    (
+        "Informational, expected activity",
+        "InformationalExpectedActivity",
+    ),
 ];
 
 /// Longest `assignedTo` accepted.
@@ -72,9 +75,13 @@ impl AlertStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [AlertStatus::New, AlertStatus::InProgress, AlertStatus::Resolved]
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+        [
+            AlertStatus::New,
+            AlertStatus::InProgress,
+            AlertStatus::Resolved,
+        ]
+        .into_iter()
+        .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -164,6 +171,24 @@ impl AlertChange {
         Ok(change)
     }
 
+    /// The audit log's record of this change to alert `id` by `actor`.
+    pub fn audit_event(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> crate::audit::AuditEvent {
+        crate::audit::AuditEvent {
+            at: now,
+            tenant_id: Some(tenant_id.to_string()),
+            event: crate::audit::ALERT_UPDATED.to_string(),
+            subject: id.to_string(),
+            actor: actor.to_string(),
+            detail: Some(self.describe()),
+        }
+    }
+
     /// A short account of the change for the audit log.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -222,6 +247,49 @@ pub struct AlertRecord {
 }
 
 impl AlertRecord {
+    /// Applies an analyst's change: a comment is added (refused beyond
+    /// [`MAX_COMMENTS_PER_ALERT`]), `Resolved` sets `resolvedTime` (leaving it clears
+    /// it), an empty `assignedTo` unassigns; `lastUpdateTime` becomes `now`.
+    pub fn apply(
+        &mut self,
+        change: &AlertChange,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        if let Some(comment) = &change.comment {
+            if self.comments.len() >= MAX_COMMENTS_PER_ALERT {
+                return Err(Error::InvalidRequestBody(format!(
+                    "Alert {} already has {MAX_COMMENTS_PER_ALERT} comments, the most one alert keeps",
+                    self.id
+                )));
+            }
+            self.comments.push(AlertComment {
+                comment: comment.clone(),
+                created_by: actor.to_string(),
+                created_time: now,
+            });
+        }
+        if let Some(status) = change.status {
+            match status {
+                AlertStatus::Resolved if self.status != "Resolved" => self.resolved = Some(now),
+                AlertStatus::Resolved => {}
+                _ => self.resolved = None,
+            }
+            self.status = status.as_str().to_string();
+        }
+        if let Some(a) = &change.assigned_to {
+            self.assigned_to = (!a.is_empty()).then(|| a.clone());
+        }
+        if let Some(c) = change.classification {
+            self.classification = Some(c.to_string());
+        }
+        if let Some(d) = change.determination {
+            self.determination = Some(d.to_string());
+        }
+        self.last_update = now;
+        Ok(())
+    }
+
     pub fn to_wire(&self, odata_context: Option<String>) -> Alert {
         Alert {
             odata_context,
@@ -272,8 +340,7 @@ pub fn new_alert_id(created: Timestamp) -> String {
 pub fn is_alert_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -313,14 +380,19 @@ mod tests {
             Err(Error::InvalidRequestBody(m)) => m,
             other => panic!("{other:?}"),
         };
-        assert!(err(update(|u| u.status = Some("Closed".into())))
-            .starts_with("'Closed' is not a valid status; expected one of New, InProgress, Resolved"));
+        assert!(
+            err(update(|u| u.status = Some("Closed".into()))).starts_with(
+                "'Closed' is not a valid status; expected one of New, InProgress, Resolved"
+            )
+        );
         assert!(err(update(|u| u.classification = Some("Maybe".into())))
             .contains("not a valid classification"));
         assert!(err(update(|u| u.determination = Some("Apt".into())))
             .contains("not a valid determination"));
-        assert!(err(update(|u| u.comment = Some("x".repeat(MAX_COMMENT_CHARS + 1))))
-            .contains("comment must have"));
+        assert!(err(update(
+            |u| u.comment = Some("x".repeat(MAX_COMMENT_CHARS + 1))
+        ))
+        .contains("comment must have"));
         assert!(err(update(|u| u.assigned_to = Some("a\u{7}b".into()))).contains("assignedTo"));
         assert!(err(AlertUpdate::default()).starts_with("Nothing to update"));
     }
