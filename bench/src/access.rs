@@ -259,7 +259,7 @@ async fn pass_gate(
     let key = RateKey {
         tenant_id: principal.tenant_id.clone(),
         caller: principal.caller_key(),
-        api: api.name(),
+        api,
     };
     let decision = state
         .limiter

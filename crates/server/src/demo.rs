@@ -1,4 +1,4 @@
-//! `serve --demo`: a tenant, an application with the restrict, read and indicator roles,
+//! `serve --demo`: a tenant, an application with the restrict, read, indicator and alert roles,
 //! an enrolment secret for the simulated devices, and two users (an analyst who may
 //! restrict and manage indicators, a viewer who may only read), all recorded in
 //! `DATA_DIR/demo.json`.
@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use appfence_core::audit::ACTOR_SERVER;
-use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT, ROLE_TI_READ_WRITE_ALL};
+use appfence_core::authz::{
+    ROLE_ALERT_READ_WRITE_ALL, ROLE_READ_ALL, ROLE_RESTRICT, ROLE_TI_READ_WRITE_ALL,
+};
 use appfence_core::odata::Query;
 use appfence_core::rbac::Permission;
 use appfence_proto::Secret;
@@ -83,6 +85,7 @@ pub fn demo_roles() -> Vec<RoleSpec> {
             "Demo analysts",
             &[
                 Permission::ActiveRemediationActions,
+                Permission::AlertsInvestigation,
                 Permission::ManageSecuritySettings,
                 Permission::ViewData,
             ],
@@ -151,7 +154,12 @@ fn read_demo_file(path: &Path) -> Result<Option<DemoInfo>, String> {
 }
 
 /// The demo application's roles.
-const DEMO_APP_ROLES: [&str; 3] = [ROLE_RESTRICT, ROLE_READ_ALL, ROLE_TI_READ_WRITE_ALL];
+const DEMO_APP_ROLES: [&str; 4] = [
+    ROLE_RESTRICT,
+    ROLE_READ_ALL,
+    ROLE_TI_READ_WRITE_ALL,
+    ROLE_ALERT_READ_WRITE_ALL,
+];
 
 /// Whether the application and enrolment secret recorded in `info` work with this store,
 /// and the application has every demo role (one from an older version gets replaced).
@@ -415,7 +423,10 @@ Or try the whole loop over the API:
     echo "$STATUS"; [ "$STATUS" = Succeeded ] && break; sleep 1
   done
 
-  # 5. lift the restriction
+  # 5. the alert: the restricted device stopped the compromised program (with its evidence)
+  curl -s -H "Authorization: Bearer $TOKEN" '{api}/alerts?$top=1&$expand=evidence'
+
+  # 6. lift the restriction
   curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     -d '{{"Comment":"Device is clean"}}' '{api}/machines/{machine}/unrestrictCodeExecution'
 
@@ -572,6 +583,7 @@ mod tests {
             roles[0].permissions,
             [
                 "Active remediation actions",
+                "Alerts investigation",
                 "Manage security settings",
                 "View data"
             ]

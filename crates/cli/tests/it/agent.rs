@@ -288,7 +288,13 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     }
     let server = TestServer::start().await;
     let api = server
-        .api(&[ROLE_RESTRICT, ROLE_READ, ROLE_TI, "Machine.Offboard"])
+        .api(&[
+            ROLE_RESTRICT,
+            ROLE_READ,
+            ROLE_TI,
+            "Machine.Offboard",
+            "Alert.ReadWrite.All",
+        ])
         .await;
     let secret = server.enroll_secret(&server.tenant_id.clone()).await;
     let tmp = crate::harness::private_tempdir();
@@ -362,7 +368,32 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
         coverage.contains(&ns.tmpfs.display().to_string()),
         "coverage: {reported}"
     );
+    let denied_at = Instant::now();
     assert!(exec(&unknown).await.is_err(), "an unknown binary is denied");
+    // The denial becomes an alert with the file's evidence (measured, not asserted:
+    // the agent sends within 2 s, the server stores the alert with the batch).
+    // A copy of /bin/false: the same bytes, outside the trusted set.
+    let unknown_sha = sha256_of("/bin/false");
+    let alert = wait_async(Duration::from_secs(20), "the alert", async || {
+        let v = api.get("/api/alerts?$top=1&$expand=evidence").await.json();
+        let a = v["value"].as_array()?.first()?.clone();
+        (a["evidence"][0]["sha256"] == unknown_sha.as_str()).then_some(a)
+    })
+    .await;
+    println!("alert queryable {:?} after the denial", denied_at.elapsed());
+    assert_eq!(alert["machineId"], machine_id.as_str(), "{alert}");
+    assert_eq!(alert["category"], "Execution", "{alert}");
+    let (dir, name) = unknown.rsplit_once('/').unwrap();
+    assert_eq!(alert["evidence"][0]["fileName"], name, "{alert}");
+    assert_eq!(alert["evidence"][0]["filePath"], dir, "{alert}");
+    assert_eq!(alert["evidence"][0]["detectionStatus"], "Blocked", "{alert}");
+    let process = &alert["evidence"][1];
+    assert_eq!(process["entityType"], "Process", "{alert}");
+    assert!(process["processId"].as_u64().unwrap() > 0, "{alert}");
+    assert!(
+        process["processCommandLine"].is_string(),
+        "the command line of the process that asked: {alert}"
+    );
     assert!(
         exec(&copied_true).await.is_err(),
         "a copied /bin/true is not trusted"
@@ -403,6 +434,26 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     })
     .await;
     println!("events: {events}");
+    // Repeated runs of the same file stay one alert.
+    let same_file = api
+        .get(&format!("/api/machines/{machine_id}/alerts?$expand=evidence"))
+        .await
+        .json()["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["evidence"][0]["sha256"] == unknown_sha.as_str())
+        .count();
+    assert_eq!(same_file, 1, "one alert for the repeated denials");
+    let alert_id = alert["id"].as_str().unwrap();
+    let r = api
+        .patch(
+            &format!("/api/alerts/{alert_id}"),
+            &json!({"status": "Resolved", "comment": "e2e: contained"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "resolve: {}", r.text);
+    assert_eq!(r.json()["status"], "Resolved");
 
     // kill -9 while restricted: the kernel fails open.
     kill9(agent_pid);
@@ -450,6 +501,20 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     assert!(
         reported["reported"]["unprotectedSeconds"].as_u64().unwrap() >= 1,
         "{reported}"
+    );
+    // The gap is an alert, once.
+    let gaps = api
+        .get(&format!(
+            "/api/machines/{machine_id}/alerts?$filter=category eq 'DefenseEvasion'&$expand=evidence"
+        ))
+        .await
+        .json();
+    let gaps = gaps["value"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0]["title"], "Restricted device was unprotected");
+    assert_eq!(
+        gaps[0]["firstEventTime"],
+        reported["reported"]["lastUnprotected"]["from"]
     );
 
     // The state directory fills up: the agent goes on enforcing and the server shows
