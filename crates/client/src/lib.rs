@@ -20,6 +20,7 @@
 //! caller keeps the tokens and hands the client a [`UserSession`]
 //! ([`MdeClient::for_session`]).
 
+mod alert_filter;
 mod encode;
 mod error;
 pub mod flows;
@@ -40,6 +41,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use alert_filter::{odata_string, AlertFilter};
 pub use error::ClientError;
 pub use session::{TokenFuture, UserSession};
 pub use token::MDE_SCOPE;
