@@ -183,6 +183,18 @@ pub struct ServeArgs {
     /// [env: APPFENCE_RETENTION] [default: 180d, as MDE]
     #[arg(long, value_name = "PERIOD", value_parser = parse_optional_period)]
     pub retention: Option<Option<Duration>>,
+    /// Denials of the same file on the same device join one open alert while they keep
+    /// coming within this window, e.g. 24h [env: APPFENCE_ALERT_GROUP_WINDOW] [default: 24h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub alert_group_window: Option<Duration>,
+    /// Monitor mode's would-be denials raise (informational) alerts too
+    /// [env: APPFENCE_ALERT_ON_MONITOR] [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub alert_on_monitor: Option<bool>,
+    /// A restricted device silent for this long raises an alert, e.g. 10m, or off
+    /// [env: APPFENCE_ALERT_AFTER_SILENCE] [default: 10m]
+    #[arg(long, value_name = "PERIOD", value_parser = parse_optional_period)]
+    pub alert_after_silence: Option<Option<Duration>>,
     /// Pending actions older than this time out, e.g. 3d [env: APPFENCE_ACTION_PENDING_TIMEOUT] [default: 3d]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub action_pending_timeout: Option<Duration>,

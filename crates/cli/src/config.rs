@@ -41,6 +41,9 @@ pub const ENV_KEY_FILE: &str = "APPFENCE_KEY_FILE";
 pub const ENV_ALLOW_GROUP_READ: &str = "APPFENCE_ALLOW_GROUP_READ";
 pub const ENV_SIGNING_KEY_ROTATION: &str = "APPFENCE_SIGNING_KEY_ROTATION";
 pub const ENV_RETENTION: &str = "APPFENCE_RETENTION";
+pub const ENV_ALERT_GROUP_WINDOW: &str = "APPFENCE_ALERT_GROUP_WINDOW";
+pub const ENV_ALERT_ON_MONITOR: &str = "APPFENCE_ALERT_ON_MONITOR";
+pub const ENV_ALERT_AFTER_SILENCE: &str = "APPFENCE_ALERT_AFTER_SILENCE";
 pub const ENV_KEY_REFRESH_INTERVAL: &str = "APPFENCE_KEY_REFRESH_INTERVAL";
 pub const ENV_TRUSTED_PROXIES: &str = "APPFENCE_TRUSTED_PROXIES";
 pub const ENV_METRICS_LISTEN: &str = "APPFENCE_METRICS_LISTEN";
@@ -97,6 +100,11 @@ pub struct FileConfig {
     pub demo_step_delay: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, PeriodParser>")]
     pub retention: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
+    pub alert_group_window: Option<Duration>,
+    pub alert_on_monitor: Option<bool>,
+    #[serde(default, deserialize_with = "de_with::<_, PeriodParser>")]
+    pub alert_after_silence: Option<Option<Duration>>,
     #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
     pub action_pending_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_with::<_, DurationParser>")]
@@ -414,6 +422,33 @@ pub fn resolve_serve(args: &ServeArgs, env: &Env) -> Result<ServeSettings, CliEr
         file.retention,
     )? {
         server.retention = v;
+    }
+    if let Some(v) = layer(
+        args.alert_group_window,
+        env,
+        ENV_ALERT_GROUP_WINDOW,
+        parse_duration,
+        file.alert_group_window,
+    )? {
+        server.alerts.group_window = v;
+    }
+    if let Some(v) = layer(
+        args.alert_on_monitor,
+        env,
+        ENV_ALERT_ON_MONITOR,
+        parse_bool,
+        file.alert_on_monitor,
+    )? {
+        server.alerts.monitor_alerts = v;
+    }
+    if let Some(v) = layer(
+        args.alert_after_silence,
+        env,
+        ENV_ALERT_AFTER_SILENCE,
+        parse_optional_period,
+        file.alert_after_silence,
+    )? {
+        server.silence_alert_after = v;
     }
     if let Some(v) = layer(
         args.action_pending_timeout,

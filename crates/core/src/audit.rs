@@ -50,3 +50,5 @@ pub const PASSWORD_GRANT_DISABLED: &str = "PasswordGrantDisabled";
 /// machine id; the actor is who requested the offboarding; the detail names the action
 /// and how it ended.
 pub const DEVICE_OFFBOARDED: &str = "DeviceOffboarded";
+/// An analyst changed an alert (subject: the alert id; detail: what changed).
+pub const ALERT_UPDATED: &str = "AlertUpdated";

@@ -1,7 +1,7 @@
 //! Identifiers: machine ids (40 lower-case hex), GUIDs, and the three ways a caller may
 //! name a machine.
 
-use rand_free::random_bytes;
+pub use rand_free::random_bytes;
 
 use crate::Error;
 

@@ -1,6 +1,7 @@
 //! appfence's domain: no I/O, no async. Everything here is decided from its inputs,
 //! including the time, which comes from an injected [`Clock`].
 
+pub mod alerts;
 pub mod audit;
 pub mod authz;
 pub mod capability;

@@ -4,8 +4,8 @@
 //! (field names, key order, timestamp precision), so these types are the contract.
 
 pub mod action;
-pub mod alert;
 pub mod agent;
+pub mod alert;
 pub mod error;
 pub mod indicator;
 pub mod machine;

@@ -27,7 +27,7 @@ pub async fn admit(state: &AppState, principal: &Principal, api: Api) -> Result<
     let key = RateKey {
         tenant_id: principal.tenant_id.clone(),
         caller: principal.caller_key(),
-        api: api.name(),
+        api,
     };
     let decision = state.limiter.acquire(&key, state.clock.now()).await?;
     if !decision.admitted {
@@ -452,4 +452,31 @@ pub async fn delete_indicator(
         .announce(Change::Tenant(principal.tenant_id.clone()))
         .await;
     Ok(())
+}
+
+/// Applies an analyst's change to alerts `ids` (Update alert: one; Batch update alerts:
+/// several), all or nothing, within the caller's device groups; the store records each
+/// change in the audit log with the caller as its actor.
+pub async fn update_alerts(
+    state: &AppState,
+    principal: &Principal,
+    api: Api,
+    ids: &[String],
+    change: &appfence_core::alerts::AlertChange,
+) -> Result<Vec<appfence_core::alerts::AlertRecord>, Error> {
+    let scope = state.authorize(principal, api)?;
+    let actor = principal.requestor().to_string();
+    let updated = state
+        .store
+        .update_alerts(
+            &principal.tenant_id,
+            ids,
+            change,
+            &scope,
+            &actor,
+            state.clock.now(),
+        )
+        .await?;
+    tracing::info!(tenant_id = %principal.tenant_id, count = updated.len(), change = %change.describe(), %actor, "alerts updated");
+    Ok(updated)
 }

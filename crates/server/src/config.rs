@@ -71,6 +71,12 @@ pub struct ServerConfig {
     /// Allow plain HTTP on an address other than loopback (a TLS-terminating proxy in
     /// front); refused otherwise.
     pub insecure_http: bool,
+    /// How denials become alerts: the grouping window, and whether monitor mode's
+    /// would-be denials raise alerts.
+    pub alerts: appfence_core::alerts::AlertSettings,
+    /// A restricted device that has not checked in for this long raises an alert
+    /// (`None`: never).
+    pub silence_alert_after: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -149,6 +155,8 @@ impl Default for ServerConfig {
             disk_free_warning: crate::disk_space::FreeSpaceWarning::Default,
             tls: None,
             insecure_http: false,
+            alerts: Default::default(),
+            silence_alert_after: Some(Duration::from_secs(10 * 60)),
             connection_limits: Default::default(),
         }
     }

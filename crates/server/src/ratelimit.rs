@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use appfence_core::authz::Api;
 use appfence_core::ratelimit::{decide, window_start, Decision, RateLimitPolicy};
 use appfence_proto::Timestamp;
 
@@ -13,7 +14,7 @@ use appfence_proto::Timestamp;
 pub struct RateKey {
     pub tenant_id: String,
     pub caller: String,
-    pub api: &'static str,
+    pub api: Api,
 }
 
 #[async_trait::async_trait]
@@ -67,7 +68,7 @@ impl MemoryRateLimiter {
 #[async_trait::async_trait]
 impl RateLimiter for MemoryRateLimiter {
     async fn acquire(&self, key: &RateKey, now: Timestamp) -> appfence_core::Result<Decision> {
-        let policy = self.policy.get();
+        let policy = key.api.rate_limits(self.policy.get());
         let windows = policy.windows();
         let mut map = self.counters.lock().expect("rate limiter lock");
         // Forget keys whose hour is over, so the map does not grow without bound.
@@ -119,8 +120,9 @@ impl StoreRateLimiter {
 #[async_trait::async_trait]
 impl RateLimiter for StoreRateLimiter {
     async fn acquire(&self, key: &RateKey, now: Timestamp) -> appfence_core::Result<Decision> {
-        let key = format!("{}|{}|{}", key.tenant_id, key.caller, key.api);
-        self.store.rate_limit(&key, &self.policy.get(), now).await
+        let policy = key.api.rate_limits(self.policy.get());
+        let key = format!("{}|{}|{}", key.tenant_id, key.caller, key.api.name());
+        self.store.rate_limit(&key, &policy, now).await
     }
 
     fn policy(&self) -> RateLimitPolicy {
@@ -138,6 +140,11 @@ mod tests {
     use std::sync::Arc;
 
     fn key(api: &'static str) -> RateKey {
+        let api = if api == "a" {
+            Api::ListMachines
+        } else {
+            Api::GetMachine
+        };
         RateKey {
             tenant_id: "t".into(),
             caller: "app".into(),

@@ -68,6 +68,8 @@ pub async fn sweep_once(state: &AppState) -> appfence_core::Result<usize> {
     }
     maintain_signing_keys(state).await?;
     apply_retention(state, now).await?;
+    prune_alerts(state, now).await?;
+    raise_silence_alerts(state, now).await?;
     let refresh = statistics_due(
         &mut state
             .statistics_refreshed
@@ -164,6 +166,68 @@ pub async fn apply_retention(
             .increment(events);
     }
     Ok((actions, events))
+}
+
+/// Retention of alerts: those last updated longer ago than `config.retention` go (a
+/// bounded batch at a time, as actions and events). Resolving keeps an alert; only
+/// retention removes it.
+pub async fn prune_alerts(
+    state: &AppState,
+    now: appfence_proto::Timestamp,
+) -> appfence_core::Result<u64> {
+    let Some(retention) = state.config.retention else {
+        return Ok(0);
+    };
+    let before = now.minus(retention);
+    let mut alerts = 0u64;
+    for _ in 0..RETENTION_BATCHES_PER_SWEEP {
+        let n = state
+            .store
+            .delete_old_alerts(before, RETENTION_BATCH)
+            .await?;
+        alerts += n;
+        if n < u64::from(RETENTION_BATCH) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    if alerts > 0 {
+        tracing::info!(alerts, "retention: old alerts deleted");
+        metrics::counter!("appfence_retention_deleted_total", "kind" => "alerts").increment(alerts);
+    }
+    Ok(alerts)
+}
+
+/// Most silent devices alerted on per sweep; the rest wait for the next sweep.
+const SILENCE_ALERTS_PER_SWEEP: u32 = 500;
+
+/// A restricted device that has not checked in for `silence_alert_after` raises an
+/// alert, once per silence (the store only returns devices without one). Every replica
+/// may look; the store's per-tenant alert lock and the once-per-key rule keep it one.
+pub async fn raise_silence_alerts(
+    state: &AppState,
+    now: appfence_proto::Timestamp,
+) -> appfence_core::Result<usize> {
+    let Some(after) = state.config.silence_alert_after else {
+        return Ok(0);
+    };
+    let silent = state
+        .store
+        .silent_restricted_machines(now.minus(after), SILENCE_ALERTS_PER_SWEEP)
+        .await?;
+    let mut raised = 0;
+    for machine in &silent {
+        let Some(last_seen) = machine.last_seen else {
+            continue;
+        };
+        let alert = appfence_core::alerts::detectors::silence_alert(machine, last_seen, now);
+        raised += state
+            .store
+            .raise_alerts(&machine.tenant_id, &[alert], now)
+            .await?;
+        tracing::warn!(machine = %machine.id, host = %machine.computer_dns_name, %last_seen, "a restricted device stopped checking in: alert raised");
+    }
+    Ok(raised)
 }
 
 /// The fleet gauges (devices seen lately, devices restricted), from the store.

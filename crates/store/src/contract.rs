@@ -6,6 +6,9 @@
 //! take an `Arc` because they spawn tasks; [`durability_write`] and
 //! [`durability_check`] bracket a close and reopen that only the caller can do.
 
+mod alerts;
+pub use alerts::alerts;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -3935,15 +3938,16 @@ pub async fn denial_events(store: &dyn Store) {
         .record_denials(
             &web,
             &[denial(1, "/tmp/a"), denial(2, "/tmp/b"), elf.clone()],
+            &[],
             at(10),
         )
         .await
         .unwrap();
     store
-        .record_denials(&db, &[denial(5, "/tmp/c")], at(11))
+        .record_denials(&db, &[denial(5, "/tmp/c")], &[], at(11))
         .await
         .unwrap();
-    store.record_denials(&db, &[], at(12)).await.unwrap();
+    store.record_denials(&db, &[], &[], at(12)).await.unwrap();
 
     let list = |scope: DeviceScope, q: Query<EventField>| {
         let tenant = t.id.clone();
@@ -3999,7 +4003,7 @@ pub async fn denial_events(store: &dyn Store) {
     let many: Vec<DenialEvent> = (0..MAX_EVENTS_PER_MACHINE as i64 + 2)
         .map(|i| denial(100 + i, &format!("/tmp/many-{i}")))
         .collect();
-    store.record_denials(&db, &many, at(20)).await.unwrap();
+    store.record_denials(&db, &many, &[], at(20)).await.unwrap();
     let p = list(
         DeviceScope::All,
         Query {
@@ -4347,11 +4351,11 @@ pub async fn retention(store: &dyn Store) {
 
     // Denial events by arrival.
     store
-        .record_denials(&ms[0], &[denial(1, "/tmp/old")], at(500))
+        .record_denials(&ms[0], &[denial(1, "/tmp/old")], &[], at(500))
         .await
         .unwrap();
     store
-        .record_denials(&ms[0], &[denial(2, "/tmp/new")], at(1500))
+        .record_denials(&ms[0], &[denial(2, "/tmp/new")], &[], at(1500))
         .await
         .unwrap();
     while store.delete_old_denials(cut, 100).await.unwrap() == 100 {}
@@ -4406,6 +4410,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     protected_files(s).await;
     update_machine(s).await;
     denial_events(s).await;
+    alerts(s).await;
     keyset_pages(s).await;
     implied_filters(s).await;
     // Last: it deletes every old final action of the store, the other checks' too.

@@ -16,11 +16,14 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 
+use appfence_core::alerts::{AlertCandidate, AlertChange, AlertRecord};
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::indicators::ProtectedHit;
-use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
+use appfence_core::odata::{
+    ActionField, AlertField, EventField, IndicatorField, MachineField, Page, Query,
+};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
@@ -656,13 +659,14 @@ pub trait Store: Send + Sync + 'static {
 
     // --- denial events ---
 
-    /// Stores a batch of a machine's denial events in one transaction, then drops the
-    /// machine's oldest events beyond
+    /// Stores a batch of a machine's denial events and raises (or groups) the alerts
+    /// they cause, in one transaction, then drops the machine's oldest events beyond
     /// [`appfence_core::records::MAX_EVENTS_PER_MACHINE`].
     async fn record_denials(
         &self,
         machine: &MachineRecord,
         events: &[DenialEvent],
+        alerts: &[AlertCandidate],
         received: Timestamp,
     ) -> Result<()>;
     /// One page of the tenant's denial events on machines within `scope`, newest first
@@ -673,4 +677,57 @@ pub trait Store: Send + Sync + 'static {
         scope: &DeviceScope,
         query: &Query<EventField>,
     ) -> Result<Page<DenialRecord>>;
+
+    // --- alerts ---
+
+    /// Raises each candidate as a new alert, or folds it into the alert it groups with
+    /// (see [`AlertCandidate::join_since`]), in one transaction; returns how many alerts
+    /// are new. A new alert's `alertCreationTime` is unique in the tenant and grows in
+    /// commit order (max(now, the newest + 1 tick)), so paging with
+    /// `alertCreationTime gt` never misses or repeats an alert.
+    async fn raise_alerts(
+        &self,
+        tenant_id: &str,
+        alerts: &[AlertCandidate],
+        now: Timestamp,
+    ) -> Result<usize>;
+    /// One page of the tenant's alerts on machines within `scope`, newest first unless
+    /// the query orders otherwise; evidence only with `$expand=evidence`.
+    async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        scope: &DeviceScope,
+        query: &Query<AlertField>,
+    ) -> Result<Page<AlertRecord>>;
+    /// One alert of the tenant, with its evidence, if it exists within `scope`.
+    async fn get_alert(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        scope: &DeviceScope,
+    ) -> Result<Option<AlertRecord>>;
+    /// Applies `change` to every alert in `ids` (see [`AlertRecord::apply`]), all or
+    /// nothing: an id missing from the tenant or outside `scope` is `ResourceNotFound`,
+    /// a change refused for one alert is its error, and nothing changes. Each change is
+    /// in the audit log (`AlertUpdated`, with `actor`) in the same transaction.
+    async fn update_alerts(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+        change: &AlertChange,
+        scope: &DeviceScope,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Vec<AlertRecord>>;
+    /// Retention: deletes at most `limit` alerts last updated before `before`, oldest
+    /// first; returns how many.
+    async fn delete_old_alerts(&self, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Onboarded machines whose agent last reported them restricted and that have not
+    /// checked in since `last_seen_before`, which have no alert for this silence yet;
+    /// at most `limit`, longest silent first.
+    async fn silent_restricted_machines(
+        &self,
+        last_seen_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<MachineRecord>>;
 }

@@ -3,6 +3,7 @@
 //! JSON columns (string lists and the small agent-reported structs) come as text (the
 //! PostgreSQL store selects its JSONB columns `::text`).
 
+use appfence_core::alerts::AlertRecord;
 use appfence_core::audit::AuditEvent;
 use appfence_core::records::{
     ActionRecord, AppRegistration, AppSecret, AuditRecord, ConsoleSession, DenialRecord,
@@ -382,3 +383,60 @@ pub(crate) const SIGNING_KEY_COLUMNS: &str = "kid, algorithm, public_key, sealed
 
 pub(crate) const THROTTLE_COLUMNS: &str =
     "key, failures, window_start, locked_until, lockouts, lock_end_recorded";
+
+/// Columns of the `alert_rows` view.
+pub(crate) const ALERT_COLUMNS: &str = concat!(
+    "id, tenant_id, machine_id, computer_dns_name, rbac_group_id, rbac_group_name, ",
+    "detector_id, title, description, category, severity, detection_source, threat_name, ",
+    "mitre_techniques, status, classification, determination, assigned_to, created, ",
+    "first_event, last_event, last_update, resolved, event_count, related_user, comments, ",
+    "evidence"
+);
+
+/// [`ALERT_COLUMNS`] with an empty evidence list.
+pub(crate) const ALERT_COLUMNS_NO_EVIDENCE: &str = concat!(
+    "id, tenant_id, machine_id, computer_dns_name, rbac_group_id, rbac_group_name, ",
+    "detector_id, title, description, category, severity, detection_source, threat_name, ",
+    "mitre_techniques, status, classification, determination, assigned_to, created, ",
+    "first_event, last_event, last_update, resolved, event_count, related_user, comments, ",
+    "'[]' AS evidence"
+);
+
+pub(crate) fn alert<R: RowGet>(row: &R) -> Result<AlertRecord> {
+    Ok(AlertRecord {
+        tenant_id: row.text("tenant_id")?,
+        id: row.text("id")?,
+        machine_id: row.text("machine_id")?,
+        computer_dns_name: row.opt_text("computer_dns_name")?,
+        rbac_group_id: row.int("rbac_group_id")?,
+        rbac_group_name: row.opt_text("rbac_group_name")?,
+        detector_id: row.text("detector_id")?,
+        title: row.text("title")?,
+        description: row.text("description")?,
+        category: row.text("category")?,
+        severity: row.text("severity")?,
+        detection_source: row.text("detection_source")?,
+        threat_name: row.opt_text("threat_name")?,
+        mitre_techniques: json(row, "mitre_techniques")?,
+        status: row.text("status")?,
+        classification: row.opt_text("classification")?,
+        determination: row.opt_text("determination")?,
+        assigned_to: row.opt_text("assigned_to")?,
+        created: timestamp(row, "created")?,
+        first_event: timestamp(row, "first_event")?,
+        last_event: timestamp(row, "last_event")?,
+        last_update: timestamp(row, "last_update")?,
+        resolved: opt_timestamp(row, "resolved")?,
+        event_count: row.int("event_count")?,
+        related_user: match row.opt_text("related_user")? {
+            None => None,
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    Error::Internal(format!("bad JSON in column related_user: {e}"))
+                })?)
+            }
+        },
+        comments: json(row, "comments")?,
+        evidence: json(row, "evidence")?,
+    })
+}

@@ -13,6 +13,7 @@ mod writers;
 
 mod access;
 mod agent;
+mod alerts;
 mod alerts_cli;
 mod browser;
 mod cancel_races;

@@ -324,3 +324,100 @@ mod tests {
         );
     }
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertField {
+    Id,
+    AlertCreationTime,
+    LastUpdateTime,
+    LastEventTime,
+    FirstEventTime,
+    ResolvedTime,
+    Status,
+    Severity,
+    MachineId,
+    ComputerDnsName,
+    Category,
+    DetectionSource,
+    DetectorId,
+    AssignedTo,
+    Classification,
+    Determination,
+    Title,
+    IncidentId,
+    InvestigationId,
+}
+
+impl Field for AlertField {
+    const ENTITY: &'static str = "Alert";
+
+    fn all() -> &'static [Self] {
+        use AlertField::*;
+        &[
+            Id,
+            AlertCreationTime,
+            LastUpdateTime,
+            LastEventTime,
+            FirstEventTime,
+            ResolvedTime,
+            Status,
+            Severity,
+            MachineId,
+            ComputerDnsName,
+            Category,
+            DetectionSource,
+            DetectorId,
+            AssignedTo,
+            Classification,
+            Determination,
+            Title,
+            IncidentId,
+            InvestigationId,
+        ]
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AlertField::Id => "id",
+            AlertField::AlertCreationTime => "alertCreationTime",
+            AlertField::LastUpdateTime => "lastUpdateTime",
+            AlertField::LastEventTime => "lastEventTime",
+            AlertField::FirstEventTime => "firstEventTime",
+            AlertField::ResolvedTime => "resolvedTime",
+            AlertField::Status => "status",
+            AlertField::Severity => "severity",
+            AlertField::MachineId => "machineId",
+            AlertField::ComputerDnsName => "computerDnsName",
+            AlertField::Category => "category",
+            AlertField::DetectionSource => "detectionSource",
+            AlertField::DetectorId => "detectorId",
+            AlertField::AssignedTo => "assignedTo",
+            AlertField::Classification => "classification",
+            AlertField::Determination => "determination",
+            AlertField::Title => "title",
+            AlertField::IncidentId => "incidentId",
+            AlertField::InvestigationId => "investigationId",
+        }
+    }
+
+    fn field_type(self) -> FieldType {
+        use crate::alerts::{CLASSIFICATIONS, DETERMINATIONS, SEVERITIES, STATUSES};
+        match self {
+            AlertField::AlertCreationTime
+            | AlertField::LastUpdateTime
+            | AlertField::LastEventTime
+            | AlertField::FirstEventTime
+            | AlertField::ResolvedTime => FieldType::Timestamp,
+            AlertField::Status => FieldType::Enum(STATUSES),
+            AlertField::Severity => FieldType::Enum(SEVERITIES),
+            AlertField::Classification => FieldType::Enum(CLASSIFICATIONS),
+            AlertField::Determination => FieldType::Enum(DETERMINATIONS),
+            AlertField::IncidentId | AlertField::InvestigationId => FieldType::Integer,
+            _ => FieldType::String,
+        }
+    }
+
+    fn expandable() -> &'static [&'static str] {
+        &["evidence"]
+    }
+}

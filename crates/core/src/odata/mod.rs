@@ -5,7 +5,7 @@
 mod fields;
 mod parse;
 
-pub use fields::{ActionField, EventField, IndicatorField, MachineField};
+pub use fields::{ActionField, AlertField, EventField, IndicatorField, MachineField};
 pub use parse::parse_query;
 
 use appfence_proto::Timestamp;
@@ -37,6 +37,10 @@ pub trait Field: Copy + Eq + std::fmt::Debug + Send + Sync + 'static {
     /// Whether `$orderby` may use this field.
     fn sortable(self) -> bool {
         !matches!(self.field_type(), FieldType::StringCollection)
+    }
+    /// Navigation properties `$expand` may name (none unless the collection has some).
+    fn expandable() -> &'static [&'static str] {
+        &[]
     }
     /// Case-insensitive lookup, as MDE matches property names.
     fn lookup(name: &str) -> Option<Self> {
@@ -113,6 +117,15 @@ pub struct Query<F> {
     /// after that row (then `skip` applies), so following next links never reads the
     /// rows before the page again.
     pub after: Option<Vec<KeyValue>>,
+    /// `$expand`: the navigation properties asked for (from [`Field::expandable`]).
+    pub expand: Vec<&'static str>,
+}
+
+impl<F> Query<F> {
+    /// Whether `$expand` named this navigation property.
+    pub fn expands(&self, property: &str) -> bool {
+        self.expand.contains(&property)
+    }
 }
 
 /// One value of a row's sort key (an order field or the tie-break).
@@ -133,6 +146,7 @@ impl<F> Default for Query<F> {
             order_by: Vec::new(),
             count: false,
             after: None,
+            expand: Vec::new(),
         }
     }
 }

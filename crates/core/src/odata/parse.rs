@@ -28,6 +28,7 @@ pub fn parse_query<F: Field>(params: &[(String, String)]) -> Result<Query<F>, Er
             "$skip" => "$skip",
             "$orderby" => "$orderby",
             "$count" => "$count",
+            "$expand" if !F::expandable().is_empty() => "$expand",
             _ => {
                 return Err(Error::OData(format!(
                     "Query option '{name}' is not supported"
@@ -75,10 +76,34 @@ pub fn parse_query<F: Field>(params: &[(String, String)]) -> Result<Query<F>, Er
                     }
                 }
             }
+            "$expand" => query.expand = parse_expand::<F>(value)?,
             _ => unreachable!("every option named above is handled"),
         }
     }
     Ok(query)
+}
+
+/// `property, ...`: each one of the collection's navigation properties, once.
+fn parse_expand<F: Field>(value: &str) -> Result<Vec<&'static str>, Error> {
+    let mut out = Vec::new();
+    for item in value.split(',') {
+        let name = item.trim();
+        let property = F::expandable()
+            .iter()
+            .find(|p| p.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                Error::OData(format!(
+                    "Could not find a navigation property named '{}' on type '{}'; $expand supports {}",
+                    crate::ids::truncate(name, 64),
+                    F::ENTITY,
+                    F::expandable().join(", ")
+                ))
+            })?;
+        if !out.contains(property) {
+            out.push(*property);
+        }
+    }
+    Ok(out)
 }
 
 /// A non-negative integer option (`$top`, `$skip`).

@@ -7,8 +7,8 @@ use appfence_core::records::{
 };
 use appfence_core::Error;
 use appfence_proto::agent::{
-    ActionUpdateResponse, Command, CommandsResponse, DesiredState, HeartbeatRequest,
-    HeartbeatResponse, Outcome, ResultRequest,
+    ActionUpdateResponse, Command, CommandsResponse, DesiredState, EnforcementState,
+    HeartbeatRequest, HeartbeatResponse, Outcome, ResultRequest,
 };
 use appfence_proto::ActionStatus;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -68,9 +68,40 @@ pub async fn heartbeat(
     if machine.enforcement != req.enforcement {
         state.announce(Change::Observed(machine.id.clone())).await;
     }
+    raise_protection_gap(&state, &machine, &req.enforcement).await?;
     Ok(Json(HeartbeatResponse {
         desired: desired(&state, &machine).await?,
     }))
+}
+
+/// A period the agent newly reports unprotected (stopped, killed, or the host restarted
+/// while restricted) becomes an alert, once per period.
+async fn raise_protection_gap(
+    state: &AppState,
+    machine: &MachineRecord,
+    reported: &EnforcementState,
+) -> Result<(), ApiError> {
+    let Some(gap) = &reported.last_unprotected else {
+        return Ok(());
+    };
+    if machine.enforcement.last_unprotected.as_ref() == Some(gap) {
+        return Ok(());
+    }
+    let now = state.clock.now();
+    let current = MachineRecord {
+        enforcement: reported.clone(),
+        ..machine.clone()
+    };
+    let alert =
+        appfence_core::alerts::detectors::protection_gap_alert(&current, gap.from, gap.to, now);
+    let raised = state
+        .store
+        .raise_alerts(&machine.tenant_id, &[alert], now)
+        .await?;
+    if raised > 0 {
+        tracing::warn!(machine = %machine.id, from = %gap.from, to = %gap.to, "a restricted device reported time unprotected: alert raised");
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,12 @@ pub fn api_of(method: &Method, route: &str, path: &str) -> Option<Api> {
         ("GET", "/machines/findbytag") => Api::FindMachinesByTag,
         ("POST", "/machines/{id}/tags") => Api::TagMachine,
         ("POST", "/machines/AddOrRemoveTagForMultipleMachines") => Api::TagMachines,
+        ("GET", "/alerts") => Api::ListAlerts,
+        ("GET", "/alerts/{id}") => Api::GetAlert,
+        ("PATCH", "/alerts/{id}") => Api::UpdateAlert,
+        ("POST", "/alerts/batchUpdate") => Api::BatchUpdateAlerts,
+        ("GET", "/alerts/{id}/machine") => Api::GetAlertMachine,
+        ("GET", "/machines/{id}/alerts") => Api::ListMachineAlerts,
         _ => return None,
     })
 }
@@ -68,11 +74,12 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         Err(e) => return e.into_response(),
     };
     let mut decision = None;
-    if let Some(api) = api_of(req.method(), &route, req.uri().path()) {
+    let api = api_of(req.method(), &route, req.uri().path());
+    if let Some(api) = api {
         match crate::commands::admit(&state, &principal, api).await {
             Ok(d) if d.admitted => decision = Some(d),
             Ok(d) => {
-                let headers = rate_headers(&state, &d);
+                let headers = rate_headers(&state, api, &d);
                 let mut resp = ApiError(d.into_result().unwrap_err()).into_response();
                 resp.headers_mut().extend(headers);
                 return resp;
@@ -82,15 +89,16 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     }
     req.extensions_mut().insert(Authenticated(principal));
     let mut resp = next.run(req).await;
-    if let Some(d) = decision {
-        resp.headers_mut().extend(rate_headers(&state, &d));
+    if let (Some(d), Some(api)) = (decision, api) {
+        resp.headers_mut().extend(rate_headers(&state, api, &d));
     }
     resp
 }
 
-fn rate_headers(state: &AppState, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+fn rate_headers(state: &AppState, api: Api, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(2);
-    if let Ok(v) = HeaderValue::from_str(&state.limiter.policy().header()) {
+    let policy = api.rate_limits(state.limiter.policy());
+    if let Ok(v) = HeaderValue::from_str(&policy.header()) {
         out.push((HeaderName::from_static("ratelimit-policy"), v));
     }
     if let Ok(v) = HeaderValue::from_str(&d.header()) {

@@ -2,6 +2,7 @@
 //! together (utoipa-axum), served under `/api` and `/api/v1.0`.
 
 mod actions;
+mod alerts;
 mod body;
 mod enforcement;
 pub mod guard;
@@ -31,7 +32,7 @@ pub use indicators::MAX_IMPORT_BODY_BYTES;
         description = "Microsoft Defender for Endpoint compatible machine-actions API: restrict and unrestrict code execution on devices, update machines, and the indicators API for files every device blocks or audits and restricted devices let run."
     ),
     modifiers(&BearerAuth),
-    components(schemas(appfence_proto::ErrorBody, appfence_proto::ErrorDetail))
+    components(schemas(appfence_proto::ErrorBody, appfence_proto::ErrorDetail, appfence_proto::AlertEvidence, appfence_proto::AlertComment, appfence_proto::RelatedUser))
 )]
 pub struct ApiDoc;
 
@@ -82,6 +83,11 @@ pub fn router() -> OpenApiRouter<AppState> {
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BODY_BYTES)),
         )
         .routes(routes!(indicators::delete_indicator))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::get_alert, alerts::update_alert))
+        .routes(routes!(alerts::batch_update_alerts))
+        .routes(routes!(alerts::get_alert_machine))
+        .routes(routes!(alerts::list_machine_alerts))
 }
 
 /// A page of a collection as MDE sends it: context, optional count, values, and the

@@ -115,6 +115,7 @@ impl DeviceFilters {
             order_by: vec![(MachineField::ComputerDnsName, Direction::Asc)],
             count: true,
             after: None,
+            expand: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Denial events reported by agents: a batch per transaction, at most
 //! `MAX_EVENTS_PER_MACHINE` per machine (the oldest go first).
 
+use appfence_core::alerts::AlertCandidate;
 use appfence_core::odata::{EventField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{DenialRecord, MachineRecord, MAX_EVENTS_PER_MACHINE};
@@ -61,6 +62,7 @@ pub(super) async fn record(
     pool: &PgPool,
     machine: &MachineRecord,
     events: &[DenialEvent],
+    alerts: &[AlertCandidate],
     received: Timestamp,
 ) -> Result<()> {
     if events.is_empty() {
@@ -68,6 +70,7 @@ pub(super) async fn record(
     }
     retry(|| async {
         let mut tx = begin(pool).await?;
+        super::alerts::raise_in(&mut tx, &machine.tenant_id, alerts, received).await?;
         for e in events {
             sqlx::query(
                 "INSERT INTO denial_events (tenant_id, machine_id, time, path, sha256, pid, uid, \

@@ -13,6 +13,7 @@
 
 mod actions;
 mod addresses;
+mod alerts;
 mod audit_log;
 mod console_sessions;
 mod credentials;

@@ -1,10 +1,13 @@
 //! `impl Store for PgStore`: each operation delegates to its module.
 
+use appfence_core::alerts::{AlertCandidate, AlertChange, AlertRecord};
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::indicators::ProtectedHit;
-use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
+use appfence_core::odata::{
+    ActionField, AlertField, EventField, IndicatorField, MachineField, Page, Query,
+};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
@@ -22,8 +25,8 @@ use appfence_proto::Timestamp;
 
 use super::outage::guarded;
 use super::{
-    actions, addresses, audit_log, console_sessions, credentials, events, indicators, machines,
-    oauth_grants, rate_windows, signing_keys, throttle, PgStore,
+    actions, addresses, alerts, audit_log, console_sessions, credentials, events, indicators,
+    machines, oauth_grants, rate_windows, signing_keys, throttle, PgStore,
 };
 use crate::{Change, GroupOf, Store};
 
@@ -727,9 +730,13 @@ impl Store for PgStore {
         &self,
         machine: &MachineRecord,
         events: &[DenialEvent],
+        alerts: &[AlertCandidate],
         received: Timestamp,
     ) -> Result<()> {
-        guarded!(self, events::record(&self.pool, machine, events, received))
+        guarded!(
+            self,
+            events::record(&self.pool, machine, events, alerts, received)
+        )
     }
 
     async fn list_denials(
@@ -739,5 +746,62 @@ impl Store for PgStore {
         query: &Query<EventField>,
     ) -> Result<Page<DenialRecord>> {
         guarded!(self, events::list(&self.pool, tenant_id, scope, query))
+    }
+
+    async fn raise_alerts(
+        &self,
+        tenant_id: &str,
+        alerts: &[AlertCandidate],
+        now: Timestamp,
+    ) -> Result<usize> {
+        guarded!(self, alerts::raise(&self.pool, tenant_id, alerts, now))
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        scope: &DeviceScope,
+        query: &Query<AlertField>,
+    ) -> Result<Page<AlertRecord>> {
+        guarded!(self, alerts::list(&self.pool, tenant_id, scope, query))
+    }
+
+    async fn get_alert(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        scope: &DeviceScope,
+    ) -> Result<Option<AlertRecord>> {
+        guarded!(self, alerts::get(&self.pool, tenant_id, id, scope))
+    }
+
+    async fn update_alerts(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+        change: &AlertChange,
+        scope: &DeviceScope,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Vec<AlertRecord>> {
+        guarded!(
+            self,
+            alerts::update(&self.pool, tenant_id, ids, change, scope, actor, now)
+        )
+    }
+
+    async fn delete_old_alerts(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        guarded!(self, alerts::delete_old(&self.pool, before, limit))
+    }
+
+    async fn silent_restricted_machines(
+        &self,
+        last_seen_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<MachineRecord>> {
+        guarded!(
+            self,
+            alerts::silent_restricted(&self.pool, last_seen_before, limit)
+        )
     }
 }

@@ -9,6 +9,7 @@
 mod action_cache;
 mod actions;
 mod addresses;
+mod alerts;
 mod audit_log;
 mod console_sessions;
 mod credentials;
@@ -29,11 +30,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appfence_core::alerts::{AlertCandidate, AlertChange, AlertRecord};
 use appfence_core::audit::AuditEvent;
 use appfence_core::authz::IndicatorScope;
 use appfence_core::grants::{ClientRegistration, OAuthGrant};
 use appfence_core::indicators::ProtectedHit;
-use appfence_core::odata::{ActionField, EventField, IndicatorField, MachineField, Page, Query};
+use appfence_core::odata::{
+    ActionField, AlertField, EventField, IndicatorField, MachineField, Page, Query,
+};
 use appfence_core::ratelimit::{Decision, RateLimitPolicy};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::{
@@ -889,9 +893,10 @@ impl Store for SqliteStore {
         &self,
         machine: &MachineRecord,
         events: &[DenialEvent],
+        alerts: &[AlertCandidate],
         received: Timestamp,
     ) -> Result<()> {
-        events::record(&self.writer, machine, events, received).await
+        events::record(&self.writer, machine, events, alerts, received).await
     }
 
     async fn list_denials(
@@ -901,5 +906,56 @@ impl Store for SqliteStore {
         query: &Query<EventField>,
     ) -> Result<Page<DenialRecord>> {
         events::list(&self.reader, tenant_id, scope, query).await
+    }
+
+    async fn raise_alerts(
+        &self,
+        tenant_id: &str,
+        alerts: &[AlertCandidate],
+        now: Timestamp,
+    ) -> Result<usize> {
+        alerts::raise(&self.writer, tenant_id, alerts, now).await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        scope: &DeviceScope,
+        query: &Query<AlertField>,
+    ) -> Result<Page<AlertRecord>> {
+        alerts::list(&self.reader, tenant_id, scope, query).await
+    }
+
+    async fn get_alert(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        scope: &DeviceScope,
+    ) -> Result<Option<AlertRecord>> {
+        alerts::get(&self.reader, tenant_id, id, scope).await
+    }
+
+    async fn update_alerts(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+        change: &AlertChange,
+        scope: &DeviceScope,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Vec<AlertRecord>> {
+        alerts::update(&self.writer, tenant_id, ids, change, scope, actor, now).await
+    }
+
+    async fn delete_old_alerts(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        alerts::delete_old(&self.writer, before, limit).await
+    }
+
+    async fn silent_restricted_machines(
+        &self,
+        last_seen_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<MachineRecord>> {
+        alerts::silent_restricted(&self.reader, last_seen_before, limit).await
     }
 }

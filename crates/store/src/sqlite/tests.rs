@@ -66,6 +66,7 @@ contract_checks!(
     protected_files,
     update_machine,
     denial_events,
+    alerts,
     keyset_pages,
     implied_filters,
     retention,
