@@ -111,7 +111,7 @@ impl SimulatedEnforcer {
     /// allowlist lets it run.
     fn deny_unknown_program(&self) {
         let sha256 = demo_program_sha256();
-        if lock(&self.allowlist).iter().any(|a| *a == sha256) {
+        if lock(&self.allowlist).contains(&sha256) {
             return;
         }
         let now = std::time::SystemTime::now()

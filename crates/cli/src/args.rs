@@ -12,7 +12,7 @@ use crate::duration::{parse_delay, parse_duration};
 use crate::parse::{
     database_url_arg, parse_agent_mode, parse_demo_devices, parse_free_space_warning, parse_ip,
     parse_listen, parse_log_format, parse_log_level, parse_optional_period, parse_public_url,
-    parse_refresh_interval,
+    parse_refresh_interval, parse_since, Since,
 };
 
 #[derive(Debug, Parser)]
@@ -77,6 +77,10 @@ pub enum Command {
     /// blocks or audits, and the allowlist restricted devices let run.
     #[command(subcommand)]
     Indicators(IndicatorsCommand),
+    /// List, show and update alerts (MDE's alerts API): what devices blocked or
+    /// reported, for triage.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Run the Linux agent: enrol this host, then restrict execution when the server
     /// says so (fanotify; needs root).
     Agent(AgentArgs),
@@ -693,6 +697,165 @@ pub struct EventsArgs {
     /// Return at most this many ($top).
     #[arg(long, value_name = "N")]
     pub top: Option<u32>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// List alerts, newest first (GET /api/alerts); every page unless --top.
+    List(AlertListArgs),
+    /// Show one alert with its comments and evidence (GET /api/alerts/{id}).
+    Show(AlertShowArgs),
+    /// Change alerts' status, assignee, classification or determination, or comment on
+    /// them (PATCH /api/alerts/{id}; POST /api/alerts/batchUpdate for several).
+    Update(AlertUpdateArgs),
+}
+
+/// An alert status, as MDE spells it (given in any case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AlertStatusArg {
+    #[value(name = "New")]
+    New,
+    #[value(name = "InProgress")]
+    InProgress,
+    #[value(name = "Resolved")]
+    Resolved,
+    #[value(name = "Unknown")]
+    Unknown,
+}
+
+impl AlertStatusArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatusArg::New => "New",
+            AlertStatusArg::InProgress => "InProgress",
+            AlertStatusArg::Resolved => "Resolved",
+            AlertStatusArg::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A status an analyst may set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AlertNewStatus {
+    #[value(name = "New")]
+    New,
+    #[value(name = "InProgress")]
+    InProgress,
+    #[value(name = "Resolved")]
+    Resolved,
+}
+
+impl AlertNewStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertNewStatus::New => "New",
+            AlertNewStatus::InProgress => "InProgress",
+            AlertNewStatus::Resolved => "Resolved",
+        }
+    }
+}
+
+/// An alert severity, as MDE spells it (given in any case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AlertSeverityArg {
+    #[value(name = "UnSpecified")]
+    UnSpecified,
+    #[value(name = "Informational")]
+    Informational,
+    #[value(name = "Low")]
+    Low,
+    #[value(name = "Medium")]
+    Medium,
+    #[value(name = "High")]
+    High,
+}
+
+impl AlertSeverityArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSeverityArg::UnSpecified => "UnSpecified",
+            AlertSeverityArg::Informational => "Informational",
+            AlertSeverityArg::Low => "Low",
+            AlertSeverityArg::Medium => "Medium",
+            AlertSeverityArg::High => "High",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AlertListArgs {
+    /// Only alerts created after this: an RFC 3339 time (2026-12-07T09:30:00Z) or how
+    /// long ago (1h, 30m, 7d).
+    #[arg(long, value_name = "TIME|DURATION", value_parser = parse_since)]
+    pub since: Option<Since>,
+    /// Only alerts with one of these statuses (repeat, or separate with commas or
+    /// spaces).
+    #[arg(long, value_enum, ignore_case = true, num_args = 1.., value_delimiter = ',')]
+    pub status: Vec<AlertStatusArg>,
+    /// Only alerts with one of these severities.
+    #[arg(long, value_enum, ignore_case = true, num_args = 1.., value_delimiter = ',')]
+    pub severity: Vec<AlertSeverityArg>,
+    /// Only the alerts of this machine: its id, aadDeviceId or computer DNS name.
+    #[arg(long, value_name = "MACHINE")]
+    pub machine: Option<String>,
+    /// A further OData $filter condition, e.g. "category eq 'Execution'" (the fields
+    /// of GET /api/alerts).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Return at most this many, one page ($top, at most 10000) [default: every alert,
+    /// following @odata.nextLink]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub top: Option<u32>,
+    /// Include each alert's evidence ($expand=evidence); the table always shows the
+    /// SHA-256 of the first file.
+    #[arg(long)]
+    pub evidence: bool,
+    /// Print JSON (as --output json).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertShowArgs {
+    /// Alert id.
+    pub id: String,
+    /// Print JSON (as --output json).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
+    .args(["status", "assign_to", "classification", "determination", "comment"])))]
+pub struct AlertUpdateArgs {
+    /// Alert ids: one is updated with PATCH, several together (all or none).
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
+    /// New, InProgress or Resolved.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub status: Option<AlertNewStatus>,
+    /// Who owns the alert, e.g. secop@contoso.com ("" unassigns).
+    #[arg(long, value_name = "USER")]
+    pub assign_to: Option<String>,
+    /// TruePositive, InformationalExpectedActivity or FalsePositive.
+    #[arg(long)]
+    pub classification: Option<String>,
+    /// e.g. Malware, UnwantedSoftware, SecurityTesting, LineOfBusinessApplication,
+    /// Clean, Other.
+    #[arg(long)]
+    pub determination: Option<String>,
+    /// A comment to add to the alert.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Print JSON (as --output json).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -59,6 +59,7 @@ pub async fn run_with(
         Command::Actions(c) => cmd::actions::run(c, &mut ctx).await?,
         Command::Machines(c) => cmd::machines::run(c, &mut ctx).await?,
         Command::Indicators(c) => cmd::indicators::run(c, &mut ctx).await?,
+        Command::Alerts(c) => cmd::alerts::run(c, &mut ctx).await?,
         #[cfg(target_os = "linux")]
         Command::Agent(args) => cmd::agent::run(args, &mut ctx).await?,
         #[cfg(not(target_os = "linux"))]

@@ -1,6 +1,7 @@
 //! Rendering: aligned tables and key/value details for people, JSON for scripts.
 
 use appfence_proto::agent::EnforcementMode;
+use appfence_proto::alert::{Alert, AlertEvidence};
 use appfence_proto::{
     Indicator, Machine, MachineAction, MachineEnforcement, MachineEvent, Timestamp,
 };
@@ -307,6 +308,151 @@ pub fn events_table(events: &[MachineEvent]) -> String {
     t.render()
 }
 
+/// The SHA-256 of the alert's first file evidence, if it has one.
+fn first_file_sha256(a: &Alert) -> Option<&str> {
+    a.evidence
+        .iter()
+        .filter(|e| e.entity_type == "File")
+        .find_map(|e| e.sha256.as_deref())
+}
+
+pub fn alerts_table(alerts: &[Alert]) -> String {
+    if alerts.is_empty() {
+        return "No alerts.\n".into();
+    }
+    let mut t = Table::new(vec![
+        "ID",
+        "CREATED (UTC)",
+        "SEVERITY",
+        "STATUS",
+        "MACHINE",
+        "TITLE",
+        "SHA256",
+    ]);
+    for a in alerts {
+        t.push(vec![
+            a.id.clone(),
+            short_time(a.alert_creation_time),
+            a.severity.clone(),
+            a.status.clone(),
+            opt(a.computer_dns_name.as_deref().or(Some(&a.machine_id))),
+            opt(Some(&a.title)),
+            opt(first_file_sha256(a)),
+        ]);
+    }
+    t.render()
+}
+
+/// Every field of the alert, then its comments and evidence.
+pub fn alert_details(a: &Alert) -> String {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let user = a.related_user.as_ref().map(|u| match &u.domain_name {
+        Some(d) if !d.is_empty() => format!("{d}\\{}", u.user_name),
+        _ => u.user_name.clone(),
+    });
+    let mut out = details(&[
+        ("id", a.id.clone()),
+        ("title", opt(Some(&a.title))),
+        ("description", opt(Some(&a.description))),
+        ("severity", a.severity.clone()),
+        ("status", a.status.clone()),
+        ("assigned to", opt(a.assigned_to.as_deref())),
+        ("classification", opt(a.classification.as_deref())),
+        ("determination", opt(a.determination.as_deref())),
+        ("category", opt(Some(&a.category))),
+        ("detection source", opt(Some(&a.detection_source))),
+        ("detector", opt(Some(&a.detector_id))),
+        ("threat", opt(a.threat_name.as_deref())),
+        ("mitre techniques", list(&a.mitre_techniques)),
+        ("machine", opt(a.computer_dns_name.as_deref())),
+        ("machine id", a.machine_id.clone()),
+        ("device group", opt(a.rbac_group_name.as_deref())),
+        ("user", opt(user.as_deref())),
+        ("created", a.alert_creation_time.to_string()),
+        ("first event", time(a.first_event_time)),
+        ("last event", time(a.last_event_time)),
+        ("last update", a.last_update_time.to_string()),
+        ("resolved", time(a.resolved_time)),
+    ]);
+    if a.comments.is_empty() {
+        out.push_str("\nNo comments.\n");
+    } else {
+        out.push_str(&format!("\nComments ({}):\n", a.comments.len()));
+        for c in &a.comments {
+            out.push_str(&format!(
+                "  {} {}: {}\n",
+                c.created_time,
+                c.created_by,
+                c.comment.replace('\n', "\n    ")
+            ));
+        }
+    }
+    if a.evidence.is_empty() {
+        out.push_str("\nNo evidence.\n");
+    } else {
+        out.push_str(&format!("\nEvidence ({}):\n", a.evidence.len()));
+        for (n, e) in a.evidence.iter().enumerate() {
+            out.push_str(&format!("  {}. {}\n", n + 1, e.entity_type));
+            for line in details(&evidence_pairs(e)).lines() {
+                out.push_str("     ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The fields of one piece of evidence that have a value.
+fn evidence_pairs(e: &AlertEvidence) -> Vec<(&'static str, String)> {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
+    let number = |n: Option<i64>| n.map(|n| n.to_string());
+    let join = |dir: &Option<String>, name: &Option<String>| match (dir, name) {
+        (Some(d), Some(n)) => Some(format!("{}/{n}", d.trim_end_matches('/'))),
+        (None, Some(n)) => Some(n.clone()),
+        (Some(d), None) => Some(d.clone()),
+        (None, None) => None,
+    };
+    let candidates: Vec<(&'static str, Option<String>)> = vec![
+        ("file", join(&e.file_path, &e.file_name)),
+        ("sha256", e.sha256.clone()),
+        ("sha1", e.sha1.clone()),
+        ("detection", e.detection_status.clone()),
+        ("process id", number(e.process_id)),
+        ("command line", e.process_command_line.clone()),
+        ("process created", time(e.process_creation_time)),
+        ("parent id", number(e.parent_process_id)),
+        (
+            "parent",
+            join(&e.parent_process_file_path, &e.parent_process_file_name),
+        ),
+        ("parent created", time(e.parent_process_creation_time)),
+        ("account", e.account_name.clone()),
+        ("domain", e.domain_name.clone()),
+        ("user sid", e.user_sid.clone()),
+        ("aad user id", e.aad_user_id.clone()),
+        ("upn", e.user_principal_name.clone()),
+        ("ip address", e.ip_address.clone()),
+        ("url", e.url.clone()),
+        ("registry key", e.registry_key.clone()),
+        ("registry hive", e.registry_hive.clone()),
+        ("registry type", e.registry_value_type.clone()),
+        ("registry value", e.registry_value.clone()),
+        ("seen", time(e.evidence_creation_time)),
+    ];
+    candidates
+        .into_iter()
+        .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
+        .collect()
+}
+
 fn mode_name(mode: EnforcementMode) -> &'static str {
     match mode {
         EnforcementMode::Enforce => "enforce",
@@ -463,6 +609,118 @@ mod tests {
         a.status = ActionStatus::Cancelled;
         a.cancellation_requestor = Some("admin".into());
         assert!(action_details(&a).contains("cancelled by    admin"));
+    }
+
+    fn alert() -> Alert {
+        let t = |s| Timestamp::parse(s).unwrap();
+        Alert {
+            odata_context: None,
+            id: "da637".into(),
+            incident_id: None,
+            investigation_id: None,
+            assigned_to: Some("secops@contoso.com".into()),
+            severity: "High".into(),
+            status: "InProgress".into(),
+            classification: None,
+            determination: None,
+            investigation_state: None,
+            detection_source: "CustomerTI".into(),
+            detector_id: "appfence-file-blocked".into(),
+            category: "Execution".into(),
+            threat_family_name: None,
+            title: "A blocked file ran".into(),
+            description: "miner".into(),
+            alert_creation_time: t("2024-10-21T11:27:58.1447302Z"),
+            first_event_time: Some(t("2024-10-21T11:27:50Z")),
+            last_event_time: Some(t("2024-10-21T11:27:55Z")),
+            last_update_time: t("2024-10-21T11:30:00Z"),
+            resolved_time: None,
+            machine_id: "ab".repeat(20),
+            computer_dns_name: Some("web-01".into()),
+            rbac_group_name: None,
+            aad_tenant_id: "t".into(),
+            threat_name: None,
+            mitre_techniques: vec!["T1204".into()],
+            related_user: Some(appfence_proto::RelatedUser {
+                user_name: "ana".into(),
+                domain_name: None,
+            }),
+            comments: vec![appfence_proto::AlertComment {
+                comment: "looking\ninto it".into(),
+                created_by: "ana@contoso.com".into(),
+                created_time: t("2024-10-21T11:29:00Z"),
+            }],
+            evidence: vec![
+                AlertEvidence {
+                    entity_type: "Process".into(),
+                    process_id: Some(4242),
+                    process_command_line: Some("bash -c ./miner".into()),
+                    ..Default::default()
+                },
+                AlertEvidence {
+                    entity_type: "File".into(),
+                    sha256: Some("cd".repeat(32)),
+                    file_name: Some("miner".into()),
+                    file_path: Some("/tmp/".into()),
+                    detection_status: Some("Blocked".into()),
+                    ..Default::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn alerts_show_in_a_table_with_the_first_file_hash() {
+        let mut other = alert();
+        other.id = "da638".into();
+        other.computer_dns_name = None;
+        other.evidence.clear();
+        let text = alerts_table(&[alert(), other]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("ID     CREATED (UTC)        SEVERITY  STATUS"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("2024-10-21 11:27:58  High      InProgress  web-01"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with(&"cd".repeat(32)), "{text}");
+        assert!(
+            lines[2].contains(&"ab".repeat(20)),
+            "the machine id stands in: {text}"
+        );
+        assert!(lines[2].ends_with(" -"), "{text}");
+        assert_eq!(alerts_table(&[]), "No alerts.\n");
+    }
+
+    #[test]
+    fn alert_details_show_fields_comments_and_evidence() {
+        let text = alert_details(&alert());
+        for want in [
+            "status            InProgress\n",
+            "assigned to       secops@contoso.com\n",
+            "classification    -\n",
+            "mitre techniques  T1204\n",
+            "user              ana\n",
+            "created           2024-10-21T11:27:58.1447302Z\n",
+            "Comments (1):\n  2024-10-21T11:29:00Z ana@contoso.com: looking\n    into it\n",
+            "Evidence (2):\n  1. Process\n",
+            "     process id    4242\n     command line  bash -c ./miner\n",
+            "  2. File\n     file       /tmp/miner\n",
+            "     detection  Blocked\n",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        assert!(
+            text.contains(&format!("sha256     {}\n", "cd".repeat(32))),
+            "{text}"
+        );
+        let mut bare = alert();
+        bare.comments.clear();
+        bare.evidence.clear();
+        let text = alert_details(&bare);
+        assert!(text.contains("\nNo comments.\n") && text.contains("\nNo evidence.\n"));
     }
 
     #[test]

@@ -152,3 +152,34 @@ pub fn parse_log_format(s: &str) -> Result<crate::args::LogFormat, String> {
         _ => Err(format!("invalid log format {s:?}; write text or json")),
     }
 }
+
+/// `alerts list --since`: an RFC 3339 time, or how long ago.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    At(appfence_proto::Timestamp),
+    Ago(Duration),
+}
+
+impl Since {
+    /// The time this stands for, `now` being now.
+    pub fn at(self, now: appfence_proto::Timestamp) -> appfence_proto::Timestamp {
+        match self {
+            Since::At(t) => t,
+            Since::Ago(d) => now.minus(d),
+        }
+    }
+}
+
+/// `2026-12-07T09:30:00Z` (any offset), or a duration such as `1h`, `30m`, `7d`.
+pub fn parse_since(s: &str) -> Result<Since, String> {
+    let s = s.trim();
+    if let Some(t) = appfence_proto::Timestamp::parse(s) {
+        return Ok(Since::At(t));
+    }
+    if s.starts_with(|c: char| c.is_ascii_digit()) && !s.contains(['-', ':']) {
+        return parse_duration(s).map(Since::Ago);
+    }
+    Err(format!(
+        "{s:?} is neither an RFC 3339 time (e.g. 2026-12-07T09:30:00Z) nor a duration (e.g. 1h, 30m, 7d)"
+    ))
+}

@@ -20,6 +20,7 @@
 //! caller keeps the tokens and hands the client a [`UserSession`]
 //! ([`MdeClient::for_session`]).
 
+mod alert_filter;
 mod encode;
 mod error;
 pub mod flows;
@@ -31,14 +32,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appfence_proto::alert::{AlertBatchUpdate, AlertUpdate};
 use appfence_proto::{
-    Collection, Indicator, IndicatorImportResponse, Machine, MachineAction, MachineEnforcement,
-    MachineEvent,
+    Alert, Collection, Indicator, IndicatorImportResponse, Machine, MachineAction,
+    MachineEnforcement, MachineEvent,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use alert_filter::{odata_string, AlertFilter};
 pub use error::ClientError;
 pub use session::{TokenFuture, UserSession};
 pub use token::MDE_SCOPE;
@@ -486,6 +489,70 @@ impl MdeClient {
         self.send(Method::GET, &url, None::<&()>).await
     }
 
+    /// `GET /api/alerts` with an optional OData `$filter` and `$top`, newest first: one
+    /// page. `expand_evidence` asks for `$expand=evidence` (otherwise `evidence` is
+    /// empty).
+    pub async fn list_alerts(
+        &self,
+        filter: Option<&str>,
+        top: Option<u32>,
+        expand_evidence: bool,
+    ) -> Result<Collection<Alert>> {
+        let mut pairs = list_pairs(filter, top);
+        if expand_evidence {
+            pairs.push(("$expand", "evidence".to_string()));
+        }
+        let url = format!("{}/api/alerts{}", self.base, encode::query(&pairs));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// Every matching alert, following `@odata.nextLink` to the end.
+    pub async fn list_alerts_all(
+        &self,
+        filter: Option<&str>,
+        expand_evidence: bool,
+    ) -> Result<Collection<Alert>> {
+        let first = self.list_alerts(filter, None, expand_evidence).await?;
+        self.follow(first).await
+    }
+
+    /// `GET /api/alerts/{id}`: the alert with its evidence.
+    pub async fn get_alert(&self, id: &str) -> Result<Alert> {
+        let url = format!("{}/api/alerts/{}", self.base, encode::encode(id));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
+    /// `PATCH /api/alerts/{id}` (MDE's Update alert): the alert after it.
+    pub async fn update_alert(&self, id: &str, update: &AlertUpdate) -> Result<Alert> {
+        let url = format!("{}/api/alerts/{}", self.base, encode::encode(id));
+        self.send(Method::PATCH, &url, Some(update)).await
+    }
+
+    /// `POST /api/alerts/batchUpdate`: the same change to several alerts, all or none.
+    pub async fn batch_update_alerts(&self, batch: &AlertBatchUpdate) -> Result<()> {
+        let url = format!("{}/api/alerts/batchUpdate", self.base);
+        self.send_for_bytes(Method::POST, &url, Some(batch))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /api/machines/{machine}/alerts`: the machine's alerts, every page.
+    pub async fn machine_alerts(&self, machine: &str) -> Result<Collection<Alert>> {
+        let url = format!(
+            "{}/api/machines/{}/alerts",
+            self.base,
+            encode::encode(machine)
+        );
+        let first = self.send(Method::GET, &url, None::<&()>).await?;
+        self.follow(first).await
+    }
+
+    /// `GET /api/alerts/{id}/machine`: the machine the alert was raised on.
+    pub async fn alert_machine(&self, id: &str) -> Result<Machine> {
+        let url = format!("{}/api/alerts/{}/machine", self.base, encode::encode(id));
+        self.send(Method::GET, &url, None::<&()>).await
+    }
+
     /// Appends the pages behind `@odata.nextLink` to `first`; the result has no next link.
     async fn follow<T: DeserializeOwned>(&self, mut all: Collection<T>) -> Result<Collection<T>> {
         let mut seen = HashSet::new();
@@ -551,6 +618,10 @@ impl MdeClient {
 }
 
 fn list_query(filter: Option<&str>, top: Option<u32>) -> String {
+    encode::query(&list_pairs(filter, top))
+}
+
+fn list_pairs(filter: Option<&str>, top: Option<u32>) -> Vec<(&'static str, String)> {
     let mut pairs = Vec::new();
     if let Some(f) = filter {
         pairs.push(("$filter", f.to_string()));
@@ -558,7 +629,7 @@ fn list_query(filter: Option<&str>, top: Option<u32>) -> String {
     if let Some(t) = top {
         pairs.push(("$top", t.to_string()));
     }
-    encode::query(&pairs)
+    pairs
 }
 
 #[cfg(test)]

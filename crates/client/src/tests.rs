@@ -74,6 +74,37 @@ fn indicator_json(sent: &Value) -> Value {
     })
 }
 
+/// An alert as MDE sends it (one File evidence when `evidence`).
+fn alert_json(id: &str, status: &str, evidence: bool) -> Value {
+    let evidence = if evidence {
+        json!([{
+            "entityType": "File", "evidenceCreationTime": "2024-10-21T11:27:58Z",
+            "sha1": null, "sha256": "ab".repeat(32), "fileName": "tool",
+            "filePath": "/tmp", "processId": null, "processCommandLine": null,
+            "processCreationTime": null, "parentProcessId": null,
+            "parentProcessCreationTime": null, "parentProcessFileName": null,
+            "parentProcessFilePath": null, "ipAddress": null, "url": null,
+            "registryKey": null, "registryHive": null, "registryValueType": null,
+            "registryValue": null, "accountName": null, "domainName": null, "userSid": null,
+            "aadUserId": null, "userPrincipalName": null, "detectionStatus": "Blocked"
+        }])
+    } else {
+        json!([])
+    };
+    json!({
+        "id": id, "incidentId": null, "investigationId": null, "assignedTo": null,
+        "severity": "Medium", "status": status, "classification": null,
+        "determination": null, "investigationState": null,
+        "detectionSource": "CustomerTI", "detectorId": "d", "category": "Execution",
+        "threatFamilyName": null, "title": "blocked", "description": "d",
+        "alertCreationTime": "2024-10-21T11:27:58Z", "firstEventTime": null,
+        "lastEventTime": null, "lastUpdateTime": "2024-10-21T11:27:58Z",
+        "resolvedTime": null, "machineId": "1234", "computerDnsName": "web-01",
+        "rbacGroupName": null, "aadTenantId": TENANT, "threatName": null,
+        "mitreTechniques": [], "relatedUser": null, "comments": [], "evidence": evidence
+    })
+}
+
 fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"code": code, "message": message, "target": "0b7f3c9e-1111-2222-3333-444455556666"}});
     (status, axum::Json(body)).into_response()
@@ -172,6 +203,32 @@ async fn handle(
             axum::Json(indicator_json(&sent)).into_response()
         }
         ("DELETE", "/api/indicators/7") => StatusCode::NO_CONTENT.into_response(),
+        ("GET", "/api/alerts") => {
+            let second = uri.query().is_some_and(|q| q.contains("$skip=1"));
+            let expand = uri.query().is_some_and(|q| q.contains("$expand=evidence"));
+            let id = if second { "al-2" } else { "al-1" };
+            let mut page = json!({
+                "@odata.context": "http://x/api/$metadata#Alerts",
+                "value": [alert_json(id, "New", expand)],
+            });
+            if !second {
+                page["@odata.nextLink"] =
+                    json!(format!("{}/api/alerts?$expand=evidence&$skip=1", s.base));
+            }
+            axum::Json(page).into_response()
+        }
+        ("GET", "/api/alerts/al-1") => axum::Json(alert_json("al-1", "New", true)).into_response(),
+        ("PATCH", "/api/alerts/al-1") => {
+            let sent: Value = serde_json::from_slice(&body).unwrap();
+            let status = sent["status"].as_str().unwrap_or("New");
+            axum::Json(alert_json("al-1", status, true)).into_response()
+        }
+        ("POST", "/api/alerts/batchUpdate") => StatusCode::OK.into_response(),
+        ("GET", "/api/machines/web-01/alerts") => axum::Json(json!({
+            "@odata.context": "http://x/api/$metadata#Alerts",
+            "value": [alert_json("al-1", "New", false)],
+        }))
+        .into_response(),
         ("GET", "/api/machines") => axum::Json(json!({
             "@odata.context": "http://x/api/$metadata#Machines",
             "value": [],
@@ -510,5 +567,79 @@ async fn submits_and_deletes_indicators() {
     assert_eq!(
         (reqs[2].method.as_str(), reqs[2].uri.as_str()),
         ("DELETE", "/api/indicators/7")
+    );
+}
+
+#[tokio::test]
+async fn lists_shows_and_updates_alerts() {
+    use appfence_proto::alert::{AlertBatchUpdate, AlertUpdate};
+    let (state, base) = mock(3599).await;
+    let c = client(&base, "right secret");
+    let page = c
+        .list_alerts(Some("status in ('New','InProgress')"), Some(2), true)
+        .await
+        .unwrap();
+    assert_eq!(page.value.len(), 1);
+    assert_eq!(
+        page.value[0].evidence[0].sha256.as_deref(),
+        Some("ab".repeat(32).as_str())
+    );
+    assert_eq!(
+        requests(&state).last().unwrap().uri,
+        "/api/alerts?$filter=status%20in%20%28%27New%27%2C%27InProgress%27%29&$top=2&$expand=evidence"
+    );
+    let page = c.list_alerts(None, None, false).await.unwrap();
+    assert!(page.value[0].evidence.is_empty());
+    assert_eq!(requests(&state).last().unwrap().uri, "/api/alerts");
+
+    let all = c.list_alerts_all(None, true).await.unwrap();
+    let ids: Vec<_> = all.value.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["al-1", "al-2"]);
+    assert_eq!(all.odata_next_link, None);
+
+    let alert = c.get_alert("al-1").await.unwrap();
+    assert_eq!((alert.id.as_str(), alert.evidence.len()), ("al-1", 1));
+    let e = c.get_alert("al-9").await.unwrap_err();
+    assert_eq!(e.code(), Some("ResourceNotFound"));
+
+    let update = AlertUpdate {
+        status: Some("Resolved".into()),
+        comment: Some("fixed".into()),
+        ..Default::default()
+    };
+    let updated = c.update_alert("al-1", &update).await.unwrap();
+    assert_eq!(updated.status, "Resolved");
+    let patch = requests(&state).last().unwrap().clone();
+    assert_eq!(
+        (patch.method.as_str(), patch.uri.as_str()),
+        ("PATCH", "/api/alerts/al-1")
+    );
+    assert_eq!(patch.body, r#"{"status":"Resolved","comment":"fixed"}"#);
+
+    let batch = AlertBatchUpdate {
+        alert_ids: vec!["al-1".into(), "al-2".into()],
+        update: AlertUpdate {
+            assigned_to: Some("secops@contoso.com".into()),
+            ..Default::default()
+        },
+    };
+    c.batch_update_alerts(&batch).await.unwrap();
+    let post = requests(&state).last().unwrap().clone();
+    assert_eq!(
+        (post.method.as_str(), post.uri.as_str()),
+        ("POST", "/api/alerts/batchUpdate")
+    );
+    assert_eq!(
+        post.body,
+        r#"{"alertIds":["al-1","al-2"],"assignedTo":"secops@contoso.com"}"#
+    );
+
+    let alerts = c.machine_alerts("web-01").await.unwrap();
+    assert_eq!(alerts.value.len(), 1);
+    let e = c.alert_machine("al/1").await.unwrap_err();
+    assert_eq!(e.code(), Some("ResourceNotFound"));
+    assert_eq!(
+        requests(&state).last().unwrap().uri,
+        "/api/alerts/al%2F1/machine"
     );
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use appfence_proto::agent::RuleOutcome;
+use appfence_proto::agent::{RuleOutcome, MAX_COMMAND_LINE_BYTES};
 use appfence_proto::Timestamp;
 
 /// How the file was being loaded.
@@ -31,6 +31,11 @@ pub struct DenialRecord {
     /// The program of the process that asked: for an exec, the image about to be
     /// replaced, i.e. the parent program of the denied one.
     pub parent_program: Option<PathBuf>,
+    /// The command line of the process that asked (for an exec: the one about to be
+    /// replaced), arguments joined by spaces, at most [`MAX_COMMAND_LINE_BYTES`].
+    pub command_line: Option<String>,
+    /// The name of `uid` in the host's `/etc/passwd`.
+    pub user: Option<String>,
     pub time: Timestamp,
     pub access: AccessKind,
     /// Monitor mode: the access was allowed and only reported.
@@ -101,6 +106,40 @@ pub fn process_program(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// The command line of `pid`, from `/proc/<pid>/cmdline` (see [`format_command_line`]).
+pub fn process_command_line(pid: u32) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
+    // A few bytes beyond the bound: the character that straddles it is then whole, so
+    // it is cut rather than shown as a replacement character.
+    let mut raw = Vec::new();
+    file.take(MAX_COMMAND_LINE_BYTES as u64 + 4)
+        .read_to_end(&mut raw)
+        .ok()?;
+    format_command_line(&raw)
+}
+
+/// NUL-separated arguments as one line: the separators become spaces, trailing NULs
+/// go, bytes that are not UTF-8 become U+FFFD, and the result is cut to at most
+/// [`MAX_COMMAND_LINE_BYTES`] at a character boundary. `None` when nothing is left
+/// (a kernel thread, a process that exited).
+pub fn format_command_line(raw: &[u8]) -> Option<String> {
+    let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let joined: Vec<u8> = raw[..end]
+        .iter()
+        .map(|&b| if b == 0 { b' ' } else { b })
+        .collect();
+    let mut line = String::from_utf8_lossy(&joined).into_owned();
+    if line.len() > MAX_COMMAND_LINE_BYTES {
+        let mut cut = MAX_COMMAND_LINE_BYTES;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    (!line.is_empty()).then_some(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +151,8 @@ mod tests {
             pid,
             uid: None,
             parent_program: None,
+            command_line: None,
+            user: None,
             time: Timestamp::from_unix_seconds(1),
             access: AccessKind::Exec,
             monitor_only: false,
@@ -144,5 +185,59 @@ mod tests {
         // SAFETY: getuid has no preconditions.
         assert_eq!(process_uid(me), Some(unsafe { libc::getuid() }));
         assert!(process_program(me).is_some());
+    }
+
+    #[test]
+    fn command_lines_are_joined_by_spaces() {
+        assert_eq!(
+            format_command_line(b"/usr/bin/python3\0-c\0print(1)\0").as_deref(),
+            Some("/usr/bin/python3 -c print(1)")
+        );
+        // Empty arguments keep their place; only trailing NULs go.
+        assert_eq!(
+            format_command_line(b"a\0\0b\0\0\0").as_deref(),
+            Some("a  b")
+        );
+        assert_eq!(
+            format_command_line(b"no terminator").as_deref(),
+            Some("no terminator")
+        );
+        assert_eq!(format_command_line(b""), None);
+        assert_eq!(format_command_line(b"\0\0"), None);
+        assert_eq!(
+            format_command_line(b"bad\xff\0utf8").as_deref(),
+            Some("bad\u{fffd} utf8")
+        );
+    }
+
+    #[test]
+    fn long_command_lines_are_cut_at_a_character_boundary() {
+        let exact = vec![b'a'; MAX_COMMAND_LINE_BYTES];
+        assert_eq!(
+            format_command_line(&exact).unwrap().len(),
+            MAX_COMMAND_LINE_BYTES
+        );
+        // A three-byte character straddling the bound is left out whole.
+        let mut raw = vec![b'a'; MAX_COMMAND_LINE_BYTES - 1];
+        raw.extend_from_slice("€€".as_bytes());
+        let line = format_command_line(&raw).unwrap();
+        assert_eq!(line.len(), MAX_COMMAND_LINE_BYTES - 1);
+        assert!(line.bytes().all(|b| b == b'a'));
+        let mut raw = vec![b'a'; MAX_COMMAND_LINE_BYTES - 3];
+        raw.extend_from_slice("€€".as_bytes());
+        let line = format_command_line(&raw).unwrap();
+        assert_eq!(line.len(), MAX_COMMAND_LINE_BYTES);
+        assert!(line.ends_with('€'));
+        // Replacement characters count by their UTF-8 length.
+        let line = format_command_line(&vec![0xff; MAX_COMMAND_LINE_BYTES]).unwrap();
+        assert_eq!(line.len(), MAX_COMMAND_LINE_BYTES / 3 * 3);
+        assert!(line.chars().all(|c| c == '\u{fffd}'));
+    }
+
+    #[test]
+    fn the_command_line_of_this_process() {
+        let line = process_command_line(std::process::id()).expect("our command line");
+        let first = std::env::args().next().unwrap();
+        assert!(line.starts_with(&first), "{line:?} starts with {first:?}");
     }
 }

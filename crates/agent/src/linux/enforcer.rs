@@ -800,7 +800,7 @@ pub fn denial_event(record: DenialRecord) -> DenialEvent {
         rule: record.rule,
         indicator_id: record.indicator_id,
         alert: record.alert,
-        command_line: None,
-        user: None,
+        command_line: record.command_line,
+        user: record.user,
     }
 }

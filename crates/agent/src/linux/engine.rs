@@ -20,8 +20,11 @@ use appfence_proto::agent::RuleOutcome;
 use super::cache::{
     verdict_for, DecisionCache, EventKind, FileKey, Knowledge, RuleHit, Trust, Verdict,
 };
-use super::denials::{process_program, process_uid, AccessKind, DenialLog, DenialRecord};
+use super::denials::{
+    process_command_line, process_program, process_uid, AccessKind, DenialLog, DenialRecord,
+};
 use super::digest::{is_elf, Sha256Hash};
+use super::passwd::user_name;
 use super::sys::{
     fd_path, fstat, parse_events, poll_two, FanotifyGroup, RawEvent, Waker, PERMISSION_MASK,
 };
@@ -690,6 +693,9 @@ impl Worker {
 
     fn record(&self, job: RecordJob) {
         let pid = job.pid.max(0) as u32;
+        // All read from /proc after the answer was written, best effort: the process may
+        // have moved on.
+        let uid = process_uid(pid);
         let rule = job
             .rule
             .and(job.sha256.as_ref())
@@ -704,8 +710,11 @@ impl Worker {
             path: fd_path(job.file.as_fd()),
             sha256: job.sha256.map(hex::encode),
             pid,
-            uid: process_uid(pid),
+            uid,
             parent_program: process_program(pid),
+            command_line: process_command_line(pid),
+            // From the parsed /etc/passwd, never NSS: this must not wait on a network.
+            user: uid.and_then(user_name),
             time: self.shared.clock.now(),
             access: match job.kind {
                 EventKind::Exec => AccessKind::Exec,

@@ -6,7 +6,8 @@
 //! - `engine`: the decision loop (reader thread, workers, deadlines).
 //! - `trust`, `dpkg`, `rpm`, `digest`: the predefined set and how a file is checked
 //!   against it.
-//! - `cache`: decisions per file version; `denials`: what is reported to the server.
+//! - `cache`: decisions per file version; `denials`: what is reported to the server;
+//!   `passwd`: user names from `/etc/passwd`.
 //! - `memfd`, `mounts`, `sys`: the sysctl, the mount table (and the watcher that marks
 //!   new mounts), the system calls.
 //! - [`host`]: what the device says about itself; the boot-time escape.
@@ -20,6 +21,7 @@ mod engine;
 pub mod host;
 mod memfd;
 mod mounts;
+mod passwd;
 mod protected;
 mod rpm;
 #[cfg(test)]

@@ -334,8 +334,9 @@ fn allowlisted_binary_runs_unknown_and_modified_are_denied() {
                 .iter()
                 .any(|d| d.path.as_deref() == Some(modified.as_path())));
 
-            // The uid and the parent program are read after answering, from /proc: a
-            // process that lingers after its refused exec has both recorded.
+            // The uid, the parent program and the command line are read after answering,
+            // from /proc: a process that lingers after its refused exec has them
+            // recorded; the user name comes from /etc/passwd.
             let lingering = "import os, sys, time\n\
                 try:\n\
                 \x20   os.execv(sys.argv[1], [sys.argv[1]])\n\
@@ -350,11 +351,38 @@ fn allowlisted_binary_runs_unknown_and_modified_are_denied() {
                 .iter()
                 .find(|d| d.path.as_deref() == Some(unknown.as_path()))
                 .expect("the second attempt is recorded too");
-            assert_eq!(record.uid, Some(0));
+            // SAFETY: getuid has no preconditions.
+            let me = unsafe { libc::getuid() };
+            assert_eq!(record.uid, Some(me));
             let parent = record.parent_program.as_ref().expect("parent program");
             assert!(parent.to_string_lossy().contains("python3"), "{parent:?}");
+            let command_line = record.command_line.as_deref().expect("command line");
+            assert!(
+                command_line.starts_with(PYTHON) || command_line.starts_with("python3"),
+                "{command_line:?}"
+            );
+            assert!(
+                command_line.contains(" -c import os, sys, time\ntry:")
+                    && command_line.ends_with(&format!(" {}", unknown.display())),
+                "{command_line:?}"
+            );
+            let my_name = passwd_name_of(me).expect("this user is in /etc/passwd");
+            assert_eq!(record.user.as_deref(), Some(my_name.as_str()));
+            let event = denial_event(record.clone());
+            assert_eq!(event.command_line.as_deref(), Some(command_line));
+            assert_eq!(event.user, Some(my_name));
         },
     );
+}
+
+/// The first name /etc/passwd gives `uid`, read here independently of the agent's parser.
+fn passwd_name_of(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[2] == uid.to_string())
+        .map(|f| f[0].to_string())
 }
 
 #[test]

@@ -3,6 +3,7 @@
 pub mod actions;
 #[cfg(target_os = "linux")]
 pub mod agent;
+pub mod alerts;
 pub mod app;
 pub mod connect;
 pub mod enroll_secret;

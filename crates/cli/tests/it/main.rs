@@ -14,6 +14,7 @@ mod writers;
 mod access;
 mod agent;
 mod alerts;
+mod alerts_cli;
 mod browser;
 mod cancel_races;
 mod cli;
