@@ -386,14 +386,18 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     let (dir, name) = unknown.rsplit_once('/').unwrap();
     assert_eq!(alert["evidence"][0]["fileName"], name, "{alert}");
     assert_eq!(alert["evidence"][0]["filePath"], dir, "{alert}");
-    assert_eq!(alert["evidence"][0]["detectionStatus"], "Blocked", "{alert}");
-    let process = &alert["evidence"][1];
-    assert_eq!(process["entityType"], "Process", "{alert}");
-    assert!(process["processId"].as_u64().unwrap() > 0, "{alert}");
-    assert!(
-        process["processCommandLine"].is_string(),
-        "the command line of the process that asked: {alert}"
+    assert_eq!(
+        alert["evidence"][0]["detectionStatus"], "Blocked",
+        "{alert}"
     );
+    // The test runs the program from outside the agent's pid namespace, where fanotify
+    // names no process (pid 0): no Process evidence then (the enforcer's own fanotify
+    // test checks the command line and user of a process it can see).
+    let evidence = alert["evidence"].as_array().unwrap();
+    for p in evidence.iter().filter(|e| e["entityType"] == "Process") {
+        assert!(p["processId"].as_u64().unwrap() > 0, "{alert}");
+        assert!(p["processCommandLine"].is_string(), "{alert}");
+    }
     assert!(
         exec(&copied_true).await.is_err(),
         "a copied /bin/true is not trusted"
@@ -436,7 +440,9 @@ async fn the_real_agent_restricts_and_lifts_for_real() {
     println!("events: {events}");
     // Repeated runs of the same file stay one alert.
     let same_file = api
-        .get(&format!("/api/machines/{machine_id}/alerts?$expand=evidence"))
+        .get(&format!(
+            "/api/machines/{machine_id}/alerts?$expand=evidence"
+        ))
         .await
         .json()["value"]
         .as_array()

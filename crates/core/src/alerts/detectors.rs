@@ -255,17 +255,21 @@ fn candidate(
         Some(p) => split_path(p),
         None => (None, None),
     };
-    evidence.push(AlertEvidence {
-        entity_type: "Process".into(),
-        evidence_creation_time: Some(received),
-        file_name: parent_name,
-        file_path: parent_path,
-        process_id: Some(i64::from(e.pid)),
-        process_command_line: e.command_line.clone(),
-        account_name: user_name(e),
-        detection_status: Some(status.into()),
-        ..Default::default()
-    });
+    // Pid 0: fanotify could not name the process (it is outside the agent's pid
+    // namespace); there is no process to show.
+    if e.pid != 0 {
+        evidence.push(AlertEvidence {
+            entity_type: "Process".into(),
+            evidence_creation_time: Some(received),
+            file_name: parent_name,
+            file_path: parent_path,
+            process_id: Some(i64::from(e.pid)),
+            process_command_line: e.command_line.clone(),
+            account_name: user_name(e),
+            detection_status: Some(status.into()),
+            ..Default::default()
+        });
+    }
     let user = user_name(e);
     if let Some(name) = &user {
         evidence.push(AlertEvidence {
@@ -284,14 +288,13 @@ fn candidate(
         .sha256
         .as_deref()
         .map_or_else(String::new, |h| format!(" (SHA-256 {h})"));
-    let by = match (&e.parent, &e.command_line) {
-        (_, Some(cmd)) => format!(
-            " Process {} ({}) asked.",
-            e.pid,
-            crate::ids::truncate(cmd, 200)
-        ),
-        (Some(p), None) => format!(" Process {} ({p}) asked.", e.pid),
-        (None, None) => format!(" Process {} asked.", e.pid),
+    let by = match (e.pid, &e.parent, &e.command_line) {
+        (0, _, _) => String::new(),
+        (pid, _, Some(cmd)) => {
+            format!(" Process {pid} ({}) asked.", crate::ids::truncate(cmd, 200))
+        }
+        (pid, Some(p), None) => format!(" Process {pid} ({p}) asked."),
+        (pid, None, None) => format!(" Process {pid} asked."),
     };
     let host = &machine.computer_dns_name;
     let description = match detector {
@@ -499,6 +502,31 @@ mod tests {
         assert_eq!(x.evidence[2].account_name.as_deref(), Some("alice"));
         assert_eq!(x.related_user.as_ref().unwrap().user_name, "alice");
         assert!(x.description.contains("/tmp/x"), "{}", x.description);
+        assert!(x
+            .description
+            .contains("Process 77 (bash -c ./x --now) asked."));
+
+        // Pid 0 (outside the agent's pid namespace): no process to show.
+        let mut unnamed = event(30, "/tmp/z", 'c');
+        unnamed.pid = 0;
+        let got = denial_alerts(
+            &m,
+            &[unnamed],
+            &HashMap::new(),
+            &AlertSettings::default(),
+            Timestamp::from_unix_seconds(31),
+        );
+        let kinds: Vec<_> = got[0]
+            .evidence
+            .iter()
+            .map(|e| e.entity_type.as_str())
+            .collect();
+        assert_eq!(kinds, ["File", "User"]);
+        assert!(
+            !got[0].description.contains("Process"),
+            "{}",
+            got[0].description
+        );
     }
 
     #[test]

@@ -336,7 +336,8 @@ mod tests {
             Error::BadRequest(
                 "Unknown application role 'Machine.Isolate'; known roles are: \
                  Machine.RestrictExecution, Machine.Offboard, Machine.Read.All, \
-                 Machine.ReadWrite.All, Ti.ReadWrite.All, Ti.ReadWrite"
+                 Machine.ReadWrite.All, Ti.ReadWrite.All, Ti.ReadWrite, Alert.Read.All, \
+                 Alert.ReadWrite.All"
                     .into()
             )
         );

@@ -374,7 +374,8 @@ mod tests {
         assert_eq!(json["unique_name"], "ana@example.com");
         assert_eq!(
             json["scp"],
-            "Machine.Read Machine.ReadWrite Machine.RestrictExecution Machine.Offboard Ti.ReadWrite"
+            "Machine.Read Machine.ReadWrite Machine.RestrictExecution Machine.Offboard Ti.ReadWrite \
+             Alert.Read Alert.ReadWrite"
         );
         assert_eq!(json["groups"], serde_json::json!(["tier2", "servers"]));
         // A user's token never carries the application's permissions.
