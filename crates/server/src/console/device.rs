@@ -1,6 +1,7 @@
 //! One device: its details and enforcement state (reported and desired), its open
-//! action, every action with its audit trail, its denied executions, and the restrict
-//! and unrestrict forms. The regions that change are re-rendered by the live view too.
+//! action, its open alerts, every action with its audit trail, its denied executions,
+//! and the restrict and unrestrict forms. The regions that change are re-rendered by the
+//! live view too.
 
 use appfence_core::authz::Api;
 use appfence_core::odata::{ActionField, CmpOp, EventField, Expr, Query as OData, Value};
@@ -48,6 +49,7 @@ pub(super) async fn visible(
 pub(super) struct Regions {
     pub state: Markup,
     pub open: Markup,
+    pub alerts: Markup,
     pub actions: Markup,
     pub denials: Markup,
 }
@@ -57,6 +59,7 @@ impl Regions {
         serde_json::json!({
             "device-state": self.state.0,
             "device-open": self.open.0,
+            "device-alerts": self.alerts.0,
             "device-actions": self.actions.0,
             "device-denials": self.denials.0,
         })
@@ -107,6 +110,7 @@ pub(super) async fn regions(
             },
         )
         .await?;
+    let alerts = super::alerts::open_on_device(state, viewer, &machine.id).await?;
     let can_cancel = state
         .authorize(&viewer.principal, Api::CancelMachineAction)
         .is_ok();
@@ -116,6 +120,7 @@ pub(super) async fn regions(
     Ok(Regions {
         state: state_region(machine, &desired),
         open: open_region(&open, can_cancel.then_some(viewer.csrf.as_str())),
+        alerts,
         actions: html! {
             @for (a, trail) in actions.items.iter().zip(&trails) { (action_row(a, trail)) }
             @if actions.items.is_empty() { tr { td colspan="6" { "No action on this device yet." } } }
@@ -341,6 +346,10 @@ async fn render(
         section.panel aria-labelledby="h-open" {
             h2 #h-open { "Open action" }
             div #device-open { (regions.open) }
+        }
+        section.panel aria-labelledby="h-alerts" {
+            h2 #h-alerts { "Open alerts" }
+            div #device-alerts { (regions.alerts) }
         }
         @if can_restrict {
             section.panel aria-labelledby="h-respond" {

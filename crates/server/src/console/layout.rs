@@ -1,5 +1,6 @@
 //! The frame every console page shares, the small pieces pages are built from (times,
-//! status badges, notices), and the security headers every console answer carries.
+//! status and severity badges, notices), and the security headers every console answer
+//! carries.
 
 use appfence_proto::{ActionStatus, Timestamp};
 use axum::extract::Request;
@@ -14,6 +15,7 @@ use super::session::Viewer;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Devices,
+    Alerts,
     Actions,
     Allowlist,
     None,
@@ -51,6 +53,7 @@ pub fn page(
                     @if viewer.is_some() {
                         nav aria-label="Sections" {
                             a href="/console/devices" aria-current=[current(Section::Devices)] { "Devices" }
+                            a href="/console/alerts" aria-current=[current(Section::Alerts)] { "Alerts" }
                             a href="/console/actions" aria-current=[current(Section::Actions)] { "Action center" }
                             a href="/console/allowlist" aria-current=[current(Section::Allowlist)] { "Allowlist" }
                         }
@@ -119,6 +122,28 @@ pub fn status_badge(s: ActionStatus) -> Markup {
         ActionStatus::Pending | ActionStatus::InProgress => "info",
     };
     badge(class, s.as_str())
+}
+
+/// An alert's severity (MDE's values) with its colour.
+pub fn severity_badge(severity: &str) -> Markup {
+    let class = match severity {
+        "High" => "bad",
+        "Medium" => "warn",
+        "Low" => "info",
+        _ => "muted",
+    };
+    badge(class, severity)
+}
+
+/// An alert's status (`New`, `InProgress`, `Resolved`) with its colour.
+pub fn alert_status_badge(status: &str) -> Markup {
+    let class = match status {
+        "New" => "warn",
+        "InProgress" => "info",
+        "Resolved" => "ok",
+        _ => "muted",
+    };
+    badge(class, status)
 }
 
 pub fn badge(class: &str, text: &str) -> Markup {

@@ -4,6 +4,8 @@
 //! without JavaScript; a small script makes the action views live (server-sent events).
 
 mod actions;
+mod alert;
+mod alerts;
 mod allowlist;
 mod assets;
 mod device;
@@ -51,6 +53,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/devices/{id}", get(device::show))
         .route("/console/devices/{id}/restrict", post(device::restrict))
         .route("/console/devices/{id}/unrestrict", post(device::unrestrict))
+        .route("/console/alerts", get(alerts::list))
+        .route("/console/alerts/{id}", get(alert::show).post(alert::update))
         .route("/console/actions", get(actions::center))
         .route("/console/actions/{id}/cancel", post(actions::cancel))
         .route(
