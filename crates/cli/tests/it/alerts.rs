@@ -85,12 +85,12 @@ const MDE_EVIDENCE_KEYS: &[&str] = &[
     "detectionStatus",
 ];
 
-fn hash(n: u32) -> String {
+pub(crate) fn hash(n: u32) -> String {
     format!("{n:08x}").repeat(8)
 }
 
 /// A denial as the agent reports it: `path` refused on a restricted device at `time`.
-fn denial(path: &str, sha: &str, time: Timestamp) -> Value {
+pub(crate) fn denial(path: &str, sha: &str, time: Timestamp) -> Value {
     json!({
         "time": time,
         "path": path,
@@ -105,7 +105,7 @@ fn denial(path: &str, sha: &str, time: Timestamp) -> Value {
     })
 }
 
-async fn send(device: &Device, events: Vec<Value>) {
+pub(crate) async fn send(device: &Device, events: Vec<Value>) {
     let r = device.post_events(&json!({ "events": events })).await;
     assert_eq!(r.status, 200, "events: {}", r.text);
 }

@@ -20,6 +20,7 @@ mod cancel_races;
 mod cli;
 mod concurrency;
 mod console;
+mod console_alerts;
 mod console_browser;
 mod console_oidc;
 mod crash;
