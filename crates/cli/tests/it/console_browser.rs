@@ -1,10 +1,10 @@
 //! The web console in a real browser (headless Chromium through chromedriver) against
 //! the real server with demo devices, as an analyst and a viewer use it: sign-in, a
 //! restriction followed to `Succeeded` without a reload, the device's enforcement state
-//! changing, a denial allowed from the device page, the restriction lifted, the action
-//! center following a playbook's action live; and what is refused: a wrong password, a
-//! POST without the CSRF token, a viewer's forged POST. Screenshots go to
-//! `target/browser-screenshots/` (the README's come from here).
+//! changing, the denial's alert resolved, a denial allowed from the device page, the
+//! restriction lifted, the action center following a playbook's action live; and what is
+//! refused: a wrong password, a POST without the CSRF token, a viewer's forged POST.
+//! Screenshots go to `target/browser-screenshots/` (the README's come from here).
 
 use std::time::Duration;
 
@@ -162,7 +162,63 @@ async fn an_analyst_restricts_allows_a_denied_file_and_unrestricts_in_the_browse
     .await;
     b.screenshot("device-history").await;
 
+    // The denial raised an alert, shown on the device page and in the alerts: resolve it.
+    b.wait_for_text("#device-alerts", "Untrusted program stopped")
+        .await;
+    b.goto(&demo.server.url("/console/alerts?device=demo-linux-01"))
+        .await;
+    let program = appfence_agent::simulated::DEMO_PROGRAM;
+    let file = program.rsplit('/').next().unwrap();
+    b.wait_for_text("#alert-rows", file).await;
+    b.screenshot("alerts").await;
+    b.click("#alert-rows tr:first-child a[href^='/console/alerts/']")
+        .await;
+    b.wait_for_text(
+        "#alert-evidence",
+        program.trim_end_matches(file).trim_end_matches('/'),
+    )
+    .await;
+    assert_eq!(
+        b.attr("#assigned_to", "value").await.as_deref(),
+        Some(analyst.as_str())
+    );
+    b.select("#status", "Resolved").await;
+    b.select("#classification", "TruePositive").await;
+    b.select("#determination", "Malware").await;
+    b.fill("#comment", "Unknown miner; device restricted").await;
+    b.click("#save").await;
+    b.wait_for_text(".notice.ok", "Saved").await;
+    b.wait_for_text("[data-testid=alert-status]", "Resolved")
+        .await;
+    b.wait_for_text("#alert-comments", "Unknown miner; device restricted")
+        .await;
+    b.screenshot("alert").await;
+    b.execute(
+        "document.getElementById('h-evidence').scrollIntoView(); return true;",
+        vec![],
+    )
+    .await;
+    b.screenshot("alert-evidence").await;
+    let resolved = demo
+        .server
+        .state
+        .store
+        .list_alerts(
+            &demo.info.tenant_id,
+            &appfence_core::rbac::DeviceScope::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|a| a.status == "Resolved")
+        .expect("the alert resolved");
+    assert_eq!(resolved.comments[0].created_by, analyst);
+
     // The denied program, allowed from the device page.
+    b.click("[data-testid=alert-device]").await;
+    b.wait_for_text("h1", "demo-linux-01.appfence.local").await;
     b.click("#device-denials a.button").await;
     b.wait_for_url(|u| u.contains("/console/allowlist?sha256="), WAIT)
         .await;
