@@ -375,7 +375,7 @@ async fn an_analyst_reads_an_alert_and_resolves_it_with_the_form() {
         Some("status=Resolved, assignedTo=ana@alerts.test, classification=TruePositive, determination=Malware, comment added")
     );
 
-    let page = b.get(&r.location()).await;
+    let page = b.get(r.location()).await;
     assert!(page.body.contains("Saved."), "{}", page.body);
     assert!(page.body.contains("miner removed") && page.body.contains(&format!("{ANALYST}: ")));
     assert!(page.body.contains("<option value=\"Resolved\" selected>"));
