@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appfence_core::authz::{ROLE_READ_ALL, ROLE_RESTRICT};
+use appfence_core::authz::{ROLE_ALERT_READ_ALL, ROLE_READ_ALL, ROLE_RESTRICT};
 use appfence_core::ids::{new_guid, new_machine_id};
 use appfence_core::ratelimit::RateLimitPolicy;
 use appfence_core::records::{ActionRecord, MachineRecord};
@@ -84,7 +84,11 @@ impl Harness {
         let tenant = ensure_default_tenant(dyn_store.as_ref())
             .await
             .map_err(|e| format!("cannot create the tenant: {e}"))?;
-        let roles = [ROLE_RESTRICT.to_string(), ROLE_READ_ALL.to_string()];
+        let roles = [
+            ROLE_RESTRICT.to_string(),
+            ROLE_READ_ALL.to_string(),
+            ROLE_ALERT_READ_ALL.to_string(),
+        ];
         let (app, client_secret) = create_app(
             dyn_store.as_ref(),
             clock.as_ref(),
@@ -157,6 +161,33 @@ impl Harness {
         })
         .await
         .map(|(sample, ids)| (ids, sample))
+    }
+
+    /// Enrols one device (host name number `i`); returns its machine id and credential,
+    /// for benchmarks that speak the agent protocol.
+    pub async fn enroll_device(&self, i: usize) -> Result<(String, String), String> {
+        let resp = self
+            .http
+            .post(format!("{}/agent/v1/enroll", self.base))
+            .json(&EnrollRequest {
+                enroll_secret: self.enroll_secret.clone().into(),
+                hostname: format!("{HTTP_HOST_PREFIX}{i:06}"),
+                info: device_info(i),
+                enrollment_key: None,
+            })
+            .send()
+            .await
+            .map_err(|e| format!("enrol: {e}"))?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("enrol answered {status}: {body}"));
+        }
+        let body: EnrollResponse = resp
+            .json()
+            .await
+            .map_err(|e| format!("enrol response: {e}"))?;
+        Ok((body.machine_id, body.credential.expose().to_string()))
     }
 
     pub async fn shutdown(self) -> Result<(), String> {

@@ -1042,3 +1042,53 @@ async fn batch_update_has_mde_rate_limits() {
         .unwrap()
         .contains("\"minute\";q=100"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_batches_beyond_the_gate_are_answered_429_before_their_body_is_read() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let device = server.enroll("gate.corp").await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Eight devices' batches in flight: each sent its head and part of its body.
+    let mut held = Vec::new();
+    for _ in 0..appfence_server::agent_gateway::MAX_CONCURRENT_EVENT_BATCHES {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /agent/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{\"events\": [",
+            device.credential
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        held.push(conn);
+    }
+    // Give the server the moment it takes to read those heads.
+    let refused = within(WAIT, "a refused batch", async {
+        loop {
+            let r = device.post_events(&json!({"events": []})).await;
+            if r.status == 429 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let e = refused.assert_error(429, "TooManyRequests");
+    assert!(e.message.contains("send this one again"), "{}", e.message);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // The senders go away: their places free up, and batches are taken again.
+    drop(held);
+    within(WAIT, "a batch taken again", async {
+        loop {
+            let r = device
+                .post_events(
+                    &json!({"events": [denial("/tmp/x", &hash(1), server.state.clock.now())]}),
+                )
+                .await;
+            if r.status == 200 {
+                return;
+            }
+            assert_eq!(r.status, 429, "{}", r.text);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

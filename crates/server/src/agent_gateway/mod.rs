@@ -2,6 +2,7 @@
 //! acknowledgements and result reports, the allowlist and denial events. The protocol's
 //! types live in `appfence_proto::agent`.
 
+mod batch_gate;
 mod device;
 pub mod enroll;
 mod handlers;
@@ -13,6 +14,7 @@ use axum::Router;
 
 use crate::AppState;
 
+pub use batch_gate::MAX_CONCURRENT_EVENT_BATCHES;
 pub use device::Device;
 pub(crate) use handlers::desired;
 pub use reports::{MAX_EVENT_BATCH_BYTES, MAX_PATH_BYTES};
@@ -30,6 +32,7 @@ pub fn body_limit(path: &str, default: usize) -> usize {
 }
 
 pub fn routes() -> Router<AppState> {
+    let gate = batch_gate::BatchGate::new(batch_gate::MAX_CONCURRENT_EVENT_BATCHES);
     Router::new()
         .route("/enroll", post(enroll::enroll))
         .route("/heartbeat", post(handlers::heartbeat))
@@ -37,9 +40,14 @@ pub fn routes() -> Router<AppState> {
         .route("/actions/{id}/ack", post(handlers::ack))
         .route("/actions/{id}/result", post(handlers::result))
         .route("/allowlist", get(reports::allowlist))
-        // A full batch is larger than the API's body limit.
+        // A full batch is larger than the API's body limit; the gate bounds how many
+        // are in memory at once.
         .route(
             "/events",
-            post(reports::events).layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES)),
+            post(reports::events)
+                .layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES))
+                .layer(axum::middleware::from_fn(move |req, next| {
+                    gate.clone().guard(req, next)
+                })),
         )
 }
