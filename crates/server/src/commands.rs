@@ -478,5 +478,12 @@ pub async fn update_alerts(
         )
         .await?;
     tracing::info!(tenant_id = %principal.tenant_id, count = updated.len(), change = %change.describe(), %actor, "alerts updated");
+    // Open device pages show their open alerts: tell them (every replica's).
+    let mut machines: Vec<&str> = updated.iter().map(|a| a.machine_id.as_str()).collect();
+    machines.sort_unstable();
+    machines.dedup();
+    for machine in machines {
+        state.announce(Change::Observed(machine.to_string())).await;
+    }
     Ok(updated)
 }
