@@ -90,6 +90,27 @@ impl DenialLog {
     }
 }
 
+/// What the agent knows of the process that asked. A worker reads it while the kernel
+/// still holds the process for the answer (a refused exec's forked child exits right
+/// after it); for answers given without a worker (cached verdicts, deadlines) it is read
+/// afterwards, best effort.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSnapshot {
+    pub uid: Option<u32>,
+    pub program: Option<PathBuf>,
+    pub command_line: Option<String>,
+}
+
+impl ProcessSnapshot {
+    pub fn take(pid: u32) -> Self {
+        ProcessSnapshot {
+            uid: process_uid(pid),
+            program: process_program(pid),
+            command_line: process_command_line(pid),
+        }
+    }
+}
+
 /// The real uid of `pid`, from `/proc/<pid>/status`.
 pub fn process_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

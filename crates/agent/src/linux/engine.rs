@@ -20,9 +20,7 @@ use appfence_proto::agent::RuleOutcome;
 use super::cache::{
     verdict_for, DecisionCache, EventKind, FileKey, Knowledge, RuleHit, Trust, Verdict,
 };
-use super::denials::{
-    process_command_line, process_program, process_uid, AccessKind, DenialLog, DenialRecord,
-};
+use super::denials::{AccessKind, DenialLog, DenialRecord, ProcessSnapshot};
 use super::digest::{is_elf, Sha256Hash};
 use super::passwd::user_name;
 use super::sys::{
@@ -138,6 +136,8 @@ impl Shared {
 struct DecideJob {
     id: u64,
     file: Arc<OwnedFd>,
+    /// The process that asked, still held by the kernel while the job runs.
+    pid: i32,
     kind: EventKind,
     key: FileKey,
     root_protected: bool,
@@ -155,6 +155,8 @@ struct RecordJob {
     rule: Option<RuleHit>,
     monitor_only: bool,
     by_deadline: bool,
+    /// Read by the worker before the answer, when a worker decided.
+    process: Option<ProcessSnapshot>,
 }
 
 enum Job {
@@ -175,6 +177,8 @@ struct Outcome {
     /// Events to stop asking about for this inode, if allowed.
     ignore_mask: u64,
     generation: u64,
+    /// The asking process, read for what will be recorded (a denial, an audit).
+    process: Option<ProcessSnapshot>,
 }
 
 /// A running decision loop.
@@ -427,7 +431,7 @@ impl Reader {
             bump(&counters.cache_hits);
             let trust = known.and_then(|k| k.trust);
             let (sha256, rule) = (trust.and_then(|t| t.sha256), trust.and_then(|t| t.rule));
-            self.answer(file, event.pid, kind, verdict, sha256, rule, false);
+            self.answer(file, event.pid, kind, verdict, sha256, rule, false, None);
             return;
         }
         bump(&counters.cache_misses);
@@ -441,6 +445,7 @@ impl Reader {
         let job = Job::Decide(DecideJob {
             id,
             file,
+            pid: event.pid,
             kind,
             key,
             root_protected: stat.root_owned_and_protected(),
@@ -461,6 +466,7 @@ impl Reader {
                         None,
                         None,
                         true,
+                        None,
                     );
                 }
             }
@@ -483,7 +489,17 @@ impl Reader {
             match outcome.verdict {
                 Some(verdict) => {
                     let (sha256, rule) = (outcome.sha256, outcome.rule);
-                    self.answer(file.clone(), pid, kind, verdict, sha256, rule, false);
+                    let process = outcome.process;
+                    self.answer(
+                        file.clone(),
+                        pid,
+                        kind,
+                        verdict,
+                        sha256,
+                        rule,
+                        false,
+                        process,
+                    );
                     if verdict == Verdict::Allow && current && outcome.ignore_mask != 0 {
                         self.ignore(&file, outcome.ignore_mask);
                     }
@@ -491,7 +507,7 @@ impl Reader {
                 None => {
                     bump(&self.shared.counters.deadline_expired);
                     let default = self.settings.answer_on_deadline;
-                    self.answer(file, pid, kind, default, None, None, true);
+                    self.answer(file, pid, kind, default, None, None, true, None);
                 }
             }
         }
@@ -509,7 +525,7 @@ impl Reader {
             if let Some(file) = event.file {
                 bump(&self.shared.counters.deadline_expired);
                 let default = self.settings.answer_on_deadline;
-                self.answer(file, event.pid, event.kind, default, None, None, true);
+                self.answer(file, event.pid, event.kind, default, None, None, true, None);
             }
         }
     }
@@ -537,6 +553,7 @@ impl Reader {
         sha256: Option<Sha256Hash>,
         rule: Option<RuleHit>,
         by_deadline: bool,
+        process: Option<ProcessSnapshot>,
     ) {
         let blocked = verdict == Verdict::Deny && rule == Some(RuleHit::Block);
         let monitor_only = !blocked && self.shared.monitor.load(Ordering::Relaxed);
@@ -557,6 +574,7 @@ impl Reader {
             rule: if blocked || audited { rule } else { None },
             monitor_only: monitor_only || audited,
             by_deadline,
+            process,
         });
         if self.jobs.try_send(record).is_err() {
             self.shared.denials.count_dropped();
@@ -624,6 +642,7 @@ impl Worker {
             rule: None,
             ignore_mask: 0,
             generation: job.generation,
+            process: None,
         };
         if job.kind == EventKind::Open && known.elf.is_none() {
             match is_elf(file) {
@@ -672,6 +691,13 @@ impl Worker {
         outcome.sha256 = known.trust.and_then(|t| t.sha256);
         let rule = known.trust.and_then(|t| t.rule);
         outcome.rule = rule;
+        // What will be recorded: read the process now, while the kernel holds it.
+        let audited = verdict == Some(Verdict::Allow)
+            && rule == Some(RuleHit::Audit)
+            && job.kind == EventKind::Exec;
+        if verdict == Some(Verdict::Deny) || audited {
+            outcome.process = Some(ProcessSnapshot::take(job.pid.max(0) as u32));
+        }
         if verdict == Some(Verdict::Allow) && job.root_protected {
             // Untrusted conclusions are never marked while restricting; a non-ELF file
             // only for opens (executing it as a script still needs trust). Audited
@@ -693,9 +719,10 @@ impl Worker {
 
     fn record(&self, job: RecordJob) {
         let pid = job.pid.max(0) as u32;
-        // All read from /proc after the answer was written, best effort: the process may
-        // have moved on.
-        let uid = process_uid(pid);
+        // Read by the worker that decided, while the kernel held the process; else now,
+        // best effort: the process may have moved on.
+        let process = job.process.unwrap_or_else(|| ProcessSnapshot::take(pid));
+        let uid = process.uid;
         let rule = job
             .rule
             .and(job.sha256.as_ref())
@@ -711,8 +738,8 @@ impl Worker {
             sha256: job.sha256.map(hex::encode),
             pid,
             uid,
-            parent_program: process_program(pid),
-            command_line: process_command_line(pid),
+            parent_program: process.program,
+            command_line: process.command_line,
             // From the parsed /etc/passwd, never NSS: this must not wait on a network.
             user: uid.and_then(user_name),
             time: self.shared.clock.now(),

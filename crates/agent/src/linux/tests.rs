@@ -371,6 +371,36 @@ fn allowlisted_binary_runs_unknown_and_modified_are_denied() {
             let event = denial_event(record.clone());
             assert_eq!(event.command_line.as_deref(), Some(command_line));
             assert_eq!(event.user, Some(my_name));
+
+            // A process that exits at once after its refused exec, as a shell's forked
+            // child does: a file not seen before goes to a worker, which reads the
+            // process while the kernel still holds it.
+            let fresh = sb.copy("/bin/false", "fresh");
+            let quitting = "import os, sys\n\
+                try:\n\
+                \x20   os.execv(sys.argv[1], [sys.argv[1]])\n\
+                except PermissionError:\n\
+                \x20   os._exit(3)\n";
+            let status = std::process::Command::new(PYTHON)
+                .args(["-c", quitting, fresh.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert_eq!(status.code(), Some(3), "the exec was refused");
+            let denials = denials_when(&enforcer, |d| {
+                d.iter().any(|r| r.path.as_deref() == Some(fresh.as_path()))
+            });
+            let record = denials
+                .iter()
+                .find(|d| d.path.as_deref() == Some(fresh.as_path()))
+                .unwrap();
+            let command_line = record.command_line.as_deref().expect("command line");
+            assert!(
+                command_line.contains("os._exit(3)")
+                    && command_line.ends_with(&format!(" {}", fresh.display())),
+                "{command_line:?}"
+            );
+            assert_eq!(record.uid, Some(me));
+            assert!(record.parent_program.is_some(), "{record:?}");
         },
     );
 }
