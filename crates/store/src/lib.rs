@@ -8,6 +8,7 @@
 
 mod addresses;
 #[doc(hidden)]
+mod alert_columns;
 pub mod contract;
 mod grant_rows;
 mod lifecycle;

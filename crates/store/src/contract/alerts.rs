@@ -82,6 +82,26 @@ pub async fn alerts(store: &dyn Store) {
         Some("x")
     );
 
+    // No incidents in appfence: incidentId is null, on both engines.
+    let incident = |value| Query {
+        filter: Some(Expr::Compare {
+            field: AlertField::IncidentId,
+            op: CmpOp::Eq,
+            value,
+        }),
+        ..Query::default()
+    };
+    let null = store
+        .list_alerts(&t.id, &DeviceScope::All, &incident(Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(null.items.len(), 2);
+    let five = store
+        .list_alerts(&t.id, &DeviceScope::All, &incident(Value::Integer(5)))
+        .await
+        .unwrap();
+    assert!(five.items.is_empty());
+
     // Same-time raises get distinct, growing creation times.
     for i in 0..3 {
         let mut d = denial(300, &format!("/tmp/burst-{i}"));

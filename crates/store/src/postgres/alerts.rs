@@ -3,7 +3,7 @@
 //! grows in commit order there too.
 
 use appfence_core::alerts::{AlertCandidate, AlertChange, AlertRecord, Detector};
-use appfence_core::odata::{AlertField, Direction, Page, Query};
+use appfence_core::odata::{AlertField, Page, Query};
 use appfence_core::rbac::DeviceScope;
 use appfence_core::records::MachineRecord;
 use appfence_core::{Error, Result};
@@ -14,66 +14,22 @@ use sqlx::{PgConnection, Row};
 use super::list::{self, Collection};
 use super::machines::MACHINE_COLUMNS;
 use super::{audit_log, begin, commit, ctx, read, retry, Fail, PgResult};
-use crate::odata_sql::{Column, SortKey};
+use crate::alert_columns;
 use crate::rows::{self, to_json, ALERT_COLUMNS, ALERT_COLUMNS_NO_EVIDENCE};
 
-fn column(f: AlertField) -> Column {
-    match f {
-        AlertField::Id => Column::Text("id"),
-        AlertField::AlertCreationTime => Column::Int("created"),
-        AlertField::LastUpdateTime => Column::Int("last_update"),
-        AlertField::LastEventTime => Column::Int("last_event"),
-        AlertField::FirstEventTime => Column::Int("first_event"),
-        AlertField::ResolvedTime => Column::Int("resolved"),
-        AlertField::Status => Column::Text("status"),
-        AlertField::Severity => Column::Text("severity"),
-        AlertField::MachineId => Column::Text("machine_id"),
-        AlertField::ComputerDnsName => Column::NoCaseText("computer_dns_name"),
-        AlertField::Category => Column::NoCaseText("category"),
-        AlertField::DetectionSource => Column::NoCaseText("detection_source"),
-        AlertField::DetectorId => Column::Text("detector_id"),
-        AlertField::AssignedTo => Column::NoCaseText("assigned_to"),
-        AlertField::Classification => Column::Text("classification"),
-        AlertField::Determination => Column::Text("determination"),
-        AlertField::Title => Column::NoCaseText("title"),
-        AlertField::IncidentId | AlertField::InvestigationId => Column::Int("NULL::int8"),
-    }
-}
-
-const DEFAULT_KEYS: &[SortKey] = &[
-    SortKey {
-        col: Column::Int("created"),
-        dir: Direction::Desc,
-        nullable: false,
-    },
-    SortKey {
-        col: Column::Int("seq"),
-        dir: Direction::Desc,
-        nullable: false,
-    },
-];
+const WHAT: &str = "cannot list alerts";
 
 const fn collection(columns: &'static str) -> Collection<AlertField> {
     Collection {
         table: "alert_rows",
         columns,
-        column,
-        default_order: "created DESC, seq DESC",
-        default_keys: DEFAULT_KEYS,
-        tiebreak_key: SortKey {
-            col: Column::Int("seq"),
-            dir: Direction::Desc,
-            nullable: false,
-        },
-        nullable: &[
-            "resolved",
-            "assigned_to",
-            "classification",
-            "determination",
-            "computer_dns_name",
-        ],
+        column: alert_columns::column,
+        default_order: alert_columns::DEFAULT_ORDER,
+        default_keys: alert_columns::DEFAULT_KEYS,
+        tiebreak_key: alert_columns::TIEBREAK_KEY,
+        nullable: alert_columns::NULLABLE,
         implied: &[],
-        what: "cannot list alerts",
+        what: WHAT,
         device_group: "rbac_group_id",
     }
 }
