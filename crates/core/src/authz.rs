@@ -226,8 +226,9 @@ impl Api {
     }
 
     /// The limits of this API, from the configured ones (MDE's 100 a minute and 1,500
-    /// an hour by default): Batch update alerts has a tenth of the minute's and a third
-    /// of the hour's (MDE: 10 and 500).
+    /// an hour by default), in MDE's proportions: Batch update alerts has a tenth of the
+    /// minute's and a third of the hour's (MDE: 10 and 500), Import Indicators 30% of
+    /// the minute's (MDE: 30).
     pub fn rate_limits(
         self,
         base: crate::ratelimit::RateLimitPolicy,
@@ -236,6 +237,10 @@ impl Api {
             Api::BatchUpdateAlerts => crate::ratelimit::RateLimitPolicy {
                 per_minute: (base.per_minute / 10).max(1),
                 per_hour: (base.per_hour / 3).max(1),
+            },
+            Api::ImportIndicators => crate::ratelimit::RateLimitPolicy {
+                per_minute: (base.per_minute.saturating_mul(3) / 10).max(1),
+                per_hour: base.per_hour,
             },
             _ => base,
         }
@@ -518,5 +523,24 @@ mod tests {
         assert_eq!(user(&[]).requestor(), "ana@example.com");
         assert_eq!(app(&[]).caller_key(), "app:c");
         assert_eq!(user(&[]).caller_key(), "user:oid-1");
+    }
+
+    #[test]
+    fn some_apis_have_mde_s_own_limits() {
+        use crate::ratelimit::RateLimitPolicy;
+        let base = RateLimitPolicy::default();
+        let limits = |api: Api| {
+            let p = api.rate_limits(base);
+            (p.per_minute, p.per_hour)
+        };
+        assert_eq!(limits(Api::ListAlerts), (100, 1500));
+        assert_eq!(limits(Api::BatchUpdateAlerts), (10, 500));
+        assert_eq!(limits(Api::ImportIndicators), (30, 1500));
+        let tiny = RateLimitPolicy {
+            per_minute: 1,
+            per_hour: 1,
+        };
+        assert_eq!(Api::BatchUpdateAlerts.rate_limits(tiny), tiny, "never zero");
+        assert_eq!(Api::ImportIndicators.rate_limits(tiny), tiny);
     }
 }

@@ -191,3 +191,48 @@ async fn offboard_has_the_mde_limits_in_a_bucket_of_its_own() {
     assert_eq!(server.stored_actions(&server.tenant_id).await.len(), 3);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_have_mde_s_thirty_a_minute() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let server = TestServer::start_with_clock(clock.clone()).await;
+    clock.set(hour_start_plus(Duration::from_secs(1)));
+    let api = server.api(&["Ti.ReadWrite.All"]).await;
+    let import = |n: usize| {
+        serde_json::json!({"Indicators": [{
+            "indicatorValue": format!("{n:064x}"),
+            "indicatorType": "FileSha256",
+            "action": "Allowed",
+            "title": "tool",
+            "description": "limits",
+        }]})
+    };
+    for n in 0..30 {
+        let r = api.post("/api/indicators/import", &import(n)).await;
+        assert_eq!(r.status, 200, "import {n}: {}", r.text);
+        assert!(r
+            .header("ratelimit-policy")
+            .unwrap()
+            .starts_with("\"minute\";q=30;w=60, \"hour\";q=1500"));
+    }
+    let refused = api.post("/api/indicators/import", &import(30)).await;
+    let e = refused.assert_error(429, "TooManyRequests");
+    assert_eq!(
+        e.message,
+        "API calls quota exceeded! maximum allowed 30 per 00:01:00"
+    );
+    // Submitting one indicator keeps MDE's usual 100.
+    let r = api
+        .post("/api/indicators", &import(31)["Indicators"][0])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r
+        .header("ratelimit-policy")
+        .unwrap()
+        .starts_with("\"minute\";q=100;"));
+    // The next minute takes imports again.
+    clock.advance(Duration::from_secs(60));
+    let r = api.post("/api/indicators/import", &import(32)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    server.stop().await;
+}

@@ -58,7 +58,7 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 4 * 1024 * 1024;
     path = "/indicators/import",
     tag = "Indicators",
     summary = "Import indicators",
-    description = "Submits or updates up to 500 indicators ({\"Indicators\": [...]}, each as in Submit or Update Indicator). As MDE answers, the result lists each indicator in request order with its id, isFailed and failureReason: an indicator refused (a malformed hash, an unknown action or group, a past expiration, a protected file, another application's indicator) is reported and the others are stored, together, in one transaction. A body that is not such a list, or with more than 500, is a 400 and stores nothing. Permission as Submit or Update Indicator.",
+    description = "Submits or updates up to 500 indicators ({\"Indicators\": [...]}, each as in Submit or Update Indicator). As MDE answers, the result lists each indicator in request order with its id, isFailed and failureReason: an indicator refused (a malformed hash, an unknown action or group, a past expiration, a protected file, another application's indicator) is reported and the others are stored, together, in one transaction. A body that is not such a list, or with more than 500, is a 400 and stores nothing. MDE's limit: 30 calls a minute. Permission as Submit or Update Indicator.",
     request_body = Object,
     responses(
         (status = 200, body = IndicatorImportResponse),
