@@ -172,6 +172,13 @@ impl Error {
         Error::ResourceNotFound(format!("MachineAction {id} was not found"))
     }
 
+    pub fn alert_not_found(id: &str) -> Self {
+        Error::ResourceNotFound(format!(
+            "Alert {} was not found",
+            crate::ids::truncate(id, 80)
+        ))
+    }
+
     pub fn indicator_not_found(id: &str) -> Self {
         Error::ResourceNotFound(format!("Indicator {id} was not found"))
     }

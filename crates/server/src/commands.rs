@@ -465,6 +465,12 @@ pub async fn update_alerts(
     change: &appfence_core::alerts::AlertChange,
 ) -> Result<Vec<appfence_core::alerts::AlertRecord>, Error> {
     let scope = state.authorize(principal, api)?;
+    if let Some(bad) = ids
+        .iter()
+        .find(|id| !appfence_core::alerts::is_alert_id(id))
+    {
+        return Err(Error::alert_not_found(bad));
+    }
     let actor = principal.requestor().to_string();
     let updated = state
         .store
@@ -486,4 +492,24 @@ pub async fn update_alerts(
         state.announce(Change::Observed(machine.to_string())).await;
     }
     Ok(updated)
+}
+
+/// The alert `id` of the caller's tenant, with its evidence, if `principal` may call
+/// `api` and the alert's device is within their device groups; else `ResourceNotFound`
+/// (an id of the wrong shape is answered without a query).
+pub async fn visible_alert(
+    state: &AppState,
+    principal: &Principal,
+    api: Api,
+    id: &str,
+) -> Result<appfence_core::alerts::AlertRecord, Error> {
+    let scope = state.authorize(principal, api)?;
+    if !appfence_core::alerts::is_alert_id(id) {
+        return Err(Error::alert_not_found(id));
+    }
+    state
+        .store
+        .get_alert(&principal.tenant_id, id, &scope)
+        .await?
+        .ok_or_else(|| Error::alert_not_found(id))
 }

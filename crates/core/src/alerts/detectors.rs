@@ -160,6 +160,28 @@ pub struct AlertCandidate {
     pub evidence: Vec<AlertEvidence>,
 }
 
+impl AlertCandidate {
+    /// What the stored alert it groups with (its events `first`..`last`) takes from this
+    /// candidate: the events to add to its count, or `None` when nothing changes (an
+    /// alert raised once for good, seen again within what it already says).
+    pub fn fold_into(&self, first: Timestamp, last: Timestamp) -> Option<i64> {
+        match self.join_since {
+            Some(_) => Some(self.count),
+            None if self.first_event < first || self.last_event > last => Some(0),
+            None => None,
+        }
+    }
+}
+
+/// The `alertCreationTime` of a tenant's next new alert: `now`, or one tick after the
+/// newest it has (`newest`), so creation times are unique and grow in commit order.
+pub fn next_creation_time(now: Timestamp, newest: Option<Timestamp>) -> Timestamp {
+    match newest {
+        Some(n) if n.ticks() >= now.ticks() => Timestamp::from_ticks(n.ticks() + 1),
+        _ => now,
+    }
+}
+
 /// The alerts a batch of a device's events raises, already grouped within the batch
 /// (the same file in one batch is one candidate), in the order first seen.
 pub fn denial_alerts(
@@ -241,6 +263,7 @@ fn candidate(
 ) -> AlertCandidate {
     let denied = !e.monitor;
     let status = if denied { "Blocked" } else { "Detected" };
+    let user = user_name(e);
     let (file_name, file_path) = split_path(&e.path);
     let mut evidence = vec![AlertEvidence {
         entity_type: "File".into(),
@@ -265,12 +288,11 @@ fn candidate(
             file_path: parent_path,
             process_id: Some(i64::from(e.pid)),
             process_command_line: e.command_line.clone(),
-            account_name: user_name(e),
+            account_name: user.clone(),
             detection_status: Some(status.into()),
             ..Default::default()
         });
     }
-    let user = user_name(e);
     if let Some(name) = &user {
         evidence.push(AlertEvidence {
             entity_type: "User".into(),
@@ -572,6 +594,45 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[2].detector, Detector::MonitoredExecution);
         assert_eq!(got[2].severity, "Informational");
+    }
+
+    #[test]
+    fn folding_and_creation_times() {
+        let m = machine("h");
+        let t = Timestamp::from_unix_seconds;
+        let windowed = &denial_alerts(
+            &m,
+            &[event(10, "/x", 'a')],
+            &HashMap::new(),
+            &AlertSettings::default(),
+            t(11),
+        )[0];
+        assert_eq!(
+            windowed.fold_into(t(0), t(20)),
+            Some(1),
+            "a windowed alert always counts"
+        );
+        let gap = protection_gap_alert(&m, t(100), t(160), t(200));
+        assert_eq!(
+            gap.fold_into(t(100), t(160)),
+            None,
+            "seen again: nothing changes"
+        );
+        assert_eq!(
+            gap.fold_into(t(100), t(150)),
+            Some(0),
+            "the gap grew: times move, no count"
+        );
+        assert_eq!(next_creation_time(t(5), None), t(5));
+        assert_eq!(next_creation_time(t(5), Some(t(4))), t(5));
+        assert_eq!(
+            next_creation_time(t(5), Some(t(5))).ticks(),
+            t(5).ticks() + 1
+        );
+        assert_eq!(
+            next_creation_time(t(5), Some(t(9))).ticks(),
+            t(9).ticks() + 1
+        );
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! Batch update alerts, a machine's alerts and an alert's machine. Device groups apply
 //! to users: an alert on a device outside the caller's groups is not found.
 
-use appfence_core::alerts::{AlertChange, AlertRecord, MAX_BATCH_UPDATE};
+use appfence_core::alerts::{AlertChange, MAX_BATCH_UPDATE};
 use appfence_core::authz::Api;
 use appfence_core::ids::truncate;
 use appfence_core::odata::{AlertField, CmpOp, Expr, Value as ODataValue};
+use appfence_core::rbac::DeviceScope;
 use appfence_core::{Error, MachineRef};
 use appfence_proto::alert::AlertUpdate;
 use appfence_proto::{Alert, Collection, ErrorBody, Machine};
@@ -90,26 +91,19 @@ pub async fn list_machine_alerts(
     OriginalUri(uri): OriginalUri,
     RawQuery(raw): RawQuery,
 ) -> Result<OData<Collection<Alert>>, ApiError> {
-    let scope = state.authorize(&principal, Api::ListMachineAlerts)?;
-    let machine = state
-        .store
-        .machine(&principal.tenant_id, &MachineRef::parse(&id)?)
-        .await?
-        .ok_or_else(|| Error::machine_not_found(&truncate(&id, 80)))?;
-    scope.check_device(&machine)?;
+    let machine =
+        super::machines::visible_machine(&state, &principal, Api::ListMachineAlerts, &id).await?;
     let (mut q, pairs) = query::parse::<AlertField>(raw.as_deref())?;
     let this_machine = Expr::Compare {
         field: AlertField::MachineId,
         op: CmpOp::Eq,
         value: ODataValue::String(machine.id.clone()),
     };
-    q.filter = Some(match q.filter.take() {
-        Some(f) => Expr::And(Box::new(f), Box::new(this_machine)),
-        None => this_machine,
-    });
+    query::narrow(&mut q.filter, this_machine);
+    // The machine is within the caller's groups, so are its alerts.
     let page = state
         .store
-        .list_alerts(&principal.tenant_id, &scope, &q)
+        .list_alerts(&principal.tenant_id, &DeviceScope::All, &q)
         .await?;
     Ok(super::collection(
         &state,
@@ -119,25 +113,6 @@ pub async fn list_machine_alerts(
         page,
         |a| a.to_wire(None),
     ))
-}
-
-/// The alert `id` of the caller's tenant within `scope`, or `ResourceNotFound`.
-async fn visible_alert(
-    state: &AppState,
-    principal: &appfence_core::authz::Principal,
-    api: Api,
-    id: &str,
-) -> Result<AlertRecord, Error> {
-    let scope = state.authorize(principal, api)?;
-    let not_found = || Error::ResourceNotFound(format!("Alert {} was not found", truncate(id, 80)));
-    if !appfence_core::alerts::is_alert_id(id) {
-        return Err(not_found());
-    }
-    state
-        .store
-        .get_alert(&principal.tenant_id, id, &scope)
-        .await?
-        .ok_or_else(not_found)
 }
 
 #[utoipa::path(
@@ -158,7 +133,7 @@ pub async fn get_alert(
     Authenticated(principal): Authenticated,
     Path(id): Path<String>,
 ) -> Result<OData<Alert>, ApiError> {
-    let alert = visible_alert(&state, &principal, Api::GetAlert, &id).await?;
+    let alert = commands::visible_alert(&state, &principal, Api::GetAlert, &id).await?;
     let ctx = odata_context(&state, ENTITY_SET, true);
     Ok(OData(StatusCode::OK, alert.to_wire(Some(ctx))))
 }
@@ -181,7 +156,7 @@ pub async fn get_alert_machine(
     Authenticated(principal): Authenticated,
     Path(id): Path<String>,
 ) -> Result<OData<Machine>, ApiError> {
-    let alert = visible_alert(&state, &principal, Api::GetAlertMachine, &id).await?;
+    let alert = commands::visible_alert(&state, &principal, Api::GetAlertMachine, &id).await?;
     let machine = state
         .store
         .machine(
@@ -260,11 +235,6 @@ pub async fn update_alert(
     state.authorize(&principal, Api::UpdateAlert)?;
     let body = object(body, "a JSON object with the properties to update")?;
     let change = AlertChange::from_update(update_of(&body, false)?)?;
-    if !appfence_core::alerts::is_alert_id(&id) {
-        return Err(
-            Error::ResourceNotFound(format!("Alert {} was not found", truncate(&id, 80))).into(),
-        );
-    }
     let mut updated =
         commands::update_alerts(&state, &principal, Api::UpdateAlert, &[id], &change).await?;
     let alert = updated
@@ -334,10 +304,7 @@ fn alert_ids(body: &Map<String, Value>) -> Result<Vec<String>, Error> {
             )));
         };
         if !appfence_core::alerts::is_alert_id(id) {
-            return Err(Error::ResourceNotFound(format!(
-                "Alert {} was not found",
-                truncate(id, 80)
-            )));
+            return Err(Error::alert_not_found(id));
         }
         if !ids.contains(id) {
             ids.push(id.clone());

@@ -1,11 +1,8 @@
 //! appfence extensions on machines: what the agent denied (`/machines/{id}/events`) and
 //! its enforcement state next to the state the server wants (`/machines/{id}/enforcement`).
 
-use appfence_core::authz::{Api, Principal};
-use appfence_core::ids::truncate;
+use appfence_core::authz::Api;
 use appfence_core::odata::{CmpOp, EventField, Expr, Value};
-use appfence_core::records::MachineRecord;
-use appfence_core::{Error, MachineRef};
 use appfence_proto::{Collection, ErrorBody, MachineEnforcement, MachineEvent};
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -14,23 +11,6 @@ use super::{odata_context, query};
 use crate::oauth::extract::Authenticated;
 use crate::response::OData;
 use crate::{ApiError, AppState};
-
-/// The machine named by `id`, if `principal` may call `api` on it.
-async fn visible_machine(
-    state: &AppState,
-    principal: &Principal,
-    api: Api,
-    id: &str,
-) -> Result<MachineRecord, Error> {
-    let scope = state.authorize(principal, api)?;
-    let machine = state
-        .store
-        .machine(&principal.tenant_id, &MachineRef::parse(id)?)
-        .await?
-        .ok_or_else(|| Error::machine_not_found(&truncate(id, 80)))?;
-    scope.check_device(&machine)?;
-    Ok(machine)
-}
 
 #[utoipa::path(
     get,
@@ -58,17 +38,15 @@ pub async fn list_machine_events(
     OriginalUri(uri): OriginalUri,
     RawQuery(raw): RawQuery,
 ) -> Result<OData<Collection<MachineEvent>>, ApiError> {
-    let machine = visible_machine(&state, &principal, Api::ListMachineEvents, &id).await?;
+    let machine =
+        super::machines::visible_machine(&state, &principal, Api::ListMachineEvents, &id).await?;
     let (mut q, pairs) = query::parse::<EventField>(raw.as_deref())?;
     let this_machine = Expr::Compare {
         field: EventField::MachineId,
         op: CmpOp::Eq,
         value: Value::String(machine.id.clone()),
     };
-    q.filter = Some(match q.filter.take() {
-        Some(f) => Expr::And(Box::new(f), Box::new(this_machine)),
-        None => this_machine,
-    });
+    query::narrow(&mut q.filter, this_machine);
     let page = state
         .store
         .list_denials(
@@ -106,7 +84,9 @@ pub async fn get_machine_enforcement(
     Authenticated(principal): Authenticated,
     Path(id): Path<String>,
 ) -> Result<OData<MachineEnforcement>, ApiError> {
-    let machine = visible_machine(&state, &principal, Api::GetMachineEnforcement, &id).await?;
+    let machine =
+        super::machines::visible_machine(&state, &principal, Api::GetMachineEnforcement, &id)
+            .await?;
     let desired = crate::agent_gateway::desired(&state, &machine).await?;
     Ok(OData(
         StatusCode::OK,

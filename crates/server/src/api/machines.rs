@@ -1,8 +1,9 @@
 //! Machines: list (OData) and get.
 
-use appfence_core::authz::Api;
+use appfence_core::authz::{Api, Principal};
 use appfence_core::ids::truncate;
 use appfence_core::odata::MachineField;
+use appfence_core::records::MachineRecord;
 use appfence_core::{Error, MachineRef};
 use appfence_proto::{Collection, ErrorBody, Machine};
 use axum::extract::{OriginalUri, Path, RawQuery, State};
@@ -76,13 +77,24 @@ pub async fn get_machine(
         let found = super::machine_lookups::find_by_ip(&state, &principal, &lookup?).await?;
         return Ok(found.into_response());
     }
-    let scope = state.authorize(&principal, Api::GetMachine)?;
-    let machine = state
-        .store
-        .machine(&principal.tenant_id, &MachineRef::parse(&id)?)
-        .await?
-        .ok_or_else(|| Error::machine_not_found(&truncate(&id, 80)))?;
-    scope.check_device(&machine)?;
+    let machine = visible_machine(&state, &principal, Api::GetMachine, &id).await?;
     let ctx = odata_context(&state, "Machines", true);
     Ok(OData(StatusCode::OK, machine.to_wire(Some(ctx))).into_response())
+}
+
+/// The machine named by `id`, if `principal` may call `api` on it.
+pub(super) async fn visible_machine(
+    state: &AppState,
+    principal: &Principal,
+    api: Api,
+    id: &str,
+) -> Result<MachineRecord, Error> {
+    let scope = state.authorize(principal, api)?;
+    let machine = state
+        .store
+        .machine(&principal.tenant_id, &MachineRef::parse(id)?)
+        .await?
+        .ok_or_else(|| Error::machine_not_found(&truncate(id, 80)))?;
+    scope.check_device(&machine)?;
+    Ok(machine)
 }

@@ -1,7 +1,7 @@
 //! OData query strings: decoded (`+` is a space), parsed into a typed query, and the
 //! `@odata.nextLink` for the next page.
 
-use appfence_core::odata::{parse_query, Field, KeyValue, Page, Query};
+use appfence_core::odata::{parse_query, Expr, Field, KeyValue, Page, Query};
 use appfence_core::Error;
 
 /// Decodes a form-encoded query string into pairs.
@@ -27,6 +27,14 @@ struct Token {
     q: String,
     /// The sort key of the last row of the previous page (order fields, tie-break last).
     k: Vec<KeyValue>,
+}
+
+/// `filter`, narrowed to what `also` matches too (a collection under one machine).
+pub fn narrow<F>(filter: &mut Option<Expr<F>>, also: Expr<F>) {
+    *filter = Some(match filter.take() {
+        Some(f) => Expr::And(Box::new(f), Box::new(also)),
+        None => also,
+    });
 }
 
 pub fn parse<F: Field>(raw: Option<&str>) -> Result<(Query<F>, Pairs), Error> {

@@ -18,25 +18,10 @@ use super::layout::{
 use super::session::{form_urlencoded, Viewer};
 use crate::{commands, AppState};
 
-fn not_found(id: &str) -> Error {
-    Error::ResourceNotFound(format!(
-        "Alert {} was not found",
-        appfence_core::ids::truncate(id, 80)
-    ))
-}
-
 /// The alert `id` with its evidence, if the viewer may read it (an alert outside their
 /// device groups is not found, as in the API).
 async fn visible(state: &AppState, viewer: &Viewer, id: &str) -> Result<AlertRecord, Error> {
-    let scope = state.authorize(&viewer.principal, Api::GetAlert)?;
-    if !appfence_core::alerts::is_alert_id(id) {
-        return Err(not_found(id));
-    }
-    state
-        .store
-        .get_alert(&viewer.principal.tenant_id, id, &scope)
-        .await?
-        .ok_or_else(|| not_found(id))
+    commands::visible_alert(state, &viewer.principal, Api::GetAlert, id).await
 }
 
 /// What the change form sends: each field as the user left it, next to its value when
@@ -132,9 +117,6 @@ pub async fn update(
             .await?
             .into_result()?;
         let change = form.change()?;
-        if !appfence_core::alerts::is_alert_id(&id) {
-            return Err(not_found(&id));
-        }
         commands::update_alerts(
             &state,
             &viewer.principal,

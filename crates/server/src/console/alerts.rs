@@ -110,19 +110,13 @@ impl AlertFilters {
     }
 
     fn link_to_page(&self, page: u32) -> String {
-        let mut url = String::from("/console/alerts?");
-        for (k, v) in [
-            ("status", &self.status),
+        let pairs = [
+            ("status", self.status.as_str()),
             ("severity", &self.severity),
             ("device", &self.device),
             ("machine", &self.machine),
-        ] {
-            if !v.is_empty() {
-                url.push_str(&format!("{k}={}&", form_urlencoded(v)));
-            }
-        }
-        url.push_str(&format!("page={page}"));
-        url
+        ];
+        super::page_link("/console/alerts", &pairs, page)
     }
 }
 

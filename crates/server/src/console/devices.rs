@@ -12,7 +12,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{badge, duration, page, respond, time_opt, Section};
-use super::session::{form_urlencoded, Viewer};
+use super::session::Viewer;
 use crate::AppState;
 
 pub const PAGE_SIZE: u32 = 50;
@@ -129,12 +129,7 @@ impl DeviceFilters {
             ("restricted", &self.restricted),
             ("seen", &self.seen),
         ];
-        let mut url = String::from("/console/devices?");
-        for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
-            url.push_str(&format!("{k}={}&", form_urlencoded(v)));
-        }
-        url.push_str(&format!("page={page}"));
-        url
+        super::page_link("/console/devices", &pairs, page)
     }
 }
 

@@ -72,6 +72,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The answer to an unknown console path: an HTML page, with the console's headers.
+/// `path` with the filters that are set and `page`: the link to another page of a list.
+pub(super) fn page_link(path: &str, filters: &[(&str, &str)], page: u32) -> String {
+    let mut url = format!("{path}?");
+    for (k, v) in filters.iter().filter(|(_, v)| !v.is_empty()) {
+        url.push_str(&format!("{k}={}&", session::form_urlencoded(v)));
+    }
+    url.push_str(&format!("page={page}"));
+    url
+}
+
 pub fn not_found() -> Response {
     let mut resp = layout::not_found();
     layout::add_security_headers(resp.headers_mut());

@@ -2,6 +2,7 @@
 //! transaction-level advisory lock) serialising raises across replicas, so `created`
 //! grows in commit order there too.
 
+use appfence_core::alerts::detectors::next_creation_time;
 use appfence_core::alerts::{AlertCandidate, AlertChange, AlertRecord, Detector};
 use appfence_core::odata::{AlertField, Page, Query};
 use appfence_core::rbac::DeviceScope;
@@ -54,6 +55,8 @@ pub(super) async fn raise_in(
         .await
         .map_err(ctx("cannot take the tenant's alert lock"))?;
     let mut created = 0;
+    // `Some(newest)` once read (`Some(None)`: the tenant has no alert yet).
+    let mut newest: Option<Option<Timestamp>> = None;
     for c in candidates {
         let existing = match c.join_since {
             Some(since) => sqlx::query(
@@ -82,8 +85,8 @@ pub(super) async fn raise_in(
             let seq: i64 = row.get("seq");
             let first: i64 = row.get("first_event");
             let last: i64 = row.get("last_event");
-            let extends = c.first_event.ticks() < first || c.last_event.ticks() > last;
-            if c.join_since.is_some() || extends {
+            let stored = (Timestamp::from_ticks(first), Timestamp::from_ticks(last));
+            if let Some(added) = c.fold_into(stored.0, stored.1) {
                 sqlx::query(
                     "UPDATE alerts SET first_event = LEAST(first_event, $1), \
                          last_event = GREATEST(last_event, $2), event_count = event_count + $3, \
@@ -91,7 +94,7 @@ pub(super) async fn raise_in(
                 )
                 .bind(c.first_event.ticks())
                 .bind(c.last_event.ticks())
-                .bind(if c.join_since.is_some() { c.count } else { 0 })
+                .bind(added)
                 .bind(now.ticks())
                 .bind(seq)
                 .execute(&mut *conn)
@@ -100,13 +103,20 @@ pub(super) async fn raise_in(
             }
             continue;
         }
-        let newest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(created) FROM alerts WHERE tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(ctx("cannot read the newest alert"))?;
-        let at = Timestamp::from_ticks(newest.map_or(now.ticks(), |n| now.ticks().max(n + 1)));
+        // The tenant's newest creation time, read once per transaction.
+        let known = match newest {
+            Some(n) => n,
+            None => sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(created) FROM alerts WHERE tenant_id = $1",
+            )
+            .bind(tenant_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(ctx("cannot read the newest alert"))?
+            .map(Timestamp::from_ticks),
+        };
+        let at = next_creation_time(now, known);
+        newest = Some(Some(at));
         insert(conn, tenant_id, c, at, now).await?;
         created += 1;
     }
@@ -186,13 +196,6 @@ pub(super) async fn list(
     list::page(pool, c, tenant_id, scope, query, rows::alert).await
 }
 
-fn visible(alert: &AlertRecord, scope: &DeviceScope) -> bool {
-    match scope {
-        DeviceScope::All => true,
-        DeviceScope::Groups(ids) => ids.contains(&alert.rbac_group_id),
-    }
-}
-
 async fn read_one(
     conn: &mut PgConnection,
     tenant_id: &str,
@@ -227,7 +230,7 @@ pub(super) async fn get(
         let mut conn = pool.acquire().await.map_err(ctx("cannot read an alert"))?;
         Ok(read_one(&mut conn, tenant_id, id, false)
             .await?
-            .filter(|a| visible(a, scope)))
+            .filter(|a| scope.allows(a.rbac_group_id)))
     })
     .await
 }
@@ -248,10 +251,8 @@ pub(super) async fn update(
         for id in ids {
             let mut alert = read_one(&mut tx, tenant_id, id, true)
                 .await?
-                .filter(|a| visible(a, scope))
-                .ok_or_else(|| {
-                    Fail::App(Error::ResourceNotFound(format!("Alert {id} was not found")))
-                })?;
+                .filter(|a| scope.allows(a.rbac_group_id))
+                .ok_or_else(|| Fail::App(Error::alert_not_found(id)))?;
             alert.apply(change, actor, now)?;
             sqlx::query(
                 "UPDATE alerts SET status = $1, assigned_to = $2, classification = $3, \

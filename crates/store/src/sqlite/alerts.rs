@@ -1,6 +1,7 @@
 //! Alerts: raised and grouped in the writer's transactions (with the denial events that
 //! caused them), listed with OData, changed by analysts, pruned by retention.
 
+use appfence_core::alerts::detectors::next_creation_time;
 use appfence_core::alerts::{AlertCandidate, AlertChange, AlertRecord, Detector};
 use appfence_core::odata::{AlertField, Page, Query};
 use appfence_core::rbac::DeviceScope;
@@ -46,6 +47,8 @@ pub(super) async fn raise_in(
     now: Timestamp,
 ) -> Result<usize> {
     let mut created = 0;
+    // `Some(newest)` once read (`Some(None)`: the tenant has no alert yet).
+    let mut newest: Option<Option<Timestamp>> = None;
     for c in candidates {
         let existing = match c.join_since {
             Some(since) => sqlx::query(
@@ -74,8 +77,8 @@ pub(super) async fn raise_in(
             let seq: i64 = row.get("seq");
             let first: i64 = row.get("first_event");
             let last: i64 = row.get("last_event");
-            let extends = c.first_event.ticks() < first || c.last_event.ticks() > last;
-            if c.join_since.is_some() || extends {
+            let stored = (Timestamp::from_ticks(first), Timestamp::from_ticks(last));
+            if let Some(added) = c.fold_into(stored.0, stored.1) {
                 sqlx::query(
                     "UPDATE alerts SET first_event = MIN(first_event, ?), \
                          last_event = MAX(last_event, ?), event_count = event_count + ?, \
@@ -83,7 +86,7 @@ pub(super) async fn raise_in(
                 )
                 .bind(c.first_event.ticks())
                 .bind(c.last_event.ticks())
-                .bind(if c.join_since.is_some() { c.count } else { 0 })
+                .bind(added)
                 .bind(now.ticks())
                 .bind(seq)
                 .execute(&mut *conn)
@@ -92,13 +95,20 @@ pub(super) async fn raise_in(
             }
             continue;
         }
-        let newest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(created) FROM alerts WHERE tenant_id = ?")
-                .bind(tenant_id)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db_err("cannot read the newest alert"))?;
-        let at = Timestamp::from_ticks(newest.map_or(now.ticks(), |n| now.ticks().max(n + 1)));
+        // The tenant's newest creation time, read once per transaction.
+        let known = match newest {
+            Some(n) => n,
+            None => sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(created) FROM alerts WHERE tenant_id = ?",
+            )
+            .bind(tenant_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err("cannot read the newest alert"))?
+            .map(Timestamp::from_ticks),
+        };
+        let at = next_creation_time(now, known);
+        newest = Some(Some(at));
         insert(conn, tenant_id, c, at, now).await?;
         created += 1;
     }
@@ -174,13 +184,6 @@ pub(super) async fn list(
     list::page(reader, c, tenant_id, scope, query, rows::alert).await
 }
 
-fn visible(alert: &AlertRecord, scope: &DeviceScope) -> bool {
-    match scope {
-        DeviceScope::All => true,
-        DeviceScope::Groups(ids) => ids.contains(&alert.rbac_group_id),
-    }
-}
-
 async fn read_one(
     conn: &mut SqliteConnection,
     tenant_id: &str,
@@ -209,7 +212,7 @@ pub(super) async fn get(
         .map_err(db_err("cannot read an alert"))?;
     Ok(read_one(&mut conn, tenant_id, id)
         .await?
-        .filter(|a| visible(a, scope)))
+        .filter(|a| scope.allows(a.rbac_group_id)))
 }
 
 /// Applies `change` to every alert in `ids`, all or nothing: an id that does not exist
@@ -229,8 +232,8 @@ pub(super) async fn update(
     for id in ids {
         let mut alert = read_one(&mut tx, tenant_id, id)
             .await?
-            .filter(|a| visible(a, scope))
-            .ok_or_else(|| Error::ResourceNotFound(format!("Alert {id} was not found")))?;
+            .filter(|a| scope.allows(a.rbac_group_id))
+            .ok_or_else(|| Error::alert_not_found(id))?;
         alert.apply(change, actor, now)?;
         sqlx::query(
             "UPDATE alerts SET status = ?, assigned_to = ?, classification = ?, \
