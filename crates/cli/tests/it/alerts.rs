@@ -1049,24 +1049,39 @@ async fn event_batches_beyond_the_gate_are_answered_429_before_their_body_is_rea
     let server = TestServer::start().await;
     let device = server.enroll("gate.corp").await;
     let addr = server.base.trim_start_matches("http://").to_string();
-    // Eight devices' batches in flight: each sent its head and part of its body.
+    // A batch in flight: its head and part of its body sent, the rest never.
+    let hold = || {
+        let (addr, credential) = (addr.clone(), device.credential.clone());
+        async move {
+            let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "POST /agent/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {credential}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{\"events\": ["
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            conn
+        }
+    };
     let mut held = Vec::new();
     for _ in 0..appfence_server::agent_gateway::MAX_CONCURRENT_EVENT_BATCHES {
-        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let head = format!(
-            "POST /agent/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{\"events\": [",
-            device.credential
-        );
-        conn.write_all(head.as_bytes()).await.unwrap();
-        held.push(conn);
+        held.push(hold().await);
     }
-    // Give the server the moment it takes to read those heads.
+    // Eight batches in flight: the next is refused. A held batch the server read while
+    // one of ours was being stored was itself refused (it has an answer): replace it,
+    // so that all eight end up holding their places.
     let refused = within(WAIT, "a refused batch", async {
         loop {
+            for conn in held.iter_mut() {
+                let mut buf = [0u8; 64];
+                match conn.try_read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => *conn = hold().await,
+                }
+            }
             let r = device.post_events(&json!({"events": []})).await;
             if r.status == 429 {
                 return r;
             }
+            assert_eq!(r.status, 200, "{}", r.text);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
