@@ -41,6 +41,10 @@ pub enum Error {
     /// The request line is longer than the server reads (414).
     #[error("{0}")]
     UriTooLong(String),
+    /// The request did not arrive, or could not be handled, in the time it is given
+    /// (408: the caller may send it again).
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -137,6 +141,7 @@ impl Error {
             Error::ResourceNotFound(_) => "ResourceNotFound",
             Error::NotFound(_) => "NotFound",
             Error::MethodNotAllowed(_) | Error::UriTooLong(_) => "BadRequest",
+            Error::RequestTimeout(_) => "RequestTimeout",
             Error::TooManyRequests { .. } => "TooManyRequests",
             Error::Storage { fault, .. } if fault.is_transient() => "ServiceUnavailable",
             Error::Storage { .. } => "InternalServerError",

@@ -29,6 +29,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::ClientVersionNotSupported(_) => StatusCode::BAD_REQUEST,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+        Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,

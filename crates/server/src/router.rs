@@ -34,7 +34,7 @@ pub fn build(state: AppState) -> Router {
         )
         .nest("/api", api_routes)
         .nest("/api/v1.0", api_v1_routes)
-        .nest("/agent/v1", agent_gateway::routes())
+        .nest("/agent/v1", agent_gateway::routes(&state))
         .merge(oauth::routes::routes())
         .merge(console::routes())
         .route_layer(axum::middleware::from_fn(crate::telemetry::record_request))

@@ -1050,8 +1050,8 @@ async fn event_batches_beyond_the_gate_are_answered_429_before_their_body_is_rea
     let device = server.enroll("gate.corp").await;
     let addr = server.base.trim_start_matches("http://").to_string();
     // A batch in flight: its head and part of its body sent, the rest never.
-    let hold = || {
-        let (addr, credential) = (addr.clone(), device.credential.clone());
+    let hold_as = |credential: String| {
+        let addr = addr.clone();
         async move {
             let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
             let head = format!(
@@ -1061,6 +1061,20 @@ async fn event_batches_beyond_the_gate_are_answered_429_before_their_body_is_rea
             conn
         }
     };
+    let hold = || hold_as(device.credential.clone());
+    // Without a device's credential nobody takes a place: answered 401 at once.
+    for _ in 0..appfence_server::agent_gateway::MAX_CONCURRENT_EVENT_BATCHES {
+        use tokio::io::AsyncReadExt;
+        let mut forged = hold_as("not-a-credential".into()).await;
+        let mut answer = vec![0u8; 64];
+        let n = within(WAIT, "the stranger's answer", forged.read(&mut answer))
+            .await
+            .unwrap();
+        let head = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    }
+    let r = device.post_events(&json!({"events": []})).await;
+    assert_eq!(r.status, 200, "strangers hold no place: {}", r.text);
     let mut held = Vec::new();
     for _ in 0..appfence_server::agent_gateway::MAX_CONCURRENT_EVENT_BATCHES {
         held.push(hold().await);

@@ -11,12 +11,17 @@ use axum::http::request::Parts;
 use crate::oauth::secrets::sha256_hex;
 use crate::{ApiError, AppState};
 
+#[derive(Clone)]
 pub struct Device(pub MachineRecord);
 
 impl FromRequestParts<AppState> for Device {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Authenticated already on this request (the event batch gate does it first).
+        if let Some(device) = parts.extensions.get::<Device>() {
+            return Ok(device.clone());
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

@@ -14,7 +14,7 @@ use axum::Router;
 
 use crate::AppState;
 
-pub use batch_gate::MAX_CONCURRENT_EVENT_BATCHES;
+pub use batch_gate::{BATCH_DEADLINE, MAX_CONCURRENT_EVENT_BATCHES};
 pub use device::Device;
 pub(crate) use handlers::desired;
 pub use reports::{MAX_EVENT_BATCH_BYTES, MAX_PATH_BYTES};
@@ -31,8 +31,11 @@ pub fn body_limit(path: &str, default: usize) -> usize {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    let gate = batch_gate::BatchGate::new(batch_gate::MAX_CONCURRENT_EVENT_BATCHES);
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let gate = batch_gate::BatchGate::new(
+        batch_gate::MAX_CONCURRENT_EVENT_BATCHES,
+        batch_gate::BATCH_DEADLINE,
+    );
     Router::new()
         .route("/enroll", post(enroll::enroll))
         .route("/heartbeat", post(handlers::heartbeat))
@@ -46,8 +49,9 @@ pub fn routes() -> Router<AppState> {
             "/events",
             post(reports::events)
                 .layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES))
-                .layer(axum::middleware::from_fn(move |req, next| {
-                    gate.clone().guard(req, next)
-                })),
+                .layer(axum::middleware::from_fn_with_state(
+                    (state.clone(), gate),
+                    batch_gate::BatchGate::guard,
+                )),
         )
 }
