@@ -61,6 +61,9 @@ pub async fn heartbeat(
     Device(machine): Device,
     AgentJson(req): AgentJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    // Before the report is stored: were the store to fail in between, the next
+    // heartbeat would still see the gap as new (the alert is raised once per gap).
+    raise_protection_gap(&state, &machine, &req.enforcement).await?;
     state
         .store
         .record_heartbeat(&machine.id, &req.info, &req.enforcement, state.clock.now())
@@ -68,7 +71,6 @@ pub async fn heartbeat(
     if machine.enforcement != req.enforcement {
         state.announce(Change::Observed(machine.id.clone())).await;
     }
-    raise_protection_gap(&state, &machine, &req.enforcement).await?;
     Ok(Json(HeartbeatResponse {
         desired: desired(&state, &machine).await?,
     }))
